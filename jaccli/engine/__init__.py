@@ -1,0 +1,22 @@
+"""The math: Jacobians and VJPs by torch autograd, handed on as plain result data.
+
+Imports torch; the CLI imports this package only inside the commands that compute.
+"""
+
+from jaccli.engine.jacobian import Strategy, choose_strategy, compute_jacobian
+from jaccli.engine.problem import Problem, prepare
+from jaccli.engine.result import Evaluation, InputValue, JacobianResult, VjpResult
+from jaccli.engine.vjp import compute_vjp
+
+__all__ = [
+    "Evaluation",
+    "InputValue",
+    "JacobianResult",
+    "Problem",
+    "Strategy",
+    "VjpResult",
+    "choose_strategy",
+    "compute_jacobian",
+    "compute_vjp",
+    "prepare",
+]

@@ -1,0 +1,46 @@
+"""The memory budget: refuse work whose estimated bytes exceed it, before allocating anything."""
+
+from __future__ import annotations
+
+from jaccli.errors import ResourceError
+
+GIB = 1024**3
+DEFAULT_CAP = 4 * GIB
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel reports as available (MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def default_budget() -> int:
+    """The smaller of 4 GiB and half the available memory."""
+    available = available_memory()
+    return DEFAULT_CAP if available is None else min(DEFAULT_CAP, available // 2)
+
+
+def format_bytes(count: float) -> str:
+    """Bytes for people: `512 B`, `3.0 KiB`, `1.5 GiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(count) < 1024 or unit == "PiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def require_within_budget(what: str, needed: int, budget: int | None, way_out: str) -> None:
+    """Raise ResourceError (exit 3) when `needed` bytes exceed the budget."""
+    limit = default_budget() if budget is None else budget
+    if needed > limit:
+        raise ResourceError(
+            f"{what} would need about {format_bytes(needed)}, over the memory budget of "
+            f"{format_bytes(limit)}; {way_out}, or raise --max-memory",
+            code="memory_budget",
+        )

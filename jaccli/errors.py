@@ -1,0 +1,52 @@
+"""Errors a user can cause, each with the exit code the CLI turns it into.
+
+Every layer raises these; only the CLI prints them. The message is one line that names the bad
+value and what would be valid; the operation (`jacobian:`, `vjp:`) is prefixed by the CLI.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit statuses, as documented in DESIGN.md."""
+
+    OK = 0
+    COMPUTATION = 1
+    USAGE = 2
+    RESOURCE = 3
+    INTERRUPTED = 130
+
+
+class JaccliError(Exception):
+    """A failure to report as one line and an exit code, never as a traceback."""
+
+    exit_code: ExitCode = ExitCode.COMPUTATION
+    default_code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+
+class UsageError(JaccliError):
+    """A bad option, name, shape or value: the user can fix the command line (exit 2)."""
+
+    exit_code = ExitCode.USAGE
+    default_code = "usage"
+
+
+class ComputationError(JaccliError):
+    """The computation failed: the function raised or returned something unusable (exit 1)."""
+
+    exit_code = ExitCode.COMPUTATION
+    default_code = "computation"
+
+
+class ResourceError(JaccliError):
+    """The result would exceed the memory budget, so nothing was computed (exit 3)."""
+
+    exit_code = ExitCode.RESOURCE
+    default_code = "resource"

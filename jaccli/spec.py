@@ -1,0 +1,166 @@
+"""Shapes, values, dtypes and cotangents parsed from command-line strings into plain Python values.
+
+No torch here: `jaccli --help` and `jaccli presets` import this module and must stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from jaccli.errors import UsageError
+
+Shape = tuple[int, ...]
+
+SCALAR_WORD = "scalar"
+MAX_DIMENSION_DIGITS = 12
+MAX_JSON_CHARS = 10_000_000
+DTYPES = ("float32", "float64")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DIMENSION_SEPARATOR = re.compile(r"[x×]", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ArrayData:
+    """A rectangular array of numbers given by the user: its shape and row-major values."""
+
+    shape: Shape
+    values: tuple[float, ...]
+
+
+Cotangent = Literal["ones", "randn"] | ArrayData
+
+
+def format_shape(shape: Shape) -> str:
+    """The command-line spelling of a shape: `2x3`, `4`, or `scalar` for `()`."""
+    return "x".join(str(d) for d in shape) if shape else SCALAR_WORD
+
+
+def parse_shape(text: str) -> Shape:
+    """A shape from `2x3`, `4`, `2x3x5` or `scalar`; every dimension at least 1."""
+    stripped = text.strip()
+    if stripped.lower() in (SCALAR_WORD, "()"):
+        return ()
+    if not stripped:
+        raise UsageError(f"empty shape; expected dimensions like 2x3, 4 or {SCALAR_WORD}")
+    dimensions = []
+    for part in _DIMENSION_SEPARATOR.split(stripped):
+        part = part.strip()
+        if not part:
+            raise UsageError(
+                f"bad shape {text!r}: a dimension is missing; expected dimensions separated by "
+                f"'x', like 2x3, 4 or {SCALAR_WORD}"
+            )
+        if not (part.isascii() and part.isdigit()):
+            raise UsageError(
+                f"bad shape {text!r}: {_shorten(part)!r} is not a positive integer; "
+                f"expected dimensions like 2x3, 4 or {SCALAR_WORD}"
+            )
+        if len(part) > MAX_DIMENSION_DIGITS:
+            raise UsageError(
+                f"bad shape {_shorten(text)!r}: a dimension has {len(part)} digits "
+                f"(at most {MAX_DIMENSION_DIGITS})"
+            )
+        dimension = int(part)
+        if dimension < 1:
+            raise UsageError(f"bad shape {text!r}: every dimension must be at least 1")
+        dimensions.append(dimension)
+    return tuple(dimensions)
+
+
+def split_named(text: str, option: str) -> tuple[str | None, str]:
+    """`name=rest` into (`name`, `rest`); text with no `name=` prefix into (None, text)."""
+    name, sep, rest = text.partition("=")
+    if not sep:
+        return None, text
+    name = name.strip()
+    if not _NAME.fullmatch(name):
+        raise UsageError(
+            f"bad {option} {_shorten(text)!r}: {_shorten(name)!r} is not an input name "
+            f"(expected NAME=... or a value alone)"
+        )
+    return name, rest
+
+
+def parse_shape_option(text: str) -> tuple[str | None, Shape]:
+    """One `--shape` value: `2x3` (the only input) or `a=2x3` (a named input)."""
+    name, shape_text = split_named(text, "--shape")
+    return name, parse_shape(shape_text)
+
+
+def parse_value_option(text: str) -> tuple[str | None, ArrayData]:
+    """One `--value` value: `[[1,2],[3,4]]` (the only input) or `x=[[1,2],[3,4]]`."""
+    name, json_text = split_named(text, "--value")
+    return name, parse_json_array(json_text, what="--value")
+
+
+def parse_dtype(name: str) -> str:
+    """A floating dtype name: float32 or float64."""
+    normalized = name.strip().lower()
+    if normalized not in DTYPES:
+        raise UsageError(f"unknown dtype {_shorten(name)!r} (choose {' or '.join(DTYPES)})")
+    return normalized
+
+
+def parse_cotangent(text: str) -> Cotangent:
+    """The cotangent v of a VJP: `ones`, `randn`, or a JSON array of y's shape."""
+    stripped = text.strip()
+    if stripped in ("ones", "randn"):
+        return stripped  # type: ignore[return-value]
+    return parse_json_array(stripped, what="--cotangent", alternatives="ones, randn or ")
+
+
+def parse_json_array(text: str, *, what: str, alternatives: str = "") -> ArrayData:
+    """A JSON number or rectangular nested list of numbers, checked before any tensor exists."""
+    if len(text) > MAX_JSON_CHARS:
+        raise UsageError(f"{what}: JSON of {len(text)} characters exceeds {MAX_JSON_CHARS}")
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, ValueError, RecursionError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+        raise UsageError(
+            f"{what} {_shorten(text)!r} is not {alternatives}a JSON array of numbers ({reason})"
+        ) from None
+    shape = _nested_shape(document, what)
+    values: list[float] = []
+    _flatten_checked(document, shape, what, values, path=())
+    return ArrayData(shape=shape, values=tuple(values))
+
+
+def _nested_shape(document: object, what: str) -> Shape:
+    shape: list[int] = []
+    node = document
+    while isinstance(node, list):
+        if not node:
+            raise UsageError(f"{what}: empty list; every dimension must be at least 1")
+        shape.append(len(node))
+        node = node[0]
+    return tuple(shape)
+
+
+def _flatten_checked(
+    node: object, shape: Shape, what: str, out: list[float], path: tuple[int, ...]
+) -> None:
+    where = "".join(f"[{i}]" for i in path) or "the value"
+    if not shape:
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            raise UsageError(f"{what}: {where} is {_shorten(json.dumps(node))}, not a number")
+        try:
+            out.append(float(node))
+        except OverflowError:
+            out.append(math.copysign(math.inf, node))
+        return
+    if not isinstance(node, list) or len(node) != shape[0]:
+        found = f"{len(node)} entries" if isinstance(node, list) else "a single value"
+        raise UsageError(
+            f"{what}: ragged array: {where} has {found} where {shape[0]} were expected"
+        )
+    for index, child in enumerate(node):
+        _flatten_checked(child, shape[1:], what, out, (*path, index))
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

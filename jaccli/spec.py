@@ -105,6 +105,36 @@ def parse_dtype(name: str) -> str:
     return normalized
 
 
+_BYTE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}  # fmt: skip
+_BYTES = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_bytes(text: str) -> int:
+    """A memory size: `4GiB`, `512MiB`, `2G`, `1500000` (bytes)."""
+    match = _BYTES.fullmatch(text)
+    unit = match and _BYTE_UNITS.get(match.group(2).lower())
+    if not match or unit is None or len(match.group(1)) > 20:
+        raise UsageError(
+            f"bad memory size {_shorten(text)!r}; expected a size like 4GiB, 512MiB or 2G"
+        )
+    return int(float(match.group(1)) * unit)
+
+
+def format_bytes(count: float) -> str:
+    """Bytes for people: `512 B`, `3.0 KiB`, `1.5 GiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
 def parse_cotangent(text: str) -> Cotangent:
     """The cotangent v of a VJP: `ones`, `randn`, or a JSON array of y's shape."""
     stripped = text.strip()

@@ -5,8 +5,8 @@ Imports torch; the CLI imports this package only inside the commands that comput
 
 from jaccli.engine.jacobian import Strategy, choose_strategy, compute_jacobian
 from jaccli.engine.problem import Problem, prepare
-from jaccli.engine.result import Evaluation, InputValue, JacobianResult, VjpResult
 from jaccli.engine.vjp import compute_vjp
+from jaccli.result import Evaluation, InputValue, JacobianResult, VjpResult
 
 __all__ = [
     "Evaluation",

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from jaccli.engine.problem import Problem
-from jaccli.engine.result import Evaluation, InputValue
 from jaccli.errors import ComputationError
+from jaccli.result import Evaluation, InputValue
 
 
 def call_function(problem: Problem, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:

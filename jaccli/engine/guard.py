@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jaccli.errors import ResourceError
+from jaccli.spec import format_bytes
 
 GIB = 1024**3
 DEFAULT_CAP = 4 * GIB
@@ -24,15 +25,6 @@ def default_budget() -> int:
     """The smaller of 4 GiB and half the available memory."""
     available = available_memory()
     return DEFAULT_CAP if available is None else min(DEFAULT_CAP, available // 2)
-
-
-def format_bytes(count: float) -> str:
-    """Bytes for people: `512 B`, `3.0 KiB`, `1.5 GiB`."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(count) < 1024 or unit == "PiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 def require_within_budget(what: str, needed: int, budget: int | None, way_out: str) -> None:

@@ -21,8 +21,8 @@ import torch
 from jaccli.engine.evaluate import call_function, describe, to_numpy
 from jaccli.engine.guard import require_within_budget
 from jaccli.engine.problem import Problem
-from jaccli.engine.result import JacobianResult
 from jaccli.errors import ComputationError
+from jaccli.result import JacobianResult
 
 LOOP_LIMIT = 64
 """Up to this many passes, a loop beats the start-up of the vectorized methods."""

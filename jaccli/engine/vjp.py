@@ -6,8 +6,8 @@ import torch
 
 from jaccli.engine.evaluate import call_function, describe, to_numpy
 from jaccli.engine.problem import Problem
-from jaccli.engine.result import VjpResult
 from jaccli.errors import UsageError
+from jaccli.result import VjpResult
 from jaccli.spec import ArrayData, Cotangent, format_shape
 
 

@@ -1,0 +1,283 @@
+"""The Typer app: parse options, call spec, functions, engine and render, map errors to exit codes.
+
+The only module that imports Typer. torch is imported inside the commands that compute, so
+`jaccli --help` and `jaccli presets` never pay for it.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback as traceback_module
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console, RenderableType
+from typer.core import TyperGroup
+
+from jaccli import spec
+from jaccli.errors import ExitCode, JaccliError, UsageError
+from jaccli.functions import PRESETS, resolve
+
+if TYPE_CHECKING:
+    from jaccli.engine import Problem
+
+# Click's base exception, found through Typer so it works whether Typer vendors Click or not.
+_ClickException: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+def _write(stream: Any, text: str) -> None:
+    stream.write(text)
+    stream.flush()
+
+
+def _report_error(command: str, code: str, message: str, as_json: bool) -> None:
+    """One line on stderr naming the operation; under --json a JSON error object as well."""
+    _write(sys.stderr, f"{command}: {message}\n")
+    if as_json:
+        from jaccli.render.document import dumps, error_document
+
+        _write(sys.stderr, dumps(error_document(code, message)) + "\n")
+
+
+class JaccliGroup(TyperGroup):
+    """Turns Click's own usage errors into the one-line form every other error has."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+        try:
+            status = super().main(*args, standalone_mode=False, **kwargs)
+        except _ClickException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":
+                _write(sys.stderr, error.format_message() + "\n")
+                sys.exit(ExitCode.USAGE)
+            _report_error("jaccli", "usage", error.format_message(), "--json" in argv)
+            sys.exit(getattr(error, "exit_code", ExitCode.USAGE))
+        except typer.Abort:
+            sys.exit(ExitCode.INTERRUPTED)
+        sys.exit(status if isinstance(status, int) else ExitCode.OK)
+
+
+app = typer.Typer(
+    cls=JaccliGroup,
+    name="jaccli",
+    help="Jacobians and vector-Jacobian products of functions, by PyTorch autograd.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@contextmanager
+def reporting(command: str, as_json: bool, show_traceback: bool) -> Iterator[None]:
+    """The error boundary: JaccliError becomes one line and its exit code, never a traceback."""
+    try:
+        yield
+    except JaccliError as error:
+        if show_traceback:
+            traceback_module.print_exc()
+        _report_error(command, error.code, error.message, as_json)
+        raise typer.Exit(error.exit_code) from None
+    except (typer.Exit, KeyboardInterrupt, BrokenPipeError):
+        raise
+    except Exception as error:
+        if show_traceback:
+            traceback_module.print_exc()
+        message = f"internal error: {type(error).__name__}: {error} (run with --traceback)"
+        _report_error(command, "internal", message, as_json)
+        raise typer.Exit(ExitCode.COMPUTATION) from None
+
+
+def _emit_json(document: dict[str, Any]) -> None:
+    from jaccli.render.document import dumps
+
+    _write(sys.stdout, dumps(document) + "\n")
+
+
+def _emit_rich(renderable: RenderableType) -> None:
+    """Render the whole result first, then write it at once: no half-printed tables."""
+    console = Console(highlight=False, soft_wrap=False)
+    with console.capture() as captured:
+        console.print(renderable)
+    _write(sys.stdout, captured.get())
+
+
+def _layout(precision: int, full: bool) -> Any:
+    from jaccli.render.tables import Layout
+
+    return Layout(precision=precision, width=Console().width, full=full)
+
+
+FnOption = Annotated[
+    str,
+    typer.Option("--fn", "-f", help="A preset name (see `jaccli presets`).", show_default=False),
+]
+ShapeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--shape",
+        "-s",
+        help="An input's shape: 2x3, 4, scalar; NAME=2x3 for a named input. Repeatable.",
+    ),
+]
+ValueOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--value",
+        help="An input's values as JSON: NAME='[[1,2],[3,4]]'. Repeatable.",
+    ),
+]
+WrtOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--wrt", help="Differentiate with respect to this input. Repeatable. [default: all]"
+    ),
+]
+SeedOption = Annotated[int, typer.Option(help="Seed of the standard-normal input values.")]
+DtypeOption = Annotated[str, typer.Option(help="float32 or float64.")]
+PrecisionOption = Annotated[int, typer.Option(min=0, max=17, help="Decimals shown in tables.")]
+FullOption = Annotated[bool, typer.Option("--full", help="Show every entry of large tables.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document instead of tables.")
+]
+MaxMemoryOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Refuse work estimated above this size, like 2GiB. "
+        "[default: the smaller of 4 GiB and half the available memory]",
+        show_default=False,
+    ),
+]
+TracebackOption = Annotated[
+    bool, typer.Option("--traceback", help="Show the Python traceback of an error.")
+]
+
+
+def _problem(
+    fn: str,
+    shape: Sequence[str] | None,
+    value: Sequence[str] | None,
+    wrt: Sequence[str] | None,
+    seed: int,
+    dtype: str,
+    budget: int | None,
+) -> Problem:
+    """Parse the shared options and build the engine's Problem (this imports torch)."""
+    function = resolve(fn)
+    shape_options = [spec.parse_shape_option(text) for text in shape or ()]
+    value_options = [spec.parse_value_option(text) for text in value or ()]
+    dtype_name = spec.parse_dtype(dtype)
+    from jaccli.engine import prepare
+
+    return prepare(
+        function,
+        shape_options=shape_options,
+        value_options=value_options,
+        wrt=wrt or (),
+        seed=seed,
+        dtype=dtype_name,
+        budget=budget,
+    )
+
+
+def _budget(max_memory: str | None) -> int | None:
+    return None if max_memory is None else spec.parse_bytes(max_memory)
+
+
+@app.command()
+def jacobian(
+    fn: FnOption,
+    shape: ShapeOption = None,
+    value: ValueOption = None,
+    wrt: WrtOption = None,
+    seed: SeedOption = 0,
+    dtype: DtypeOption = "float32",
+    strategy: Annotated[
+        str, typer.Option(help="auto, loop, rev (reverse mode) or fwd (forward mode).")
+    ] = "auto",
+    precision: PrecisionOption = 4,
+    full: FullOption = False,
+    json_: JsonOption = False,
+    max_memory: MaxMemoryOption = None,
+    traceback: TracebackOption = False,
+) -> None:
+    """Compute y = f(x) and its Jacobian J, with J.shape == y.shape + x.shape."""
+    with reporting("jacobian", json_, traceback):
+        budget = _budget(max_memory)
+        problem = _problem(fn, shape, value, wrt, seed, dtype, budget)
+        from jaccli.engine import Strategy, compute_jacobian
+
+        try:
+            chosen = Strategy(strategy)
+        except ValueError:
+            choices = ", ".join(s.value for s in Strategy)
+            raise UsageError(f"unknown --strategy {strategy!r} (choose {choices})") from None
+        result = compute_jacobian(problem, chosen, budget)
+        if json_:
+            from jaccli.render.document import jacobian_document
+
+            _emit_json(jacobian_document(result))
+        else:
+            from jaccli.render.tables import jacobian_renderable
+
+            _emit_rich(jacobian_renderable(result, _layout(precision, full)))
+
+
+@app.command()
+def vjp(
+    fn: FnOption,
+    shape: ShapeOption = None,
+    value: ValueOption = None,
+    wrt: WrtOption = None,
+    cotangent: Annotated[
+        str,
+        typer.Option(help="v in y's shape: ones, randn (seeded) or a JSON array."),
+    ] = "ones",
+    seed: SeedOption = 0,
+    dtype: DtypeOption = "float32",
+    precision: PrecisionOption = 4,
+    full: FullOption = False,
+    json_: JsonOption = False,
+    max_memory: MaxMemoryOption = None,
+    traceback: TracebackOption = False,
+) -> None:
+    """Compute the vector-Jacobian product vᵀ·J, the x.grad that y.backward(v) gives."""
+    with reporting("vjp", json_, traceback):
+        cotangent_spec = spec.parse_cotangent(cotangent)
+        problem = _problem(fn, shape, value, wrt, seed, dtype, _budget(max_memory))
+        from jaccli.engine import compute_vjp
+
+        result = compute_vjp(problem, cotangent_spec)
+        if json_:
+            from jaccli.render.document import vjp_document
+
+            _emit_json(vjp_document(result))
+        else:
+            from jaccli.render.tables import vjp_renderable
+
+            _emit_rich(vjp_renderable(result, _layout(precision, full)))
+
+
+@app.command()
+def presets(json_: JsonOption = False) -> None:
+    """List the preset functions: name, formula, and inputs with their default shapes."""
+    functions = list(PRESETS.values())
+    if json_:
+        from jaccli.render.document import presets_document
+
+        _emit_json(presets_document(functions))
+    else:
+        from jaccli.render.tables import presets_table
+
+        _emit_rich(presets_table(functions))
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the app on `argv` (default sys.argv[1:]) and exit with its status."""
+    app(args=list(argv) if argv is not None else None, prog_name="jaccli")
+    raise AssertionError("unreachable: the app exits")

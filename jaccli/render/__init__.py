@@ -1,0 +1,1 @@
+"""Renderers: results to Rich renderables or to JSON documents. They never compute."""

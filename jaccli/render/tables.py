@@ -1,0 +1,277 @@
+"""Rich renderables for results: inputs, output, Jacobians and VJPs as labelled grids.
+
+Renderers lay out numbers the engine computed; they never compute. Every user-supplied string
+enters as `Text`, never as markup, so `[bold]` prints as written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rich import box
+from rich.columns import Columns
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from jaccli.functions.model import Function
+from jaccli.render.numbers import format_cells
+from jaccli.result import Evaluation, JacobianResult, VjpResult
+from jaccli.spec import format_shape
+
+PER_ELEMENT_LIMIT = 12
+"""Up to this many output elements, J is shown as one grid per element ∂y[i] / ∂x."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How much fits: decimals shown, terminal width, and whether to truncate big grids."""
+
+    precision: int = 4
+    width: int = 80
+    full: bool = False
+    max_rows: int = 20
+
+
+def index_label(name: str, shape: Sequence[int], flat_index: int) -> str:
+    """`y[1,0]` for flat index 3 of a 2x2 y; plain `y` for a scalar."""
+    if not shape:
+        return name
+    index = np.unravel_index(flat_index, tuple(shape))
+    return f"{name}[{','.join(str(int(i)) for i in index)}]"
+
+
+def _window(count: int, limit: int | None) -> list[int | None]:
+    """The positions shown of `count`: all, or the first ones, an ellipsis (None), the last."""
+    if limit is None or count <= limit:
+        return list(range(count))
+    return [*range(max(limit - 2, 1)), None, count - 1]
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """A 2-D view of numbers with labels for its rows and columns."""
+
+    values: np.ndarray  # 2-D
+    row_label: Callable[[int], str]
+    column_label: Callable[[int], str]
+
+
+def _grid_of(array: np.ndarray, layout: Layout) -> _Grid:
+    """An array in its own shape: rows over the leading axes, columns over the last axis.
+
+    A vector too long for one line stands as a column, one labelled row per entry.
+    """
+    if array.ndim == 0:
+        return _Grid(array.reshape(1, 1), lambda _: "", lambda _: "")
+    if array.ndim == 1:
+        as_row = _Grid(array.reshape(1, -1), lambda _: "", str)
+        _, column_limit = _fits(as_row, layout)
+        if column_limit is None or array.shape[0] <= column_limit:
+            return as_row
+        return _Grid(array.reshape(-1, 1), str, lambda _: "")
+    leading = array.shape[:-1]
+
+    def row_label(row: int) -> str:
+        return ",".join(str(int(i)) for i in np.unravel_index(row, leading))
+
+    return _Grid(array.reshape(-1, array.shape[-1]), row_label, str)
+
+
+def _fits(grid: _Grid, layout: Layout) -> tuple[int | None, int | None]:
+    """Row and column limits that keep the grid within the layout (None: no limit)."""
+    if layout.full:
+        return None, None
+    sample = format_cells(grid.values[: layout.max_rows, :64], layout.precision)
+    cell_width = max((len(str(c)) for c in sample.flat), default=1)
+    label_width = max((len(grid.row_label(r)) for r in range(min(len(grid.values), 4))), default=0)
+    label_width = max(label_width, len(grid.column_label(grid.values.shape[1] - 1)))
+    columns = max(2, (layout.width - label_width - 4) // (max(cell_width, label_width) + 3))
+    return layout.max_rows, columns
+
+
+def _grid_table(grid: _Grid, title: Text, layout: Layout) -> tuple[Table, Text | None]:
+    """The grid as a table, and a line saying what was left out when it had to be cut."""
+    row_limit, column_limit = _fits(grid, layout)
+    rows = _window(grid.values.shape[0], row_limit)
+    columns = _window(grid.values.shape[1], column_limit)
+    shown = grid.values[
+        np.ix_([r for r in rows if r is not None], [c for c in columns if c is not None])
+    ]
+    cells = iter(format_cells(shown, layout.precision).tolist())
+    exact_zero = iter((shown == 0).tolist())
+
+    labelled = any(c is not None and grid.column_label(c) for c in columns)
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        show_header=labelled,
+    )
+    table.add_column("", style="dim", justify="right")
+    for c in columns:
+        table.add_column("…" if c is None else Text(grid.column_label(c)), justify="right")
+    for r in rows:
+        if r is None:
+            table.add_row("⋮", *("⋮" if c is not None else "" for c in columns))
+            continue
+        row_cells, row_zero = iter(next(cells)), iter(next(exact_zero))
+        rendered: list[Text | str] = []
+        for c in columns:
+            if c is None:
+                rendered.append("…")
+            else:
+                text, zero = next(row_cells), next(row_zero)
+                rendered.append(Text(text, style="dim" if zero else ""))
+        table.add_row(Text(grid.row_label(r)), *rendered)
+    if len(rows) == grid.values.shape[0] and len(columns) == grid.values.shape[1]:
+        return table, None
+    shown_rows = sum(r is not None for r in rows)
+    shown_columns = sum(c is not None for c in columns)
+    note = Text(
+        f"showing {shown_rows} of {grid.values.shape[0]} rows and {shown_columns} of "
+        f"{grid.values.shape[1]} columns; --full shows every entry",
+        style="italic dim",
+    )
+    return table, note
+
+
+def _with_note(table: Table, note: Text | None) -> RenderableType:
+    return table if note is None else Group(table, note)
+
+
+def array_table(array: np.ndarray, title: Text, layout: Layout) -> RenderableType:
+    """The array as a grid in its own shape, rows and columns labelled by index."""
+    return _with_note(*_grid_table(_grid_of(np.asarray(array), layout), title, layout))
+
+
+def _titled(name: str, shape: Sequence[int], note: str = "") -> Text:
+    title = Text.assemble((name, "bold"), "  ", (format_shape(tuple(shape)), "cyan"))
+    if note:
+        title.append(f"  {note}", style="dim")
+    return title
+
+
+def _section(title: str) -> Text:
+    return Text.assemble("\n", (title, "bold underline"))
+
+
+def evaluation_renderables(evaluation: Evaluation, layout: Layout) -> list[RenderableType]:
+    """The function and its formula, then each input and the output with their values."""
+    header = Text.assemble(
+        (evaluation.function_name, "bold magenta"),
+        "   ",
+        evaluation.formula,
+        "   ",
+        (evaluation.dtype, "dim"),
+    )
+    parts: list[RenderableType] = [header, _section("Inputs")]
+    for value in evaluation.inputs:
+        note = "" if value.differentiable else "constant, not differentiated"
+        parts.append(
+            array_table(value.values, _titled(value.name, value.values.shape, note), layout)
+        )
+    parts += [
+        _section("Output"),
+        array_table(evaluation.output, _titled("y", evaluation.output.shape), layout),
+    ]
+    return parts
+
+
+def jacobian_table(
+    jacobian: np.ndarray, y_shape: Sequence[int], x_name: str, layout: Layout
+) -> RenderableType:
+    """J wrt one input: one grid per output element in x's shape when small, else J as a
+    matrix with rows `y[i,…]` and columns `x[j,…]`."""
+    y_shape = tuple(y_shape)
+    x_shape = jacobian.shape[len(y_shape) :]
+    n_out = int(np.prod(y_shape, dtype=np.int64))
+    per_element = jacobian.reshape(n_out, *x_shape)
+    if n_out <= PER_ELEMENT_LIMIT:
+        tables = [
+            _grid_table(
+                _grid_of(per_element[i], layout),
+                Text(f"∂{index_label('y', y_shape, i)} / ∂{x_name}"),
+                layout,
+            )
+            for i in range(n_out)
+        ]
+        if all(note is None for _, note in tables):
+            return Columns([table for table, _ in tables], padding=(0, 3))
+    matrix = _Grid(
+        jacobian.reshape(n_out, -1),
+        lambda row: index_label("y", y_shape, row),
+        lambda column: index_label(x_name, x_shape, column),
+    )
+    title = Text(f"∂y / ∂{x_name} as a {n_out}×{matrix.values.shape[1]} matrix")
+    return _with_note(*_grid_table(matrix, title, layout))
+
+
+def jacobian_renderable(result: JacobianResult, layout: Layout) -> Group:
+    """The evaluation, then J for each input differentiated, with the strategy used."""
+    evaluation = result.evaluation
+    y_shape = evaluation.output.shape
+    parts = evaluation_renderables(evaluation, layout)
+    for name, jacobian in result.jacobians.items():
+        x_shape = jacobian.shape[len(y_shape) :]
+        parts.append(
+            Text.assemble(
+                "\n",
+                (f"Jacobian ∂y/∂{name}", "bold underline"),
+                "  ",
+                (format_shape(jacobian.shape), "cyan"),
+                (f" = y {format_shape(y_shape)} + {name} {format_shape(x_shape)}", "dim"),
+            )
+        )
+        parts.append(jacobian_table(jacobian, y_shape, name, layout))
+    parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
+    return Group(*parts)
+
+
+def vjp_renderable(result: VjpResult, layout: Layout) -> Group:
+    """The evaluation, the cotangent v, then vᵀ·J for each input differentiated."""
+    evaluation = result.evaluation
+    parts = evaluation_renderables(evaluation, layout)
+    parts += [
+        _section("Cotangent"),
+        array_table(result.cotangent, _titled("v", result.cotangent.shape, "in y's shape"), layout),
+    ]
+    for name, vjp in result.vjps.items():
+        parts.append(
+            Text.assemble(
+                "\n",
+                (f"VJP vᵀ·∂y/∂{name}", "bold underline"),
+                (f"  = {name}.grad after y.backward(v)", "dim"),
+            )
+        )
+        parts.append(array_table(vjp, _titled(name, vjp.shape), layout))
+    return Group(*parts)
+
+
+def _inputs_text(function: Function) -> Text:
+    text = Text()
+    for position, spec in enumerate(function.inputs):
+        if position:
+            text.append(", ")
+        text.append(spec.name, style="bold")
+        if spec.shape_like:
+            text.append(f" shape of {spec.shape_like}")
+        else:
+            text.append(f" {format_shape(spec.default_shape)}", style="cyan")
+        if not spec.differentiable:
+            text.append(" (constant)", style="dim")
+    return text
+
+
+def presets_table(functions: Iterable[Function]) -> Table:
+    """Every preset: name, formula, and inputs with their default shapes."""
+    table = Table(box=box.SIMPLE_HEAD, title=Text("Presets (--fn NAME)"), title_justify="left")
+    table.add_column("name", style="bold magenta", no_wrap=True)
+    table.add_column("formula")
+    table.add_column("inputs (default shape)")
+    for function in functions:
+        table.add_row(Text(function.name), Text(function.formula), _inputs_text(function))
+    return table

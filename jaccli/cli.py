@@ -99,9 +99,15 @@ def _emit_json(document: dict[str, Any]) -> None:
     _write(sys.stdout, dumps(document) + "\n")
 
 
-def _emit_rich(renderable: RenderableType) -> None:
-    """Render the whole result first, then write it at once: no half-printed tables."""
-    console = Console(highlight=False, soft_wrap=False)
+FULL_WIDTH = 1_000_000
+
+
+def _emit_rich(renderable: RenderableType, full: bool = False) -> None:
+    """Render the whole result first, then write it at once: no half-printed tables.
+
+    With --full, lines are as wide as the tables need, not squeezed into the terminal.
+    """
+    console = Console(highlight=False, soft_wrap=False, width=FULL_WIDTH if full else None)
     with console.capture() as captured:
         console.print(renderable)
     _write(sys.stdout, captured.get())
@@ -225,7 +231,7 @@ def jacobian(
         else:
             from jaccli.render.tables import jacobian_renderable
 
-            _emit_rich(jacobian_renderable(result, _layout(precision, full)))
+            _emit_rich(jacobian_renderable(result, _layout(precision, full)), full)
 
 
 @app.command()
@@ -260,7 +266,7 @@ def vjp(
         else:
             from jaccli.render.tables import vjp_renderable
 
-            _emit_rich(vjp_renderable(result, _layout(precision, full)))
+            _emit_rich(vjp_renderable(result, _layout(precision, full)), full)
 
 
 @app.command()

@@ -144,7 +144,7 @@ PRESETS: dict[str, Function] = {
             _contraction_check("matmul", "a", "b"),
         ),
         Function(
-            "sigmoid", "y = sigmoid(x) = 1 / (1 + exp(-x))", (InputSpec("x", (3,)),), _sigmoid
+            "sigmoid", "y = 1 / (1 + exp(-x))", (InputSpec("x", (3,)),), _sigmoid
         ),
         Function(
             "softmax",
@@ -176,7 +176,7 @@ PRESETS: dict[str, Function] = {
         ),
         Function(
             "polar",
-            "y = (r·cos θ, r·sin θ) with (r, θ) = x[..., 0], x[..., 1]",
+            "y = (r cos θ, r sin θ), (r, θ) = x",
             (InputSpec("x", (2,)),),
             _polar,
             _polar_check,

@@ -16,6 +16,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from jaccli.errors import UsageError
 from jaccli.functions.model import Function
 from jaccli.render.numbers import format_cells
 from jaccli.result import Evaluation, JacobianResult, VjpResult
@@ -23,6 +24,8 @@ from jaccli.spec import format_shape
 
 PER_ELEMENT_LIMIT = 12
 """Up to this many output elements, J is shown as one grid per element ∂y[i] / ∂x."""
+FULL_CELL_LIMIT = 40_000
+"""--full prints at most this many numbers in one table (Rich takes about 2 s for them)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,12 @@ def _grid_of(array: np.ndarray, layout: Layout) -> _Grid:
 def _fits(grid: _Grid, layout: Layout) -> tuple[int | None, int | None]:
     """Row and column limits that keep the grid within the layout (None: no limit)."""
     if layout.full:
+        cells = grid.values.size
+        if cells > FULL_CELL_LIMIT:
+            raise UsageError(
+                f"--full would print {cells:,} numbers in one table (at most "
+                f"{FULL_CELL_LIMIT:,}); use --json for the whole result"
+            )
         return None, None
     sample = format_cells(grid.values[: layout.max_rows, :64], layout.precision)
     cell_width = max((len(str(c)) for c in sample.flat), default=1)
@@ -268,9 +277,11 @@ def _inputs_text(function: Function) -> Text:
 
 def presets_table(functions: Iterable[Function]) -> Table:
     """Every preset: name, formula, and inputs with their default shapes."""
-    table = Table(box=box.SIMPLE_HEAD, title=Text("Presets (--fn NAME)"), title_justify="left")
+    table = Table(
+        box=box.SIMPLE_HEAD, title=Text("Presets (--fn NAME)"), title_justify="left", show_edge=False
+    )
     table.add_column("name", style="bold magenta", no_wrap=True)
-    table.add_column("formula")
+    table.add_column("formula", no_wrap=True)
     table.add_column("inputs (default shape)")
     for function in functions:
         table.add_row(Text(function.name), Text(function.formula), _inputs_text(function))

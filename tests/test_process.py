@@ -1,0 +1,90 @@
+"""Real processes: the installed `jaccli` command, `python -m jaccli`, imports, and pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
+
+
+def _jaccli_command() -> list[str]:
+    """The console script installed beside this Python, as a new user runs it."""
+    script = Path(sys.executable).with_name("jaccli")
+    found = str(script) if script.exists() else shutil.which("jaccli")
+    if found is None:
+        pytest.fail("the jaccli console script is not installed (pip install -e .)")
+    return [found]
+
+
+def _modules_loaded_by(args: list[str]) -> set[str]:
+    code = (
+        "import sys\n"
+        "from jaccli.cli import app\n"
+        "try:\n"
+        f"    app(args={args!r}, prog_name='jaccli')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120
+    )
+    return set(done.stderr.split())
+
+
+@pytest.mark.parametrize("args", [["--help"], ["presets"], ["presets", "--json"], ["jacobian", "--help"]])
+def test_help_and_presets_never_import_torch(args: list[str]) -> None:
+    modules = _modules_loaded_by(args)
+    assert "jaccli.cli" in modules  # the probe really ran
+    assert "torch" not in modules
+
+
+def test_installed_command_prints_the_lesson_jacobian_as_json() -> None:
+    done = subprocess.run(
+        [*_jaccli_command(), "jacobian", "--fn", "expsum", "--shape", "2x3", "--json"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    document = json.loads(done.stdout)
+    x = np.array(document["inputs"]["x"]["values"])
+    j = np.array(document["jacobian"]["x"]["values"])
+    np.testing.assert_allclose(j[1, 1], np.exp(x[1]), rtol=1e-6)
+
+
+def test_python_dash_m_runs_the_same_app_with_usage_exit_code() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "jaccli", "vjp", "--fn", "matmul", "--wrt", "c"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == "vjp: --wrt 'c' is not an input of matmul (inputs: a, b)\n"
+
+
+def test_output_piped_into_head_ends_quietly() -> None:
+    # about 300 KB of table: far past the 64 KiB a pipe buffers, so the writer meets a closed pipe
+    command = [*_jaccli_command(), "jacobian", "--fn", "expsum", "--shape", "12x100", "--full"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()  # what `head -1` does after its line
+        stderr = process.stderr.read().decode()
+        status = process.wait(timeout=120)
+    assert first.startswith(b"expsum")
+    assert stderr == ""
+    assert status == 0

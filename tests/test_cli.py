@@ -36,7 +36,9 @@ def test_seeded_inputs_are_float64_standard_normal_draws_in_input_order(jaccli) 
     generator = torch.Generator().manual_seed(7)
     a = torch.randn((2, 3), generator=generator, dtype=torch.float64)
     b = torch.randn((3, 2), generator=generator, dtype=torch.float64)
-    document = jaccli("jacobian", "--fn", "matmul", "--seed", "7", "--dtype", "float64", "--json").json()
+    document = jaccli(
+        "jacobian", "--fn", "matmul", "--seed", "7", "--dtype", "float64", "--json"
+    ).json()
     np.testing.assert_array_equal(values_of(document["inputs"]["a"]), a.numpy())
     np.testing.assert_array_equal(values_of(document["inputs"]["b"]), b.numpy())
     # float32 runs use the same point, rounded
@@ -74,7 +76,9 @@ def test_vjp_matmul_json_matches_ones_times_b_transposed(jaccli) -> None:
 
 
 def test_vjp_with_a_json_cotangent(jaccli) -> None:
-    run = jaccli("vjp", "--fn", "matmul", "--cotangent", "[[1, 0], [0, 2]]", "--dtype", "float64", "--json")
+    run = jaccli(
+        "vjp", "--fn", "matmul", "--cotangent", "[[1, 0], [0, 2]]", "--dtype", "float64", "--json"
+    )
     document = run.json()
     a, b = values_of(document["inputs"]["a"]), values_of(document["inputs"]["b"])
     v = np.array([[1.0, 0.0], [0.0, 2.0]])
@@ -99,7 +103,9 @@ def test_non_finite_numbers_are_strings_and_the_document_is_strict_json(jaccli) 
 
 
 def test_expsum_table_shows_one_grid_per_output_element(jaccli) -> None:
-    run = jaccli("jacobian", "--fn", "expsum", "--shape", "2x3", "--dtype", "float64", "--precision", "3")
+    run = jaccli(
+        "jacobian", "--fn", "expsum", "--shape", "2x3", "--dtype", "float64", "--precision", "3"
+    )
     assert run.exit_code == 0, run.stderr
     out = run.stdout
     assert "y = x.exp().sum(dim=1)" in out
@@ -154,21 +160,34 @@ def test_presets_lists_every_preset_as_a_table_and_as_json(jaccli) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--fn", "expsom"], "unknown function 'expsom'; did you mean 'expsum'? presets: expsum, add"),
+        (
+            ["--fn", "expsom"],
+            "unknown function 'expsom'; did you mean 'expsum'? presets: expsum, add",
+        ),
         (["--fn", "expsum", "--shape", "2x"], "bad shape '2x': a dimension is missing"),
-        (["--fn", "expsum", "--shape", "0x3"], "bad shape '0x3': every dimension must be at least 1"),
+        (
+            ["--fn", "expsum", "--shape", "0x3"],
+            "bad shape '0x3': every dimension must be at least 1",
+        ),
         (["--fn", "expsum", "--shape=-1x3"], "bad shape '-1x3': '-1' is not a positive integer"),
         (["--fn", "expsum", "--shape", "abc"], "bad shape 'abc': 'abc' is not a positive integer"),
         (["--fn", "expsum", "--shape", "2x3x"], "bad shape '2x3x': a dimension is missing"),
         (["--fn", "expsum", "--shape", "9" * 5000], "a dimension has 5000 digits (at most 12)"),
-        (["--fn", "expsum", "--shape", "b=2x3"], "--shape 'b': expsum has no input 'b' (inputs: x)"),
+        (
+            ["--fn", "expsum", "--shape", "b=2x3"],
+            "--shape 'b': expsum has no input 'b' (inputs: x)",
+        ),
         (
             ["--fn", "matmul", "--shape", "a=2x3", "--shape", "b=4x2"],
-            "matmul: a is 2x3 and b is 4x2: a's last dimension (3) must equal b's first dimension (4)",
+            "matmul: a is 2x3 and b is 4x2: a's last dimension (3) must equal b's first "
+            "dimension (4)",
         ),
         (["--fn", "matmul", "--wrt", "c"], "--wrt 'c' is not an input of matmul (inputs: a, b)"),
         (["--fn", "add", "--wrt", "a"], "--wrt 'a': a is a constant of add, not differentiated"),
-        (["--fn", "expsum", "--dtype", "float16"], "unknown dtype 'float16' (choose float32 or float64)"),
+        (
+            ["--fn", "expsum", "--dtype", "float16"],
+            "unknown dtype 'float16' (choose float32 or float64)",
+        ),
         (["--fn", "matmul", "--shape", "2x3"], "matmul has inputs a, b: name the one meant"),
         (["--fn", "expsum", "--shape", "3"], "expsum: x must have at least 2 dimensions"),
         (["--fn", "expsum", "--strategy", "magic"], "unknown --strategy 'magic'"),
@@ -211,7 +230,10 @@ def test_json_errors_are_also_a_json_object_on_stderr(jaccli) -> None:
     line, obj = run.stderr.splitlines()
     assert line == "vjp: --wrt 'c' is not an input of matmul (inputs: a, b)"
     assert json.loads(obj) == {
-        "error": {"code": "unknown_input", "message": "--wrt 'c' is not an input of matmul (inputs: a, b)"}
+        "error": {
+            "code": "unknown_input",
+            "message": "--wrt 'c' is not an input of matmul (inputs: a, b)",
+        }
     }
 
 

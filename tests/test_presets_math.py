@@ -24,8 +24,10 @@ def _skew(u: np.ndarray) -> np.ndarray:
     return np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
 
 
-def _per_row(block: Callable[[np.ndarray], np.ndarray], x: np.ndarray, out_per_row: tuple) -> np.ndarray:
-    """A Jacobian that is block-diagonal over the leading axis of a 2-D x: J[r, ..., r, :] = block(x[r])."""
+def _per_row(
+    block: Callable[[np.ndarray], np.ndarray], x: np.ndarray, out_per_row: tuple
+) -> np.ndarray:
+    """J block-diagonal over the leading axis of a 2-D x: J[r, ..., r, :] = block(x[r])."""
     rows = x.shape[0]
     j = np.zeros((rows, *out_per_row, *x.shape))
     for r in range(rows):
@@ -34,7 +36,9 @@ def _per_row(block: Callable[[np.ndarray], np.ndarray], x: np.ndarray, out_per_r
 
 
 # name -> (shapes, closed form of {wrt: J} from the float64 inputs)
-CLOSED_FORMS: dict[str, tuple[list[str], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]] = {
+CLOSED_FORMS: dict[
+    str, tuple[list[str], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]
+] = {
     "expsum": (
         ["x=3x4"],
         lambda v: {"x": _per_row(lambda row: np.exp(row), v["x"], ())},
@@ -55,7 +59,11 @@ CLOSED_FORMS: dict[str, tuple[list[str], Callable[[dict[str, np.ndarray]], dict[
     "softmax": (
         ["x=2x3"],
         lambda v: {
-            "x": _per_row(lambda row: np.diag(_softmax(row)) - np.outer(_softmax(row), _softmax(row)), v["x"], (3,))
+            "x": _per_row(
+                lambda row: np.diag(_softmax(row)) - np.outer(_softmax(row), _softmax(row)),
+                v["x"],
+                (3,),
+            )
         },
     ),
     "tanh_linear": (
@@ -88,7 +96,10 @@ def _problem(name: str, seed: int = 3):
 
     shapes, _ = CLOSED_FORMS[name]
     return prepare(
-        PRESETS[name], shape_options=[parse_shape_option(s) for s in shapes], seed=seed, dtype="float64"
+        PRESETS[name],
+        shape_options=[parse_shape_option(s) for s in shapes],
+        seed=seed,
+        dtype="float64",
     )
 
 
@@ -111,7 +122,8 @@ def test_jacobian_matches_autograd_functional_and_finite_differences(name: str) 
     problem = _problem(name, seed=11)
     result = compute_jacobian(problem)
     for wrt, j in result.jacobians.items():
-        def f_of(t: torch.Tensor) -> torch.Tensor:
+
+        def f_of(t: torch.Tensor, wrt: str = wrt) -> torch.Tensor:
             return PRESETS[name].call(**{**problem.inputs, wrt: t})
 
         reference = torch.autograd.functional.jacobian(f_of, problem.inputs[wrt]).numpy()

@@ -40,7 +40,9 @@ def _modules_loaded_by(args: list[str]) -> set[str]:
     return set(done.stderr.split())
 
 
-@pytest.mark.parametrize("args", [["--help"], ["presets"], ["presets", "--json"], ["jacobian", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["presets"], ["presets", "--json"], ["jacobian", "--help"]]
+)
 def test_help_and_presets_never_import_torch(args: list[str]) -> None:
     modules = _modules_loaded_by(args)
     assert "jaccli.cli" in modules  # the probe really ran
@@ -79,7 +81,9 @@ def test_python_dash_m_runs_the_same_app_with_usage_exit_code() -> None:
 def test_output_piped_into_head_ends_quietly() -> None:
     # about 300 KB of table: far past the 64 KiB a pipe buffers, so the writer meets a closed pipe
     command = [*_jaccli_command(), "jacobian", "--fn", "expsum", "--shape", "12x100", "--full"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV) as process:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    ) as process:
         assert process.stdout is not None and process.stderr is not None
         first = process.stdout.readline()
         process.stdout.close()  # what `head -1` does after its line

@@ -74,7 +74,8 @@ def compute_jacobian(
         budget,
         "use vjp for one row combination, or smaller shapes",
     )
-    y, jacobians = _METHODS[method](problem)
+    primals, f = split_wrt(problem)
+    y, jacobians = jacobian_of(f, primals, method)
     return JacobianResult(
         evaluation=describe(problem, y),
         jacobians={name: to_numpy(j) for name, j in zip(problem.wrt, jacobians, strict=True)},
@@ -83,7 +84,19 @@ def compute_jacobian(
     )
 
 
-def _split(problem: Problem) -> tuple[list[torch.Tensor], Callable[..., torch.Tensor]]:
+Method = Callable[
+    [Callable[..., torch.Tensor], list[torch.Tensor]], tuple[torch.Tensor, list[torch.Tensor]]
+]
+
+
+def jacobian_of(
+    f: Callable[..., torch.Tensor], primals: list[torch.Tensor], method: str
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """y = f(*primals) and J of y for each primal, by `method` (a key of PEAK_FACTOR)."""
+    return _METHODS[method](f, primals)
+
+
+def split_wrt(problem: Problem) -> tuple[list[torch.Tensor], Callable[..., torch.Tensor]]:
     """The wrt tensors, and f as a function of them alone (other inputs held fixed)."""
     wrt = problem.wrt
     fixed = {name: t for name, t in problem.inputs.items() if name not in wrt}
@@ -94,9 +107,10 @@ def _split(problem: Problem) -> tuple[list[torch.Tensor], Callable[..., torch.Te
     return [problem.inputs[name] for name in wrt], f_of_wrt
 
 
-def _loop_reverse(problem: Problem) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _loop_reverse(
+    f: Callable[..., torch.Tensor], primals: list[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One backward pass per output element: row i of J is ∂y[i]/∂x."""
-    primals, f = _split(problem)
     leaves = [p.detach().requires_grad_(True) for p in primals]
     with torch.enable_grad():
         y = f(*leaves)
@@ -118,11 +132,12 @@ def _loop_reverse(problem: Problem) -> tuple[torch.Tensor, list[torch.Tensor]]:
     return y.detach(), jacobians
 
 
-def _loop_forward(problem: Problem) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _loop_forward(
+    f: Callable[..., torch.Tensor], primals: list[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One forward-mode pass per input element: column j of J is ∂y/∂x[j]."""
     import torch.autograd.forward_ad as fwad
 
-    primals, f = _split(problem)
     y = f(*primals).detach()
     jacobians = []
     with fwad.dual_level():
@@ -148,19 +163,18 @@ def _stack(
     return torch.stack(parts, dim=-1).reshape(*y_shape, *x.shape)
 
 
-def _vectorized(
-    transform: Callable[..., Callable[..., tuple[torch.Tensor, ...]]],
-) -> Callable[[Problem], tuple[torch.Tensor, list[torch.Tensor]]]:
-    def compute(problem: Problem) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        primals, f = _split(problem)
+def _vectorized(transform: Callable[..., Callable[..., object]]) -> Method:
+    def compute(
+        f: Callable[..., torch.Tensor], primals: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         argnums = tuple(range(len(primals)))
         try:
-            jacobians, y = transform(f, argnums=argnums, has_aux=True)(*primals)
+            jacobians, y = transform(f, argnums=argnums, has_aux=True)(*primals)  # type: ignore[misc]
         except ComputationError:
             raise
         except RuntimeError as error:
             raise ComputationError(
-                f"{problem.function.name} cannot be vectorized ({str(error).splitlines()[0]}); "
+                f"the function cannot be vectorized ({str(error).splitlines()[0]}); "
                 "try --strategy loop"
             ) from error
         return y, list(jacobians)
@@ -184,7 +198,7 @@ def _jacfwd(f: Callable[..., torch.Tensor], **options: object) -> Callable[..., 
     return torch.func.jacfwd(_with_aux(f), **options)
 
 
-_METHODS: dict[str, Callable[[Problem], tuple[torch.Tensor, list[torch.Tensor]]]] = {
+_METHODS: dict[str, Method] = {
     "loop-rev": _loop_reverse,
     "loop-fwd": _loop_forward,
     "rev": _vectorized(_jacrev),

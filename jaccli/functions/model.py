@@ -8,6 +8,45 @@ from typing import Any
 
 from jaccli.spec import Shape
 
+AxisPair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Separable:
+    """Axes along which f acts on one input independently: slice i of the input along
+    `input_axis` moves only slice i of the output along `output_axis`.
+
+    # NOTE [separable axes]
+    One concept serves the per-row / per-column views (`--view rows|cols`) and the per-sample
+    Jacobian: along a separable axis, J is block-diagonal, and block i is the Jacobian of the
+    slice function r ↦ f(x with slice i = r)[slice i].
+    """
+
+    pairs: tuple[AxisPair, ...] = ()
+    """Explicit (input_axis, output_axis) pairs, valid for an input of `ndim` dimensions."""
+    ndim: int | None = None
+    every_axis: bool = False
+    """Elementwise: every axis of the input, matched with the same output axis."""
+    all_but_last: bool = False
+    """Acts along the last axis, independently over every other axis."""
+
+    def axes(self, input_ndim: int, output_ndim: int) -> tuple[AxisPair, ...]:
+        """The (input_axis, output_axis) pairs that hold for inputs and outputs of these ranks."""
+        if self.every_axis:
+            candidates: tuple[AxisPair, ...] = tuple((a, a) for a in range(input_ndim))
+        elif self.all_but_last:
+            candidates = tuple((a, a) for a in range(input_ndim - 1))
+        elif self.ndim is None or self.ndim == input_ndim:
+            candidates = self.pairs
+        else:
+            candidates = ()
+        return tuple((i, o) for i, o in candidates if i < input_ndim and o < output_ndim)
+
+
+NOT_SEPARABLE = Separable()
+ELEMENTWISE = Separable(every_axis=True)
+BATCHED_OVER_LEADING_AXES = Separable(all_but_last=True)
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -18,6 +57,7 @@ class InputSpec:
     differentiable: bool = True
     shape_like: str | None = None
     """A constant that always takes the shape of this other input (add's `a` follows `x`)."""
+    separable: Separable = NOT_SEPARABLE
 
 
 ShapeCheck = Callable[[Mapping[str, Shape]], None]

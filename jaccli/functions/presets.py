@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaccli.errors import UsageError
-from jaccli.functions.model import Function, InputSpec
+from jaccli.functions.model import (
+    BATCHED_OVER_LEADING_AXES,
+    ELEMENTWISE,
+    Function,
+    InputSpec,
+    Separable,
+)
 from jaccli.spec import Shape, format_shape
 
 
@@ -120,36 +126,47 @@ def _cross_check(shapes: Mapping[str, Shape]) -> None:
         )
 
 
+# NOTE [separable axes] in model.py: what each `separable=` below promises.
 PRESETS: dict[str, Function] = {
     function.name: function
     for function in (
         Function(
             "expsum",
             "y = x.exp().sum(dim=1)",
-            (InputSpec("x", (2, 3)),),
+            (InputSpec("x", (2, 3), separable=Separable(pairs=((0, 0),))),),
             _expsum,
             _expsum_check,
         ),
         Function(
             "add",
             "y = x + a",
-            (InputSpec("x", (3,)), InputSpec("a", (3,), differentiable=False, shape_like="x")),
+            (
+                InputSpec("x", (3,), separable=ELEMENTWISE),
+                InputSpec("a", (3,), differentiable=False, shape_like="x"),
+            ),
             _add,
         ),
         Function(
             "matmul",
             "y = a @ b",
-            (InputSpec("a", (2, 3)), InputSpec("b", (3, 2))),
+            (
+                # row i of y = a @ b depends only on row i of a, column j only on column j of b
+                InputSpec("a", (2, 3), separable=Separable(pairs=((0, 0),), ndim=2)),
+                InputSpec("b", (3, 2), separable=Separable(pairs=((1, 1),), ndim=2)),
+            ),
             _matmul,
             _contraction_check("matmul", "a", "b"),
         ),
         Function(
-            "sigmoid", "y = 1 / (1 + exp(-x))", (InputSpec("x", (3,)),), _sigmoid
+            "sigmoid",
+            "y = 1 / (1 + exp(-x))",
+            (InputSpec("x", (3,), separable=ELEMENTWISE),),
+            _sigmoid,
         ),
         Function(
             "softmax",
             "y = softmax(x, dim=-1)",
-            (InputSpec("x", (3,)),),
+            (InputSpec("x", (3,), separable=BATCHED_OVER_LEADING_AXES),),
             _softmax,
             _last_dim_check("softmax"),
         ),
@@ -163,28 +180,31 @@ PRESETS: dict[str, Function] = {
         Function(
             "logsumexp",
             "y = log(sum(exp(x), dim=-1))",
-            (InputSpec("x", (3,)),),
+            (InputSpec("x", (3,), separable=BATCHED_OVER_LEADING_AXES),),
             _logsumexp,
             _last_dim_check("logsumexp"),
         ),
         Function(
             "norm",
             "y = ‖x‖₂ over dim -1",
-            (InputSpec("x", (3,)),),
+            (InputSpec("x", (3,), separable=BATCHED_OVER_LEADING_AXES),),
             _norm,
             _last_dim_check("norm"),
         ),
         Function(
             "polar",
             "y = (r cos θ, r sin θ), (r, θ) = x",
-            (InputSpec("x", (2,)),),
+            (InputSpec("x", (2,), separable=BATCHED_OVER_LEADING_AXES),),
             _polar,
             _polar_check,
         ),
         Function(
             "cross",
             "y = a × b (over dim -1)",
-            (InputSpec("a", (3,)), InputSpec("b", (3,))),
+            (
+                InputSpec("a", (3,), separable=BATCHED_OVER_LEADING_AXES),
+                InputSpec("b", (3,), separable=BATCHED_OVER_LEADING_AXES),
+            ),
             _cross,
             _cross_check,
         ),

@@ -278,7 +278,10 @@ def _inputs_text(function: Function) -> Text:
 def presets_table(functions: Iterable[Function]) -> Table:
     """Every preset: name, formula, and inputs with their default shapes."""
     table = Table(
-        box=box.SIMPLE_HEAD, title=Text("Presets (--fn NAME)"), title_justify="left", show_edge=False
+        box=box.SIMPLE_HEAD,
+        title=Text("Presets (--fn NAME)"),
+        title_justify="left",
+        show_edge=False,
     )
     table.add_column("name", style="bold magenta", no_wrap=True)
     table.add_column("formula", no_wrap=True)

@@ -195,6 +195,38 @@ def _budget(max_memory: str | None) -> int | None:
     return None if max_memory is None else spec.parse_bytes(max_memory)
 
 
+ViewOption = Annotated[
+    str | None,
+    typer.Option(
+        help="rows, cols or full: the result rebuilt slice by slice along a separable axis. "
+        "[default: jacobian full; vjp the natural view of a single input]",
+        show_default=False,
+    ),
+]
+CheckOption = Annotated[
+    bool,
+    typer.Option("--check", help="Verify the result by independent means; exit 1 if it fails."),
+]
+
+
+def _exit_if_check_failed(command: str, result: Any) -> None:
+    if result.check is not None and not result.check.passed:
+        from jaccli.render.checks import check_failure_line
+
+        _write(sys.stderr, f"{command}: {check_failure_line(result.check)}\n")
+        raise typer.Exit(ExitCode.COMPUTATION)
+
+
+def _strategy(name: str) -> Any:
+    from jaccli.engine import Strategy
+
+    try:
+        return Strategy(name)
+    except ValueError:
+        choices = ", ".join(s.value for s in Strategy)
+        raise UsageError(f"unknown --strategy {name!r} (choose {choices})") from None
+
+
 @app.command()
 def jacobian(
     fn: FnOption,
@@ -206,6 +238,8 @@ def jacobian(
     strategy: Annotated[
         str, typer.Option(help="auto, loop, rev (reverse mode) or fwd (forward mode).")
     ] = "auto",
+    view: ViewOption = None,
+    check: CheckOption = False,
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
@@ -216,14 +250,9 @@ def jacobian(
     with reporting("jacobian", json_, traceback):
         budget = _budget(max_memory)
         problem = _problem(fn, shape, value, wrt, seed, dtype, budget)
-        from jaccli.engine import Strategy, compute_jacobian
+        from jaccli.engine import run_jacobian
 
-        try:
-            chosen = Strategy(strategy)
-        except ValueError:
-            choices = ", ".join(s.value for s in Strategy)
-            raise UsageError(f"unknown --strategy {strategy!r} (choose {choices})") from None
-        result = compute_jacobian(problem, chosen, budget)
+        result = run_jacobian(problem, _strategy(strategy), budget=budget, view=view, check=check)
         if json_:
             from jaccli.render.document import jacobian_document
 
@@ -232,6 +261,7 @@ def jacobian(
             from jaccli.render.tables import jacobian_renderable
 
             _emit_rich(jacobian_renderable(result, _layout(precision, full)), full)
+        _exit_if_check_failed("jacobian", result)
 
 
 @app.command()
@@ -246,6 +276,8 @@ def vjp(
     ] = "ones",
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
+    view: ViewOption = None,
+    check: CheckOption = False,
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
@@ -256,9 +288,9 @@ def vjp(
     with reporting("vjp", json_, traceback):
         cotangent_spec = spec.parse_cotangent(cotangent)
         problem = _problem(fn, shape, value, wrt, seed, dtype, _budget(max_memory))
-        from jaccli.engine import compute_vjp
+        from jaccli.engine import run_vjp
 
-        result = compute_vjp(problem, cotangent_spec)
+        result = run_vjp(problem, cotangent_spec, view=view, check=check)
         if json_:
             from jaccli.render.document import vjp_document
 
@@ -267,6 +299,39 @@ def vjp(
             from jaccli.render.tables import vjp_renderable
 
             _emit_rich(vjp_renderable(result, _layout(precision, full)), full)
+        _exit_if_check_failed("vjp", result)
+
+
+@app.command("check")
+def check_command(
+    fn: FnOption,
+    shape: ShapeOption = None,
+    value: ValueOption = None,
+    wrt: WrtOption = None,
+    seed: SeedOption = 0,
+    json_: JsonOption = False,
+    max_memory: MaxMemoryOption = None,
+    traceback: TracebackOption = False,
+) -> None:
+    """Gradient-check a function in float64: AD against the other mode and finite differences.
+
+    Exits 0 when every comparison passes and 1 when one fails, so it can run in CI.
+    """
+    with reporting("check", json_, traceback):
+        budget = _budget(max_memory)
+        problem = _problem(fn, shape, value, wrt, seed, "float64", budget)
+        from jaccli.engine import run_jacobian
+
+        result = run_jacobian(problem, budget=budget, check=True)
+        if json_:
+            from jaccli.render.document import check_document
+
+            _emit_json(check_document(result))
+        else:
+            from jaccli.render.tables import check_command_renderable
+
+            _emit_rich(check_command_renderable(result, _layout(4, False)))
+        _exit_if_check_failed("check", result)
 
 
 @app.command()

@@ -35,6 +35,8 @@ class JacobianResult:
     jacobians: dict[str, np.ndarray]
     strategy: str
     strategy_reason: str
+    view: View | None = None
+    check: Check | None = None
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,84 @@ class VjpResult:
     evaluation: Evaluation
     cotangent: np.ndarray
     vjps: dict[str, np.ndarray]
+    view: View | None = None
+    check: Check | None = None
+
+
+@dataclass(frozen=True)
+class SliceRow:
+    """One slice along a separable axis: its own Jacobian, and how it rebuilds the full result.
+
+    For a VJP, `product` is v[i]·J_i and `full_slice` the slice of vᵀ·J; for a Jacobian,
+    `product` is J_i and `full_slice` the diagonal block i of the full J.
+    """
+
+    index: int
+    input_slice: np.ndarray
+    output_slice: np.ndarray
+    jacobian: np.ndarray
+    cotangent: np.ndarray | None
+    product: np.ndarray
+    full_slice: np.ndarray
+    max_difference: float
+    agrees: bool
+
+
+@dataclass(frozen=True)
+class View:
+    """The result decomposed slice by slice along one separable axis of one input."""
+
+    wrt: str
+    name: str
+    input_axis: int
+    output_axis: int
+    rtol: float
+    atol: float
+    slices: tuple[SliceRow, ...]
+
+    @property
+    def agrees(self) -> bool:
+        return all(row.agrees for row in self.slices)
+
+
+@dataclass(frozen=True)
+class EntryError:
+    """One compared entry: where it is, both values and the errors between them."""
+
+    wrt: str
+    output_index: tuple[int, ...] | None
+    """None for a VJP entry, which has only an input index."""
+    input_index: tuple[int, ...]
+    value: float
+    reference: float
+    abs_error: float
+    rel_error: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A result against an independent reference, within stated tolerances."""
+
+    name: str
+    reference: str
+    rtol: float
+    atol: float
+    step: float | None
+    max_abs_error: float
+    max_rel_error: float
+    worst_entries: tuple[EntryError, ...]
+    """The entries that miss the tolerance by the most (or come closest), worst first."""
+    passed: bool | None
+    """None when the comparison could not be made (see `skipped`)."""
+    skipped: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """Every comparison made to verify one result."""
+
+    comparisons: tuple[Comparison, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed is not False for c in self.comparisons)

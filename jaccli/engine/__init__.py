@@ -5,6 +5,7 @@ Imports torch; the CLI imports this package only inside the commands that comput
 
 from jaccli.engine.jacobian import Strategy, choose_strategy, compute_jacobian
 from jaccli.engine.problem import Problem, prepare
+from jaccli.engine.run import run_jacobian, run_vjp
 from jaccli.engine.vjp import compute_vjp
 from jaccli.result import Evaluation, InputValue, JacobianResult, VjpResult
 
@@ -19,4 +20,6 @@ __all__ = [
     "compute_jacobian",
     "compute_vjp",
     "prepare",
+    "run_jacobian",
+    "run_vjp",
 ]

@@ -159,8 +159,8 @@ def _stack(
 ) -> torch.Tensor:
     """Rows ∂y[i]/∂x (or columns ∂y/∂x[j]) into J of shape y.shape + x.shape."""
     if along_output:
-        return torch.stack(parts).reshape(*y_shape, *x.shape)
-    return torch.stack(parts, dim=-1).reshape(*y_shape, *x.shape)
+        return torch.stack(parts).reshape((*y_shape, *x.shape))
+    return torch.stack(parts, dim=-1).reshape((*y_shape, *x.shape))
 
 
 def _vectorized(transform: Callable[..., Callable[..., object]]) -> Method:

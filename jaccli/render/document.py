@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from jaccli.functions.model import Function
+from jaccli.render.labels import entry_label
 from jaccli.render.numbers import json_values
-from jaccli.result import Evaluation, JacobianResult, VjpResult
+from jaccli.result import Check, Evaluation, JacobianResult, View, VjpResult
 
 SCHEMA_VERSION = 1
 
@@ -34,13 +35,102 @@ def _evaluation(command: str, evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
-def jacobian_document(result: JacobianResult) -> dict[str, Any]:
+def _number(value: float) -> float | str:
+    return json_values(np.asarray(value, dtype=np.float64))  # type: ignore[return-value]
+
+
+def view_entry(view: View) -> dict[str, Any]:
+    """`{"wrt", "name", "axis", "output_axis", ..., "slices": [...]}` of a per-slice view."""
+    slices = []
+    for row in view.slices:
+        entry: dict[str, Any] = {
+            "index": row.index,
+            "input": tensor_entry(row.input_slice),
+            "output": tensor_entry(row.output_slice),
+            "jacobian": tensor_entry(row.jacobian),
+        }
+        if row.cotangent is not None:
+            entry["cotangent"] = tensor_entry(row.cotangent)
+        entry |= {
+            "product": tensor_entry(row.product),
+            "full": tensor_entry(row.full_slice),
+            "max_difference": _number(row.max_difference),
+            "agrees": row.agrees,
+        }
+        slices.append(entry)
+    return {
+        "wrt": view.wrt,
+        "name": view.name,
+        "axis": view.input_axis,
+        "output_axis": view.output_axis,
+        "rtol": view.rtol,
+        "atol": view.atol,
+        "agrees": view.agrees,
+        "slices": slices,
+    }
+
+
+def check_entry(check: Check) -> dict[str, Any]:
+    """`{"passed", "comparisons": [...]}`: what was compared, tolerances, largest errors, where."""
+    return {
+        "passed": check.passed,
+        "comparisons": [
+            {
+                "name": c.name,
+                "reference": c.reference,
+                "rtol": c.rtol,
+                "atol": c.atol,
+                "step": c.step,
+                "max_abs_error": None if c.skipped else _number(c.max_abs_error),
+                "max_rel_error": None if c.skipped else _number(c.max_rel_error),
+                "worst_entries": [
+                    {
+                        "entry": entry_label(e),
+                        "wrt": e.wrt,
+                        "output_index": None if e.output_index is None else list(e.output_index),
+                        "input_index": list(e.input_index),
+                        "value": _number(e.value),
+                        "reference": _number(e.reference),
+                        "abs_error": _number(e.abs_error),
+                        "rel_error": _number(e.rel_error),
+                    }
+                    for e in c.worst_entries
+                ],
+                "passed": c.passed,
+                "skipped": c.skipped,
+            }
+            for c in check.comparisons
+        ],
+    }
+
+
+def _view_and_check(result: JacobianResult | VjpResult) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if result.view is not None:
+        extra["view"] = view_entry(result.view)
+    if result.check is not None:
+        extra["check"] = check_entry(result.check)
+    return extra
+
+
+def jacobian_document(result: JacobianResult, command: str = "jacobian") -> dict[str, Any]:
     """The `jacobian` command's document: J keyed by input, and the strategy used."""
     return {
-        **_evaluation("jacobian", result.evaluation),
+        **_evaluation(command, result.evaluation),
         "jacobian": {name: tensor_entry(j) for name, j in result.jacobians.items()},
         "strategy": result.strategy,
         "strategy_reason": result.strategy_reason,
+        **_view_and_check(result),
+    }
+
+
+def check_document(result: JacobianResult) -> dict[str, Any]:
+    """The `check` command's document: the point, the strategy and the check (not J itself)."""
+    assert result.check is not None
+    return {
+        **_evaluation("check", result.evaluation),
+        "strategy": result.strategy,
+        "check": check_entry(result.check),
     }
 
 
@@ -50,6 +140,7 @@ def vjp_document(result: VjpResult) -> dict[str, Any]:
         **_evaluation("vjp", result.evaluation),
         "cotangent": tensor_entry(result.cotangent),
         "vjp": {name: tensor_entry(v) for name, v in result.vjps.items()},
+        **_view_and_check(result),
     }
 
 

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from jaccli.errors import UsageError
 from jaccli.functions.model import Function
+from jaccli.render.labels import index_label
 from jaccli.render.numbers import format_cells
 from jaccli.result import Evaluation, JacobianResult, VjpResult
 from jaccli.spec import format_shape
@@ -36,14 +37,6 @@ class Layout:
     width: int = 80
     full: bool = False
     max_rows: int = 20
-
-
-def index_label(name: str, shape: Sequence[int], flat_index: int) -> str:
-    """`y[1,0]` for flat index 3 of a 2x2 y; plain `y` for a scalar."""
-    if not shape:
-        return name
-    index = np.unravel_index(flat_index, tuple(shape))
-    return f"{name}[{','.join(str(int(i)) for i in index)}]"
 
 
 def _window(count: int, limit: int | None) -> list[int | None]:
@@ -219,12 +212,28 @@ def jacobian_table(
     return _with_note(*_grid_table(matrix, title, layout))
 
 
+def _view_and_check(result: JacobianResult | VjpResult, layout: Layout) -> list[RenderableType]:
+    from jaccli.render.checks import check_renderable, view_renderable
+
+    parts: list[RenderableType] = []
+    if result.view is not None:
+        y_ndim = result.evaluation.output.ndim
+        x_ndim = result.view.slices[0].input_slice.ndim + 1
+        parts.append(view_renderable(result.view, y_ndim, x_ndim, layout.precision, layout.width))
+    if result.check is not None:
+        parts.append(check_renderable(result.check))
+    return parts
+
+
 def jacobian_renderable(result: JacobianResult, layout: Layout) -> Group:
-    """The evaluation, then J for each input differentiated, with the strategy used."""
+    """The evaluation, then J for each input differentiated (or its per-slice view), the
+    strategy used, and the check when one was made."""
     evaluation = result.evaluation
     y_shape = evaluation.output.shape
     parts = evaluation_renderables(evaluation, layout)
     for name, jacobian in result.jacobians.items():
+        if result.view is not None and result.view.wrt == name:
+            continue
         x_shape = jacobian.shape[len(y_shape) :]
         parts.append(
             Text.assemble(
@@ -236,12 +245,24 @@ def jacobian_renderable(result: JacobianResult, layout: Layout) -> Group:
             )
         )
         parts.append(jacobian_table(jacobian, y_shape, name, layout))
+    parts += _view_and_check(result, layout)
     parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
     return Group(*parts)
 
 
+def check_command_renderable(result: JacobianResult, layout: Layout) -> Group:
+    """The evaluation, then the check with its worst entries (J itself is not shown)."""
+    from jaccli.render.checks import check_renderable
+
+    assert result.check is not None
+    parts = evaluation_renderables(result.evaluation, layout)
+    parts.append(check_renderable(result.check, worst_entries=True))
+    return Group(*parts)
+
+
 def vjp_renderable(result: VjpResult, layout: Layout) -> Group:
-    """The evaluation, the cotangent v, then vᵀ·J for each input differentiated."""
+    """The evaluation, the cotangent v, then vᵀ·J for each input differentiated (or its
+    per-slice view), and the check when one was made."""
     evaluation = result.evaluation
     parts = evaluation_renderables(evaluation, layout)
     parts += [
@@ -249,6 +270,8 @@ def vjp_renderable(result: VjpResult, layout: Layout) -> Group:
         array_table(result.cotangent, _titled("v", result.cotangent.shape, "in y's shape"), layout),
     ]
     for name, vjp in result.vjps.items():
+        if result.view is not None and result.view.wrt == name:
+            continue
         parts.append(
             Text.assemble(
                 "\n",
@@ -257,6 +280,7 @@ def vjp_renderable(result: VjpResult, layout: Layout) -> Group:
             )
         )
         parts.append(array_table(vjp, _titled(name, vjp.shape), layout))
+    parts += _view_and_check(result, layout)
     return Group(*parts)
 
 

@@ -1,0 +1,144 @@
+"""Per-row and per-column views: a result rebuilt slice by slice along a separable axis.
+
+For y = a @ b, row i of a.grad is v[i] @ J_i with J_i the Jacobian of r ↦ r @ b at a[i], and
+column j of b.grad is v[:, j] @ J_j with J_j the Jacobian of c ↦ a @ c at b[:, j].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from jaccli.engine.evaluate import call_function, to_numpy
+from jaccli.engine.jacobian import Strategy, choose_strategy, jacobian_of
+from jaccli.engine.problem import Problem
+from jaccli.engine.tolerance import AD_TOLERANCE
+from jaccli.errors import UsageError
+from jaccli.functions.model import AxisPair
+from jaccli.result import SliceRow, View
+
+VIEW_INPUT_AXIS = {"rows": 0, "cols": 1}
+VIEW_NAMES = ("rows", "cols", "full")
+MAX_SLICES = 4096
+
+
+def available_views(problem: Problem, wrt: str) -> dict[str, AxisPair]:
+    """The views (`rows`, `cols`) the function decomposes along for input `wrt`."""
+    x = problem.inputs[wrt]
+    pairs = problem.function.input(wrt).separable.axes(x.ndim, len(problem.output_shape))
+    by_input_axis = dict(pairs)
+    return {
+        view: (axis, by_input_axis[axis])
+        for view, axis in VIEW_INPUT_AXIS.items()
+        if axis in by_input_axis
+    }
+
+
+def choose_view(problem: Problem, requested: str | None) -> tuple[str, str, AxisPair] | None:
+    """(wrt, view, axes) to show: the one requested, or with None the natural one of a single
+    `wrt` input that decomposes (rows before cols); None for the plain result."""
+    if requested is not None and requested not in VIEW_NAMES:
+        raise UsageError(f"unknown --view {requested!r} (choose {', '.join(VIEW_NAMES)})")
+    if requested == "full":
+        return None
+    if len(problem.wrt) != 1:
+        if requested is None:
+            return None
+        raise UsageError(
+            f"--view {requested} shows one input at a time; add --wrt with one of "
+            f"{', '.join(problem.wrt)}"
+        )
+    wrt = problem.wrt[0]
+    views = available_views(problem, wrt)
+    if requested is None:
+        return next(((wrt, name, axes) for name, axes in views.items()), None)
+    if requested not in views:
+        has = ", ".join([*views, "full"])
+        raise UsageError(
+            f"--view {requested}: {problem.function.name} does not act on {wrt} "
+            f"{'row' if requested == 'rows' else 'column'} by "
+            f"{'row' if requested == 'rows' else 'column'} (views for {wrt}: {has})",
+            code="bad_view",
+        )
+    return wrt, requested, views[requested]
+
+
+def slice_view(
+    problem: Problem,
+    wrt: str,
+    name: str,
+    axes: AxisPair,
+    full: np.ndarray,
+    cotangent: np.ndarray | None,
+) -> View:
+    """Each slice i along the axis: x_i, g_i(x_i), J_i, and J_i against the full result.
+
+    g_i(r) = f(x with slice i replaced by r)[slice i], so J_i is what the lesson computed by hand.
+    With a cotangent, `full` is vᵀ·J and each product is v_i·J_i; without, `full` is J and each
+    product J_i is compared with J's diagonal block i.
+    """
+    input_axis, output_axis = axes
+    x = problem.inputs[wrt]
+    count = x.shape[input_axis]
+    if count > MAX_SLICES:
+        raise UsageError(
+            f"--view {name} would show {count} slices (at most {MAX_SLICES}); use --view full"
+        )
+    tolerance = AD_TOLERANCE[problem.dtype]
+    y_ndim = len(problem.output_shape)
+    rows = []
+    for i in range(count):
+        y_i, (j_i,) = jacobian_of(
+            _slice_function(problem, wrt, axes, i),
+            [x.select(input_axis, i)],
+            _method(problem, wrt, axes),
+        )
+        j_i = to_numpy(j_i)
+        if cotangent is None:
+            v_i = None
+            product = j_i
+            full_slice = np.take(
+                np.take(full, i, axis=output_axis), i, axis=y_ndim - 1 + input_axis
+            )
+        else:
+            v_i = np.take(cotangent, i, axis=output_axis)
+            product = np.tensordot(v_i, j_i, axes=v_i.ndim)
+            full_slice = np.take(full, i, axis=input_axis)
+        difference = np.abs(product - full_slice)
+        rows.append(
+            SliceRow(
+                index=i,
+                input_slice=to_numpy(x.select(input_axis, i)),
+                output_slice=to_numpy(y_i),
+                jacobian=j_i,
+                cotangent=v_i,
+                product=product,
+                full_slice=full_slice,
+                max_difference=float(difference.max()) if difference.size else 0.0,
+                agrees=bool((tolerance.excess(product, full_slice) <= 0).all()),
+            )
+        )
+    return View(wrt, name, input_axis, output_axis, tolerance.rtol, tolerance.atol, tuple(rows))
+
+
+def _method(problem: Problem, wrt: str, axes: AxisPair) -> str:
+    input_axis, output_axis = axes
+    n_in = problem.inputs[wrt].numel() // problem.inputs[wrt].shape[input_axis]
+    n_out = int(np.prod(problem.output_shape)) // problem.output_shape[output_axis]
+    return choose_strategy(Strategy.LOOP, n_out, n_in)[0]
+
+
+def _slice_function(
+    problem: Problem, wrt: str, axes: AxisPair, i: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """g_i(r) = f(x with slice i of `wrt` replaced by r)[slice i]."""
+    input_axis, output_axis = axes
+    x = problem.inputs[wrt]
+
+    def g(r: torch.Tensor) -> torch.Tensor:
+        replaced = torch.select_scatter(x, r, input_axis, i)
+        return call_function(problem, {**problem.inputs, wrt: replaced}).select(output_axis, i)
+
+    return g

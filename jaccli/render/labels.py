@@ -1,0 +1,34 @@
+"""How entries and slices are named for people: `y[1,0]`, `∂y[1] / ∂x[0,2]`, `b[:,1]`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaccli.result import EntryError
+
+
+def indexed(name: str, index: Sequence[int]) -> str:
+    """`y[1,0]` for index (1, 0); plain `y` for the empty index of a scalar."""
+    return f"{name}[{','.join(str(int(i)) for i in index)}]" if len(index) else name
+
+
+def index_label(name: str, shape: Sequence[int], flat_index: int) -> str:
+    """`y[1,0]` for flat index 3 of a 2x2 y; plain `y` for a scalar."""
+    return indexed(name, np.unravel_index(flat_index, tuple(shape)) if shape else ())
+
+
+def slice_label(name: str, axis: int, ndim: int, index: int | str) -> str:
+    """`a[0]` for a slice along axis 0, `b[:,1]` along axis 1."""
+    if ndim == 1:
+        return f"{name}[{index}]"
+    return f"{name}[{','.join([':'] * axis + [str(index)])}]"
+
+
+def entry_label(entry: EntryError) -> str:
+    """`∂y[1] / ∂x[0,2]` for a Jacobian entry, `a.grad[0,2]` for a VJP entry."""
+    x_label = indexed(entry.wrt, entry.input_index)
+    if entry.output_index is None:
+        return f"{entry.wrt}.grad{x_label[len(entry.wrt) :]}"
+    return f"∂{indexed('y', entry.output_index)} / ∂{x_label}"

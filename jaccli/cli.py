@@ -120,8 +120,23 @@ def _layout(precision: int, full: bool) -> Any:
 
 
 FnOption = Annotated[
-    str,
-    typer.Option("--fn", "-f", help="A preset name (see `jaccli presets`).", show_default=False),
+    str | None,
+    typer.Option(
+        "--fn",
+        "-f",
+        help="A preset (see `jaccli presets`), path/to/file.py:func or package.module:func. "
+        "A file or module runs with your rights, as `python file.py` would.",
+        show_default=False,
+    ),
+]
+ExprOption = Annotated[
+    str | None,
+    typer.Option(
+        "--expr",
+        "-e",
+        help='A safe one-line expression of the inputs, like "x.exp().sum(dim=1)".',
+        show_default=False,
+    ),
 ]
 ShapeOption = Annotated[
     list[str] | None,
@@ -165,7 +180,8 @@ TracebackOption = Annotated[
 
 
 def _problem(
-    fn: str,
+    fn: str | None,
+    expr: str | None,
     shape: Sequence[str] | None,
     value: Sequence[str] | None,
     wrt: Sequence[str] | None,
@@ -174,7 +190,7 @@ def _problem(
     budget: int | None,
 ) -> Problem:
     """Parse the shared options and build the engine's Problem (this imports torch)."""
-    function = resolve(fn)
+    function = resolve(fn, expr)
     shape_options = [spec.parse_shape_option(text) for text in shape or ()]
     value_options = [spec.parse_value_option(text) for text in value or ()]
     dtype_name = spec.parse_dtype(dtype)
@@ -209,6 +225,11 @@ CheckOption = Annotated[
 ]
 
 
+def _warn(command: str, result: Any) -> None:
+    for note in result.notes:
+        _write(sys.stderr, f"{command}: warning: {note}\n")
+
+
 def _exit_if_check_failed(command: str, result: Any) -> None:
     if result.check is not None and not result.check.passed:
         from jaccli.render.checks import check_failure_line
@@ -229,7 +250,8 @@ def _strategy(name: str) -> Any:
 
 @app.command()
 def jacobian(
-    fn: FnOption,
+    fn: FnOption = None,
+    expr: ExprOption = None,
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
@@ -249,7 +271,7 @@ def jacobian(
     """Compute y = f(x) and its Jacobian J, with J.shape == y.shape + x.shape."""
     with reporting("jacobian", json_, traceback):
         budget = _budget(max_memory)
-        problem = _problem(fn, shape, value, wrt, seed, dtype, budget)
+        problem = _problem(fn, expr, shape, value, wrt, seed, dtype, budget)
         from jaccli.engine import run_jacobian
 
         result = run_jacobian(problem, _strategy(strategy), budget=budget, view=view, check=check)
@@ -261,12 +283,14 @@ def jacobian(
             from jaccli.render.tables import jacobian_renderable
 
             _emit_rich(jacobian_renderable(result, _layout(precision, full)), full)
+        _warn("jacobian", result)
         _exit_if_check_failed("jacobian", result)
 
 
 @app.command()
 def vjp(
-    fn: FnOption,
+    fn: FnOption = None,
+    expr: ExprOption = None,
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
@@ -287,7 +311,7 @@ def vjp(
     """Compute the vector-Jacobian product vᵀ·J, the x.grad that y.backward(v) gives."""
     with reporting("vjp", json_, traceback):
         cotangent_spec = spec.parse_cotangent(cotangent)
-        problem = _problem(fn, shape, value, wrt, seed, dtype, _budget(max_memory))
+        problem = _problem(fn, expr, shape, value, wrt, seed, dtype, _budget(max_memory))
         from jaccli.engine import run_vjp
 
         result = run_vjp(problem, cotangent_spec, view=view, check=check)
@@ -299,12 +323,14 @@ def vjp(
             from jaccli.render.tables import vjp_renderable
 
             _emit_rich(vjp_renderable(result, _layout(precision, full)), full)
+        _warn("vjp", result)
         _exit_if_check_failed("vjp", result)
 
 
 @app.command("check")
 def check_command(
-    fn: FnOption,
+    fn: FnOption = None,
+    expr: ExprOption = None,
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
@@ -319,7 +345,7 @@ def check_command(
     """
     with reporting("check", json_, traceback):
         budget = _budget(max_memory)
-        problem = _problem(fn, shape, value, wrt, seed, "float64", budget)
+        problem = _problem(fn, expr, shape, value, wrt, seed, "float64", budget)
         from jaccli.engine import run_jacobian
 
         result = run_jacobian(problem, budget=budget, check=True)
@@ -331,6 +357,7 @@ def check_command(
             from jaccli.render.tables import check_command_renderable
 
             _emit_rich(check_command_renderable(result, _layout(4, False)))
+        _warn("check", result)
         _exit_if_check_failed("check", result)
 
 

@@ -24,19 +24,23 @@ class Evaluation:
     formula: str
     dtype: str
     inputs: tuple[InputValue, ...]
-    output: np.ndarray
+    outputs: dict[str, np.ndarray]
+    """By name: `y` for a single tensor; `y0`, `y1`… or a dict's keys for several."""
 
 
 @dataclass(frozen=True)
 class JacobianResult:
-    """J for each `wrt` input, with `J.shape == output.shape + input.shape`."""
+    """J of each output for each `wrt` input, with `J.shape == output.shape + input.shape`."""
 
     evaluation: Evaluation
-    jacobians: dict[str, np.ndarray]
+    jacobians: dict[str, dict[str, np.ndarray]]
+    """jacobians[output][wrt]."""
     strategy: str
     strategy_reason: str
     view: View | None = None
     check: Check | None = None
+    notes: tuple[str, ...] = ()
+    """Warnings for stderr, such as an output that does not depend on an input."""
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,13 @@ class VjpResult:
     """vᵀ·J for each `wrt` input: the gradient `backward(v)` leaves in that input."""
 
     evaluation: Evaluation
-    cotangent: np.ndarray
+    cotangents: dict[str, np.ndarray]
+    """v for each output, in its shape."""
     vjps: dict[str, np.ndarray]
     view: View | None = None
     check: Check | None = None
+    notes: tuple[str, ...] = ()
+    """Warnings for stderr, such as an output that does not depend on an input."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class View:
     """The result decomposed slice by slice along one separable axis of one input."""
 
     wrt: str
+    output: str
     name: str
     input_axis: int
     output_axis: int
@@ -91,8 +99,9 @@ class EntryError:
     """One compared entry: where it is, both values and the errors between them."""
 
     wrt: str
+    output: str | None
+    """The output of a Jacobian entry; None for a VJP entry, which has only an input index."""
     output_index: tuple[int, ...] | None
-    """None for a VJP entry, which has only an input index."""
     input_index: tuple[int, ...]
     value: float
     reference: float

@@ -9,7 +9,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from jaccli.errors import UsageError
 
@@ -17,7 +17,8 @@ Shape = tuple[int, ...]
 
 SCALAR_WORD = "scalar"
 MAX_DIMENSION_DIGITS = 12
-MAX_JSON_CHARS = 10_000_000
+DEFAULT_VALUE_LIMIT = 256 * 1024**2
+"""Bytes of a --value file or JSON text read at most, unless --max-value-size raises it."""
 DTYPES = ("float32", "float64")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DIMENSION_SEPARATOR = re.compile(r"[x×]", re.IGNORECASE)
@@ -25,10 +26,11 @@ _DIMENSION_SEPARATOR = re.compile(r"[x×]", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class ArrayData:
-    """A rectangular array of numbers given by the user: its shape and row-major values."""
+    """A rectangular array of numbers given by the user, as a float64 numpy array."""
 
     shape: Shape
-    values: tuple[float, ...]
+    values: Any
+    """numpy.ndarray of float64 in `shape` (numpy is imported only when values are given)."""
 
 
 Cotangent = Literal["ones", "randn"] | ArrayData
@@ -91,10 +93,17 @@ def parse_shape_option(text: str) -> tuple[str | None, Shape]:
     return name, parse_shape(shape_text)
 
 
-def parse_value_option(text: str) -> tuple[str | None, ArrayData]:
-    """One `--value` value: `[[1,2],[3,4]]` (the only input) or `x=[[1,2],[3,4]]`."""
-    name, json_text = split_named(text, "--value")
-    return name, parse_json_array(json_text, what="--value")
+def parse_value_option(
+    text: str, size_limit: int = DEFAULT_VALUE_LIMIT
+) -> tuple[str | None, ArrayData]:
+    """One `--value`: JSON (`x=[[1,2],[3,4]]`), or a file (`x=@a.npy`, `x=@w.safetensors#key`,
+    `x=@-` for JSON on stdin); unnamed for the only input."""
+    name, value_text = split_named(text, "--value")
+    if value_text.startswith("@"):
+        from jaccli.loaders import load_array
+
+        return name, load_array(value_text[1:], size_limit)
+    return name, parse_json_array(value_text, what="--value", size_limit=size_limit)
 
 
 def parse_dtype(name: str) -> str:
@@ -143,10 +152,15 @@ def parse_cotangent(text: str) -> Cotangent:
     return parse_json_array(stripped, what="--cotangent", alternatives="ones, randn or ")
 
 
-def parse_json_array(text: str, *, what: str, alternatives: str = "") -> ArrayData:
+def parse_json_array(
+    text: str, *, what: str, alternatives: str = "", size_limit: int = DEFAULT_VALUE_LIMIT
+) -> ArrayData:
     """A JSON number or rectangular nested list of numbers, checked before any tensor exists."""
-    if len(text) > MAX_JSON_CHARS:
-        raise UsageError(f"{what}: JSON of {len(text)} characters exceeds {MAX_JSON_CHARS}")
+    if len(text) > size_limit:
+        raise UsageError(
+            f"{what}: JSON of {len(text)} characters is over the limit of "
+            f"{format_bytes(size_limit)}; raise it with --max-value-size"
+        )
     try:
         document = json.loads(text)
     except (json.JSONDecodeError, ValueError, RecursionError) as error:
@@ -157,7 +171,9 @@ def parse_json_array(text: str, *, what: str, alternatives: str = "") -> ArrayDa
     shape = _nested_shape(document, what)
     values: list[float] = []
     _flatten_checked(document, shape, what, values, path=())
-    return ArrayData(shape=shape, values=tuple(values))
+    import numpy as np
+
+    return ArrayData(shape=shape, values=np.array(values, dtype=np.float64).reshape(shape))
 
 
 def _nested_shape(document: object, what: str) -> Shape:

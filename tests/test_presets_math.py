@@ -110,10 +110,10 @@ def test_jacobian_matches_closed_form(name: str, strategy: Strategy) -> None:
     values = {k: t.numpy() for k, t in problem.inputs.items()}
     expected = CLOSED_FORMS[name][1](values)
     result = compute_jacobian(problem, strategy)
-    assert set(result.jacobians) == set(expected)
-    for wrt, j in result.jacobians.items():
+    assert set(result.jacobians["y"]) == set(expected)
+    for wrt, j in result.jacobians["y"].items():
         # the shape convention: J.shape == y.shape + x.shape
-        assert j.shape == result.evaluation.output.shape + values[wrt].shape
+        assert j.shape == result.evaluation.outputs["y"].shape + values[wrt].shape
         np.testing.assert_allclose(j, expected[wrt], rtol=1e-12, atol=1e-12)
 
 
@@ -121,7 +121,7 @@ def test_jacobian_matches_closed_form(name: str, strategy: Strategy) -> None:
 def test_jacobian_matches_autograd_functional_and_finite_differences(name: str) -> None:
     problem = _problem(name, seed=11)
     result = compute_jacobian(problem)
-    for wrt, j in result.jacobians.items():
+    for wrt, j in result.jacobians["y"].items():
 
         def f_of(t: torch.Tensor, wrt: str = wrt) -> torch.Tensor:
             return PRESETS[name].call(**{**problem.inputs, wrt: t})
@@ -140,8 +140,8 @@ def test_vjp_equals_cotangent_times_closed_form_jacobian(name: str) -> None:
     values = {k: t.numpy() for k, t in problem.inputs.items()}
     expected = CLOSED_FORMS[name][1](values)
     result = compute_vjp(problem, "randn")
-    v = result.cotangent
-    assert v.shape == result.evaluation.output.shape
+    v = result.cotangents["y"]
+    assert v.shape == result.evaluation.outputs["y"].shape
     for wrt, vjp in result.vjps.items():
         j = expected[wrt]
         # vᵀ·J contracts v over y's axes
@@ -152,7 +152,7 @@ def test_vjp_equals_cotangent_times_closed_form_jacobian(name: str) -> None:
 def test_lesson_expsum_is_block_diagonal_with_exp_blocks() -> None:
     problem = prepare(PRESETS["expsum"], dtype="float64")
     x = problem.inputs["x"].numpy()
-    j = compute_jacobian(problem).jacobians["x"]
+    j = compute_jacobian(problem).jacobians["y"]["x"]
     assert j.shape == (2, 2, 3)
     for i in range(2):
         for k in range(2):

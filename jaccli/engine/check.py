@@ -9,12 +9,14 @@ inputs for finite differences) is reported as skipped with the reason, not as a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from jaccli.engine.evaluate import to_numpy
-from jaccli.engine.jacobian import LOOP_LIMIT, jacobian_of, split_wrt
+from jaccli.engine.evaluate import call_function
+from jaccli.engine.jacobian import LOOP_LIMIT, jacobian_of, split_jacobians, split_wrt
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE, FD_TOLERANCE, Tolerance
 from jaccli.errors import ComputationError
@@ -26,25 +28,47 @@ MAX_FD_INPUTS = 4096
 WORST_SHOWN = 5
 
 
+@dataclass(frozen=True)
+class Block:
+    """One array compared: J of `output` for `wrt` (output None for a VJP of `wrt`)."""
+
+    output: str | None
+    wrt: str
+    value: np.ndarray
+    reference: np.ndarray
+    output_ndim: int = 0
+
+
+def jacobian_blocks(
+    values: dict[str, dict[str, np.ndarray]],
+    references: dict[str, dict[str, np.ndarray]],
+    output_shapes: dict[str, tuple[int, ...]],
+) -> list[Block]:
+    return [
+        Block(output, wrt, value, references[output][wrt], len(output_shapes[output]))
+        for output, by_wrt in values.items()
+        for wrt, value in by_wrt.items()
+    ]
+
+
+def vjp_blocks(values: dict[str, np.ndarray], references: dict[str, np.ndarray]) -> list[Block]:
+    return [Block(None, wrt, value, references[wrt]) for wrt, value in values.items()]
+
+
 def compare(
     name: str,
     reference_name: str,
-    values: dict[str, np.ndarray],
-    references: dict[str, np.ndarray],
+    blocks: list[Block],
     tolerance: Tolerance,
-    output_ndim: int | None,
     step: float | None = None,
 ) -> Comparison:
-    """Entry-by-entry comparison of `values` with `references`, keyed by wrt input.
-
-    `output_ndim` splits each index into its output and input parts (None for a VJP).
-    """
+    """Entry-by-entry comparison of each block's value with its reference."""
     entries: list[tuple[float, EntryError]] = []
     max_abs = max_rel = 0.0
     passed = True
-    for wrt, value in values.items():
-        reference = references[wrt].astype(np.float64)
-        value = value.astype(np.float64)
+    for block in blocks:
+        reference = block.reference.astype(np.float64)
+        value = block.value.astype(np.float64)
         excess = tolerance.excess(value, reference)
         passed = passed and bool((excess <= 0).all())
         error = np.abs(value - reference)
@@ -54,21 +78,17 @@ def compare(
             max_rel = max(max_rel, float(np.nan_to_num(relative, nan=np.inf).max()))
         for flat in np.argsort(-excess, axis=None, kind="stable")[:WORST_SHOWN]:
             index = tuple(int(i) for i in np.unravel_index(flat, value.shape))
-            split = output_ndim if output_ndim is not None else 0
-            entries.append(
-                (
-                    float(excess[index]),
-                    EntryError(
-                        wrt=wrt,
-                        output_index=index[:split] if output_ndim is not None else None,
-                        input_index=index[split:],
-                        value=float(value[index]),
-                        reference=float(reference[index]),
-                        abs_error=float(error[index]),
-                        rel_error=float(relative[index]),
-                    ),
-                )
+            entry = EntryError(
+                wrt=block.wrt,
+                output=block.output,
+                output_index=index[: block.output_ndim] if block.output is not None else None,
+                input_index=index[block.output_ndim :],
+                value=float(value[index]),
+                reference=float(reference[index]),
+                abs_error=float(error[index]),
+                rel_error=float(relative[index]),
             )
+            entries.append((float(excess[index]), entry))
     entries.sort(key=lambda pair: -pair[0])
     return Comparison(
         name=name,
@@ -100,21 +120,19 @@ def skipped(name: str, reference_name: str, tolerance: Tolerance, reason: str) -
 
 def _other_mode(problem: Problem, method: str) -> str:
     """The AD mode opposite to `method`, as a loop when that side is small."""
-    n_out = math.prod(problem.output_shape)
-    n_in = sum(problem.inputs[name].numel() for name in problem.wrt)
     if method.endswith("rev"):
-        return "loop-fwd" if n_in <= LOOP_LIMIT else "fwd"
-    return "loop-rev" if n_out <= LOOP_LIMIT else "rev"
+        return "loop-fwd" if problem.input_count <= LOOP_LIMIT else "fwd"
+    return "loop-rev" if problem.output_count <= LOOP_LIMIT else "rev"
 
 
 def _mode_name(method: str) -> str:
     return "reverse mode" if method.endswith("rev") else "forward mode"
 
 
-def _jacobians(problem: Problem, method: str) -> dict[str, np.ndarray]:
+def _jacobians(problem: Problem, method: str) -> dict[str, dict[str, np.ndarray]]:
     primals, f = split_wrt(problem)
     _, jacobians = jacobian_of(f, primals, method)
-    return {name: to_numpy(j) for name, j in zip(problem.wrt, jacobians, strict=True)}
+    return split_jacobians(problem, jacobians)
 
 
 def _failure_reason(error: Exception) -> str:
@@ -122,123 +140,117 @@ def _failure_reason(error: Exception) -> str:
     return text if len(text) <= 160 else text[:159] + "…"
 
 
-def central_differences(problem: Problem) -> dict[str, np.ndarray]:
+def central_differences(problem: Problem) -> dict[str, dict[str, np.ndarray]]:
     """J by central differences in float64, all inputs (constants too) cast to float64."""
     inputs64 = {name: t.detach().to(torch.float64) for name, t in problem.inputs.items()}
-    out: dict[str, np.ndarray] = {}
+    columns: dict[str, list[torch.Tensor]] = {wrt: [] for wrt in problem.wrt}
     with torch.no_grad():
         for wrt in problem.wrt:
-            x = inputs64[wrt]
-            flat = x.reshape(-1)
-            columns = []
+            flat = inputs64[wrt].reshape(-1)
             for j in range(flat.numel()):
                 h = FD_STEP * max(1.0, abs(float(flat[j])))
-                columns.append(
-                    (
-                        _shifted(problem, inputs64, wrt, j, h)
-                        - _shifted(problem, inputs64, wrt, j, -h)
-                    )
-                    / (2 * h)
-                )
-            stacked = torch.stack(columns, dim=-1)
-            out[wrt] = to_numpy(stacked.reshape((*problem.output_shape, *x.shape)))
-    return out
+                forward = _shifted(problem, inputs64, wrt, j, h)
+                backward = _shifted(problem, inputs64, wrt, j, -h)
+                columns[wrt].append((forward - backward) / (2 * h))
+    joined = [torch.stack(columns[wrt], dim=-1) for wrt in problem.wrt]
+    return split_jacobians(
+        problem,
+        [
+            j.reshape((-1, *problem.inputs[wrt].shape))
+            for j, wrt in zip(joined, problem.wrt, strict=True)
+        ],
+    )
 
 
 def _shifted(
     problem: Problem, inputs: dict[str, torch.Tensor], wrt: str, j: int, h: float
 ) -> torch.Tensor:
+    """The joined outputs at inputs[wrt] with entry j moved by h, flattened, in float64."""
     x = inputs[wrt].clone()
     x.view(-1)[j] += h
-    try:
-        y = problem.function.call(**{**inputs, wrt: x})
-    except Exception as error:  # the user's function: any failure is theirs to see
-        raise ComputationError(
-            f"{problem.function.name} raised {type(error).__name__} "
-            f"under finite differences: {error}"
-        ) from error
-    return y.to(torch.float64)
+    outputs = call_function(problem.function, {**inputs, wrt: x})
+    return torch.cat(
+        [outputs[name].reshape(-1).to(torch.float64) for name in problem.output_shapes]
+    )
+
+
+def _finite_difference_comparison(
+    problem: Problem,
+    name: str,
+    reference: str,
+    blocks: Callable[[dict[str, dict[str, np.ndarray]]], list[Block]],
+) -> Comparison:
+    """`blocks(J by central differences)` compared within the finite-difference tolerance,
+    or skipped when there are too many inputs to perturb one by one."""
+    tolerance = FD_TOLERANCE[problem.dtype]
+    if problem.input_count > MAX_FD_INPUTS:
+        reason = f"{problem.input_count} inputs; finite differences run up to {MAX_FD_INPUTS}"
+        return skipped(name, reference, tolerance, reason)
+    return compare(name, reference, blocks(central_differences(problem)), tolerance, FD_STEP)
 
 
 def check_jacobian(problem: Problem, result: JacobianResult) -> Check:
     """J against the opposite AD mode and against float64 central differences."""
-    output_ndim = len(problem.output_shape)
     other = _other_mode(problem, result.strategy)
-    ad_tolerance = AD_TOLERANCE[problem.dtype]
+    tolerance = AD_TOLERANCE[problem.dtype]
     mode_name = f"{_mode_name(result.strategy)} vs {_mode_name(other)}"
+
+    def against(references: dict[str, dict[str, np.ndarray]]) -> list[Block]:
+        return jacobian_blocks(result.jacobians, references, problem.output_shapes)
+
     try:
-        comparisons = [
-            compare(
-                mode_name,
-                _mode_name(other),
-                result.jacobians,
-                _jacobians(problem, other),
-                ad_tolerance,
-                output_ndim,
-            )
-        ]
+        modes = compare(
+            mode_name, _mode_name(other), against(_jacobians(problem, other)), tolerance
+        )
     except (ComputationError, RuntimeError, NotImplementedError) as error:
-        comparisons = [skipped(mode_name, _mode_name(other), ad_tolerance, _failure_reason(error))]
-    fd_tolerance = FD_TOLERANCE[problem.dtype]
-    fd_name = f"{_mode_name(result.strategy)} vs central differences"
-    n_in = sum(problem.inputs[name].numel() for name in problem.wrt)
-    if n_in > MAX_FD_INPUTS:
-        comparisons.append(
-            skipped(
-                fd_name,
-                "central differences (float64)",
-                fd_tolerance,
-                f"{n_in} inputs; finite differences run up to {MAX_FD_INPUTS}",
-            )
+        modes = skipped(mode_name, _mode_name(other), tolerance, _failure_reason(error))
+    differences = _finite_difference_comparison(
+        problem,
+        f"{_mode_name(result.strategy)} vs central differences",
+        "central differences (float64)",
+        against,
+    )
+    return Check((modes, differences))
+
+
+def vjp_from_jacobians(
+    cotangents: dict[str, np.ndarray], jacobians: dict[str, dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """vᵀ·J for each wrt input: each output's v contracted with its J, summed over outputs."""
+    wrts = next(iter(jacobians.values()))
+    return {
+        wrt: sum(  # type: ignore[misc]
+            np.tensordot(v.astype(jacobians[out][wrt].dtype), jacobians[out][wrt], axes=v.ndim)
+            for out, v in cotangents.items()
         )
-    else:
-        comparisons.append(
-            compare(
-                fd_name,
-                "central differences (float64)",
-                result.jacobians,
-                central_differences(problem),
-                fd_tolerance,
-                output_ndim,
-                step=FD_STEP,
-            )
-        )
-    return Check(tuple(comparisons))
+        for wrt in wrts
+    }
 
 
 def check_vjp(problem: Problem, result: VjpResult) -> Check:
     """backward(v) against v·J, with J from forward mode (reverse mode where it has no rule),
     and against v·J with J from float64 central differences."""
     tolerance = AD_TOLERANCE[problem.dtype]
-    v = result.cotangent
-    n_in = sum(problem.inputs[name].numel() for name in problem.wrt)
     name = "backward(v) vs v·J"
     reasons = []
-    for method in ("loop-fwd" if n_in <= LOOP_LIMIT else "fwd", "loop-rev"):
+
+    def against(jacobians: dict[str, dict[str, np.ndarray]]) -> list[Block]:
+        return vjp_blocks(result.vjps, vjp_from_jacobians(result.cotangents, jacobians))
+
+    for method in ("loop-fwd" if problem.input_count <= LOOP_LIMIT else "fwd", "loop-rev"):
         try:
             jacobians = _jacobians(problem, method)
         except (ComputationError, RuntimeError, NotImplementedError) as error:
             reasons.append(f"{_mode_name(method)}: {_failure_reason(error)}")
             continue
-        products = {wrt: np.tensordot(v, j, axes=v.ndim) for wrt, j in jacobians.items()}
-        reference = f"v·J, J by {_mode_name(method)}"
-        comparisons = [compare(name, reference, result.vjps, products, tolerance, None)]
+        products = compare(name, f"v·J, J by {_mode_name(method)}", against(jacobians), tolerance)
         break
     else:
-        comparisons = [skipped(name, "v·J", tolerance, "; ".join(reasons))]
-    fd_name = "backward(v) vs central differences"
-    fd_reference = "v·J, J by central differences (float64)"
-    fd_tolerance = FD_TOLERANCE[problem.dtype]
-    if n_in > MAX_FD_INPUTS:
-        reason = f"{n_in} inputs; finite differences run up to {MAX_FD_INPUTS}"
-        comparisons.append(skipped(fd_name, fd_reference, fd_tolerance, reason))
-    else:
-        v64 = v.astype(np.float64)
-        fd = {
-            wrt: np.tensordot(v64, j, axes=v.ndim)
-            for wrt, j in central_differences(problem).items()
-        }
-        comparisons.append(
-            compare(fd_name, fd_reference, result.vjps, fd, fd_tolerance, None, step=FD_STEP)
-        )
-    return Check(tuple(comparisons))
+        products = skipped(name, "v·J", tolerance, "; ".join(reasons))
+    differences = _finite_difference_comparison(
+        problem,
+        "backward(v) vs central differences",
+        "v·J, J by central differences (float64)",
+        against,
+    )
+    return Check((products, differences))

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from enum import Enum
 
+import numpy as np
 import torch
 
 from jaccli.engine.evaluate import call_function, describe, to_numpy
@@ -63,9 +64,9 @@ def choose_strategy(requested: Strategy, n_out: int, n_in: int) -> tuple[str, st
 def compute_jacobian(
     problem: Problem, strategy: Strategy = Strategy.AUTO, budget: int | None = None
 ) -> JacobianResult:
-    """J for each `wrt` input, by the requested strategy or the one the sizes call for."""
-    n_out = math.prod(problem.output_shape)
-    n_in = sum(problem.inputs[name].numel() for name in problem.wrt)
+    """J of each output for each `wrt` input, by the requested strategy or the one the sizes
+    call for."""
+    n_out, n_in = problem.output_count, problem.input_count
     method, reason = choose_strategy(strategy, n_out, n_in)
     itemsize = problem.torch_dtype.itemsize
     require_within_budget(
@@ -75,13 +76,70 @@ def compute_jacobian(
         "use vjp for one row combination, or smaller shapes",
     )
     primals, f = split_wrt(problem)
-    y, jacobians = jacobian_of(f, primals, method)
+    joined_y, joined_jacobians = jacobian_of(f, primals, method)
+    jacobians = split_jacobians(problem, joined_jacobians)
     return JacobianResult(
-        evaluation=describe(problem, y),
-        jacobians={name: to_numpy(j) for name, j in zip(problem.wrt, jacobians, strict=True)},
+        evaluation=describe(problem, split_outputs(problem, joined_y)),
+        jacobians=jacobians,
         strategy=method,
         strategy_reason=reason,
+        notes=_independence_notes(problem, jacobians),
     )
+
+
+def split_outputs(problem: Problem, joined: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The outputs by name, from the one tensor `split_wrt`'s function returns."""
+    names = list(problem.output_shapes)
+    if len(names) == 1:
+        return {names[0]: joined}
+    sizes = [math.prod(shape) for shape in problem.output_shapes.values()]
+    return {
+        name: part.reshape(problem.output_shapes[name])
+        for name, part in zip(names, joined.split(sizes), strict=True)
+    }
+
+
+def split_jacobians(
+    problem: Problem, joined: list[torch.Tensor]
+) -> dict[str, dict[str, np.ndarray]]:
+    """jacobians[output][wrt] from J of the joined output for each wrt input."""
+    names = list(problem.output_shapes)
+    blocks: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
+    sizes = [math.prod(shape) for shape in problem.output_shapes.values()]
+    for wrt, j in zip(problem.wrt, joined, strict=True):
+        x_shape = problem.inputs[wrt].shape
+        parts = [j] if len(names) == 1 else j.split(sizes)
+        for name, part in zip(names, parts, strict=True):
+            blocks[name][wrt] = to_numpy(part.reshape((*problem.output_shapes[name], *x_shape)))
+    return blocks
+
+
+def _independence_notes(
+    problem: Problem, jacobians: dict[str, dict[str, np.ndarray]]
+) -> tuple[str, ...]:
+    """A warning for each output that does not depend on an input at all (J is zero there)."""
+    if all(j.any() for block in jacobians.values() for j in block.values()):
+        return ()
+    leaves = {
+        name: t.detach().requires_grad_(name in problem.wrt) for name, t in problem.inputs.items()
+    }
+    notes = []
+    with torch.enable_grad():
+        outputs = call_function(problem.function, leaves)
+        for name, y in outputs.items():
+            wrt_leaves = [leaves[w] for w in problem.wrt]
+            if y.requires_grad:
+                grads = torch.autograd.grad(
+                    y.sum(), wrt_leaves, allow_unused=True, retain_graph=True
+                )
+            else:
+                grads = (None,) * len(wrt_leaves)
+            notes += [
+                f"{name} does not depend on {wrt}: its Jacobian is zero"
+                for wrt, grad in zip(problem.wrt, grads, strict=True)
+                if grad is None
+            ]
+    return tuple(notes)
 
 
 Method = Callable[
@@ -97,12 +155,18 @@ def jacobian_of(
 
 
 def split_wrt(problem: Problem) -> tuple[list[torch.Tensor], Callable[..., torch.Tensor]]:
-    """The wrt tensors, and f as a function of them alone (other inputs held fixed)."""
+    """The wrt tensors, and f as a function of them alone (other inputs held fixed) that
+    returns one tensor: the single output as it is, several flattened end to end."""
     wrt = problem.wrt
     fixed = {name: t for name, t in problem.inputs.items() if name not in wrt}
+    names = list(problem.output_shapes)
 
     def f_of_wrt(*wrt_values: torch.Tensor) -> torch.Tensor:
-        return call_function(problem, {**fixed, **dict(zip(wrt, wrt_values, strict=True))})
+        inputs = {**fixed, **dict(zip(wrt, wrt_values, strict=True))}
+        outputs = call_function(problem.function, inputs)
+        if len(names) == 1:
+            return outputs[names[0]]
+        return torch.cat([outputs[name].reshape(-1) for name in names])
 
     return [problem.inputs[name] for name in wrt], f_of_wrt
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
+from jaccli.engine.evaluate import call_function, outputs_of
 from jaccli.engine.guard import require_within_budget
-from jaccli.errors import ComputationError, UsageError
+from jaccli.errors import UsageError
 from jaccli.functions.model import Function
 from jaccli.spec import ArrayData, Shape, format_shape
 
@@ -19,13 +20,18 @@ MAX_SEED = 2**63 - 1
 
 @dataclass(frozen=True)
 class Problem:
-    """A function, every input as a tensor (constants included), and the inputs to differentiate."""
+    """A function, its inputs as tensors (constants included), and the inputs to differentiate.
+
+    A user function's parameter with a default and no --shape/--value is left out of `inputs`,
+    so the function keeps its default.
+    """
 
     function: Function
     dtype: str
     inputs: dict[str, torch.Tensor]
     wrt: tuple[str, ...]
-    output_shape: Shape
+    output_shapes: dict[str, Shape]
+    """Each output's shape, by name: `y` for a single tensor, `y0`, `y1`… or a dict's keys."""
     generator: torch.Generator
     """Continues the seeded draws after the inputs (for a `randn` cotangent)."""
 
@@ -33,21 +39,31 @@ class Problem:
     def torch_dtype(self) -> torch.dtype:
         return TORCH_DTYPES[self.dtype]
 
+    @property
+    def output_count(self) -> int:
+        """Elements in all outputs together: the rows of J."""
+        return sum(math.prod(shape) for shape in self.output_shapes.values())
+
+    @property
+    def input_count(self) -> int:
+        """Elements in all `wrt` inputs together: the columns of J."""
+        return sum(self.inputs[name].numel() for name in self.wrt)
+
 
 def _assign(
     function: Function, options: Sequence[tuple[str | None, object]], option: str
 ) -> dict[str, object]:
     """Give each `--shape`/`--value` to its input; an unnamed one goes to the only input."""
-    names = function.differentiable_names
     assigned: dict[str, object] = {}
     for name, item in options:
         if name is None:
-            if len(names) != 1:
+            required = function.required_names
+            if len(required) != 1:
                 raise UsageError(
-                    f"{function.name} has inputs {', '.join(names)}: name the one meant, "
-                    f"as in {option} {names[0]}=..."
+                    f"{function.name} has inputs {', '.join(function.input_names)}: name the "
+                    f"one meant, as in {option} {function.input_names[0]}=..."
                 )
-            name = names[0]
+            name = required[0]
         if name not in function.input_names:
             raise UsageError(
                 f"{option} {name!r}: {function.name} has no input {name!r} "
@@ -61,38 +77,51 @@ def _assign(
 
 def resolve_shapes(
     function: Function,
-    shape_options: Sequence[tuple[str | None, Shape]],
-    value_options: Sequence[tuple[str | None, ArrayData]],
+    shapes: dict[str, Shape],
+    values: dict[str, ArrayData],
 ) -> dict[str, Shape]:
-    """Each input's shape: from its value, else its `--shape`, else its default."""
-    shapes: dict[str, Shape] = _assign(function, shape_options, "--shape")  # type: ignore[assignment]
-    values: dict[str, ArrayData] = _assign(function, value_options, "--value")  # type: ignore[assignment]
+    """Each present input's shape: from its value, else its `--shape`, else its default.
+
+    A user parameter with a Python default and neither is absent: the function keeps its default.
+    """
+    resolved = dict(shapes)
     for name, data in values.items():
-        if name in shapes and shapes[name] != data.shape:
+        if name in resolved and resolved[name] != data.shape:
             raise UsageError(
-                f"input {name!r}: --shape {format_shape(shapes[name])} disagrees with its "
+                f"input {name!r}: --shape {format_shape(resolved[name])} disagrees with its "
                 f"--value of shape {format_shape(data.shape)}"
             )
-        shapes[name] = data.shape
+        resolved[name] = data.shape
     for spec in function.inputs:
-        if spec.name not in shapes:
-            follows = shapes.get(spec.shape_like) if spec.shape_like else None
-            shapes[spec.name] = follows if follows is not None else spec.default_shape
-        elif spec.shape_like and shapes[spec.name] != shapes[spec.shape_like]:
+        if spec.name in resolved:
+            if spec.shape_like and resolved[spec.name] != resolved[spec.shape_like]:
+                raise UsageError(
+                    f"{function.name}: {spec.name} takes the shape of {spec.shape_like} "
+                    f"({format_shape(resolved[spec.shape_like])}); "
+                    f"got {format_shape(resolved[spec.name])}"
+                )
+        elif spec.shape_like:
+            resolved[spec.name] = resolved[spec.shape_like]
+        elif spec.default_shape is not None:
+            resolved[spec.name] = spec.default_shape
+        elif not spec.has_default:
             raise UsageError(
-                f"{function.name}: {spec.name} takes the shape of {spec.shape_like} "
-                f"({format_shape(shapes[spec.shape_like])}); got {format_shape(shapes[spec.name])}"
+                f"input {spec.name!r} of {function.name} has neither shape nor value; give "
+                f"--shape {spec.name}=2x3 or --value {spec.name}='[...]'",
+                code="missing_input",
             )
-    ordered = {spec.name: shapes[spec.name] for spec in function.inputs}
+    ordered = {spec.name: resolved[spec.name] for spec in function.inputs if spec.name in resolved}
     if function.check_shapes is not None:
         function.check_shapes(ordered)
     return ordered
 
 
-def resolve_wrt(function: Function, wrt: Sequence[str]) -> tuple[str, ...]:
+def resolve_wrt(function: Function, present: Sequence[str], wrt: Sequence[str]) -> tuple[str, ...]:
     """The inputs to differentiate: those named by `--wrt`, else every differentiable one."""
-    differentiable = function.differentiable_names
+    differentiable = tuple(n for n in function.differentiable_names if n in present)
     if not wrt:
+        if not differentiable:
+            raise UsageError(f"{function.name} has no input to differentiate", code="no_input")
         return differentiable
     chosen: list[str] = []
     for name in wrt:
@@ -102,10 +131,16 @@ def resolve_wrt(function: Function, wrt: Sequence[str]) -> tuple[str, ...]:
                 f"(inputs: {', '.join(differentiable)})",
                 code="unknown_input",
             )
-        if name not in differentiable:
+        if not function.input(name).differentiable:
             raise UsageError(
                 f"--wrt {name!r}: {name} is a constant of {function.name}, not differentiated "
                 f"(inputs: {', '.join(differentiable)})",
+                code="unknown_input",
+            )
+        if name not in present:
+            raise UsageError(
+                f"--wrt {name!r}: {name} keeps its default; give --shape or --value for it "
+                "to differentiate it",
                 code="unknown_input",
             )
         if name not in chosen:
@@ -113,18 +148,22 @@ def resolve_wrt(function: Function, wrt: Sequence[str]) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-def output_shape(function: Function, shapes: dict[str, Shape]) -> Shape:
-    """The output's shape, found on the meta device: no memory, no arithmetic."""
+def output_shapes_on_meta(function: Function, shapes: dict[str, Shape]) -> dict[str, Shape] | None:
+    """The outputs' shapes, found on the meta device: no memory, no arithmetic.
+
+    A preset that fails there was given shapes it cannot take (a usage error). A user function
+    may fail for other reasons (`.item()`, numpy): None, and one real pass finds the shapes.
+    """
     meta = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
-    described = ", ".join(f"{name}={format_shape(shape)}" for name, shape in shapes.items())
     try:
-        output = function.call(**meta)
-    except (RuntimeError, ValueError, IndexError, TypeError) as error:
+        outputs = outputs_of(function.call(**meta), function.name)
+    except Exception as error:
+        if not function.preset:
+            return None
+        described = ", ".join(f"{name}={format_shape(shape)}" for name, shape in shapes.items())
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(f"{function.name} cannot take shapes {described}: {reason}") from None
-    if not isinstance(output, torch.Tensor):
-        raise ComputationError(f"{function.name} returned {type(output).__name__}, not a tensor")
-    return tuple(output.shape)
+    return {name: tuple(output.shape) for name, output in outputs.items()}
 
 
 def make_inputs(
@@ -141,8 +180,7 @@ def make_inputs(
     tensors: dict[str, torch.Tensor] = {}
     for name, shape in shapes.items():
         if name in values:
-            data = values[name]
-            tensor = torch.tensor(data.values, dtype=torch.float64).reshape(data.shape)
+            tensor = torch.from_numpy(values[name].values).to(torch.float64).reshape(shape)
         else:
             tensor = torch.randn(shape, generator=generator, dtype=torch.float64)
         tensors[name] = tensor.to(dtype)
@@ -168,17 +206,27 @@ def prepare(
 ) -> Problem:
     """Check every option against the function, then draw or load the inputs.
 
-    Shapes are checked and the output shape found before any input is allocated, and the inputs
-    and output must fit the memory budget, so a huge shape is refused in milliseconds.
+    Shapes are checked and the output shapes found before any input is allocated, and the
+    inputs and outputs must fit the memory budget, so a huge shape is refused in milliseconds.
     """
-    wrt_names = resolve_wrt(function, wrt)
-    shapes = resolve_shapes(function, shape_options, value_options)
+    shapes_given: dict[str, Shape] = _assign(function, shape_options, "--shape")  # type: ignore[assignment]
+    values: dict[str, ArrayData] = _assign(function, value_options, "--value")  # type: ignore[assignment]
+    shapes = resolve_shapes(function, shapes_given, values)
+    wrt_names = resolve_wrt(function, list(shapes), wrt)
     generator = seeded_generator(seed)
     torch_dtype = TORCH_DTYPES[dtype]
-    out_shape = output_shape(function, shapes)
     itemsize = torch_dtype.itemsize
-    stored = sum(math.prod(shape) for shape in shapes.values()) + math.prod(out_shape)
-    require_within_budget("the inputs and output", stored * itemsize, budget, "use smaller shapes")
-    values = dict(_assign(function, value_options, "--value"))
-    tensors = make_inputs(shapes, values, generator, torch_dtype)  # type: ignore[arg-type]
-    return Problem(function, dtype, tensors, wrt_names, out_shape, generator)
+    input_bytes = sum(math.prod(shape) for shape in shapes.values()) * itemsize
+    require_within_budget("the inputs", input_bytes, budget, "use smaller shapes")
+    out_shapes = output_shapes_on_meta(function, shapes)
+    if out_shapes is not None:
+        output_bytes = sum(math.prod(shape) for shape in out_shapes.values()) * itemsize
+        require_within_budget(
+            "the inputs and outputs", input_bytes + output_bytes, budget, "use smaller shapes"
+        )
+    tensors = make_inputs(shapes, values, generator, torch_dtype)
+    if out_shapes is None:
+        with torch.no_grad():
+            outputs = call_function(function, tensors)
+        out_shapes = {name: tuple(output.shape) for name, output in outputs.items()}
+    return Problem(function, dtype, tensors, wrt_names, out_shapes, generator)

@@ -26,9 +26,8 @@ def run_jacobian(
     result = compute_jacobian(problem, strategy, budget)
     if chosen is not None:
         wrt, name, axes = chosen
-        result = replace(
-            result, view=slice_view(problem, wrt, name, axes, result.jacobians[wrt], None)
-        )
+        (jacobians,) = result.jacobians.values()
+        result = replace(result, view=slice_view(problem, wrt, name, axes, jacobians[wrt], None))
     if check:
         result = replace(result, check=check_jacobian(problem, result))
     return result
@@ -45,7 +44,9 @@ def run_vjp(
         wrt, name, axes = chosen
         result = replace(
             result,
-            view=slice_view(problem, wrt, name, axes, result.vjps[wrt], result.cotangent),
+            view=slice_view(
+                problem, wrt, name, axes, result.vjps[wrt], *result.cotangents.values()
+            ),
         )
     if check:
         result = replace(result, check=check_vjp(problem, result))

@@ -24,10 +24,18 @@ VIEW_NAMES = ("rows", "cols", "full")
 MAX_SLICES = 4096
 
 
+def single_output(problem: Problem) -> str | None:
+    """The name of the only output, or None when there are several."""
+    return next(iter(problem.output_shapes)) if len(problem.output_shapes) == 1 else None
+
+
 def available_views(problem: Problem, wrt: str) -> dict[str, AxisPair]:
     """The views (`rows`, `cols`) the function decomposes along for input `wrt`."""
+    output = single_output(problem)
+    if output is None:
+        return {}
     x = problem.inputs[wrt]
-    pairs = problem.function.input(wrt).separable.axes(x.ndim, len(problem.output_shape))
+    pairs = problem.function.input(wrt).separable.axes(x.ndim, len(problem.output_shapes[output]))
     by_input_axis = dict(pairs)
     return {
         view: (axis, by_input_axis[axis])
@@ -43,6 +51,13 @@ def choose_view(problem: Problem, requested: str | None) -> tuple[str, str, Axis
         raise UsageError(f"unknown --view {requested!r} (choose {', '.join(VIEW_NAMES)})")
     if requested == "full":
         return None
+    if single_output(problem) is None:
+        if requested is None:
+            return None
+        raise UsageError(
+            f"--view {requested} needs a single output; {problem.function.name} returns "
+            f"{', '.join(problem.output_shapes)} (use --view full)"
+        )
     if len(problem.wrt) != 1:
         if requested is None:
             return None
@@ -87,7 +102,7 @@ def slice_view(
             f"--view {name} would show {count} slices (at most {MAX_SLICES}); use --view full"
         )
     tolerance = AD_TOLERANCE[problem.dtype]
-    y_ndim = len(problem.output_shape)
+    y_ndim = len(next(iter(problem.output_shapes.values())))
     rows = []
     for i in range(count):
         y_i, (j_i,) = jacobian_of(
@@ -120,13 +135,17 @@ def slice_view(
                 agrees=bool((tolerance.excess(product, full_slice) <= 0).all()),
             )
         )
-    return View(wrt, name, input_axis, output_axis, tolerance.rtol, tolerance.atol, tuple(rows))
+    (output,) = problem.output_shapes
+    return View(
+        wrt, output, name, input_axis, output_axis, tolerance.rtol, tolerance.atol, tuple(rows)
+    )
 
 
 def _method(problem: Problem, wrt: str, axes: AxisPair) -> str:
     input_axis, output_axis = axes
     n_in = problem.inputs[wrt].numel() // problem.inputs[wrt].shape[input_axis]
-    n_out = int(np.prod(problem.output_shape)) // problem.output_shape[output_axis]
+    (output_shape,) = problem.output_shapes.values()
+    n_out = int(np.prod(output_shape)) // output_shape[output_axis]
     return choose_strategy(Strategy.LOOP, n_out, n_in)[0]
 
 
@@ -139,6 +158,7 @@ def _slice_function(
 
     def g(r: torch.Tensor) -> torch.Tensor:
         replaced = torch.select_scatter(x, r, input_axis, i)
-        return call_function(problem, {**problem.inputs, wrt: replaced}).select(output_axis, i)
+        (y,) = call_function(problem.function, {**problem.inputs, wrt: replaced}).values()
+        return y.select(output_axis, i)
 
     return g

@@ -1,27 +1,30 @@
-"""Turning a `--fn` name into a Function: presets now, user callables and expressions later."""
+"""Turning `--fn` or `--expr` into a Function: a preset, a user callable or an expression."""
 
 from __future__ import annotations
 
 import difflib
 
 from jaccli.errors import UsageError
+from jaccli.functions.expression import compile_expression
 from jaccli.functions.model import Function, InputSpec
 from jaccli.functions.presets import PRESETS
+from jaccli.functions.user import load_callable, looks_like_callable_reference
 
 __all__ = ["PRESETS", "Function", "InputSpec", "resolve"]
 
 
-def resolve(name: str) -> Function:
-    """The Function a `--fn` value names."""
+def resolve(name: str | None, expression: str | None = None) -> Function:
+    """The Function that `--fn` (a preset, `file.py:func`, `pkg.mod:func`) or `--expr` names."""
+    if (name is None) == (expression is None):
+        raise UsageError("give one of --fn NAME or --expr EXPRESSION", code="no_function")
+    if expression is not None:
+        return compile_expression(expression)
+    assert name is not None
     if name in PRESETS:
         return PRESETS[name]
+    if looks_like_callable_reference(name):
+        return load_callable(name)
     available = ", ".join(PRESETS)
-    if ":" in name:
-        raise UsageError(
-            f"--fn {name!r} names a Python callable; loading your own functions is not "
-            f"supported yet (presets: {available})",
-            code="unknown_function",
-        )
     close = difflib.get_close_matches(name, PRESETS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UsageError(

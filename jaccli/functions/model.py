@@ -53,11 +53,15 @@ class InputSpec:
     """One named input: its default shape, and whether it is differentiated or a constant."""
 
     name: str
-    default_shape: Shape
+    default_shape: Shape | None
+    """None: the user must give a shape or value (or the parameter keeps its Python default)."""
     differentiable: bool = True
     shape_like: str | None = None
     """A constant that always takes the shape of this other input (add's `a` follows `x`)."""
     separable: Separable = NOT_SEPARABLE
+    has_default: bool = False
+    """A user function's parameter with a default: kept, and not differentiated, unless given."""
+    default_value: Any = None
 
 
 ShapeCheck = Callable[[Mapping[str, Shape]], None]
@@ -74,6 +78,10 @@ class Function:
     """Called with every input as a keyword argument; returns the output tensor."""
     check_shapes: ShapeCheck | None = None
     """Raises UsageError naming the mismatch when the input shapes cannot work together."""
+    source_file: str | None = None
+    """The user's file the callable came from, to point at the line that raised."""
+    preset: bool = False
+    """Shipped with jaccli: if it fails on meta tensors, its input shapes do not fit."""
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -82,6 +90,11 @@ class Function:
     @property
     def differentiable_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.inputs if spec.differentiable)
+
+    @property
+    def required_names(self) -> tuple[str, ...]:
+        """The differentiable inputs that need a tensor: an unnamed --shape goes to the only one."""
+        return tuple(s.name for s in self.inputs if s.differentiable and not s.has_default)
 
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:

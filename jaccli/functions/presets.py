@@ -6,6 +6,7 @@ Callables import torch when called, never at import time, so `jaccli presets` st
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from jaccli.errors import UsageError
@@ -128,7 +129,7 @@ def _cross_check(shapes: Mapping[str, Shape]) -> None:
 
 # NOTE [separable axes] in model.py: what each `separable=` below promises.
 PRESETS: dict[str, Function] = {
-    function.name: function
+    function.name: replace(function, preset=True)
     for function in (
         Function(
             "expsum",

@@ -54,7 +54,7 @@ def view_renderable(
     is wider than `width`, one small table per slice instead."""
     i = "j" if view.name == "cols" else "i"
     x_i = slice_label(view.wrt, view.input_axis, x_ndim, i)
-    y_i = slice_label("y", view.output_axis, y_ndim, i)
+    y_i = slice_label(view.output, view.output_axis, y_ndim, i)
     v_i = slice_label("v", view.output_axis, y_ndim, i)
     is_vjp = bool(view.slices) and view.slices[0].cotangent is not None
     headers = [i, x_i, y_i, f"J_{i}"]

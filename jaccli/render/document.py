@@ -31,8 +31,16 @@ def _evaluation(command: str, evaluation: Evaluation) -> dict[str, Any]:
             value.name: {**tensor_entry(value.values), "differentiable": value.differentiable}
             for value in evaluation.inputs
         },
-        "output": tensor_entry(evaluation.output),
+        **_by_output("output", {n: tensor_entry(o) for n, o in evaluation.outputs.items()}),
     }
+
+
+def _by_output(key: str, entries: dict[str, Any]) -> dict[str, Any]:
+    """`{key: entry}` for a single output (the form of DESIGN.md); `{key + "s": {name: entry}}`
+    for several outputs, keyed by output name."""
+    if len(entries) == 1:
+        return {key: next(iter(entries.values()))}
+    return {f"{key}s": entries}
 
 
 def _number(value: float) -> float | str:
@@ -60,6 +68,7 @@ def view_entry(view: View) -> dict[str, Any]:
         slices.append(entry)
     return {
         "wrt": view.wrt,
+        "output": view.output,
         "name": view.name,
         "axis": view.input_axis,
         "output_axis": view.output_axis,
@@ -86,6 +95,7 @@ def check_entry(check: Check) -> dict[str, Any]:
                 "worst_entries": [
                     {
                         "entry": entry_label(e),
+                        "output": e.output,
                         "wrt": e.wrt,
                         "output_index": None if e.output_index is None else list(e.output_index),
                         "input_index": list(e.input_index),
@@ -106,6 +116,8 @@ def check_entry(check: Check) -> dict[str, Any]:
 
 def _view_and_check(result: JacobianResult | VjpResult) -> dict[str, Any]:
     extra: dict[str, Any] = {}
+    if result.notes:
+        extra["warnings"] = list(result.notes)
     if result.view is not None:
         extra["view"] = view_entry(result.view)
     if result.check is not None:
@@ -117,7 +129,13 @@ def jacobian_document(result: JacobianResult, command: str = "jacobian") -> dict
     """The `jacobian` command's document: J keyed by input, and the strategy used."""
     return {
         **_evaluation(command, result.evaluation),
-        "jacobian": {name: tensor_entry(j) for name, j in result.jacobians.items()},
+        **_by_output(
+            "jacobian",
+            {
+                output: {wrt: tensor_entry(j) for wrt, j in by_wrt.items()}
+                for output, by_wrt in result.jacobians.items()
+            },
+        ),
         "strategy": result.strategy,
         "strategy_reason": result.strategy_reason,
         **_view_and_check(result),
@@ -138,7 +156,7 @@ def vjp_document(result: VjpResult) -> dict[str, Any]:
     """The `vjp` command's document: the cotangent and vᵀ·J keyed by input."""
     return {
         **_evaluation("vjp", result.evaluation),
-        "cotangent": tensor_entry(result.cotangent),
+        **_by_output("cotangent", {n: tensor_entry(v) for n, v in result.cotangents.items()}),
         "vjp": {name: tensor_entry(v) for name, v in result.vjps.items()},
         **_view_and_check(result),
     }

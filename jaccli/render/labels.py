@@ -29,6 +29,7 @@ def slice_label(name: str, axis: int, ndim: int, index: int | str) -> str:
 def entry_label(entry: EntryError) -> str:
     """`∂y[1] / ∂x[0,2]` for a Jacobian entry, `a.grad[0,2]` for a VJP entry."""
     x_label = indexed(entry.wrt, entry.input_index)
-    if entry.output_index is None:
+    if entry.output is None:
         return f"{entry.wrt}.grad{x_label[len(entry.wrt) :]}"
-    return f"∂{indexed('y', entry.output_index)} / ∂{x_label}"
+    assert entry.output_index is not None
+    return f"∂{indexed(entry.output, entry.output_index)} / ∂{x_label}"

@@ -176,15 +176,14 @@ def evaluation_renderables(evaluation: Evaluation, layout: Layout) -> list[Rende
         parts.append(
             array_table(value.values, _titled(value.name, value.values.shape, note), layout)
         )
-    parts += [
-        _section("Output"),
-        array_table(evaluation.output, _titled("y", evaluation.output.shape), layout),
-    ]
+    parts.append(_section("Output" if len(evaluation.outputs) == 1 else "Outputs"))
+    for name, output in evaluation.outputs.items():
+        parts.append(array_table(output, _titled(name, output.shape), layout))
     return parts
 
 
 def jacobian_table(
-    jacobian: np.ndarray, y_shape: Sequence[int], x_name: str, layout: Layout
+    jacobian: np.ndarray, y_name: str, y_shape: Sequence[int], x_name: str, layout: Layout
 ) -> RenderableType:
     """J wrt one input: one grid per output element in x's shape when small, else J as a
     matrix with rows `y[i,…]` and columns `x[j,…]`."""
@@ -196,7 +195,7 @@ def jacobian_table(
         tables = [
             _grid_table(
                 _grid_of(per_element[i], layout),
-                Text(f"∂{index_label('y', y_shape, i)} / ∂{x_name}"),
+                Text(f"∂{index_label(y_name, y_shape, i)} / ∂{x_name}"),
                 layout,
             )
             for i in range(n_out)
@@ -205,10 +204,10 @@ def jacobian_table(
             return Columns([table for table, _ in tables], padding=(0, 3))
     matrix = _Grid(
         jacobian.reshape(n_out, -1),
-        lambda row: index_label("y", y_shape, row),
+        lambda row: index_label(y_name, y_shape, row),
         lambda column: index_label(x_name, x_shape, column),
     )
-    title = Text(f"∂y / ∂{x_name} as a {n_out}×{matrix.values.shape[1]} matrix")
+    title = Text(f"∂{y_name} / ∂{x_name} as a {n_out}×{matrix.values.shape[1]} matrix")
     return _with_note(*_grid_table(matrix, title, layout))
 
 
@@ -217,7 +216,7 @@ def _view_and_check(result: JacobianResult | VjpResult, layout: Layout) -> list[
 
     parts: list[RenderableType] = []
     if result.view is not None:
-        y_ndim = result.evaluation.output.ndim
+        y_ndim = result.evaluation.outputs[result.view.output].ndim
         x_ndim = result.view.slices[0].input_slice.ndim + 1
         parts.append(view_renderable(result.view, y_ndim, x_ndim, layout.precision, layout.width))
     if result.check is not None:
@@ -226,25 +225,28 @@ def _view_and_check(result: JacobianResult | VjpResult, layout: Layout) -> list[
 
 
 def jacobian_renderable(result: JacobianResult, layout: Layout) -> Group:
-    """The evaluation, then J for each input differentiated (or its per-slice view), the
-    strategy used, and the check when one was made."""
-    evaluation = result.evaluation
-    y_shape = evaluation.output.shape
-    parts = evaluation_renderables(evaluation, layout)
-    for name, jacobian in result.jacobians.items():
-        if result.view is not None and result.view.wrt == name:
-            continue
-        x_shape = jacobian.shape[len(y_shape) :]
-        parts.append(
-            Text.assemble(
-                "\n",
-                (f"Jacobian ∂y/∂{name}", "bold underline"),
-                "  ",
-                (format_shape(jacobian.shape), "cyan"),
-                (f" = y {format_shape(y_shape)} + {name} {format_shape(x_shape)}", "dim"),
+    """The evaluation, then J of each output for each input differentiated (or its per-slice
+    view), the strategy used, and the check when one was made."""
+    parts = evaluation_renderables(result.evaluation, layout)
+    for y_name, by_wrt in result.jacobians.items():
+        y_shape = result.evaluation.outputs[y_name].shape
+        for name, jacobian in by_wrt.items():
+            if result.view is not None and result.view.wrt == name:
+                continue
+            x_shape = jacobian.shape[len(y_shape) :]
+            parts.append(
+                Text.assemble(
+                    "\n",
+                    (f"Jacobian ∂{y_name}/∂{name}", "bold underline"),
+                    "  ",
+                    (format_shape(jacobian.shape), "cyan"),
+                    (
+                        f" = {y_name} {format_shape(y_shape)} + {name} {format_shape(x_shape)}",
+                        "dim",
+                    ),
+                )
             )
-        )
-        parts.append(jacobian_table(jacobian, y_shape, name, layout))
+            parts.append(jacobian_table(jacobian, y_name, y_shape, name, layout))
     parts += _view_and_check(result, layout)
     parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
     return Group(*parts)
@@ -260,23 +262,31 @@ def check_command_renderable(result: JacobianResult, layout: Layout) -> Group:
     return Group(*parts)
 
 
+def cotangent_name(output: str, outputs: Sequence[str]) -> str:
+    """`v` for the single output's cotangent, `v_y0` for output y0 of several."""
+    return "v" if len(outputs) == 1 else f"v_{output}"
+
+
 def vjp_renderable(result: VjpResult, layout: Layout) -> Group:
     """The evaluation, the cotangent v, then vᵀ·J for each input differentiated (or its
     per-slice view), and the check when one was made."""
     evaluation = result.evaluation
     parts = evaluation_renderables(evaluation, layout)
-    parts += [
-        _section("Cotangent"),
-        array_table(result.cotangent, _titled("v", result.cotangent.shape, "in y's shape"), layout),
-    ]
+    parts.append(_section("Cotangent"))
+    for output, v in result.cotangents.items():
+        title = _titled(
+            cotangent_name(output, list(result.cotangents)), v.shape, f"in {output}'s shape"
+        )
+        parts.append(array_table(v, title, layout))
+    backward = "y.backward(v)" if len(result.cotangents) == 1 else "backward(outputs, v)"
     for name, vjp in result.vjps.items():
         if result.view is not None and result.view.wrt == name:
             continue
         parts.append(
             Text.assemble(
                 "\n",
-                (f"VJP vᵀ·∂y/∂{name}", "bold underline"),
-                (f"  = {name}.grad after y.backward(v)", "dim"),
+                (f"VJP vᵀ·J wrt {name}", "bold underline"),
+                (f"  = {name}.grad after {backward}", "dim"),
             )
         )
         parts.append(array_table(vjp, _titled(name, vjp.shape), layout))

@@ -10,6 +10,7 @@ import sys
 import traceback as traceback_module
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -150,7 +151,9 @@ ValueOption = Annotated[
     list[str] | None,
     typer.Option(
         "--value",
-        help="An input's values as JSON: NAME='[[1,2],[3,4]]'. Repeatable.",
+        help="An input's values: NAME='[[1,2],[3,4]]' (JSON), NAME=@file (.npy, .pt, "
+        ".safetensors, .json; @file#key picks a safetensors tensor), NAME=@- (JSON on stdin). "
+        "Repeatable.",
     ),
 ]
 WrtOption = Annotated[
@@ -179,6 +182,31 @@ TracebackOption = Annotated[
 ]
 
 
+MaxValueSizeOption = Annotated[
+    str, typer.Option(help="Largest --value file or JSON text read, like 1GiB.")
+]
+OutOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Also write the result to a .npy, .pt, .safetensors or .csv file.",
+        show_default=False,
+    ),
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Let --out replace an existing file.")]
+ViewOption = Annotated[
+    str | None,
+    typer.Option(
+        help="rows, cols or full: the result rebuilt slice by slice along a separable axis. "
+        "[default: jacobian full; vjp the natural view of a single input]",
+        show_default=False,
+    ),
+]
+CheckOption = Annotated[
+    bool,
+    typer.Option("--check", help="Verify the result by independent means; exit 1 if it fails."),
+]
+
+
 def _problem(
     fn: str | None,
     expr: str | None,
@@ -188,11 +216,14 @@ def _problem(
     seed: int,
     dtype: str,
     budget: int | None,
+    max_value_size: str,
 ) -> Problem:
-    """Parse the shared options and build the engine's Problem (this imports torch)."""
+    """Parse the options every computing command shares and build the engine's Problem (this
+    imports torch)."""
     function = resolve(fn, expr)
+    value_limit = spec.parse_bytes(max_value_size)
     shape_options = [spec.parse_shape_option(text) for text in shape or ()]
-    value_options = [spec.parse_value_option(text) for text in value or ()]
+    value_options = [spec.parse_value_option(text, value_limit) for text in value or ()]
     dtype_name = spec.parse_dtype(dtype)
     from jaccli.engine import prepare
 
@@ -211,33 +242,6 @@ def _budget(max_memory: str | None) -> int | None:
     return None if max_memory is None else spec.parse_bytes(max_memory)
 
 
-ViewOption = Annotated[
-    str | None,
-    typer.Option(
-        help="rows, cols or full: the result rebuilt slice by slice along a separable axis. "
-        "[default: jacobian full; vjp the natural view of a single input]",
-        show_default=False,
-    ),
-]
-CheckOption = Annotated[
-    bool,
-    typer.Option("--check", help="Verify the result by independent means; exit 1 if it fails."),
-]
-
-
-def _warn(command: str, result: Any) -> None:
-    for note in result.notes:
-        _write(sys.stderr, f"{command}: warning: {note}\n")
-
-
-def _exit_if_check_failed(command: str, result: Any) -> None:
-    if result.check is not None and not result.check.passed:
-        from jaccli.render.checks import check_failure_line
-
-        _write(sys.stderr, f"{command}: {check_failure_line(result.check)}\n")
-        raise typer.Exit(ExitCode.COMPUTATION)
-
-
 def _strategy(name: str) -> Any:
     from jaccli.engine import Strategy
 
@@ -246,6 +250,44 @@ def _strategy(name: str) -> Any:
     except ValueError:
         choices = ", ".join(s.value for s in Strategy)
         raise UsageError(f"unknown --strategy {name!r} (choose {choices})") from None
+
+
+def _out_path(out: str | None, force: bool) -> Path | None:
+    if out is None:
+        return None
+    from jaccli.render.files import checked_out_path
+
+    return checked_out_path(out, force)
+
+
+def _finish(
+    command: str,
+    result: Any,
+    document: dict[str, Any] | None,
+    renderable: RenderableType | None,
+    *,
+    full: bool = False,
+    out: Path | None = None,
+) -> None:
+    """Write --out, print the result, then warnings; exit 1 when a check failed."""
+    if out is not None:
+        from jaccli.render.files import result_arrays, write_out
+
+        write_out(out, result_arrays(result))
+    if document is not None:
+        _emit_json(document)
+    else:
+        assert renderable is not None
+        _emit_rich(renderable, full)
+    for note in result.notes:
+        _write(sys.stderr, f"{command}: warning: {note}\n")
+    if out is not None:
+        _write(sys.stderr, f"{command}: wrote {out}\n")
+    if result.check is not None and not result.check.passed:
+        from jaccli.render.checks import check_failure_line
+
+        _write(sys.stderr, f"{command}: {check_failure_line(result.check)}\n")
+        raise typer.Exit(ExitCode.COMPUTATION)
 
 
 @app.command()
@@ -265,26 +307,36 @@ def jacobian(
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
+    out: OutOption = None,
+    force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
+    max_value_size: MaxValueSizeOption = "256MiB",
     traceback: TracebackOption = False,
 ) -> None:
     """Compute y = f(x) and its Jacobian J, with J.shape == y.shape + x.shape."""
     with reporting("jacobian", json_, traceback):
+        out_path = _out_path(out, force)
         budget = _budget(max_memory)
-        problem = _problem(fn, expr, shape, value, wrt, seed, dtype, budget)
+        chosen = _strategy(strategy)
+        problem = _problem(fn, expr, shape, value, wrt, seed, dtype, budget, max_value_size)
+        if out_path is not None:
+            from jaccli.render.files import check_array_count, jacobian_keys
+
+            check_array_count(
+                out_path, jacobian_keys(list(problem.output_shapes), list(problem.wrt))
+            )
         from jaccli.engine import run_jacobian
 
-        result = run_jacobian(problem, _strategy(strategy), budget=budget, view=view, check=check)
+        result = run_jacobian(problem, chosen, budget=budget, view=view, check=check)
         if json_:
             from jaccli.render.document import jacobian_document
 
-            _emit_json(jacobian_document(result))
+            _finish("jacobian", result, jacobian_document(result), None, out=out_path)
         else:
             from jaccli.render.tables import jacobian_renderable
 
-            _emit_rich(jacobian_renderable(result, _layout(precision, full)), full)
-        _warn("jacobian", result)
-        _exit_if_check_failed("jacobian", result)
+            renderable = jacobian_renderable(result, _layout(precision, full))
+            _finish("jacobian", result, None, renderable, full=full, out=out_path)
 
 
 @app.command()
@@ -305,26 +357,34 @@ def vjp(
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
+    out: OutOption = None,
+    force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
+    max_value_size: MaxValueSizeOption = "256MiB",
     traceback: TracebackOption = False,
 ) -> None:
     """Compute the vector-Jacobian product vᵀ·J, the x.grad that y.backward(v) gives."""
     with reporting("vjp", json_, traceback):
+        out_path = _out_path(out, force)
         cotangent_spec = spec.parse_cotangent(cotangent)
-        problem = _problem(fn, expr, shape, value, wrt, seed, dtype, _budget(max_memory))
+        budget = _budget(max_memory)
+        problem = _problem(fn, expr, shape, value, wrt, seed, dtype, budget, max_value_size)
+        if out_path is not None:
+            from jaccli.render.files import check_array_count
+
+            check_array_count(out_path, list(problem.wrt))
         from jaccli.engine import run_vjp
 
         result = run_vjp(problem, cotangent_spec, view=view, check=check)
         if json_:
             from jaccli.render.document import vjp_document
 
-            _emit_json(vjp_document(result))
+            _finish("vjp", result, vjp_document(result), None, out=out_path)
         else:
             from jaccli.render.tables import vjp_renderable
 
-            _emit_rich(vjp_renderable(result, _layout(precision, full)), full)
-        _warn("vjp", result)
-        _exit_if_check_failed("vjp", result)
+            renderable = vjp_renderable(result, _layout(precision, full))
+            _finish("vjp", result, None, renderable, full=full, out=out_path)
 
 
 @app.command("check")
@@ -337,6 +397,7 @@ def check_command(
     seed: SeedOption = 0,
     json_: JsonOption = False,
     max_memory: MaxMemoryOption = None,
+    max_value_size: MaxValueSizeOption = "256MiB",
     traceback: TracebackOption = False,
 ) -> None:
     """Gradient-check a function in float64: AD against the other mode and finite differences.
@@ -345,20 +406,18 @@ def check_command(
     """
     with reporting("check", json_, traceback):
         budget = _budget(max_memory)
-        problem = _problem(fn, expr, shape, value, wrt, seed, "float64", budget)
+        problem = _problem(fn, expr, shape, value, wrt, seed, "float64", budget, max_value_size)
         from jaccli.engine import run_jacobian
 
         result = run_jacobian(problem, budget=budget, check=True)
         if json_:
             from jaccli.render.document import check_document
 
-            _emit_json(check_document(result))
+            _finish("check", result, check_document(result), None)
         else:
             from jaccli.render.tables import check_command_renderable
 
-            _emit_rich(check_command_renderable(result, _layout(4, False)))
-        _warn("check", result)
-        _exit_if_check_failed("check", result)
+            _finish("check", result, None, check_command_renderable(result, _layout(4, False)))
 
 
 @app.command()

@@ -1,0 +1,141 @@
+"""The main result written to a file for the next program: .npy, .pt, .safetensors or .csv.
+
+A file is written under a temporary name beside the target and renamed into place, so a failure
+never leaves a half-written file, and an existing file is replaced only with --force.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jaccli.errors import ComputationError, UsageError
+from jaccli.render.labels import index_label
+from jaccli.render.numbers import json_values
+from jaccli.result import JacobianResult, VjpResult
+
+SUFFIXES = (".npy", ".pt", ".safetensors", ".csv")
+SINGLE_ARRAY_SUFFIXES = (".npy", ".csv")
+
+
+@dataclass(frozen=True)
+class OutArray:
+    """One array of a result, with what names its rows and columns in a flattened view."""
+
+    key: str
+    array: np.ndarray
+    row_ndim: int
+    """Leading axes that index rows (the output's, for J); the rest index columns."""
+    row_name: str
+    column_name: str
+
+
+def checked_out_path(path_text: str, force: bool) -> Path:
+    """The `--out` path, refused before any work when it cannot or should not be written."""
+    path = Path(path_text)
+    if path.suffix not in SUFFIXES:
+        raise UsageError(
+            f"--out {path_text!r}: unknown kind of file (use {', '.join(SUFFIXES)})",
+            code="bad_out",
+        )
+    if path.is_dir():
+        raise UsageError(f"--out {path_text!r} is a directory", code="bad_out")
+    if not path.parent.is_dir():
+        raise UsageError(f"--out {path_text!r}: no directory {str(path.parent)!r}", code="bad_out")
+    if path.exists() and not force:
+        raise UsageError(f"--out {path_text!r} exists; add --force to replace it", code="bad_out")
+    return path
+
+
+def check_array_count(path: Path, keys: list[str]) -> None:
+    """A .npy or .csv file holds one array: refuse before computing when there are more."""
+    if path.suffix in SINGLE_ARRAY_SUFFIXES and len(keys) > 1:
+        raise UsageError(
+            f"--out {str(path)!r}: the result has {len(keys)} arrays ({', '.join(keys)}) and a "
+            f"{path.suffix} file holds one; use .safetensors or .pt, or one --wrt",
+            code="bad_out",
+        )
+
+
+def jacobian_keys(outputs: list[str], wrt: list[str]) -> list[str]:
+    """Names of J's blocks in a file: the input's name, or `output/input` for several outputs."""
+    return [w if len(outputs) == 1 else f"{o}/{w}" for o in outputs for w in wrt]
+
+
+def result_arrays(result: JacobianResult | VjpResult) -> list[OutArray]:
+    """The main result's arrays: J of each output for each input, or vᵀ·J for each input."""
+    if isinstance(result, VjpResult):
+        return [
+            OutArray(wrt, vjp, max(vjp.ndim - 1, 0), f"{wrt}.grad", "")
+            for wrt, vjp in result.vjps.items()
+        ]
+    outputs = list(result.jacobians)
+    keys = iter(jacobian_keys(outputs, list(result.jacobians[outputs[0]])))
+    return [
+        OutArray(next(keys), j, result.evaluation.outputs[output].ndim, output, wrt)
+        for output, by_wrt in result.jacobians.items()
+        for wrt, j in by_wrt.items()
+    ]
+
+
+def write_out(path: Path, arrays: list[OutArray]) -> None:
+    """Write the arrays to `path` through a temporary file renamed into place."""
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix
+    )
+    os.close(handle)
+    try:
+        _WRITERS[path.suffix](Path(temporary), arrays)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise ComputationError(f"--out {str(path)!r}: writing failed ({error.strerror})") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _write_npy(path: Path, arrays: list[OutArray]) -> None:
+    with open(path, "wb") as file:
+        np.save(file, arrays[0].array, allow_pickle=False)
+
+
+def _write_pt(path: Path, arrays: list[OutArray]) -> None:
+    import torch
+
+    tensors = {a.key: torch.from_numpy(np.ascontiguousarray(a.array)) for a in arrays}
+    torch.save(tensors[arrays[0].key] if len(arrays) == 1 else tensors, path)
+
+
+def _write_safetensors(path: Path, arrays: list[OutArray]) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({a.key: np.ascontiguousarray(a.array) for a in arrays}, str(path))
+
+
+def _write_csv(path: Path, arrays: list[OutArray]) -> None:
+    """Rows over the leading `row_ndim` axes, columns over the rest, both labelled by index."""
+    (out,) = arrays
+    row_shape = out.array.shape[: out.row_ndim]
+    column_shape = out.array.shape[out.row_ndim :]
+    matrix = out.array.reshape(int(np.prod(row_shape, dtype=np.int64)), -1)
+    values = json_values(matrix)
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(
+            ["", *(index_label(out.column_name, column_shape, j) for j in range(matrix.shape[1]))]
+        )
+        for i, row in enumerate(values):  # type: ignore[arg-type]
+            writer.writerow([index_label(out.row_name, row_shape, i), *row])
+
+
+_WRITERS = {
+    ".npy": _write_npy,
+    ".pt": _write_pt,
+    ".safetensors": _write_safetensors,
+    ".csv": _write_csv,
+}

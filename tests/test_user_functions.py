@@ -126,7 +126,10 @@ def test_an_output_that_is_not_a_floating_tensor_exits_1(jaccli, name: str, says
         (f"{FIXTURES}/notes.txt:f", "is not a .py file"),
         (f"{FIXTURES}:f", "is a directory"),
         (f"{FIXTURES}/syntax_error.py:broken", f"syntax error in {FIXTURES}/syntax_error.py:2"),
-        (fn("nothing"), "has no 'nothing' (callables it defines: ignores_b, polar_pair, quadratic"),
+        (
+            fn("nothing"),
+            "has no 'nothing' (callables it defines: Cube, cube, ignores_b, polar_pair",
+        ),
         (fn("NOT_CALLABLE"), "'NOT_CALLABLE' is a int, not callable"),
         ("no_such_module_anywhere:f", "no module named 'no_such_module_anywhere'"),
     ],

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from jaccli.engine.evaluate import call_function
-from jaccli.engine.jacobian import LOOP_LIMIT, jacobian_of, split_jacobians, split_wrt
+from jaccli.engine.jacobian import jacobian_of, method_in_mode, split_jacobians, split_wrt
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE, FD_TOLERANCE, Tolerance
 from jaccli.errors import ComputationError
@@ -120,9 +120,8 @@ def skipped(name: str, reference_name: str, tolerance: Tolerance, reason: str) -
 
 def _other_mode(problem: Problem, method: str) -> str:
     """The AD mode opposite to `method`, as a loop when that side is small."""
-    if method.endswith("rev"):
-        return "loop-fwd" if problem.input_count <= LOOP_LIMIT else "fwd"
-    return "loop-rev" if problem.output_count <= LOOP_LIMIT else "rev"
+    opposite = "fwd" if method.endswith("rev") else "rev"
+    return method_in_mode(opposite, problem.output_count, problem.input_count)
 
 
 def _mode_name(method: str) -> str:
@@ -237,7 +236,8 @@ def check_vjp(problem: Problem, result: VjpResult) -> Check:
     def against(jacobians: dict[str, dict[str, np.ndarray]]) -> list[Block]:
         return vjp_blocks(result.vjps, vjp_from_jacobians(result.cotangents, jacobians))
 
-    for method in ("loop-fwd" if problem.input_count <= LOOP_LIMIT else "fwd", "loop-rev"):
+    forward = method_in_mode("fwd", problem.output_count, problem.input_count)
+    for method in (forward, "loop-rev"):
         try:
             jacobians = _jacobians(problem, method)
         except (ComputationError, RuntimeError, NotImplementedError) as error:

@@ -27,9 +27,14 @@ def default_budget() -> int:
     return DEFAULT_CAP if available is None else min(DEFAULT_CAP, available // 2)
 
 
+def budget_or_default(budget: int | None) -> int:
+    """The budget given with --max-memory, else the default."""
+    return default_budget() if budget is None else budget
+
+
 def require_within_budget(what: str, needed: int, budget: int | None, way_out: str) -> None:
     """Raise ResourceError (exit 3) when `needed` bytes exceed the budget."""
-    limit = default_budget() if budget is None else budget
+    limit = budget_or_default(budget)
     if needed > limit:
         raise ResourceError(
             f"{what} would need about {format_bytes(needed)}, over the memory budget of "

@@ -1,32 +1,47 @@
 """The Jacobian J of y = f(inputs) for each `wrt` input, with `J.shape == y.shape + x.shape`.
 
 # NOTE [choosing a strategy]
-Start-up dominates small problems (see shared/PERF-NOTES.md): the first `torch.func` call
-imports torch._dynamo (+1.0–1.5 s), the first forward-mode dual tensor costs about 0.2 s, and a
-plain `torch.autograd.grad` costs nothing extra. So when one side of J is small, a Python loop
-of single passes along that side wins: one backward pass per output element (`loop-rev`), or one
-forward pass per input element (`loop-fwd`) when there are far fewer inputs. Past that, the
-vectorized `torch.func.jacrev` (fewer outputs than inputs) or `torch.func.jacfwd` (more outputs)
-win by 60–150× over the wrong mode on lopsided shapes.
+Start-up dominates small problems (see shared/PERF-NOTES.md): the first `torch.func` call in a
+process imports torch._dynamo (+1.0–1.5 s), the first forward-mode dual tensor costs about
+0.2 s, and a plain `torch.autograd.grad` costs nothing extra. So while that start-up is still
+unpaid, a Python loop of single passes along the smaller side of J wins up to a few hundred
+passes: one backward pass per output element (`loop-rev`), or one forward pass per input element
+(`loop-fwd`). Once paid (torch._dynamo is loaded), only a handful of passes beat vmap. Past that,
+the vectorized `torch.func.jacrev` (fewer outputs than inputs) or `torch.func.jacfwd` (more
+outputs) win by 60–150× over the wrong mode on lopsided shapes.
+
+# NOTE [memory]
+Measured peaks above the inputs, as multiples of J's bytes: jacrev 2× (chunked: J plus two
+rows of VJPs per chunk row), jacfwd 3×, and the loops 1× because they fill a preallocated J.
+Over the budget, reverse mode is chunked and forward mode falls back to its loop; when J itself
+does not fit, nothing is computed (exit 3).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
 import torch
 
 from jaccli.engine.evaluate import call_function, describe, to_numpy
-from jaccli.engine.guard import require_within_budget
+from jaccli.engine.guard import budget_or_default
 from jaccli.engine.problem import Problem
-from jaccli.errors import ComputationError
+from jaccli.errors import ComputationError, ResourceError
 from jaccli.result import JacobianResult
+from jaccli.spec import format_bytes
 
-LOOP_LIMIT = 64
-"""Up to this many passes, a loop beats the start-up of the vectorized methods."""
+COLD_LOOP_LIMIT = 256
+"""Passes a loop may take while torch.func's start-up is unpaid in this process."""
+WARM_LOOP_LIMIT = 16
+"""Passes a loop may take once it is paid."""
+
+Progress = Callable[[int, int], None]
+"""Called with (passes done, passes in all) as a loop goes."""
 
 
 class Strategy(str, Enum):
@@ -38,52 +53,138 @@ class Strategy(str, Enum):
     FWD = "fwd"
 
 
-# Peak memory as a multiple of J's size above the inputs (measured, shared/PERF-NOTES.md).
-PEAK_FACTOR = {"loop-rev": 2, "loop-fwd": 2, "rev": 2, "fwd": 3}
+@dataclass(frozen=True)
+class Plan:
+    """How J will be computed, why, and what it will cost in memory: known before computing."""
+
+    method: str
+    reason: str
+    n_out: int
+    n_in: int
+    result_bytes: int
+    peak_bytes: int
+    budget: int
+    chunk_size: int | None = None
+
+
+def vectorized_start_up_paid() -> bool:
+    """Whether torch.func has already run in this process (it leaves torch._dynamo loaded)."""
+    return "torch._dynamo" in sys.modules
+
+
+def _loop_limit() -> int:
+    return WARM_LOOP_LIMIT if vectorized_start_up_paid() else COLD_LOOP_LIMIT
+
+
+def method_in_mode(mode: str, n_out: int, n_in: int) -> str:
+    """The method for reverse (`rev`) or forward (`fwd`) mode: its loop when passes are few."""
+    passes = n_out if mode == "rev" else n_in
+    return f"loop-{mode}" if passes <= _loop_limit() else mode
 
 
 def choose_strategy(requested: Strategy, n_out: int, n_in: int) -> tuple[str, str]:
     """The method to use and the reason, from the output and input element counts."""
-    fewer_outputs = n_out <= n_in
+    mode = "rev" if n_out <= n_in else "fwd"
     if requested is Strategy.LOOP:
-        method = "loop-rev" if fewer_outputs else "loop-fwd"
-        return method, "requested with --strategy loop"
-    if requested is Strategy.REV:
-        return "rev", "requested with --strategy rev"
-    if requested is Strategy.FWD:
-        return "fwd", "requested with --strategy fwd"
-    if n_out <= LOOP_LIMIT and fewer_outputs:
-        return "loop-rev", f"{n_out} outputs: {n_out} backward passes start faster than vmap"
-    if n_in <= LOOP_LIMIT and not fewer_outputs:
-        return "loop-fwd", f"{n_in} inputs: {n_in} forward passes start faster than vmap"
-    if fewer_outputs:
+        return f"loop-{mode}", "requested with --strategy loop"
+    if requested in (Strategy.REV, Strategy.FWD):
+        return requested.value, f"requested with --strategy {requested.value}"
+    method = method_in_mode(mode, n_out, n_in)
+    if method.startswith("loop"):
+        passes = min(n_out, n_in)
+        kind = "backward" if mode == "rev" else "forward"
+        why = (
+            "beat vmap"
+            if vectorized_start_up_paid()
+            else "start faster than torch.func (~1 s to load)"
+        )
+        return method, f"{passes} {kind} passes {why}"
+    if mode == "rev":
         return "rev", f"{n_out} outputs ≤ {n_in} inputs: reverse mode needs fewer passes"
     return "fwd", f"{n_out} outputs > {n_in} inputs: forward mode needs fewer passes"
 
 
-def compute_jacobian(
+def _peak(method: str, result_bytes: int, row_bytes: int, chunk_size: int | None) -> int:
+    if method == "rev":
+        return result_bytes + 2 * chunk_size * row_bytes if chunk_size else 2 * result_bytes
+    return 3 * result_bytes if method == "fwd" else result_bytes
+
+
+def plan_jacobian(
     problem: Problem, strategy: Strategy = Strategy.AUTO, budget: int | None = None
-) -> JacobianResult:
-    """J of each output for each `wrt` input, by the requested strategy or the one the sizes
-    call for."""
+) -> Plan:
+    """Choose the method and chunking that fit the memory budget, or raise ResourceError."""
     n_out, n_in = problem.output_count, problem.input_count
     method, reason = choose_strategy(strategy, n_out, n_in)
+    limit = budget_or_default(budget)
     itemsize = problem.torch_dtype.itemsize
-    require_within_budget(
-        f"the {n_out}×{n_in} Jacobian ({method})",
-        n_out * n_in * itemsize * PEAK_FACTOR[method],
-        budget,
-        "use vjp for one row combination, or smaller shapes",
+    result_bytes = n_out * n_in * itemsize
+    row_bytes = n_in * itemsize
+    inputs_bytes = sum(t.numel() for t in problem.inputs.values()) * itemsize
+    available = limit - inputs_bytes
+    chunk_size = None
+    if _peak(method, result_bytes, row_bytes, None) > available and result_bytes < available:
+        if method == "rev":
+            chunk_size = max(1, (available - result_bytes) // (2 * row_bytes))
+            reason += f"; chunks of {chunk_size} rows keep it within the budget"
+        elif method == "fwd":
+            method = "loop-fwd"
+            reason += "; a loop of forward passes keeps it within the budget"
+    peak = _peak(method, result_bytes, row_bytes, chunk_size) + inputs_bytes
+    if peak > limit:
+        raise ResourceError(
+            f"the {n_out}×{n_in} Jacobian would need about {format_bytes(peak)} ({method}), over "
+            f"the memory budget of {format_bytes(limit)}; {_way_out(problem)}",
+            code="memory_budget",
+        )
+    return Plan(method, reason, n_out, n_in, result_bytes, peak, limit, chunk_size)
+
+
+def _way_out(problem: Problem) -> str:
+    ways = []
+    if _has_separable_axis(problem):
+        ways.append("--batched for only the diagonal blocks")
+    ways += ["vjp for one combination of rows", "smaller shapes", "a larger --max-memory"]
+    return "try " + ", ".join(ways)
+
+
+def _has_separable_axis(problem: Problem) -> bool:
+    if len(problem.output_shapes) != 1:
+        return False
+    (shape,) = problem.output_shapes.values()
+    return any(
+        problem.function.input(wrt).separable.axes(problem.inputs[wrt].ndim, len(shape))
+        for wrt in problem.wrt
     )
+
+
+def compute_jacobian(
+    problem: Problem,
+    strategy: Strategy = Strategy.AUTO,
+    budget: int | None = None,
+    progress: Progress | None = None,
+) -> JacobianResult:
+    """J of each output for each `wrt` input, by the requested strategy or the one the sizes
+    call for; a function that cannot be vectorized falls back to a loop when auto chose."""
+    plan = plan_jacobian(problem, strategy, budget)
     primals, f = split_wrt(problem)
-    joined_y, joined_jacobians = jacobian_of(f, primals, method)
+    method, reason, notes = plan.method, plan.reason, []
+    try:
+        joined_y, joined_jacobians = jacobian_of(f, primals, method, plan.chunk_size, progress)
+    except ComputationError as error:
+        if strategy is not Strategy.AUTO or method.startswith("loop"):
+            raise
+        method = "loop-rev" if method == "rev" else "loop-fwd"
+        reason = f"{plan.method} failed, so a loop instead ({error.message})"
+        notes.append(f"could not vectorize {problem.function.name}; computed J with a {method}")
+        joined_y, joined_jacobians = jacobian_of(f, primals, method, None, progress)
     jacobians = split_jacobians(problem, joined_jacobians)
     return JacobianResult(
         evaluation=describe(problem, split_outputs(problem, joined_y)),
         jacobians=jacobians,
         strategy=method,
         strategy_reason=reason,
-        notes=_independence_notes(problem, jacobians),
+        notes=(*notes, *_independence_notes(problem, jacobians)),
     )
 
 
@@ -142,16 +243,23 @@ def _independence_notes(
     return tuple(notes)
 
 
-Method = Callable[
-    [Callable[..., torch.Tensor], list[torch.Tensor]], tuple[torch.Tensor, list[torch.Tensor]]
-]
+Method = Callable[..., tuple[torch.Tensor, list[torch.Tensor]]]
 
 
 def jacobian_of(
-    f: Callable[..., torch.Tensor], primals: list[torch.Tensor], method: str
+    f: Callable[..., torch.Tensor],
+    primals: list[torch.Tensor],
+    method: str,
+    chunk_size: int | None = None,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """y = f(*primals) and J of y for each primal, by `method` (a key of PEAK_FACTOR)."""
-    return _METHODS[method](f, primals)
+    """y = f(*primals) and J of y for each primal, by `method`: loop-rev, loop-fwd, rev, fwd."""
+    if method == "rev":
+        return _vectorized(f, primals, torch.func.jacrev, chunk_size=chunk_size)
+    if method == "fwd":
+        return _vectorized(f, primals, torch.func.jacfwd)
+    loop = _loop_reverse if method == "loop-rev" else _loop_forward
+    return loop(f, primals, progress)
 
 
 def split_wrt(problem: Problem) -> tuple[list[torch.Tensor], Callable[..., torch.Tensor]]:
@@ -172,99 +280,74 @@ def split_wrt(problem: Problem) -> tuple[list[torch.Tensor], Callable[..., torch
 
 
 def _loop_reverse(
-    f: Callable[..., torch.Tensor], primals: list[torch.Tensor]
+    f: Callable[..., torch.Tensor], primals: list[torch.Tensor], progress: Progress | None
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One backward pass per output element: row i of J is ∂y[i]/∂x."""
+    """One backward pass per output element: row i of J is ∂y[i]/∂x, written in place."""
     leaves = [p.detach().requires_grad_(True) for p in primals]
     with torch.enable_grad():
         y = f(*leaves)
-        rows: list[list[torch.Tensor]] = [[] for _ in leaves]
         flat = y.reshape(-1)
-        for i in range(flat.numel()):
-            if flat.requires_grad:
-                grads = torch.autograd.grad(
-                    flat[i], leaves, retain_graph=True, allow_unused=True, materialize_grads=True
-                )
-            else:
-                grads = tuple(torch.zeros_like(leaf) for leaf in leaves)
+        rows = [torch.zeros((flat.numel(), *leaf.shape), dtype=leaf.dtype) for leaf in leaves]
+        for i in range(flat.numel() if flat.requires_grad else 0):
+            grads = torch.autograd.grad(flat[i], leaves, retain_graph=True, allow_unused=True)
             for row, grad in zip(rows, grads, strict=True):
-                row.append(grad)
-    jacobians = [
-        _stack(row, leaf, y.shape, along_output=True)
-        for row, leaf in zip(rows, leaves, strict=True)
+                if grad is not None:
+                    row[i] = grad
+            if progress is not None:
+                progress(i + 1, flat.numel())
+    return y.detach(), [
+        j.reshape((*y.shape, *leaf.shape)) for j, leaf in zip(rows, leaves, strict=True)
     ]
-    return y.detach(), jacobians
 
 
 def _loop_forward(
-    f: Callable[..., torch.Tensor], primals: list[torch.Tensor]
+    f: Callable[..., torch.Tensor], primals: list[torch.Tensor], progress: Progress | None
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One forward-mode pass per input element: column j of J is ∂y/∂x[j]."""
+    """One forward-mode pass per input element: column j of J is ∂y/∂x[j], written in place."""
     import torch.autograd.forward_ad as fwad
 
     y = f(*primals).detach()
+    total = sum(p.numel() for p in primals)
+    done = 0
     jacobians = []
     with fwad.dual_level():
         for k, primal in enumerate(primals):
-            columns = []
+            columns = torch.zeros((y.numel(), primal.numel()), dtype=y.dtype)
+            tangent = torch.zeros(primal.numel(), dtype=primal.dtype)
             for j in range(primal.numel()):
-                tangent = torch.zeros(primal.numel(), dtype=primal.dtype)
+                tangent.zero_()
                 tangent[j] = 1
                 args = list(primals)
                 args[k] = fwad.make_dual(primal, tangent.reshape(primal.shape))
                 derivative = fwad.unpack_dual(f(*args)).tangent
-                columns.append(torch.zeros_like(y) if derivative is None else derivative)
-            jacobians.append(_stack(columns, primal, y.shape, along_output=False))
+                if derivative is not None:
+                    columns[:, j] = derivative.reshape(-1)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            jacobians.append(columns.reshape((*y.shape, *primal.shape)))
     return y, jacobians
 
 
-def _stack(
-    parts: list[torch.Tensor], x: torch.Tensor, y_shape: torch.Size, *, along_output: bool
-) -> torch.Tensor:
-    """Rows ∂y[i]/∂x (or columns ∂y/∂x[j]) into J of shape y.shape + x.shape."""
-    if along_output:
-        return torch.stack(parts).reshape((*y_shape, *x.shape))
-    return torch.stack(parts, dim=-1).reshape((*y_shape, *x.shape))
+def _vectorized(
+    f: Callable[..., torch.Tensor],
+    primals: list[torch.Tensor],
+    transform: Callable[..., Callable[..., object]],
+    **options: object,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """J by torch.func's vmapped VJPs (jacrev) or JVPs (jacfwd)."""
 
-
-def _vectorized(transform: Callable[..., Callable[..., object]]) -> Method:
-    def compute(
-        f: Callable[..., torch.Tensor], primals: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        argnums = tuple(range(len(primals)))
-        try:
-            jacobians, y = transform(f, argnums=argnums, has_aux=True)(*primals)  # type: ignore[misc]
-        except ComputationError:
-            raise
-        except RuntimeError as error:
-            raise ComputationError(
-                f"the function cannot be vectorized ({str(error).splitlines()[0]}); "
-                "try --strategy loop"
-            ) from error
-        return y, list(jacobians)
-
-    return compute
-
-
-def _with_aux(f: Callable[..., torch.Tensor]) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     def f_and_value(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = f(*args)
         return y, y.detach()
 
-    return f_and_value
-
-
-def _jacrev(f: Callable[..., torch.Tensor], **options: object) -> Callable[..., object]:
-    return torch.func.jacrev(_with_aux(f), **options)
-
-
-def _jacfwd(f: Callable[..., torch.Tensor], **options: object) -> Callable[..., object]:
-    return torch.func.jacfwd(_with_aux(f), **options)
-
-
-_METHODS: dict[str, Method] = {
-    "loop-rev": _loop_reverse,
-    "loop-fwd": _loop_forward,
-    "rev": _vectorized(_jacrev),
-    "fwd": _vectorized(_jacfwd),
-}
+    argnums = tuple(range(len(primals)))
+    try:
+        jacobians, y = transform(f_and_value, argnums=argnums, has_aux=True, **options)(*primals)  # type: ignore[misc]
+    except ComputationError as error:
+        raise ComputationError(f"{error.message}; try --strategy loop") from error
+    except (RuntimeError, NotImplementedError) as error:
+        raise ComputationError(
+            f"the function cannot be vectorized ({str(error).splitlines()[0]}); try --strategy loop"
+        ) from error
+    return y, list(jacobians)

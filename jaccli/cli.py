@@ -217,6 +217,8 @@ def _problem(
     dtype: str,
     budget: int | None,
     max_value_size: str,
+    *,
+    shapes_only: bool = False,
 ) -> Problem:
     """Parse the options every computing command shares and build the engine's Problem (this
     imports torch)."""
@@ -235,7 +237,46 @@ def _problem(
         seed=seed,
         dtype=dtype_name,
         budget=budget,
+        shapes_only=shapes_only,
     )
+
+
+JSON_BYTES_PER_NUMBER = 64
+"""Python's float objects, the nested lists and the text of one number in a JSON document."""
+
+
+def _require_json_fits(problem: Problem, batched: bool, budget: int | None) -> None:
+    """A JSON document of a huge J would need many times J's memory: refuse it up front."""
+    from jaccli.engine.guard import require_within_budget
+
+    if batched:
+        return
+    numbers = problem.output_count * problem.input_count
+    require_within_budget(
+        f"--json of the {problem.output_count}×{problem.input_count} Jacobian",
+        numbers * JSON_BYTES_PER_NUMBER,
+        budget,
+        "use --out j.npy (or .safetensors) for the numbers, --batched, or vjp",
+    )
+
+
+def _show_plan(
+    problem: Problem, strategy: Any, budget: int | None, batched: bool, json_: bool
+) -> None:
+    """Print what computing J would take; exit 3 when it would not fit the budget."""
+    from jaccli.engine import plan_report
+
+    report = plan_report(problem, strategy, budget=budget, batched=batched)
+    if json_:
+        from jaccli.render.plan import plan_document
+
+        _emit_json(plan_document(report))
+    else:
+        from jaccli.render.plan import plan_renderable
+
+        _emit_rich(plan_renderable(report))
+    if report.plan.refused is not None:
+        raise typer.Exit(ExitCode.RESOURCE)
 
 
 def _budget(max_memory: str | None) -> int | None:
@@ -304,6 +345,20 @@ def jacobian(
     ] = "auto",
     view: ViewOption = None,
     check: CheckOption = False,
+    batched: Annotated[
+        bool,
+        typer.Option(
+            "--batched",
+            help="Only the diagonal blocks along the function's separable axis, "
+            "shape (B,) + y_sample + x_sample.",
+        ),
+    ] = False,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan", help="Show sizes, memory and the strategy, and why, without computing."
+        ),
+    ] = False,
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
@@ -315,19 +370,36 @@ def jacobian(
 ) -> None:
     """Compute y = f(x) and its Jacobian J, with J.shape == y.shape + x.shape."""
     with reporting("jacobian", json_, traceback):
-        out_path = _out_path(out, force)
+        out_path = None if plan else _out_path(out, force)
         budget = _budget(max_memory)
         chosen = _strategy(strategy)
-        problem = _problem(fn, expr, shape, value, wrt, seed, dtype, budget, max_value_size)
+        problem = _problem(
+            fn, expr, shape, value, wrt, seed, dtype, budget, max_value_size, shapes_only=plan
+        )
+        if plan:
+            _show_plan(problem, chosen, budget, batched, json_)
+            return
         if out_path is not None:
             from jaccli.render.files import check_array_count, jacobian_keys
 
             check_array_count(
                 out_path, jacobian_keys(list(problem.output_shapes), list(problem.wrt))
             )
+        if json_:
+            _require_json_fits(problem, batched, budget)
         from jaccli.engine import run_jacobian
+        from jaccli.render.progress import progress_bar
 
-        result = run_jacobian(problem, chosen, budget=budget, view=view, check=check)
+        with progress_bar("jacobian") as progress:
+            result = run_jacobian(
+                problem,
+                chosen,
+                budget=budget,
+                view=view,
+                check=check,
+                batched=batched,
+                progress=progress,
+            )
         if json_:
             from jaccli.render.document import jacobian_document
 

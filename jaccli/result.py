@@ -41,6 +41,9 @@ class JacobianResult:
     check: Check | None = None
     notes: tuple[str, ...] = ()
     """Warnings for stderr, such as an output that does not depend on an input."""
+    per_sample: dict[str, tuple[int, int]] | None = None
+    """With --batched: for each input, the (input_axis, output_axis) its blocks run along;
+    then each J holds only the diagonal blocks, shaped (B,) + y_sample.shape + x_sample.shape."""
 
 
 @dataclass(frozen=True)
@@ -136,3 +139,35 @@ class Check:
     @property
     def passed(self) -> bool:
         return all(c.passed is not False for c in self.comparisons)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How J will be computed, why, and what it will cost in memory: known before computing."""
+
+    method: str
+    reason: str
+    n_out: int
+    n_in: int
+    result_bytes: int
+    peak_bytes: int
+    budget: int
+    chunk_size: int | None = None
+    refused: str | None = None
+    """Why the computation would not fit the budget (it then exits 3); None when it fits."""
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """What --plan shows: the function, the shapes, and the plan for the dense or per-sample J."""
+
+    function_name: str
+    formula: str
+    dtype: str
+    input_shapes: dict[str, tuple[int, ...]]
+    output_shapes: dict[str, tuple[int, ...]]
+    wrt: tuple[str, ...]
+    plan: Plan
+    per_sample: Plan | None
+    """The per-sample alternative, when J is block-diagonal (or when --batched asked for it)."""
+    batched: bool

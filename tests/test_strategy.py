@@ -100,8 +100,11 @@ def test_forward_mode_over_budget_becomes_its_loop() -> None:
 
 def test_a_jacobian_that_cannot_fit_is_refused_naming_the_ways_out() -> None:
     problem = prepare(PRESETS["expsum"], shape_options=[(None, (64, 64))])
+    plan = plan_jacobian(problem, budget=512 * 1024)
+    assert plan.refused is not None
     with pytest.raises(ResourceError) as refused:
-        plan_jacobian(problem, budget=512 * 1024)
+        compute_jacobian(problem, budget=512 * 1024)
     message = refused.value.message
+    assert message == plan.refused
     assert "the 64×4096 Jacobian would need about" in message
     assert "--batched for only the diagonal blocks" in message and "--max-memory" in message

@@ -5,20 +5,23 @@ Imports torch; the CLI imports this package only inside the commands that comput
 
 from jaccli.engine.jacobian import Strategy, choose_strategy, compute_jacobian
 from jaccli.engine.problem import Problem, prepare
-from jaccli.engine.run import run_jacobian, run_vjp
+from jaccli.engine.run import plan_report, run_jacobian, run_vjp
 from jaccli.engine.vjp import compute_vjp
-from jaccli.result import Evaluation, InputValue, JacobianResult, VjpResult
+from jaccli.result import Evaluation, InputValue, JacobianResult, Plan, PlanReport, VjpResult
 
 __all__ = [
     "Evaluation",
     "InputValue",
     "JacobianResult",
+    "Plan",
+    "PlanReport",
     "Problem",
     "Strategy",
     "VjpResult",
     "choose_strategy",
     "compute_jacobian",
     "compute_vjp",
+    "plan_report",
     "prepare",
     "run_jacobian",
     "run_vjp",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
@@ -32,7 +31,7 @@ from jaccli.engine.evaluate import call_function, describe, to_numpy
 from jaccli.engine.guard import budget_or_default
 from jaccli.engine.problem import Problem
 from jaccli.errors import ComputationError, ResourceError
-from jaccli.result import JacobianResult
+from jaccli.result import JacobianResult, Plan
 from jaccli.spec import format_bytes
 
 COLD_LOOP_LIMIT = 256
@@ -51,20 +50,6 @@ class Strategy(str, Enum):
     LOOP = "loop"
     REV = "rev"
     FWD = "fwd"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How J will be computed, why, and what it will cost in memory: known before computing."""
-
-    method: str
-    reason: str
-    n_out: int
-    n_in: int
-    result_bytes: int
-    peak_bytes: int
-    budget: int
-    chunk_size: int | None = None
 
 
 def vectorized_start_up_paid() -> bool:
@@ -113,7 +98,7 @@ def _peak(method: str, result_bytes: int, row_bytes: int, chunk_size: int | None
 def plan_jacobian(
     problem: Problem, strategy: Strategy = Strategy.AUTO, budget: int | None = None
 ) -> Plan:
-    """Choose the method and chunking that fit the memory budget, or raise ResourceError."""
+    """Choose the method and chunking that fit the memory budget; `refused` says why not."""
     n_out, n_in = problem.output_count, problem.input_count
     method, reason = choose_strategy(strategy, n_out, n_in)
     limit = budget_or_default(budget)
@@ -131,24 +116,32 @@ def plan_jacobian(
             method = "loop-fwd"
             reason += "; a loop of forward passes keeps it within the budget"
     peak = _peak(method, result_bytes, row_bytes, chunk_size) + inputs_bytes
+    refused = None
     if peak > limit:
-        raise ResourceError(
+        refused = (
             f"the {n_out}×{n_in} Jacobian would need about {format_bytes(peak)} ({method}), over "
-            f"the memory budget of {format_bytes(limit)}; {_way_out(problem)}",
-            code="memory_budget",
+            f"the memory budget of {format_bytes(limit)}; {_way_out(problem)}"
         )
-    return Plan(method, reason, n_out, n_in, result_bytes, peak, limit, chunk_size)
+    return Plan(method, reason, n_out, n_in, result_bytes, peak, limit, chunk_size, refused)
+
+
+def require_feasible(plan: Plan) -> Plan:
+    """The plan, or ResourceError (exit 3) when it does not fit the budget."""
+    if plan.refused is not None:
+        raise ResourceError(plan.refused, code="memory_budget")
+    return plan
 
 
 def _way_out(problem: Problem) -> str:
     ways = []
-    if _has_separable_axis(problem):
+    if has_separable_axis(problem):
         ways.append("--batched for only the diagonal blocks")
     ways += ["vjp for one combination of rows", "smaller shapes", "a larger --max-memory"]
     return "try " + ", ".join(ways)
 
 
-def _has_separable_axis(problem: Problem) -> bool:
+def has_separable_axis(problem: Problem) -> bool:
+    """Whether J has diagonal blocks to keep: a single output, separable along some axis."""
     if len(problem.output_shapes) != 1:
         return False
     (shape,) = problem.output_shapes.values()
@@ -166,7 +159,7 @@ def compute_jacobian(
 ) -> JacobianResult:
     """J of each output for each `wrt` input, by the requested strategy or the one the sizes
     call for; a function that cannot be vectorized falls back to a loop when auto chose."""
-    plan = plan_jacobian(problem, strategy, budget)
+    plan = require_feasible(plan_jacobian(problem, strategy, budget))
     primals, f = split_wrt(problem)
     method, reason, notes = plan.method, plan.reason, []
     try:

@@ -203,11 +203,14 @@ def prepare(
     seed: int = 0,
     dtype: str = "float32",
     budget: int | None = None,
+    shapes_only: bool = False,
 ) -> Problem:
     """Check every option against the function, then draw or load the inputs.
 
     Shapes are checked and the output shapes found before any input is allocated, and the
     inputs and outputs must fit the memory budget, so a huge shape is refused in milliseconds.
+    With `shapes_only` (for --plan), inputs stay on the meta device, holding no values, unless
+    a user function needs one real pass to tell its output shapes.
     """
     shapes_given: dict[str, Shape] = _assign(function, shape_options, "--shape")  # type: ignore[assignment]
     values: dict[str, ArrayData] = _assign(function, value_options, "--value")  # type: ignore[assignment]
@@ -217,8 +220,14 @@ def prepare(
     torch_dtype = TORCH_DTYPES[dtype]
     itemsize = torch_dtype.itemsize
     input_bytes = sum(math.prod(shape) for shape in shapes.values()) * itemsize
-    require_within_budget("the inputs", input_bytes, budget, "use smaller shapes")
     out_shapes = output_shapes_on_meta(function, shapes)
+    if shapes_only and out_shapes is not None:
+        meta = {
+            name: torch.empty(shape, dtype=torch_dtype, device="meta")
+            for name, shape in shapes.items()
+        }
+        return Problem(function, dtype, meta, wrt_names, out_shapes, generator)
+    require_within_budget("the inputs", input_bytes, budget, "use smaller shapes")
     if out_shapes is not None:
         output_bytes = sum(math.prod(shape) for shape in out_shapes.values()) * itemsize
         require_within_budget(

@@ -4,13 +4,43 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from jaccli.engine.batched import compute_batched, plan_batched
 from jaccli.engine.check import check_jacobian, check_vjp
-from jaccli.engine.jacobian import Strategy, compute_jacobian
+from jaccli.engine.jacobian import (
+    Progress,
+    Strategy,
+    compute_jacobian,
+    has_separable_axis,
+    plan_jacobian,
+)
 from jaccli.engine.problem import Problem
 from jaccli.engine.views import choose_view, slice_view
 from jaccli.engine.vjp import compute_vjp
-from jaccli.result import JacobianResult, VjpResult
+from jaccli.errors import UsageError
+from jaccli.result import JacobianResult, PlanReport, VjpResult
 from jaccli.spec import Cotangent
+
+
+def plan_report(
+    problem: Problem,
+    strategy: Strategy = Strategy.AUTO,
+    *,
+    budget: int | None = None,
+    batched: bool = False,
+) -> PlanReport:
+    """What computing J would take, without computing it (the inputs may hold no values)."""
+    per_sample = plan_batched(problem, budget) if batched or has_separable_axis(problem) else None
+    return PlanReport(
+        function_name=problem.function.name,
+        formula=problem.function.formula,
+        dtype=problem.dtype,
+        input_shapes={name: tuple(t.shape) for name, t in problem.inputs.items()},
+        output_shapes=problem.output_shapes,
+        wrt=problem.wrt,
+        plan=per_sample if batched and per_sample else plan_jacobian(problem, strategy, budget),
+        per_sample=per_sample,
+        batched=batched,
+    )
 
 
 def run_jacobian(
@@ -20,10 +50,19 @@ def run_jacobian(
     budget: int | None = None,
     view: str | None = None,
     check: bool = False,
+    batched: bool = False,
+    progress: Progress | None = None,
 ) -> JacobianResult:
-    """J, with the per-slice view `view` (None: none) and the check when asked."""
+    """J (or with `batched` its diagonal blocks), with the per-slice view `view` (None: none)
+    and the check when asked."""
+    if batched:
+        if view is not None or check:
+            raise UsageError(
+                f"--batched already shows J block by block; drop {'--view' if view else '--check'}"
+            )
+        return compute_batched(problem, budget, progress)
     chosen = choose_view(problem, view) if view is not None else None
-    result = compute_jacobian(problem, strategy, budget)
+    result = compute_jacobian(problem, strategy, budget, progress)
     if chosen is not None:
         wrt, name, axes = chosen
         (jacobians,) = result.jacobians.values()

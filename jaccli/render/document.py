@@ -127,8 +127,25 @@ def _view_and_check(result: JacobianResult | VjpResult) -> dict[str, Any]:
 
 def jacobian_document(result: JacobianResult, command: str = "jacobian") -> dict[str, Any]:
     """The `jacobian` command's document: J keyed by input, and the strategy used."""
+    if result.per_sample is not None:
+        (by_wrt,) = result.jacobians.values()
+        return {
+            **_evaluation(command, result.evaluation),
+            "layout": "per-sample",
+            "jacobian": {
+                wrt: {
+                    **tensor_entry(blocks),
+                    "axis": result.per_sample[wrt][0],
+                    "output_axis": result.per_sample[wrt][1],
+                }
+                for wrt, blocks in by_wrt.items()
+            },
+            "strategy": result.strategy,
+            "strategy_reason": result.strategy_reason,
+        }
     return {
         **_evaluation(command, result.evaluation),
+        "layout": "dense",
         **_by_output(
             "jacobian",
             {

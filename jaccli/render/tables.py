@@ -18,7 +18,7 @@ from rich.text import Text
 
 from jaccli.errors import UsageError
 from jaccli.functions.model import Function
-from jaccli.render.labels import index_label
+from jaccli.render.labels import index_label, slice_label
 from jaccli.render.numbers import format_cells
 from jaccli.result import Evaluation, JacobianResult, VjpResult
 from jaccli.spec import format_shape
@@ -228,6 +228,10 @@ def jacobian_renderable(result: JacobianResult, layout: Layout) -> Group:
     """The evaluation, then J of each output for each input differentiated (or its per-slice
     view), the strategy used, and the check when one was made."""
     parts = evaluation_renderables(result.evaluation, layout)
+    if result.per_sample is not None:
+        parts += per_sample_renderables(result, layout)
+        parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
+        return Group(*parts)
     for y_name, by_wrt in result.jacobians.items():
         y_shape = result.evaluation.outputs[y_name].shape
         for name, jacobian in by_wrt.items():
@@ -260,6 +264,46 @@ def check_command_renderable(result: JacobianResult, layout: Layout) -> Group:
     parts = evaluation_renderables(result.evaluation, layout)
     parts.append(check_renderable(result.check, worst_entries=True))
     return Group(*parts)
+
+
+def per_sample_renderables(result: JacobianResult, layout: Layout) -> list[RenderableType]:
+    """Each input's diagonal blocks, one grid per sample, cut past PER_ELEMENT_LIMIT blocks."""
+    assert result.per_sample is not None
+    ((y_name, by_wrt),) = result.jacobians.items()
+    y_ndim = result.evaluation.outputs[y_name].ndim
+    parts: list[RenderableType] = []
+    for wrt, blocks in by_wrt.items():
+        input_axis, output_axis = result.per_sample[wrt]
+        x_ndim = blocks.ndim - y_ndim + 1
+        parts.append(
+            Text.assemble(
+                "\n",
+                (f"Per-sample Jacobian ∂{y_name}/∂{wrt}", "bold underline"),
+                "  ",
+                (format_shape(blocks.shape), "cyan"),
+                (
+                    f" = {blocks.shape[0]} blocks along axis {input_axis} of {wrt}; "
+                    "J is zero off them",
+                    "dim",
+                ),
+            )
+        )
+        limit = PER_ELEMENT_LIMIT if blocks[0].size <= 24 else 3  # a dozen small, or 3 big
+        shown = range(blocks.shape[0] if layout.full else min(blocks.shape[0], limit))
+        tables = []
+        for i in shown:
+            y_i = slice_label(y_name, output_axis, y_ndim, i)
+            x_i = slice_label(wrt, input_axis, x_ndim, i)
+            tables.append(array_table(blocks[i], Text(f"∂{y_i} / ∂{x_i}"), layout))
+        parts.append(Columns(tables, padding=(0, 3)))
+        if len(shown) < blocks.shape[0]:
+            parts.append(
+                Text(
+                    f"showing {len(shown)} of {blocks.shape[0]} blocks; --full shows every block",
+                    style="italic dim",
+                )
+            )
+    return parts
 
 
 def cotangent_name(output: str, outputs: Sequence[str]) -> str:

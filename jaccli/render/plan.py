@@ -1,0 +1,103 @@
+"""What --plan shows: sizes, estimated memory, the strategy and why, before anything is computed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from jaccli.render.document import SCHEMA_VERSION
+from jaccli.result import Plan, PlanReport
+from jaccli.spec import format_bytes, format_shape
+
+LARGE_RESULT = 64 * 1024**2
+"""Past this size, a dense J with diagonal blocks earns a suggestion of --batched."""
+
+
+def _shapes(shapes: dict[str, tuple[int, ...]]) -> str:
+    return ", ".join(f"{name} {format_shape(shape)}" for name, shape in shapes.items())
+
+
+def batched_hint(report: PlanReport) -> str | None:
+    """A suggestion of --batched when the dense J is large and has diagonal blocks."""
+    per_sample = report.per_sample
+    if report.batched or per_sample is None or per_sample.refused:
+        return None
+    if report.plan.result_bytes < LARGE_RESULT:
+        return None
+    return (
+        f"J is block-diagonal: --batched keeps only the diagonal blocks, "
+        f"{format_bytes(per_sample.result_bytes)} instead of "
+        f"{format_bytes(report.plan.result_bytes)}"
+    )
+
+
+def plan_renderable(report: PlanReport) -> RenderableType:
+    """The plan as a two-column table, with the verdict and any suggestion below it."""
+    plan = report.plan
+    table = Table(box=box.SIMPLE, show_header=False, show_edge=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    rows = [
+        ("function", f"{report.function_name}   {report.formula}   {report.dtype}"),
+        ("inputs", _shapes(report.input_shapes)),
+        ("outputs", _shapes(report.output_shapes)),
+        ("differentiate", ", ".join(report.wrt)),
+        ("layout", "per-sample (diagonal blocks)" if report.batched else "dense"),
+        ("J", f"{plan.n_out} outputs × {plan.n_in} inputs"),
+        ("result", format_bytes(plan.result_bytes)),
+        (
+            "peak memory",
+            f"about {format_bytes(plan.peak_bytes)} (budget {format_bytes(plan.budget)})",
+        ),
+        ("strategy", f"{plan.method}: {plan.reason}"),
+    ]
+    if plan.chunk_size is not None:
+        rows.append(("chunk size", str(plan.chunk_size)))
+    for key, value in rows:
+        table.add_row(key, Text(value))
+    verdict = (
+        Text(f"refused: {plan.refused}", style="bold red")
+        if plan.refused
+        else Text("fits the memory budget; nothing was computed", style="green")
+    )
+    parts: list[RenderableType] = [Text("Plan", style="bold underline"), table, verdict]
+    hint = batched_hint(report)
+    if hint:
+        parts.append(Text(hint, style="yellow"))
+    return Group(*parts)
+
+
+def _plan_entry(plan: Plan) -> dict[str, Any]:
+    return {
+        "method": plan.method,
+        "reason": plan.reason,
+        "outputs": plan.n_out,
+        "inputs": plan.n_in,
+        "result_bytes": plan.result_bytes,
+        "peak_bytes": plan.peak_bytes,
+        "budget_bytes": plan.budget,
+        "chunk_size": plan.chunk_size,
+        "refused": plan.refused,
+    }
+
+
+def plan_document(report: PlanReport) -> dict[str, Any]:
+    """`{"command": "jacobian", "plan": {...}}`: the same facts for scripts."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": "jacobian",
+        "function": {"name": report.function_name, "formula": report.formula},
+        "dtype": report.dtype,
+        "inputs": {name: {"shape": list(shape)} for name, shape in report.input_shapes.items()},
+        "outputs": {name: {"shape": list(shape)} for name, shape in report.output_shapes.items()},
+        "layout": "per-sample" if report.batched else "dense",
+        "plan": {
+            **_plan_entry(report.plan),
+            "per_sample": None if report.per_sample is None else _plan_entry(report.per_sample),
+            "suggestion": batched_hint(report),
+        },
+    }

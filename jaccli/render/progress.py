@@ -1,0 +1,57 @@
+"""A progress bar on stderr for long loops, shown after a second and only on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+DELAY_SECONDS = 1.0
+
+
+class DelayedProgress:
+    """Called with (done, total); shows a bar once the work has run for DELAY_SECONDS."""
+
+    def __init__(self, description: str, enabled: bool) -> None:
+        self.description = description
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.monotonic() - self.started < DELAY_SECONDS:
+                return
+            self.bar = Progress(
+                TextColumn(self.description),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(self.description, total=total)
+        assert self.task is not None
+        self.bar.update(self.task, completed=done, total=total)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[DelayedProgress]:
+    """A DelayedProgress that is stopped (and erased) however the work ends."""
+    progress = DelayedProgress(description, enabled=sys.stderr.isatty())
+    try:
+        yield progress
+    finally:
+        progress.stop()

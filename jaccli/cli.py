@@ -120,11 +120,17 @@ def _layout(precision: int, full: bool) -> Any:
     return Layout(precision=precision, width=Console().width, full=full)
 
 
+def _complete_function(incomplete: str) -> list[str]:
+    """Shell completion of --fn: the preset names that start with what was typed."""
+    return [name for name in PRESETS if name.startswith(incomplete)]
+
+
 FnOption = Annotated[
     str | None,
     typer.Option(
         "--fn",
         "-f",
+        autocompletion=_complete_function,
         help="A preset (see `jaccli presets`), path/to/file.py:func or package.module:func. "
         "A file or module runs with your rights, as `python file.py` would.",
         show_default=False,

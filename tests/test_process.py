@@ -92,3 +92,60 @@ def test_output_piped_into_head_ends_quietly() -> None:
     assert first.startswith(b"expsum")
     assert stderr == ""
     assert status == 0
+
+
+def test_shell_completion_offers_presets_without_importing_torch() -> None:
+    code = (
+        "import sys\n"
+        "from jaccli.cli import app\n"
+        "try:\n"
+        "    app(prog_name='jaccli')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    env = {
+        **ENV,
+        "_JACCLI_COMPLETE": "complete_bash",
+        "COMP_WORDS": "jaccli jacobian --fn ex",
+        "COMP_CWORD": "3",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.stdout.split() == ["expsum"]
+    assert done.stderr.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("args", "delay"),
+    [
+        (["jacobian", "--fn", "expsum"], 0.4),  # while torch is still importing
+        (
+            [
+                "jacobian",
+                "--fn",
+                "tanh_linear",
+                "--shape",
+                "x=3000",
+                "--shape",
+                "W=3000x3000",
+                "--strategy",
+                "loop",
+            ],
+            4.0,
+        ),
+    ],
+)
+def test_ctrl_c_exits_130_without_a_traceback(args: list[str], delay: float) -> None:
+    import signal
+    import time
+
+    with subprocess.Popen(
+        [*_jaccli_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    ) as process:
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert b"Traceback" not in stderr

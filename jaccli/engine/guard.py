@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from jaccli.errors import ResourceError
 from jaccli.spec import format_bytes
 
@@ -9,8 +11,10 @@ GIB = 1024**3
 DEFAULT_CAP = 4 * GIB
 
 
+@functools.lru_cache(maxsize=1)
 def available_memory() -> int | None:
-    """Bytes the kernel reports as available (MemAvailable), or None where it cannot be read."""
+    """Bytes the kernel reported as available (MemAvailable) when first asked in this process,
+    or None where it cannot be read."""
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:

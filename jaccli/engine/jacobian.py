@@ -177,7 +177,7 @@ def compute_jacobian(
         jacobians=jacobians,
         strategy=method,
         strategy_reason=reason,
-        notes=(*notes, *_independence_notes(problem, jacobians)),
+        notes=(*notes, *_independence_notes(problem)),
     )
 
 
@@ -208,35 +208,44 @@ def split_jacobians(
     return blocks
 
 
-def _independence_notes(
-    problem: Problem, jacobians: dict[str, dict[str, np.ndarray]]
-) -> tuple[str, ...]:
-    """A warning for each output that does not depend on an input at all (J is zero there)."""
-    if all(j.any() for block in jacobians.values() for j in block.values()):
-        return ()
+def _independence_notes(problem: Problem) -> tuple[str, ...]:
+    """A warning for each output that does not depend on an input at all (J is zero there).
+
+    Read off the autograd graph of one forward pass, not off J: no scan of J's entries.
+    """
     leaves = {
         name: t.detach().requires_grad_(name in problem.wrt) for name, t in problem.inputs.items()
     }
-    notes = []
     with torch.enable_grad():
         outputs = call_function(problem.function, leaves)
-        for name, y in outputs.items():
-            wrt_leaves = [leaves[w] for w in problem.wrt]
-            if y.requires_grad:
-                grads = torch.autograd.grad(
-                    y.sum(), wrt_leaves, allow_unused=True, retain_graph=True
-                )
-            else:
-                grads = (None,) * len(wrt_leaves)
-            notes += [
-                f"{name} does not depend on {wrt}: its Jacobian is zero"
-                for wrt, grad in zip(problem.wrt, grads, strict=True)
-                if grad is None
-            ]
+    notes = []
+    for name, y in outputs.items():
+        reached = _leaves_reached(y)
+        notes += [
+            f"{name} does not depend on {wrt}: its Jacobian is zero"
+            for wrt in problem.wrt
+            if id(leaves[wrt]) not in reached
+        ]
     return tuple(notes)
 
 
-Method = Callable[..., tuple[torch.Tensor, list[torch.Tensor]]]
+def _leaves_reached(y: torch.Tensor) -> set[int]:
+    """The ids of the leaf tensors that y's autograd graph leads back to."""
+    reached: set[int] = set()
+    if y.grad_fn is None:
+        return {id(y)} if y.requires_grad else reached
+    seen: set[object] = set()
+    stack = [y.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad holds its leaf
+        if variable is not None:
+            reached.add(id(variable))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return reached
 
 
 def jacobian_of(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from jaccli.engine.evaluate import call_function, outputs_of
+from jaccli.engine.evaluate import call_function
 from jaccli.engine.guard import require_within_budget
 from jaccli.errors import UsageError
 from jaccli.functions.model import Function
@@ -110,10 +110,7 @@ def resolve_shapes(
                 f"--shape {spec.name}=2x3 or --value {spec.name}='[...]'",
                 code="missing_input",
             )
-    ordered = {spec.name: resolved[spec.name] for spec in function.inputs if spec.name in resolved}
-    if function.check_shapes is not None:
-        function.check_shapes(ordered)
-    return ordered
+    return {spec.name: resolved[spec.name] for spec in function.inputs if spec.name in resolved}
 
 
 def resolve_wrt(function: Function, present: Sequence[str], wrt: Sequence[str]) -> tuple[str, ...]:
@@ -146,24 +143,6 @@ def resolve_wrt(function: Function, present: Sequence[str], wrt: Sequence[str]) 
         if name not in chosen:
             chosen.append(name)
     return tuple(chosen)
-
-
-def output_shapes_on_meta(function: Function, shapes: dict[str, Shape]) -> dict[str, Shape] | None:
-    """The outputs' shapes, found on the meta device: no memory, no arithmetic.
-
-    A preset that fails there was given shapes it cannot take (a usage error). A user function
-    may fail for other reasons (`.item()`, numpy): None, and one real pass finds the shapes.
-    """
-    meta = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
-    try:
-        outputs = outputs_of(function.call(**meta), function.name)
-    except Exception as error:
-        if not function.preset:
-            return None
-        described = ", ".join(f"{name}={format_shape(shape)}" for name, shape in shapes.items())
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"{function.name} cannot take shapes {described}: {reason}") from None
-    return {name: tuple(output.shape) for name, output in outputs.items()}
 
 
 def make_inputs(
@@ -210,7 +189,7 @@ def prepare(
     Shapes are checked and the output shapes found before any input is allocated, and the
     inputs and outputs must fit the memory budget, so a huge shape is refused in milliseconds.
     With `shapes_only` (for --plan), inputs stay on the meta device, holding no values, unless
-    a user function needs one real pass to tell its output shapes.
+    the function has no shape rule and one real pass must tell its output shapes.
     """
     shapes_given: dict[str, Shape] = _assign(function, shape_options, "--shape")  # type: ignore[assignment]
     values: dict[str, ArrayData] = _assign(function, value_options, "--value")  # type: ignore[assignment]
@@ -220,7 +199,7 @@ def prepare(
     torch_dtype = TORCH_DTYPES[dtype]
     itemsize = torch_dtype.itemsize
     input_bytes = sum(math.prod(shape) for shape in shapes.values()) * itemsize
-    out_shapes = output_shapes_on_meta(function, shapes)
+    out_shapes = None if function.output_shape is None else {"y": function.output_shape(shapes)}
     if shapes_only and out_shapes is not None:
         meta = {
             name: torch.empty(shape, dtype=torch_dtype, device="meta")

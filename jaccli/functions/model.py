@@ -64,7 +64,7 @@ class InputSpec:
     default_value: Any = None
 
 
-ShapeCheck = Callable[[Mapping[str, Shape]], None]
+ShapeRule = Callable[[Mapping[str, Shape]], Shape]
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,11 @@ class Function:
     inputs: tuple[InputSpec, ...]
     call: Callable[..., Any]
     """Called with every input as a keyword argument; returns the output tensor."""
-    check_shapes: ShapeCheck | None = None
-    """Raises UsageError naming the mismatch when the input shapes cannot work together."""
+    output_shape: ShapeRule | None = None
+    """y's shape from the input shapes, in pure Python (no tensor, no torch start-up); raises
+    UsageError naming the mismatch when they cannot work together. None: one real pass tells."""
     source_file: str | None = None
     """The user's file the callable came from, to point at the line that raised."""
-    preset: bool = False
-    """Shipped with jaccli: if it fails on meta tensors, its input shapes do not fit."""
 
     @property
     def input_names(self) -> tuple[str, ...]:

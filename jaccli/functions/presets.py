@@ -6,7 +6,6 @@ Callables import torch when called, never at import time, so `jaccli presets` st
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from jaccli.errors import UsageError
@@ -16,6 +15,7 @@ from jaccli.functions.model import (
     Function,
     InputSpec,
     Separable,
+    ShapeRule,
 )
 from jaccli.spec import Shape, format_shape
 
@@ -36,31 +36,60 @@ def _require_last_dim(function: str, name: str, shape: Shape, size: int, why: st
         )
 
 
-def _contraction_check(function: str, left: str, right: str) -> Any:
-    """A shape check for `left @ right`: left's last dimension must equal right's first."""
-
-    def check(shapes: Mapping[str, Shape]) -> None:
-        left_shape, right_shape = shapes[left], shapes[right]
-        _require_dims(function, left, left_shape, 1, f"{left} @ {right}")
-        _require_dims(function, right, right_shape, 1, f"{left} @ {right}")
-        inner_right = right_shape[-2] if len(right_shape) >= 2 else right_shape[0]
-        right_axis = "second-to-last" if len(right_shape) > 2 else "first"
-        if left_shape[-1] != inner_right:
+def _broadcast(function: str, left: str, right: str, a: Shape, b: Shape) -> Shape:
+    """numpy's broadcasting of two batch shapes, or UsageError naming the clash."""
+    result = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        da = a[-i] if i <= len(a) else 1
+        db = b[-i] if i <= len(b) else 1
+        if da != db and 1 not in (da, db):
             raise UsageError(
-                f"{function}: {left} is {format_shape(left_shape)} and {right} is "
-                f"{format_shape(right_shape)}: {left}'s last dimension ({left_shape[-1]}) must "
-                f"equal {right}'s {right_axis} dimension ({inner_right})"
+                f"{function}: the batch dimensions of {left} ({format_shape(a)}) and {right} "
+                f"({format_shape(b)}) do not broadcast"
             )
+        result.append(max(da, db))
+    return tuple(reversed(result))
 
-    return check
+
+def _contraction_shape(function: str, left: str, right: str) -> ShapeRule:
+    """The shape rule of `left @ right`: left's last dimension must equal right's first (or
+    second-to-last), as torch.matmul has it."""
+
+    def rule(shapes: Mapping[str, Shape]) -> Shape:
+        a, b = shapes[left], shapes[right]
+        _require_dims(function, left, a, 1, f"{left} @ {right}")
+        _require_dims(function, right, b, 1, f"{left} @ {right}")
+        inner_right = b[-2] if len(b) >= 2 else b[0]
+        right_axis = "second-to-last" if len(b) > 2 else "first"
+        if a[-1] != inner_right:
+            raise UsageError(
+                f"{function}: {left} is {format_shape(a)} and {right} is {format_shape(b)}: "
+                f"{left}'s last dimension ({a[-1]}) must equal {right}'s {right_axis} "
+                f"dimension ({inner_right})"
+            )
+        if len(a) == 1 and len(b) == 1:
+            return ()
+        if len(a) == 1:
+            return (*b[:-2], b[-1])
+        if len(b) == 1:
+            return a[:-1]
+        return (*_broadcast(function, left, right, a[:-2], b[:-2]), a[-2], b[-1])
+
+    return rule
 
 
 def _expsum(x: Any) -> Any:
     return x.exp().sum(dim=1)
 
 
-def _expsum_check(shapes: Mapping[str, Shape]) -> None:
-    _require_dims("expsum", "x", shapes["x"], 2, "the sum runs over dim 1")
+def _expsum_shape(shapes: Mapping[str, Shape]) -> Shape:
+    x = shapes["x"]
+    _require_dims("expsum", "x", x, 2, "the sum runs over dim 1")
+    return (x[0], *x[2:])
+
+
+def _same_as(name: str) -> ShapeRule:
+    return lambda shapes: shapes[name]
 
 
 def _add(x: Any, a: Any) -> Any:
@@ -79,11 +108,15 @@ def _softmax(x: Any) -> Any:
     return x.softmax(dim=-1)
 
 
-def _last_dim_check(function: str) -> Any:
-    def check(shapes: Mapping[str, Shape]) -> None:
-        _require_dims(function, "x", shapes["x"], 1, "it reduces over the last dimension")
+def _last_dim_shape(function: str, *, reduces: bool) -> ShapeRule:
+    """x of at least one dimension; the output drops the last one when the function reduces it."""
 
-    return check
+    def rule(shapes: Mapping[str, Shape]) -> Shape:
+        x = shapes["x"]
+        _require_dims(function, "x", x, 1, "it acts along the last dimension")
+        return x[:-1] if reduces else x
+
+    return rule
 
 
 def _tanh_linear(x: Any, W: Any) -> Any:
@@ -107,8 +140,9 @@ def _polar(x: Any) -> Any:
     return torch.stack((r * theta.cos(), r * theta.sin()), dim=-1)
 
 
-def _polar_check(shapes: Mapping[str, Shape]) -> None:
+def _polar_shape(shapes: Mapping[str, Shape]) -> Shape:
     _require_last_dim("polar", "x", shapes["x"], 2, "x[..., 0] is r and x[..., 1] is θ")
+    return shapes["x"]
 
 
 def _cross(a: Any, b: Any) -> Any:
@@ -117,7 +151,7 @@ def _cross(a: Any, b: Any) -> Any:
     return torch.linalg.cross(a, b, dim=-1)
 
 
-def _cross_check(shapes: Mapping[str, Shape]) -> None:
+def _cross_shape(shapes: Mapping[str, Shape]) -> Shape:
     _require_last_dim("cross", "a", shapes["a"], 3, "vectors in 3-D")
     _require_last_dim("cross", "b", shapes["b"], 3, "vectors in 3-D")
     if shapes["a"] != shapes["b"]:
@@ -125,18 +159,19 @@ def _cross_check(shapes: Mapping[str, Shape]) -> None:
             f"cross: a is {format_shape(shapes['a'])} and b is {format_shape(shapes['b'])}; "
             "they must have the same shape"
         )
+    return shapes["a"]
 
 
 # NOTE [separable axes] in model.py: what each `separable=` below promises.
 PRESETS: dict[str, Function] = {
-    function.name: replace(function, preset=True)
+    function.name: function
     for function in (
         Function(
             "expsum",
             "y = x.exp().sum(dim=1)",
             (InputSpec("x", (2, 3), separable=Separable(pairs=((0, 0),))),),
             _expsum,
-            _expsum_check,
+            _expsum_shape,
         ),
         Function(
             "add",
@@ -146,6 +181,7 @@ PRESETS: dict[str, Function] = {
                 InputSpec("a", (3,), differentiable=False, shape_like="x"),
             ),
             _add,
+            _same_as("x"),
         ),
         Function(
             "matmul",
@@ -156,48 +192,49 @@ PRESETS: dict[str, Function] = {
                 InputSpec("b", (3, 2), separable=Separable(pairs=((1, 1),), ndim=2)),
             ),
             _matmul,
-            _contraction_check("matmul", "a", "b"),
+            _contraction_shape("matmul", "a", "b"),
         ),
         Function(
             "sigmoid",
             "y = 1 / (1 + exp(-x))",
             (InputSpec("x", (3,), separable=ELEMENTWISE),),
             _sigmoid,
+            _same_as("x"),
         ),
         Function(
             "softmax",
             "y = softmax(x, dim=-1)",
             (InputSpec("x", (3,), separable=BATCHED_OVER_LEADING_AXES),),
             _softmax,
-            _last_dim_check("softmax"),
+            _last_dim_shape("softmax", reduces=False),
         ),
         Function(
             "tanh_linear",
             "y = tanh(W @ x)",
             (InputSpec("x", (3,)), InputSpec("W", (4, 3), differentiable=False)),
             _tanh_linear,
-            _contraction_check("tanh_linear", "W", "x"),
+            _contraction_shape("tanh_linear", "W", "x"),
         ),
         Function(
             "logsumexp",
             "y = log(sum(exp(x), dim=-1))",
             (InputSpec("x", (3,), separable=BATCHED_OVER_LEADING_AXES),),
             _logsumexp,
-            _last_dim_check("logsumexp"),
+            _last_dim_shape("logsumexp", reduces=True),
         ),
         Function(
             "norm",
             "y = ‖x‖₂ over dim -1",
             (InputSpec("x", (3,), separable=BATCHED_OVER_LEADING_AXES),),
             _norm,
-            _last_dim_check("norm"),
+            _last_dim_shape("norm", reduces=True),
         ),
         Function(
             "polar",
             "y = (r cos θ, r sin θ), (r, θ) = x",
             (InputSpec("x", (2,), separable=BATCHED_OVER_LEADING_AXES),),
             _polar,
-            _polar_check,
+            _polar_shape,
         ),
         Function(
             "cross",
@@ -207,7 +244,7 @@ PRESETS: dict[str, Function] = {
                 InputSpec("b", (3,), separable=BATCHED_OVER_LEADING_AXES),
             ),
             _cross,
-            _cross_check,
+            _cross_shape,
         ),
     )
 }

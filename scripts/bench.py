@@ -1,0 +1,270 @@
+"""Benchmarks of jaccli's engine against torch's Jacobian methods, and of whole-process start-up.
+
+Run: .venv/bin/python scripts/bench.py [--repeats 5] [--quick]
+
+Every dense case is timed in one process, after one warm-up call of each method (so torch.func's
+one-off start-up is not counted), as the median of several runs; ratios compare methods measured
+in the same run. A method whose estimated peak memory passes the budget is reported as such and
+not run. Whole-process figures are medians of interleaved cold runs. Not imported by the package,
+never run by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jaccli.spec import format_bytes
+
+# torch and the engine are imported in main(), after the whole-process runs: a child forked
+# from a process holding big tensors would report the parent's peak memory as its own.
+
+ROOT = Path(__file__).resolve().parents[1]
+JACCLI = str(Path(sys.executable).with_name("jaccli"))
+
+
+def tanh_linear(n_in: int, n_out: int) -> tuple:
+    from jaccli.functions import PRESETS
+    from jaccli.functions.model import Function, InputSpec
+
+    function = Function(
+        "tanh_linear",
+        "y = tanh(W @ x)",
+        (InputSpec("x", (n_in,)), InputSpec("W", (n_out, n_in), differentiable=False)),
+        PRESETS["tanh_linear"].call,
+    )
+    return function, [("x", (n_in,)), ("W", (n_out, n_in))], ()
+
+
+def preset(name: str, shapes: list, wrt: tuple[str, ...] = ()) -> Callable[[], tuple]:
+    def build() -> tuple:
+        from jaccli.functions import PRESETS
+
+        return PRESETS[name], shapes, wrt
+
+    return build
+
+
+# matmul is differentiated with respect to a, as in the measurements of PERF-NOTES.md
+CASES: list[tuple[str, Callable[[], tuple]]] = [
+    ("expsum 2×3", preset("expsum", [("x", (2, 3))])),
+    ("expsum 256×256", preset("expsum", [("x", (256, 256))])),
+    ("expsum 1024×256", preset("expsum", [("x", (1024, 256))])),
+    ("matmul 2×3·3×2 wrt a", preset("matmul", [("a", (2, 3)), ("b", (3, 2))], ("a",))),
+    (
+        "matmul 128×128·128×128 wrt a",
+        preset("matmul", [("a", (128, 128)), ("b", (128, 128))], ("a",)),
+    ),
+    (
+        "matmul 512×512·512×64 wrt a",
+        preset("matmul", [("a", (512, 512)), ("b", (512, 64))], ("a",)),
+    ),
+    ("tanh(Wx) 512→512", lambda: tanh_linear(512, 512)),
+    ("tanh(Wx) 64→4096", lambda: tanh_linear(64, 4096)),
+    ("tanh(Wx) 4096→64", lambda: tanh_linear(4096, 64)),
+]
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up: first-call imports and allocations are not what we compare
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def torch_methods(problem) -> dict[str, tuple[Callable[[], object], int]]:
+    """The four torch methods on f of the wrt inputs, each with its estimated peak bytes."""
+    import torch
+
+    fixed = {n: t for n, t in problem.inputs.items() if n not in problem.wrt}
+    call = problem.function.call
+
+    def f(*xs: torch.Tensor) -> torch.Tensor:
+        return call(**fixed, **dict(zip(problem.wrt, xs, strict=True)))
+
+    xs = tuple(problem.inputs[n] for n in problem.wrt)
+    argnums = tuple(range(len(xs)))
+    item = problem.torch_dtype.itemsize
+    n_out, n_in = problem.output_count, problem.input_count
+    result = n_out * n_in * item
+    # vmapped passes hold a batch of tangents or cotangents the size of every intermediate
+    reverse_batch = n_out * (n_in + n_out) * item
+    forward_batch = n_in * (n_in + n_out) * item
+    af = torch.autograd.functional.jacobian
+    return {
+        "af default": (lambda: af(f, xs), 2 * result),
+        "af vectorize": (lambda: af(f, xs, vectorize=True), result + reverse_batch),
+        "jacrev": (lambda: torch.func.jacrev(f, argnums=argnums)(*xs), result + reverse_batch),
+        "jacfwd": (lambda: torch.func.jacfwd(f, argnums=argnums)(*xs), result + forward_batch),
+    }
+
+
+def dense_table(repeats: int, budget: int) -> list[str]:
+    from jaccli.engine import compute_jacobian, prepare
+
+    header = "| case | jaccli auto | method | af default | af vectorize | jacrev | jacfwd | auto ÷ fastest | af default ÷ auto |"
+    rows = [header, "|" + "---|" * 9]
+    for name, build in CASES:
+        function, shapes, wrt = build()
+        problem = prepare(function, shape_options=shapes, wrt=wrt, budget=budget)
+        timings: dict[str, float | str] = {}
+        for method, (run, peak) in torch_methods(problem).items():
+            if peak > budget:
+                timings[method] = f"needs ~{format_bytes(peak)}"
+                continue
+            slow = problem.output_count * problem.input_count > 50_000_000
+            timings[method] = median_seconds(run, 3 if slow else repeats)
+        try:
+            auto = median_seconds(lambda p=problem: compute_jacobian(p, budget=budget), repeats)
+            chosen = compute_jacobian(problem, budget=budget).strategy
+        except Exception as error:  # the guard's refusal is a result too
+            auto, chosen = f"refused ({type(error).__name__})", "—"
+        measured = [t for t in timings.values() if isinstance(t, float)]
+        fastest = min(measured) if measured else None
+        ratio = f"{auto / fastest:.2f}" if isinstance(auto, float) and fastest else "—"
+        default = timings["af default"]
+        speedup = (
+            f"{default / auto:.0f}×"
+            if isinstance(auto, float) and isinstance(default, float)
+            else "—"
+        )
+
+        def cell(t: float | str) -> str:
+            return f"{t * 1e3:.3g} ms" if isinstance(t, float) else t
+
+        rows.append(
+            f"| {name} | {cell(auto)} | {chosen} | "
+            + " | ".join(
+                cell(timings[m]) for m in ("af default", "af vectorize", "jacrev", "jacfwd")
+            )
+            + f" | {ratio} | {speedup} |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def batched_table(repeats: int, budget: int) -> list[str]:
+    from jaccli.engine import prepare, run_jacobian
+
+    rows = [
+        "| case | per-sample (--batched) | fastest dense | dense ÷ per-sample |",
+        "|---|---|---|---|",
+    ]
+    for name, build in CASES:
+        if "expsum" not in name and "matmul" not in name:
+            continue
+        function, shapes, wrt = build()
+        problem = prepare(function, shape_options=shapes, wrt=wrt, budget=budget)
+        per_sample = median_seconds(
+            lambda p=problem: run_jacobian(p, budget=budget, batched=True), repeats
+        )
+        dense = []
+        for run, peak in torch_methods(problem).values():
+            if peak <= budget:
+                dense.append(median_seconds(run, 3))
+        fastest = min(dense) if dense else None
+        rows.append(
+            f"| {name} | {per_sample * 1e3:.3g} ms | "
+            + (
+                f"{fastest * 1e3:.3g} ms | {fastest / per_sample:.0f}× |"
+                if fastest
+                else "over budget | — |"
+            )
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def run_process(command: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one whole process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command} failed")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def cold_table(repeats: int) -> list[str]:
+    python = sys.executable
+    pairs = [
+        (
+            "jaccli jacobian --fn expsum --shape 2x3 --json",
+            [JACCLI, "jacobian", "--fn", "expsum", "--shape", "2x3", "--json"],
+            'python -c "import torch"',
+            [python, "-c", "import torch"],
+            "1.15",
+        ),
+        (
+            "jaccli --help",
+            [JACCLI, "--help"],
+            'python -c "import typer, rich"',
+            [python, "-c", "import typer, rich"],
+            "2",
+        ),
+        (
+            "jaccli jacobian --fn expsum --shape 1024x256 --batched --json",
+            [JACCLI, "jacobian", "--fn", "expsum", "--shape", "1024x256", "--batched", "--json"],
+            'python -c "import torch"',
+            [python, "-c", "import torch"],
+            "—",
+        ),
+    ]
+    rows = [
+        "| command | median s | peak RSS | baseline | median s | peak RSS | ratio (target) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, command, base_name, base, target in pairs:
+        ours, theirs = [], []
+        for _ in range(repeats):  # interleaved, so drift hits both alike
+            ours.append(run_process(command))
+            theirs.append(run_process(base))
+        t_ours = statistics.median(t for t, _ in ours)
+        t_base = statistics.median(t for t, _ in theirs)
+        rss_ours = statistics.median(r for _, r in ours)
+        rss_base = statistics.median(r for _, r in theirs)
+        rows.append(
+            f"| `{name}` | {t_ours:.3f} | {format_bytes(rss_ours)} | `{base_name}` | {t_base:.3f} | "
+            f"{format_bytes(rss_base)} | {t_ours / t_base:.2f} (≤ {target}) |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cold-repeats", type=int, default=7)
+    parser.add_argument("--skip-dense", action="store_true")
+    args = parser.parse_args()
+    cold = cold_table(args.cold_repeats)
+    import torch
+
+    from jaccli.engine.guard import default_budget
+
+    budget = default_budget()
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads); memory budget "
+        f"{format_bytes(budget)}; in-process medians of {args.repeats} runs (3 for the slowest), "
+        f"float32; whole-process medians of {args.cold_repeats} interleaved runs.\n"
+    )
+    print("\n".join(cold) + "\n")
+    if not args.skip_dense:
+        print("\n".join(dense_table(args.repeats, budget)) + "\n")
+        print("\n".join(batched_table(args.repeats, budget)))
+
+
+if __name__ == "__main__":
+    main()

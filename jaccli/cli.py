@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback as traceback_module
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -189,7 +189,11 @@ TracebackOption = Annotated[
 
 
 MaxValueSizeOption = Annotated[
-    str, typer.Option(help="Largest --value file or JSON text read, like 1GiB.")
+    str | None,
+    typer.Option(
+        help="Largest --value file or JSON text read, like 1GiB. [default: 256MiB]",
+        show_default=False,
+    ),
 ]
 OutOption = Annotated[
     str | None,
@@ -222,14 +226,16 @@ def _problem(
     seed: int,
     dtype: str,
     budget: int | None,
-    max_value_size: str,
+    max_value_size: str | None,
     *,
     shapes_only: bool = False,
 ) -> Problem:
     """Parse the options every computing command shares and build the engine's Problem (this
     imports torch)."""
     function = resolve(fn, expr)
-    value_limit = spec.parse_bytes(max_value_size)
+    value_limit = (
+        spec.DEFAULT_VALUE_LIMIT if max_value_size is None else spec.parse_bytes(max_value_size)
+    )
     shape_options = [spec.parse_shape_option(text) for text in shape or ()]
     value_options = [spec.parse_value_option(text, value_limit) for text in value or ()]
     dtype_name = spec.parse_dtype(dtype)
@@ -310,22 +316,23 @@ def _out_path(out: str | None, force: bool) -> Path | None:
 def _finish(
     command: str,
     result: Any,
-    document: dict[str, Any] | None,
-    renderable: RenderableType | None,
+    as_json: bool,
+    document: Callable[[], dict[str, Any]],
+    renderable: Callable[[], RenderableType],
     *,
     full: bool = False,
     out: Path | None = None,
 ) -> None:
-    """Write --out, print the result, then warnings; exit 1 when a check failed."""
+    """Write --out, print the result (the JSON document or the tables), then warnings; exit 1
+    when a check failed."""
     if out is not None:
         from jaccli.render.files import result_arrays, write_out
 
         write_out(out, result_arrays(result))
-    if document is not None:
-        _emit_json(document)
+    if as_json:
+        _emit_json(document())
     else:
-        assert renderable is not None
-        _emit_rich(renderable, full)
+        _emit_rich(renderable(), full)
     for note in result.notes:
         _write(sys.stderr, f"{command}: warning: {note}\n")
     if out is not None:
@@ -371,7 +378,7 @@ def jacobian(
     out: OutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
-    max_value_size: MaxValueSizeOption = "256MiB",
+    max_value_size: MaxValueSizeOption = None,
     traceback: TracebackOption = False,
 ) -> None:
     """Compute y = f(x) and its Jacobian J, with J.shape == y.shape + x.shape."""
@@ -406,15 +413,18 @@ def jacobian(
                 batched=batched,
                 progress=progress,
             )
-        if json_:
-            from jaccli.render.document import jacobian_document
+        from jaccli.render.document import jacobian_document
+        from jaccli.render.tables import jacobian_renderable
 
-            _finish("jacobian", result, jacobian_document(result), None, out=out_path)
-        else:
-            from jaccli.render.tables import jacobian_renderable
-
-            renderable = jacobian_renderable(result, _layout(precision, full))
-            _finish("jacobian", result, None, renderable, full=full, out=out_path)
+        _finish(
+            "jacobian",
+            result,
+            json_,
+            lambda: jacobian_document(result),
+            lambda: jacobian_renderable(result, _layout(precision, full)),
+            full=full,
+            out=out_path,
+        )
 
 
 @app.command()
@@ -438,7 +448,7 @@ def vjp(
     out: OutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
-    max_value_size: MaxValueSizeOption = "256MiB",
+    max_value_size: MaxValueSizeOption = None,
     traceback: TracebackOption = False,
 ) -> None:
     """Compute the vector-Jacobian product vᵀ·J, the x.grad that y.backward(v) gives."""
@@ -454,15 +464,18 @@ def vjp(
         from jaccli.engine import run_vjp
 
         result = run_vjp(problem, cotangent_spec, view=view, check=check)
-        if json_:
-            from jaccli.render.document import vjp_document
+        from jaccli.render.document import vjp_document
+        from jaccli.render.tables import vjp_renderable
 
-            _finish("vjp", result, vjp_document(result), None, out=out_path)
-        else:
-            from jaccli.render.tables import vjp_renderable
-
-            renderable = vjp_renderable(result, _layout(precision, full))
-            _finish("vjp", result, None, renderable, full=full, out=out_path)
+        _finish(
+            "vjp",
+            result,
+            json_,
+            lambda: vjp_document(result),
+            lambda: vjp_renderable(result, _layout(precision, full)),
+            full=full,
+            out=out_path,
+        )
 
 
 @app.command("check")
@@ -475,7 +488,7 @@ def check_command(
     seed: SeedOption = 0,
     json_: JsonOption = False,
     max_memory: MaxMemoryOption = None,
-    max_value_size: MaxValueSizeOption = "256MiB",
+    max_value_size: MaxValueSizeOption = None,
     traceback: TracebackOption = False,
 ) -> None:
     """Gradient-check a function in float64: AD against the other mode and finite differences.
@@ -488,14 +501,16 @@ def check_command(
         from jaccli.engine import run_jacobian
 
         result = run_jacobian(problem, budget=budget, check=True)
-        if json_:
-            from jaccli.render.document import check_document
+        from jaccli.render.document import check_document
+        from jaccli.render.tables import check_command_renderable
 
-            _finish("check", result, check_document(result), None)
-        else:
-            from jaccli.render.tables import check_command_renderable
-
-            _finish("check", result, None, check_command_renderable(result, _layout(4, False)))
+        _finish(
+            "check",
+            result,
+            json_,
+            lambda: check_document(result),
+            lambda: check_command_renderable(result, _layout(4, False)),
+        )
 
 
 @app.command()

@@ -255,12 +255,7 @@ def _evaluate(
         else:
             assert isinstance(node.func, ast.Name)
             name = node.func.id
-        keywords = {
-            k.arg: _literal_number(k.value)
-            if not isinstance(k.value, ast.Constant)
-            else k.value.value
-            for k in node.keywords
-        }
+        keywords = {k.arg: _keyword_value(k.value) for k in node.keywords}
         return functions[name](*args, **keywords)
     raise AssertionError(f"unchecked node {type(node).__name__}")
 

@@ -462,8 +462,10 @@ def vjp(
 
             check_array_count(out_path, list(problem.wrt))
         from jaccli.engine import run_vjp
+        from jaccli.render.progress import progress_bar
 
-        result = run_vjp(problem, cotangent_spec, view=view, check=check)
+        with progress_bar("vjp") as progress:
+            result = run_vjp(problem, cotangent_spec, view=view, check=check, progress=progress)
         from jaccli.render.document import vjp_document
         from jaccli.render.tables import vjp_renderable
 
@@ -499,8 +501,10 @@ def check_command(
         budget = _budget(max_memory)
         problem = _problem(fn, expr, shape, value, wrt, seed, "float64", budget, max_value_size)
         from jaccli.engine import run_jacobian
+        from jaccli.render.progress import progress_bar
 
-        result = run_jacobian(problem, budget=budget, check=True)
+        with progress_bar("check") as progress:
+            result = run_jacobian(problem, budget=budget, check=True, progress=progress)
         from jaccli.render.document import check_document
         from jaccli.render.tables import check_command_renderable
 

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from jaccli.engine.evaluate import call_function
-from jaccli.engine.jacobian import jacobian_of, method_in_mode, split_jacobians, split_wrt
+from jaccli.engine.jacobian import (
+    Progress,
+    jacobian_of,
+    method_in_mode,
+    split_jacobians,
+    split_wrt,
+)
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE, FD_TOLERANCE, Tolerance
 from jaccli.errors import ComputationError
@@ -139,7 +145,9 @@ def _failure_reason(error: Exception) -> str:
     return text if len(text) <= 160 else text[:159] + "…"
 
 
-def central_differences(problem: Problem) -> dict[str, dict[str, np.ndarray]]:
+def central_differences(
+    problem: Problem, progress: Progress | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """J by central differences in float64, all inputs (constants too) cast to float64."""
     inputs64 = {name: t.detach().to(torch.float64) for name, t in problem.inputs.items()}
     columns: dict[str, list[torch.Tensor]] = {wrt: [] for wrt in problem.wrt}
@@ -151,6 +159,8 @@ def central_differences(problem: Problem) -> dict[str, dict[str, np.ndarray]]:
                 forward = _shifted(problem, inputs64, wrt, j, h)
                 backward = _shifted(problem, inputs64, wrt, j, -h)
                 columns[wrt].append((forward - backward) / (2 * h))
+                if progress is not None:
+                    progress(sum(len(c) for c in columns.values()), problem.input_count)
     joined = [torch.stack(columns[wrt], dim=-1) for wrt in problem.wrt]
     return split_jacobians(
         problem,
@@ -178,6 +188,7 @@ def _finite_difference_comparison(
     name: str,
     reference: str,
     blocks: Callable[[dict[str, dict[str, np.ndarray]]], list[Block]],
+    progress: Progress | None,
 ) -> Comparison:
     """`blocks(J by central differences)` compared within the finite-difference tolerance,
     or skipped when there are too many inputs to perturb one by one."""
@@ -185,10 +196,13 @@ def _finite_difference_comparison(
     if problem.input_count > MAX_FD_INPUTS:
         reason = f"{problem.input_count} inputs; finite differences run up to {MAX_FD_INPUTS}"
         return skipped(name, reference, tolerance, reason)
-    return compare(name, reference, blocks(central_differences(problem)), tolerance, FD_STEP)
+    differences = central_differences(problem, progress)
+    return compare(name, reference, blocks(differences), tolerance, FD_STEP)
 
 
-def check_jacobian(problem: Problem, result: JacobianResult) -> Check:
+def check_jacobian(
+    problem: Problem, result: JacobianResult, progress: Progress | None = None
+) -> Check:
     """J against the opposite AD mode and against float64 central differences."""
     other = _other_mode(problem, result.strategy)
     tolerance = AD_TOLERANCE[problem.dtype]
@@ -208,6 +222,7 @@ def check_jacobian(problem: Problem, result: JacobianResult) -> Check:
         f"{_mode_name(result.strategy)} vs central differences",
         "central differences (float64)",
         against,
+        progress,
     )
     return Check((modes, differences))
 
@@ -226,7 +241,7 @@ def vjp_from_jacobians(
     }
 
 
-def check_vjp(problem: Problem, result: VjpResult) -> Check:
+def check_vjp(problem: Problem, result: VjpResult, progress: Progress | None = None) -> Check:
     """backward(v) against v·J, with J from forward mode (reverse mode where it has no rule),
     and against v·J with J from float64 central differences."""
     tolerance = AD_TOLERANCE[problem.dtype]
@@ -252,5 +267,6 @@ def check_vjp(problem: Problem, result: VjpResult) -> Check:
         "backward(v) vs central differences",
         "v·J, J by central differences (float64)",
         against,
+        progress,
     )
     return Check((products, differences))

@@ -68,12 +68,17 @@ def run_jacobian(
         (jacobians,) = result.jacobians.values()
         result = replace(result, view=slice_view(problem, wrt, name, axes, jacobians[wrt], None))
     if check:
-        result = replace(result, check=check_jacobian(problem, result))
+        result = replace(result, check=check_jacobian(problem, result, progress))
     return result
 
 
 def run_vjp(
-    problem: Problem, cotangent: Cotangent, *, view: str | None = None, check: bool = False
+    problem: Problem,
+    cotangent: Cotangent,
+    *,
+    view: str | None = None,
+    check: bool = False,
+    progress: Progress | None = None,
 ) -> VjpResult:
     """vᵀ·J, with the per-slice view `view` (None: the natural one of a single input that
     decomposes) and the check when asked."""
@@ -88,5 +93,5 @@ def run_vjp(
             ),
         )
     if check:
-        result = replace(result, check=check_vjp(problem, result))
+        result = replace(result, check=check_vjp(problem, result, progress))
     return result

@@ -1,0 +1,73 @@
+"""Renderers on their own: number formats, JSON values, escaping, truncation, at a fixed width."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from rich.console import Console
+
+from jaccli.functions.model import Function, InputSpec
+from jaccli.render.document import dumps, presets_document
+from jaccli.render.numbers import format_cells, json_values
+from jaccli.render.tables import Layout, array_table, evaluation_renderables, presets_table
+from jaccli.result import Evaluation, InputValue
+
+
+def render(renderable, width: int = 80) -> str:
+    console = Console(width=width, file=io.StringIO(), color_system=None, force_terminal=False)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def test_cells_share_one_notation_and_never_show_negative_zero() -> None:
+    assert format_cells(np.array([1.5, -0.00001, 2.0]), 3).tolist() == ["1.500", "0.000", "2.000"]
+    assert format_cells(np.array([1e7, 2.0]), 2).tolist() == ["1.00e+07", "2.00e+00"]
+    assert format_cells(np.array([1e-9, -2e-9]), 4).tolist() == ["1.0000e-09", "-2.0000e-09"]
+    assert format_cells(np.array([np.nan, np.inf, -np.inf]), 2).tolist() == ["nan", "inf", "-inf"]
+
+
+def test_json_values_are_shortest_round_trip_and_non_finite_strings() -> None:
+    values = json_values(np.array([[0.1, np.nan], [np.inf, -np.inf]], dtype=np.float32))
+    assert values == [[0.1, "NaN"], ["Infinity", "-Infinity"]]
+    assert np.float32(json_values(np.array([1 / 3], dtype=np.float32))[0]) == np.float32(1 / 3)
+    text = dumps({"v": values})
+    assert json.loads(text) == {"v": values}
+
+
+def test_user_strings_print_as_written_not_as_markup() -> None:
+    function = Function("[bold]f", "y = [red]x[/red]", (InputSpec("[i]x", (2,)),), lambda **_: None)
+    table = render(presets_table([function]))
+    assert "[bold]f" in table and "y = [red]x[/red]" in table and "[i]x" in table
+    evaluation = Evaluation(
+        function_name="[bold]f",
+        formula="y = [red]x[/red]",
+        dtype="float32",
+        inputs=(InputValue("[i]x", np.array([1.0, 2.0]), True),),
+        outputs={"y": np.array(3.0)},
+    )
+    shown = render(evaluation_renderables(evaluation, Layout())[0])
+    assert shown.startswith("[bold]f   y = [red]x[/red]   float32")
+    assert presets_document([function])["presets"][0]["name"] == "[bold]f"
+
+
+def test_a_big_grid_is_cut_with_ellipses_and_says_how_to_see_everything() -> None:
+    text = render(
+        array_table(np.arange(100 * 40, dtype=float).reshape(100, 40), "J", Layout(width=80))
+    )
+    assert "⋮" in text and "…" in text
+    assert "showing 19 of 100 rows and" in text and "--full shows every entry" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    full = render(
+        array_table(np.arange(30, dtype=float).reshape(3, 10), "J", Layout(width=80, full=True)),
+        200,
+    )
+    assert "…" not in full and "29.0000" in full
+
+
+def test_a_scalar_and_a_long_vector_read_well() -> None:
+    assert "3.0000" in render(array_table(np.array(3.0), "y", Layout()))
+    column = render(array_table(np.arange(50, dtype=float), "x", Layout(width=60)))
+    lines = [line for line in column.splitlines() if line.strip()]
+    assert lines[1].split() == ["0", "0.0000"]  # one entry per row, labelled by its index

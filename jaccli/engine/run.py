@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from jaccli.engine.batched import compute_batched, plan_batched
 from jaccli.engine.check import check_jacobian, check_vjp
+from jaccli.engine.guard import require_within_budget
 from jaccli.engine.jacobian import (
     Progress,
     Strategy,
@@ -62,6 +63,11 @@ def run_jacobian(
             )
         return compute_batched(problem, budget, progress)
     chosen = choose_view(problem, view) if view is not None else None
+    if check:  # the other mode's J and the finite-difference J sit beside this one
+        result_bytes = problem.output_count * problem.input_count * problem.torch_dtype.itemsize
+        require_within_budget(
+            "--check (three Jacobians at once)", 3 * result_bytes, budget, "drop --check"
+        )
     result = compute_jacobian(problem, strategy, budget, progress)
     if chosen is not None:
         wrt, name, axes = chosen

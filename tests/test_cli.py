@@ -265,3 +265,18 @@ def test_every_command_has_help_text(jaccli) -> None:
         run = jaccli(name, "--help")
         assert run.exit_code == 0
         assert command.callback.__doc__.splitlines()[0] in " ".join(run.stdout.split())
+
+
+def test_colour_appears_on_a_terminal_and_no_color_removes_it(jaccli) -> None:
+    from typer.testing import CliRunner
+
+    from jaccli.cli import app
+
+    runner = CliRunner()
+    coloured = runner.invoke(app, ["jacobian", "--fn", "expsum"], env={"FORCE_COLOR": "1"})
+    assert "\x1b[1;35mexpsum" in coloured.stdout  # the function's name in bold magenta
+    plain = runner.invoke(
+        app, ["jacobian", "--fn", "expsum"], env={"FORCE_COLOR": "1", "NO_COLOR": "1"}
+    )
+    assert "\x1b[1;35m" not in plain.stdout and "\x1b[36m" not in plain.stdout
+    assert "∂y[0] / ∂x" in plain.stdout

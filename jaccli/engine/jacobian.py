@@ -78,12 +78,12 @@ def choose_strategy(requested: Strategy, n_out: int, n_in: int) -> tuple[str, st
     if method.startswith("loop"):
         passes = min(n_out, n_in)
         kind = "backward" if mode == "rev" else "forward"
-        why = (
-            "beat vmap"
-            if vectorized_start_up_paid()
-            else "start faster than torch.func (~1 s to load)"
-        )
-        return method, f"{passes} {kind} passes {why}"
+        if vectorized_start_up_paid():
+            why = "beats vmap" if passes == 1 else "beat vmap"
+        else:
+            why = "starts" if passes == 1 else "start"
+            why += " faster than torch.func (~1 s to load)"
+        return method, f"{passes} {kind} pass{'' if passes == 1 else 'es'} {why}"
     if mode == "rev":
         return "rev", f"{n_out} outputs ≤ {n_in} inputs: reverse mode needs fewer passes"
     return "fwd", f"{n_out} outputs > {n_in} inputs: forward mode needs fewer passes"

@@ -61,7 +61,6 @@ class InputSpec:
     separable: Separable = NOT_SEPARABLE
     has_default: bool = False
     """A user function's parameter with a default: kept, and not differentiated, unless given."""
-    default_value: Any = None
 
 
 ShapeRule = Callable[[Mapping[str, Shape]], Shape]

@@ -47,10 +47,11 @@ def load_callable(reference: str) -> Function:
             f"--fn {reference!r}: {attribute!r} is a {type(function).__name__}, not callable",
             code="bad_function",
         )
+    inputs = _inputs_of(function, reference)
     return Function(
         name=attribute,
-        formula=f"y = {attribute}({', '.join(_parameter_names(function, reference))})",
-        inputs=_inputs_of(function, reference),
+        formula=f"y = {attribute}({', '.join(spec.name for spec in inputs)})",
+        inputs=inputs,
         call=function,
         source_file=source,
     )
@@ -127,10 +128,6 @@ def _signature(function: Any, reference: str) -> inspect.Signature:
         ) from None
 
 
-def _parameter_names(function: Any, reference: str) -> list[str]:
-    return list(_signature(function, reference).parameters)
-
-
 def _inputs_of(function: Any, reference: str) -> tuple[InputSpec, ...]:
     """One input per parameter; a parameter with a default keeps it unless given a value."""
     inputs = []
@@ -152,7 +149,6 @@ def _inputs_of(function: Any, reference: str) -> tuple[InputSpec, ...]:
             InputSpec(
                 parameter.name,
                 default_shape=None,
-                default_value=parameter.default if has_default else None,
                 has_default=has_default,
             )
         )

@@ -230,8 +230,16 @@ def jacobian_renderable(result: JacobianResult, layout: Layout) -> Group:
     parts = evaluation_renderables(result.evaluation, layout)
     if result.per_sample is not None:
         parts += per_sample_renderables(result, layout)
-        parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
-        return Group(*parts)
+    else:
+        parts += dense_renderables(result, layout)
+    parts += _view_and_check(result, layout)
+    parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
+    return Group(*parts)
+
+
+def dense_renderables(result: JacobianResult, layout: Layout) -> list[RenderableType]:
+    """J of each output for each input, headed by its shape, except inputs shown as a view."""
+    parts: list[RenderableType] = []
     for y_name, by_wrt in result.jacobians.items():
         y_shape = result.evaluation.outputs[y_name].shape
         for name, jacobian in by_wrt.items():
@@ -251,9 +259,7 @@ def jacobian_renderable(result: JacobianResult, layout: Layout) -> Group:
                 )
             )
             parts.append(jacobian_table(jacobian, y_name, y_shape, name, layout))
-    parts += _view_and_check(result, layout)
-    parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
-    return Group(*parts)
+    return parts
 
 
 def check_command_renderable(result: JacobianResult, layout: Layout) -> Group:

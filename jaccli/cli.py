@@ -6,6 +6,7 @@ The only module that imports Typer. torch is imported inside the commands that c
 
 from __future__ import annotations
 
+import math
 import sys
 import traceback as traceback_module
 from collections.abc import Callable, Iterator, Sequence
@@ -215,6 +216,28 @@ CheckOption = Annotated[
     bool,
     typer.Option("--check", help="Verify the result by independent means; exit 1 if it fails."),
 ]
+RtolOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Relative tolerance of the check's comparisons. [default: by dtype and reference]",
+        show_default=False,
+    ),
+]
+AtolOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Absolute tolerance of the check's comparisons, times max(1, |reference|). "
+        "[default: by dtype and reference]",
+        show_default=False,
+    ),
+]
+EpsOption = Annotated[
+    float | None,
+    typer.Option(
+        help="The check's finite-difference step, times max(1, |x|). [default: 1e-6]",
+        show_default=False,
+    ),
+]
 
 
 def _problem(
@@ -232,12 +255,11 @@ def _problem(
 ) -> Problem:
     """Parse the options every computing command shares and build the engine's Problem (this
     imports torch)."""
-    function = resolve(fn, expr)
-    value_limit = (
-        spec.DEFAULT_VALUE_LIMIT if max_value_size is None else spec.parse_bytes(max_value_size)
-    )
+    value_limit = _value_limit(max_value_size)
     shape_options = [spec.parse_shape_option(text) for text in shape or ()]
     value_options = [spec.parse_value_option(text, value_limit) for text in value or ()]
+    given_names = [name or "x" for name, _ in (*shape_options, *value_options)]
+    function = resolve(fn, expr, given_names)
     dtype_name = spec.parse_dtype(dtype)
     from jaccli.engine import prepare
 
@@ -291,6 +313,21 @@ def _show_plan(
         raise typer.Exit(ExitCode.RESOURCE)
 
 
+def _value_limit(max_value_size: str | None) -> int:
+    return spec.DEFAULT_VALUE_LIMIT if max_value_size is None else spec.parse_bytes(max_value_size)
+
+
+def _check_options(rtol: float | None, atol: float | None, eps: float | None) -> Any:
+    from jaccli.engine.check import CheckOptions
+
+    for option, number in (("--rtol", rtol), ("--atol", atol), ("--eps", eps)):
+        if number is not None and not (0 <= number < 1 and math.isfinite(number)):
+            raise UsageError(f"{option} {number!r} is out of range (0 ≤ {option[2:]} < 1)")
+    if eps == 0:
+        raise UsageError("--eps 0: the finite-difference step must be positive")
+    return CheckOptions(rtol, atol, eps)
+
+
 def _budget(max_memory: str | None) -> int | None:
     return None if max_memory is None else spec.parse_bytes(max_memory)
 
@@ -337,6 +374,14 @@ def _finish(
         _write(sys.stderr, f"{command}: warning: {note}\n")
     if out is not None:
         _write(sys.stderr, f"{command}: wrote {out}\n")
+    if result.view is not None and not result.view.agrees:
+        first = next(row for row in result.view.slices if not row.agrees)
+        _write(
+            sys.stderr,
+            f"{command}: view failed: slice {first.index} of {result.view.wrt} rebuilds the full "
+            f"result only to within {first.max_difference:.3g}\n",
+        )
+        raise typer.Exit(ExitCode.COMPUTATION)
     if result.check is not None and not result.check.passed:
         from jaccli.render.checks import check_failure_line
 
@@ -358,6 +403,9 @@ def jacobian(
     ] = "auto",
     view: ViewOption = None,
     check: CheckOption = False,
+    rtol: RtolOption = None,
+    atol: AtolOption = None,
+    eps: EpsOption = None,
     batched: Annotated[
         bool,
         typer.Option(
@@ -386,6 +434,7 @@ def jacobian(
         out_path = None if plan else _out_path(out, force)
         budget = _budget(max_memory)
         chosen = _strategy(strategy)
+        check_options = _check_options(rtol, atol, eps)
         problem = _problem(
             fn, expr, shape, value, wrt, seed, dtype, budget, max_value_size, shapes_only=plan
         )
@@ -412,6 +461,7 @@ def jacobian(
                 check=check,
                 batched=batched,
                 progress=progress,
+                check_options=check_options,
             )
         from jaccli.render.document import jacobian_document
         from jaccli.render.tables import jacobian_renderable
@@ -442,6 +492,9 @@ def vjp(
     dtype: DtypeOption = "float32",
     view: ViewOption = None,
     check: CheckOption = False,
+    rtol: RtolOption = None,
+    atol: AtolOption = None,
+    eps: EpsOption = None,
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
@@ -454,7 +507,8 @@ def vjp(
     """Compute the vector-Jacobian product vᵀ·J, the x.grad that y.backward(v) gives."""
     with reporting("vjp", json_, traceback):
         out_path = _out_path(out, force)
-        cotangent_spec = spec.parse_cotangent(cotangent)
+        cotangent_spec = spec.parse_cotangent(cotangent, _value_limit(max_value_size))
+        check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
         problem = _problem(fn, expr, shape, value, wrt, seed, dtype, budget, max_value_size)
         if out_path is not None:
@@ -465,7 +519,15 @@ def vjp(
         from jaccli.render.progress import progress_bar
 
         with progress_bar("vjp") as progress:
-            result = run_vjp(problem, cotangent_spec, view=view, check=check, progress=progress)
+            result = run_vjp(
+                problem,
+                cotangent_spec,
+                budget=budget,
+                view=view,
+                check=check,
+                progress=progress,
+                check_options=check_options,
+            )
         from jaccli.render.document import vjp_document
         from jaccli.render.tables import vjp_renderable
 
@@ -488,6 +550,9 @@ def check_command(
     value: ValueOption = None,
     wrt: WrtOption = None,
     seed: SeedOption = 0,
+    rtol: RtolOption = None,
+    atol: AtolOption = None,
+    eps: EpsOption = None,
     json_: JsonOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
@@ -498,13 +563,16 @@ def check_command(
     Exits 0 when every comparison passes and 1 when one fails, so it can run in CI.
     """
     with reporting("check", json_, traceback):
+        check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
         problem = _problem(fn, expr, shape, value, wrt, seed, "float64", budget, max_value_size)
         from jaccli.engine import run_jacobian
         from jaccli.render.progress import progress_bar
 
         with progress_bar("check") as progress:
-            result = run_jacobian(problem, budget=budget, check=True, progress=progress)
+            result = run_jacobian(
+                problem, budget=budget, check=True, progress=progress, check_options=check_options
+            )
         from jaccli.render.document import check_document
         from jaccli.render.tables import check_command_renderable
 

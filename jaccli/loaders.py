@@ -66,7 +66,7 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
         array = _load_pt(path, path_text)
     else:
         array = _load_safetensors(path, path_text, key)
-    return _as_float64(array, path_text)
+    return _as_array(array, path_text)
 
 
 def _load_npy(path: Path, where: str) -> np.ndarray:
@@ -120,7 +120,9 @@ def _load_pt(path: Path, where: str) -> Any:
         raise _error(where, "holds complex numbers; jaccli works with real tensors")
     if loaded.dtype == torch.bool:
         raise _error(where, "holds booleans, not numbers")
-    return loaded.detach().to(torch.float64).numpy()
+    if loaded.is_floating_point() and loaded.dtype not in (torch.float32, torch.float64):
+        loaded = loaded.to(torch.float64)  # float16, bfloat16: numpy has no bfloat16
+    return loaded.detach().numpy()
 
 
 def _load_safetensors(path: Path, where: str, key: str) -> np.ndarray:
@@ -155,9 +157,17 @@ def _check_dtype_kind(kind: str, where: str) -> None:
         raise _error(where, f"holds data of kind {kind!r}, not numbers")
 
 
-def _as_float64(array: Any, where: str) -> ArrayData:
+def _as_array(array: Any, where: str) -> ArrayData:
+    """The file's numbers as float32 or float64 (kept), other floats as float64, and integers
+    as int64."""
     array = np.asarray(array)
     _check_dtype_kind(array.dtype.kind, where)
     if 0 in array.shape:
         raise _error(where, f"shape {array.shape} is empty; every dimension must be at least 1")
-    return ArrayData(shape=tuple(int(d) for d in array.shape), values=array.astype(np.float64))
+    if array.dtype.kind in "iu":
+        if array.dtype == np.uint64 and array.size and int(array.max()) >= 2**63:
+            raise _error(where, "holds unsigned integers past the range of int64")
+        array = array.astype(np.int64)
+    elif array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float64)
+    return ArrayData(shape=tuple(int(d) for d in array.shape), values=array, from_file=True)

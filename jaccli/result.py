@@ -13,7 +13,10 @@ class InputValue:
 
     name: str
     values: np.ndarray
-    differentiable: bool
+    differentiated: bool
+    """Whether J (or vᵀ·J) is taken with respect to it (it is in `wrt`)."""
+    differentiable: bool = True
+    """False for a preset's constant, which is never differentiated."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,30 @@ class Evaluation:
     inputs: tuple[InputValue, ...]
     outputs: dict[str, np.ndarray]
     """By name: `y` for a single tensor; `y0`, `y1`… or a dict's keys for several."""
+    wrt: tuple[str, ...] = ()
+    """The inputs differentiated, in order."""
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The correctness guard's verdict on one computed result (NOTE [the correctness guard]).
+
+    `value` is uᵀ(J v) read off the result for random u and v, `reference` the same number from
+    an independent pass; they agree within `tolerance`.
+    """
+
+    method: str
+    reference: str
+    value: float
+    reference_value: float
+    tolerance: float
+    passed: bool | None
+    """None when the reference could not be computed (`skipped` says why)."""
+    rows_probed: int | None = None
+    """How many rows of J the probe read; None for all of them."""
+    rejected: tuple[str, ...] = ()
+    """Methods tried first whose results failed the guard, each with what disagreed."""
+    skipped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +71,7 @@ class JacobianResult:
     per_sample: dict[str, tuple[int, int]] | None = None
     """With --batched: for each input, the (input_axis, output_axis) its blocks run along;
     then each J holds only the diagonal blocks, shaped (B,) + y_sample.shape + x_sample.shape."""
+    guard: Guard | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,7 @@ class VjpResult:
     check: Check | None = None
     notes: tuple[str, ...] = ()
     """Warnings for stderr, such as an output that does not depend on an input."""
+    guard: Guard | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +157,8 @@ class Comparison:
     passed: bool | None
     """None when the comparison could not be made (see `skipped`)."""
     skipped: str | None = None
+    largest_error_entry: EntryError | None = None
+    """The entry with the largest absolute error (`max_abs_error`)."""
 
 
 @dataclass(frozen=True)
@@ -171,3 +202,5 @@ class PlanReport:
     per_sample: Plan | None
     """The per-sample alternative, when J is block-diagonal (or when --batched asked for it)."""
     batched: bool
+    output_unknown: str | None = None
+    """Why the output shapes are unknown (the function cannot run without values), if so."""

@@ -6,7 +6,6 @@ No torch here: `jaccli --help` and `jaccli presets` import this module and must 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,14 +25,20 @@ _DIMENSION_SEPARATOR = re.compile(r"[x×]", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class ArrayData:
-    """A rectangular array of numbers given by the user, as a float64 numpy array."""
+    """A rectangular array of numbers given by the user: float64, or int64 when every number
+    given was an integer (a file keeps its own dtype: float32, float64 or an integer type)."""
 
     shape: Shape
     values: Any
-    """numpy.ndarray of float64 in `shape` (numpy is imported only when values are given)."""
+    """numpy.ndarray in `shape` (numpy is imported only when values are given)."""
+    from_file: bool = False
+
+    @property
+    def is_integer(self) -> bool:
+        return self.values.dtype.kind in "iu"
 
 
-Cotangent = Literal["ones", "randn"] | ArrayData
+Cotangent = Literal["ones", "randn"] | ArrayData | dict[str, ArrayData]
 
 
 def format_shape(shape: Shape) -> str:
@@ -144,36 +149,78 @@ def format_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def parse_cotangent(text: str) -> Cotangent:
-    """The cotangent v of a VJP: `ones`, `randn`, or a JSON array of y's shape."""
+def parse_cotangent(text: str, size_limit: int = DEFAULT_VALUE_LIMIT) -> Cotangent:
+    """The cotangent v of a VJP: `ones`, `randn`, a JSON array of y's shape, or a JSON object
+    with an array for each output (`{"y0": [...], "y1": [...]}`)."""
     stripped = text.strip()
     if stripped in ("ones", "randn"):
         return stripped  # type: ignore[return-value]
-    return parse_json_array(stripped, what="--cotangent", alternatives="ones, randn or ")
+    if stripped.startswith("{"):
+        document = _load_json(stripped, "--cotangent", "ones, randn or ", size_limit)
+        if not isinstance(document, dict) or not document:
+            raise UsageError("--cotangent: an object needs an array for each output")
+        return {
+            str(name): _array_of(part, f"--cotangent {name}") for name, part in document.items()
+        }
+    return parse_json_array(
+        stripped, what="--cotangent", alternatives="ones, randn or ", size_limit=size_limit
+    )
 
 
 def parse_json_array(
     text: str, *, what: str, alternatives: str = "", size_limit: int = DEFAULT_VALUE_LIMIT
 ) -> ArrayData:
     """A JSON number or rectangular nested list of numbers, checked before any tensor exists."""
+    return _array_of(_load_json(text, what, alternatives, size_limit), what)
+
+
+def _load_json(text: str, what: str, alternatives: str, size_limit: int) -> object:
     if len(text) > size_limit:
         raise UsageError(
             f"{what}: JSON of {len(text)} characters is over the limit of "
             f"{format_bytes(size_limit)}; raise it with --max-value-size"
         )
     try:
-        document = json.loads(text)
+        return json.loads(text)
     except (json.JSONDecodeError, ValueError, RecursionError) as error:
-        reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else first_line(error)
         raise UsageError(
             f"{what} {_shorten(text)!r} is not {alternatives}a JSON array of numbers ({reason})"
         ) from None
+
+
+INT64_LIMIT = 2**63
+
+
+def _array_of(document: object, what: str) -> ArrayData:
+    """A JSON number or nested list as an array: int64 when every number is an integer that
+    fits, float64 otherwise."""
     shape = _nested_shape(document, what)
-    values: list[float] = []
+    values: list[float | int] = []
     _flatten_checked(document, shape, what, values, path=())
     import numpy as np
 
-    return ArrayData(shape=shape, values=np.array(values, dtype=np.float64).reshape(shape))
+    integers = all(type(v) is int and -INT64_LIMIT <= v < INT64_LIMIT for v in values)
+    if integers:
+        array = np.array(values, dtype=np.int64)
+    else:
+        array = np.array([_as_float(v, what) for v in values], dtype=np.float64)
+    return ArrayData(shape=shape, values=array.reshape(shape))
+
+
+def _as_float(value: float | int, what: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise UsageError(
+            f"{what}: an integer of {len(str(abs(value)))} digits is past the range of float64"
+        ) from None
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message folded to its first line."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _nested_shape(document: object, what: str) -> Shape:
@@ -188,16 +235,13 @@ def _nested_shape(document: object, what: str) -> Shape:
 
 
 def _flatten_checked(
-    node: object, shape: Shape, what: str, out: list[float], path: tuple[int, ...]
+    node: object, shape: Shape, what: str, out: list[float | int], path: tuple[int, ...]
 ) -> None:
     where = "".join(f"[{i}]" for i in path) or "the value"
     if not shape:
         if isinstance(node, bool) or not isinstance(node, (int, float)):
-            raise UsageError(f"{what}: {where} is {_shorten(json.dumps(node))}, not a number")
-        try:
-            out.append(float(node))
-        except OverflowError:
-            out.append(math.copysign(math.inf, node))
+            raise UsageError(f"{what}: {where} is {_describe_json(node)}, not a number")
+        out.append(node)
         return
     if not isinstance(node, list) or len(node) != shape[0]:
         found = f"{len(node)} entries" if isinstance(node, list) else "a single value"
@@ -206,6 +250,13 @@ def _flatten_checked(
         )
     for index, child in enumerate(node):
         _flatten_checked(child, shape[1:], what, out, (*path, index))
+
+
+def _describe_json(node: object) -> str:
+    try:
+        return _shorten(json.dumps(node))
+    except (ValueError, RecursionError):
+        return type(node).__name__
 
 
 def _shorten(text: str, limit: int = 40) -> str:

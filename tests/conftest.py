@@ -5,13 +5,39 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from jsonschema import Draft202012Validator
 from typer.testing import CliRunner
 
+import jaccli as jaccli_package
 from jaccli.cli import app
+
+SCHEMA_PATH = Path(jaccli_package.__file__).parent / "schema" / "document-2.schema.json"
+_VALIDATOR = Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+
+
+def validate_document(document: Any) -> None:
+    """Fail the test unless `document` is valid under the shipped JSON Schema."""
+    errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path)
+        pytest.fail(f"document invalid at /{where}: {errors[0].message[:300]}")
+
+
+def validate_output(args: Sequence[str], stdout: str, stderr: str) -> None:
+    """Every JSON document a --json run printed (stdout, and an error object on stderr) must
+    follow the schema."""
+    if "--json" not in args:
+        return
+    if stdout.strip():
+        validate_document(json.loads(stdout))
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            validate_document(json.loads(line))
 
 
 @dataclass
@@ -26,13 +52,15 @@ class Run:
 
 @pytest.fixture
 def jaccli() -> Callable[..., Run]:
-    """Run `jaccli ARGS` in this process at a fixed 100-column width, with colour off."""
+    """Run `jaccli ARGS` in this process at a fixed 100-column width, with colour off; every
+    JSON document it prints is validated against the shipped schema."""
     runner = CliRunner()
 
     def run(*args: str, input: str | None = None, width: int = 100) -> Run:
         result = runner.invoke(
             app, list(args), input=input, env={"COLUMNS": str(width), "NO_COLOR": "1"}
         )
+        validate_output(args, result.stdout, result.stderr)
         return Run(result.exit_code, result.stdout, result.stderr)
 
     return run

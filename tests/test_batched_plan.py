@@ -46,7 +46,7 @@ def test_batched_expsum_json_marks_the_layout_and_axis(jaccli) -> None:
     assert run.exit_code == 0, run.stderr
     document = run.json()
     assert document["layout"] == "per-sample"
-    entry = document["jacobian"]["x"]
+    entry = document["jacobian"]["y"]["x"]
     assert (entry["axis"], entry["output_axis"], entry["shape"]) == (0, 0, [64, 8])
     np.testing.assert_allclose(
         values_of(entry), np.exp(values_of(document["inputs"]["x"])), rtol=1e-14

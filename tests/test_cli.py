@@ -15,13 +15,13 @@ def test_expsum_json_document_has_the_design_keys_and_correct_numbers(jaccli) ->
     assert run.exit_code == 0, run.stderr
     assert run.stderr == ""
     document = run.json()
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     assert document["command"] == "jacobian"
     assert document["function"] == {"name": "expsum", "formula": "y = x.exp().sum(dim=1)"}
     assert document["dtype"] == "float32"
     x = values_of(document["inputs"]["x"])
-    y = values_of(document["output"])
-    j = values_of(document["jacobian"]["x"])
+    y = values_of(document["outputs"]["y"])
+    j = values_of(document["jacobian"]["y"]["x"])
     assert x.shape == (2, 3) and y.shape == (2,) and j.shape == (2, 2, 3)
     np.testing.assert_allclose(y, np.exp(x).sum(axis=1), rtol=1e-6)
     np.testing.assert_allclose(j[0, 0], np.exp(x[0]), rtol=1e-6)
@@ -51,16 +51,18 @@ def test_seeded_inputs_are_float64_standard_normal_draws_in_input_order(jaccli) 
 def test_float32_values_are_written_with_the_shortest_round_trip_digits(jaccli) -> None:
     document = jaccli("jacobian", "--fn", "add", "--value", "x=[0.1, 0.2, 0.3]", "--json").json()
     assert document["inputs"]["x"]["values"] == [0.1, 0.2, 0.3]
-    assert document["jacobian"]["x"]["values"] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    assert document["jacobian"]["y"]["x"]["values"] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
 
 
 def test_add_shows_its_constant_with_the_inputs_and_differentiates_only_x(jaccli) -> None:
     document = jaccli("jacobian", "--fn", "add", "--shape", "4", "--json").json()
-    assert document["inputs"]["a"]["differentiable"] is False
+    assert document["inputs"]["a"]["constant"] is True
+    assert document["inputs"]["a"]["differentiated"] is False
+    assert document["wrt"] == ["x"]
     assert document["inputs"]["a"]["shape"] == [4]
-    assert list(document["jacobian"]) == ["x"]
+    assert list(document["jacobian"]["y"]) == ["x"]
     x, a = values_of(document["inputs"]["x"]), values_of(document["inputs"]["a"])
-    np.testing.assert_allclose(values_of(document["output"]), x + a, rtol=1e-6)
+    np.testing.assert_allclose(values_of(document["outputs"]["y"]), x + a, rtol=1e-6)
 
 
 def test_vjp_matmul_json_matches_ones_times_b_transposed(jaccli) -> None:
@@ -69,7 +71,7 @@ def test_vjp_matmul_json_matches_ones_times_b_transposed(jaccli) -> None:
     document = run.json()
     assert document["command"] == "vjp"
     b = values_of(document["inputs"]["b"])
-    v = values_of(document["cotangent"])
+    v = values_of(document["cotangent"]["y"])
     np.testing.assert_array_equal(v, np.ones((2, 2)))
     assert list(document["vjp"]) == ["a"]
     np.testing.assert_allclose(values_of(document["vjp"]["a"]), v @ b.T, rtol=1e-14)
@@ -90,17 +92,17 @@ def test_randn_cotangent_is_reproducible_and_not_ones(jaccli) -> None:
     first = jaccli("vjp", "--fn", "sigmoid", "--cotangent", "randn", "--json").json()
     second = jaccli("vjp", "--fn", "sigmoid", "--cotangent", "randn", "--json").json()
     assert "view" in first  # a single elementwise input: the rows view by default
-    assert first["cotangent"] == second["cotangent"]
-    assert values_of(first["cotangent"]).tolist() != [1.0, 1.0, 1.0]
+    assert first["cotangent"]["y"] == second["cotangent"]["y"]
+    assert values_of(first["cotangent"]["y"]).tolist() != [1.0, 1.0, 1.0]
 
 
 def test_non_finite_numbers_are_strings_and_the_document_is_strict_json(jaccli) -> None:
     run = jaccli("jacobian", "--fn", "expsum", "--value", "x=[[1000, 1], [2, 3]]", "--json")
     assert run.exit_code == 0, run.stderr
     document = json.loads(run.stdout, parse_constant=lambda name: pytest.fail(f"bare {name}"))
-    assert document["output"]["values"][0] == "Infinity"
-    assert document["jacobian"]["x"]["values"][0][0][0] == "Infinity"
-    assert float(document["output"]["values"][0]) == float("inf")
+    assert document["outputs"]["y"]["values"][0] == "Infinity"
+    assert document["jacobian"]["y"]["x"]["values"][0][0][0] == "Infinity"
+    assert float(document["outputs"]["y"]["values"][0]) == float("inf")
 
 
 def test_expsum_table_shows_one_grid_per_output_element(jaccli) -> None:
@@ -113,7 +115,7 @@ def test_expsum_table_shows_one_grid_per_output_element(jaccli) -> None:
     assert "∂y[0] / ∂x" in out and "∂y[1] / ∂x" in out
     assert "2x2x3 = y 2 + x 2x3" in out
     document = jaccli("jacobian", "--fn", "expsum", "--dtype", "float64", "--json").json()
-    j = values_of(document["jacobian"]["x"])
+    j = values_of(document["jacobian"]["y"]["x"])
     # each printed cell is the JSON value at 3 decimals
     for value in j[0, 0]:
         assert f"{value:.3f}" in out

@@ -203,7 +203,7 @@ def test_out_round_trips_the_json_numbers(jaccli, tmp_path: Path, suffix: str) -
     run = jaccli("jacobian", "--fn", "expsum", "--json", "--out", str(path))
     assert run.exit_code == 0, run.stderr
     assert run.stderr == f"jacobian: wrote {path}\n"
-    expected = values_of(run.json()["jacobian"]["x"])
+    expected = values_of(run.json()["jacobian"]["y"]["x"])
     written = _read(path)
     array = written["x"] if isinstance(written, dict) else written
     assert array.dtype == np.float32
@@ -214,7 +214,7 @@ def test_out_round_trips_the_json_numbers(jaccli, tmp_path: Path, suffix: str) -
 def test_out_csv_flattens_a_jacobian_with_labelled_rows_and_columns(jaccli, tmp_path: Path) -> None:
     path = tmp_path / "j.csv"
     run = jaccli("jacobian", "--fn", "expsum", "--dtype", "float64", "--json", "--out", str(path))
-    j = values_of(run.json()["jacobian"]["x"])
+    j = values_of(run.json()["jacobian"]["y"]["x"])
     rows = _read(path)
     assert rows[0] == ["", "x[0,0]", "x[0,1]", "x[0,2]", "x[1,0]", "x[1,1]", "x[1,2]"]
     assert [row[0] for row in rows[1:]] == ["y[0]", "y[1]"]

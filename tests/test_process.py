@@ -61,7 +61,7 @@ def test_installed_command_prints_the_lesson_jacobian_as_json() -> None:
     assert done.stderr == ""
     document = json.loads(done.stdout)
     x = np.array(document["inputs"]["x"]["values"])
-    j = np.array(document["jacobian"]["x"]["values"])
+    j = np.array(document["jacobian"]["y"]["x"]["values"])
     np.testing.assert_allclose(j[1, 1], np.exp(x[1]), rtol=1e-6)
 
 

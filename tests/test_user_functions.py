@@ -27,8 +27,10 @@ def test_two_inputs_match_the_closed_form(jaccli) -> None:
     document = run.json()
     assert document["function"]["formula"] == "y = quadratic(x, w)"
     x, w = values_of(document["inputs"]["x"]), values_of(document["inputs"]["w"])
-    np.testing.assert_allclose(values_of(document["jacobian"]["x"]), (w + w.T) @ x, rtol=1e-12)
-    np.testing.assert_allclose(values_of(document["jacobian"]["w"]), np.outer(x, x), rtol=1e-12)
+    np.testing.assert_allclose(values_of(document["jacobian"]["y"]["x"]), (w + w.T) @ x, rtol=1e-12)
+    np.testing.assert_allclose(
+        values_of(document["jacobian"]["y"]["w"]), np.outer(x, x), rtol=1e-12
+    )
 
 
 def test_a_tuple_output_gets_a_jacobian_block_per_output(jaccli) -> None:
@@ -38,10 +40,10 @@ def test_a_tuple_output_gets_a_jacobian_block_per_output(jaccli) -> None:
     )  # fmt: skip
     assert run.exit_code == 0, run.stderr
     document = run.json()
-    assert "output" not in document and "jacobian" not in document
+    assert document["wrt"] == ["r", "theta"] and list(document["outputs"]) == ["y0", "y1"]
     r, theta = values_of(document["inputs"]["r"]), values_of(document["inputs"]["theta"])
     np.testing.assert_allclose(values_of(document["outputs"]["y0"]), r * np.cos(theta))
-    blocks = document["jacobians"]
+    blocks = document["jacobian"]
     np.testing.assert_allclose(values_of(blocks["y0"]["r"]), np.diag(np.cos(theta)), atol=1e-15)
     np.testing.assert_allclose(
         values_of(blocks["y0"]["theta"]), np.diag(-r * np.sin(theta)), atol=1e-15
@@ -58,10 +60,10 @@ def test_a_dict_output_names_its_blocks_by_key_and_vjp_sums_them(jaccli) -> None
     args = ["--fn", fn("stats"), "--shape", "x=4", "--dtype", "float64", "--json"]
     document = jaccli("jacobian", *args).json()
     x = values_of(document["inputs"]["x"])
-    np.testing.assert_allclose(values_of(document["jacobians"]["mean"]["x"]), np.full(4, 0.25))
-    np.testing.assert_allclose(values_of(document["jacobians"]["energy"]["x"]), 2 * x)
+    np.testing.assert_allclose(values_of(document["jacobian"]["mean"]["x"]), np.full(4, 0.25))
+    np.testing.assert_allclose(values_of(document["jacobian"]["energy"]["x"]), 2 * x)
     vjp = jaccli("vjp", *args, "--check").json()
-    assert set(vjp["cotangents"]) == {"mean", "energy"}
+    assert set(vjp["cotangent"]) == {"mean", "energy"}
     np.testing.assert_allclose(values_of(vjp["vjp"]["x"]), 0.25 + 2 * x, rtol=1e-12)
     assert vjp["check"]["passed"] is True
 
@@ -73,34 +75,38 @@ def test_a_default_argument_is_kept_and_not_differentiated_unless_given(jaccli) 
     assert list(document["inputs"]) == ["x"]
     x = values_of(document["inputs"]["x"])
     np.testing.assert_allclose(
-        values_of(document["jacobian"]["x"]), np.diag(2 * np.cos(x)), atol=1e-15
+        values_of(document["jacobian"]["y"]["x"]), np.diag(2 * np.cos(x)), atol=1e-15
     )
     given = jaccli(
         "jacobian", "--fn", fn("scaled"), "--shape", "x=3", "--value", "scale=3",
         "--dtype", "float64", "--json",
     ).json()  # fmt: skip
     x = values_of(given["inputs"]["x"])
-    np.testing.assert_allclose(values_of(given["jacobian"]["scale"]), np.sin(x), rtol=1e-12)
+    np.testing.assert_allclose(values_of(given["jacobian"]["y"]["scale"]), np.sin(x), rtol=1e-12)
     np.testing.assert_allclose(
-        values_of(given["jacobian"]["x"]), np.diag(3 * np.cos(x)), atol=1e-15
+        values_of(given["jacobian"]["y"]["x"]), np.diag(3 * np.cos(x)), atol=1e-15
     )
 
 
 def test_an_output_independent_of_an_input_gives_zeros_and_a_warning(jaccli) -> None:
     run = jaccli("jacobian", "--fn", fn("ignores_b"), "--shape", "a=2", "--shape", "b=3", "--json")
     assert run.exit_code == 0
-    assert run.stderr == "jacobian: warning: y does not depend on b: its Jacobian is zero\n"
+    assert (
+        run.stderr
+        == "jacobian: warning: output y does not depend on input b: its Jacobian is zero\n"
+    )
     document = run.json()
-    assert values_of(document["jacobian"]["b"]).shape == (2, 3)
-    assert not values_of(document["jacobian"]["b"]).any()
-    assert document["warnings"] == ["y does not depend on b: its Jacobian is zero"]
+    assert values_of(document["jacobian"]["y"]["b"]).shape == (2, 3)
+    assert not values_of(document["jacobian"]["y"]["b"]).any()
+    assert document["warnings"] == ["output y does not depend on input b: its Jacobian is zero"]
 
 
 def test_a_function_that_raises_exits_1_naming_the_line(jaccli) -> None:
     run = jaccli("jacobian", "--fn", fn("raises"), "--shape", "3")
     assert run.exit_code == 1
     assert run.stdout == ""
-    assert run.stderr == (f"jacobian: raises raised ValueError: negative input (at {USERFNS}:28)\n")
+    where = os.path.relpath(USERFNS)
+    assert run.stderr == f"jacobian: raises raised ValueError: negative input (at {where}:28)\n"
     traced = jaccli("jacobian", "--fn", fn("raises"), "--shape", "3", "--traceback")
     assert "Traceback" in traced.stderr and 'raise ValueError("negative input")' in traced.stderr
 
@@ -131,7 +137,7 @@ def test_an_output_that_is_not_a_floating_tensor_exits_1(jaccli, name: str, says
             "has no 'nothing' (callables it defines: Cube, cube, ignores_b, polar_pair",
         ),
         (fn("NOT_CALLABLE"), "'NOT_CALLABLE' is a int, not callable"),
-        ("no_such_module_anywhere:f", "no module named 'no_such_module_anywhere'"),
+        ("no_such_module_anywhere:f", "no installed module named 'no_such_module_anywhere'"),
     ],
 )
 def test_loading_errors_are_one_line_with_exit_2(jaccli, reference: str, message: str) -> None:
@@ -158,7 +164,7 @@ def test_a_module_in_the_current_directory_never_shadows_the_named_module(
     monkeypatch.syspath_prepend("")
     run = jaccli("jacobian", "--fn", "jaccli_fixture_pkg.mod:double", "--shape", "2", "--json")
     assert run.exit_code == 0, run.stderr
-    np.testing.assert_array_equal(values_of(run.json()["jacobian"]["x"]), 2 * np.eye(2))
+    np.testing.assert_array_equal(values_of(run.json()["jacobian"]["y"]["x"]), 2 * np.eye(2))
 
 
 def test_an_installed_module_function_works(jaccli) -> None:
@@ -167,7 +173,7 @@ def test_an_installed_module_function_works(jaccli) -> None:
     x = values_of(run.json()["inputs"]["input"])
     s = 1 / (1 + np.exp(-x))
     np.testing.assert_allclose(
-        values_of(run.json()["jacobian"]["input"]), np.diag(s * (1 + x * (1 - s))), rtol=1e-5
+        values_of(run.json()["jacobian"]["y"]["input"]), np.diag(s * (1 + x * (1 - s))), rtol=1e-5
     )
 
 
@@ -210,7 +216,7 @@ def test_expressions_compute_correct_jacobians(jaccli, expression, shapes, close
         values = {name: values_of(entry) for name, entry in document["inputs"].items()}
         for wrt, expected in closed_form(values).items():
             np.testing.assert_allclose(
-                values_of(document["jacobian"][wrt]), expected, rtol=1e-12, atol=1e-15
+                values_of(document["jacobian"]["y"][wrt]), expected, rtol=1e-12, atol=1e-15
             )
 
 

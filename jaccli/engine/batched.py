@@ -15,11 +15,18 @@ import math
 
 import torch
 
-from jaccli.engine.evaluate import call_function, describe, to_numpy
+from jaccli.engine.evaluate import call_function, describe, evaluate, leaves_of, to_numpy
 from jaccli.engine.guard import budget_or_default
-from jaccli.engine.jacobian import Progress, jacobian_of, method_in_mode, require_feasible
+from jaccli.engine.jacobian import (
+    Progress,
+    jacobian_of,
+    method_in_mode,
+    require_feasible,
+    split_wrt,
+)
 from jaccli.engine.problem import Problem
-from jaccli.errors import UsageError
+from jaccli.engine.trust import disagreement, probe_blocks
+from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import AxisPair
 from jaccli.result import JacobianResult, Plan
 from jaccli.spec import format_bytes
@@ -79,13 +86,14 @@ def plan_batched(problem: Problem, budget: int | None = None) -> Plan:
 def compute_batched(
     problem: Problem, budget: int | None = None, progress: Progress | None = None
 ) -> JacobianResult:
-    """The diagonal blocks of J along each `wrt` input's separable axis (see the sum trick)."""
+    """The diagonal blocks of J along each `wrt` input's separable axis (see the sum trick),
+    verified against a reverse pass of the whole function (NOTE [the correctness guard])."""
     plan = require_feasible(plan_batched(problem, budget))
     axes = batch_axes(problem)
     (output,) = problem.output_shapes
-    blocks = {}
+    blocks: dict[str, torch.Tensor] = {}
     for wrt, (input_axis, output_axis) in axes.items():
-        fixed = {name: t for name, t in problem.inputs.items() if name != wrt}
+        fixed = leaves_of({name: t for name, t in problem.inputs.items() if name != wrt})
 
         def summed(
             x: torch.Tensor, fixed: dict = fixed, wrt: str = wrt, axis: int = output_axis
@@ -96,13 +104,23 @@ def compute_batched(
         _, (j,) = jacobian_of(summed, [problem.inputs[wrt]], plan.method, None, progress)
         # j: y_sample + x.shape; the sample axis of x moves to the front
         y_sample_ndim = j.ndim - problem.inputs[wrt].ndim
-        blocks[wrt] = to_numpy(j.movedim(y_sample_ndim + input_axis, 0))
-    with torch.no_grad():
-        outputs = call_function(problem.function, problem.inputs)
+        blocks[wrt] = j.movedim(y_sample_ndim + input_axis, 0)
+    primals, f = split_wrt(problem)
+    y = evaluate(problem.function, problem.inputs)[output]
+    guard = probe_blocks(f, primals, y.shape, [(blocks[wrt], *axes[wrt]) for wrt in problem.wrt])
+    if guard.passed is False:
+        raise ComputationError(
+            f"--batched: the per-sample blocks of {problem.function.name} failed the "
+            f"correctness guard, {disagreement(guard)}; the function may not act on each "
+            "sample alone (drop --batched for the dense J)",
+            code="guard_failed",
+        )
     return JacobianResult(
-        evaluation=describe(problem, outputs),
-        jacobians={output: blocks},
+        evaluation=describe(problem, {output: y}),
+        jacobians={output: {wrt: to_numpy(block) for wrt, block in blocks.items()}},
         strategy=f"per-sample {plan.method}",
         strategy_reason=plan.reason,
         per_sample=axes,
+        notes=problem.notes,
+        guard=guard,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from jaccli.engine.evaluate import call_function
+from jaccli.engine.evaluate import evaluate
 from jaccli.engine.jacobian import (
     Progress,
     jacobian_of,
@@ -27,6 +27,7 @@ from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE, FD_TOLERANCE, Tolerance
 from jaccli.errors import ComputationError
 from jaccli.result import Check, Comparison, EntryError, JacobianResult, VjpResult
+from jaccli.spec import first_line
 
 FD_STEP = 1e-6
 """Central-difference step for x[j], times max(1, |x[j]|)."""
@@ -43,22 +44,40 @@ class Block:
     value: np.ndarray
     reference: np.ndarray
     output_ndim: int = 0
+    slack: np.ndarray | float = 0.0
+    """Allowed error on top of the tolerance, per entry: the rounding error of a finite
+    difference, about eps·|f|/h."""
 
 
 def jacobian_blocks(
     values: dict[str, dict[str, np.ndarray]],
     references: dict[str, dict[str, np.ndarray]],
     output_shapes: dict[str, tuple[int, ...]],
+    slack: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> list[Block]:
     return [
-        Block(output, wrt, value, references[output][wrt], len(output_shapes[output]))
+        Block(
+            output,
+            wrt,
+            value,
+            references[output][wrt],
+            len(output_shapes[output]),
+            0.0 if slack is None else slack[output][wrt],
+        )
         for output, by_wrt in values.items()
         for wrt, value in by_wrt.items()
     ]
 
 
-def vjp_blocks(values: dict[str, np.ndarray], references: dict[str, np.ndarray]) -> list[Block]:
-    return [Block(None, wrt, value, references[wrt]) for wrt, value in values.items()]
+def vjp_blocks(
+    values: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    slack: dict[str, np.ndarray] | None = None,
+) -> list[Block]:
+    return [
+        Block(None, wrt, value, references[wrt], 0, 0.0 if slack is None else slack[wrt])
+        for wrt, value in values.items()
+    ]
 
 
 def compare(
@@ -71,30 +90,25 @@ def compare(
     """Entry-by-entry comparison of each block's value with its reference."""
     entries: list[tuple[float, EntryError]] = []
     max_abs = max_rel = 0.0
+    largest: EntryError | None = None
     passed = True
     for block in blocks:
         reference = block.reference.astype(np.float64)
         value = block.value.astype(np.float64)
-        excess = tolerance.excess(value, reference)
+        excess = tolerance.excess(value, reference) - block.slack
         passed = passed and bool((excess <= 0).all())
         error = np.abs(value - reference)
         relative = error / np.maximum(np.abs(reference), np.finfo(np.float64).tiny)
+
+        arrays = (value, reference, error, relative)
         if error.size:
-            max_abs = max(max_abs, float(np.nan_to_num(error, nan=np.inf).max()))
+            errors = np.nan_to_num(error, nan=np.inf)
+            if largest is None or float(errors.max()) > max_abs:
+                largest = _entry(block, arrays, int(errors.argmax()))
+            max_abs = max(max_abs, float(errors.max()))
             max_rel = max(max_rel, float(np.nan_to_num(relative, nan=np.inf).max()))
         for flat in np.argsort(-excess, axis=None, kind="stable")[:WORST_SHOWN]:
-            index = tuple(int(i) for i in np.unravel_index(flat, value.shape))
-            entry = EntryError(
-                wrt=block.wrt,
-                output=block.output,
-                output_index=index[: block.output_ndim] if block.output is not None else None,
-                input_index=index[block.output_ndim :],
-                value=float(value[index]),
-                reference=float(reference[index]),
-                abs_error=float(error[index]),
-                rel_error=float(relative[index]),
-            )
-            entries.append((float(excess[index]), entry))
+            entries.append((float(excess.flat[flat]), _entry(block, arrays, int(flat))))
     entries.sort(key=lambda pair: -pair[0])
     return Comparison(
         name=name,
@@ -106,6 +120,25 @@ def compare(
         max_rel_error=max_rel,
         worst_entries=tuple(entry for _, entry in entries[:WORST_SHOWN]),
         passed=passed,
+        largest_error_entry=largest,
+    )
+
+
+def _entry(
+    block: Block, arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], flat: int
+) -> EntryError:
+    """The entry at `flat` of a block, from its (value, reference, error, relative error)."""
+    value, reference, error, relative = arrays
+    index = tuple(int(i) for i in np.unravel_index(flat, value.shape))
+    return EntryError(
+        wrt=block.wrt,
+        output=block.output,
+        output_index=index[: block.output_ndim] if block.output is not None else None,
+        input_index=index[block.output_ndim :],
+        value=float(value[index]),
+        reference=float(reference[index]),
+        abs_error=float(error[index]),
+        rel_error=float(relative[index]),
     )
 
 
@@ -140,91 +173,141 @@ def _jacobians(problem: Problem, method: str) -> dict[str, dict[str, np.ndarray]
     return split_jacobians(problem, jacobians)
 
 
-def _failure_reason(error: Exception) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text if len(text) <= 160 else text[:159] + "…"
+@dataclass(frozen=True)
+class CheckOptions:
+    """Overrides of the check's tolerances and finite-difference step (`--rtol`, `--atol`,
+    `--eps`); None keeps the default."""
+
+    rtol: float | None = None
+    atol: float | None = None
+    eps: float | None = None
+
+    def tolerance(self, default: Tolerance) -> Tolerance:
+        return Tolerance(
+            default.rtol if self.rtol is None else self.rtol,
+            default.atol if self.atol is None else self.atol,
+        )
+
+    @property
+    def step(self) -> float:
+        return FD_STEP if self.eps is None else self.eps
+
+
+DEFAULT_CHECK_OPTIONS = CheckOptions()
+
+ROUNDING_SAFETY = 16
+"""A finite difference's rounding error is taken as this many times eps·(|f(x+h)|+|f(x-h)|)/2h."""
+
+
+@dataclass(frozen=True)
+class Differences:
+    """J by central differences, and the rounding error each entry may carry."""
+
+    jacobians: dict[str, dict[str, np.ndarray]]
+    rounding: dict[str, dict[str, np.ndarray]]
 
 
 def central_differences(
-    problem: Problem, progress: Progress | None = None
-) -> dict[str, dict[str, np.ndarray]]:
-    """J by central differences in float64, all inputs (constants too) cast to float64."""
-    inputs64 = {name: t.detach().to(torch.float64) for name, t in problem.inputs.items()}
+    problem: Problem, step: float = FD_STEP, progress: Progress | None = None
+) -> Differences:
+    """J by central differences in float64, all inputs (constants too) cast to float64, with
+    each entry's rounding error bound (eps·|f|/h) beside it."""
+    inputs64 = {
+        name: t.detach().to(torch.float64) if t.is_floating_point() else t
+        for name, t in problem.inputs.items()
+    }
     columns: dict[str, list[torch.Tensor]] = {wrt: [] for wrt in problem.wrt}
-    with torch.no_grad():
-        for wrt in problem.wrt:
-            flat = inputs64[wrt].reshape(-1)
-            for j in range(flat.numel()):
-                h = FD_STEP * max(1.0, abs(float(flat[j])))
-                forward = _shifted(problem, inputs64, wrt, j, h)
-                backward = _shifted(problem, inputs64, wrt, j, -h)
-                columns[wrt].append((forward - backward) / (2 * h))
-                if progress is not None:
-                    progress(sum(len(c) for c in columns.values()), problem.input_count)
-    joined = [torch.stack(columns[wrt], dim=-1) for wrt in problem.wrt]
-    return split_jacobians(
-        problem,
-        [
-            j.reshape((-1, *problem.inputs[wrt].shape))
-            for j, wrt in zip(joined, problem.wrt, strict=True)
-        ],
-    )
+    rounding: dict[str, list[torch.Tensor]] = {wrt: [] for wrt in problem.wrt}
+    for wrt in problem.wrt:
+        flat = inputs64[wrt].reshape(-1)
+        for j in range(flat.numel()):
+            h = step * max(1.0, abs(float(flat[j])))
+            forward = _shifted(problem, inputs64, wrt, j, h)
+            backward = _shifted(problem, inputs64, wrt, j, -h)
+            columns[wrt].append((forward - backward) / (2 * h))
+            eps = torch.finfo(forward.dtype).eps
+            size = forward.to(torch.float64).abs() + backward.to(torch.float64).abs()
+            rounding[wrt].append(ROUNDING_SAFETY * eps * size / (2 * h))
+            if progress is not None:
+                progress(sum(len(c) for c in columns.values()), problem.input_count)
+
+    def joined(parts: dict[str, list[torch.Tensor]]) -> dict[str, dict[str, np.ndarray]]:
+        return split_jacobians(
+            problem,
+            [
+                torch.stack(parts[wrt], dim=-1)
+                .to(torch.float64)
+                .reshape((-1, *problem.inputs[wrt].shape))
+                for wrt in problem.wrt
+            ],
+        )
+
+    return Differences(joined(columns), joined(rounding))
 
 
 def _shifted(
     problem: Problem, inputs: dict[str, torch.Tensor], wrt: str, j: int, h: float
 ) -> torch.Tensor:
-    """The joined outputs at inputs[wrt] with entry j moved by h, flattened, in float64."""
+    """The joined outputs at inputs[wrt] with entry j moved by h, flattened."""
     x = inputs[wrt].clone()
     x.view(-1)[j] += h
-    outputs = call_function(problem.function, {**inputs, wrt: x})
-    return torch.cat(
-        [outputs[name].reshape(-1).to(torch.float64) for name in problem.output_shapes]
-    )
+    outputs = evaluate(problem.function, {**inputs, wrt: x})
+    return torch.cat([outputs[name].reshape(-1) for name in problem.output_shapes])
 
 
 def _finite_difference_comparison(
     problem: Problem,
     name: str,
     reference: str,
-    blocks: Callable[[dict[str, dict[str, np.ndarray]]], list[Block]],
+    blocks: Callable[[Differences], list[Block]],
+    options: CheckOptions,
     progress: Progress | None,
 ) -> Comparison:
-    """`blocks(J by central differences)` compared within the finite-difference tolerance,
-    or skipped when there are too many inputs to perturb one by one."""
-    tolerance = FD_TOLERANCE[problem.dtype]
+    """`blocks(J by central differences)` compared within the finite-difference tolerance and
+    each entry's rounding error, or skipped when there are too many inputs to perturb."""
+    tolerance = options.tolerance(FD_TOLERANCE[problem.dtype])
     if problem.input_count > MAX_FD_INPUTS:
         reason = f"{problem.input_count} inputs; finite differences run up to {MAX_FD_INPUTS}"
         return skipped(name, reference, tolerance, reason)
-    differences = central_differences(problem, progress)
-    return compare(name, reference, blocks(differences), tolerance, FD_STEP)
+    differences = central_differences(problem, options.step, progress)
+    return compare(name, reference, blocks(differences), tolerance, options.step)
 
 
 def check_jacobian(
-    problem: Problem, result: JacobianResult, progress: Progress | None = None
+    problem: Problem,
+    result: JacobianResult,
+    progress: Progress | None = None,
+    options: CheckOptions = DEFAULT_CHECK_OPTIONS,
 ) -> Check:
     """J against the opposite AD mode and against float64 central differences."""
     other = _other_mode(problem, result.strategy)
-    tolerance = AD_TOLERANCE[problem.dtype]
+    tolerance = options.tolerance(AD_TOLERANCE[problem.dtype])
     mode_name = f"{_mode_name(result.strategy)} vs {_mode_name(other)}"
 
-    def against(references: dict[str, dict[str, np.ndarray]]) -> list[Block]:
-        return jacobian_blocks(result.jacobians, references, problem.output_shapes)
-
     try:
+        references = _jacobians(problem, other)
         modes = compare(
-            mode_name, _mode_name(other), against(_jacobians(problem, other)), tolerance
+            mode_name,
+            _mode_name(other),
+            jacobian_blocks(result.jacobians, references, problem.output_shapes),
+            tolerance,
         )
     except (ComputationError, RuntimeError, NotImplementedError) as error:
-        modes = skipped(mode_name, _mode_name(other), tolerance, _failure_reason(error))
+        modes = skipped(mode_name, _mode_name(other), tolerance, _reason(error))
     differences = _finite_difference_comparison(
         problem,
         f"{_mode_name(result.strategy)} vs central differences",
         "central differences (float64)",
-        against,
+        lambda d: jacobian_blocks(result.jacobians, d.jacobians, problem.output_shapes, d.rounding),
+        options,
         progress,
     )
     return Check((modes, differences))
+
+
+def _reason(error: Exception) -> str:
+    text = error.message if isinstance(error, ComputationError) else first_line(error)
+    return text if len(text) <= 160 else text[:159] + "…"
 
 
 def vjp_from_jacobians(
@@ -241,22 +324,35 @@ def vjp_from_jacobians(
     }
 
 
-def check_vjp(problem: Problem, result: VjpResult, progress: Progress | None = None) -> Check:
+def check_vjp(
+    problem: Problem,
+    result: VjpResult,
+    progress: Progress | None = None,
+    options: CheckOptions = DEFAULT_CHECK_OPTIONS,
+) -> Check:
     """backward(v) against v·J, with J from forward mode (reverse mode where it has no rule),
     and against v·J with J from float64 central differences."""
-    tolerance = AD_TOLERANCE[problem.dtype]
+    tolerance = options.tolerance(AD_TOLERANCE[problem.dtype])
     name = "backward(v) vs v·J"
     reasons = []
 
     def against(jacobians: dict[str, dict[str, np.ndarray]]) -> list[Block]:
         return vjp_blocks(result.vjps, vjp_from_jacobians(result.cotangents, jacobians))
 
+    def against_differences(differences: Differences) -> list[Block]:
+        slack = vjp_from_jacobians(
+            {n: np.abs(v) for n, v in result.cotangents.items()}, differences.rounding
+        )
+        return vjp_blocks(
+            result.vjps, vjp_from_jacobians(result.cotangents, differences.jacobians), slack
+        )
+
     forward = method_in_mode("fwd", problem.output_count, problem.input_count)
     for method in (forward, "loop-rev"):
         try:
             jacobians = _jacobians(problem, method)
         except (ComputationError, RuntimeError, NotImplementedError) as error:
-            reasons.append(f"{_mode_name(method)}: {_failure_reason(error)}")
+            reasons.append(f"{_mode_name(method)}: {_reason(error)}")
             continue
         products = compare(name, f"v·J, J by {_mode_name(method)}", against(jacobians), tolerance)
         break
@@ -266,7 +362,8 @@ def check_vjp(problem: Problem, result: VjpResult, progress: Progress | None = N
         problem,
         "backward(v) vs central differences",
         "v·J, J by central differences (float64)",
-        against,
+        against_differences,
+        options,
         progress,
     )
     return Check((products, differences))

@@ -1,9 +1,19 @@
-"""Calling the function on tensors, turning its failures and odd outputs into clear errors."""
+"""Calling the function on tensors, turning its failures and odd outputs into clear errors.
+
+# NOTE [the user's function is a guest]
+Every call gets fresh (differentiable) copies of its inputs, so a function that mutates an
+input in place changes neither jaccli's inputs nor the next call's; whatever it prints goes to
+stderr, so stdout keeps carrying the result only; and `sys.exit` inside it is a failure of the
+function (exit 1), never jaccli's own exit status.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,9 +22,12 @@ import torch
 from jaccli.errors import ComputationError
 from jaccli.functions.model import Function
 from jaccli.result import Evaluation, InputValue
+from jaccli.spec import first_line
 
 if TYPE_CHECKING:
     from jaccli.engine.problem import Problem
+
+SINGLE_OUTPUT_NAMES = ("y", "out", "output", "result")
 
 
 def _describe_value(value: Any) -> str:
@@ -25,31 +38,56 @@ def _describe_value(value: Any) -> str:
     return "None" if value is None else type(value).__name__
 
 
-def outputs_of(value: Any, name: str) -> dict[str, torch.Tensor]:
-    """The function's result as named floating tensors: `y`; `y0`, `y1`… for a tuple or list;
-    the keys of a dict."""
+def single_output_name(input_names: tuple[str, ...] | list[str]) -> str:
+    """`y`, unless an input is called `y`: then the first of out, output, result that is free."""
+    return next(n for n in (*SINGLE_OUTPUT_NAMES, "y_") if n not in input_names)
+
+
+def _flatten(value: Any, path: str, named: dict[str, Any], function: str) -> None:
+    """Leaves of nested tuples, lists and dicts, each under its dotted path (`y0.1`, `aux.0`)."""
     if isinstance(value, torch.Tensor):
-        named = {"y": value}
-    elif (
-        isinstance(value, tuple | list)
-        and value
-        and all(isinstance(v, torch.Tensor) for v in value)
-    ):
-        named = {f"y{i}": v for i, v in enumerate(value)}
-    elif (
-        isinstance(value, Mapping)
-        and value
-        and all(
-            isinstance(k, str) and k.isidentifier() and isinstance(v, torch.Tensor)
-            for k, v in value.items()
-        )
-    ):
-        named = dict(value)
+        named[path] = value
+        return
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple: its field names
+        items: list[tuple[str, Any]] = list(zip(value._fields, value, strict=True))
+    elif isinstance(value, tuple | list):
+        items = [(str(i), v) for i, v in enumerate(value)]
+    elif isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        items = list(value.items())
     else:
         raise ComputationError(
-            f"{name} returned {_describe_value(value)}; expected a floating tensor, or a tuple, "
-            "list or dict (with name keys) of them"
+            f"{function} returned {_describe_value(value)} at {path}; expected a floating "
+            "tensor, or tuples, lists or dicts (with string keys) of them"
         )
+    if not items:
+        raise ComputationError(f"{function} returned an empty {type(value).__name__} at {path}")
+    for key, item in items:
+        if not key or "." in key or any(c.isspace() for c in key):
+            raise ComputationError(
+                f"{function} returned an output named {key!r}; names need letters without "
+                "dots or spaces"
+            )
+        _flatten(item, f"{path}.{key}" if path else key, named, function)
+
+
+def outputs_of(value: Any, name: str, input_names: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The function's result as named floating tensors: `y` for a tensor; `y0`, `y1`… for a
+    tuple or list; a dict's keys; nested ones by dotted path (`y0.1`, `aux.0`)."""
+    named: dict[str, Any] = {}
+    if isinstance(value, tuple | list) and not any(
+        isinstance(item, torch.Tensor | tuple | list | Mapping) for item in value
+    ):  # numbers, not tensors: say what the whole is
+        raise ComputationError(
+            f"{name} returned {_describe_value(value)}; expected a floating tensor, or "
+            "tuples, lists or dicts (with string keys) of them"
+        )
+    if isinstance(value, torch.Tensor):
+        named[single_output_name(input_names)] = value
+    elif isinstance(value, tuple | list) and not hasattr(value, "_fields") and value:
+        for i, item in enumerate(value):
+            _flatten(item, f"y{i}", named, name)
+    else:
+        _flatten(value, "", named, name)
     for output_name, output in named.items():
         if not output.is_floating_point():
             raise ComputationError(
@@ -64,23 +102,66 @@ def _where(error: BaseException, source_file: str | None) -> str:
     if source_file is None:
         return ""
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == source_file]
-    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    if not frames:
+        return ""
+    relative = os.path.relpath(source_file)
+    shown = source_file if relative.startswith("..") else relative
+    return f" (at {shown}:{frames[-1].lineno})"
+
+
+@contextlib.contextmanager
+def guest_code(what: str, source_file: str | None = None) -> Iterator[None]:
+    """Run the user's code with its prints on stderr, and its failures and `sys.exit` calls
+    turned into ComputationError naming `what` (see NOTE [the user's function is a guest])."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    except ComputationError:
+        raise
+    except SystemExit as error:
+        raise ComputationError(
+            f"{what} called sys.exit({error.code!r}){_where(error, source_file)}"
+        ) from None
+    except Exception as error:  # the user's code: any failure is theirs to see
+        raise ComputationError(
+            f"{what} raised {type(error).__name__}: {first_line(error)}{_where(error, source_file)}"
+        ) from error
+
+
+def _fresh(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: t.clone() for name, t in inputs.items()}
+
+
+def call_fresh(function: Function, fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The outputs of f on tensors that are the function's to mutate."""
+    with guest_code(function.name, function.source_file):
+        value = function.call(**fresh)
+    return outputs_of(value, function.name, function.input_names)
 
 
 def call_function(
     function: Function, inputs: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """The outputs of f(inputs), each a floating tensor."""
-    try:
-        value = function.call(**inputs)
-    except ComputationError:
-        raise
-    except Exception as error:  # the function is the user's code: any failure is theirs to see
-        raise ComputationError(
-            f"{function.name} raised {type(error).__name__}: {error}"
-            f"{_where(error, function.source_file)}"
-        ) from error
-    return outputs_of(value, function.name)
+    """The outputs of f(inputs), each a floating tensor; f gets fresh copies of the inputs."""
+    return call_fresh(function, _fresh(inputs))
+
+
+def as_leaf(tensor: torch.Tensor) -> torch.Tensor:
+    """A detached copy that requires grad when floating: a function may differentiate its own
+    inputs (a force from an energy), so none is handed to it without."""
+    return tensor.detach().requires_grad_(tensor.is_floating_point())
+
+
+def leaves_of(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every input as `as_leaf` makes it."""
+    return {name: as_leaf(t) for name, t in inputs.items()}
+
+
+def evaluate(function: Function, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """f at a point, detached: never under no_grad, since f may use autograd itself."""
+    with torch.enable_grad():
+        outputs = call_function(function, leaves_of(inputs))
+    return {name: output.detach() for name, output in outputs.items()}
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -95,9 +176,15 @@ def describe(problem: Problem, outputs: Mapping[str, torch.Tensor]) -> Evaluatio
         formula=function.formula,
         dtype=problem.dtype,
         inputs=tuple(
-            InputValue(spec.name, to_numpy(problem.inputs[spec.name]), spec.differentiable)
+            InputValue(
+                spec.name,
+                to_numpy(problem.inputs[spec.name]),
+                spec.name in problem.wrt,
+                spec.differentiable,
+            )
             for spec in function.inputs
             if spec.name in problem.inputs
         ),
         outputs={name: to_numpy(output) for name, output in outputs.items()},
+        wrt=problem.wrt,
     )

@@ -22,14 +22,23 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from enum import Enum
 
 import numpy as np
 import torch
 
-from jaccli.engine.evaluate import call_function, describe, to_numpy
+from jaccli.engine.evaluate import (
+    as_leaf,
+    call_fresh,
+    call_function,
+    describe,
+    leaves_of,
+    to_numpy,
+)
 from jaccli.engine.guard import budget_or_default
 from jaccli.engine.problem import Problem
+from jaccli.engine.trust import disagreement, probe_jacobians
 from jaccli.errors import ComputationError, ResourceError
 from jaccli.result import JacobianResult, Plan
 from jaccli.spec import format_bytes
@@ -125,6 +134,20 @@ def plan_jacobian(
     return Plan(method, reason, n_out, n_in, result_bytes, peak, limit, chunk_size, refused)
 
 
+def plan_inputs_only(problem: Problem, budget: int | None = None) -> Plan:
+    """What can be known when the output shapes cannot: the inputs' size against the budget."""
+    limit = budget_or_default(budget)
+    inputs_bytes = sum(t.numel() for t in problem.inputs.values()) * problem.torch_dtype.itemsize
+    refused = None
+    if inputs_bytes > limit:
+        refused = (
+            f"the inputs alone would need about {format_bytes(inputs_bytes)}, over the memory "
+            f"budget of {format_bytes(limit)}; use smaller shapes, or raise --max-memory"
+        )
+    reason = "the output shape is unknown until the function runs"
+    return Plan("unknown", reason, 0, problem.input_count, 0, inputs_bytes, limit, None, refused)
+
+
 def require_feasible(plan: Plan) -> Plan:
     """The plan, or ResourceError (exit 3) when it does not fit the budget."""
     if plan.refused is not None:
@@ -151,6 +174,18 @@ def has_separable_axis(problem: Problem) -> bool:
     )
 
 
+def _candidates(problem: Problem, strategy: Strategy, plan: Plan, budget: int | None) -> list[Plan]:
+    """The methods to try in turn: the plan's, then (under auto) a loop of reverse passes, then
+    torch.func's reverse mode, for when a method fails or fails the guard."""
+    if strategy is not Strategy.AUTO:
+        return [plan]
+    fallbacks = [replace(plan, method="loop-rev", chunk_size=None)]
+    rev = plan_jacobian(problem, Strategy.REV, budget)
+    if rev.refused is None:
+        fallbacks.append(rev)
+    return [plan, *(p for p in fallbacks if p.method != plan.method)]
+
+
 def compute_jacobian(
     problem: Problem,
     strategy: Strategy = Strategy.AUTO,
@@ -158,26 +193,62 @@ def compute_jacobian(
     progress: Progress | None = None,
 ) -> JacobianResult:
     """J of each output for each `wrt` input, by the requested strategy or the one the sizes
-    call for; a function that cannot be vectorized falls back to a loop when auto chose."""
+    call for, verified by the correctness guard (NOTE [the correctness guard] in trust.py).
+
+    Under auto, a method that raises or fails the guard gives way to a reverse-mode loop, then
+    to vectorized reverse mode; an explicit strategy that does either is refused (exit 1).
+    """
     plan = require_feasible(plan_jacobian(problem, strategy, budget))
     primals, f = split_wrt(problem)
-    method, reason, notes = plan.method, plan.reason, []
-    try:
-        joined_y, joined_jacobians = jacobian_of(f, primals, method, plan.chunk_size, progress)
-    except ComputationError as error:
-        if strategy is not Strategy.AUTO or method.startswith("loop"):
-            raise
-        method = "loop-rev" if method == "rev" else "loop-fwd"
-        reason = f"{plan.method} failed, so a loop instead ({error.message})"
-        notes.append(f"could not vectorize {problem.function.name}; computed J with a {method}")
-        joined_y, joined_jacobians = jacobian_of(f, primals, method, None, progress)
-    jacobians = split_jacobians(problem, joined_jacobians)
+    rejected: list[str] = []
+    """Why each method tried before the one used was not used, in full (for the JSON)."""
+    briefly: list[str] = []
+    """The same in a few words (for the warning on stderr)."""
+    for candidate in _candidates(problem, strategy, plan, budget):
+        method = candidate.method
+        try:
+            joined_y, joined = jacobian_of(f, primals, method, candidate.chunk_size, progress)
+        except ComputationError as error:
+            if strategy is not Strategy.AUTO or method == "loop-rev":
+                raise
+            rejected.append(f"{method} failed: {error.message}")
+            briefly.append(
+                f"could not vectorize {problem.function.name}"
+                if method in ("rev", "fwd")
+                else f"{method} could not run"
+            )
+            continue
+        guard = probe_jacobians(f, primals, joined_y.shape, joined, method)
+        if guard.passed is not False:
+            break
+        rejected.append(f"{method} failed the correctness guard: {disagreement(guard)}")
+        briefly.append(f"{method}'s J failed the correctness guard ({disagreement(guard)})")
+        if strategy is not Strategy.AUTO:
+            raise ComputationError(
+                f"--strategy {strategy.value}: {method}'s J failed the correctness guard, "
+                f"{disagreement(guard)}; this method cannot differentiate "
+                f"{problem.function.name} (try --strategy auto)",
+                code="guard_failed",
+            )
+    else:
+        raise ComputationError(
+            f"no method gives a Jacobian of {problem.function.name} that passes the "
+            f"correctness guard: {'; '.join(rejected)}",
+            code="guard_failed",
+        )
+    reason = candidate.reason
+    notes = []
+    if rejected:
+        reason = f"{'; '.join(rejected)}; so {method}"
+        notes.append(f"{'; '.join(briefly)}; computed J with {method} instead")
+    jacobians = split_jacobians(problem, joined)
     return JacobianResult(
         evaluation=describe(problem, split_outputs(problem, joined_y)),
         jacobians=jacobians,
         strategy=method,
         strategy_reason=reason,
-        notes=(*notes, *_independence_notes(problem)),
+        notes=(*notes, *problem.notes, *watch_notes(problem)),
+        guard=replace(guard, rejected=tuple(rejected)),
     )
 
 
@@ -208,21 +279,26 @@ def split_jacobians(
     return blocks
 
 
-def _independence_notes(problem: Problem) -> tuple[str, ...]:
-    """A warning for each output that does not depend on an input at all (J is zero there).
+def watch_notes(problem: Problem) -> tuple[str, ...]:
+    """Warnings from one plain call: an output that does not depend on an input at all (its
+    Jacobian is zero), and an input the function modified in place.
 
-    Read off the autograd graph of one forward pass, not off J: no scan of J's entries.
+    Read off the autograd graph of one forward pass and the inputs' version counters, not off J.
     """
-    leaves = {
-        name: t.detach().requires_grad_(name in problem.wrt) for name, t in problem.inputs.items()
-    }
+    leaves = leaves_of(problem.inputs)
+    fresh = {name: leaf.clone() for name, leaf in leaves.items()}
     with torch.enable_grad():
-        outputs = call_function(problem.function, leaves)
-    notes = []
+        outputs = call_fresh(problem.function, fresh)
+    notes = [
+        f"{problem.function.name} modifies its input {name} in place; every call got a fresh "
+        f"copy, and {name} is shown as given"
+        for name, tensor in fresh.items()
+        if tensor._version > 0
+    ]
     for name, y in outputs.items():
         reached = _leaves_reached(y)
         notes += [
-            f"{name} does not depend on {wrt}: its Jacobian is zero"
+            f"output {name} does not depend on input {wrt}: its Jacobian is zero"
             for wrt in problem.wrt
             if id(leaves[wrt]) not in reached
         ]
@@ -268,7 +344,7 @@ def split_wrt(problem: Problem) -> tuple[list[torch.Tensor], Callable[..., torch
     """The wrt tensors, and f as a function of them alone (other inputs held fixed) that
     returns one tensor: the single output as it is, several flattened end to end."""
     wrt = problem.wrt
-    fixed = {name: t for name, t in problem.inputs.items() if name not in wrt}
+    fixed = leaves_of({name: t for name, t in problem.inputs.items() if name not in wrt})
     names = list(problem.output_shapes)
 
     def f_of_wrt(*wrt_values: torch.Tensor) -> torch.Tensor:
@@ -285,7 +361,7 @@ def _loop_reverse(
     f: Callable[..., torch.Tensor], primals: list[torch.Tensor], progress: Progress | None
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One backward pass per output element: row i of J is ∂y[i]/∂x, written in place."""
-    leaves = [p.detach().requires_grad_(True) for p in primals]
+    leaves = [as_leaf(p) for p in primals]
     with torch.enable_grad():
         y = f(*leaves)
         flat = y.reshape(-1)
@@ -308,19 +384,21 @@ def _loop_forward(
     """One forward-mode pass per input element: column j of J is ∂y/∂x[j], written in place."""
     import torch.autograd.forward_ad as fwad
 
-    y = f(*primals).detach()
+    leaves = [as_leaf(p) for p in primals]
+    with torch.enable_grad():
+        y = f(*leaves).detach()
     total = sum(p.numel() for p in primals)
     done = 0
     jacobians = []
-    with fwad.dual_level():
+    with fwad.dual_level(), torch.enable_grad():
         for k, primal in enumerate(primals):
             columns = torch.zeros((y.numel(), primal.numel()), dtype=y.dtype)
             tangent = torch.zeros(primal.numel(), dtype=primal.dtype)
             for j in range(primal.numel()):
                 tangent.zero_()
                 tangent[j] = 1
-                args = list(primals)
-                args[k] = fwad.make_dual(primal, tangent.reshape(primal.shape))
+                args = list(leaves)
+                args[k] = fwad.make_dual(leaves[k], tangent.reshape(primal.shape))
                 derivative = fwad.unpack_dual(f(*args)).tangent
                 if derivative is not None:
                     columns[:, j] = derivative.reshape(-1)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from jaccli.engine.evaluate import call_function
+from jaccli.engine.evaluate import evaluate, single_output_name
 from jaccli.engine.guard import require_within_budget
-from jaccli.errors import UsageError
+from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import Function
 from jaccli.spec import ArrayData, Shape, format_shape
 
@@ -34,6 +34,10 @@ class Problem:
     """Each output's shape, by name: `y` for a single tensor, `y0`, `y1`… or a dict's keys."""
     generator: torch.Generator
     """Continues the seeded draws after the inputs (for a `randn` cotangent)."""
+    notes: tuple[str, ...] = ()
+    """Warnings about the inputs, such as float64 values rounded to float32."""
+    output_unknown: str | None = None
+    """With shapes only (--plan): why the output shapes could not be found, if they could not."""
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -113,13 +117,20 @@ def resolve_shapes(
     return {spec.name: resolved[spec.name] for spec in function.inputs if spec.name in resolved}
 
 
-def resolve_wrt(function: Function, present: Sequence[str], wrt: Sequence[str]) -> tuple[str, ...]:
-    """The inputs to differentiate: those named by `--wrt`, else every differentiable one."""
+def resolve_wrt(
+    function: Function,
+    present: Sequence[str],
+    wrt: Sequence[str],
+    integer_files: Sequence[str] = (),
+) -> tuple[str, ...]:
+    """The inputs to differentiate: those named by `--wrt`, else every differentiable one but
+    those given as integer files (targets, indices)."""
     differentiable = tuple(n for n in function.differentiable_names if n in present)
     if not wrt:
+        floating = tuple(n for n in differentiable if n not in integer_files)
         if not differentiable:
             raise UsageError(f"{function.name} has no input to differentiate", code="no_input")
-        return differentiable
+        return floating or differentiable
     chosen: list[str] = []
     for name in wrt:
         if name not in function.input_names:
@@ -150,19 +161,23 @@ def make_inputs(
     values: dict[str, ArrayData],
     generator: torch.Generator,
     dtype: torch.dtype,
+    keep_integers: Sequence[str] = (),
 ) -> dict[str, torch.Tensor]:
     """The point of evaluation: given values, else standard-normal draws from `generator`.
 
     The draws are float64, in input order, then cast to `dtype`: the same point on every machine
-    and in both dtypes.
+    and in both dtypes. Given integers stay int64 for the inputs in `keep_integers`.
     """
     tensors: dict[str, torch.Tensor] = {}
     for name, shape in shapes.items():
         if name in values:
-            tensor = torch.from_numpy(values[name].values).to(torch.float64).reshape(shape)
+            data = values[name]
+            tensor = torch.from_numpy(data.values).reshape(shape)
+            if not (data.is_integer and name in keep_integers):
+                tensor = tensor.to(dtype)
         else:
-            tensor = torch.randn(shape, generator=generator, dtype=torch.float64)
-        tensors[name] = tensor.to(dtype)
+            tensor = torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+        tensors[name] = tensor
     return tensors
 
 
@@ -171,6 +186,36 @@ def seeded_generator(seed: int) -> torch.Generator:
     if not 0 <= seed <= MAX_SEED:
         raise UsageError(f"--seed {seed} is out of range (0 to {MAX_SEED})")
     return torch.Generator().manual_seed(seed)
+
+
+def _rounding_notes(values: dict[str, ArrayData], dtype: str) -> tuple[str, ...]:
+    """A warning for each float64 file whose values a float32 run rounds."""
+    import numpy as np
+
+    notes = []
+    for name, data in values.items():
+        if dtype == "float32" and data.from_file and data.values.dtype == np.float64:
+            rounded = data.values.astype(np.float32).astype(np.float64)
+            if not np.array_equal(rounded, data.values, equal_nan=True):
+                notes.append(
+                    f"input {name}: the file's float64 values were rounded to float32; "
+                    "add --dtype float64 to keep every digit"
+                )
+    return tuple(notes)
+
+
+def meta_output_shapes(
+    function: Function, shapes: dict[str, Shape], dtype: torch.dtype
+) -> tuple[dict[str, Shape] | None, str | None]:
+    """The output shapes from one call on meta tensors, which hold no values; (None, why)
+    when the function cannot run on them. Tensors it makes itself are put on meta too."""
+    meta = {name: torch.empty(shape, dtype=dtype, device="meta") for name, shape in shapes.items()}
+    try:
+        with torch.device("meta"):
+            outputs = evaluate(function, meta)
+    except ComputationError as error:
+        return None, f"{function.name} cannot run on tensors without values ({error.message})"
+    return {name: tuple(output.shape) for name, output in outputs.items()}, None
 
 
 def prepare(
@@ -188,33 +233,50 @@ def prepare(
 
     Shapes are checked and the output shapes found before any input is allocated, and the
     inputs and outputs must fit the memory budget, so a huge shape is refused in milliseconds.
-    With `shapes_only` (for --plan), inputs stay on the meta device, holding no values, unless
-    the function has no shape rule and one real pass must tell its output shapes.
+    With `shapes_only` (for --plan), inputs stay on the meta device, holding no values, and a
+    function without a shape rule runs on meta tensors (never on real data) to tell its output
+    shapes.
     """
     shapes_given: dict[str, Shape] = _assign(function, shape_options, "--shape")  # type: ignore[assignment]
     values: dict[str, ArrayData] = _assign(function, value_options, "--value")  # type: ignore[assignment]
     shapes = resolve_shapes(function, shapes_given, values)
-    wrt_names = resolve_wrt(function, list(shapes), wrt)
+    integer_files = [
+        n
+        for n, data in values.items()
+        if function.integer_inputs and data.is_integer and data.from_file
+    ]
+    wrt_names = resolve_wrt(function, list(shapes), wrt, integer_files)
     generator = seeded_generator(seed)
     torch_dtype = TORCH_DTYPES[dtype]
     itemsize = torch_dtype.itemsize
     input_bytes = sum(math.prod(shape) for shape in shapes.values()) * itemsize
-    out_shapes = None if function.output_shape is None else {"y": function.output_shape(shapes)}
-    if shapes_only and out_shapes is not None:
+    single = single_output_name(function.input_names)
+    out_shapes = None if function.output_shape is None else {single: function.output_shape(shapes)}
+    if shapes_only:
+        unknown = None
+        if out_shapes is None:
+            out_shapes, unknown = meta_output_shapes(function, shapes, torch_dtype)
         meta = {
             name: torch.empty(shape, dtype=torch_dtype, device="meta")
             for name, shape in shapes.items()
         }
-        return Problem(function, dtype, meta, wrt_names, out_shapes, generator)
+        return Problem(
+            function, dtype, meta, wrt_names, out_shapes or {}, generator, output_unknown=unknown
+        )
     require_within_budget("the inputs", input_bytes, budget, "use smaller shapes")
     if out_shapes is not None:
         output_bytes = sum(math.prod(shape) for shape in out_shapes.values()) * itemsize
         require_within_budget(
             "the inputs and outputs", input_bytes + output_bytes, budget, "use smaller shapes"
         )
-    tensors = make_inputs(shapes, values, generator, torch_dtype)
+    # A user's input outside wrt keeps the integers it was given (targets, indices); a preset's
+    # constants are always floating.
+    keep_integers = [
+        name for name in shapes if name not in wrt_names and function.input(name).differentiable
+    ]
+    tensors = make_inputs(shapes, values, generator, torch_dtype, keep_integers)
     if out_shapes is None:
-        with torch.no_grad():
-            outputs = call_function(function, tensors)
+        outputs = evaluate(function, tensors)
         out_shapes = {name: tuple(output.shape) for name, output in outputs.items()}
-    return Problem(function, dtype, tensors, wrt_names, out_shapes, generator)
+    notes = _rounding_notes(values, dtype)
+    return Problem(function, dtype, tensors, wrt_names, out_shapes, generator, notes)

@@ -5,13 +5,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 from jaccli.engine.batched import compute_batched, plan_batched
-from jaccli.engine.check import check_jacobian, check_vjp
+from jaccli.engine.check import (
+    DEFAULT_CHECK_OPTIONS,
+    CheckOptions,
+    check_jacobian,
+    check_vjp,
+)
 from jaccli.engine.guard import require_within_budget
 from jaccli.engine.jacobian import (
     Progress,
     Strategy,
     compute_jacobian,
     has_separable_axis,
+    plan_inputs_only,
     plan_jacobian,
 )
 from jaccli.engine.problem import Problem
@@ -20,6 +26,9 @@ from jaccli.engine.vjp import compute_vjp
 from jaccli.errors import UsageError
 from jaccli.result import JacobianResult, PlanReport, VjpResult
 from jaccli.spec import Cotangent
+
+DEFAULT_VIEW_SLICES = 64
+"""Past this many slices, vjp shows the plain result unless --view asks for the slices."""
 
 
 def plan_report(
@@ -30,6 +39,19 @@ def plan_report(
     batched: bool = False,
 ) -> PlanReport:
     """What computing J would take, without computing it (the inputs may hold no values)."""
+    if problem.output_unknown is not None:
+        return PlanReport(
+            function_name=problem.function.name,
+            formula=problem.function.formula,
+            dtype=problem.dtype,
+            input_shapes={name: tuple(t.shape) for name, t in problem.inputs.items()},
+            output_shapes={},
+            wrt=problem.wrt,
+            plan=plan_inputs_only(problem, budget),
+            per_sample=None,
+            batched=batched,
+            output_unknown=problem.output_unknown,
+        )
     per_sample = plan_batched(problem, budget) if batched or has_separable_axis(problem) else None
     return PlanReport(
         function_name=problem.function.name,
@@ -53,6 +75,7 @@ def run_jacobian(
     check: bool = False,
     batched: bool = False,
     progress: Progress | None = None,
+    check_options: CheckOptions = DEFAULT_CHECK_OPTIONS,
 ) -> JacobianResult:
     """J (or with `batched` its diagonal blocks), with the per-slice view `view` (None: none)
     and the check when asked."""
@@ -72,9 +95,11 @@ def run_jacobian(
     if chosen is not None:
         wrt, name, axes = chosen
         (jacobians,) = result.jacobians.values()
-        result = replace(result, view=slice_view(problem, wrt, name, axes, jacobians[wrt], None))
+        result = replace(
+            result, view=slice_view(problem, wrt, name, axes, jacobians[wrt], None, budget)
+        )
     if check:
-        result = replace(result, check=check_jacobian(problem, result, progress))
+        result = replace(result, check=check_jacobian(problem, result, progress, check_options))
     return result
 
 
@@ -82,22 +107,29 @@ def run_vjp(
     problem: Problem,
     cotangent: Cotangent,
     *,
+    budget: int | None = None,
     view: str | None = None,
     check: bool = False,
     progress: Progress | None = None,
+    check_options: CheckOptions = DEFAULT_CHECK_OPTIONS,
 ) -> VjpResult:
     """vᵀ·J, with the per-slice view `view` (None: the natural one of a single input that
-    decomposes) and the check when asked."""
+    decomposes, unless it has more than DEFAULT_VIEW_SLICES slices) and the check when asked."""
     chosen = choose_view(problem, view)
     result = compute_vjp(problem, cotangent)
+    if chosen is not None and view is None:
+        wrt, name, axes = chosen
+        count = problem.inputs[wrt].shape[axes[0]]
+        if count > DEFAULT_VIEW_SLICES:
+            note = f"{count} slices are too many to show by default; --view {name} shows them"
+            result = replace(result, notes=(*result.notes, note))
+            chosen = None
     if chosen is not None:
         wrt, name, axes = chosen
+        (v,) = result.cotangents.values()
         result = replace(
-            result,
-            view=slice_view(
-                problem, wrt, name, axes, result.vjps[wrt], *result.cotangents.values()
-            ),
+            result, view=slice_view(problem, wrt, name, axes, result.vjps[wrt], v, budget)
         )
     if check:
-        result = replace(result, check=check_vjp(problem, result, progress))
+        result = replace(result, check=check_vjp(problem, result, progress, check_options))
     return result

@@ -31,8 +31,9 @@ AD_TOLERANCE = {
     "float32": Tolerance(rtol=1e-5, atol=1e-6),
     "float64": Tolerance(rtol=1e-10, atol=1e-12),
 }
-# Central differences in float64 carry truncation error ~h² and rounding ~eps/h.
+# Central differences in float64 carry truncation error ~h² (and rounding ~eps·|f|/h, allowed
+# entry by entry on top of this): torch.autograd.gradcheck's tolerances.
 FD_TOLERANCE = {
-    "float32": Tolerance(rtol=1e-4, atol=1e-5),
-    "float64": Tolerance(rtol=1e-6, atol=1e-7),
+    "float32": Tolerance(rtol=1e-3, atol=1e-5),
+    "float64": Tolerance(rtol=1e-3, atol=1e-5),
 }

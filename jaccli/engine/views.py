@@ -6,13 +6,14 @@ column j of b.grad is v[:, j] @ J_j with J_j the Jacobian of c ↦ a @ c at b[:,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 
 import numpy as np
 import torch
 
-from jaccli.engine.evaluate import call_function, to_numpy
-from jaccli.engine.jacobian import Strategy, choose_strategy, jacobian_of
+from jaccli.engine.evaluate import call_function, evaluate, leaves_of, to_numpy
+from jaccli.engine.guard import require_within_budget
+from jaccli.engine.jacobian import jacobian_of, method_in_mode
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE
 from jaccli.errors import UsageError
@@ -80,6 +81,15 @@ def choose_view(problem: Problem, requested: str | None) -> tuple[str, str, Axis
     return wrt, requested, views[requested]
 
 
+def view_block_bytes(problem: Problem, wrt: str, axes: AxisPair) -> int:
+    """Bytes of every slice's Jacobian J_i together."""
+    input_axis, output_axis = axes
+    (y_shape,) = problem.output_shapes.values()
+    count = problem.inputs[wrt].shape[input_axis]
+    y_sample = math.prod(y_shape) // y_shape[output_axis]
+    return count * y_sample * (problem.inputs[wrt].numel() // count) * problem.torch_dtype.itemsize
+
+
 def slice_view(
     problem: Problem,
     wrt: str,
@@ -87,12 +97,14 @@ def slice_view(
     axes: AxisPair,
     full: np.ndarray,
     cotangent: np.ndarray | None,
+    budget: int | None = None,
 ) -> View:
     """Each slice i along the axis: x_i, g_i(x_i), J_i, and J_i against the full result.
 
     g_i(r) = f(x with slice i replaced by r)[slice i], so J_i is what the lesson computed by hand.
-    With a cotangent, `full` is vᵀ·J and each product is v_i·J_i; without, `full` is J and each
-    product J_i is compared with J's diagonal block i.
+    Every J_i comes at once from the Jacobian of y summed over the axis (NOTE [the sum trick] in
+    batched.py). With a cotangent, `full` is vᵀ·J and each product is v_i·J_i; without, `full`
+    is J and each product J_i is compared with J's diagonal block i.
     """
     input_axis, output_axis = axes
     x = problem.inputs[wrt]
@@ -101,16 +113,30 @@ def slice_view(
         raise UsageError(
             f"--view {name} would show {count} slices (at most {MAX_SLICES}); use --view full"
         )
+    require_within_budget(
+        f"--view {name} ({count} slice Jacobians)",
+        view_block_bytes(problem, wrt, axes),
+        budget,
+        "use --view full",
+    )
+    fixed = leaves_of({n: t for n, t in problem.inputs.items() if n != wrt})
+
+    def summed(r: torch.Tensor) -> torch.Tensor:
+        (y,) = call_function(problem.function, {**fixed, wrt: r}).values()
+        return y.sum(dim=output_axis)
+
+    (y_shape,) = problem.output_shapes.values()
+    y_sample = math.prod(y_shape) // y_shape[output_axis]
+    method = method_in_mode("rev", y_sample, x.numel())
+    _, (j,) = jacobian_of(summed, [x], method)
+    blocks = to_numpy(j.movedim(j.ndim - x.ndim + input_axis, 0))
+    y = evaluate(problem.function, problem.inputs)
+    (y_value,) = y.values()
     tolerance = AD_TOLERANCE[problem.dtype]
-    y_ndim = len(next(iter(problem.output_shapes.values())))
+    y_ndim = len(y_shape)
     rows = []
     for i in range(count):
-        y_i, (j_i,) = jacobian_of(
-            _slice_function(problem, wrt, axes, i),
-            [x.select(input_axis, i)],
-            _method(problem, wrt, axes),
-        )
-        j_i = to_numpy(j_i)
+        j_i = blocks[i]
         if cotangent is None:
             v_i = None
             product = j_i
@@ -126,7 +152,7 @@ def slice_view(
             SliceRow(
                 index=i,
                 input_slice=to_numpy(x.select(input_axis, i)),
-                output_slice=to_numpy(y_i),
+                output_slice=to_numpy(y_value.select(output_axis, i)),
                 jacobian=j_i,
                 cotangent=v_i,
                 product=product,
@@ -139,26 +165,3 @@ def slice_view(
     return View(
         wrt, output, name, input_axis, output_axis, tolerance.rtol, tolerance.atol, tuple(rows)
     )
-
-
-def _method(problem: Problem, wrt: str, axes: AxisPair) -> str:
-    input_axis, output_axis = axes
-    n_in = problem.inputs[wrt].numel() // problem.inputs[wrt].shape[input_axis]
-    (output_shape,) = problem.output_shapes.values()
-    n_out = int(np.prod(output_shape)) // output_shape[output_axis]
-    return choose_strategy(Strategy.LOOP, n_out, n_in)[0]
-
-
-def _slice_function(
-    problem: Problem, wrt: str, axes: AxisPair, i: int
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """g_i(r) = f(x with slice i of `wrt` replaced by r)[slice i]."""
-    input_axis, output_axis = axes
-    x = problem.inputs[wrt]
-
-    def g(r: torch.Tensor) -> torch.Tensor:
-        replaced = torch.select_scatter(x, r, input_axis, i)
-        (y,) = call_function(problem.function, {**problem.inputs, wrt: replaced}).values()
-        return y.select(output_axis, i)
-
-    return g

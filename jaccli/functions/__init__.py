@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 
 from jaccli.errors import UsageError
 from jaccli.functions.expression import compile_expression
 from jaccli.functions.model import Function, InputSpec
 from jaccli.functions.presets import PRESETS
-from jaccli.functions.user import load_callable, looks_like_callable_reference
+from jaccli.functions.user import (
+    load_callable,
+    looks_like_callable_reference,
+    looks_like_file,
+    missing_function_error,
+)
 
 __all__ = ["PRESETS", "Function", "InputSpec", "resolve"]
 
 
-def resolve(name: str | None, expression: str | None = None) -> Function:
-    """The Function that `--fn` (a preset, `file.py:func`, `pkg.mod:func`) or `--expr` names."""
+def resolve(
+    name: str | None, expression: str | None = None, given_names: Sequence[str] = ()
+) -> Function:
+    """The Function that `--fn` (a preset, `file.py:func`, `pkg.mod:func`) or `--expr` names;
+    `given_names`, the inputs named by --shape and --value, name a builtin's inputs."""
     if (name is None) == (expression is None):
         raise UsageError("give one of --fn NAME or --expr EXPRESSION", code="no_function")
     if expression is not None:
@@ -23,7 +32,9 @@ def resolve(name: str | None, expression: str | None = None) -> Function:
     if name in PRESETS:
         return PRESETS[name]
     if looks_like_callable_reference(name):
-        return load_callable(name)
+        return load_callable(name, given_names)
+    if looks_like_file(name):
+        raise missing_function_error(name)
     available = ", ".join(PRESETS)
     close = difflib.get_close_matches(name, PRESETS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""

@@ -80,6 +80,9 @@ class Function:
     UsageError naming the mismatch when they cannot work together. None: one real pass tells."""
     source_file: str | None = None
     """The user's file the callable came from, to point at the line that raised."""
+    integer_inputs: bool = False
+    """Whether an input outside wrt keeps the integers it was given (a user's callable: targets,
+    indices); elsewhere every input is floating."""
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -5,17 +5,22 @@ This runs the user's code with the user's rights, as `python file.py` would.
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from jaccli.errors import UsageError
+from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import Function, InputSpec
+from jaccli.spec import first_line
 
 
 def looks_like_callable_reference(text: str) -> bool:
@@ -23,16 +28,45 @@ def looks_like_callable_reference(text: str) -> bool:
     return ":" in text
 
 
-def load_callable(reference: str) -> Function:
-    """The Function for `file.py:func` or `pkg.mod:func`: inputs from the signature."""
+def looks_like_file(text: str) -> bool:
+    """`model.py`, `path/to/model`: a file, not a preset's or a module's name."""
+    return text.endswith(".py") or os.sep in text or "/" in text
+
+
+def missing_function_error(reference: str) -> UsageError:
+    """`--fn model.py` names a file but no function in it: list the functions it defines,
+    read off its syntax tree (the file is not run)."""
+    defined = []
+    try:
+        tree = ast.parse(Path(reference).read_text(encoding="utf-8"))
+        defined = [
+            node.name
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and not node.name.startswith("_")
+        ]
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        pass
+    example = f"{reference}:{defined[0] if defined else 'func'}"
+    listed = f" (functions it defines: {', '.join(defined)})" if defined else ""
+    return UsageError(
+        f"--fn {reference!r} names a file but no function in it; add one, as in "
+        f"--fn {example}{listed}",
+        code="bad_function",
+    )
+
+
+def load_callable(reference: str, given_names: Sequence[str] = ()) -> Function:
+    """The Function for `file.py:func` or `pkg.mod:func`: inputs from the signature, or for
+    a builtin without one (`torch:sin`), from the names given on the command line."""
     target, _, attribute = reference.rpartition(":")
     if not target or not attribute:
         raise UsageError(
             f"--fn {reference!r}: expected path/to/file.py:func or package.module:func",
             code="bad_function",
         )
-    is_file = target.endswith(".py") or os.sep in target or "/" in target
-    module = _load_file(target) if is_file else _import_module(target)
+    is_file = looks_like_file(target)
+    module = _load_file(target) if is_file else _import_module(target, attribute)
     source = getattr(module, "__file__", None) if is_file else None
     if not hasattr(module, attribute):
         defined = _defined_callables(module)
@@ -47,20 +81,65 @@ def load_callable(reference: str) -> Function:
             f"--fn {reference!r}: {attribute!r} is a {type(function).__name__}, not callable",
             code="bad_function",
         )
-    inputs = _inputs_of(function, reference)
+    signature = _signature(function)
+    if signature is None:  # a builtin: its inputs are positional, named x, x1, … by the user
+        names = _positional_names(given_names)
+        inputs = tuple(InputSpec(name, default_shape=None) for name in names)
+        call = _positional_call(function, names, ())
+    else:
+        inputs, positional = _inputs_of(signature, reference)
+        call = _positional_call(function, positional, [s.name for s in inputs])
+    shown = f"{target}.{attribute}" if not is_file else attribute
     return Function(
         name=attribute,
-        formula=f"y = {attribute}({', '.join(spec.name for spec in inputs)})",
+        formula=f"y = {shown}({', '.join(spec.name for spec in inputs)})",
         inputs=inputs,
-        call=function,
+        call=call,
         source_file=source,
+        integer_inputs=True,
     )
+
+
+_INDEXED_X = re.compile(r"x([0-9]*)")
+
+
+def _positional_names(given: Sequence[str]) -> tuple[str, ...]:
+    """The inputs of a function without a signature, in call order: x, x1, x2, … first, then
+    other names as given; `x` alone when none is given."""
+    unique = list(dict.fromkeys(given)) or ["x"]
+    indexed = sorted(
+        (n for n in unique if _INDEXED_X.fullmatch(n)),
+        key=lambda n: int(n[1:] or 0),
+    )
+    return (*indexed, *(n for n in unique if not _INDEXED_X.fullmatch(n)))
+
+
+def _positional_call(
+    function: Callable[..., Any], positional: Sequence[str], names: Sequence[str]
+) -> Callable[..., Any]:
+    """`function` called with the inputs by keyword, except `positional` ones, passed in order
+    (up to the first not given: the rest keep their defaults)."""
+    if not positional:
+        return function
+    keyword = [n for n in names if n not in positional]
+
+    def call(**inputs: Any) -> Any:
+        args = []
+        for name in positional:
+            if name not in inputs:
+                break
+            args.append(inputs[name])
+        return function(*args, **{n: inputs[n] for n in keyword if n in inputs})
+
+    return call
 
 
 def _load_file(path_text: str) -> ModuleType:
     path = Path(path_text)
     if not path.exists():
         raise UsageError(f"--fn: file {path_text!r} does not exist", code="bad_function")
+    if not path.is_file() and not path.is_dir():
+        raise UsageError(f"--fn: {path_text!r} is not a regular file", code="bad_function")
     if path.is_dir():
         raise UsageError(f"--fn: {path_text!r} is a directory, not a .py file", code="bad_function")
     if path.suffix != ".py":
@@ -70,40 +149,57 @@ def _load_file(path_text: str) -> ModuleType:
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"--fn: cannot read {path_text!r}: {error}", code="bad_function") from None
     try:
-        code = compile(source, str(path), "exec")
+        code = compile(source, str(path.resolve()), "exec")
     except SyntaxError as error:
         raise UsageError(
             f"--fn: syntax error in {path_text}:{error.lineno}: {error.msg}", code="bad_function"
         ) from None
     # A name of our own: the file never replaces, nor is replaced by, a module of the same name.
     module_name = f"jaccli_user_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    spec = importlib.util.spec_from_file_location(module_name, path.resolve())
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        exec(code, module.__dict__)  # the user's own file, run as `python file.py` would
+        # the user's own file, run as `python file.py` would, its prints kept off stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            exec(code, module.__dict__)
+    except SystemExit as error:
+        del sys.modules[module_name]
+        raise ComputationError(
+            f"--fn: importing {path_text} called sys.exit({error.code!r})", code="bad_function"
+        ) from None
     except Exception as error:
         del sys.modules[module_name]
         raise UsageError(
-            f"--fn: importing {path_text} raised {type(error).__name__}: {error}",
+            f"--fn: importing {path_text} raised {type(error).__name__}: {first_line(error)}",
             code="bad_function",
         ) from error
     return module
 
 
-def _import_module(name: str) -> ModuleType:
+def _import_module(name: str, attribute: str) -> ModuleType:
     """Import `name` from the installed packages; the current directory cannot shadow it."""
     here = {"", ".", os.getcwd()}
     saved = list(sys.path)
     sys.path[:] = [entry for entry in sys.path if entry not in here]
     try:
-        return importlib.import_module(name)
+        with contextlib.redirect_stdout(sys.stderr):
+            return importlib.import_module(name)
     except ModuleNotFoundError as error:
-        raise UsageError(f"--fn: no module named {error.name!r}", code="bad_function") from None
+        local = Path(*name.split(".")).with_suffix(".py")
+        hint = f"; did you mean --fn {local}:{attribute}?" if local.is_file() else ""
+        raise UsageError(
+            f"--fn: no installed module named {error.name!r}{hint}", code="bad_function"
+        ) from None
+    except SystemExit as error:
+        raise ComputationError(
+            f"--fn: importing {name} called sys.exit({error.code!r})", code="bad_function"
+        ) from None
     except Exception as error:
         raise UsageError(
-            f"--fn: importing {name} raised {type(error).__name__}: {error}", code="bad_function"
+            f"--fn: importing {name} raised {type(error).__name__}: {first_line(error)}",
+            code="bad_function",
         ) from error
     finally:
         sys.path[:] = saved
@@ -119,19 +215,22 @@ def _defined_callables(module: ModuleType) -> list[str]:
     )
 
 
-def _signature(function: Any, reference: str) -> inspect.Signature:
+def _signature(function: Any) -> inspect.Signature | None:
+    """The function's signature, or None for a builtin that has none to read."""
     try:
         return inspect.signature(function)
     except (TypeError, ValueError):
-        raise UsageError(
-            f"--fn {reference!r}: cannot read the parameters of {function!r}", code="bad_function"
-        ) from None
+        return None
 
 
-def _inputs_of(function: Any, reference: str) -> tuple[InputSpec, ...]:
-    """One input per parameter; a parameter with a default keeps it unless given a value."""
+def _inputs_of(
+    signature: inspect.Signature, reference: str
+) -> tuple[tuple[InputSpec, ...], list[str]]:
+    """One input per parameter, and the names of those passed positionally; a parameter with
+    a default keeps it unless given a value."""
     inputs = []
-    for parameter in _signature(function, reference).parameters.values():
+    positional = []
+    for parameter in signature.parameters.values():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise UsageError(
                 f"--fn {reference!r}: *{parameter.name} parameters are not supported; "
@@ -139,17 +238,7 @@ def _inputs_of(function: Any, reference: str) -> tuple[InputSpec, ...]:
                 code="bad_function",
             )
         if parameter.kind is parameter.POSITIONAL_ONLY:
-            raise UsageError(
-                f"--fn {reference!r}: positional-only parameter {parameter.name!r} cannot be "
-                "given by name",
-                code="bad_function",
-            )
+            positional.append(parameter.name)
         has_default = parameter.default is not parameter.empty
-        inputs.append(
-            InputSpec(
-                parameter.name,
-                default_shape=None,
-                has_default=has_default,
-            )
-        )
-    return tuple(inputs)
+        inputs.append(InputSpec(parameter.name, default_shape=None, has_default=has_default))
+    return tuple(inputs), positional

@@ -132,16 +132,16 @@ def check_renderable(check: Check, *, worst_entries: bool = False) -> Renderable
     table.add_column("", no_wrap=True)
     for header in ("max abs err", "max rel err"):
         table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("worst entry", no_wrap=True)
+    table.add_column("at (max abs err)", no_wrap=True)
     notes = []
     for comparison in check.comparisons:
-        worst = comparison.worst_entries[0] if comparison.worst_entries else None
+        largest = comparison.largest_error_entry
         table.add_row(
             Text(comparison.name),
             _verdict(comparison.passed),
             _number(comparison.max_abs_error),
             _number(comparison.max_rel_error),
-            Text(entry_label(worst) if worst else ""),
+            Text(entry_label(largest) if largest else ""),
         )
         if comparison.skipped:
             notes.append(f"{comparison.name}: skipped: {comparison.skipped}")

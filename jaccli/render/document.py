@@ -11,9 +11,10 @@ import numpy as np
 from jaccli.functions.model import Function
 from jaccli.render.labels import entry_label
 from jaccli.render.numbers import json_values
-from jaccli.result import Check, Evaluation, JacobianResult, View, VjpResult
+from jaccli.result import Check, Evaluation, Guard, JacobianResult, View, VjpResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Bumped when an existing key changes meaning; the JSON Schemas in schema/ describe it."""
 
 
 def tensor_entry(array: np.ndarray) -> dict[str, Any]:
@@ -21,26 +22,44 @@ def tensor_entry(array: np.ndarray) -> dict[str, Any]:
     return {"shape": list(array.shape), "values": json_values(array)}
 
 
-def _evaluation(command: str, evaluation: Evaluation) -> dict[str, Any]:
+def _evaluation(command: str, evaluation: Evaluation, notes: Iterable[str]) -> dict[str, Any]:
+    """What every computing command's document starts with: the function, the point (inputs
+    and outputs, each keyed by name), what was differentiated, and the warnings."""
     return {
         "schema_version": SCHEMA_VERSION,
         "command": command,
         "function": {"name": evaluation.function_name, "formula": evaluation.formula},
         "dtype": evaluation.dtype,
+        "wrt": list(evaluation.wrt),
         "inputs": {
-            value.name: {**tensor_entry(value.values), "differentiable": value.differentiable}
+            value.name: {
+                **tensor_entry(value.values),
+                "dtype": str(value.values.dtype),
+                "differentiated": value.differentiated,
+                "constant": not value.differentiable,
+            }
             for value in evaluation.inputs
         },
-        **_by_output("output", {n: tensor_entry(o) for n, o in evaluation.outputs.items()}),
+        "outputs": {name: tensor_entry(output) for name, output in evaluation.outputs.items()},
+        "warnings": list(notes),
     }
 
 
-def _by_output(key: str, entries: dict[str, Any]) -> dict[str, Any]:
-    """`{key: entry}` for a single output (the form of DESIGN.md); `{key + "s": {name: entry}}`
-    for several outputs, keyed by output name."""
-    if len(entries) == 1:
-        return {key: next(iter(entries.values()))}
-    return {f"{key}s": entries}
+def guard_entry(guard: Guard | None) -> dict[str, Any] | None:
+    """The correctness guard's verdict: both probes, the tolerance, and the methods it rejected."""
+    if guard is None:
+        return None
+    return {
+        "passed": guard.passed,
+        "method": guard.method,
+        "reference": guard.reference,
+        "value": _number(guard.value),
+        "reference_value": None if guard.skipped else _number(guard.reference_value),
+        "tolerance": None if guard.skipped else _number(guard.tolerance),
+        "rows_probed": guard.rows_probed,
+        "rejected": list(guard.rejected),
+        "skipped": guard.skipped,
+    }
 
 
 def _number(value: float) -> float | str:
@@ -92,6 +111,9 @@ def check_entry(check: Check) -> dict[str, Any]:
                 "step": c.step,
                 "max_abs_error": None if c.skipped else _number(c.max_abs_error),
                 "max_rel_error": None if c.skipped else _number(c.max_rel_error),
+                "largest_error_entry": None
+                if c.largest_error_entry is None
+                else entry_label(c.largest_error_entry),
                 "worst_entries": [
                     {
                         "entry": entry_label(e),
@@ -116,8 +138,6 @@ def check_entry(check: Check) -> dict[str, Any]:
 
 def _view_and_check(result: JacobianResult | VjpResult) -> dict[str, Any]:
     extra: dict[str, Any] = {}
-    if result.notes:
-        extra["warnings"] = list(result.notes)
     if result.view is not None:
         extra["view"] = view_entry(result.view)
     if result.check is not None:
@@ -125,36 +145,28 @@ def _view_and_check(result: JacobianResult | VjpResult) -> dict[str, Any]:
     return extra
 
 
-def jacobian_document(result: JacobianResult, command: str = "jacobian") -> dict[str, Any]:
-    """The `jacobian` command's document: J keyed by input, and the strategy used."""
-    if result.per_sample is not None:
-        (by_wrt,) = result.jacobians.values()
-        return {
-            **_evaluation(command, result.evaluation),
-            "layout": "per-sample",
-            "jacobian": {
-                wrt: {
-                    **tensor_entry(blocks),
-                    "axis": result.per_sample[wrt][0],
-                    "output_axis": result.per_sample[wrt][1],
-                }
-                for wrt, blocks in by_wrt.items()
-            },
-            "strategy": result.strategy,
-            "strategy_reason": result.strategy_reason,
-        }
+def jacobian_document(result: JacobianResult) -> dict[str, Any]:
+    """The `jacobian` command's document: J keyed by output, then input, and the strategy."""
+    per_sample = result.per_sample
     return {
-        **_evaluation(command, result.evaluation),
-        "layout": "dense",
-        **_by_output(
-            "jacobian",
-            {
-                output: {wrt: tensor_entry(j) for wrt, j in by_wrt.items()}
-                for output, by_wrt in result.jacobians.items()
-            },
-        ),
+        **_evaluation("jacobian", result.evaluation, result.notes),
+        "layout": "dense" if per_sample is None else "per-sample",
+        "jacobian": {
+            output: {
+                wrt: tensor_entry(j)
+                if per_sample is None
+                else {
+                    **tensor_entry(j),
+                    "axis": per_sample[wrt][0],
+                    "output_axis": per_sample[wrt][1],
+                }
+                for wrt, j in by_wrt.items()
+            }
+            for output, by_wrt in result.jacobians.items()
+        },
         "strategy": result.strategy,
         "strategy_reason": result.strategy_reason,
+        "guard": guard_entry(result.guard),
         **_view_and_check(result),
     }
 
@@ -163,18 +175,20 @@ def check_document(result: JacobianResult) -> dict[str, Any]:
     """The `check` command's document: the point, the strategy and the check (not J itself)."""
     assert result.check is not None
     return {
-        **_evaluation("check", result.evaluation),
+        **_evaluation("check", result.evaluation, result.notes),
         "strategy": result.strategy,
+        "guard": guard_entry(result.guard),
         "check": check_entry(result.check),
     }
 
 
 def vjp_document(result: VjpResult) -> dict[str, Any]:
-    """The `vjp` command's document: the cotangent and vᵀ·J keyed by input."""
+    """The `vjp` command's document: the cotangent keyed by output, vᵀ·J keyed by input."""
     return {
-        **_evaluation("vjp", result.evaluation),
-        **_by_output("cotangent", {n: tensor_entry(v) for n, v in result.cotangents.items()}),
+        **_evaluation("vjp", result.evaluation, result.notes),
+        "cotangent": {name: tensor_entry(v) for name, v in result.cotangents.items()},
         "vjp": {name: tensor_entry(v) for name, v in result.vjps.items()},
+        "guard": guard_entry(result.guard),
         **_view_and_check(result),
     }
 

@@ -11,12 +11,16 @@ def json_values(array: np.ndarray) -> object:
     """Nested lists in the array's shape; each number with the fewest digits that read back to
     the same value in the array's dtype, and NaN/±Infinity as strings (valid JSON).
 
-    A float32 0.1 is written `0.1`, not `0.10000000149011612`.
+    A float32 0.1 is written `0.1`, not `0.10000000149011612`; -0.0 is written 0; integers stay
+    integers.
     """
-    texts = np.asarray(array).astype(str)
+    array = np.asarray(array)
+    if array.dtype.kind in "iub":
+        return array.tolist()
+    texts = array.astype(str)
     as_objects = np.empty(texts.shape, dtype=object)
     for index, text in np.ndenumerate(texts):
-        as_objects[index] = _NON_FINITE_JSON.get(text) or float(text)
+        as_objects[index] = _NON_FINITE_JSON.get(text) or float(text) + 0.0  # -0.0 + 0.0 is 0.0
     return as_objects.tolist()
 
 

@@ -44,7 +44,12 @@ def plan_renderable(report: PlanReport) -> RenderableType:
     rows = [
         ("function", f"{report.function_name}   {report.formula}   {report.dtype}"),
         ("inputs", _shapes(report.input_shapes)),
-        ("outputs", _shapes(report.output_shapes)),
+        (
+            "outputs",
+            f"unknown: {report.output_unknown}"
+            if report.output_unknown
+            else _shapes(report.output_shapes),
+        ),
         ("differentiate", ", ".join(report.wrt)),
         ("layout", "per-sample (diagonal blocks)" if report.batched else "dense"),
         ("J", f"{plan.n_out} outputs × {plan.n_in} inputs"),
@@ -92,8 +97,10 @@ def plan_document(report: PlanReport) -> dict[str, Any]:
         "command": "jacobian",
         "function": {"name": report.function_name, "formula": report.formula},
         "dtype": report.dtype,
+        "wrt": list(report.wrt),
         "inputs": {name: {"shape": list(shape)} for name, shape in report.input_shapes.items()},
         "outputs": {name: {"shape": list(shape)} for name, shape in report.output_shapes.items()},
+        "output_unknown": report.output_unknown,
         "layout": "per-sample" if report.batched else "dense",
         "plan": {
             **_plan_entry(report.plan),

@@ -172,7 +172,14 @@ def evaluation_renderables(evaluation: Evaluation, layout: Layout) -> list[Rende
     )
     parts: list[RenderableType] = [header, _section("Inputs")]
     for value in evaluation.inputs:
-        note = "" if value.differentiable else "constant, not differentiated"
+        if not value.differentiable:
+            note = "constant, not differentiated"
+        elif not value.differentiated:
+            note = "held fixed" + (
+                f" ({value.values.dtype})" if value.values.dtype.kind in "iu" else ""
+            )
+        else:
+            note = ""
         parts.append(
             array_table(value.values, _titled(value.name, value.values.shape, note), layout)
         )

@@ -1,0 +1,216 @@
+"""The correctness guard: every computed result is verified by an independent product first.
+
+# NOTE [the correctness guard]
+For random u (in y's shape) and v (in x's shape), uᵀ(J v) read off the computed J must equal
+(uᵀJ)·v, with uᵀJ from one plain reverse pass (`torch.autograd.grad` with cotangent u) over a
+fresh call of the function. When J came from forward mode, that is the other AD mode; when it
+came from reverse mode (a loop of single rows, or torch.func's vmapped and chunked VJPs), it is
+one unbatched pass against J assembled from many. A J that is wrong somewhere agrees with the
+reference only for (u, v) in a set of measure zero. Both numbers carry rounding error of about
+eps·Σ|u||J||v|, so they must agree within GUARD_RTOL of that sum.
+
+Cost: one forward and one backward pass, and one read of J. Past PROBED_ENTRIES entries, u is
+nonzero on a random subset of rows only, so the read stays within PROBED_ENTRIES entries: a
+method that cannot see the function (forward mode blind to autograd inside it, a vmap batching
+rule gone wrong) is wrong on every row it computes, and is caught on any of them.
+u and v come from a generator of their own, so the seeded inputs and cotangents are unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from jaccli.engine.evaluate import as_leaf
+from jaccli.result import Guard
+from jaccli.spec import first_line
+
+GUARD_SEED = 0x6A6163
+PROBED_ENTRIES = 2**22
+GUARD_RTOL = {torch.float32: 2e-4, torch.float64: 1e-9}
+ROW_CHUNK_ENTRIES = 2**20
+"""Entries of J turned into float64 at once while the probe reads it."""
+
+
+def _rows_to_probe(n_out: int, n_in: int, generator: torch.Generator) -> torch.Tensor | None:
+    """The rows of J the probe reads: None for all, else a sorted random subset."""
+    if n_out * n_in <= PROBED_ENTRIES:
+        return None
+    count = max(1, PROBED_ENTRIES // max(n_in, 1))
+    return torch.randperm(n_out, generator=generator)[:count].sort().values
+
+
+def _probe_product(matrix: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
+    """uᵀ(M v) and Σ|u||M||v| in float64, reading M a bounded number of rows at a time."""
+    value = scale = 0.0
+    step = max(1, ROW_CHUNK_ENTRIES // max(matrix.shape[1], 1))
+    for start in range(0, matrix.shape[0], step):
+        rows = matrix[start : start + step].to(torch.float64)
+        part = u[start : start + step]
+        value += float(part @ (rows @ v))
+        scale += float(part.abs() @ (rows.abs() @ v.abs()))
+    return value, scale
+
+
+def probe_jacobians(
+    f: Callable[..., torch.Tensor],
+    primals: Sequence[torch.Tensor],
+    y_shape: Sequence[int],
+    jacobians: Sequence[torch.Tensor],
+    method: str,
+) -> Guard:
+    """uᵀ(J v) from `jacobians` (of f's one output, for each primal) against (uᵀJ)·v from a
+    fresh reverse pass."""
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+    n_out = math.prod(y_shape)
+    n_in = sum(p.numel() for p in primals)
+    rows = _rows_to_probe(n_out, n_in, generator)
+    u_full = torch.zeros(n_out, dtype=torch.float64)
+    if rows is None:
+        u_full.normal_(generator=generator)
+        u_rows = u_full
+    else:
+        u_rows = torch.randn(len(rows), generator=generator, dtype=torch.float64)
+        u_full[rows] = u_rows
+    vs = [torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in primals]
+    value = scale = 0.0
+    for j, v in zip(jacobians, vs, strict=True):
+        matrix = j.detach().reshape(n_out, -1)
+        part_value, part_scale = _probe_product(matrix if rows is None else matrix[rows], u_rows, v)
+        value, scale = value + part_value, scale + part_scale
+    reference_name = "(uᵀJ)·v by one reverse pass"
+    try:
+        gradients = _reverse_pass(f, primals, u_full.reshape(tuple(y_shape)))
+    except Exception as error:  # the reference itself failed: say so rather than guess
+        why = f"the reverse pass failed ({first_line(error)[:160]})"
+        return Guard(method, reference_name, value, math.nan, math.nan, None, _count(rows), (), why)
+    reference = reference_scale = 0.0
+    for gradient, v in zip(gradients, vs, strict=True):
+        g = gradient.detach().reshape(-1).to(torch.float64)
+        reference += float(g @ v)
+        reference_scale += float(g.abs() @ v.abs())
+    dtype = jacobians[0].dtype if jacobians else torch.float64
+    tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
+    return Guard(method, reference_name, value, reference, tolerance, passed, _count(rows))
+
+
+def _verdict(
+    value: float, reference: float, scale: float, dtype: torch.dtype
+) -> tuple[float, bool]:
+    """The tolerance for two probes of this scale, and whether they agree within it."""
+    tolerance = GUARD_RTOL.get(dtype, GUARD_RTOL[torch.float64]) * scale
+    if math.isfinite(value) and math.isfinite(reference):
+        return tolerance, abs(value - reference) <= tolerance
+    # inf or NaN in the result: the probe can only tell that both sides have them
+    return tolerance, math.isfinite(value) == math.isfinite(reference)
+
+
+def _count(rows: torch.Tensor | None) -> int | None:
+    return None if rows is None else len(rows)
+
+
+def _reverse_pass(
+    f: Callable[..., torch.Tensor], primals: Sequence[torch.Tensor], u: torch.Tensor
+) -> list[torch.Tensor]:
+    """uᵀJ for each primal by one backward pass of a fresh call of f."""
+    leaves = [as_leaf(p) for p in primals]
+    with torch.enable_grad():
+        y = f(*leaves)
+        if not y.requires_grad:
+            return [torch.zeros_like(leaf) for leaf in leaves]
+        return list(
+            torch.autograd.grad(y, leaves, u.to(y.dtype), allow_unused=True, materialize_grads=True)
+        )
+
+
+def disagreement(guard: Guard) -> str:
+    """What the guard saw, for messages: `uᵀ(J v) = 0 where (uᵀJ)·v by … gives 1.23`."""
+    return (
+        f"uᵀ(J v) = {guard.value:.6g} where {guard.reference} gives "
+        f"{guard.reference_value:.6g} (tolerance {guard.tolerance:.2g})"
+    )
+
+
+def probe_vjp(
+    f: Callable[..., torch.Tensor],
+    primals: Sequence[torch.Tensor],
+    cotangent: torch.Tensor,
+    vjps: Sequence[torch.Tensor],
+) -> Guard:
+    """(vᵀJ)·w from `vjps` against vᵀ(J w), with J w by reverse-over-reverse: the derivative
+    of u ↦ (uᵀJ)·w, a pass through the graph of the backward pass rather than the function's.
+    Skipped where the function has no second derivative graph (a custom backward)."""
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+    ws = [torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in primals]
+    value = scale = 0.0
+    for g, w in zip(vjps, ws, strict=True):
+        g64 = g.detach().reshape(-1).to(torch.float64)
+        value += float(g64 @ w)
+        scale += float(g64.abs() @ w.abs())
+    reference_name = "vᵀ(J w) by reverse-over-reverse"
+    leaves = [as_leaf(p) for p in primals]
+    try:
+        with torch.enable_grad():
+            y = f(*leaves)
+            if not y.requires_grad:
+                j_w = torch.zeros_like(y)
+            else:
+                u = torch.zeros_like(y, requires_grad=True)
+                gradients = torch.autograd.grad(
+                    y, leaves, u, create_graph=True, allow_unused=True, materialize_grads=True
+                )
+                product = sum(
+                    (g.reshape(-1) * w.to(g.dtype)).sum()
+                    for g, w in zip(gradients, ws, strict=True)
+                )
+                if not product.requires_grad:
+                    raise RuntimeError("the backward pass has no graph of its own")
+                (j_w,) = torch.autograd.grad(product, u, allow_unused=True, materialize_grads=True)
+    except Exception as error:  # no reference: the VJP stands as backward computed it
+        why = f"no second derivative graph ({first_line(error)[:160]})"
+        return Guard("backward", reference_name, value, math.nan, math.nan, None, None, (), why)
+    v64 = cotangent.detach().reshape(-1).to(torch.float64)
+    jw64 = j_w.detach().reshape(-1).to(torch.float64)
+    reference = float(v64 @ jw64)
+    reference_scale = float(v64.abs() @ jw64.abs())
+    dtype = vjps[0].dtype if vjps else torch.float64
+    tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
+    return Guard("backward", reference_name, value, reference, tolerance, passed)
+
+
+def probe_blocks(
+    f: Callable[..., torch.Tensor],
+    primals: Sequence[torch.Tensor],
+    y_shape: Sequence[int],
+    blocks: Sequence[tuple[torch.Tensor, int, int]],
+) -> Guard:
+    """Σ_b u_bᵀ J_b v_b from per-sample blocks (each with its input and output axis) against
+    (uᵀJ)·v from a reverse pass of the whole function: this also verifies that the function
+    really acts on each sample alone, since any block off the diagonal would show in J."""
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+    u = torch.randn(tuple(y_shape), generator=generator, dtype=torch.float64)
+    vs = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in primals]
+    value = scale = 0.0
+    for (block, input_axis, output_axis), v in zip(blocks, vs, strict=True):
+        count = block.shape[0]
+        j = block.detach().to(torch.float64).reshape(count, -1, v.numel() // count)
+        u_b = u.movedim(output_axis, 0).reshape(count, -1)
+        v_b = v.movedim(input_axis, 0).reshape(count, -1)
+        value += float(torch.einsum("bi,bij,bj->", u_b, j, v_b))
+        scale += float(torch.einsum("bi,bij,bj->", u_b.abs(), j.abs(), v_b.abs()))
+    reference_name = "(uᵀJ)·v by one reverse pass of the whole function"
+    try:
+        gradients = _reverse_pass(f, primals, u)
+    except Exception as error:  # the reference itself failed: say so rather than guess
+        why = f"the reverse pass failed ({first_line(error)[:160]})"
+        return Guard("per-sample", reference_name, value, math.nan, math.nan, None, None, (), why)
+    reference = reference_scale = 0.0
+    for gradient, v in zip(gradients, vs, strict=True):
+        g = gradient.detach().reshape(-1).to(torch.float64)
+        reference += float(g @ v.reshape(-1))
+        reference_scale += float(g.abs() @ v.reshape(-1).abs())
+    dtype = blocks[0][0].dtype if blocks else torch.float64
+    tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
+    return Guard("per-sample", reference_name, value, reference, tolerance, passed)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import validate_document
+
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
 
 
@@ -60,6 +62,7 @@ def test_installed_command_prints_the_lesson_jacobian_as_json() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     document = json.loads(done.stdout)
+    validate_document(document)
     x = np.array(document["inputs"]["x"]["values"])
     j = np.array(document["jacobian"]["y"]["x"]["values"])
     np.testing.assert_allclose(j[1, 1], np.exp(x[1]), rtol=1e-6)

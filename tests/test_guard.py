@@ -1,0 +1,94 @@
+"""The correctness guard: a method whose J disagrees with an independent product is caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jaccli.engine import Strategy, compute_jacobian, prepare
+from jaccli.engine import jacobian as jacobian_module
+from jaccli.engine.batched import compute_batched
+from jaccli.engine.trust import probe_jacobians
+from jaccli.errors import ComputationError
+from jaccli.functions import PRESETS
+from jaccli.functions.model import ELEMENTWISE, Function, InputSpec
+
+
+def _perturbing(broken: set[str]):
+    """A stand-in for jacobian_of whose methods in `broken` return J with one entry moved."""
+    real = jacobian_module.jacobian_of
+
+    def jacobian_of(f, primals, method, chunk_size=None, progress=None):
+        y, jacobians = real(f, primals, method, chunk_size, progress)
+        if method in broken:
+            jacobians = [j.contiguous().clone() for j in jacobians]
+            jacobians[0].view(-1)[1] += 0.01 * (1 + jacobians[0].abs().max())
+        return y, jacobians
+
+    return jacobian_of
+
+
+def _problem(name: str = "tanh_linear", dtype: str = "float64"):
+    return prepare(PRESETS[name], dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_wrong_method_falls_back_to_one_that_passes(monkeypatch, dtype: str) -> None:
+    problem = _problem(dtype=dtype)
+    planned = jacobian_module.plan_jacobian(problem).method
+    monkeypatch.setattr(jacobian_module, "jacobian_of", _perturbing({planned}))
+    result = compute_jacobian(problem)
+    monkeypatch.undo()
+    assert result.strategy == "loop-rev" != planned
+    assert result.guard is not None and result.guard.passed is True
+    assert result.guard.rejected[0].startswith(f"{planned} failed the correctness guard: uᵀ(J v)")
+    assert any("failed the correctness guard" in note for note in result.notes)
+    expected = compute_jacobian(problem, Strategy.LOOP).jacobians["y"]["x"]
+    np.testing.assert_array_equal(result.jacobians["y"]["x"], expected)
+
+
+def test_an_explicit_strategy_that_fails_the_guard_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(jacobian_module, "jacobian_of", _perturbing({"fwd"}))
+    with pytest.raises(ComputationError, match=r"--strategy fwd: fwd's J failed the correctness"):
+        compute_jacobian(_problem(), Strategy.FWD)
+
+
+def test_when_every_method_is_wrong_nothing_is_printed(monkeypatch) -> None:
+    everything = {"loop-rev", "loop-fwd", "rev", "fwd"}
+    monkeypatch.setattr(jacobian_module, "jacobian_of", _perturbing(everything))
+    with pytest.raises(ComputationError, match="no method gives a Jacobian of tanh_linear"):
+        compute_jacobian(_problem())
+
+
+def test_the_probe_reads_a_subset_of_rows_of_a_large_jacobian() -> None:
+    x = torch.randn(2000, dtype=torch.float64)  # 4.0 M entries: all of them are read
+    j = torch.diag(torch.cos(x))
+    guard = probe_jacobians(torch.sin, [x], x.shape, [j], "loop-rev")
+    assert guard.passed is True and guard.rows_probed is None
+    big = torch.randn(2048, 4096, dtype=torch.float64)
+    w = big.clone()
+    guard = probe_jacobians(lambda v: w @ v, [torch.randn(4096, dtype=torch.float64)], (2048,),
+                            [big], "rev")  # fmt: skip
+    assert guard.passed is True and guard.rows_probed == 2**22 // 4096
+    wrong = big.clone()
+    wrong[:, 7] += 1e-3  # a whole wrong column shows in any rows probed
+    guard = probe_jacobians(lambda v: w @ v, [torch.randn(4096, dtype=torch.float64)], (2048,),
+                            [wrong], "rev")  # fmt: skip
+    assert guard.passed is False
+
+
+def test_batched_blocks_of_a_function_that_is_not_separable_are_refused() -> None:
+    # claims to act elementwise, but every output depends on the sum of all inputs
+    lying = Function(
+        "lying",
+        "y = x + x.sum()",
+        (InputSpec("x", (4,), separable=ELEMENTWISE),),
+        lambda x: x + x.sum(),
+        output_shape=lambda shapes: shapes["x"],
+    )
+    problem = prepare(lying, dtype="float64")
+    with pytest.raises(ComputationError, match="may not act on each sample alone"):
+        compute_batched(problem)
+    honest = prepare(PRESETS["sigmoid"], shape_options=[("x", (5,))], dtype="float64")
+    assert compute_batched(honest).guard.passed is True

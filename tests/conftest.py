@@ -90,3 +90,53 @@ def values_of(entry: dict[str, Any]) -> np.ndarray:
 
 def shapes_of(document: dict[str, Any], key: str) -> dict[str, Sequence[int]]:
     return {name: entry["shape"] for name, entry in document[key].items()}
+
+
+@dataclass
+class Measured:
+    returncode: int
+    peak_kib: int
+    """The peak resident memory of the command, from the kernel's accounting of children."""
+    stdout: str
+    stderr: str
+
+
+_MEASURE = (
+    "import resource, subprocess, sys\n"
+    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "sys.stderr.write(done.stderr)\n"
+    "sys.stdout.write(done.stdout)\n"
+    "sys.stdout.write('\\n%d %d' % (done.returncode, "
+    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+)
+
+
+def measure(command: Sequence[str], timeout: float = 120, env: dict | None = None) -> Measured:
+    """Run `command` from a fresh Python of its own, so that the peak resident memory the kernel
+    reports for its children is this command's alone."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "100", **(env or {})},
+    )
+    stdout, _, tail = done.stdout.rpartition("\n")
+    returncode, peak = (int(part) for part in tail.split())
+    return Measured(returncode, peak, stdout, done.stderr)
+
+
+def jaccli_command() -> list[str]:
+    """The console script installed beside this Python, as a new user runs it."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).with_name("jaccli")
+    found = str(script) if script.exists() else shutil.which("jaccli")
+    if found is None:
+        pytest.fail("the jaccli console script is not installed (pip install -e .)")
+    return [found]

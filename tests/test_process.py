@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import validate_document
+from tests.conftest import jaccli_command, validate_document
 
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
-
-
-def _jaccli_command() -> list[str]:
-    """The console script installed beside this Python, as a new user runs it."""
-    script = Path(sys.executable).with_name("jaccli")
-    found = str(script) if script.exists() else shutil.which("jaccli")
-    if found is None:
-        pytest.fail("the jaccli console script is not installed (pip install -e .)")
-    return [found]
 
 
 def _modules_loaded_by(args: list[str]) -> set[str]:
@@ -53,7 +43,7 @@ def test_help_and_presets_never_import_torch(args: list[str]) -> None:
 
 def test_installed_command_prints_the_lesson_jacobian_as_json() -> None:
     done = subprocess.run(
-        [*_jaccli_command(), "jacobian", "--fn", "expsum", "--shape", "2x3", "--json"],
+        [*jaccli_command(), "jacobian", "--fn", "expsum", "--shape", "2x3", "--json"],
         capture_output=True,
         text=True,
         env=ENV,
@@ -83,7 +73,7 @@ def test_python_dash_m_runs_the_same_app_with_usage_exit_code() -> None:
 
 def test_output_piped_into_head_ends_quietly() -> None:
     # about 300 KB of table: far past the 64 KiB a pipe buffers, so the writer meets a closed pipe
-    command = [*_jaccli_command(), "jacobian", "--fn", "expsum", "--shape", "12x100", "--full"]
+    command = [*jaccli_command(), "jacobian", "--fn", "expsum", "--shape", "12x100", "--full"]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
     ) as process:
@@ -136,7 +126,7 @@ def test_ctrl_c_exits_130_without_a_traceback(args: list[str], delay: float) -> 
     import time
 
     with subprocess.Popen(
-        [*_jaccli_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+        [*jaccli_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
     ) as process:
         time.sleep(delay)
         process.send_signal(signal.SIGINT)

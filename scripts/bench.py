@@ -185,6 +185,49 @@ def batched_table(repeats: int, budget: int) -> list[str]:
     return rows
 
 
+def guard_table(repeats: int, budget: int) -> list[str]:
+    """What the correctness guard costs: compute_jacobian with it and with the probe replaced
+    by a stub that passes, interleaved run by run in this process."""
+    from jaccli.engine import compute_jacobian, prepare
+    from jaccli.engine import jacobian as jacobian_module
+    from jaccli.result import Guard
+
+    real_probe = jacobian_module.probe_jacobians
+
+    def no_probe(*args: object, **kwargs: object) -> Guard:
+        return Guard("stub", "none", 0.0, 0.0, 0.0, True)
+
+    rows = [
+        "| case | method | with guard | without | guard's share |",
+        "|---|---|---|---|---|",
+    ]
+    for name, build in CASES:
+        function, shapes, wrt = build()
+        problem = prepare(function, shape_options=shapes, wrt=wrt, budget=budget)
+        try:
+            method = compute_jacobian(problem, budget=budget).strategy
+        except Exception as error:  # refused over the budget: nothing to time
+            rows.append(f"| {name} | refused ({type(error).__name__}) | — | — | — |")
+            continue
+        count = 3 if problem.output_count * problem.input_count > 50_000_000 else repeats
+        guarded, bare = [], []
+        compute_jacobian(problem, budget=budget)  # warm-up
+        for _ in range(count):
+            for probe, times in ((real_probe, guarded), (no_probe, bare)):
+                jacobian_module.probe_jacobians = probe
+                start = time.perf_counter()
+                compute_jacobian(problem, budget=budget)
+                times.append(time.perf_counter() - start)
+        jacobian_module.probe_jacobians = real_probe
+        with_guard, without = statistics.median(guarded), statistics.median(bare)
+        rows.append(
+            f"| {name} | {method} | {with_guard * 1e3:.3g} ms | {without * 1e3:.3g} ms | "
+            f"{(with_guard - without) / without:+.1%} |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def run_process(command: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one whole process."""
     start = time.perf_counter()
@@ -247,8 +290,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cold-repeats", type=int, default=7)
     parser.add_argument("--skip-dense", action="store_true")
+    parser.add_argument("--guard-only", action="store_true", help="only the guard's cost")
     args = parser.parse_args()
-    cold = cold_table(args.cold_repeats)
+    cold = [] if args.guard_only else cold_table(args.cold_repeats)
     import torch
 
     from jaccli.engine.guard import default_budget
@@ -260,7 +304,11 @@ def main() -> None:
         f"{format_bytes(budget)}; in-process medians of {args.repeats} runs (3 for the slowest), "
         f"float32; whole-process medians of {args.cold_repeats} interleaved runs.\n"
     )
+    if args.guard_only:
+        print("\n".join(guard_table(args.repeats, budget)))
+        return
     print("\n".join(cold) + "\n")
+    print("\n".join(guard_table(args.repeats, budget)) + "\n")
     if not args.skip_dense:
         print("\n".join(dense_table(args.repeats, budget)) + "\n")
         print("\n".join(batched_table(args.repeats, budget)))

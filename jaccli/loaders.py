@@ -7,8 +7,11 @@ back; .safetensors holds no code by design.
 
 from __future__ import annotations
 
+import errno
+import io
 import math
 import os
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from jaccli.errors import UsageError
-from jaccli.spec import ArrayData, format_bytes, parse_json_array
+from jaccli.spec import MAX_NDIM, ArrayData, first_line, format_bytes, parse_json_array
 
 SUFFIXES = (".npy", ".pt", ".safetensors", ".json")
 
@@ -27,7 +30,12 @@ def _error(where: str, text: str) -> UsageError:
 
 
 def load_array(reference: str, size_limit: int) -> ArrayData:
-    """The array that `path`, `path#key` (safetensors) or `-` (JSON on stdin) holds."""
+    """The array that `path`, `path#key` (safetensors) or `-` (JSON on stdin) holds.
+
+    Only a regular file is read (a FIFO or a device would block or never end), and no more than
+    `size_limit` bytes of it; the numbers it claims to hold are counted against the same limit
+    before any of them is made.
+    """
     if reference == "-":
         text = sys.stdin.read(size_limit + 1)
         return parse_json_array(text, what="--value @-", size_limit=size_limit)
@@ -35,117 +43,180 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
     path = Path(path_text)
     if not path_text:
         raise _error(reference, "no file named after @")
-    if not path.exists():
-        raise _error(path_text, "no such file")
     if path.is_dir():
         raise _error(path_text, "is a directory, not a file")
     if path.suffix not in SUFFIXES:
         raise _error(path_text, f"unknown kind of file (use {', '.join(SUFFIXES)})")
     if key and path.suffix != ".safetensors":
         raise _error(reference, "#key selects a tensor in a .safetensors file only")
-    try:
-        size = path.stat().st_size
-        if size > size_limit:
-            raise _error(
-                path_text,
-                f"{format_bytes(size)} is over the limit of {format_bytes(size_limit)}; "
-                "raise it with --max-value-size",
-            )
-        with open(path, "rb"):
-            pass
-    except PermissionError:
-        raise _error(path_text, "cannot be read (permission denied)") from None
-    except OSError as error:
-        raise _error(path_text, f"cannot be read ({error.strerror})") from None
+    data = _read_regular_file(path, path_text, size_limit)
     if path.suffix == ".json":
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = data.decode("utf-8", errors="replace")
         return parse_json_array(text, what=f"--value @{path_text}", size_limit=size_limit)
     if path.suffix == ".npy":
-        array = _load_npy(path, path_text)
+        array = _load_npy(data, path_text, size_limit)
     elif path.suffix == ".pt":
-        array = _load_pt(path, path_text)
+        array = _load_pt(data, path_text, size_limit)
     else:
-        array = _load_safetensors(path, path_text, key)
+        array = _load_safetensors(data, path_text, key, size_limit)
     return _as_array(array, path_text)
 
 
-def _load_npy(path: Path, where: str) -> np.ndarray:
-    """A .npy array, after its header's shape and dtype are checked against the file size."""
-    with open(path, "rb") as file:
+def _read_regular_file(path: Path, where: str, size_limit: int) -> bytes:
+    """The bytes of a regular file, at most `size_limit` of them, read while checking."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise _error(where, _os_reason(error)) from None
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(descriptor)
+        if stat.S_ISDIR(status.st_mode):
+            raise _error(where, "is a directory, not a file")
+        if not stat.S_ISREG(status.st_mode):
+            raise _error(where, "is not a regular file (a pipe, socket or device); refused")
+        if status.st_size > size_limit:
+            raise _too_large(where, f"{format_bytes(status.st_size)}", size_limit)
         try:
-            version = np.lib.format.read_magic(file)
-            if version == (1, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
-            elif version == (2, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(file)
-            else:
-                raise _error(where, f".npy format version {version} is not supported")
-        except ValueError as error:
-            raise _error(where, f"not a valid .npy file ({error})") from None
-        if dtype.hasobject:
-            raise _error(where, "holds Python objects, which would need pickle; refused")
-        _check_dtype_kind(dtype.kind, where)
-        claimed = math.prod(shape) * dtype.itemsize
-        present = os.fstat(file.fileno()).st_size - file.tell()
-        if claimed != present:
-            raise _error(
-                where,
-                f"header claims shape {tuple(shape)} of {dtype} ({format_bytes(claimed)}) but "
-                f"the file holds {format_bytes(present)}; refused",
-            )
-    del fortran_order
-    return np.load(path, allow_pickle=False)
+            data = file.read(size_limit + 1)
+        except OSError as error:
+            raise _error(where, _os_reason(error)) from None
+    if len(data) > size_limit:  # it grew while being read
+        raise _too_large(where, f"more than {format_bytes(size_limit)}", size_limit)
+    return data
 
 
-def _load_pt(path: Path, where: str) -> Any:
+def _os_reason(error: OSError) -> str:
+    reasons = {
+        errno.ENOENT: "no such file",
+        errno.EACCES: "cannot be read (permission denied)",
+        errno.ELOOP: "is a loop of symbolic links",
+        errno.ENAMETOOLONG: "the file name is too long",
+        errno.ENOTDIR: "a part of the path is not a directory",
+    }
+    return reasons.get(error.errno or 0, f"cannot be read ({error.strerror})")
+
+
+def _too_large(where: str, size: str, size_limit: int) -> UsageError:
+    return _error(
+        where,
+        f"{size} is over the limit of {format_bytes(size_limit)}; raise it with --max-value-size",
+    )
+
+
+def _check_count(where: str, shape: tuple[int, ...], itemsize: int, size_limit: int) -> None:
+    """Refuse a shape with too many dimensions, or more numbers than the limit allows, before
+    any of them is made (a 1.5 KB .pt can hold a view of 10¹² numbers)."""
+    if len(shape) > MAX_NDIM:
+        raise _error(where, f"has {len(shape)} dimensions (at most {MAX_NDIM})")
+    if any(d < 0 for d in shape):
+        raise _error(where, f"claims a negative dimension in shape {tuple(shape)}")
+    count = math.prod(shape)
+    if count * max(itemsize, 4) > size_limit:
+        raise _error(
+            where,
+            f"holds {count} numbers ({format_bytes(count * max(itemsize, 4))}), over the limit "
+            f"of {format_bytes(size_limit)}; raise it with --max-value-size",
+        )
+
+
+def _load_npy(data: bytes, where: str, size_limit: int) -> np.ndarray:
+    """A .npy array, after its header's shape and dtype are checked against the file size."""
+    file = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(file)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(file)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(file)
+        else:
+            raise _error(where, f".npy format version {version} is not supported")
+    except (ValueError, SyntaxError, TypeError, OverflowError) as error:
+        raise _error(where, f"not a valid .npy file ({first_line(error)[:120]})") from None
+    if dtype.hasobject:
+        raise _error(where, "holds Python objects, which would need pickle; refused")
+    _check_dtype_kind(dtype.kind, where)
+    _check_count(where, tuple(shape), dtype.itemsize, size_limit)
+    claimed = math.prod(shape) * dtype.itemsize
+    present = len(data) - file.tell()
+    if claimed != present:
+        raise _error(
+            where,
+            f"header claims shape {tuple(shape)} of {dtype} ({format_bytes(claimed)}) but "
+            f"the file holds {format_bytes(present)}; refused",
+        )
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise _error(where, f"not a valid .npy file ({first_line(error)[:120]})") from None
+
+
+def _weights_only_reason(error: Exception) -> str:
+    """Why weights-only loading refused a file: torch's own reason, not its advice to turn the
+    protection off."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:160]
+
+
+def _load_pt(data: bytes, where: str, size_limit: int) -> Any:
     """A tensor saved with torch.save, loaded with weights_only=True and nothing else."""
-    import pickle
-
     import torch
 
     try:
         with warnings.catch_warnings():  # torch's notes on pickle protocols are not for users
             warnings.simplefilter("ignore")
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # a corrupt or hostile archive: any failure is the file's
+        reason = _weights_only_reason(error)
         raise _error(
-            where, f"not a plain tensor file; loading it safely (weights_only) failed: {reason}"
+            where,
+            f"refused by weights-only loading, which runs no code from the file: {reason}",
         ) from None
     if isinstance(loaded, dict) and len(loaded) == 1:
         (loaded,) = loaded.values()
     if not isinstance(loaded, torch.Tensor):
         raise _error(where, f"holds a {type(loaded).__name__}, not a single tensor")
+    if loaded.layout != torch.strided:
+        raise _error(where, f"holds a {loaded.layout} tensor; save a dense one (.to_dense())")
+    if loaded.is_quantized:
+        raise _error(where, "holds a quantized tensor; save a dense one (.dequantize())")
+    if loaded.device.type != "cpu":
+        raise _error(where, f"holds a tensor on the {loaded.device.type} device, with no values")
     if loaded.is_complex():
         raise _error(where, "holds complex numbers; jaccli works with real tensors")
     if loaded.dtype == torch.bool:
         raise _error(where, "holds booleans, not numbers")
+    _check_count(where, tuple(loaded.shape), loaded.element_size(), size_limit)
     if loaded.is_floating_point() and loaded.dtype not in (torch.float32, torch.float64):
         loaded = loaded.to(torch.float64)  # float16, bfloat16: numpy has no bfloat16
     return loaded.detach().numpy()
 
 
-def _load_safetensors(path: Path, where: str, key: str) -> np.ndarray:
-    from safetensors import SafetensorError, safe_open
+def _load_safetensors(data: bytes, where: str, key: str, size_limit: int) -> np.ndarray:
+    """One tensor of a .safetensors file (which holds no code by design)."""
+    from safetensors.numpy import load
 
     try:
-        with safe_open(str(path), framework="numpy") as file:
-            keys = list(file.keys())
-            if key:
-                if key not in keys:
-                    raise _error(
-                        f"{where}#{key}", f"no tensor {key!r} (tensors: {', '.join(keys)})"
-                    )
-                return file.get_tensor(key)
-            if len(keys) != 1:
-                raise _error(
-                    where, f"holds {len(keys)} tensors ({', '.join(keys)}); pick one with @file#key"
-                )
-            return file.get_tensor(keys[0])
-    except SafetensorError as error:
-        raise _error(where, f"not a valid .safetensors file ({error})") from None
-    except TypeError as error:  # dtypes numpy lacks, such as bfloat16
-        raise _error(where, f"cannot be read as numbers ({error})") from None
+        tensors = load(data)
+    except Exception as error:  # a corrupt header, or a dtype numpy lacks (bfloat16, F8, F4)
+        raise _error(
+            where, f"not a readable .safetensors file ({first_line(error)[:160]})"
+        ) from None
+    keys = sorted(tensors)
+    if key:
+        if key not in tensors:
+            raise _error(f"{where}#{key}", f"no tensor {key!r} (tensors: {', '.join(keys)})")
+        array = tensors[key]
+    elif len(keys) != 1:
+        raise _error(
+            where, f"holds {len(keys)} tensors ({', '.join(keys)}); pick one with @file#key"
+        )
+    else:
+        array = tensors[keys[0]]
+    _check_count(where, tuple(array.shape), array.dtype.itemsize, size_limit)
+    return array
 
 
 def _check_dtype_kind(kind: str, where: str) -> None:
@@ -159,7 +230,7 @@ def _check_dtype_kind(kind: str, where: str) -> None:
 
 def _as_array(array: Any, where: str) -> ArrayData:
     """The file's numbers as float32 or float64 (kept), other floats as float64, and integers
-    as int64."""
+    as int64; the count was checked before."""
     array = np.asarray(array)
     _check_dtype_kind(array.dtype.kind, where)
     if 0 in array.shape:

@@ -15,6 +15,8 @@ from jaccli.errors import UsageError
 Shape = tuple[int, ...]
 
 SCALAR_WORD = "scalar"
+MAX_NDIM = 64
+"""Dimensions a shape may have, as in torch."""
 MAX_DIMENSION_DIGITS = 12
 DEFAULT_VALUE_LIMIT = 256 * 1024**2
 """Bytes of a --value file or JSON text read at most, unless --max-value-size raises it."""
@@ -75,6 +77,10 @@ def parse_shape(text: str) -> Shape:
         if dimension < 1:
             raise UsageError(f"bad shape {text!r}: every dimension must be at least 1")
         dimensions.append(dimension)
+    if len(dimensions) > MAX_NDIM:
+        raise UsageError(
+            f"bad shape {_shorten(text)!r}: {len(dimensions)} dimensions (at most {MAX_NDIM})"
+        )
     return tuple(dimensions)
 
 
@@ -229,6 +235,8 @@ def _nested_shape(document: object, what: str) -> Shape:
     while isinstance(node, list):
         if not node:
             raise UsageError(f"{what}: empty list; every dimension must be at least 1")
+        if len(shape) == MAX_NDIM:
+            raise UsageError(f"{what}: nested more than {MAX_NDIM} lists deep")
         shape.append(len(node))
         node = node[0]
     return tuple(shape)

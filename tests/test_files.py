@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def test_a_pickled_pt_payload_is_refused_and_runs_nothing(jaccli, tmp_path: Path
     run = _jacobian_with_value(jaccli, f"x=@{path}")
     assert run.exit_code == 2
     line, document = run.stderr.splitlines()  # the line, and the JSON error object of --json
-    assert "not a plain tensor file; loading it safely (weights_only) failed" in line
+    assert "refused by weights-only loading, which runs no code from the file: Unsupported" in line
     assert json.loads(document)["error"]["code"] == "bad_value_file"
     assert not marker.exists()
 
@@ -111,7 +112,10 @@ def test_an_npy_header_claiming_a_huge_shape_is_refused_before_allocation(
         file.write(b"\0" * 48)
     run = _jacobian_with_value(jaccli, f"x=@{path}")
     assert run.exit_code == 2
-    assert "header claims shape (100000, 100000) of float64 (74.5 GiB)" in run.stderr
+    assert "holds 10000000000 numbers (74.5 GiB), over the limit of 256.0 MiB" in run.stderr
+    raised = _jacobian_with_value(jaccli, f"x=@{path}", "--max-value-size", "1TiB")
+    assert raised.exit_code == 2
+    assert "header claims shape (100000, 100000) of float64 (74.5 GiB)" in raised.stderr
 
 
 def test_complex_and_boolean_data_are_refused(jaccli, tmp_path: Path) -> None:
@@ -146,14 +150,14 @@ def test_an_unreadable_file_is_a_usage_error(
 ) -> None:
     path = tmp_path / "locked.npy"
     np.save(path, X)
-    real_open = open
+    real_open = os.open
 
     def deny(file, *args, **kwargs):  # root reads every file, so deny it here
         if str(file) == str(path):
             raise PermissionError(13, "Permission denied")
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr("builtins.open", deny)
+    monkeypatch.setattr("os.open", deny)
     run = _jacobian_with_value(jaccli, f"x=@{path}")
     assert run.exit_code == 2
     assert "cannot be read (permission denied)" in run.stderr

@@ -23,6 +23,7 @@ from jaccli.errors import UsageError
 from jaccli.spec import MAX_NDIM, ArrayData, first_line, format_bytes, parse_json_array
 
 SUFFIXES = (".npy", ".pt", ".safetensors", ".json")
+READ_CHUNK = 1024**2
 
 
 def _error(where: str, text: str) -> UsageError:
@@ -76,13 +77,17 @@ def _read_regular_file(path: Path, where: str, size_limit: int) -> bytes:
             raise _error(where, "is not a regular file (a pipe, socket or device); refused")
         if status.st_size > size_limit:
             raise _too_large(where, f"{format_bytes(status.st_size)}", size_limit)
+        chunks = []
+        total = 0
         try:
-            data = file.read(size_limit + 1)
+            while chunk := file.read(READ_CHUNK):
+                total += len(chunk)
+                if total > size_limit:  # it grew while being read
+                    raise _too_large(where, f"more than {format_bytes(size_limit)}", size_limit)
+                chunks.append(chunk)
         except OSError as error:
             raise _error(where, _os_reason(error)) from None
-    if len(data) > size_limit:  # it grew while being read
-        raise _too_large(where, f"more than {format_bytes(size_limit)}", size_limit)
-    return data
+    return b"".join(chunks)
 
 
 def _os_reason(error: OSError) -> str:

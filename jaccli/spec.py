@@ -6,6 +6,7 @@ No torch here: `jaccli --help` and `jaccli presets` import this module and must 
 from __future__ import annotations
 
 import json
+import keyword
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +22,6 @@ MAX_DIMENSION_DIGITS = 12
 DEFAULT_VALUE_LIMIT = 256 * 1024**2
 """Bytes of a --value file or JSON text read at most, unless --max-value-size raises it."""
 DTYPES = ("float32", "float64")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DIMENSION_SEPARATOR = re.compile(r"[x×]", re.IGNORECASE)
 
 
@@ -84,13 +84,19 @@ def parse_shape(text: str) -> Shape:
     return tuple(dimensions)
 
 
+def is_input_name(name: str) -> bool:
+    """An input's name is a Python identifier (not a keyword), on the command line as in
+    --expr and in a function's signature."""
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
 def split_named(text: str, option: str) -> tuple[str | None, str]:
     """`name=rest` into (`name`, `rest`); text with no `name=` prefix into (None, text)."""
     name, sep, rest = text.partition("=")
     if not sep:
         return None, text
     name = name.strip()
-    if not _NAME.fullmatch(name):
+    if not is_input_name(name):
         raise UsageError(
             f"bad {option} {_shorten(text)!r}: {_shorten(name)!r} is not an input name "
             f"(expected NAME=... or a value alone)"

@@ -11,7 +11,7 @@ import torch
 from jaccli.engine.evaluate import evaluate, single_output_name
 from jaccli.engine.guard import require_within_budget
 from jaccli.errors import ComputationError, UsageError
-from jaccli.functions.model import Function
+from jaccli.functions.model import Function, ShapeUnknown
 from jaccli.spec import ArrayData, Shape, format_shape
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -218,6 +218,40 @@ def meta_output_shapes(
     return {name: tuple(output.shape) for name, output in outputs.items()}, None
 
 
+def _rule_output_shapes(function: Function, shapes: dict[str, Shape]) -> dict[str, Shape] | None:
+    """The output shapes from the function's shape rule; None without one, or where the rule
+    does not know these shapes."""
+    if function.output_shape is None:
+        return None
+    try:
+        return {single_output_name(function.input_names): function.output_shape(shapes)}
+    except ShapeUnknown:
+        return None
+
+
+def _require_intermediates_fit(
+    function: Function,
+    shapes: dict[str, Shape],
+    input_bytes: int,
+    itemsize: int,
+    budget: int | None,
+) -> None:
+    """Refuse (exit 3) an expression whose intermediate tensors would pass the budget, before it
+    runs: `diag(x, 20000)` makes 400 million numbers out of one."""
+    if function.intermediate_elements is None:
+        return
+    try:
+        elements = function.intermediate_elements(shapes)
+    except ShapeUnknown:
+        return
+    require_within_budget(
+        f"evaluating {function.name} once ({elements} numbers in its intermediate results)",
+        input_bytes + elements * itemsize,
+        budget,
+        "use smaller shapes",
+    )
+
+
 def prepare(
     function: Function,
     *,
@@ -250,8 +284,7 @@ def prepare(
     torch_dtype = TORCH_DTYPES[dtype]
     itemsize = torch_dtype.itemsize
     input_bytes = sum(math.prod(shape) for shape in shapes.values()) * itemsize
-    single = single_output_name(function.input_names)
-    out_shapes = None if function.output_shape is None else {single: function.output_shape(shapes)}
+    out_shapes = _rule_output_shapes(function, shapes)
     if shapes_only:
         unknown = None
         if out_shapes is None:
@@ -264,6 +297,7 @@ def prepare(
             function, dtype, meta, wrt_names, out_shapes or {}, generator, output_unknown=unknown
         )
     require_within_budget("the inputs", input_bytes, budget, "use smaller shapes")
+    _require_intermediates_fit(function, shapes, input_bytes, itemsize, budget)
     if out_shapes is not None:
         output_bytes = sum(math.prod(shape) for shape in out_shapes.values()) * itemsize
         require_within_budget(

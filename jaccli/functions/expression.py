@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import ast
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaccli.errors import ComputationError, UsageError
+from jaccli.functions.expression_shapes import ShapeWalk
 from jaccli.functions.model import Function, InputSpec
+from jaccli.spec import Shape
 
 MAX_LENGTH = 500
 MAX_NODES = 300
 MAX_LITERAL = 1e6
+MAX_FOLDED = 1e12
+"""Largest magnitude of a constant sub-expression such as `1e6 * 1e6`."""
 MAX_EXPONENT = 64
 MAX_INDEX = 1_000_000
 KEYWORDS = frozenset({"dim", "keepdim", "p"})
@@ -105,11 +109,24 @@ def compile_expression(text: str) -> Function:
     def call(**inputs: Any) -> Any:
         return _evaluate(body, inputs, _torch_functions())
 
+    def output_shape(shapes: Mapping[str, Shape]) -> Shape:
+        shape = ShapeWalk(shapes).shape(body)
+        if shape is None:
+            raise _reject("the expression is a constant; it needs an input")
+        return shape
+
+    def intermediate_elements(shapes: Mapping[str, Shape]) -> int:
+        walk = ShapeWalk(shapes)
+        walk.shape(body)
+        return walk.elements
+
     return Function(
         name="expr",
         formula=f"y = {ast.unparse(body)}",
         inputs=tuple(InputSpec(name, default_shape=None) for name in names),
         call=call,
+        output_shape=output_shape,
+        intermediate_elements=intermediate_elements,
     )
 
 
@@ -120,6 +137,30 @@ def _literal_number(node: ast.expr) -> float | int | None:
         return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
         return node.value
+    return None
+
+
+def _folded(node: ast.expr) -> float | None:
+    """The value of a constant sub-expression (numbers, + - * / ** and unary minus), computed
+    in floats and refused past MAX_FOLDED; None when the node involves an input."""
+    if isinstance(node, ast.Constant):
+        return float(node.value) if type(node.value) in (int, float) else None
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        inner = _folded(node.operand)
+        return None if inner is None else float(_UNARY[type(node.op)](inner))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _folded(node.left), _folded(node.right)
+        if left is None or right is None:
+            return None
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise _reject(f"exponent {right:g} is past the bound of {MAX_EXPONENT}")
+        try:
+            value = float(_BINARY[type(node.op)](left, right))
+        except (ArithmeticError, ValueError, TypeError):
+            raise _reject(f"the constant {ast.unparse(node)} cannot be computed") from None
+        if not abs(value) <= MAX_FOLDED:  # also NaN and complex powers of negatives
+            raise _reject(f"the constant {ast.unparse(node)} is past the bound of {MAX_FOLDED:g}")
+        return value
     return None
 
 
@@ -142,8 +183,6 @@ def _check(node: ast.AST, names: list[str]) -> None:
     if isinstance(node, ast.Constant):
         _check_literal(node)
     elif isinstance(node, ast.Name):
-        if node.id.startswith("_"):
-            raise _reject(f"name {node.id!r} is not allowed")
         if node.id in ALLOWED_CALLS:
             raise _reject(f"{node.id!r} is a function: call it, as in {node.id}(x)")
         if node.id not in names:
@@ -151,12 +190,13 @@ def _check(node: ast.AST, names: list[str]) -> None:
     elif isinstance(node, ast.BinOp):
         if type(node.op) not in _BINARY:
             raise _reject(f"operator {type(node.op).__name__} is not allowed (use + - * / ** @)")
-        if isinstance(node.op, ast.Pow):
-            exponent = _literal_number(node.right)
-            if exponent is not None and abs(exponent) > MAX_EXPONENT:
-                raise _reject(f"exponent {exponent!r} is past the bound of {MAX_EXPONENT}")
         _check(node.left, names)
         _check(node.right, names)
+        if isinstance(node.op, ast.Pow):
+            exponent = _folded(node.right)
+            if exponent is not None and abs(exponent) > MAX_EXPONENT:
+                raise _reject(f"exponent {exponent:g} is past the bound of {MAX_EXPONENT}")
+        _folded(node)  # a constant sub-expression is computed here, within bounds
     elif isinstance(node, ast.UnaryOp):
         if type(node.op) not in _UNARY:
             raise _reject(f"operator {type(node.op).__name__} is not allowed")

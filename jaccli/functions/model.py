@@ -66,6 +66,10 @@ class InputSpec:
 ShapeRule = Callable[[Mapping[str, Shape]], Shape]
 
 
+class ShapeUnknown(Exception):
+    """A shape rule that does not cover these shapes: one real pass (or torch) will tell."""
+
+
 @dataclass(frozen=True)
 class Function:
     """A function of named tensor inputs, with a one-line formula for people to read."""
@@ -78,6 +82,9 @@ class Function:
     output_shape: ShapeRule | None = None
     """y's shape from the input shapes, in pure Python (no tensor, no torch start-up); raises
     UsageError naming the mismatch when they cannot work together. None: one real pass tells."""
+    intermediate_elements: Callable[[Mapping[str, Shape]], int] | None = None
+    """Elements of every tensor one call makes, from the input shapes (an expression's), to
+    hold against the memory budget before it runs; None where that cannot be known."""
     source_file: str | None = None
     """The user's file the callable came from, to point at the line that raised."""
     integer_inputs: bool = False

@@ -275,25 +275,6 @@ def _problem(
     )
 
 
-JSON_BYTES_PER_NUMBER = 64
-"""Python's float objects, the nested lists and the text of one number in a JSON document."""
-
-
-def _require_json_fits(problem: Problem, batched: bool, budget: int | None) -> None:
-    """A JSON document of a huge J would need many times J's memory: refuse it up front."""
-    from jaccli.engine.guard import require_within_budget
-
-    if batched:
-        return
-    numbers = problem.output_count * problem.input_count
-    require_within_budget(
-        f"--json of the {problem.output_count}×{problem.input_count} Jacobian",
-        numbers * JSON_BYTES_PER_NUMBER,
-        budget,
-        "use --out j.npy (or .safetensors) for the numbers, --batched, or vjp",
-    )
-
-
 def _show_plan(
     problem: Problem, strategy: Any, budget: int | None, batched: bool, json_: bool
 ) -> None:
@@ -448,7 +429,9 @@ def jacobian(
                 out_path, jacobian_keys(list(problem.output_shapes), list(problem.wrt))
             )
         if json_:
-            _require_json_fits(problem, batched, budget)
+            from jaccli.engine import require_json_fits
+
+            require_json_fits(problem, budget, batched=batched)
         from jaccli.engine import run_jacobian
         from jaccli.render.progress import progress_bar
 

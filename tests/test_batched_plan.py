@@ -129,7 +129,7 @@ def test_json_of_a_huge_jacobian_is_refused_before_computing(jaccli) -> None:
     )
     assert run.exit_code == 3
     assert run.stdout == ""
-    assert "--json of the 3000×3000 Jacobian would need about" in run.stderr
+    assert "--json of the 3000×3000 Jacobian (9000000 numbers) would need about" in run.stderr
     assert "--out j.npy" in run.stderr
 
 

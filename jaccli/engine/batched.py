@@ -65,8 +65,7 @@ def plan_batched(problem: Problem, budget: int | None = None) -> Plan:
         passes = max(passes, y_sample)
     method = method_in_mode("rev", passes, problem.input_count)
     limit = budget_or_default(budget)
-    inputs_bytes = sum(t.numel() for t in problem.inputs.values()) * itemsize
-    peak = inputs_bytes + (result_bytes if method == "loop-rev" else 2 * result_bytes)
+    peak = problem.resident_bytes + (result_bytes if method == "loop-rev" else 2 * result_bytes)
     reason = (
         f"block-diagonal: {passes} reverse pass{'es' if passes > 1 else ''} of y summed over "
         "the sample axis"

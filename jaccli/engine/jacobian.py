@@ -114,8 +114,8 @@ def plan_jacobian(
     itemsize = problem.torch_dtype.itemsize
     result_bytes = n_out * n_in * itemsize
     row_bytes = n_in * itemsize
-    inputs_bytes = sum(t.numel() for t in problem.inputs.values()) * itemsize
-    available = limit - inputs_bytes
+    resident = problem.resident_bytes
+    available = limit - resident
     chunk_size = None
     if _peak(method, result_bytes, row_bytes, None) > available and result_bytes < available:
         if method == "rev":
@@ -124,7 +124,7 @@ def plan_jacobian(
         elif method == "fwd":
             method = "loop-fwd"
             reason += "; a loop of forward passes keeps it within the budget"
-    peak = _peak(method, result_bytes, row_bytes, chunk_size) + inputs_bytes
+    peak = _peak(method, result_bytes, row_bytes, chunk_size) + resident
     refused = None
     if peak > limit:
         refused = (

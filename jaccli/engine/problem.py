@@ -49,6 +49,14 @@ class Problem:
         return sum(math.prod(shape) for shape in self.output_shapes.values())
 
     @property
+    def resident_bytes(self) -> int:
+        """What one call of the function holds besides J: the inputs, the fresh copies it gets
+        (NOTE [the user's function is a guest]), about as much again in intermediate results,
+        and the outputs."""
+        inputs = sum(t.numel() * t.element_size() for t in self.inputs.values())
+        return 3 * inputs + self.output_count * self.torch_dtype.itemsize
+
+    @property
     def input_count(self) -> int:
         """Elements in all `wrt` inputs together: the columns of J."""
         return sum(self.inputs[name].numel() for name in self.wrt)
@@ -176,9 +184,34 @@ def make_inputs(
             if not (data.is_integer and name in keep_integers):
                 tensor = tensor.to(dtype)
         else:
-            tensor = torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+            tensor = draw_normal(shape, generator, dtype)
         tensors[name] = tensor
     return tensors
+
+
+DRAW_CHUNK = 2**20
+"""Numbers drawn in float64 at once; a multiple of 16, like torch's vectorized normal fill."""
+
+
+def draw_normal(shape: Shape, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Standard-normal float64 draws cast to `dtype`, the same numbers as one
+    `torch.randn(shape, dtype=torch.float64)` call, drawn a chunk at a time so that no float64
+    copy of the whole tensor exists.
+
+    torch fills 16 numbers at a time and redraws the last 16 of a tail, so chunks of a multiple
+    of 16 followed by a last chunk of at least 16 continue the one stream exactly.
+    """
+    count = math.prod(shape)
+    out = torch.empty(count, dtype=dtype)
+    start = 0
+    while start < count:
+        size = min(DRAW_CHUNK, count - start)
+        if 0 < count - start - size < 16:
+            size = count - start
+        chunk = torch.randn(size, generator=generator, dtype=torch.float64)
+        out[start : start + size] = chunk
+        start += size
+    return out.reshape(shape)
 
 
 def seeded_generator(seed: int) -> torch.Generator:
@@ -296,12 +329,17 @@ def prepare(
         return Problem(
             function, dtype, meta, wrt_names, out_shapes or {}, generator, output_unknown=unknown
         )
-    require_within_budget("the inputs", input_bytes, budget, "use smaller shapes")
+    # the inputs, the fresh copies each call gets and as much again in intermediate results
+    resident = 3 * input_bytes
+    require_within_budget("the inputs and one call on them", resident, budget, "use smaller shapes")
     _require_intermediates_fit(function, shapes, input_bytes, itemsize, budget)
     if out_shapes is not None:
         output_bytes = sum(math.prod(shape) for shape in out_shapes.values()) * itemsize
         require_within_budget(
-            "the inputs and outputs", input_bytes + output_bytes, budget, "use smaller shapes"
+            "the inputs, one call on them and the outputs",
+            resident + output_bytes,
+            budget,
+            "use smaller shapes",
         )
     # A user's input outside wrt keeps the integers it was given (targets, indices); a preset's
     # constants are always floating.

@@ -31,6 +31,26 @@ DEFAULT_VIEW_SLICES = 64
 """Past this many slices, vjp shows the plain result unless --view asks for the slices."""
 
 
+JSON_BYTES_PER_NUMBER = 64
+"""Python's float objects, the nested lists and the text of one number in a JSON document."""
+
+
+def require_json_fits(problem: Problem, budget: int | None, *, batched: bool = False) -> None:
+    """A JSON document of a huge J would need many times J's memory: refuse it up front."""
+    if batched:
+        numbers = plan_batched(problem, budget).result_bytes // problem.torch_dtype.itemsize
+        shape = "per-sample"
+    else:
+        numbers = problem.output_count * problem.input_count
+        shape = f"{problem.output_count}×{problem.input_count}"
+    require_within_budget(
+        f"--json of the {shape} Jacobian ({numbers} numbers)",
+        numbers * JSON_BYTES_PER_NUMBER,
+        budget,
+        "use --out j.npy (or .safetensors) for the numbers, --batched, or vjp",
+    )
+
+
 def plan_report(
     problem: Problem,
     strategy: Strategy = Strategy.AUTO,

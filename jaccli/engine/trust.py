@@ -114,10 +114,12 @@ def _reference(
     """(uᵀJ)·v from one reverse pass, and Σ|uᵀJ||v|."""
     reference = reference_scale = 0.0
     for gradient, v in zip(_reverse_pass(f, primals, u), vs, strict=True):
-        g = gradient.detach().reshape(-1).to(torch.float64)
-        v = v.reshape(-1)
-        reference += float(g @ v)
-        reference_scale += float(g.abs() @ v.abs())
+        g, v = gradient.detach().reshape(-1), v.reshape(-1)
+        for start in range(0, g.numel(), ROW_CHUNK_ENTRIES):
+            g_part = g[start : start + ROW_CHUNK_ENTRIES].to(torch.float64)
+            v_part = v[start : start + ROW_CHUNK_ENTRIES].to(torch.float64)
+            reference += float(g_part @ v_part)
+            reference_scale += float(g_part.abs() @ v_part.abs())
     return reference, reference_scale
 
 
@@ -213,24 +215,32 @@ def probe_blocks(
 ) -> Guard:
     """Σ_b u_bᵀ J_b v_b from per-sample blocks (each with its input and output axis) against
     (uᵀJ)·v from a reverse pass of the whole function: this also verifies that the function
-    really acts on each sample alone, since any block off the diagonal would show in J."""
+    really acts on each sample alone, since any block off the diagonal would show in J.
+
+    u and v are drawn in the blocks' dtype and the sums taken a bounded number of samples at a
+    time in float64, so the probe holds about one more input's worth of memory."""
     generator = torch.Generator().manual_seed(GUARD_SEED)
-    u = torch.randn(tuple(y_shape), generator=generator, dtype=torch.float64)
-    vs = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in primals]
+    dtype = blocks[0][0].dtype if blocks else torch.float64
+    u = torch.randn(tuple(y_shape), generator=generator, dtype=dtype)
+    vs = [torch.randn(p.shape, generator=generator, dtype=dtype) for p in primals]
     value = scale = 0.0
     for (block, input_axis, output_axis), v in zip(blocks, vs, strict=True):
         count = block.shape[0]
-        j = block.detach().to(torch.float64).reshape(count, -1, v.numel() // count)
-        u_b = u.movedim(output_axis, 0).reshape(count, -1)
-        v_b = v.movedim(input_axis, 0).reshape(count, -1)
-        value += float(torch.einsum("bi,bij,bj->", u_b, j, v_b))
-        scale += float(torch.einsum("bi,bij,bj->", u_b.abs(), j.abs(), v_b.abs()))
+        u_b, v_b = u.movedim(output_axis, 0), v.movedim(input_axis, 0)
+        step = max(1, ROW_CHUNK_ENTRIES // max(block[0].numel(), 1))
+        for start in range(0, count, step):
+            stop = min(count, start + step)
+            j = block[start:stop].detach().to(torch.float64)
+            j = j.reshape(stop - start, -1, v_b[0].numel())
+            u_part = u_b[start:stop].reshape(stop - start, -1).to(torch.float64)
+            v_part = v_b[start:stop].reshape(stop - start, -1).to(torch.float64)
+            value += float(torch.einsum("bi,bij,bj->", u_part, j, v_part))
+            scale += float(torch.einsum("bi,bij,bj->", u_part.abs(), j.abs(), v_part.abs()))
     reference_name = "(uᵀJ)·v by one reverse pass of the whole function"
     try:
         reference, reference_scale = _reference(f, primals, u, vs)
     except Exception as error:  # the reference itself failed: say so rather than guess
         why = f"the reverse pass failed ({first_line(error)[:160]})"
         return Guard("per-sample", reference_name, value, math.nan, math.nan, None, None, (), why)
-    dtype = blocks[0][0].dtype if blocks else torch.float64
     tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
     return Guard("per-sample", reference_name, value, reference, tolerance, passed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import traceback as traceback_module
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,29 @@ _ClickException: type[Exception] = next(
 )
 
 
+ASCII_GLYPHS = str.maketrans(
+    {
+        "∂": "d", "‖": "|", "₂": "_2", "²": "^2", "ᵀ": "^T", "·": "*", "×": "x", "…": "...",
+        "⋮": ":", "✓": "ok", "✗": "FAIL", "≤": "<=", "≥": ">=", "θ": "theta", "φ": "phi",
+        "Σ": "sum", "ε": "eps", "—": "-", "─": "-", "│": "|", "→": "->", "↦": "->", "⋅": "*",
+    }
+)  # fmt: skip
+"""Stand-ins for the glyphs jaccli prints, where the stream cannot encode them (LC_ALL=C)."""
+
+
+def encodable(stream: Any, text: str) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _write(stream: Any, text: str) -> None:
+    """Write text the stream can encode: glyphs it cannot are spelt in ASCII, then replaced."""
+    if not encodable(stream, text):
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        text = text.translate(ASCII_GLYPHS).encode(encoding, errors="replace").decode(encoding)
     stream.write(text)
     stream.flush()
 
@@ -42,7 +65,7 @@ def _report_error(command: str, code: str, message: str, as_json: bool) -> None:
     if as_json:
         from jaccli.render.document import dumps, error_document
 
-        _write(sys.stderr, dumps(error_document(code, message)) + "\n")
+        _write(sys.stderr, dumps(error_document(code, message), ensure_ascii=True) + "\n")
 
 
 class JaccliGroup(TyperGroup):
@@ -77,7 +100,33 @@ app = typer.Typer(
 
 @contextmanager
 def reporting(command: str, as_json: bool, show_traceback: bool) -> Iterator[None]:
-    """The error boundary: JaccliError becomes one line and its exit code, never a traceback."""
+    """The error boundary: JaccliError becomes one line and its exit code, never a traceback.
+
+    Python warnings raised meanwhile (torch's, numpy's, the user's) are held back and printed
+    as one-line jaccli warnings, without the install paths Python's own form shows.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            with _error_boundary(command, as_json, show_traceback):
+                yield
+        finally:
+            for text in dict.fromkeys(_warning_line(w) for w in caught if _worth_showing(w)):
+                _write(sys.stderr, f"{command}: warning: {text}\n")
+
+
+def _worth_showing(caught: warnings.WarningMessage) -> bool:
+    """A warning about the user's code or data, not torch's notes on its own internals."""
+    return not issubclass(caught.category, DeprecationWarning | FutureWarning)
+
+
+def _warning_line(caught: warnings.WarningMessage) -> str:
+    text = str(caught.message).strip()
+    return f"{caught.category.__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+@contextmanager
+def _error_boundary(command: str, as_json: bool, show_traceback: bool) -> Iterator[None]:
     try:
         yield
     except JaccliError as error:
@@ -90,7 +139,10 @@ def reporting(command: str, as_json: bool, show_traceback: bool) -> Iterator[Non
     except Exception as error:
         if show_traceback:
             traceback_module.print_exc()
-        message = f"internal error: {type(error).__name__}: {error} (run with --traceback)"
+        message = (
+            f"internal error: {type(error).__name__}: {spec.first_line(error)[:300]} "
+            "(run with --traceback)"
+        )
         _report_error(command, "internal", message, as_json)
         raise typer.Exit(ExitCode.COMPUTATION) from None
 
@@ -98,7 +150,10 @@ def reporting(command: str, as_json: bool, show_traceback: bool) -> Iterator[Non
 def _emit_json(document: dict[str, Any]) -> None:
     from jaccli.render.document import dumps
 
-    _write(sys.stdout, dumps(document) + "\n")
+    text = dumps(document)
+    if not encodable(sys.stdout, text):  # \u escapes keep the document exact in ASCII
+        text = dumps(document, ensure_ascii=True)
+    _write(sys.stdout, text + "\n")
 
 
 FULL_WIDTH = 1_000_000
@@ -291,6 +346,7 @@ def _show_plan(
 
         _emit_rich(plan_renderable(report))
     if report.plan.refused is not None:
+        _report_error("jacobian", "memory_budget", report.plan.refused, json_)
         raise typer.Exit(ExitCode.RESOURCE)
 
 
@@ -340,13 +396,14 @@ def _finish(
     *,
     full: bool = False,
     out: Path | None = None,
+    force: bool = False,
 ) -> None:
     """Write --out, print the result (the JSON document or the tables), then warnings; exit 1
     when a check failed."""
     if out is not None:
         from jaccli.render.files import result_arrays, write_out
 
-        write_out(out, result_arrays(result))
+        write_out(out, result_arrays(result), force)
     if as_json:
         _emit_json(document())
     else:
@@ -457,6 +514,7 @@ def jacobian(
             lambda: jacobian_renderable(result, _layout(precision, full)),
             full=full,
             out=out_path,
+            force=force,
         )
 
 
@@ -522,6 +580,7 @@ def vjp(
             lambda: vjp_renderable(result, _layout(precision, full)),
             full=full,
             out=out_path,
+            force=force,
         )
 
 

@@ -44,9 +44,9 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
     path = Path(path_text)
     if not path_text:
         raise _error(reference, "no file named after @")
-    if path.is_dir():
-        raise _error(path_text, "is a directory, not a file")
     if path.suffix not in SUFFIXES:
+        if _is_dir(path):
+            raise _error(path_text, "is a directory, not a file")
         raise _error(path_text, f"unknown kind of file (use {', '.join(SUFFIXES)})")
     if key and path.suffix != ".safetensors":
         raise _error(reference, "#key selects a tensor in a .safetensors file only")
@@ -61,6 +61,13 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
     else:
         array = _load_safetensors(data, path_text, key, size_limit)
     return _as_array(array, path_text)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _read_regular_file(path: Path, where: str, size_limit: int) -> bytes:

@@ -128,6 +128,25 @@ def guest_code(what: str, source_file: str | None = None) -> Iterator[None]:
         ) from error
 
 
+@contextlib.contextmanager
+def blaming_user_code(function: Function) -> Iterator[None]:
+    """Turn an exception raised in the user's file while jaccli differentiates (a custom
+    `backward` or `jvp` that fails) into ComputationError naming the file and line; anything
+    else passes through untouched."""
+    try:
+        yield
+    except ComputationError:
+        raise
+    except Exception as error:
+        where = _where(error, function.source_file)
+        if not where:
+            raise
+        raise ComputationError(
+            f"differentiating {function.name} raised {type(error).__name__}: "
+            f"{first_line(error)}{where}"
+        ) from error
+
+
 def _fresh(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: t.clone() for name, t in inputs.items()}
 

@@ -319,6 +319,8 @@ def prepare(
     input_bytes = sum(math.prod(shape) for shape in shapes.values()) * itemsize
     out_shapes = _rule_output_shapes(function, shapes)
     if shapes_only:
+        if input_bytes >= 2**62:  # past what any tensor, even one without values, can describe
+            require_within_budget("the inputs", input_bytes, budget, "use smaller shapes")
         unknown = None
         if out_shapes is None:
             out_shapes, unknown = meta_output_shapes(function, shapes, torch_dtype)

@@ -245,6 +245,8 @@ def _check_call(node: ast.Call, names: list[str]) -> None:
             isinstance(keyword.value, ast.Constant) and isinstance(keyword.value.value, bool)
         ):
             raise _reject(f"keyword {keyword.arg}= takes a literal number or True/False")
+        if keyword.arg == "dim" and not isinstance(_literal_number(keyword.value), int):
+            raise _reject("keyword dim= takes a literal integer")
         if isinstance(keyword.value, ast.Constant):
             if not isinstance(keyword.value.value, bool):
                 _check_literal(keyword.value)

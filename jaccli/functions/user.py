@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import importlib
 import importlib.util
 import inspect
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -136,9 +138,12 @@ def _positional_call(
 
 def _load_file(path_text: str) -> ModuleType:
     path = Path(path_text)
-    if not path.exists():
-        raise UsageError(f"--fn: file {path_text!r} does not exist", code="bad_function")
-    if not path.is_file() and not path.is_dir():
+    try:
+        status = path.stat()
+    except OSError as error:
+        reason = "does not exist" if error.errno == errno.ENOENT else f"({error.strerror})"
+        raise UsageError(f"--fn: file {path_text!r} {reason}", code="bad_function") from None
+    if not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
         raise UsageError(f"--fn: {path_text!r} is not a regular file", code="bad_function")
     if path.is_dir():
         raise UsageError(f"--fn: {path_text!r} is a directory, not a .py file", code="bad_function")

@@ -221,6 +221,6 @@ def error_document(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-def dumps(document: dict[str, Any]) -> str:
+def dumps(document: dict[str, Any], *, ensure_ascii: bool = False) -> str:
     """The document as one line of strict JSON (no bare NaN or Infinity)."""
-    return json.dumps(document, allow_nan=False, ensure_ascii=False)
+    return json.dumps(document, allow_nan=False, ensure_ascii=ensure_ascii)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +36,33 @@ class OutArray:
     column_name: str
 
 
+def _exists(path: Path) -> bool:
+    """Whether anything, a dangling symbolic link included, has this name."""
+    return os.path.lexists(path)
+
+
 def checked_out_path(path_text: str, force: bool) -> Path:
-    """The `--out` path, refused before any work when it cannot or should not be written."""
+    """The `--out` path, refused before any work when it cannot or should not be written
+    (checked again when the file is published: see `write_out`)."""
     path = Path(path_text)
     if path.suffix not in SUFFIXES:
         raise UsageError(
             f"--out {path_text!r}: unknown kind of file (use {', '.join(SUFFIXES)})",
             code="bad_out",
         )
-    if path.is_dir():
-        raise UsageError(f"--out {path_text!r} is a directory", code="bad_out")
-    if not path.parent.is_dir():
-        raise UsageError(f"--out {path_text!r}: no directory {str(path.parent)!r}", code="bad_out")
-    if path.exists() and not force:
-        raise UsageError(f"--out {path_text!r} exists; add --force to replace it", code="bad_out")
+    try:
+        if path.is_dir():
+            raise UsageError(f"--out {path_text!r} is a directory", code="bad_out")
+        if not path.parent.is_dir():
+            raise UsageError(
+                f"--out {path_text!r}: no directory {str(path.parent)!r}", code="bad_out"
+            )
+        if _exists(path) and not force:
+            raise UsageError(
+                f"--out {path_text!r} exists; add --force to replace it", code="bad_out"
+            )
+    except OSError as error:  # a name too long, a loop of links
+        raise UsageError(f"--out {path_text!r}: {error.strerror}", code="bad_out") from None
     return path
 
 
@@ -83,20 +97,46 @@ def result_arrays(result: JacobianResult | VjpResult) -> list[OutArray]:
     ]
 
 
-def write_out(path: Path, arrays: list[OutArray]) -> None:
-    """Write the arrays to `path` through a temporary file renamed into place."""
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix
-    )
+def write_out(path: Path, arrays: list[OutArray], force: bool = False) -> None:
+    """Write the arrays to a temporary file beside `path`, then publish it: without `force` by
+    a hard link, which fails if anything has taken the name meanwhile (nothing is replaced);
+    with `force` by a rename over the old file, keeping its permissions. The file gets the
+    permissions the umask gives a new file; a failure leaves no partial file behind."""
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".jaccli-", suffix=path.suffix)
+    except OSError as error:
+        raise ComputationError(f"cannot write --out {str(path)!r}: {error.strerror}") from None
     os.close(handle)
     try:
         _WRITERS[path.suffix](Path(temporary), arrays)
-        os.replace(temporary, path)
+        os.chmod(temporary, _mode_for(path, force))
+        if force:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+    except FileExistsError:
+        raise ComputationError(
+            f"--out {str(path)!r} appeared while computing; nothing was replaced (add --force "
+            "to replace it)",
+            code="bad_out",
+        ) from None
     except OSError as error:
-        raise ComputationError(f"--out {str(path)!r}: writing failed ({error.strerror})") from None
+        raise ComputationError(f"cannot write --out {str(path)!r}: {error.strerror}") from None
     finally:
-        if os.path.exists(temporary):
+        if os.path.lexists(temporary):
             os.unlink(temporary)
+
+
+def _mode_for(path: Path, force: bool) -> int:
+    """The replaced file's permissions with --force, else a new file's under the umask."""
+    if force:
+        try:
+            return stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _write_npy(path: Path, arrays: list[OutArray]) -> None:
@@ -107,14 +147,15 @@ def _write_npy(path: Path, arrays: list[OutArray]) -> None:
 def _write_pt(path: Path, arrays: list[OutArray]) -> None:
     import torch
 
-    tensors = {a.key: torch.from_numpy(np.ascontiguousarray(a.array)) for a in arrays}
+    # np.ascontiguousarray would turn a 0-d array into shape (1,)
+    tensors = {a.key: torch.from_numpy(np.array(a.array, order="C")) for a in arrays}
     torch.save(tensors[arrays[0].key] if len(arrays) == 1 else tensors, path)
 
 
 def _write_safetensors(path: Path, arrays: list[OutArray]) -> None:
     from safetensors.numpy import save_file
 
-    save_file({a.key: np.ascontiguousarray(a.array) for a in arrays}, str(path))
+    save_file({a.key: np.array(a.array, order="C") for a in arrays}, str(path))
 
 
 def _write_csv(path: Path, arrays: list[OutArray]) -> None:

@@ -41,6 +41,7 @@ SAME_SHAPE = frozenset(
     ]
 )
 REDUCTIONS = frozenset(["sum", "mean", "prod", "logsumexp", "norm", "max", "min"])
+BINARY_CALLS = frozenset({"outer", "dot", "matmul"})
 Scalar = None
 """The shape of a Python number in the expression: it broadcasts against anything."""
 
@@ -93,8 +94,8 @@ class ShapeWalk:
             args = list(node.args)
         shapes = [self.shape(a) for a in args]
         keywords = {k.arg: _literal(k.value) for k in node.keywords}
-        if not shapes:
-            raise ShapeUnknown(name)
+        if len(shapes) < (2 if name in BINARY_CALLS else 1):
+            raise _reject(f"{name} takes {2 if name in BINARY_CALLS else 1} tensor arguments")
         first = _tensor(shapes[0])
         if name in SAME_SHAPE:
             return first

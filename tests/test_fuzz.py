@@ -1,0 +1,226 @@
+"""Fuzzing the parsers, the expression compiler and the loaders with generated input.
+
+Every property is the same promise: a hostile input gives a result or a UsageError (exit 2) /
+ResourceError (exit 3) / ComputationError (exit 1), never another exception, a hang, or an
+allocation past the limits. JACCLI_FUZZ_EXAMPLES raises the number of cases (default 400 per
+property, a few thousand in all); every input that ever broke one is kept as an @example.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from jaccli import spec
+from jaccli.engine import prepare
+from jaccli.errors import ComputationError, JaccliError, ResourceError, UsageError
+from jaccli.functions.expression import ALLOWED_CALLS, compile_expression
+from jaccli.loaders import load_array
+
+EXAMPLES = int(os.environ.get("JACCLI_FUZZ_EXAMPLES", "400"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+LIMIT = 64 * 1024
+"""--max-value-size for the fuzzed files and JSON: 64 KiB."""
+
+texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
+
+
+@FUZZ
+@given(st.one_of(texts, st.lists(st.integers(-3, 10**13), max_size=70).map(
+    lambda dims: "x".join(map(str, dims)))))  # fmt: skip
+@example("x".join(["1"] * 65))
+@example("9" * 13)
+def test_shapes_parse_or_are_refused(text: str) -> None:
+    try:
+        shape = spec.parse_shape(text)
+    except UsageError:
+        return
+    assert len(shape) <= spec.MAX_NDIM and all(isinstance(d, int) and d >= 1 for d in shape)
+
+
+@FUZZ
+@given(texts)
+@example("1e999GiB")
+@example("9" * 30)
+def test_byte_sizes_parse_or_are_refused(text: str) -> None:
+    with contextlib.suppress(UsageError):
+        assert spec.parse_bytes(text) >= 0
+
+
+json_numbers = st.one_of(
+    st.integers(-(10**400), 10**400), st.floats(allow_nan=False), st.booleans(), st.none(),
+    st.text(max_size=3),
+)  # fmt: skip
+json_values = st.recursive(
+    json_numbers,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=40,
+)  # fmt: skip
+
+
+@FUZZ
+@given(st.one_of(json_values.map(json.dumps), texts))
+@example("[" + "9" * 400 + "]")
+@example("[" * 65 + "1" + "]" * 65)
+@example("[" * 100000)
+@example("1" * 5000)
+def test_values_and_cotangents_parse_or_are_refused(text: str) -> None:
+    for parse in (
+        lambda: spec.parse_value_option(f"x={text}", LIMIT),
+        lambda: spec.parse_cotangent(text, LIMIT),
+    ):
+        try:
+            result = parse()
+        except UsageError:
+            continue
+        arrays = result.values() if isinstance(result, dict) else [result]
+        for array in arrays:
+            if isinstance(array, str):
+                continue
+            data = array[1] if isinstance(array, tuple) else array
+            assert data.values.shape == data.shape and len(data.shape) <= spec.MAX_NDIM
+            assert data.values.dtype in (np.int64, np.float64)
+
+
+# The expression compiler: generated from its own grammar, with forbidden pieces mixed in.
+FORBIDDEN = [
+    "x.__class__", "x.numpy()", "x.tofile('p')", "open('f')", "__import__('os')",
+    "(lambda: 1)()", "[x for x in x]", "f'{x}'", "x.data", "x.grad_fn", "x if x else x",
+    "x.__dict__", "getattr(x, 'T')", "x.exp(dim=torch)", "x[x]", "{x: 1}", "x.sum(dim=x)",
+]  # fmt: skip
+atoms = st.sampled_from(["x", "y", "1", "2.5", "-3", "1e6", "999999999", "0"])
+calls = st.sampled_from(list(ALLOWED_CALLS))
+keywords = st.sampled_from(["", ", dim=0", ", dim=-1", ", keepdim=True", ", p=2", ", dim=1e6",
+                            ", dim=99", ", 20000", ", 1"])  # fmt: skip
+
+
+def _grow(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "**", "@"]), inner).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        ),
+        st.tuples(calls, inner, keywords).map(lambda t: f"{t[0]}({t[1]}{t[2]})"),
+        st.tuples(inner, calls, keywords).map(lambda t: f"({t[0]}).{t[1]}({t[2][2:]})"),
+        inner.map(lambda e: f"({e}).T"),
+        st.tuples(inner, st.sampled_from(["[0]", "[:, 1:]", "[-1]", "[::2]", "[5]", "[0, 0]"])).map(
+            lambda t: f"({t[0]}){t[1]}"
+        ),
+        inner.map(lambda e: f"-{e}"),
+    )  # fmt: skip
+
+
+expressions = st.recursive(atoms, _grow, max_leaves=8)
+
+
+@FUZZ
+@given(st.one_of(expressions, st.tuples(expressions, st.sampled_from(FORBIDDEN)).map(
+    lambda t: f"{t[0]} + {t[1]}")))  # fmt: skip
+@example("x * 9 ** 9 ** 9")
+@example("x ** (8*8*8)")
+@example("diag(x, 20000).sum()")
+@example("(x + x.T).sum()")
+@example("x.sum(dim=1e6)")
+@example("-(x).outer()")
+def test_expressions_compile_or_are_refused_and_run_within_bounds(text: str) -> None:
+    forbidden = any(piece in text for piece in FORBIDDEN)
+    try:
+        function = compile_expression(text)
+    except UsageError:
+        return
+    assert not forbidden, f"{text!r} compiled"
+    shapes = [(name, (3, 3)) for name in function.input_names]
+    try:
+        problem = prepare(function, shape_options=shapes, budget=16 * 1024**2, dtype="float64")
+    except (UsageError, ResourceError, ComputationError):
+        return
+    outputs_bytes = sum(math.prod(s) for s in problem.output_shapes.values()) * 8
+    assert outputs_bytes <= 16 * 1024**2
+
+
+# The loaders: random .npy headers, strided .pt views, random safetensors headers.
+def _npy(header: str, payload: bytes) -> bytes:
+    text = header.encode("latin1", errors="replace")
+    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text) % 65536) + text + payload
+
+
+descrs = st.sampled_from(["<f4", "<f8", "<i8", "|b1", "<c8", "O", "<U3", "|V4", "<f2", "x", ""])
+dims = st.lists(st.integers(-2, 10**7), max_size=4)
+
+
+@FUZZ
+@given(descrs, dims, st.booleans(), st.binary(max_size=64), st.integers(0, 6))
+@example("<f4", [2], False, b"\0" * 8, 0)
+def test_npy_headers(tmp_path_factory, descr, shape, fortran, payload, cut) -> None:
+    header = repr({"descr": descr, "fortran_order": fortran, "shape": tuple(shape)})
+    path = tmp_path_factory.mktemp("npy") / "x.npy"
+    path.write_bytes(_npy(header[: len(header) - cut], payload))
+    _load_or_refuse(path)
+
+
+@FUZZ
+@given(st.lists(st.integers(1, 10**6), min_size=1, max_size=3), st.sampled_from(
+    [torch.float32, torch.float64, torch.int64, torch.float16]))  # fmt: skip
+def test_pt_views(tmp_path_factory, sizes, dtype) -> None:
+    path = tmp_path_factory.mktemp("pt") / "x.pt"
+    torch.save(torch.ones(1, dtype=dtype).expand(*sizes) if len(sizes) else torch.ones(1), path)
+    result = _load_or_refuse(path)
+    if result is not None:
+        assert result.values.size * 8 <= 2 * LIMIT
+
+
+@FUZZ
+@given(
+    st.dictionaries(
+        st.text(max_size=4),
+        st.fixed_dictionaries({
+            "dtype": st.sampled_from(["F32", "F64", "I64", "F8_E4M3", "BF16", "BOOL", "??"]),
+            "shape": st.lists(st.integers(-1, 10**6), max_size=3),
+            "data_offsets": st.lists(st.integers(-1, 100), min_size=2, max_size=2),
+        }),
+        max_size=3,
+    ),
+    st.binary(max_size=100),
+)  # fmt: skip
+def test_safetensors_headers(tmp_path_factory, header, payload) -> None:
+    text = json.dumps(header).encode()
+    path = tmp_path_factory.mktemp("st") / "x.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text + payload)
+    _load_or_refuse(path)
+
+
+def _load_or_refuse(path: Path):
+    try:
+        result = load_array(str(path), LIMIT)
+    except UsageError:
+        return None
+    except JaccliError as error:  # any other kind would be the wrong exit code
+        pytest.fail(f"{path.name}: {type(error).__name__}: {error.message}")
+    assert result.values.dtype in (np.float32, np.float64, np.int64)
+    assert len(result.shape) <= spec.MAX_NDIM and all(d >= 1 for d in result.shape)
+    return result
+
+
+def test_the_fuzzed_file_kinds_round_trip_when_valid(tmp_path) -> None:
+    """The generators above can produce valid files: a valid one loads exactly."""
+    path = tmp_path / "ok.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(6.0).reshape(2, 3))
+    path.write_bytes(buffer.getvalue())
+    np.testing.assert_array_equal(load_array(str(path), LIMIT).values, np.arange(6.0).reshape(2, 3))

@@ -183,6 +183,27 @@ def evaluate(function: Function, inputs: Mapping[str, torch.Tensor]) -> dict[str
     return {name: output.detach() for name, output in outputs.items()}
 
 
+def vector_jacobian(
+    y: torch.Tensor,
+    leaves: list[torch.Tensor],
+    cotangent: torch.Tensor,
+    *,
+    create_graph: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """vᵀJ for each leaf (zeros where y does not depend on it), by one backward pass.
+
+    It differentiates the scalar Σ v·y rather than passing v as grad_outputs: the same numbers,
+    but an explicit grad_outputs makes torch import sympy, 0.35 s of every run.
+    """
+    return torch.autograd.grad(
+        (y * cotangent).sum(),
+        leaves,
+        create_graph=create_graph,
+        allow_unused=True,
+        materialize_grads=True,
+    )
+
+
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 

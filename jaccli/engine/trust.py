@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from jaccli.engine.evaluate import as_leaf
+from jaccli.engine.evaluate import as_leaf, vector_jacobian
 from jaccli.result import Guard
 from jaccli.spec import first_line
 
@@ -147,9 +147,7 @@ def _reverse_pass(
         y = f(*leaves)
         if not y.requires_grad:
             return [torch.zeros_like(leaf) for leaf in leaves]
-        return list(
-            torch.autograd.grad(y, leaves, u.to(y.dtype), allow_unused=True, materialize_grads=True)
-        )
+        return list(vector_jacobian(y, leaves, u.to(y.dtype)))
 
 
 def disagreement(guard: Guard) -> str:
@@ -185,9 +183,7 @@ def probe_vjp(
                 j_w = torch.zeros_like(y)
             else:
                 u = torch.zeros_like(y, requires_grad=True)
-                gradients = torch.autograd.grad(
-                    y, leaves, u, create_graph=True, allow_unused=True, materialize_grads=True
-                )
+                gradients = vector_jacobian(y, leaves, u, create_graph=True)
                 product = sum(
                     (g.reshape(-1) * w.to(g.dtype)).sum()
                     for g, w in zip(gradients, ws, strict=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from jaccli.engine.evaluate import as_leaf, describe, to_numpy
+from jaccli.engine.evaluate import as_leaf, describe, to_numpy, vector_jacobian
 from jaccli.engine.jacobian import split_outputs, split_wrt, watch_notes
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_vjp
@@ -74,9 +74,7 @@ def compute_vjp(problem: Problem, cotangent: Cotangent) -> VjpResult:
         y = f(*leaves)
         joined_v = joined_v.reshape(y.shape)
         if y.requires_grad:
-            grads = torch.autograd.grad(
-                y, leaves, joined_v, allow_unused=True, materialize_grads=True
-            )
+            grads = vector_jacobian(y, leaves, joined_v)
         else:  # no output depends on any wrt input
             grads = tuple(torch.zeros_like(leaf) for leaf in leaves)
     guard = probe_vjp(f, primals, joined_v, grads)

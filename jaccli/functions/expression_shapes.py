@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 
 from jaccli.errors import UsageError
+from jaccli.functions import shape_rules
 from jaccli.functions.model import ShapeUnknown
 from jaccli.spec import Shape, format_shape
 
@@ -144,33 +145,21 @@ def broadcast(left: Shape | None, right: Shape | None) -> Shape | None:
     """numpy's broadcasting of two shapes (None is a number)."""
     if left is None or right is None:
         return right if left is None else left
-    result = []
-    for i in range(1, max(len(left), len(right)) + 1):
-        a = left[-i] if i <= len(left) else 1
-        b = right[-i] if i <= len(right) else 1
-        if a != b and 1 not in (a, b):
-            raise _reject(f"shapes {format_shape(left)} and {format_shape(right)} do not broadcast")
-        result.append(max(a, b))
-    return tuple(reversed(result))
+    result = shape_rules.broadcast(left, right)
+    if result is None:
+        raise _reject(f"shapes {format_shape(left)} and {format_shape(right)} do not broadcast")
+    return result
 
 
 def matmul_shape(left: Shape, right: Shape) -> Shape:
     """torch.matmul's result shape."""
     if not left or not right:
         raise _reject("@ needs tensors of at least one dimension")
-    inner = right[-2] if len(right) >= 2 else right[0]
-    if left[-1] != inner:
-        raise _reject(
-            f"{format_shape(left)} @ {format_shape(right)}: {left[-1]} and {inner} differ"
-        )
-    if len(left) == 1 and len(right) == 1:
-        return ()
-    if len(left) == 1:
-        return (*right[:-2], right[-1])
-    if len(right) == 1:
-        return left[:-1]
-    batch = broadcast(left[:-2], right[:-2]) or ()
-    return (*batch, left[-2], right[-1])
+    inner = shape_rules.matmul_inner(right)
+    result = shape_rules.matmul(left, right) if left[-1] == inner else None
+    if result is None:
+        raise _reject(f"{format_shape(left)} @ {format_shape(right)} do not fit together")
+    return result
 
 
 def reduce_shape(shape: Shape, dim: object, keepdim: bool) -> Shape:

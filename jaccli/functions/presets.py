@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaccli.errors import UsageError
+from jaccli.functions import shape_rules
 from jaccli.functions.model import (
     BATCHED_OVER_LEADING_AXES,
     ELEMENTWISE,
@@ -36,21 +37,6 @@ def _require_last_dim(function: str, name: str, shape: Shape, size: int, why: st
         )
 
 
-def _broadcast(function: str, left: str, right: str, a: Shape, b: Shape) -> Shape:
-    """numpy's broadcasting of two batch shapes, or UsageError naming the clash."""
-    result = []
-    for i in range(1, max(len(a), len(b)) + 1):
-        da = a[-i] if i <= len(a) else 1
-        db = b[-i] if i <= len(b) else 1
-        if da != db and 1 not in (da, db):
-            raise UsageError(
-                f"{function}: the batch dimensions of {left} ({format_shape(a)}) and {right} "
-                f"({format_shape(b)}) do not broadcast"
-            )
-        result.append(max(da, db))
-    return tuple(reversed(result))
-
-
 def _contraction_shape(function: str, left: str, right: str) -> ShapeRule:
     """The shape rule of `left @ right`: left's last dimension must equal right's first (or
     second-to-last), as torch.matmul has it."""
@@ -59,7 +45,7 @@ def _contraction_shape(function: str, left: str, right: str) -> ShapeRule:
         a, b = shapes[left], shapes[right]
         _require_dims(function, left, a, 1, f"{left} @ {right}")
         _require_dims(function, right, b, 1, f"{left} @ {right}")
-        inner_right = b[-2] if len(b) >= 2 else b[0]
+        inner_right = shape_rules.matmul_inner(b)
         right_axis = "second-to-last" if len(b) > 2 else "first"
         if a[-1] != inner_right:
             raise UsageError(
@@ -67,13 +53,13 @@ def _contraction_shape(function: str, left: str, right: str) -> ShapeRule:
                 f"{left}'s last dimension ({a[-1]}) must equal {right}'s {right_axis} "
                 f"dimension ({inner_right})"
             )
-        if len(a) == 1 and len(b) == 1:
-            return ()
-        if len(a) == 1:
-            return (*b[:-2], b[-1])
-        if len(b) == 1:
-            return a[:-1]
-        return (*_broadcast(function, left, right, a[:-2], b[:-2]), a[-2], b[-1])
+        result = shape_rules.matmul(a, b)
+        if result is None:
+            raise UsageError(
+                f"{function}: the batch dimensions of {left} ({format_shape(a[:-2])}) and "
+                f"{right} ({format_shape(b[:-2])}) do not broadcast"
+            )
+        return result
 
     return rule
 

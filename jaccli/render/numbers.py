@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 
-_NON_FINITE_JSON = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
 
 def json_values(array: np.ndarray) -> object:
     """Nested lists in the array's shape; each number with the fewest digits that read back to
     the same value in the array's dtype, and NaN/±Infinity as strings (valid JSON).
 
     A float32 0.1 is written `0.1`, not `0.10000000149011612`; -0.0 is written 0; integers stay
-    integers.
+    integers. Vectorized: a float32 array goes through its shortest text once, in numpy.
     """
     array = np.asarray(array)
     if array.dtype.kind in "iub":
         return array.tolist()
-    texts = array.astype(str)
-    as_objects = np.empty(texts.shape, dtype=object)
-    for index, text in np.ndenumerate(texts):
-        as_objects[index] = _NON_FINITE_JSON.get(text) or float(text) + 0.0  # -0.0 + 0.0 is 0.0
-    return as_objects.tolist()
+    if array.dtype == np.float64:
+        values = np.asarray(array + 0.0)  # -0.0 + 0.0 is 0.0
+    else:  # the shortest digits of the narrower dtype, read back as float64
+        values = np.asarray(array.astype(str).astype(np.float64) + 0.0)
+    finite = np.isfinite(values)
+    if finite.all():
+        return values.tolist()
+    objects = values.astype(object)
+    objects[np.isnan(values)] = "NaN"
+    objects[values == np.inf] = "Infinity"
+    objects[values == -np.inf] = "-Infinity"
+    return objects.tolist()
 
 
 def format_cells(array: np.ndarray, precision: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit statuses, as documented in DESIGN.md."""
+    """Process exit statuses, as the README documents them."""
 
     OK = 0
     COMPUTATION = 1

@@ -25,7 +25,7 @@ from jaccli.engine.jacobian import (
 )
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE, FD_TOLERANCE, Tolerance
-from jaccli.errors import ComputationError
+from jaccli.errors import ComputationError, UsageError
 from jaccli.result import Check, Comparison, EntryError, JacobianResult, VjpResult
 from jaccli.spec import first_line
 
@@ -181,6 +181,13 @@ class CheckOptions:
     rtol: float | None = None
     atol: float | None = None
     eps: float | None = None
+
+    def __post_init__(self) -> None:
+        for option, number in (("--rtol", self.rtol), ("--atol", self.atol), ("--eps", self.eps)):
+            if number is not None and not (0 <= number < 1):  # NaN fails too
+                raise UsageError(f"{option} {number!r} is out of range (0 ≤ {option[2:]} < 1)")
+        if self.eps == 0:
+            raise UsageError("--eps 0: the finite-difference step must be positive")
 
     def tolerance(self, default: Tolerance) -> Tolerance:
         return Tolerance(

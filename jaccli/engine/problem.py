@@ -15,6 +15,9 @@ from jaccli.functions.model import Function, ShapeUnknown
 from jaccli.spec import ArrayData, Shape, format_shape
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+RESIDENT_MULTIPLE = 3
+"""One call of the function holds its inputs about this many times: the inputs, the fresh copy
+it gets (NOTE [the user's function is a guest]) and as much again in intermediate results."""
 MAX_SEED = 2**63 - 1
 
 
@@ -50,11 +53,9 @@ class Problem:
 
     @property
     def resident_bytes(self) -> int:
-        """What one call of the function holds besides J: the inputs, the fresh copies it gets
-        (NOTE [the user's function is a guest]), about as much again in intermediate results,
-        and the outputs."""
+        """What one call of the function holds besides J (RESIDENT_MULTIPLE), and its outputs."""
         inputs = sum(t.numel() * t.element_size() for t in self.inputs.values())
-        return 3 * inputs + self.output_count * self.torch_dtype.itemsize
+        return RESIDENT_MULTIPLE * inputs + self.output_count * self.torch_dtype.itemsize
 
     @property
     def input_count(self) -> int:
@@ -331,8 +332,7 @@ def prepare(
         return Problem(
             function, dtype, meta, wrt_names, out_shapes or {}, generator, output_unknown=unknown
         )
-    # the inputs, the fresh copies each call gets and as much again in intermediate results
-    resident = 3 * input_bytes
+    resident = RESIDENT_MULTIPLE * input_bytes
     require_within_budget("the inputs and one call on them", resident, budget, "use smaller shapes")
     _require_intermediates_fit(function, shapes, input_bytes, itemsize, budget)
     if out_shapes is not None:

@@ -1,4 +1,4 @@
-"""The JSON documents of DESIGN.md: one per run, always valid JSON."""
+"""The JSON documents (schema/document-2.schema.json): one per run, always valid JSON."""
 
 from __future__ import annotations
 

@@ -258,6 +258,7 @@ def hostile_values(tmp_path: Path) -> dict[str, str]:
     return files  # fmt: skip
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
 def test_hostile_values_are_usage_errors(jaccli, tmp_path) -> None:
     for label, value in hostile_values(tmp_path).items():
         run = jaccli("jacobian", "--fn", "expsum", "--value", value, "--json")

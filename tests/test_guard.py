@@ -71,11 +71,13 @@ def test_the_probe_reads_a_subset_of_rows_of_a_large_jacobian() -> None:
     guard = probe_jacobians(lambda v: w @ v, [torch.randn(4096, dtype=torch.float64)], (2048,),
                             [big], "rev")  # fmt: skip
     assert guard.passed is True and guard.rows_probed == 2**20 // 4096
-    wrong = big.clone()
-    wrong[:, 7] += 1e-3  # a whole wrong column shows in any rows probed
-    guard = probe_jacobians(lambda v: w @ v, [torch.randn(4096, dtype=torch.float64)], (2048,),
-                            [wrong], "rev")  # fmt: skip
-    assert guard.passed is False
+    one_column = big.clone()
+    one_column[:, 7] += 1  # a whole wrong column (of J's order) shows in any rows probed
+    everywhere = big * 1.01  # and so does 1 % too much everywhere
+    for wrong in (one_column, everywhere):
+        guard = probe_jacobians(lambda v: w @ v, [torch.randn(4096, dtype=torch.float64)],
+                                (2048,), [wrong], "rev")  # fmt: skip
+        assert guard.passed is False
 
 
 def test_batched_blocks_of_a_function_that_is_not_separable_are_refused() -> None:

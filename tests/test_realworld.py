@@ -279,3 +279,14 @@ def test_helpful_errors_for_a_function_reference_missing_a_piece(jaccli, tmp_pat
     )
     relative = jaccli("jacobian", "--fn", "model.py:spring", "--value", "[1, 2]", "--json")
     assert relative.json()["jacobian"]["y"]["x"]["values"] == [[2, 0], [0, 4]]
+
+
+@pytest.mark.parametrize("name", ["float32_inside", "half_precision"])
+def test_functions_computing_in_lower_precision_are_not_refused(jaccli, name: str) -> None:
+    run = jaccli("jacobian", "--fn", fn(name), "--shape", "x=50x3", "--dtype", "float64", "--json")
+    assert run.exit_code == 0, run.stderr
+    document = run.json()
+    assert document["guard"]["passed"] is True
+    x = torch.tensor(values_of(document["inputs"]["x"]))
+    expected = torch.autograd.functional.jacobian(getattr(realworld, name), x).double().numpy()
+    np.testing.assert_allclose(values_of(document["jacobian"]["y"]["x"]), expected, rtol=1e-2)

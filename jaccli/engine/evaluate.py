@@ -147,7 +147,8 @@ def blaming_user_code(function: Function) -> Iterator[None]:
         ) from error
 
 
-def _fresh(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def fresh_copies(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Differentiable copies of the inputs, the function's to mutate."""
     return {name: t.clone() for name, t in inputs.items()}
 
 
@@ -162,7 +163,7 @@ def call_function(
     function: Function, inputs: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """The outputs of f(inputs), each a floating tensor; f gets fresh copies of the inputs."""
-    return call_fresh(function, _fresh(inputs))
+    return call_fresh(function, fresh_copies(inputs))
 
 
 def as_leaf(tensor: torch.Tensor) -> torch.Tensor:

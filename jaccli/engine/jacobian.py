@@ -33,6 +33,7 @@ from jaccli.engine.evaluate import (
     call_fresh,
     call_function,
     describe,
+    fresh_copies,
     leaves_of,
     to_numpy,
 )
@@ -286,7 +287,7 @@ def watch_notes(problem: Problem) -> tuple[str, ...]:
     Read off the autograd graph of one forward pass and the inputs' version counters, not off J.
     """
     leaves = leaves_of(problem.inputs)
-    fresh = {name: leaf.clone() for name, leaf in leaves.items()}
+    fresh = fresh_copies(leaves)
     with torch.enable_grad():
         outputs = call_fresh(problem.function, fresh)
     notes = [

@@ -290,3 +290,21 @@ def test_functions_computing_in_lower_precision_are_not_refused(jaccli, name: st
     x = torch.tensor(values_of(document["inputs"]["x"]))
     expected = torch.autograd.functional.jacobian(getattr(realworld, name), x).double().numpy()
     np.testing.assert_allclose(values_of(document["jacobian"]["y"]["x"]), expected, rtol=1e-2)
+
+
+def test_integers_differentiated_by_default_get_a_way_out_when_the_function_fails(jaccli) -> None:
+    run = jaccli("jacobian", "--fn", fn("cross_entropy"), "--shape", "logits=2x4", "--value",
+                 "targets=[1, 3]")  # fmt: skip
+    assert run.exit_code == 1
+    assert run.stderr.rstrip().endswith(
+        "targets was given as integers but is differentiated (so floating): to pass it as "
+        "int64, differentiate the others only, as in --wrt logits"
+    )
+
+
+def test_batched_with_several_outputs_is_a_usage_error(jaccli) -> None:
+    run = jaccli("jacobian", "--fn", fn("dict_of_tuples"), "--shape", "3", "--batched")
+    assert run.exit_code == 2
+    assert run.stderr == (
+        "jacobian: --batched needs a single output; dict_of_tuples returns loss, aux.0, aux.1\n"
+    )

@@ -55,11 +55,12 @@ def batch_axes(problem: Problem) -> dict[str, AxisPair]:
 
 def plan_batched(problem: Problem, budget: int | None = None) -> Plan:
     """The per-sample computation's method, sizes and memory, or ResourceError."""
+    axes = batch_axes(problem)  # first: it refuses several outputs in words
     (y_shape,) = problem.output_shapes.values()
     itemsize = problem.torch_dtype.itemsize
     result_bytes = 0
     passes = 0
-    for wrt, (_, output_axis) in batch_axes(problem).items():
+    for wrt, (_, output_axis) in axes.items():
         y_sample = math.prod(y_shape) // y_shape[output_axis]
         result_bytes += y_sample * problem.inputs[wrt].numel() * itemsize
         passes = max(passes, y_sample)

@@ -215,6 +215,31 @@ def draw_normal(shape: Shape, generator: torch.Generator, dtype: torch.dtype) ->
     return out.reshape(shape)
 
 
+def _evaluate_with_hint(
+    function: Function,
+    tensors: dict[str, torch.Tensor],
+    values: dict[str, ArrayData],
+    wrt: Sequence[str],
+    *,
+    explicit: bool,
+) -> dict[str, torch.Tensor]:
+    """f at the point; when it fails and an input given as integers is differentiated (so made
+    floating) by default, the error says how to keep it an integer."""
+    try:
+        return evaluate(function, tensors)
+    except ComputationError as error:
+        promoted = [n for n in wrt if n in values and values[n].is_integer]
+        if explicit or not function.integer_inputs or not promoted or len(promoted) == len(wrt):
+            raise
+        others = [n for n in wrt if n not in promoted]
+        raise ComputationError(
+            f"{error.message}; {', '.join(promoted)} was given as integers but is differentiated "
+            f"(so floating): to pass it as int64, differentiate the others only, as in "
+            f"{' '.join(f'--wrt {n}' for n in others)}",
+            code=error.code,
+        ) from error
+
+
 def seeded_generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with `seed`, which must fit torch's 64-bit seed."""
     if not 0 <= seed <= MAX_SEED:
@@ -350,7 +375,7 @@ def prepare(
     ]
     tensors = make_inputs(shapes, values, generator, torch_dtype, keep_integers)
     if out_shapes is None:
-        outputs = evaluate(function, tensors)
+        outputs = _evaluate_with_hint(function, tensors, values, wrt_names, explicit=bool(wrt))
         out_shapes = {name: tuple(output.shape) for name, output in outputs.items()}
     notes = _rounding_notes(values, dtype)
     return Problem(function, dtype, tensors, wrt_names, out_shapes, generator, notes)

@@ -108,6 +108,7 @@ CASES = [
     ("scalar_to_vector", ["--shape", "s=scalar"]),
     ("rosenbrock", ["--shape", "x=4"]),
     ("with_default", ["--shape", "x=3"]),
+    ("ignores_second", ["--shape", "x=3", "--shape", "unused=2"]),
     ("nested", ["--shape", "a=3", "--shape", "b=3"]),
     ("dict_of_tuples", ["--shape", "x=3"]),
     ("named_pair", ["--shape", "x=2"]),

@@ -31,16 +31,6 @@ _ClickException: type[Exception] = next(
 )
 
 
-ASCII_GLYPHS = str.maketrans(
-    {
-        "∂": "d", "‖": "|", "₂": "_2", "²": "^2", "ᵀ": "^T", "·": "*", "×": "x", "…": "...",
-        "⋮": ":", "✓": "ok", "✗": "FAIL", "≤": "<=", "≥": ">=", "θ": "theta", "φ": "phi",
-        "Σ": "sum", "ε": "eps", "—": "-", "─": "-", "│": "|", "→": "->", "↦": "->", "⋅": "*",
-    }
-)  # fmt: skip
-"""Stand-ins for the glyphs jaccli prints, where the stream cannot encode them (LC_ALL=C)."""
-
-
 def encodable(stream: Any, text: str) -> bool:
     try:
         text.encode(getattr(stream, "encoding", None) or "utf-8")
@@ -52,8 +42,10 @@ def encodable(stream: Any, text: str) -> bool:
 def _write(stream: Any, text: str) -> None:
     """Write text the stream can encode: glyphs it cannot are spelt in ASCII, then replaced."""
     if not encodable(stream, text):
+        from jaccli.render.ascii import ascii_text
+
         encoding = getattr(stream, "encoding", None) or "utf-8"
-        text = text.translate(ASCII_GLYPHS).encode(encoding, errors="replace").decode(encoding)
+        text = ascii_text(text).encode(encoding, errors="replace").decode(encoding)
     stream.write(text)
     stream.flush()
 
@@ -163,6 +155,10 @@ def _emit_rich(renderable: RenderableType, full: bool = False) -> None:
 
     With --full, lines are as wide as the tables need, not squeezed into the terminal.
     """
+    if not encodable(sys.stdout, "∂…✓"):
+        from jaccli.render.ascii import ascii_renderable
+
+        renderable = ascii_renderable(renderable)
     console = Console(highlight=False, soft_wrap=False, width=FULL_WIDTH if full else None)
     with console.capture() as captured:
         console.print(renderable)

@@ -199,6 +199,17 @@ def test_a_non_utf8_stdout_gets_ascii(args) -> None:
         assert json.loads(done.stdout)["function"]["formula"] == "y = ‖x‖₂ over dim -1"
 
 
+def test_ascii_tables_keep_their_columns_aligned() -> None:
+    env = {**os.environ, "LC_ALL": "C", "PYTHONIOENCODING": "ascii", "COLUMNS": "120"}
+    done = subprocess.run([*jaccli_command(), "presets"], capture_output=True, text=True,
+                          env=env, timeout=60)  # fmt: skip
+    rows = [line for line in done.stdout.splitlines() if " | " in line]
+    assert any("|x|_2" in row for row in rows) and any("theta" in row for row in rows)
+    separators = {tuple(i for i, c in enumerate(row) if c == "|" and row[i - 1] == " ")
+                  for row in rows if "|x|_2" not in row}  # fmt: skip
+    assert len(separators) == 1, done.stdout  # every row's columns start at the same place
+
+
 # 11. User code cannot take over the process, even at import.
 def test_sys_exit_at_import_is_a_failure_of_the_file(jaccli, tmp_path) -> None:
     source = tmp_path / "exits.py"

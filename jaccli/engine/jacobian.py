@@ -402,7 +402,7 @@ def _loop_forward(
                 args[k] = fwad.make_dual(leaves[k], tangent.reshape(primal.shape))
                 derivative = fwad.unpack_dual(f(*args)).tangent
                 if derivative is not None:
-                    columns[:, j] = derivative.reshape(-1)
+                    columns[:, j] = derivative.detach().reshape(-1)  # keep no graph
                 done += 1
                 if progress is not None:
                     progress(done, total)

@@ -38,8 +38,7 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
     before any of them is made.
     """
     if reference == "-":
-        text = sys.stdin.read(size_limit + 1)
-        return parse_json_array(text, what="--value @-", size_limit=size_limit)
+        return parse_json_array(_read_stdin(size_limit), what="--value @-", size_limit=size_limit)
     path_text, _, key = reference.partition("#")
     path = Path(path_text)
     if not path_text:
@@ -61,6 +60,19 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
     else:
         array = _load_safetensors(data, path_text, key, size_limit)
     return _as_array(array, path_text)
+
+
+def _read_stdin(size_limit: int) -> str:
+    """Standard input as text, read a chunk at a time and at most `size_limit` + 1 characters
+    of it (one more tells the parser it is over the limit)."""
+    chunks = []
+    total = 0
+    while total <= size_limit and (
+        chunk := sys.stdin.read(min(READ_CHUNK, size_limit + 1 - total))
+    ):
+        chunks.append(chunk)
+        total += len(chunk)
+    return "".join(chunks)
 
 
 def _is_dir(path: Path) -> bool:

@@ -88,6 +88,14 @@ def test_a_link_to_a_device_and_a_fifo_are_refused_at_once(tmp_path) -> None:
         assert "is not a regular file" in one_line(done.stderr)
 
 
+def test_stdin_is_read_a_chunk_at_a_time_whatever_the_limit(jaccli) -> None:
+    args = ["jacobian", "--fn", "sigmoid", "--value", "x=@-", "--json"]
+    generous = jaccli(*args, "--max-value-size", "1TiB", input="[1, 2]")
+    assert generous.exit_code == 0, generous.stderr  # a single read of 1 TiB would not be
+    tight = jaccli(*args, "--max-value-size", "1KiB", input="[" + "1, " * 2000 + "1]")
+    assert tight.exit_code == 2 and "over the limit of 1.0 KiB" in tight.stderr
+
+
 def test_a_loop_of_links_is_named_as_such(jaccli, tmp_path) -> None:
     loop = tmp_path / "loop.npy"
     loop.symlink_to(loop)

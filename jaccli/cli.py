@@ -387,14 +387,25 @@ def _finish(
     full: bool = False,
     out: Path | None = None,
     force: bool = False,
+    budget: int | None = None,
 ) -> None:
-    """Write --out, print the result (the JSON document or the tables), then warnings; exit 1
-    when a check failed."""
+    """Write --out, print the result (the JSON document, refused past the memory budget, or
+    the tables), then warnings; exit 1 when a check or a view failed."""
     if out is not None:
         from jaccli.render.files import result_arrays, write_out
 
         write_out(out, result_arrays(result), force)
     if as_json:
+        from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
+        from jaccli.render.document import document_numbers
+
+        numbers = document_numbers(result, jacobians=command != "check")
+        require_within_budget(
+            f"--json of the result ({numbers} numbers)",
+            numbers * JSON_BYTES_PER_NUMBER,
+            budget,
+            "use --out for the numbers, or --view full",
+        )
         _emit_json(document())
     else:
         _emit_rich(renderable(), full)
@@ -505,6 +516,7 @@ def jacobian(
             full=full,
             out=out_path,
             force=force,
+            budget=budget,
         )
 
 
@@ -571,6 +583,7 @@ def vjp(
             full=full,
             out=out_path,
             force=force,
+            budget=budget,
         )
 
 
@@ -614,6 +627,7 @@ def check_command(
             json_,
             lambda: check_document(result),
             lambda: check_command_renderable(result, _layout(4, False)),
+            budget=budget,
         )
 
 

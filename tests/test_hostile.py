@@ -115,6 +115,16 @@ def test_exit_3_comes_before_the_memory_is_used(args, baseline_kib) -> None:
     assert run.peak_kib < baseline_kib + 30 * MIB
 
 
+def test_a_json_document_past_the_budget_is_refused_after_computing(jaccli) -> None:
+    run = jaccli("vjp", "--fn", "expsum", "--shape", "1000x400", "--view", "rows", "--json",
+                 "--max-memory", "40MiB")  # fmt: skip
+    assert run.exit_code == 3
+    assert run.stdout == ""
+    assert "--json of the result (2404000 numbers) would need about 146.7 MiB" in run.stderr
+    assert jaccli("vjp", "--fn", "expsum", "--shape", "1000x400", "--view", "rows",
+                  "--max-memory", "40MiB").exit_code == 0  # fmt: skip
+
+
 def test_seeded_inputs_are_the_same_numbers_drawn_in_chunks() -> None:
     from jaccli.engine.problem import DRAW_CHUNK, draw_normal
 

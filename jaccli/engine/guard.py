@@ -9,6 +9,8 @@ from jaccli.spec import format_bytes
 
 GIB = 1024**3
 DEFAULT_CAP = 4 * GIB
+JSON_BYTES_PER_NUMBER = 64
+"""Python's float object, the nested lists and the text of one number in a JSON document."""
 
 
 @functools.lru_cache(maxsize=1)

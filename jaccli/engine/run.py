@@ -12,7 +12,7 @@ from jaccli.engine.check import (
     check_vjp,
 )
 from jaccli.engine.evaluate import blaming_user_code
-from jaccli.engine.guard import require_within_budget
+from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
 from jaccli.engine.jacobian import (
     Progress,
     Strategy,
@@ -30,10 +30,6 @@ from jaccli.spec import Cotangent
 
 DEFAULT_VIEW_SLICES = 64
 """Past this many slices, vjp shows the plain result unless --view asks for the slices."""
-
-
-JSON_BYTES_PER_NUMBER = 64
-"""Python's float objects, the nested lists and the text of one number in a JSON document."""
 
 
 def require_json_fits(problem: Problem, budget: int | None, *, batched: bool = False) -> None:

@@ -193,6 +193,22 @@ def vjp_document(result: VjpResult) -> dict[str, Any]:
     }
 
 
+def document_numbers(result: JacobianResult | VjpResult, *, jacobians: bool = True) -> int:
+    """How many numbers the result's JSON document holds: its arrays and view slices (and J,
+    unless `jacobians` is False, as in the check command's document)."""
+    evaluation = result.evaluation
+    arrays = [v.values for v in evaluation.inputs] + list(evaluation.outputs.values())
+    if isinstance(result, VjpResult):
+        arrays += [*result.cotangents.values(), *result.vjps.values()]
+    elif jacobians:
+        arrays += [j for by_wrt in result.jacobians.values() for j in by_wrt.values()]
+    if result.view is not None:
+        for row in result.view.slices:
+            arrays += [row.input_slice, row.output_slice, row.jacobian, row.product, row.full_slice]
+            arrays += [] if row.cotangent is None else [row.cotangent]
+    return sum(int(np.asarray(a).size) for a in arrays)
+
+
 def presets_document(functions: Iterable[Function]) -> dict[str, Any]:
     """Every preset with its formula and inputs."""
     return {

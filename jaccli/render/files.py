@@ -147,15 +147,15 @@ def _write_npy(path: Path, arrays: list[OutArray]) -> None:
 def _write_pt(path: Path, arrays: list[OutArray]) -> None:
     import torch
 
-    # np.ascontiguousarray would turn a 0-d array into shape (1,)
-    tensors = {a.key: torch.from_numpy(np.array(a.array, order="C")) for a in arrays}
+    # np.ascontiguousarray would turn a 0-d array into shape (1,); asarray copies only if needed
+    tensors = {a.key: torch.from_numpy(np.asarray(a.array, order="C")) for a in arrays}
     torch.save(tensors[arrays[0].key] if len(arrays) == 1 else tensors, path)
 
 
 def _write_safetensors(path: Path, arrays: list[OutArray]) -> None:
     from safetensors.numpy import save_file
 
-    save_file({a.key: np.array(a.array, order="C") for a in arrays}, str(path))
+    save_file({a.key: np.asarray(a.array, order="C") for a in arrays}, str(path))
 
 
 def _write_csv(path: Path, arrays: list[OutArray]) -> None:
@@ -164,14 +164,13 @@ def _write_csv(path: Path, arrays: list[OutArray]) -> None:
     row_shape = out.array.shape[: out.row_ndim]
     column_shape = out.array.shape[out.row_ndim :]
     matrix = out.array.reshape(int(np.prod(row_shape, dtype=np.int64)), -1)
-    values = json_values(matrix)
     with open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(
             ["", *(index_label(out.column_name, column_shape, j) for j in range(matrix.shape[1]))]
         )
-        for i, row in enumerate(values):  # type: ignore[arg-type]
-            writer.writerow([index_label(out.row_name, row_shape, i), *row])
+        for i, row in enumerate(matrix):  # a row at a time: the text of J is never held whole
+            writer.writerow([index_label(out.row_name, row_shape, i), *json_values(row)])  # type: ignore[misc]
 
 
 _WRITERS = {

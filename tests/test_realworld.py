@@ -91,7 +91,7 @@ def central_differences(function: Callable, inputs: dict[str, np.ndarray], wrt: 
             moved = {n: t.requires_grad_(t.is_floating_point()) for n, t in moved.items()}
             shifted.append(leaves(call(function, moved))[out].detach().numpy())
         columns.append((shifted[0] - shifted[1]) / 2e-6)
-    return np.stack(columns, axis=-1).reshape(*np.shape(shifted[0]), *x.shape)
+    return np.stack(columns, axis=-1).reshape(tuple(np.shape(shifted[0])) + tuple(x.shape))
 
 
 CASES = [
@@ -149,20 +149,30 @@ def test_jacobian_is_right_or_refused(jaccli, name: str, args: list[str], strate
     assert document["guard"]["passed"] is True
 
 
+NOT_FOR_DIFFERENCES = {
+    "detached_factor": "detach() makes AD treat a factor as constant; differences cannot",
+    "mixed_dtypes": "a float32 output's differences at h = 1e-6 are rounding noise",
+}
+
+
 @pytest.mark.parametrize(
-    "name", ["force", "jacobian_of_jacobian", "rosenbrock", "inverse", "solve", "determinant"]
+    ("name", "args"),
+    [case for case in CASES if case[0] not in NOT_FOR_DIFFERENCES],
+    ids=[case[0] for case in CASES if case[0] not in NOT_FOR_DIFFERENCES],
 )
-def test_jacobian_matches_central_differences(jaccli, name: str) -> None:
-    args = dict(CASES)[name]
+def test_jacobian_matches_central_differences(jaccli, name: str, args: list[str]) -> None:
     document = jaccli("jacobian", "--fn", fn(name), *args, "--dtype", "float64", "--json").json()
     inputs = {n: values_of(entry) for n, entry in document["inputs"].items()}
     function = getattr(realworld, name)
-    for wrt in document["wrt"]:
-        differences = central_differences(function, inputs, wrt, 0)
-        (out,) = document["jacobian"]
-        np.testing.assert_allclose(
-            values_of(document["jacobian"][out][wrt]), differences, rtol=1e-5, atol=1e-6
-        )
+    for index, out in enumerate(document["jacobian"]):
+        for wrt in document["wrt"]:
+            np.testing.assert_allclose(
+                values_of(document["jacobian"][out][wrt]),
+                central_differences(function, inputs, wrt, index),
+                rtol=1e-5,
+                atol=1e-6,
+                err_msg=f"{out}/{wrt}",
+            )
 
 
 def test_functions_that_differentiate_their_input_pass_jaccli_check(jaccli) -> None:

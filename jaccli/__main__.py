@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
+
+from jaccli.errors import Interrupt
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    Interrupt.seen = True
+    raise KeyboardInterrupt
 
 
 def main() -> None:
     """Run jaccli; Ctrl-C exits 130 at any point, even while the imports are still loading."""
+    signal.signal(signal.SIGINT, _on_interrupt)
     try:
         from jaccli.cli import run
 

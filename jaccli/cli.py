@@ -19,7 +19,7 @@ from rich.console import Console, RenderableType
 from typer.core import TyperGroup
 
 from jaccli import spec
-from jaccli.errors import ExitCode, JaccliError, UsageError
+from jaccli.errors import ExitCode, Interrupt, JaccliError, UsageError
 from jaccli.functions import PRESETS, resolve
 
 if TYPE_CHECKING:
@@ -116,26 +116,44 @@ def _warning_line(caught: warnings.WarningMessage) -> str:
     return f"{caught.category.__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
+def _interrupted(error: BaseException) -> bool:
+    """Whether Ctrl-C is behind this error: Python wraps a KeyboardInterrupt that lands inside
+    some machinery (a class body's __set_name__ during an import) in a RuntimeError."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 @contextmanager
 def _error_boundary(command: str, as_json: bool, show_traceback: bool) -> Iterator[None]:
     try:
         yield
-    except JaccliError as error:
-        if show_traceback:
-            traceback_module.print_exc()
-        _report_error(command, error.code, error.message, as_json)
-        raise typer.Exit(error.exit_code) from None
     except (typer.Exit, KeyboardInterrupt, BrokenPipeError):
         raise
     except Exception as error:
-        if show_traceback:
-            traceback_module.print_exc()
-        message = (
-            f"internal error: {type(error).__name__}: {spec.first_line(error)[:300]} "
-            "(run with --traceback)"
-        )
-        _report_error(command, "internal", message, as_json)
-        raise typer.Exit(ExitCode.COMPUTATION) from None
+        if Interrupt.seen or _interrupted(error):
+            raise KeyboardInterrupt from None
+        _report(command, error, as_json, show_traceback)
+
+
+def _report(command: str, error: Exception, as_json: bool, show_traceback: bool) -> NoReturn:
+    """One line (and the JSON object) for the error, then its exit code."""
+    if show_traceback:
+        traceback_module.print_exc()
+    if isinstance(error, JaccliError):
+        _report_error(command, error.code, error.message, as_json)
+        raise typer.Exit(error.exit_code) from None
+    message = (
+        f"internal error: {type(error).__name__}: {spec.first_line(error)[:300]} "
+        "(run with --traceback)"
+    )
+    _report_error(command, "internal", message, as_json)
+    raise typer.Exit(ExitCode.COMPUTATION) from None
 
 
 def _emit_json(document: dict[str, Any]) -> None:

@@ -50,3 +50,10 @@ class ResourceError(JaccliError):
 
     exit_code = ExitCode.RESOURCE
     default_code = "resource"
+
+
+class Interrupt:
+    """Whether Ctrl-C has arrived in this process: set by the handler `jaccli.__main__` installs,
+    so an interrupt that Python wrapped in another error still exits 130."""
+
+    seen = False

@@ -66,14 +66,16 @@ def test_the_probe_reads_a_subset_of_rows_of_a_large_jacobian() -> None:
     j = torch.diag(torch.cos(x))
     guard = probe_jacobians(torch.sin, [x], x.shape, [j], "loop-rev")
     assert guard.passed is True and guard.rows_probed is None
-    big = torch.randn(2048, 4096, dtype=torch.float64)
+    big = torch.randn(2048, 4096, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     w = big.clone()
     guard = probe_jacobians(lambda v: w @ v, [torch.randn(4096, dtype=torch.float64)], (2048,),
                             [big], "rev")  # fmt: skip
     assert guard.passed is True and guard.rows_probed == 2**20 // 4096
     one_column = big.clone()
     one_column[:, 7] += 1  # a whole wrong column (of J's order) shows in any rows probed
-    everywhere = big * 1.01  # and so does 1 % too much everywhere
+    # and so does 10 % too much everywhere (1 % too, but only for most random probes: the
+    # guard's own u and v are fixed, so this J is seeded)
+    everywhere = big * 1.1
     for wrong in (one_column, everywhere):
         guard = probe_jacobians(lambda v: w @ v, [torch.randn(4096, dtype=torch.float64)],
                                 (2048,), [wrong], "rev")  # fmt: skip

@@ -360,3 +360,18 @@ def test_input_names_follow_one_rule(jaccli) -> None:
     assert run.json()["wrt"] == ["θ"]
     for bad in ("1x=2", "for=2"):
         assert jaccli("jacobian", "--fn", "expsum", "--shape", bad).exit_code == 2
+
+
+def test_ctrl_c_wrapped_by_python_machinery_still_exits_130(jaccli, monkeypatch) -> None:
+    import jaccli.engine as engine
+
+    def interrupted_import(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as error:  # as a class body's __set_name__ wraps it
+            raise RuntimeError("Error calling __set_name__ on 'cached_property'") from error
+
+    monkeypatch.setattr(engine, "run_jacobian", interrupted_import)
+    run = jaccli("jacobian", "--fn", "expsum")
+    assert run.exit_code == 130
+    assert "internal error" not in run.stderr

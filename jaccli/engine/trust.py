@@ -35,8 +35,9 @@ GUARD_SEED = 0x6A6163
 PROBED_ENTRIES = 2**20
 GUARD_RTOL = 1e-3
 """About 8000 times float32's eps, relative to the root sum of squares of the probe's terms: room
-for float32's rounding after long sums, in float64 runs too; a relative error of 1 % spread over
-J, or a wrong row or column, stands out from it (finer comparisons are --check's)."""
+for float32's rounding after long sums, in float64 runs too. An error of the order of J stands
+out from it for all but about one random probe in a thousand, a 1 % error spread over J for most
+(finer comparisons are --check's)."""
 
 
 def guard_rtol(dtype: torch.dtype) -> float:

@@ -10,11 +10,12 @@ function (exit 1), never jaccli's own exit status.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ from jaccli.spec import first_line
 if TYPE_CHECKING:
     from jaccli.engine.problem import Problem
 
+Params = ParamSpec("Params")
+Returned = TypeVar("Returned")
 SINGLE_OUTPUT_NAMES = ("y", "out", "output", "result")
 
 
@@ -145,6 +148,19 @@ def blaming_user_code(function: Function) -> Iterator[None]:
             f"differentiating {function.name} raised {type(error).__name__}: "
             f"{first_line(error)}{where}"
         ) from error
+
+
+def blames_user_code(
+    run: Callable[Concatenate[Problem, Params], Returned],
+) -> Callable[Concatenate[Problem, Params], Returned]:
+    """`run(problem, …)` under `blaming_user_code(problem.function)`."""
+
+    @functools.wraps(run)
+    def wrapper(problem: Problem, *args: Params.args, **kwargs: Params.kwargs) -> Returned:
+        with blaming_user_code(problem.function):
+            return run(problem, *args, **kwargs)
+
+    return wrapper
 
 
 def fresh_copies(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

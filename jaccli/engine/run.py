@@ -11,7 +11,7 @@ from jaccli.engine.check import (
     check_jacobian,
     check_vjp,
 )
-from jaccli.engine.evaluate import blaming_user_code
+from jaccli.engine.evaluate import blames_user_code
 from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
 from jaccli.engine.jacobian import (
     Progress,
@@ -83,6 +83,7 @@ def plan_report(
     )
 
 
+@blames_user_code
 def run_jacobian(
     problem: Problem,
     strategy: Strategy = Strategy.AUTO,
@@ -96,22 +97,6 @@ def run_jacobian(
 ) -> JacobianResult:
     """J (or with `batched` its diagonal blocks), with the per-slice view `view` (None: none)
     and the check when asked."""
-    with blaming_user_code(problem.function):
-        return _run_jacobian(
-            problem, strategy, budget, view, check, batched, progress, check_options
-        )
-
-
-def _run_jacobian(
-    problem: Problem,
-    strategy: Strategy,
-    budget: int | None,
-    view: str | None,
-    check: bool,
-    batched: bool,
-    progress: Progress | None,
-    check_options: CheckOptions,
-) -> JacobianResult:
     if batched:
         if view is not None or check:
             raise UsageError(
@@ -136,6 +121,7 @@ def _run_jacobian(
     return result
 
 
+@blames_user_code
 def run_vjp(
     problem: Problem,
     cotangent: Cotangent,
@@ -148,19 +134,6 @@ def run_vjp(
 ) -> VjpResult:
     """vᵀ·J, with the per-slice view `view` (None: the natural one of a single input that
     decomposes, unless it has more than DEFAULT_VIEW_SLICES slices) and the check when asked."""
-    with blaming_user_code(problem.function):
-        return _run_vjp(problem, cotangent, budget, view, check, progress, check_options)
-
-
-def _run_vjp(
-    problem: Problem,
-    cotangent: Cotangent,
-    budget: int | None,
-    view: str | None,
-    check: bool,
-    progress: Progress | None,
-    check_options: CheckOptions,
-) -> VjpResult:
     chosen = choose_view(problem, view)
     result = compute_vjp(problem, cotangent)
     if chosen is not None and view is None:

@@ -124,3 +124,12 @@ def test_no_negative_zero_is_printed(jaccli) -> None:
     run = jaccli("jacobian", "--expr", "x * relu(x)", "--value", "[-1.0, -2.0]", "--json")
     assert "-0" not in run.stdout
     assert "-0" not in jaccli("jacobian", "--expr", "x * relu(x)", "--value", "[-1.0, -2.0]").stdout
+
+
+def test_an_expression_input_held_fixed_stays_floating_when_given_integers(jaccli) -> None:
+    run = jaccli("jacobian", "--expr", "x @ c", "--shape", "x=2", "--value",
+                 "c=[[1, 2], [3, 4]]", "--wrt", "x", "--dtype", "float64", "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    document = run.json()
+    assert document["inputs"]["c"]["dtype"] == "float64"
+    assert document["jacobian"]["y"]["x"]["values"] == [[1, 3], [2, 4]]  # (x @ c)_j = Σ x_i c_ij

@@ -368,11 +368,9 @@ def prepare(
             budget,
             "use smaller shapes",
         )
-    # A user's input outside wrt keeps the integers it was given (targets, indices); a preset's
-    # constants are always floating.
-    keep_integers = [
-        name for name in shapes if name not in wrt_names and function.input(name).differentiable
-    ]
+    # A user callable's input outside wrt keeps the integers it was given (targets, indices);
+    # presets and expressions compute in floating point throughout.
+    keep_integers = [name for name in shapes if function.integer_inputs and name not in wrt_names]
     tensors = make_inputs(shapes, values, generator, torch_dtype, keep_integers)
     if out_shapes is None:
         outputs = _evaluate_with_hint(function, tensors, values, wrt_names, explicit=bool(wrt))

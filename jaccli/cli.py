@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 from jaccli import spec
 from jaccli.errors import ExitCode, Interrupt, JaccliError, UsageError
 from jaccli.functions import PRESETS, resolve
+from jaccli.functions.presets import square_jacobian
 
 if TYPE_CHECKING:
     from jaccli.engine import Problem
@@ -652,7 +653,7 @@ def check_command(
 @app.command()
 def presets(json_: JsonOption = False) -> None:
     """List the preset functions: name, formula, and inputs with their default shapes."""
-    functions = list(PRESETS.values())
+    functions = [(function, square_jacobian(function)) for function in PRESETS.values()]
     if json_:
         from jaccli.render.document import presets_document
 

@@ -156,13 +156,27 @@ def test_presets_lists_every_preset_as_a_table_and_as_json(jaccli) -> None:
         "default_shape": [2, 3],
         "differentiable": True,
         "shape_like": None,
+        "derived_shape": None,
     }
-    assert len(PRESETS) >= 9
+    assert listed["affine"]["inputs"][1]["derived_shape"] == "d×d, d = x.shape[-1]"
+    square = {name for name, entry in listed.items() if entry["square_jacobian"]}
+    assert square == {
+        "add", "sigmoid", "softmax", "polar", "spherical", "cylindrical", "affine", "planar_flow"
+    }  # fmt: skip
+    assert "constants: A d×d, b d (d = x.shape[-1])" in run.stdout
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (
+            ["--fn", "affine", "--shape", "x=2x3", "--shape", "A=4x4"],
+            "affine: A takes the shape 3x3 from x (2x3); got 4x4",
+        ),
+        (
+            ["--fn", "affine", "--shape", "x=scalar"],
+            "affine: x must have at least 1 dimension (it acts along the last dimension)",
+        ),
         (
             ["--fn", "expsom"],
             "unknown function 'expsom'; did you mean 'expsum'? presets: expsum, add",

@@ -35,6 +35,32 @@ def _per_row(
     return j
 
 
+def _spherical_block(x: np.ndarray) -> np.ndarray:
+    """∂(r sinθ cosφ, r sinθ sinφ, r cosθ)/∂(r, θ, φ)."""
+    r, t, p = x
+    return np.array(
+        [
+            [np.sin(t) * np.cos(p), r * np.cos(t) * np.cos(p), -r * np.sin(t) * np.sin(p)],
+            [np.sin(t) * np.sin(p), r * np.cos(t) * np.sin(p), r * np.sin(t) * np.cos(p)],
+            [np.cos(t), -r * np.sin(t), 0.0],
+        ]
+    )
+
+
+def _cylindrical_block(x: np.ndarray) -> np.ndarray:
+    """∂(r cosθ, r sinθ, z)/∂(r, θ, z)."""
+    r, t, _ = x
+    return np.array(
+        [[np.cos(t), -r * np.sin(t), 0.0], [np.sin(t), r * np.cos(t), 0.0], [0.0, 0.0, 1.0]]
+    )
+
+
+def _planar_block(x: np.ndarray, v: dict[str, np.ndarray]) -> np.ndarray:
+    """∂(x + u tanh(wᵀx + b))/∂x = I + (1 − tanh²(wᵀx + b)) u wᵀ."""
+    slope = 1 - np.tanh(v["w"] @ x + v["b"]) ** 2
+    return np.eye(len(x)) + slope * np.outer(v["u"], v["w"])
+
+
 # name -> (shapes, closed form of {wrt: J} from the float64 inputs)
 CLOSED_FORMS: dict[
     str, tuple[list[str], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]
@@ -82,6 +108,13 @@ CLOSED_FORMS: dict[
                 ]
             )
         },
+    ),
+    "spherical": (["x=2x3"], lambda v: {"x": _per_row(_spherical_block, v["x"], (3,))}),
+    "cylindrical": (["x=3"], lambda v: {"x": _cylindrical_block(v["x"])}),
+    "affine": (["x=2x4"], lambda v: {"x": _per_row(lambda _: v["A"], v["x"], (4,))}),
+    "planar_flow": (
+        ["x=3x4"],
+        lambda v: {"x": _per_row(lambda row: _planar_block(row, v), v["x"], (4,))},
     ),
     "cross": (["a=3", "b=3"], lambda v: {"a": -_skew(v["b"]), "b": _skew(v["a"])}),
 }

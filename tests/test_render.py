@@ -38,7 +38,7 @@ def test_json_values_are_shortest_round_trip_and_non_finite_strings() -> None:
 
 def test_user_strings_print_as_written_not_as_markup() -> None:
     function = Function("[bold]f", "y = [red]x[/red]", (InputSpec("[i]x", (2,)),), lambda **_: None)
-    table = render(presets_table([function]))
+    table = render(presets_table([(function, False)]))
     assert "[bold]f" in table and "y = [red]x[/red]" in table and "[i]x" in table
     evaluation = Evaluation(
         function_name="[bold]f",
@@ -49,7 +49,7 @@ def test_user_strings_print_as_written_not_as_markup() -> None:
     )
     shown = render(evaluation_renderables(evaluation, Layout())[0])
     assert shown.startswith("[bold]f   y = [red]x[/red]   float32")
-    assert presets_document([function])["presets"][0]["name"] == "[bold]f"
+    assert presets_document([(function, False)])["presets"][0]["name"] == "[bold]f"
 
 
 def test_a_big_grid_is_cut_with_ellipses_and_says_how_to_see_everything() -> None:

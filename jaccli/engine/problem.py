@@ -11,7 +11,7 @@ import torch
 from jaccli.engine.evaluate import evaluate, single_output_name
 from jaccli.engine.guard import require_within_budget
 from jaccli.errors import ComputationError, UsageError
-from jaccli.functions.model import Function, ShapeUnknown
+from jaccli.functions.model import Function, InputSpec, ShapeUnknown
 from jaccli.spec import ArrayData, Shape, format_shape
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -106,15 +106,17 @@ def resolve_shapes(
             )
         resolved[name] = data.shape
     for spec in function.inputs:
+        followed = _followed_shape(spec, resolved)
         if spec.name in resolved:
-            if spec.shape_like and resolved[spec.name] != resolved[spec.shape_like]:
+            if followed is not None and resolved[spec.name] != followed:
                 raise UsageError(
-                    f"{function.name}: {spec.name} takes the shape of {spec.shape_like} "
-                    f"({format_shape(resolved[spec.shape_like])}); "
+                    f"{function.name}: {spec.name} takes the shape "
+                    f"{format_shape(followed)} from {spec.shape_like} "
+                    f"({format_shape(resolved[spec.shape_like])}); "  # type: ignore[index]
                     f"got {format_shape(resolved[spec.name])}"
                 )
-        elif spec.shape_like:
-            resolved[spec.name] = resolved[spec.shape_like]
+        elif followed is not None:
+            resolved[spec.name] = followed
         elif spec.default_shape is not None:
             resolved[spec.name] = spec.default_shape
         elif not spec.has_default:
@@ -124,6 +126,14 @@ def resolve_shapes(
                 code="missing_input",
             )
     return {spec.name: resolved[spec.name] for spec in function.inputs if spec.name in resolved}
+
+
+def _followed_shape(spec: InputSpec, resolved: dict[str, Shape]) -> Shape | None:
+    """The shape a constant takes from the input it follows; None when it follows none."""
+    if spec.shape_like is None:
+        return None
+    source = resolved[spec.shape_like]
+    return source if spec.derived_shape is None else spec.derived_shape.rule(source)
 
 
 def resolve_wrt(

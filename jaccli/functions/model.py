@@ -49,6 +49,18 @@ BATCHED_OVER_LEADING_AXES = Separable(all_but_last=True)
 
 
 @dataclass(frozen=True)
+class DerivedShape:
+    """A constant's shape computed from the shape of the input it follows (affine's A is d×d
+    for an x whose last dimension is d); `rule` raises UsageError for a shape it cannot follow."""
+
+    rule: Callable[[Shape], Shape]
+    shape: str
+    """The shape for people, in symbols: `d×d`."""
+    symbols: str
+    """What the symbols are: `d = x's last dimension`."""
+
+
+@dataclass(frozen=True)
 class InputSpec:
     """One named input: its default shape, and whether it is differentiated or a constant."""
 
@@ -57,7 +69,9 @@ class InputSpec:
     """None: the user must give a shape or value (or the parameter keeps its Python default)."""
     differentiable: bool = True
     shape_like: str | None = None
-    """A constant that always takes the shape of this other input (add's `a` follows `x`)."""
+    """A constant whose shape follows this other input's (add's `a` follows `x`)."""
+    derived_shape: DerivedShape | None = None
+    """How the shape follows `shape_like`'s; None: the same shape."""
     separable: Separable = NOT_SEPARABLE
     has_default: bool = False
     """A user function's parameter with a default: kept, and not differentiated, unless given."""

@@ -5,6 +5,7 @@ Callables import torch when called, never at import time, so `jaccli presets` st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ from jaccli.functions import shape_rules
 from jaccli.functions.model import (
     BATCHED_OVER_LEADING_AXES,
     ELEMENTWISE,
+    DerivedShape,
     Function,
     InputSpec,
     Separable,
@@ -148,6 +150,65 @@ def _cross_shape(shapes: Mapping[str, Shape]) -> Shape:
     return shapes["a"]
 
 
+def _spherical(x: Any) -> Any:
+    import torch
+
+    r, theta, phi = x[..., 0], x[..., 1], x[..., 2]
+    return torch.stack(
+        (r * theta.sin() * phi.cos(), r * theta.sin() * phi.sin(), r * theta.cos()), dim=-1
+    )
+
+
+def _cylindrical(x: Any) -> Any:
+    import torch
+
+    r, theta, z = x[..., 0], x[..., 1], x[..., 2]
+    return torch.stack((r * theta.cos(), r * theta.sin(), z), dim=-1)
+
+
+def _coordinates_shape(function: str, why: str) -> ShapeRule:
+    def rule(shapes: Mapping[str, Shape]) -> Shape:
+        _require_last_dim(function, "x", shapes["x"], 3, why)
+        return shapes["x"]
+
+    return rule
+
+
+def _affine(x: Any, A: Any, b: Any) -> Any:
+    return x @ A.mT + b
+
+
+def _planar_flow(x: Any, u: Any, w: Any, b: Any) -> Any:
+    return x + u * ((x * w).sum(dim=-1, keepdim=True) + b).tanh()
+
+
+def _following_last_dim(function: str, square: bool) -> DerivedShape:
+    """A constant of shape (d,), or (d, d) when `square`, for an x whose last dimension is d."""
+
+    def rule(x: Shape) -> Shape:
+        _require_dims(function, "x", x, 1, "it acts along the last dimension")
+        return (x[-1], x[-1]) if square else (x[-1],)
+
+    return DerivedShape(rule, "d×d" if square else "d", "d = x.shape[-1]")
+
+
+def square_jacobian(function: Function) -> bool:
+    """Whether J of the function's one differentiable input is square at its default shapes
+    (as `jaccli det` needs)."""
+    differentiable = [spec for spec in function.inputs if spec.differentiable]
+    if len(differentiable) != 1 or function.output_shape is None:
+        return False
+    shapes = {spec.name: spec.default_shape for spec in function.inputs if spec.default_shape}
+    for spec in function.inputs:
+        if spec.shape_like is not None:
+            source = shapes[spec.shape_like]
+            shapes[spec.name] = (
+                source if spec.derived_shape is None else spec.derived_shape.rule(source)
+            )
+    (x,) = differentiable
+    return math.prod(function.output_shape(shapes)) == math.prod(shapes[x.name])
+
+
 # NOTE [separable axes] in model.py: what each `separable=` below promises.
 PRESETS: dict[str, Function] = {
     function.name: function
@@ -221,6 +282,67 @@ PRESETS: dict[str, Function] = {
             (InputSpec("x", (2,), separable=BATCHED_OVER_LEADING_AXES),),
             _polar,
             _polar_shape,
+        ),
+        Function(
+            "spherical",
+            "y = r (sinθ cosφ, sinθ sinφ, cosθ), (r,θ,φ) = x",
+            (InputSpec("x", (3,), separable=BATCHED_OVER_LEADING_AXES),),
+            _spherical,
+            _coordinates_shape("spherical", "x[..., 0] is r, x[..., 1] θ and x[..., 2] φ"),
+        ),
+        Function(
+            "cylindrical",
+            "y = (r cosθ, r sinθ, z), (r,θ,z) = x",
+            (InputSpec("x", (3,), separable=BATCHED_OVER_LEADING_AXES),),
+            _cylindrical,
+            _coordinates_shape("cylindrical", "x[..., 0] is r, x[..., 1] θ and x[..., 2] z"),
+        ),
+        Function(
+            "affine",
+            "y = A x + b (over dim -1)",
+            (
+                InputSpec("x", (3,), separable=BATCHED_OVER_LEADING_AXES),
+                InputSpec(
+                    "A",
+                    (3, 3),
+                    differentiable=False,
+                    shape_like="x",
+                    derived_shape=_following_last_dim("affine", square=True),
+                ),
+                InputSpec(
+                    "b",
+                    (3,),
+                    differentiable=False,
+                    shape_like="x",
+                    derived_shape=_following_last_dim("affine", square=False),
+                ),
+            ),
+            _affine,
+            _last_dim_shape("affine", reduces=False),
+        ),
+        Function(
+            "planar_flow",
+            "y = x + u tanh(wᵀx + b) (over dim -1)",
+            (
+                InputSpec("x", (2, 3), separable=BATCHED_OVER_LEADING_AXES),
+                InputSpec(
+                    "u",
+                    (3,),
+                    differentiable=False,
+                    shape_like="x",
+                    derived_shape=_following_last_dim("planar_flow", square=False),
+                ),
+                InputSpec(
+                    "w",
+                    (3,),
+                    differentiable=False,
+                    shape_like="x",
+                    derived_shape=_following_last_dim("planar_flow", square=False),
+                ),
+                InputSpec("b", (), differentiable=False),
+            ),
+            _planar_flow,
+            _last_dim_shape("planar_flow", reduces=False),
         ),
         Function(
             "cross",

@@ -209,8 +209,8 @@ def document_numbers(result: JacobianResult | VjpResult, *, jacobians: bool = Tr
     return sum(int(np.asarray(a).size) for a in arrays)
 
 
-def presets_document(functions: Iterable[Function]) -> dict[str, Any]:
-    """Every preset with its formula and inputs."""
+def presets_document(functions: Iterable[tuple[Function, bool]]) -> dict[str, Any]:
+    """Every preset with its formula, its inputs, and whether its J is square."""
     return {
         "schema_version": SCHEMA_VERSION,
         "command": "presets",
@@ -218,17 +218,21 @@ def presets_document(functions: Iterable[Function]) -> dict[str, Any]:
             {
                 "name": function.name,
                 "formula": function.formula,
+                "square_jacobian": square,
                 "inputs": [
                     {
                         "name": spec.name,
                         "default_shape": list(spec.default_shape),
                         "differentiable": spec.differentiable,
                         "shape_like": spec.shape_like,
+                        "derived_shape": None
+                        if spec.derived_shape is None
+                        else f"{spec.derived_shape.shape}, {spec.derived_shape.symbols}",
                     }
                     for spec in function.inputs
                 ],
             }
-            for function in functions
+            for function, square in functions
         ],
     }
 

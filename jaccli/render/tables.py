@@ -352,22 +352,43 @@ def vjp_renderable(result: VjpResult, layout: Layout) -> Group:
 
 
 def _inputs_text(function: Function) -> Text:
+    """The differentiated inputs with their default shapes: `a 2x3, b 3x2`."""
     text = Text()
-    for position, spec in enumerate(function.inputs):
-        if position:
-            text.append(", ")
-        text.append(spec.name, style="bold")
-        if spec.shape_like:
-            text.append(f" shape of {spec.shape_like}")
-        else:
+    for spec in function.inputs:
+        if spec.differentiable:
+            text.append(", " if text else "")
+            text.append(spec.name, style="bold")
             text.append(f" {format_shape(spec.default_shape)}", style="cyan")
-        if not spec.differentiable:
-            text.append(" (constant)", style="dim")
     return text
 
 
-def presets_table(functions: Iterable[Function]) -> Table:
-    """Every preset: name, formula, and inputs with their default shapes."""
+def _formula_text(function: Function) -> Text:
+    """The formula, then its constants and the shapes they take: `constants: A d×d, b d
+    (d = x's last dimension)`."""
+    constants = [spec for spec in function.inputs if not spec.differentiable]
+    text = Text(function.formula)
+    if not constants:
+        return text
+    text.append("\nconstants: ", style="dim")
+    symbols = []
+    for position, spec in enumerate(constants):
+        text.append(", " if position else "", style="dim")
+        text.append(spec.name, style="bold dim")
+        if spec.derived_shape is not None:
+            text.append(f" {spec.derived_shape.shape}", style="dim")
+            symbols.append(spec.derived_shape.symbols)
+        elif spec.shape_like is not None:
+            text.append(f" like {spec.shape_like}", style="dim")
+        else:
+            text.append(f" {format_shape(spec.default_shape)}", style="dim")
+    if symbols:
+        text.append(f" ({', '.join(dict.fromkeys(symbols))})", style="dim")
+    return text
+
+
+def presets_table(functions: Iterable[tuple[Function, bool]]) -> Table:
+    """Every preset: name, formula with its constants, the inputs with their default shapes,
+    and whether J is square (so `jaccli det` applies)."""
     table = Table(
         box=box.SIMPLE_HEAD,
         title=Text("Presets (--fn NAME)"),
@@ -375,8 +396,14 @@ def presets_table(functions: Iterable[Function]) -> Table:
         show_edge=False,
     )
     table.add_column("name", style="bold magenta", no_wrap=True)
-    table.add_column("formula", no_wrap=True)
-    table.add_column("inputs (default shape)")
-    for function in functions:
-        table.add_row(Text(function.name), Text(function.formula), _inputs_text(function))
+    table.add_column("formula", ratio=1)
+    table.add_column("inputs", no_wrap=True)
+    table.add_column("det", no_wrap=True, justify="center")
+    for function, square in functions:
+        table.add_row(
+            Text(function.name),
+            _formula_text(function),
+            _inputs_text(function),
+            Text("✓" if square else ""),
+        )
     return table

@@ -11,6 +11,7 @@ import traceback as traceback_module
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -309,6 +310,15 @@ EpsOption = Annotated[
 ]
 
 
+StrategyOption = Annotated[
+    str, typer.Option(help="auto, loop, rev (reverse mode) or fwd (forward mode).")
+]
+PlanOption = Annotated[
+    bool,
+    typer.Option("--plan", help="Show sizes, memory and the strategy, and why, without computing."),
+]
+
+
 def _problem(
     fn: str | None,
     expr: str | None,
@@ -345,7 +355,7 @@ def _problem(
 
 
 def _show_plan(
-    problem: Problem, strategy: Any, budget: int | None, batched: bool, json_: bool
+    command: str, problem: Problem, strategy: Any, budget: int | None, batched: bool, json_: bool
 ) -> None:
     """Print what computing J would take; exit 3 when it would not fit the budget."""
     from jaccli.engine import plan_report
@@ -360,7 +370,7 @@ def _show_plan(
 
         _emit_rich(plan_renderable(report))
     if report.plan.refused is not None:
-        _report_error("jacobian", "memory_budget", report.plan.refused, json_)
+        _report_error(command, "memory_budget", report.plan.refused, json_)
         raise typer.Exit(ExitCode.RESOURCE)
 
 
@@ -456,9 +466,7 @@ def jacobian(
     wrt: WrtOption = None,
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
-    strategy: Annotated[
-        str, typer.Option(help="auto, loop, rev (reverse mode) or fwd (forward mode).")
-    ] = "auto",
+    strategy: StrategyOption = "auto",
     view: ViewOption = None,
     check: CheckOption = False,
     rtol: RtolOption = None,
@@ -472,12 +480,7 @@ def jacobian(
             "shape (B,) + y_sample + x_sample.",
         ),
     ] = False,
-    plan: Annotated[
-        bool,
-        typer.Option(
-            "--plan", help="Show sizes, memory and the strategy, and why, without computing."
-        ),
-    ] = False,
+    plan: PlanOption = False,
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
@@ -488,46 +491,105 @@ def jacobian(
     traceback: TracebackOption = False,
 ) -> None:
     """Compute y = f(x) and its Jacobian J, with J.shape == y.shape + x.shape."""
-    with reporting("jacobian", json_, traceback):
+    _jacobian_command(
+        "jacobian",
+        Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size),
+        strategy,
+        view=view,
+        checking=(check, rtol, atol, eps),
+        batched=batched,
+        plan=plan,
+        shown=(precision, full, json_),
+        written=(out, force),
+        traceback=traceback,
+    )
+
+
+@dataclass(frozen=True)
+class Computing:
+    """The options every computing command shares: the function, its inputs and the limits."""
+
+    fn: str | None
+    expr: str | None
+    shape: Sequence[str] | None
+    value: Sequence[str] | None
+    wrt: Sequence[str] | None
+    seed: int
+    dtype: str
+    max_memory: str | None
+    max_value_size: str | None
+
+    def problem(self, budget: int | None, *, shapes_only: bool = False) -> Problem:
+        return _problem(
+            self.fn,
+            self.expr,
+            self.shape,
+            self.value,
+            self.wrt,
+            self.seed,
+            self.dtype,
+            budget,
+            self.max_value_size,
+            shapes_only=shapes_only,
+        )
+
+
+def _jacobian_command(
+    command: str,
+    computing: Computing,
+    strategy: str,
+    *,
+    view: str | None,
+    checking: tuple[bool, float | None, float | None, float | None],
+    batched: bool,
+    plan: bool,
+    shown: tuple[int, bool, bool],
+    written: tuple[str | None, bool],
+    traceback: bool,
+) -> None:
+    """`jacobian`, or `det` with det J under J: plan, or compute, then print and write."""
+    check, rtol, atol, eps = checking
+    precision, full, json_ = shown
+    out, force = written
+    with reporting(command, json_, traceback):
         out_path = None if plan else _out_path(out, force)
-        budget = _budget(max_memory)
+        budget = _budget(computing.max_memory)
         chosen = _strategy(strategy)
         check_options = _check_options(rtol, atol, eps)
-        problem = _problem(
-            fn, expr, shape, value, wrt, seed, dtype, budget, max_value_size, shapes_only=plan
-        )
+        problem = computing.problem(budget, shapes_only=plan)
+        determinant = command == "det"
+        if determinant and problem.output_unknown is None:
+            from jaccli.engine.det import require_square
+
+            require_square(problem, batched)
         if plan:
-            _show_plan(problem, chosen, budget, batched, json_)
+            _show_plan(command, problem, chosen, budget, batched, json_)
             return
         if out_path is not None:
-            from jaccli.render.files import check_array_count, jacobian_keys
+            from jaccli.render.files import DETERMINANT_KEYS, check_array_count, jacobian_keys
 
-            check_array_count(
-                out_path, jacobian_keys(list(problem.output_shapes), list(problem.wrt))
-            )
+            keys = jacobian_keys(list(problem.output_shapes), list(problem.wrt))
+            check_array_count(out_path, keys + list(DETERMINANT_KEYS if determinant else ()))
         if json_:
             from jaccli.engine import require_json_fits
 
             require_json_fits(problem, budget, batched=batched)
-        from jaccli.engine import run_jacobian
+        from jaccli.engine import run_det, run_jacobian
         from jaccli.render.progress import progress_bar
 
-        with progress_bar("jacobian") as progress:
-            result = run_jacobian(
-                problem,
-                chosen,
-                budget=budget,
-                view=view,
-                check=check,
-                batched=batched,
-                progress=progress,
-                check_options=check_options,
-            )
+        with progress_bar(command) as progress:
+            options = dict(budget=budget, check=check, batched=batched, progress=progress)
+            if determinant:
+                result = run_det(problem, chosen, **options, check_options=check_options)
+            else:
+                result = run_jacobian(
+                    problem, chosen, **options, view=view, check_options=check_options
+                )
         from jaccli.render.document import jacobian_document
         from jaccli.render.tables import jacobian_renderable
 
         _finish(
-            "jacobian",
+            command,
             result,
             json_,
             lambda: jacobian_document(result),
@@ -537,6 +599,56 @@ def jacobian(
             force=force,
             budget=budget,
         )
+
+
+@app.command()
+def det(
+    fn: FnOption = None,
+    expr: ExprOption = None,
+    shape: ShapeOption = None,
+    value: ValueOption = None,
+    wrt: WrtOption = None,
+    seed: SeedOption = 0,
+    dtype: DtypeOption = "float32",
+    strategy: StrategyOption = "auto",
+    check: CheckOption = False,
+    rtol: RtolOption = None,
+    atol: AtolOption = None,
+    eps: EpsOption = None,
+    batched: Annotated[
+        bool,
+        typer.Option(
+            "--batched",
+            help="det of each diagonal block along the function's separable axis, shape (B,): "
+            "the log|det J| of a normalizing flow, without the dense J.",
+        ),
+    ] = False,
+    plan: PlanOption = False,
+    precision: PrecisionOption = 4,
+    full: FullOption = False,
+    json_: JsonOption = False,
+    out: OutOption = None,
+    force: ForceOption = False,
+    max_memory: MaxMemoryOption = None,
+    max_value_size: MaxValueSizeOption = None,
+    traceback: TracebackOption = False,
+) -> None:
+    """Compute a square Jacobian J and det J: its sign, log|det J| and the trace (divergence).
+
+    J must be square once flattened (y.numel() == x.numel()); with several --wrt, the joint J.
+    """
+    _jacobian_command(
+        "det",
+        Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size),
+        strategy,
+        view=None,
+        checking=(check, rtol, atol, eps),
+        batched=batched,
+        plan=plan,
+        shown=(precision, full, json_),
+        written=(out, force),
+        traceback=traceback,
+    )
 
 
 @app.command()

@@ -56,6 +56,22 @@ class Guard:
 
 
 @dataclass(frozen=True)
+class Determinant:
+    """det J of a square J (NOTE [the Jacobian determinant]): scalars, or shape (B,) per sample."""
+
+    wrt: tuple[str, ...]
+    """The inputs whose joint J it is, columns in this order."""
+    size: int
+    """d, for a d×d J (or d×d blocks)."""
+    sign: np.ndarray
+    logabsdet: np.ndarray
+    """log|det J|, finite where det J itself is past float64's range."""
+    det: np.ndarray
+    trace: np.ndarray
+    """The divergence, Σᵢ ∂yᵢ/∂xᵢ."""
+
+
+@dataclass(frozen=True)
 class JacobianResult:
     """J of each output for each `wrt` input, with `J.shape == output.shape + input.shape`."""
 
@@ -72,6 +88,8 @@ class JacobianResult:
     """With --batched: for each input, the (input_axis, output_axis) its blocks run along;
     then each J holds only the diagonal blocks, shaped (B,) + y_sample.shape + x_sample.shape."""
     guard: Guard | None = None
+    determinant: Determinant | None = None
+    """With `jaccli det`: det J of the (joint, or per-sample) J above."""
 
 
 @dataclass(frozen=True)

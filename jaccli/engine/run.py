@@ -11,6 +11,8 @@ from jaccli.engine.check import (
     check_jacobian,
     check_vjp,
 )
+from jaccli.engine.det import determinant as compute_determinant
+from jaccli.engine.det import determinant_notes, joint_blocks, joint_matrix, require_square
 from jaccli.engine.evaluate import blames_user_code
 from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
 from jaccli.engine.jacobian import (
@@ -119,6 +121,34 @@ def run_jacobian(
     if check:
         result = replace(result, check=check_jacobian(problem, result, progress, check_options))
     return result
+
+
+def run_det(
+    problem: Problem,
+    strategy: Strategy = Strategy.AUTO,
+    *,
+    budget: int | None = None,
+    check: bool = False,
+    batched: bool = False,
+    progress: Progress | None = None,
+    check_options: CheckOptions = DEFAULT_CHECK_OPTIONS,
+) -> JacobianResult:
+    """J (or its diagonal blocks) and det J (NOTE [the Jacobian determinant])."""
+    size = require_square(problem, batched)
+    result = run_jacobian(
+        problem,
+        strategy,
+        budget=budget,
+        check=check,
+        batched=batched,
+        progress=progress,
+        check_options=check_options,
+    )
+    ((_, jacobians),) = result.jacobians.items()
+    matrices = joint_blocks(jacobians, size) if batched else joint_matrix(jacobians, size)
+    determinant = compute_determinant(matrices, problem.wrt)
+    notes = (*result.notes, *determinant_notes(determinant))
+    return replace(result, determinant=determinant, notes=notes)
 
 
 @blames_user_code

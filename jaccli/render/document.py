@@ -11,7 +11,15 @@ import numpy as np
 from jaccli.functions.model import Function
 from jaccli.render.labels import entry_label
 from jaccli.render.numbers import json_values
-from jaccli.result import Check, Evaluation, Guard, JacobianResult, View, VjpResult
+from jaccli.result import (
+    Check,
+    Determinant,
+    Evaluation,
+    Guard,
+    JacobianResult,
+    View,
+    VjpResult,
+)
 
 SCHEMA_VERSION = 2
 """Bumped when an existing key changes meaning; the JSON Schemas in schema/ describe it."""
@@ -146,10 +154,12 @@ def _view_and_check(result: JacobianResult | VjpResult) -> dict[str, Any]:
 
 
 def jacobian_document(result: JacobianResult) -> dict[str, Any]:
-    """The `jacobian` command's document: J keyed by output, then input, and the strategy."""
+    """The `jacobian` command's document (or `det`'s, with det J): J keyed by output, then
+    input, and the strategy."""
     per_sample = result.per_sample
+    command = "jacobian" if result.determinant is None else "det"
     return {
-        **_evaluation("jacobian", result.evaluation, result.notes),
+        **_evaluation(command, result.evaluation, result.notes),
         "layout": "dense" if per_sample is None else "per-sample",
         "jacobian": {
             output: {
@@ -168,6 +178,19 @@ def jacobian_document(result: JacobianResult) -> dict[str, Any]:
         "strategy_reason": result.strategy_reason,
         "guard": guard_entry(result.guard),
         **_view_and_check(result),
+        **({} if result.determinant is None else {"det": determinant_entry(result.determinant)}),
+    }
+
+
+def determinant_entry(det: Determinant) -> dict[str, Any]:
+    """`{"wrt", "size", "sign", "logabsdet", "det", "trace"}`: scalars, or (B,) per sample."""
+    return {
+        "wrt": list(det.wrt),
+        "size": det.size,
+        "sign": tensor_entry(det.sign),
+        "logabsdet": tensor_entry(det.logabsdet),
+        "det": tensor_entry(det.det),
+        "trace": tensor_entry(det.trace),
     }
 
 
@@ -202,6 +225,9 @@ def document_numbers(result: JacobianResult | VjpResult, *, jacobians: bool = Tr
         arrays += [*result.cotangents.values(), *result.vjps.values()]
     elif jacobians:
         arrays += [j for by_wrt in result.jacobians.values() for j in by_wrt.values()]
+    if isinstance(result, JacobianResult) and result.determinant is not None:
+        det = result.determinant
+        arrays += [det.sign, det.logabsdet, det.det, det.trace]
     if result.view is not None:
         for row in result.view.slices:
             arrays += [row.input_slice, row.output_slice, row.jacobian, row.product, row.full_slice]

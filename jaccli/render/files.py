@@ -90,10 +90,26 @@ def result_arrays(result: JacobianResult | VjpResult) -> list[OutArray]:
         ]
     outputs = list(result.jacobians)
     keys = iter(jacobian_keys(outputs, list(result.jacobians[outputs[0]])))
-    return [
+    arrays = [
         OutArray(next(keys), j, result.evaluation.outputs[output].ndim, output, wrt)
         for output, by_wrt in result.jacobians.items()
         for wrt, j in by_wrt.items()
+    ]
+    return arrays + determinant_arrays(result)
+
+
+DETERMINANT_KEYS = ("det.sign", "det.logabsdet", "det.det", "det.trace")
+
+
+def determinant_arrays(result: JacobianResult) -> list[OutArray]:
+    """det J's sign, log|det J|, det J and trace, when the result has them."""
+    det = result.determinant
+    if det is None:
+        return []
+    values = (det.sign, det.logabsdet, det.det, det.trace)
+    return [
+        OutArray(key, array, array.ndim, "sample", "")
+        for key, array in zip(DETERMINANT_KEYS, values, strict=True)
     ]
 
 

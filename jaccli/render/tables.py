@@ -240,8 +240,53 @@ def jacobian_renderable(result: JacobianResult, layout: Layout) -> Group:
     else:
         parts += dense_renderables(result, layout)
     parts += _view_and_check(result, layout)
+    if result.determinant is not None:
+        parts += determinant_renderables(result, layout)
     parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
     return Group(*parts)
+
+
+DETERMINANT_ROWS = 12
+"""Per-sample determinants shown without --full."""
+
+
+def determinant_renderables(result: JacobianResult, layout: Layout) -> list[RenderableType]:
+    """det J, its sign, log|det J| and the trace: one column of them, or a row per sample."""
+    det = result.determinant
+    assert det is not None
+    (y_name,) = result.jacobians
+    x_names = ", ".join(det.wrt)
+    of = f"∂{y_name}/∂{x_names}" if len(det.wrt) == 1 else f"∂{y_name}/∂({x_names}) joint"
+    quantities = {
+        "det J": det.det,
+        "sign": det.sign,
+        "log|det J|": det.logabsdet,
+        "trace J": det.trace,
+    }
+    cells = {name: format_cells(values, layout.precision) for name, values in quantities.items()}
+    cells["sign"] = np.vectorize(lambda s: {1: "+1", -1: "-1"}.get(s, "0"), otypes=[object])(
+        det.sign
+    )
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    if det.sign.ndim == 0:
+        title = f"Determinant of {of}  {det.size}×{det.size}"
+        table.add_column("")
+        table.add_column("", justify="right")
+        table.show_header = False
+        for name, texts in cells.items():
+            table.add_row(Text(name, style="bold"), Text(str(texts)))
+        return [_section(title), table, Text("trace J = Σᵢ ∂yᵢ/∂xᵢ, the divergence", style="dim")]
+    count = det.sign.shape[0]
+    title = f"Determinants of the {count} diagonal blocks of {of}  each {det.size}×{det.size}"
+    table.add_column("sample", justify="right", style="dim")
+    for name in cells:
+        table.add_column(name, justify="right")
+    for row in _window(count, None if layout.full else DETERMINANT_ROWS):
+        if row is None:
+            table.add_row("…", *("…" for _ in cells))
+        else:
+            table.add_row(str(row), *(Text(str(texts[row])) for texts in cells.values()))
+    return [_section(title), table]
 
 
 def dense_renderables(result: JacobianResult, layout: Layout) -> list[RenderableType]:

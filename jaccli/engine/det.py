@@ -1,0 +1,109 @@
+"""The Jacobian determinant: det J, its sign and log|det J|, and the trace (the divergence).
+
+# NOTE [the Jacobian determinant]
+det J needs J square once flattened: y.numel() == x.numel(). With several `wrt` inputs it is
+the joint J, [J_a | J_b | …] with columns in `wrt` order, that must be square. The numbers come
+from `torch.linalg.slogdet` in float64, so a 512×512 J whose det is past float64's range still
+has an exact sign and log|det J|; det itself is then ±Infinity or 0, and a warning says so.
+With --batched each diagonal block along the separable axis has its own determinant, shape
+(B,): the change-of-variables term of a normalizing flow, in O(B·d²) memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from jaccli.engine.batched import batch_axes
+from jaccli.engine.problem import Problem
+from jaccli.errors import UsageError
+from jaccli.result import Determinant
+
+
+def _single_output(problem: Problem) -> tuple[str, tuple[int, ...]]:
+    if len(problem.output_shapes) != 1:
+        raise UsageError(
+            f"det J needs a single output; {problem.function.name} returns "
+            f"{', '.join(problem.output_shapes)}",
+            code="not_square",
+        )
+    ((name, shape),) = problem.output_shapes.items()
+    return name, tuple(shape)
+
+
+def require_square(problem: Problem, batched: bool) -> int:
+    """Refuse before computing a J that is not square (per sample with `batched`); the size d
+    of the square."""
+    output, y_shape = _single_output(problem)
+    joint = " + ".join(f"{w} ({problem.inputs[w].numel()})" for w in problem.wrt)
+    if not batched:
+        if problem.output_count != problem.input_count:
+            others = [n for n in problem.function.differentiable_names if n not in problem.wrt]
+            raise UsageError(
+                f"J is not square: {output} has {problem.output_count} elements and "
+                f"{joint if len(problem.wrt) > 1 else problem.wrt[0]} has {problem.input_count} "
+                f"(J is {problem.output_count}×{problem.input_count}); det needs y.numel() == "
+                "x.numel()" + (f" (a joint J with --wrt {others[0]}?)" if others else ""),
+                code="not_square",
+            )
+        return problem.input_count
+    axes = batch_axes(problem)
+    y_sample = math.prod(y_shape) // y_shape[next(iter(axes.values()))[1]]
+    x_sample = sum(
+        problem.inputs[wrt].numel() // problem.inputs[wrt].shape[input_axis]
+        for wrt, (input_axis, _) in axes.items()
+    )
+    if y_sample != x_sample:
+        raise UsageError(
+            f"the diagonal blocks are not square: a sample of {output} has {y_sample} elements "
+            f"and a sample of {', '.join(problem.wrt)} has {x_sample}",
+            code="not_square",
+        )
+    return y_sample
+
+
+def determinant(matrices: torch.Tensor, wrt: tuple[str, ...]) -> Determinant:
+    """sign, log|det|, det and trace of a square matrix (or a batch of them, (B, d, d))."""
+    square = matrices.detach().to(torch.float64)
+    sign, logabsdet = torch.linalg.slogdet(square)
+    with np.errstate(over="ignore", under="ignore"):
+        det = sign.numpy() * np.exp(logabsdet.numpy())
+    return Determinant(
+        wrt=wrt,
+        size=square.shape[-1],
+        sign=sign.numpy(),
+        logabsdet=logabsdet.numpy(),
+        det=np.asarray(det),
+        trace=square.diagonal(dim1=-2, dim2=-1).sum(-1).numpy(),
+    )
+
+
+def joint_matrix(jacobians: dict[str, np.ndarray], n_out: int) -> torch.Tensor:
+    """[J_a | J_b | …] as an n_out × n_in matrix, columns in `wrt` order."""
+    return torch.cat([torch.from_numpy(j).reshape(n_out, -1) for j in jacobians.values()], dim=1)
+
+
+def joint_blocks(blocks: dict[str, np.ndarray], sample_out: int) -> torch.Tensor:
+    """Per-sample blocks (B,) + y_sample + x_sample of each input, `sample_out` elements in
+    y_sample, as (B, d, d) matrices [J_a | J_b | …]."""
+    return torch.cat(
+        [torch.from_numpy(b).reshape(b.shape[0], sample_out, -1) for b in blocks.values()], dim=2
+    )
+
+
+def determinant_notes(det: Determinant) -> tuple[str, ...]:
+    """Warnings for a det past float64's range, where log|det J| still holds it exactly."""
+    finite = np.isfinite(det.logabsdet)
+    overflow = finite & ~np.isfinite(det.det)
+    underflow = finite & (det.det == 0)
+    notes = []
+    for mask, what in ((overflow, "overflows"), (underflow, "underflows")):
+        if mask.any():
+            where = "" if det.det.ndim == 0 else f" for {int(mask.sum())} samples"
+            notes.append(
+                f"det J {what} float64{where} (log|det J| = "
+                f"{float(det.logabsdet[mask].flat[0]):.6g}); logabsdet and sign hold it exactly"
+            )
+    return tuple(notes)

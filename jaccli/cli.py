@@ -718,6 +718,73 @@ def vjp(
         )
 
 
+@app.command()
+def jvp(
+    fn: FnOption = None,
+    expr: ExprOption = None,
+    shape: ShapeOption = None,
+    value: ValueOption = None,
+    wrt: WrtOption = None,
+    tangent: Annotated[
+        str,
+        typer.Option(
+            help="v in the shape of the input: ones, randn (seeded), a JSON array, or a JSON "
+            'object with an array for each --wrt input ({"a": [...], "b": [...]}).'
+        ),
+    ] = "ones",
+    seed: SeedOption = 0,
+    dtype: DtypeOption = "float32",
+    check: CheckOption = False,
+    rtol: RtolOption = None,
+    atol: AtolOption = None,
+    eps: EpsOption = None,
+    precision: PrecisionOption = 4,
+    full: FullOption = False,
+    json_: JsonOption = False,
+    out: OutOption = None,
+    force: ForceOption = False,
+    max_memory: MaxMemoryOption = None,
+    max_value_size: MaxValueSizeOption = None,
+    traceback: TracebackOption = False,
+) -> None:
+    """Compute the Jacobian-vector product J·v by forward mode: how y changes along v.
+
+    With several --wrt inputs the products add up, J·v = Σₖ Jₖ·vₖ, as torch.func.jvp has it.
+    """
+    with reporting("jvp", json_, traceback):
+        out_path = _out_path(out, force)
+        tangent_spec = spec.parse_direction(
+            tangent, "--tangent", "input", _value_limit(max_value_size)
+        )
+        check_options = _check_options(rtol, atol, eps)
+        budget = _budget(max_memory)
+        computing = Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size)
+        problem = computing.problem(budget)
+        if out_path is not None:
+            from jaccli.render.files import check_array_count
+
+            check_array_count(out_path, list(problem.output_shapes))
+        from jaccli.engine import run_jvp
+
+        result = run_jvp(
+            problem, tangent_spec, budget=budget, check=check, check_options=check_options
+        )
+        from jaccli.render.document import jvp_document
+        from jaccli.render.tables import jvp_renderable
+
+        _finish(
+            "jvp",
+            result,
+            json_,
+            lambda: jvp_document(result),
+            lambda: jvp_renderable(result, _layout(precision, full)),
+            full=full,
+            out=out_path,
+            force=force,
+            budget=budget,
+        )
+
+
 @app.command("check")
 def check_command(
     fn: FnOption = None,

@@ -108,6 +108,23 @@ class VjpResult:
 
 
 @dataclass(frozen=True)
+class JvpResult:
+    """J·v for each output: Σₖ Jₖ vₖ over the `wrt` inputs, as torch.func.jvp sums it."""
+
+    evaluation: Evaluation
+    tangents: dict[str, np.ndarray]
+    """v for each `wrt` input, in its shape."""
+    jvps: dict[str, np.ndarray]
+    """J·v for each output, in its shape."""
+    method: str
+    method_reason: str
+    check: Check | None = None
+    notes: tuple[str, ...] = ()
+    guard: Guard | None = None
+    view: View | None = None
+
+
+@dataclass(frozen=True)
 class SliceRow:
     """One slice along a separable axis: its own Jacobian, and how it rebuilds the full result.
 

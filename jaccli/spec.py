@@ -40,7 +40,10 @@ class ArrayData:
         return self.values.dtype.kind in "iu"
 
 
-Cotangent = Literal["ones", "randn"] | ArrayData | dict[str, ArrayData]
+Direction = Literal["ones", "randn"] | ArrayData | dict[str, ArrayData]
+"""A vector a product is taken with: the cotangent v of vᵀ·J (in the outputs' shapes), the
+tangent of J·v or the vector of H·v (in the inputs' shapes)."""
+Cotangent = Direction
 
 
 def format_shape(shape: Shape) -> str:
@@ -161,22 +164,28 @@ def format_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def parse_cotangent(text: str, size_limit: int = DEFAULT_VALUE_LIMIT) -> Cotangent:
-    """The cotangent v of a VJP: `ones`, `randn`, a JSON array of y's shape, or a JSON object
-    with an array for each output (`{"y0": [...], "y1": [...]}`)."""
+def parse_direction(
+    text: str, option: str, parts: str, size_limit: int = DEFAULT_VALUE_LIMIT
+) -> Direction:
+    """The vector of a product, given to `option`: `ones`, `randn`, a JSON array of its one
+    part's shape, or a JSON object with an array for each of its `parts` (outputs for a
+    cotangent, inputs for a tangent) by name (`{"y0": [...], "y1": [...]}`)."""
     stripped = text.strip()
     if stripped in ("ones", "randn"):
         return stripped  # type: ignore[return-value]
     if stripped.startswith("{"):
-        document = _load_json(stripped, "--cotangent", "ones, randn or ", size_limit)
+        document = _load_json(stripped, option, "ones, randn or ", size_limit)
         if not isinstance(document, dict) or not document:
-            raise UsageError("--cotangent: an object needs an array for each output")
-        return {
-            str(name): _array_of(part, f"--cotangent {name}") for name, part in document.items()
-        }
+            raise UsageError(f"{option}: an object needs an array for each {parts}")
+        return {str(name): _array_of(part, f"{option} {name}") for name, part in document.items()}
     return parse_json_array(
-        stripped, what="--cotangent", alternatives="ones, randn or ", size_limit=size_limit
+        stripped, what=option, alternatives="ones, randn or ", size_limit=size_limit
     )
+
+
+def parse_cotangent(text: str, size_limit: int = DEFAULT_VALUE_LIMIT) -> Direction:
+    """The cotangent v of a VJP, in the outputs' shapes (see `parse_direction`)."""
+    return parse_direction(text, "--cotangent", "output", size_limit)
 
 
 def parse_json_array(

@@ -5,7 +5,14 @@ Imports torch; the CLI imports this package only inside the commands that comput
 
 from jaccli.engine.jacobian import Strategy, choose_strategy, compute_jacobian
 from jaccli.engine.problem import Problem, prepare
-from jaccli.engine.run import plan_report, require_json_fits, run_det, run_jacobian, run_vjp
+from jaccli.engine.run import (
+    plan_report,
+    require_json_fits,
+    run_det,
+    run_jacobian,
+    run_jvp,
+    run_vjp,
+)
 from jaccli.engine.vjp import compute_vjp
 from jaccli.result import Evaluation, InputValue, JacobianResult, Plan, PlanReport, VjpResult
 
@@ -26,5 +33,6 @@ __all__ = [
     "require_json_fits",
     "run_det",
     "run_jacobian",
+    "run_jvp",
     "run_vjp",
 ]

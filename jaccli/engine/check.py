@@ -26,7 +26,7 @@ from jaccli.engine.jacobian import (
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE, FD_TOLERANCE, Tolerance
 from jaccli.errors import ComputationError, UsageError
-from jaccli.result import Check, Comparison, EntryError, JacobianResult, VjpResult
+from jaccli.result import Check, Comparison, EntryError, JacobianResult, JvpResult, VjpResult
 from jaccli.spec import first_line
 
 FD_STEP = 1e-6
@@ -77,6 +77,18 @@ def vjp_blocks(
     return [
         Block(None, wrt, value, references[wrt], 0, 0.0 if slack is None else slack[wrt])
         for wrt, value in values.items()
+    ]
+
+
+def jvp_blocks(
+    values: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    slack: dict[str, np.ndarray] | None = None,
+) -> list[Block]:
+    """J·v of each output: its entries are the directional derivatives ∂y[i] / ∂v."""
+    return [
+        Block(out, "v", value, references[out], value.ndim, 0.0 if slack is None else slack[out])
+        for out, value in values.items()
     ]
 
 
@@ -374,3 +386,86 @@ def check_vjp(
         progress,
     )
     return Check((products, differences))
+
+
+def jvp_from_jacobians(
+    tangents: dict[str, np.ndarray], jacobians: dict[str, dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """J·v for each output: each input's J contracted with its v over the input's axes,
+    summed over inputs."""
+    return {
+        output: sum(  # type: ignore[misc]
+            np.tensordot(j, tangents[wrt].astype(j.dtype), axes=tangents[wrt].ndim)
+            for wrt, j in by_wrt.items()
+        )
+        for output, by_wrt in jacobians.items()
+    }
+
+
+def directional_differences(
+    problem: Problem, tangents: dict[str, np.ndarray], step: float = FD_STEP
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """J·v by one central difference along v in float64, (f(x + h v) − f(x − h v)) / 2h with
+    h = step·max(1, |x|max)/|v|max, and each entry's rounding error bound beside it."""
+    inputs64 = {
+        name: t.detach().to(torch.float64) if t.is_floating_point() else t
+        for name, t in problem.inputs.items()
+    }
+    v = {name: torch.from_numpy(t).to(torch.float64) for name, t in tangents.items()}
+    largest_x = max(float(inputs64[n].abs().max()) for n in problem.wrt)
+    largest_v = max(float(t.abs().max()) for t in v.values())
+    h = step * max(1.0, largest_x) / largest_v if largest_v > 0 else step
+
+    def at(sign: float) -> torch.Tensor:
+        moved = {n: inputs64[n] + sign * h * v[n] for n in problem.wrt}
+        outputs = evaluate(problem.function, {**inputs64, **moved})
+        return torch.cat([outputs[n].reshape(-1) for n in problem.output_shapes])
+
+    forward, backward = at(1.0), at(-1.0)
+    eps = torch.finfo(forward.dtype).eps  # a function may compute in float32 inside
+    forward, backward = forward.to(torch.float64), backward.to(torch.float64)
+    difference = (forward - backward) / (2 * h)
+    rounding = ROUNDING_SAFETY * eps * (forward.abs() + backward.abs()) / (2 * h)
+    return _by_output(problem, difference), _by_output(problem, rounding)
+
+
+def _by_output(problem: Problem, joined: torch.Tensor) -> dict[str, np.ndarray]:
+    sizes = [math.prod(shape) for shape in problem.output_shapes.values()]
+    return {
+        name: part.reshape(shape).numpy()
+        for (name, shape), part in zip(
+            problem.output_shapes.items(), joined.split(sizes), strict=True
+        )
+    }
+
+
+def check_jvp(
+    problem: Problem,
+    result: JvpResult,
+    options: CheckOptions = DEFAULT_CHECK_OPTIONS,
+) -> Check:
+    """J·v against J·v with J from reverse mode, and against a central difference along v."""
+    tolerance = options.tolerance(AD_TOLERANCE[problem.dtype])
+    name = f"{result.method} vs J·v"
+    reference = "J·v, J by reverse mode"
+    try:
+        jacobians = _jacobians(
+            problem, method_in_mode("rev", problem.output_count, problem.input_count)
+        )
+        products = compare(
+            name,
+            reference,
+            jvp_blocks(result.jvps, jvp_from_jacobians(result.tangents, jacobians)),
+            tolerance,
+        )
+    except (ComputationError, RuntimeError, NotImplementedError) as error:
+        products = skipped(name, reference, tolerance, _reason(error))
+    differences, rounding = directional_differences(problem, result.tangents, options.step)
+    along = compare(
+        f"{result.method} vs central differences",
+        "a central difference along v (float64)",
+        jvp_blocks(result.jvps, differences, rounding),
+        options.tolerance(FD_TOLERANCE[problem.dtype]),
+        options.step,
+    )
+    return Check((products, along))

@@ -221,6 +221,23 @@ def vector_jacobian(
     )
 
 
+def jacobian_vector(
+    y: torch.Tensor, leaves: list[torch.Tensor], tangents: list[torch.Tensor]
+) -> torch.Tensor:
+    """J·v = Σₖ Jₖ vₖ by reverse-over-reverse: the derivative in u of (uᵀJ)·v, a pass through
+    the graph of the backward pass. RuntimeError where that pass has no graph of its own (a
+    custom backward)."""
+    u = torch.zeros_like(y, requires_grad=True)
+    gradients = vector_jacobian(y, leaves, u, create_graph=True)
+    product = sum(
+        (g * v.to(g.dtype).reshape(g.shape)).sum() for g, v in zip(gradients, tangents, strict=True)
+    )
+    if not isinstance(product, torch.Tensor) or not product.requires_grad:
+        raise RuntimeError("the backward pass has no graph of its own")
+    (j_v,) = torch.autograd.grad(product, u, allow_unused=True, materialize_grads=True)
+    return j_v
+
+
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 

@@ -9,6 +9,7 @@ from jaccli.engine.check import (
     DEFAULT_CHECK_OPTIONS,
     CheckOptions,
     check_jacobian,
+    check_jvp,
     check_vjp,
 )
 from jaccli.engine.det import determinant as compute_determinant
@@ -23,12 +24,13 @@ from jaccli.engine.jacobian import (
     plan_inputs_only,
     plan_jacobian,
 )
+from jaccli.engine.jvp import compute_jvp
 from jaccli.engine.problem import Problem
 from jaccli.engine.views import choose_view, slice_view
 from jaccli.engine.vjp import compute_vjp
 from jaccli.errors import UsageError
-from jaccli.result import JacobianResult, PlanReport, VjpResult
-from jaccli.spec import Cotangent
+from jaccli.result import JacobianResult, JvpResult, PlanReport, VjpResult
+from jaccli.spec import Cotangent, Direction
 
 DEFAULT_VIEW_SLICES = 64
 """Past this many slices, vjp shows the plain result unless --view asks for the slices."""
@@ -181,4 +183,23 @@ def run_vjp(
         )
     if check:
         result = replace(result, check=check_vjp(problem, result, progress, check_options))
+    return result
+
+
+@blames_user_code
+def run_jvp(
+    problem: Problem,
+    tangent: Direction,
+    *,
+    budget: int | None = None,
+    check: bool = False,
+    check_options: CheckOptions = DEFAULT_CHECK_OPTIONS,
+) -> JvpResult:
+    """J·v, and the check when asked."""
+    if check:  # the check forms J by reverse mode
+        result_bytes = problem.output_count * problem.input_count * problem.torch_dtype.itemsize
+        require_within_budget("--check (J by reverse mode)", result_bytes, budget, "drop --check")
+    result = compute_jvp(problem, tangent)
+    if check:
+        result = replace(result, check=check_jvp(problem, result, check_options))
     return result

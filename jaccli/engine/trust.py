@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from jaccli.engine.evaluate import as_leaf, vector_jacobian
+from jaccli.engine.evaluate import as_leaf, jacobian_vector, vector_jacobian
 from jaccli.result import Guard
 from jaccli.spec import first_line
 
@@ -197,18 +197,7 @@ def probe_vjp(
     try:
         with torch.enable_grad():
             y = f(*leaves)
-            if not y.requires_grad:
-                j_w = torch.zeros_like(y)
-            else:
-                u = torch.zeros_like(y, requires_grad=True)
-                gradients = vector_jacobian(y, leaves, u, create_graph=True)
-                product = sum(
-                    (g.reshape(-1) * w.to(g.dtype)).sum()
-                    for g, w in zip(gradients, ws, strict=True)
-                )
-                if not product.requires_grad:
-                    raise RuntimeError("the backward pass has no graph of its own")
-                (j_w,) = torch.autograd.grad(product, u, allow_unused=True, materialize_grads=True)
+            j_w = jacobian_vector(y, leaves, ws) if y.requires_grad else torch.zeros_like(y)
     except Exception as error:  # no reference: the VJP stands as backward computed it
         why = f"no second derivative graph ({first_line(error)[:160]})"
         return Guard("backward", reference_name, value, math.nan, math.nan, None, None, (), why)
@@ -260,3 +249,26 @@ def probe_blocks(
         return Guard("per-sample", reference_name, value, math.nan, math.nan, None, None, (), why)
     tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
     return Guard("per-sample", reference_name, value, reference, tolerance, passed)
+
+
+def probe_jvp(
+    f: Callable[..., torch.Tensor],
+    primals: Sequence[torch.Tensor],
+    tangents: Sequence[torch.Tensor],
+    jvp: torch.Tensor,
+    method: str,
+) -> Guard:
+    """uᵀ(J v) from the computed J·v against (uᵀJ)·v from a fresh reverse pass."""
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+    u = torch.randn(tuple(jvp.shape), generator=generator, dtype=torch.float64)
+    jvp64 = jvp.detach().reshape(-1).to(torch.float64)
+    value = float(u.reshape(-1) @ jvp64)
+    scale = float(u.reshape(-1).square() @ jvp64.square())
+    reference_name = "(uᵀJ)·v by one reverse pass"
+    try:
+        reference, reference_scale = _reference(f, primals, u, tangents)
+    except Exception as error:  # the reference itself failed: say so rather than guess
+        why = f"the reverse pass failed ({first_line(error)[:160]})"
+        return Guard(method, reference_name, value, math.nan, math.nan, None, None, (), why)
+    tolerance, passed = _verdict(value, reference, max(scale, reference_scale), jvp.dtype)
+    return Guard(method, reference_name, value, reference, tolerance, passed)

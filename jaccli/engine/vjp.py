@@ -4,59 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, describe, to_numpy, vector_jacobian
 from jaccli.engine.jacobian import split_outputs, split_wrt, watch_notes
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_vjp
-from jaccli.errors import UsageError
 from jaccli.result import VjpResult
-from jaccli.spec import ArrayData, Cotangent, Shape, format_shape
-
-
-def _given(problem: Problem, name: str, shape: Shape, data: ArrayData) -> torch.Tensor:
-    if data.shape != shape:
-        raise UsageError(
-            f"--cotangent has shape {format_shape(data.shape)}, but "
-            f"{problem.function.name}'s output {name} has shape {format_shape(shape)}; "
-            f"give an array of {name}'s shape, ones or randn",
-            code="bad_cotangent",
-        )
-    return torch.from_numpy(data.values).reshape(shape).to(problem.torch_dtype)
-
-
-def make_cotangents(problem: Problem, cotangent: Cotangent) -> dict[str, torch.Tensor]:
-    """v for each output, in its shape: all ones, seeded normal draws, the given array (one
-    output) or the given object of arrays by output name (several)."""
-    dtype = problem.torch_dtype
-    shapes = problem.output_shapes
-    if cotangent == "ones":
-        return {name: torch.ones(shape, dtype=dtype) for name, shape in shapes.items()}
-    if cotangent == "randn":
-        return {
-            name: torch.randn(shape, generator=problem.generator, dtype=torch.float64).to(dtype)
-            for name, shape in shapes.items()
-        }
-    names = ", ".join(shapes)
-    if isinstance(cotangent, dict):
-        if set(cotangent) != set(shapes):
-            raise UsageError(
-                f"--cotangent names {', '.join(cotangent)}; {problem.function.name}'s outputs "
-                f"are {names}: give an array for each",
-                code="bad_cotangent",
-            )
-        return {
-            name: _given(problem, name, shape, cotangent[name]) for name, shape in shapes.items()
-        }
-    assert isinstance(cotangent, ArrayData)
-    if len(shapes) != 1:
-        raise UsageError(
-            f"--cotangent as an array needs a single output; {problem.function.name} returns "
-            f'{names} (give an object like {{"{next(iter(shapes))}": [...], ...}}, ones or '
-            "randn)",
-            code="bad_cotangent",
-        )
-    ((name, shape),) = shapes.items()
-    return {name: _given(problem, name, shape, cotangent)}
+from jaccli.spec import Cotangent
 
 
 def compute_vjp(problem: Problem, cotangent: Cotangent) -> VjpResult:
@@ -66,7 +20,7 @@ def compute_vjp(problem: Problem, cotangent: Cotangent) -> VjpResult:
     With several outputs, v has a part for each and the products add up, as in
     `torch.autograd.backward(outputs, cotangents)`.
     """
-    cotangents = make_cotangents(problem, cotangent)
+    cotangents = make_directions(problem, cotangent, problem.output_shapes, "--cotangent", "output")
     primals, f = split_wrt(problem)
     joined_v = torch.cat([v.reshape(-1) for v in cotangents.values()])
     leaves = [as_leaf(p) for p in primals]

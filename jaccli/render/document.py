@@ -17,6 +17,7 @@ from jaccli.result import (
     Evaluation,
     Guard,
     JacobianResult,
+    JvpResult,
     View,
     VjpResult,
 )
@@ -144,7 +145,7 @@ def check_entry(check: Check) -> dict[str, Any]:
     }
 
 
-def _view_and_check(result: JacobianResult | VjpResult) -> dict[str, Any]:
+def _view_and_check(result: JacobianResult | VjpResult | JvpResult) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if result.view is not None:
         extra["view"] = view_entry(result.view)
@@ -216,13 +217,30 @@ def vjp_document(result: VjpResult) -> dict[str, Any]:
     }
 
 
-def document_numbers(result: JacobianResult | VjpResult, *, jacobians: bool = True) -> int:
+def jvp_document(result: JvpResult) -> dict[str, Any]:
+    """The `jvp` command's document: the tangent keyed by input, J·v keyed by output."""
+    return {
+        **_evaluation("jvp", result.evaluation, result.notes),
+        "tangent": {name: tensor_entry(v) for name, v in result.tangents.items()},
+        "jvp": {name: tensor_entry(v) for name, v in result.jvps.items()},
+        "method": result.method,
+        "method_reason": result.method_reason,
+        "guard": guard_entry(result.guard),
+        **_view_and_check(result),
+    }
+
+
+def document_numbers(
+    result: JacobianResult | VjpResult | JvpResult, *, jacobians: bool = True
+) -> int:
     """How many numbers the result's JSON document holds: its arrays and view slices (and J,
     unless `jacobians` is False, as in the check command's document)."""
     evaluation = result.evaluation
     arrays = [v.values for v in evaluation.inputs] + list(evaluation.outputs.values())
     if isinstance(result, VjpResult):
         arrays += [*result.cotangents.values(), *result.vjps.values()]
+    elif isinstance(result, JvpResult):
+        arrays += [*result.tangents.values(), *result.jvps.values()]
     elif jacobians:
         arrays += [j for by_wrt in result.jacobians.values() for j in by_wrt.values()]
     if isinstance(result, JacobianResult) and result.determinant is not None:

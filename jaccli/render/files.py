@@ -18,7 +18,7 @@ import numpy as np
 from jaccli.errors import ComputationError, UsageError
 from jaccli.render.labels import index_label
 from jaccli.render.numbers import json_values
-from jaccli.result import JacobianResult, VjpResult
+from jaccli.result import JacobianResult, JvpResult, VjpResult
 
 SUFFIXES = (".npy", ".pt", ".safetensors", ".csv")
 SINGLE_ARRAY_SUFFIXES = (".npy", ".csv")
@@ -81,8 +81,14 @@ def jacobian_keys(outputs: list[str], wrt: list[str]) -> list[str]:
     return [w if len(outputs) == 1 else f"{o}/{w}" for o in outputs for w in wrt]
 
 
-def result_arrays(result: JacobianResult | VjpResult) -> list[OutArray]:
-    """The main result's arrays: J of each output for each input, or vᵀ·J for each input."""
+def result_arrays(result: JacobianResult | VjpResult | JvpResult) -> list[OutArray]:
+    """The main result's arrays: J of each output for each input, vᵀ·J for each input, or J·v
+    for each output."""
+    if isinstance(result, JvpResult):
+        return [
+            OutArray(output, jvp, max(jvp.ndim - 1, 0), output, "")
+            for output, jvp in result.jvps.items()
+        ]
     if isinstance(result, VjpResult):
         return [
             OutArray(wrt, vjp, max(vjp.ndim - 1, 0), f"{wrt}.grad", "")

@@ -20,7 +20,7 @@ from jaccli.errors import UsageError
 from jaccli.functions.model import Function
 from jaccli.render.labels import index_label, slice_label
 from jaccli.render.numbers import format_cells
-from jaccli.result import Evaluation, JacobianResult, VjpResult
+from jaccli.result import Evaluation, JacobianResult, JvpResult, VjpResult
 from jaccli.spec import format_shape
 
 PER_ELEMENT_LIMIT = 12
@@ -218,7 +218,9 @@ def jacobian_table(
     return _with_note(*_grid_table(matrix, title, layout))
 
 
-def _view_and_check(result: JacobianResult | VjpResult, layout: Layout) -> list[RenderableType]:
+def _view_and_check(
+    result: JacobianResult | VjpResult | JvpResult, layout: Layout
+) -> list[RenderableType]:
     from jaccli.render.checks import check_renderable, view_renderable
 
     parts: list[RenderableType] = []
@@ -393,6 +395,35 @@ def vjp_renderable(result: VjpResult, layout: Layout) -> Group:
         )
         parts.append(array_table(vjp, _titled(name, vjp.shape), layout))
     parts += _view_and_check(result, layout)
+    return Group(*parts)
+
+
+def jvp_renderable(result: JvpResult, layout: Layout) -> Group:
+    """The evaluation, the tangent v of each input, then J·v for each output, the method used,
+    and the check when one was made."""
+    parts = evaluation_renderables(result.evaluation, layout)
+    parts.append(_section("Tangent"))
+    for wrt, v in result.tangents.items():
+        name = "v" if len(result.tangents) == 1 else f"v_{wrt}"
+        parts.append(array_table(v, _titled(name, v.shape, f"in {wrt}'s shape"), layout))
+    terms = " + ".join(f"∂·/∂{wrt} v_{wrt}" for wrt in result.tangents)
+    summed = "J·v" if len(result.tangents) == 1 else f"J·v = {terms}"
+    for output, jvp in result.jvps.items():
+        parts.append(
+            Text.assemble(
+                "\n",
+                (f"JVP J·v of {output}", "bold underline"),
+                (
+                    f"  {summed}"
+                    if len(result.tangents) > 1
+                    else f"  the change of {output} along v",
+                    "dim",
+                ),
+            )
+        )
+        parts.append(array_table(jvp, _titled(output, jvp.shape), layout))
+    parts += _view_and_check(result, layout)
+    parts.append(Text(f"\nmethod {result.method}: {result.method_reason}", style="dim"))
     return Group(*parts)
 
 

@@ -364,7 +364,7 @@ def _show_plan(
     if json_:
         from jaccli.render.plan import plan_document
 
-        _emit_json(plan_document(report))
+        _emit_json(plan_document(report, command))
     else:
         from jaccli.render.plan import plan_renderable
 
@@ -778,6 +778,150 @@ def jvp(
             json_,
             lambda: jvp_document(result),
             lambda: jvp_renderable(result, _layout(precision, full)),
+            full=full,
+            out=out_path,
+            force=force,
+            budget=budget,
+        )
+
+
+@app.command()
+def hessian(
+    fn: FnOption = None,
+    expr: ExprOption = None,
+    shape: ShapeOption = None,
+    value: ValueOption = None,
+    wrt: WrtOption = None,
+    seed: SeedOption = 0,
+    dtype: DtypeOption = "float32",
+    strategy: StrategyOption = "auto",
+    check: CheckOption = False,
+    rtol: RtolOption = None,
+    atol: AtolOption = None,
+    eps: EpsOption = None,
+    plan: PlanOption = False,
+    precision: PrecisionOption = 4,
+    full: FullOption = False,
+    json_: JsonOption = False,
+    out: OutOption = None,
+    force: ForceOption = False,
+    max_memory: MaxMemoryOption = None,
+    max_value_size: MaxValueSizeOption = None,
+    traceback: TracebackOption = False,
+) -> None:
+    """Compute the Hessian H = ∂²y/∂a∂b of each output for every pair of --wrt inputs, with
+    H.shape == y.shape + a.shape + b.shape: the Jacobian of the gradient.
+
+    --strategy fwd is forward-over-reverse (jacfwd of jacrev), rev and loop reverse-over-reverse.
+    """
+    with reporting("hessian", json_, traceback):
+        out_path = None if plan else _out_path(out, force)
+        budget = _budget(max_memory)
+        chosen = _strategy(strategy)
+        check_options = _check_options(rtol, atol, eps)
+        computing = Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size)
+        problem = computing.problem(budget, shapes_only=plan)
+        from jaccli.engine.hessian import gradient_problem
+
+        gradient = gradient_problem(problem)
+        if plan:
+            _show_plan("hessian", gradient, chosen, budget, False, json_)
+            return
+        if out_path is not None:
+            from jaccli.render.files import check_array_count, hessian_keys
+
+            check_array_count(
+                out_path, hessian_keys(list(problem.output_shapes), list(problem.wrt))
+            )
+        if json_:
+            from jaccli.engine import require_json_fits
+
+            require_json_fits(gradient, budget)
+        from jaccli.engine import run_hessian
+        from jaccli.render.progress import progress_bar
+
+        with progress_bar("hessian") as progress:
+            result = run_hessian(
+                problem,
+                chosen,
+                budget=budget,
+                check=check,
+                progress=progress,
+                check_options=check_options,
+            )
+        from jaccli.render.document import hessian_document
+        from jaccli.render.second_order import hessian_renderable
+
+        _finish(
+            "hessian",
+            result,
+            json_,
+            lambda: hessian_document(result),
+            lambda: hessian_renderable(result, _layout(precision, full)),
+            full=full,
+            out=out_path,
+            force=force,
+            budget=budget,
+        )
+
+
+@app.command()
+def hvp(
+    fn: FnOption = None,
+    expr: ExprOption = None,
+    shape: ShapeOption = None,
+    value: ValueOption = None,
+    wrt: WrtOption = None,
+    vector: Annotated[
+        str,
+        typer.Option(
+            help="v in the shape of the input: ones, randn (seeded), a JSON array, or a JSON "
+            'object with an array for each --wrt input ({"a": [...], "b": [...]}).'
+        ),
+    ] = "ones",
+    seed: SeedOption = 0,
+    dtype: DtypeOption = "float32",
+    check: CheckOption = False,
+    rtol: RtolOption = None,
+    atol: AtolOption = None,
+    eps: EpsOption = None,
+    precision: PrecisionOption = 4,
+    full: FullOption = False,
+    json_: JsonOption = False,
+    out: OutOption = None,
+    force: ForceOption = False,
+    max_memory: MaxMemoryOption = None,
+    max_value_size: MaxValueSizeOption = None,
+    traceback: TracebackOption = False,
+) -> None:
+    """Compute the Hessian-vector product H·v of a scalar output without forming H: the JVP
+    of the gradient (forward-over-reverse), in the memory of a few gradients.
+    """
+    with reporting("hvp", json_, traceback):
+        out_path = _out_path(out, force)
+        vector_spec = spec.parse_direction(
+            vector, "--vector", "input", _value_limit(max_value_size)
+        )
+        check_options = _check_options(rtol, atol, eps)
+        budget = _budget(max_memory)
+        computing = Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size)
+        problem = computing.problem(budget)
+        if out_path is not None:
+            from jaccli.render.files import check_array_count
+
+            check_array_count(out_path, list(problem.wrt))
+        from jaccli.engine import run_hvp
+
+        result = run_hvp(problem, vector_spec, check=check, check_options=check_options)
+        from jaccli.render.document import hvp_document
+        from jaccli.render.second_order import hvp_renderable
+
+        _finish(
+            "hvp",
+            result,
+            json_,
+            lambda: hvp_document(result),
+            lambda: hvp_renderable(result, _layout(precision, full)),
             full=full,
             out=out_path,
             force=force,

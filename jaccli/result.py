@@ -125,6 +125,39 @@ class JvpResult:
 
 
 @dataclass(frozen=True)
+class HessianResult:
+    """H[y][a][b] = ∂²y/∂a∂b for each output and pair of `wrt` inputs, with
+    `H.shape == y.shape + a.shape + b.shape`."""
+
+    evaluation: Evaluation
+    hessians: dict[str, dict[str, dict[str, np.ndarray]]]
+    strategy: str
+    strategy_reason: str
+    symmetry_error: float
+    """max |H − Hᵀ|: how far the computed H is from symmetric."""
+    check: Check | None = None
+    notes: tuple[str, ...] = ()
+    guard: Guard | None = None
+    view: View | None = None
+
+
+@dataclass(frozen=True)
+class HvpResult:
+    """H·v of a scalar output for each `wrt` input: (H·v)_a = Σ_b H_ab v_b, H never formed."""
+
+    evaluation: Evaluation
+    vectors: dict[str, np.ndarray]
+    """v for each `wrt` input, in its shape."""
+    hvps: dict[str, np.ndarray]
+    method: str
+    method_reason: str
+    check: Check | None = None
+    notes: tuple[str, ...] = ()
+    guard: Guard | None = None
+    view: View | None = None
+
+
+@dataclass(frozen=True)
 class SliceRow:
     """One slice along a separable axis: its own Jacobian, and how it rebuilds the full result.
 
@@ -239,3 +272,7 @@ class PlanReport:
     batched: bool
     output_unknown: str | None = None
     """Why the output shapes are unknown (the function cannot run without values), if so."""
+
+
+Result = JacobianResult | VjpResult | JvpResult | HessianResult | HvpResult
+"""What a computing command hands the renderers."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,7 +26,15 @@ from jaccli.engine.jacobian import (
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE, FD_TOLERANCE, Tolerance
 from jaccli.errors import ComputationError, UsageError
-from jaccli.result import Check, Comparison, EntryError, JacobianResult, JvpResult, VjpResult
+from jaccli.result import (
+    Check,
+    Comparison,
+    EntryError,
+    HvpResult,
+    JacobianResult,
+    JvpResult,
+    VjpResult,
+)
 from jaccli.spec import first_line
 
 FD_STEP = 1e-6
@@ -180,7 +188,7 @@ def _mode_name(method: str) -> str:
 
 
 def _jacobians(problem: Problem, method: str) -> dict[str, dict[str, np.ndarray]]:
-    primals, f = split_wrt(problem)
+    primals, f = split_wrt(problem, vectorized=method in ("rev", "fwd"))
     _, jacobians = jacobian_of(f, primals, method)
     return split_jacobians(problem, jacobians)
 
@@ -469,3 +477,66 @@ def check_jvp(
         options.step,
     )
     return Check((products, along))
+
+
+def _in_float64(problem: Problem) -> Problem:
+    """The same problem with its floating inputs in float64."""
+    inputs = {
+        name: t.detach().to(torch.float64) if t.is_floating_point() else t
+        for name, t in problem.inputs.items()
+    }
+    return replace(problem, inputs=inputs, dtype="float64")
+
+
+def gradient_differences(
+    problem: Problem, vectors: dict[str, np.ndarray], step: float = FD_STEP
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """H·v by one central difference of the gradient along v in float64,
+    (∇f(x + h v) − ∇f(x − h v)) / 2h with h = step·max(1, |x|max)/|v|max, and each entry's
+    rounding error bound."""
+    from jaccli.engine.hessian import gradient_at
+
+    problem64 = _in_float64(problem)
+    primals, f = split_wrt(problem64)
+    v = [torch.from_numpy(vectors[name]).to(torch.float64) for name in problem.wrt]
+    largest_x = max(float(p.abs().max()) for p in primals)
+    largest_v = max(float(t.abs().max()) for t in v)
+    h = step * max(1.0, largest_x) / largest_v if largest_v > 0 else step
+    forward = gradient_at(f, [p + h * d for p, d in zip(primals, v, strict=True)])
+    backward = gradient_at(f, [p - h * d for p, d in zip(primals, v, strict=True)])
+    differences, rounding = {}, {}
+    for name, g_plus, g_minus in zip(problem.wrt, forward, backward, strict=True):
+        eps = torch.finfo(g_plus.dtype).eps
+        g_plus, g_minus = g_plus.to(torch.float64), g_minus.to(torch.float64)
+        differences[name] = ((g_plus - g_minus) / (2 * h)).numpy()
+        rounding[name] = (ROUNDING_SAFETY * eps * (g_plus.abs() + g_minus.abs()) / (2 * h)).numpy()
+    return differences, rounding
+
+
+def check_hvp(
+    problem: Problem, result: HvpResult, options: CheckOptions = DEFAULT_CHECK_OPTIONS
+) -> Check:
+    """H·v against the other composition, and against a central difference of the gradient
+    along v."""
+    from jaccli.engine.hessian import HVP_METHODS
+
+    tolerance = options.tolerance(AD_TOLERANCE[problem.dtype])
+    (other,) = (m for m in HVP_METHODS if m != result.method)
+    name = f"{result.method} vs {other}"
+    primals, f = split_wrt(problem)
+    vectors = [torch.from_numpy(result.vectors[w]) for w in problem.wrt]
+    try:
+        _, products = HVP_METHODS[other](f, primals, vectors)
+        references = {w: p.numpy() for w, p in zip(problem.wrt, products, strict=True)}
+        composition = compare(name, other, vjp_blocks(result.hvps, references), tolerance)
+    except (ComputationError, RuntimeError, NotImplementedError) as error:
+        composition = skipped(name, other, tolerance, _reason(error))
+    differences, rounding = gradient_differences(problem, result.vectors, options.step)
+    along = compare(
+        f"{result.method} vs central differences",
+        "a central difference of the gradient along v (float64)",
+        vjp_blocks(result.hvps, differences, rounding),
+        options.tolerance(FD_TOLERANCE[problem.dtype]),
+        options.step,
+    )
+    return Check((composition, along))

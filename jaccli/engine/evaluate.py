@@ -168,18 +168,22 @@ def fresh_copies(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: t.clone() for name, t in inputs.items()}
 
 
-def call_fresh(function: Function, fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The outputs of f on tensors that are the function's to mutate."""
+def call_fresh(
+    function: Function, fresh: dict[str, torch.Tensor], *, vectorized: bool = False
+) -> dict[str, torch.Tensor]:
+    """The outputs of f on tensors that are the function's to mutate (its `vectorized_call`,
+    if it has one, inside torch.func's transforms)."""
+    call = (function.vectorized_call if vectorized else None) or function.call
     with guest_code(function.name, function.source_file):
-        value = function.call(**fresh)
+        value = call(**fresh)
     return outputs_of(value, function.name, function.input_names)
 
 
 def call_function(
-    function: Function, inputs: Mapping[str, torch.Tensor]
+    function: Function, inputs: Mapping[str, torch.Tensor], *, vectorized: bool = False
 ) -> dict[str, torch.Tensor]:
     """The outputs of f(inputs), each a floating tensor; f gets fresh copies of the inputs."""
-    return call_fresh(function, fresh_copies(inputs))
+    return call_fresh(function, fresh_copies(inputs), vectorized=vectorized)
 
 
 def as_leaf(tensor: torch.Tensor) -> torch.Tensor:

@@ -201,6 +201,7 @@ def compute_jacobian(
     """
     plan = require_feasible(plan_jacobian(problem, strategy, budget))
     primals, f = split_wrt(problem)
+    _, f_vectorized = split_wrt(problem, vectorized=True)
     rejected: list[str] = []
     """Why each method tried before the one used was not used, in full (for the JSON)."""
     briefly: list[str] = []
@@ -208,7 +209,13 @@ def compute_jacobian(
     for candidate in _candidates(problem, strategy, plan, budget):
         method = candidate.method
         try:
-            joined_y, joined = jacobian_of(f, primals, method, candidate.chunk_size, progress)
+            joined_y, joined = jacobian_of(
+                f_vectorized if method in ("rev", "fwd") else f,
+                primals,
+                method,
+                candidate.chunk_size,
+                progress,
+            )
         except ComputationError as error:
             if strategy is not Strategy.AUTO or method == "loop-rev":
                 raise
@@ -341,16 +348,19 @@ def jacobian_of(
     return loop(f, primals, progress)
 
 
-def split_wrt(problem: Problem) -> tuple[list[torch.Tensor], Callable[..., torch.Tensor]]:
+def split_wrt(
+    problem: Problem, *, vectorized: bool = False
+) -> tuple[list[torch.Tensor], Callable[..., torch.Tensor]]:
     """The wrt tensors, and f as a function of them alone (other inputs held fixed) that
-    returns one tensor: the single output as it is, several flattened end to end."""
+    returns one tensor: the single output as it is, several flattened end to end. With
+    `vectorized`, f is the one for inside torch.func's transforms."""
     wrt = problem.wrt
     fixed = leaves_of({name: t for name, t in problem.inputs.items() if name not in wrt})
     names = list(problem.output_shapes)
 
     def f_of_wrt(*wrt_values: torch.Tensor) -> torch.Tensor:
         inputs = {**fixed, **dict(zip(wrt, wrt_values, strict=True))}
-        outputs = call_function(problem.function, inputs)
+        outputs = call_function(problem.function, inputs, vectorized=vectorized)
         if len(names) == 1:
             return outputs[names[0]]
         return torch.cat([outputs[name].reshape(-1) for name in names])

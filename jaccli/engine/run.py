@@ -8,6 +8,7 @@ from jaccli.engine.batched import compute_batched, plan_batched
 from jaccli.engine.check import (
     DEFAULT_CHECK_OPTIONS,
     CheckOptions,
+    check_hvp,
     check_jacobian,
     check_jvp,
     check_vjp,
@@ -16,6 +17,7 @@ from jaccli.engine.det import determinant as compute_determinant
 from jaccli.engine.det import determinant_notes, joint_blocks, joint_matrix, require_square
 from jaccli.engine.evaluate import blames_user_code
 from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
+from jaccli.engine.hessian import as_compositions, compute_hvp, gradient_problem, hessian_result
 from jaccli.engine.jacobian import (
     Progress,
     Strategy,
@@ -29,7 +31,7 @@ from jaccli.engine.problem import Problem
 from jaccli.engine.views import choose_view, slice_view
 from jaccli.engine.vjp import compute_vjp
 from jaccli.errors import UsageError
-from jaccli.result import JacobianResult, JvpResult, PlanReport, VjpResult
+from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, PlanReport, VjpResult
 from jaccli.spec import Cotangent, Direction
 
 DEFAULT_VIEW_SLICES = 64
@@ -202,4 +204,45 @@ def run_jvp(
     result = compute_jvp(problem, tangent)
     if check:
         result = replace(result, check=check_jvp(problem, result, check_options))
+    return result
+
+
+@blames_user_code
+def run_hessian(
+    problem: Problem,
+    strategy: Strategy = Strategy.AUTO,
+    *,
+    budget: int | None = None,
+    check: bool = False,
+    progress: Progress | None = None,
+    check_options: CheckOptions = DEFAULT_CHECK_OPTIONS,
+) -> HessianResult:
+    """H (NOTE [the Hessian is the Jacobian of the gradient]) and, when asked, its check: the
+    other composition and central differences of the gradient."""
+    gradient = gradient_problem(problem)
+    if check:  # the other composition's H and the differences' H sit beside this one
+        result_bytes = gradient.output_count * gradient.input_count * gradient.torch_dtype.itemsize
+        require_within_budget(
+            "--check (three Hessians at once)", 3 * result_bytes, budget, "drop --check"
+        )
+    jacobian = compute_jacobian(gradient, strategy, budget, progress)
+    result = hessian_result(problem, jacobian)
+    if check:
+        check_of_gradient = check_jacobian(gradient, jacobian, progress, check_options)
+        result = replace(result, check=as_compositions(check_of_gradient))
+    return result
+
+
+@blames_user_code
+def run_hvp(
+    problem: Problem,
+    vector: Direction,
+    *,
+    check: bool = False,
+    check_options: CheckOptions = DEFAULT_CHECK_OPTIONS,
+) -> HvpResult:
+    """H·v without forming H, and the check when asked."""
+    result = compute_hvp(problem, vector)
+    if check:
+        result = replace(result, check=check_hvp(problem, result, check_options))
     return result

@@ -272,3 +272,48 @@ def probe_jvp(
         return Guard(method, reference_name, value, math.nan, math.nan, None, None, (), why)
     tolerance, passed = _verdict(value, reference, max(scale, reference_scale), jvp.dtype)
     return Guard(method, reference_name, value, reference, tolerance, passed)
+
+
+def probe_directions(shapes: Sequence[Sequence[int]], draw: int = 0) -> list[torch.Tensor]:
+    """Random probe vectors in float64, one in each shape, from the guard's own generator
+    (`draw` 0, 1, … for independent sets)."""
+    generator = torch.Generator().manual_seed(GUARD_SEED + draw)
+    return [torch.randn(tuple(shape), generator=generator, dtype=torch.float64) for shape in shapes]
+
+
+def probe_products(
+    method: str,
+    reference_name: str,
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    reference_pairs: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
+    dtype: torch.dtype,
+    skipped: str | None = None,
+    typical_scale: Callable[[], float] | None = None,
+) -> Guard:
+    """Σ a·b over `pairs` (a probe read off the result) against Σ c·d over `reference_pairs`
+    (the same number by an independent computation); None for no reference (`skipped` why).
+
+    When they disagree beyond the rounding of their own terms, `typical_scale` (the squared
+    terms of a product free of the cancellation the given vector may cause) may widen it."""
+
+    def dot(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
+        total = squares = 0.0
+        for a, b in parts:
+            a64, b64 = (
+                a.detach().reshape(-1).to(torch.float64),
+                b.detach().reshape(-1).to(torch.float64),
+            )
+            total += float(a64 @ b64)
+            squares += float(a64.square() @ b64.square())
+        return total, squares
+
+    value, scale = dot(pairs)
+    if reference_pairs is None:
+        return Guard(method, reference_name, value, math.nan, math.nan, None, None, (), skipped)
+    reference, reference_scale = dot(reference_pairs)
+    tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
+    if not passed and typical_scale is not None:
+        tolerance, passed = _verdict(
+            value, reference, max(scale, reference_scale, typical_scale()), dtype
+        )
+    return Guard(method, reference_name, value, reference, tolerance, passed)

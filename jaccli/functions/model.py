@@ -101,6 +101,9 @@ class Function:
     hold against the memory budget before it runs; None where that cannot be known."""
     source_file: str | None = None
     """The user's file the callable came from, to point at the line that raised."""
+    vectorized_call: Callable[..., Any] | None = None
+    """The same function for inside torch.func's vectorized transforms, where `call` cannot run
+    (a gradient by torch.autograd.grad under jacfwd); None: `call` runs there too."""
     integer_inputs: bool = False
     """Whether an input outside wrt keeps the integers it was given (a user's callable: targets,
     indices); elsewhere every input is floating."""

@@ -16,8 +16,11 @@ from jaccli.result import (
     Determinant,
     Evaluation,
     Guard,
+    HessianResult,
+    HvpResult,
     JacobianResult,
     JvpResult,
+    Result,
     View,
     VjpResult,
 )
@@ -145,7 +148,7 @@ def check_entry(check: Check) -> dict[str, Any]:
     }
 
 
-def _view_and_check(result: JacobianResult | VjpResult | JvpResult) -> dict[str, Any]:
+def _view_and_check(result: Result) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if result.view is not None:
         extra["view"] = view_entry(result.view)
@@ -230,9 +233,36 @@ def jvp_document(result: JvpResult) -> dict[str, Any]:
     }
 
 
-def document_numbers(
-    result: JacobianResult | VjpResult | JvpResult, *, jacobians: bool = True
-) -> int:
+def hessian_document(result: HessianResult) -> dict[str, Any]:
+    """The `hessian` command's document: H keyed by output, then input, then input."""
+    return {
+        **_evaluation("hessian", result.evaluation, result.notes),
+        "hessian": {
+            y: {a: {b: tensor_entry(h) for b, h in by_b.items()} for a, by_b in by_a.items()}
+            for y, by_a in result.hessians.items()
+        },
+        "symmetry_error": _number(result.symmetry_error),
+        "strategy": result.strategy,
+        "strategy_reason": result.strategy_reason,
+        "guard": guard_entry(result.guard),
+        **_view_and_check(result),
+    }
+
+
+def hvp_document(result: HvpResult) -> dict[str, Any]:
+    """The `hvp` command's document: the vector and H·v, each keyed by input."""
+    return {
+        **_evaluation("hvp", result.evaluation, result.notes),
+        "vector": {name: tensor_entry(v) for name, v in result.vectors.items()},
+        "hvp": {name: tensor_entry(v) for name, v in result.hvps.items()},
+        "method": result.method,
+        "method_reason": result.method_reason,
+        "guard": guard_entry(result.guard),
+        **_view_and_check(result),
+    }
+
+
+def document_numbers(result: Result, *, jacobians: bool = True) -> int:
     """How many numbers the result's JSON document holds: its arrays and view slices (and J,
     unless `jacobians` is False, as in the check command's document)."""
     evaluation = result.evaluation
@@ -241,6 +271,12 @@ def document_numbers(
         arrays += [*result.cotangents.values(), *result.vjps.values()]
     elif isinstance(result, JvpResult):
         arrays += [*result.tangents.values(), *result.jvps.values()]
+    elif isinstance(result, HvpResult):
+        arrays += [*result.vectors.values(), *result.hvps.values()]
+    elif isinstance(result, HessianResult):
+        arrays += [
+            h for by_a in result.hessians.values() for by_b in by_a.values() for h in by_b.values()
+        ]
     elif jacobians:
         arrays += [j for by_wrt in result.jacobians.values() for j in by_wrt.values()]
     if isinstance(result, JacobianResult) and result.determinant is not None:

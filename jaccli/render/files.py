@@ -18,7 +18,7 @@ import numpy as np
 from jaccli.errors import ComputationError, UsageError
 from jaccli.render.labels import index_label
 from jaccli.render.numbers import json_values
-from jaccli.result import JacobianResult, JvpResult, VjpResult
+from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, Result, VjpResult
 
 SUFFIXES = (".npy", ".pt", ".safetensors", ".csv")
 SINGLE_ARRAY_SUFFIXES = (".npy", ".csv")
@@ -81,9 +81,29 @@ def jacobian_keys(outputs: list[str], wrt: list[str]) -> list[str]:
     return [w if len(outputs) == 1 else f"{o}/{w}" for o in outputs for w in wrt]
 
 
-def result_arrays(result: JacobianResult | VjpResult | JvpResult) -> list[OutArray]:
-    """The main result's arrays: J of each output for each input, vᵀ·J for each input, or J·v
-    for each output."""
+def hessian_keys(outputs: list[str], wrt: list[str]) -> list[str]:
+    """Names of H's blocks in a file: `a/b`, or `y/a/b` for several outputs."""
+    pairs = [f"{a}/{b}" for a in wrt for b in wrt]
+    return [p if len(outputs) == 1 else f"{o}/{p}" for o in outputs for p in pairs]
+
+
+def result_arrays(result: Result) -> list[OutArray]:
+    """The main result's arrays: J of each output for each input, vᵀ·J or H·v for each
+    input, J·v for each output, or H for each output and pair of inputs."""
+    if isinstance(result, HessianResult):
+        outputs = list(result.hessians)
+        keys = iter(hessian_keys(outputs, list(result.hessians[outputs[0]])))
+        return [
+            OutArray(next(keys), h, h.ndim - result_input_ndim(result, b), f"{y}/{a}", b)
+            for y, by_a in result.hessians.items()
+            for a, by_b in by_a.items()
+            for b, h in by_b.items()
+        ]
+    if isinstance(result, HvpResult):
+        return [
+            OutArray(wrt, hvp, max(hvp.ndim - 1, 0), f"(H·v)_{wrt}", "")
+            for wrt, hvp in result.hvps.items()
+        ]
     if isinstance(result, JvpResult):
         return [
             OutArray(output, jvp, max(jvp.ndim - 1, 0), output, "")
@@ -102,6 +122,11 @@ def result_arrays(result: JacobianResult | VjpResult | JvpResult) -> list[OutArr
         for wrt, j in by_wrt.items()
     ]
     return arrays + determinant_arrays(result)
+
+
+def result_input_ndim(result: HessianResult, name: str) -> int:
+    (value,) = (v for v in result.evaluation.inputs if v.name == name)
+    return value.values.ndim
 
 
 DETERMINANT_KEYS = ("det.sign", "det.logabsdet", "det.det", "det.trace")

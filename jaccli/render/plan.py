@@ -90,11 +90,11 @@ def _plan_entry(plan: Plan) -> dict[str, Any]:
     }
 
 
-def plan_document(report: PlanReport) -> dict[str, Any]:
+def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, Any]:
     """`{"command": "jacobian", "plan": {...}}`: the same facts for scripts."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "command": "jacobian",
+        "command": command,
         "function": {"name": report.function_name, "formula": report.formula},
         "dtype": report.dtype,
         "wrt": list(report.wrt),

@@ -398,30 +398,33 @@ def vjp_renderable(result: VjpResult, layout: Layout) -> Group:
     return Group(*parts)
 
 
+def product_renderables(
+    section: str,
+    vectors: dict[str, np.ndarray],
+    products: dict[str, tuple[str, np.ndarray]],
+    note: str,
+    layout: Layout,
+) -> list[RenderableType]:
+    """The vector of a product for each input (`v`, or `v_a`, `v_b`), then each product under
+    its heading, titled by its name: `products[heading] = (name, values)`."""
+    parts: list[RenderableType] = [_section(section)]
+    for wrt, v in vectors.items():
+        name = "v" if len(vectors) == 1 else f"v_{wrt}"
+        parts.append(array_table(v, _titled(name, v.shape, f"in {wrt}'s shape"), layout))
+    for heading, (name, values) in products.items():
+        parts.append(Text.assemble("\n", (heading, "bold underline"), (note, "dim")))
+        parts.append(array_table(values, _titled(name, values.shape), layout))
+    return parts
+
+
 def jvp_renderable(result: JvpResult, layout: Layout) -> Group:
     """The evaluation, the tangent v of each input, then J·v for each output, the method used,
     and the check when one was made."""
     parts = evaluation_renderables(result.evaluation, layout)
-    parts.append(_section("Tangent"))
-    for wrt, v in result.tangents.items():
-        name = "v" if len(result.tangents) == 1 else f"v_{wrt}"
-        parts.append(array_table(v, _titled(name, v.shape, f"in {wrt}'s shape"), layout))
-    terms = " + ".join(f"∂·/∂{wrt} v_{wrt}" for wrt in result.tangents)
-    summed = "J·v" if len(result.tangents) == 1 else f"J·v = {terms}"
-    for output, jvp in result.jvps.items():
-        parts.append(
-            Text.assemble(
-                "\n",
-                (f"JVP J·v of {output}", "bold underline"),
-                (
-                    f"  {summed}"
-                    if len(result.tangents) > 1
-                    else f"  the change of {output} along v",
-                    "dim",
-                ),
-            )
-        )
-        parts.append(array_table(jvp, _titled(output, jvp.shape), layout))
+    terms = " + ".join(f"J_{wrt}·v_{wrt}" for wrt in result.tangents)
+    note = "  the change along v" if len(result.tangents) == 1 else f"  = {terms}"
+    products = {f"JVP J·v of {out}": (out, jvp) for out, jvp in result.jvps.items()}
+    parts += product_renderables("Tangent", result.tangents, products, note, layout)
     parts += _view_and_check(result, layout)
     parts.append(Text(f"\nmethod {result.method}: {result.method_reason}", style="dim"))
     return Group(*parts)

@@ -1,0 +1,339 @@
+"""Second derivatives: the Hessian H, and the Hessian-vector product H·v without forming H.
+
+# NOTE [the Hessian is the Jacobian of the gradient]
+For each output y and `wrt` inputs a and b, H[y][a][b] = ∂(∂y/∂a)/∂b, with
+`H.shape == y.shape + a.shape + b.shape`. jaccli builds the gradient g = (∂y/∂a for every y
+and a) as a function of its own and hands it to `compute_jacobian`, so the Hessian gets the
+Jacobian's cost model, strategies, memory plan and chunking, fallbacks and correctness guard:
+loops of gradients (reverse-over-reverse, `loop-rev`; forward-over-reverse, `loop-fwd`),
+`jacrev` of the gradient, and `jacfwd(jacrev(f))`, the vectorized forward-over-reverse. Inside
+the loops and jacrev the gradient is `torch.autograd.grad(create_graph=True)`; inside jacfwd,
+where autograd.grad cannot run, it is `torch.func.jacrev`. The guard then compares uᵀ(H v)
+with a reverse pass through the gradient's own graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from jaccli.engine.directions import make_directions
+from jaccli.engine.evaluate import as_leaf, call_function, describe, evaluate, to_numpy
+from jaccli.engine.jacobian import split_wrt
+from jaccli.engine.problem import Problem
+from jaccli.engine.trust import disagreement, probe_directions, probe_products
+from jaccli.errors import ComputationError, UsageError
+from jaccli.functions.model import Function, InputSpec
+from jaccli.result import Check, Guard, HessianResult, HvpResult, JacobianResult
+from jaccli.spec import Direction, first_line, format_shape
+
+
+def gradient_name(output: str, wrt: str) -> str:
+    """`(∂y/∂x)`: the name of one part of the gradient, an output of the gradient function."""
+    return f"(∂{output}/∂{wrt})".replace(".", "·")  # output names may not hold dots
+
+
+def gradient_problem(problem: Problem) -> Problem:
+    """The problem whose Jacobian is the Hessian of `problem` (see the NOTE above)."""
+    function, wrt = problem.function, problem.wrt
+    outputs = list(problem.output_shapes)
+    names = [gradient_name(y, a) for y in outputs for a in wrt]
+
+    def by_autograd(**inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        xs = [inputs[a] for a in wrt]
+        values = call_function(function, inputs)
+        parts = []
+        for y in outputs:
+            flat = values[y].reshape(-1)
+            rows = [
+                torch.autograd.grad(
+                    flat[i], xs, create_graph=True, allow_unused=True, materialize_grads=True
+                )
+                if flat.requires_grad
+                else tuple(torch.zeros_like(x) for x in xs)
+                for i in range(flat.numel())
+            ]
+            for k, x in enumerate(xs):
+                parts.append(
+                    torch.stack([row[k] for row in rows]).reshape(values[y].shape + x.shape)
+                )
+        return dict(zip(names, parts, strict=True))
+
+    def by_torch_func(**inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        fixed = {n: t for n, t in inputs.items() if n not in wrt}
+
+        def joined(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            values = call_function(function, {**fixed, **dict(zip(wrt, xs, strict=True))})
+            return tuple(values[y] for y in outputs)
+
+        jacobians: Any = torch.func.jacrev(joined, argnums=tuple(range(len(wrt))))(
+            *(inputs[a] for a in wrt)
+        )
+        return dict(
+            zip(
+                names,
+                (jacobians[i][k] for i in range(len(outputs)) for k in range(len(wrt))),
+                strict=True,
+            )
+        )
+
+    gradient = Function(
+        name=function.name,
+        formula=f"the gradient of {function.formula}",
+        inputs=tuple(
+            spec if spec.name in problem.inputs else InputSpec(spec.name, None, False)
+            for spec in function.inputs
+            if spec.name in problem.inputs
+        ),
+        call=by_autograd,
+        vectorized_call=by_torch_func,
+        source_file=function.source_file,
+        integer_inputs=function.integer_inputs,
+    )
+    shapes = {
+        gradient_name(y, a): (*problem.output_shapes[y], *problem.inputs[a].shape)
+        for y in outputs
+        for a in wrt
+    }
+    return Problem(
+        gradient,
+        problem.dtype,
+        problem.inputs,
+        wrt,
+        shapes,
+        problem.generator,
+        problem.notes,
+        problem.output_unknown,
+    )
+
+
+def symmetry_error(
+    problem: Problem, hessians: dict[str, dict[str, dict[str, np.ndarray]]]
+) -> float:
+    """max |H[y][a][b] − H[y][b][a]ᵀ| over every output element and pair of inputs: zero in
+    exact arithmetic for a twice continuously differentiable f."""
+    largest = 0.0
+    for y, by_a in hessians.items():
+        m = math.prod(problem.output_shapes[y])
+        for a, by_b in by_a.items():
+            for b, h in by_b.items():
+                n_a, n_b = problem.inputs[a].numel(), problem.inputs[b].numel()
+                left = h.reshape(m, n_a, n_b).astype(np.float64)
+                right = hessians[y][b][a].reshape(m, n_b, n_a).astype(np.float64)
+                difference = np.abs(left - right.transpose(0, 2, 1))
+                if difference.size:
+                    largest = max(largest, float(np.nan_to_num(difference, nan=np.inf).max()))
+    return largest
+
+
+def hessian_result(problem: Problem, gradient_jacobian: JacobianResult) -> HessianResult:
+    """H[y][a][b] for every output y and pair of `wrt` inputs, from the Jacobian of the
+    gradient (`gradient_problem`), with its strategy, guard and notes."""
+    hessians = {
+        y: {
+            a: {b: gradient_jacobian.jacobians[gradient_name(y, a)][b] for b in problem.wrt}
+            for a in problem.wrt
+        }
+        for y in problem.output_shapes
+    }
+    return HessianResult(
+        evaluation=describe(problem, evaluate(problem.function, problem.inputs)),
+        hessians=hessians,
+        strategy=gradient_jacobian.strategy,
+        strategy_reason=gradient_jacobian.strategy_reason,
+        symmetry_error=symmetry_error(problem, hessians),
+        notes=gradient_jacobian.notes,
+        guard=gradient_jacobian.guard,
+    )
+
+
+FORWARD_OVER_REVERSE = "forward-over-reverse"
+REVERSE_OVER_REVERSE = "reverse-over-reverse"
+
+
+def _gradient(
+    f: Callable[..., torch.Tensor], leaves: list[torch.Tensor]
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """y (a scalar) and its gradient for each leaf, with the graph kept for a second pass."""
+    y = f(*leaves).reshape(())
+    if not y.requires_grad:
+        return y, tuple(torch.zeros_like(leaf) for leaf in leaves)
+    gradients = torch.autograd.grad(
+        y, leaves, create_graph=True, allow_unused=True, materialize_grads=True
+    )
+    return y, gradients
+
+
+def gradient_at(f: Callable[..., torch.Tensor], primals: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The gradient of f's scalar output for each primal, detached."""
+    leaves = [as_leaf(p) for p in primals]
+    with torch.enable_grad():
+        _, gradients = _gradient(f, leaves)
+    return [g.detach() for g in gradients]
+
+
+def hvp_forward_over_reverse(
+    f: Callable[..., torch.Tensor], primals: list[torch.Tensor], vectors: list[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """y and H·v as the JVP of the gradient: one forward-mode pass through the backward pass."""
+    import torch.autograd.forward_ad as fwad
+
+    with fwad.dual_level(), torch.enable_grad():
+        pairs = zip(primals, vectors, strict=True)
+        duals = [fwad.make_dual(as_leaf(p), v.to(p.dtype)) for p, v in pairs]
+        y, gradients = _gradient(f, duals)
+        products = [fwad.unpack_dual(g).tangent for g in gradients]
+        products = [
+            torch.zeros_like(p) if t is None else t.detach()
+            for p, t in zip(primals, products, strict=True)
+        ]
+    return fwad.unpack_dual(y).primal.detach(), products
+
+
+def hvp_reverse_over_reverse(
+    f: Callable[..., torch.Tensor], primals: list[torch.Tensor], vectors: list[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """y and H·v as the gradient of ∇y·v: a backward pass through the backward pass."""
+    leaves = [as_leaf(p) for p in primals]
+    with torch.enable_grad():
+        y, gradients = _gradient(f, leaves)
+        product = sum((g * v.to(g.dtype)).sum() for g, v in zip(gradients, vectors, strict=True))
+        if not isinstance(product, torch.Tensor) or not product.requires_grad:
+            return y.detach(), [torch.zeros_like(p) for p in primals]
+        products = torch.autograd.grad(product, leaves, allow_unused=True, materialize_grads=True)
+    return y.detach(), [p.detach() for p in products]
+
+
+HVP_METHODS = {
+    FORWARD_OVER_REVERSE: hvp_forward_over_reverse,
+    REVERSE_OVER_REVERSE: hvp_reverse_over_reverse,
+}
+
+
+def require_scalar(problem: Problem) -> None:
+    """H·v is of a scalar function: refuse several outputs or one with more than one element."""
+    shapes = problem.output_shapes
+    if len(shapes) != 1 or math.prod(next(iter(shapes.values()))) != 1:
+        described = ", ".join(f"{name} {format_shape(shape)}" for name, shape in shapes.items())
+        raise UsageError(
+            f"hvp needs a scalar output; {problem.function.name} returns {described} (reduce "
+            "it to one number, or use hessian for H of each element)",
+            code="not_scalar",
+        )
+
+
+def compute_hvp(problem: Problem, vector: Direction) -> HvpResult:
+    """H·v for each `wrt` input, (H·v)_a = Σ_b H_ab v_b, without forming H: forward-over-reverse,
+    verified against reverse-over-reverse (the correctness guard), which also stands in where
+    forward mode fails."""
+    require_scalar(problem)
+    shapes = {name: tuple(problem.inputs[name].shape) for name in problem.wrt}
+    vectors = make_directions(problem, vector, shapes, "--vector", "input")
+    primals, f = split_wrt(problem)
+    vs = [vectors[name] for name in problem.wrt]
+    rejected: list[str] = []
+    results = {}
+    for method, compute in HVP_METHODS.items():
+        try:
+            results[method] = compute(f, primals, vs)
+        except (ComputationError, RuntimeError, NotImplementedError) as error:
+            why = error.message if isinstance(error, ComputationError) else first_line(error)
+            rejected.append(f"{method} failed: {why[:200]}")
+    if not results:
+        raise ComputationError(
+            f"cannot compute H·v of {problem.function.name}: {'; '.join(rejected)}"
+        )
+    method = next(iter(results))
+    y, products = results[method]
+    guard = _hvp_guard(f, primals, vs, products, results.get(REVERSE_OVER_REVERSE), method)
+    if guard.passed is False:
+        raise ComputationError(
+            f"H·v of {problem.function.name} by {method} failed the correctness guard: "
+            f"{disagreement(guard)}",
+            code="guard_failed",
+        )
+    notes = list(problem.notes)
+    if rejected:
+        notes.insert(0, f"{'; '.join(rejected)}; computed H·v by {method} instead")
+    reason = "the JVP of the gradient" if method == FORWARD_OVER_REVERSE else "; ".join(rejected)
+    ((output, shape),) = problem.output_shapes.items()
+    return HvpResult(
+        evaluation=describe(problem, {output: y.reshape(shape)}),
+        vectors={name: to_numpy(v) for name, v in vectors.items()},
+        hvps={name: to_numpy(p) for name, p in zip(problem.wrt, products, strict=True)},
+        method=method,
+        method_reason=reason,
+        notes=tuple(notes),
+        guard=replace(guard, rejected=tuple(rejected)),
+    )
+
+
+def _hvp_guard(
+    f: Callable[..., torch.Tensor],
+    primals: list[torch.Tensor],
+    vectors: list[torch.Tensor],
+    products: list[torch.Tensor],
+    reverse: tuple[torch.Tensor, list[torch.Tensor]] | None,
+    method: str,
+) -> Guard:
+    """uᵀ(H v) from the result against the other composition: uᵀ(H v) by reverse-over-reverse
+    for a forward-over-reverse result, or (H u)ᵀv (H is symmetric) for a reverse-over-reverse
+    one, since then forward mode could not run."""
+    us = probe_directions([p.shape for p in primals])
+    pairs = list(zip(us, products, strict=True))
+    dtype = products[0].dtype if products else torch.float64
+
+    def typical_scale() -> float:
+        """Σ (u_i (H w)_i)² for a random w of v's norm: H·v may cancel to nothing (H·1 of
+        logsumexp is 0), and rounding then is of the order of H's terms, not of H·v."""
+        ws = probe_directions([p.shape for p in primals], draw=1)
+        norm_v = math.sqrt(sum(float(v.to(torch.float64).square().sum()) for v in vectors))
+        norm_w = math.sqrt(sum(float(w.square().sum()) for w in ws)) or 1.0
+        w_scaled = [(w * norm_v / norm_w).to(p.dtype) for w, p in zip(ws, primals, strict=True)]
+        _, h_w = hvp_reverse_over_reverse(f, primals, w_scaled)
+        return sum(
+            float(u.square().reshape(-1) @ h.to(torch.float64).square().reshape(-1))
+            for u, h in zip(us, h_w, strict=True)
+        )
+
+    if method == FORWARD_OVER_REVERSE:
+        if reverse is None:
+            why = f"{REVERSE_OVER_REVERSE} could not run"
+            return probe_products(method, REVERSE_OVER_REVERSE, pairs, None, dtype, why)
+        reference = list(zip(us, reverse[1], strict=True))
+        name = f"uᵀ(H v) by {REVERSE_OVER_REVERSE}"
+        return probe_products(method, name, pairs, reference, dtype, None, typical_scale)
+    u_as = [u.to(p.dtype) for u, p in zip(us, primals, strict=True)]
+    _, h_u = hvp_reverse_over_reverse(f, primals, u_as)
+    reference = list(zip(vectors, h_u, strict=True))
+    name = f"(H u)ᵀv by {REVERSE_OVER_REVERSE}, H symmetric"
+    return probe_products(method, name, pairs, reference, dtype, None, typical_scale)
+
+
+COMPOSITION_NAMES = {
+    "reverse mode": REVERSE_OVER_REVERSE,
+    "forward mode": FORWARD_OVER_REVERSE,
+    "central differences": "central differences of the gradient",
+}
+
+
+def as_compositions(check: Check) -> Check:
+    """The check of the gradient's Jacobian, named as what it is for H: reverse-over-reverse
+    against forward-over-reverse, and central differences of the gradient."""
+
+    def renamed(text: str) -> str:
+        for mode, composition in COMPOSITION_NAMES.items():
+            text = text.replace(mode, composition)
+        return text
+
+    return Check(
+        tuple(
+            replace(c, name=renamed(c.name), reference=renamed(c.reference))
+            for c in check.comparisons
+        )
+    )

@@ -1,0 +1,104 @@
+"""Rich renderables for second derivatives: Hessians as labelled matrices, and H·v."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.console import Group, RenderableType
+from rich.text import Text
+
+from jaccli.render.labels import index_label
+from jaccli.render.tables import (
+    Layout,
+    _Grid,
+    _grid_table,
+    _view_and_check,
+    _with_note,
+    evaluation_renderables,
+    product_renderables,
+)
+from jaccli.result import HessianResult, HvpResult
+from jaccli.spec import format_shape
+
+HESSIANS_PER_OUTPUT = 3
+"""Output elements whose Hessian is shown without --full."""
+
+
+def hessian_matrix(
+    h: np.ndarray, y_label: str, a: str, a_shape: tuple[int, ...], b: str, layout: Layout
+) -> RenderableType:
+    """∂²y/∂a∂b of one output element as a matrix: rows a[i], columns b[j]."""
+    b_shape = h.shape[len(a_shape) :]
+    rows, columns = int(np.prod(a_shape, dtype=np.int64)), int(np.prod(b_shape, dtype=np.int64))
+    grid = _Grid(
+        h.reshape(rows, columns),
+        lambda row: index_label(a, a_shape, row),
+        lambda column: index_label(b, b_shape, column),
+    )
+    title = Text(f"∂²{y_label}/{_pair(a, b)}  {rows}×{columns}")
+    return _with_note(*_grid_table(grid, title, layout))
+
+
+def hessian_renderable(result: HessianResult, layout: Layout) -> Group:
+    """The evaluation, then H of each output element for each pair of inputs as a matrix,
+    its symmetry error, the strategy, and the check when one was made."""
+    parts = evaluation_renderables(result.evaluation, layout)
+    for y, by_a in result.hessians.items():
+        y_shape = result.evaluation.outputs[y].shape
+        count = int(np.prod(y_shape, dtype=np.int64))
+        shown = count if layout.full else min(count, HESSIANS_PER_OUTPUT)
+        for a, by_b in by_a.items():
+            for b, h in by_b.items():
+                a_shape = h.shape[len(y_shape) : len(y_shape) + _ndim_of(result, a)]
+                parts.append(
+                    Text.assemble(
+                        "\n",
+                        (f"Hessian ∂²{y}/{_pair(a, b)}", "bold underline"),
+                        "  ",
+                        (format_shape(h.shape), "cyan"),
+                        (
+                            f" = {y} {format_shape(y_shape)} + {a} {format_shape(a_shape)} + "
+                            f"{b} {format_shape(h.shape[len(y_shape) + len(a_shape) :])}",
+                            "dim",
+                        ),
+                    )
+                )
+                per_element = h.reshape(count, *h.shape[len(y_shape) :])
+                for i in range(shown):
+                    label = index_label(y, y_shape, i)
+                    parts.append(hessian_matrix(per_element[i], label, a, a_shape, b, layout))
+                if shown < count:
+                    parts.append(
+                        Text(
+                            f"showing {shown} of {count} output elements; --full shows all",
+                            style="italic dim",
+                        )
+                    )
+    parts.append(Text(f"\nsymmetry: max|H − Hᵀ| = {result.symmetry_error:.3g}", style="dim"))
+    parts += _view_and_check(result, layout)
+    parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
+    return Group(*parts)
+
+
+def _pair(a: str, b: str) -> str:
+    """`∂x²`, or `∂a∂b` for two inputs."""
+    return f"∂{a}²" if a == b else f"∂{a}∂{b}"
+
+
+def _ndim_of(result: HessianResult, name: str) -> int:
+    (value,) = (v for v in result.evaluation.inputs if v.name == name)
+    return value.values.ndim
+
+
+def hvp_renderable(result: HvpResult, layout: Layout) -> Group:
+    """The evaluation, the vector v of each input, then H·v for each input, the method, and
+    the check when one was made."""
+    parts = evaluation_renderables(result.evaluation, layout)
+    (y,) = result.evaluation.outputs
+    products = {f"HVP H·v wrt {wrt}": (wrt, hvp) for wrt, hvp in result.hvps.items()}
+    note = f"  the change of ∂{y}/∂{next(iter(result.hvps))} along v"
+    if len(result.hvps) > 1:
+        note = "  (H·v)_a = Σ_b ∂²y/∂a∂b·v_b"
+    parts += product_renderables("Vector", result.vectors, products, note, layout)
+    parts += _view_and_check(result, layout)
+    parts.append(Text(f"\nmethod {result.method}: {result.method_reason}", style="dim"))
+    return Group(*parts)

@@ -254,6 +254,15 @@ MaxMemoryOption = Annotated[
         show_default=False,
     ),
 ]
+BatchAxisOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="NAME=AXIS: f acts on each slice of NAME along AXIS alone, and the output's AXIS "
+        "follows it (per-sample blocks for --batched, views). Verified before it is trusted. "
+        "Repeatable. [default: a preset's own axes; an expression's from its syntax]",
+        show_default=False,
+    ),
+]
 TracebackOption = Annotated[
     bool, typer.Option("--traceback", help="Show the Python traceback of an error.")
 ]
@@ -331,10 +340,12 @@ def _problem(
     max_value_size: str | None,
     *,
     shapes_only: bool = False,
+    batch_axis: Sequence[str] = (),
 ) -> Problem:
     """Parse the options every computing command shares and build the engine's Problem (this
     imports torch)."""
     value_limit = _value_limit(max_value_size)
+    batch_axes = [spec.parse_batch_axis_option(text) for text in batch_axis]
     shape_options = [spec.parse_shape_option(text) for text in shape or ()]
     value_options = [spec.parse_value_option(text, value_limit) for text in value or ()]
     given_names = [name or "x" for name, _ in (*shape_options, *value_options)]
@@ -351,6 +362,7 @@ def _problem(
         dtype=dtype_name,
         budget=budget,
         shapes_only=shapes_only,
+        batch_axes=batch_axes,
     )
 
 
@@ -464,6 +476,7 @@ def jacobian(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    batch_axis: BatchAxisOption = None,
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
     strategy: StrategyOption = "auto",
@@ -493,7 +506,7 @@ def jacobian(
     """Compute y = f(x) and its Jacobian J, with J.shape == y.shape + x.shape."""
     _jacobian_command(
         "jacobian",
-        Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size),
+        Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis),
         strategy,
         view=view,
         checking=(check, rtol, atol, eps),
@@ -518,6 +531,7 @@ class Computing:
     dtype: str
     max_memory: str | None
     max_value_size: str | None
+    batch_axis: Sequence[str] | None = None
 
     def problem(self, budget: int | None, *, shapes_only: bool = False) -> Problem:
         return _problem(
@@ -531,6 +545,7 @@ class Computing:
             budget,
             self.max_value_size,
             shapes_only=shapes_only,
+            batch_axis=self.batch_axis or (),
         )
 
 
@@ -608,6 +623,7 @@ def det(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    batch_axis: BatchAxisOption = None,
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
     strategy: StrategyOption = "auto",
@@ -639,7 +655,7 @@ def det(
     """
     _jacobian_command(
         "det",
-        Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size),
+        Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis),
         strategy,
         view=None,
         checking=(check, rtol, atol, eps),
@@ -658,6 +674,7 @@ def vjp(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    batch_axis: BatchAxisOption = None,
     cotangent: Annotated[
         str,
         typer.Option(help="v in y's shape: ones, randn (seeded) or a JSON array."),
@@ -684,7 +701,10 @@ def vjp(
         cotangent_spec = spec.parse_cotangent(cotangent, _value_limit(max_value_size))
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
-        problem = _problem(fn, expr, shape, value, wrt, seed, dtype, budget, max_value_size)
+        computing = Computing(
+            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis
+        )
+        problem = computing.problem(budget)
         if out_path is not None:
             from jaccli.render.files import check_array_count
 

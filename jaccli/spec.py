@@ -113,6 +113,24 @@ def parse_shape_option(text: str) -> tuple[str | None, Shape]:
     return name, parse_shape(shape_text)
 
 
+def parse_batch_axis_option(text: str) -> tuple[str | None, int]:
+    """One `--batch-axis`: `x=0` (a named input) or `0` (the only input); negative counts from
+    the end."""
+    name, axis_text = split_named(text, "--batch-axis")
+    try:
+        axis = int(axis_text.strip())
+    except ValueError:
+        raise UsageError(
+            f"bad --batch-axis {_shorten(text)!r}: {_shorten(axis_text)!r} is not an axis "
+            "(expected NAME=AXIS, like x=0)"
+        ) from None
+    if abs(axis) > MAX_NDIM:
+        raise UsageError(
+            f"bad --batch-axis {_shorten(text)!r}: tensors have at most {MAX_NDIM} axes"
+        )
+    return name, axis
+
+
 def parse_value_option(
     text: str, size_limit: int = DEFAULT_VALUE_LIMIT
 ) -> tuple[str | None, ArrayData]:

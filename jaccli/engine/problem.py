@@ -10,8 +10,9 @@ import torch
 
 from jaccli.engine.evaluate import evaluate, single_output_name
 from jaccli.engine.guard import require_within_budget
+from jaccli.engine.separable import declared_axes, verify_declared
 from jaccli.errors import ComputationError, UsageError
-from jaccli.functions.model import Function, InputSpec, ShapeUnknown
+from jaccli.functions.model import AxisPair, Function, InputSpec, ShapeUnknown
 from jaccli.spec import ArrayData, Shape, format_shape
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -331,6 +332,7 @@ def prepare(
     dtype: str = "float32",
     budget: int | None = None,
     shapes_only: bool = False,
+    batch_axes: Sequence[tuple[str | None, int]] = (),
 ) -> Problem:
     """Check every option against the function, then draw or load the inputs.
 
@@ -364,6 +366,8 @@ def prepare(
             name: torch.empty(shape, dtype=torch_dtype, device="meta")
             for name, shape in shapes.items()
         }
+        if out_shapes:
+            function, _ = _with_separable_axes(function, batch_axes, shapes, out_shapes)
         return Problem(
             function, dtype, meta, wrt_names, out_shapes or {}, generator, output_unknown=unknown
         )
@@ -385,5 +389,21 @@ def prepare(
     if out_shapes is None:
         outputs = _evaluate_with_hint(function, tensors, values, wrt_names, explicit=bool(wrt))
         out_shapes = {name: tuple(output.shape) for name, output in outputs.items()}
+    function, declared = _with_separable_axes(function, batch_axes, shapes, out_shapes)
+    verify_declared(function, tensors, declared)
     notes = _rounding_notes(values, dtype)
     return Problem(function, dtype, tensors, wrt_names, out_shapes, generator, notes)
+
+
+def _with_separable_axes(
+    function: Function,
+    batch_axes: Sequence[tuple[str | None, int]],
+    shapes: dict[str, Shape],
+    output_shapes: dict[str, Shape],
+) -> tuple[Function, dict[str, tuple[AxisPair, ...]]]:
+    """The function with the separable axes its syntax tree shows (an expression's) and those
+    --batch-axis declares (which take precedence), and the declared ones, to verify."""
+    axes = function.separable_axes(shapes) if function.separable_axes is not None else {}
+    declared = declared_axes(function, batch_axes, shapes, output_shapes) if batch_axes else {}
+    axes = {**axes, **declared}
+    return (function.with_separable(axes, shapes) if axes else function), declared

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaccli.errors import ComputationError, UsageError
+from jaccli.functions.expression_axes import separable_axes
 from jaccli.functions.expression_shapes import ShapeWalk
-from jaccli.functions.model import Function, InputSpec
+from jaccli.functions.model import AxisPair, Function, InputSpec
 from jaccli.spec import Shape
 
 MAX_LENGTH = 500
@@ -120,6 +121,9 @@ def compile_expression(text: str) -> Function:
         walk.shape(body)
         return walk.elements
 
+    def separable(shapes: Mapping[str, Shape]) -> dict[str, tuple[AxisPair, ...]]:
+        return separable_axes(body, shapes)
+
     return Function(
         name="expr",
         formula=f"y = {ast.unparse(body)}",
@@ -127,6 +131,7 @@ def compile_expression(text: str) -> Function:
         call=call,
         output_shape=output_shape,
         intermediate_elements=intermediate_elements,
+        separable_axes=separable,
     )
 
 

@@ -94,7 +94,7 @@ class ShapeWalk:
             name = node.func.id
             args = list(node.args)
         shapes = [self.shape(a) for a in args]
-        keywords = {k.arg: _literal(k.value) for k in node.keywords}
+        keywords = {k.arg: literal_value(k.value) for k in node.keywords}
         if len(shapes) < (2 if name in BINARY_CALLS else 1):
             raise _reject(f"{name} takes {2 if name in BINARY_CALLS else 1} tensor arguments")
         first = _tensor(shapes[0])
@@ -102,7 +102,9 @@ class ShapeWalk:
             return first
         if name in REDUCTIONS:
             position = 2 if name == "norm" else 1  # norm(x, p, dim)
-            dim = keywords.get("dim", _literal(args[position]) if len(args) > position else None)
+            dim = keywords.get(
+                "dim", literal_value(args[position]) if len(args) > position else None
+            )
             keepdim = bool(keywords.get("keepdim", False))
             return reduce_shape(first, dim, keepdim)
         if name in ("dot", "trace"):
@@ -116,7 +118,7 @@ class ShapeWalk:
                 raise _reject(f"det needs square matrices; got {format_shape(first)}")
             return first[:-2]
         if name == "diag":
-            offset = int(_literal(args[1]) if len(args) > 1 else 0)
+            offset = int(literal_value(args[1]) if len(args) > 1 else 0)
             if len(first) == 1:
                 side = first[0] + abs(offset)
                 return (side, side)
@@ -132,7 +134,7 @@ def _tensor(shape: Shape | None) -> Shape:
     return shape
 
 
-def _literal(node: ast.expr) -> object:
+def literal_value(node: ast.expr) -> object:
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.operand, ast.Constant):
@@ -184,13 +186,13 @@ def index_shape(shape: Shape, index: ast.expr) -> Shape:
     for size, part in zip(shape, parts, strict=False):
         if isinstance(part, ast.Slice):
             bounds = [
-                None if b is None else _literal(b) for b in (part.lower, part.upper, part.step)
+                None if b is None else literal_value(b) for b in (part.lower, part.upper, part.step)
             ]
             if bounds[2] is not None and bounds[2] <= 0:  # type: ignore[operator]
                 raise _reject("slice steps must be positive")
             result.append(len(range(*slice(*bounds).indices(size))))  # type: ignore[arg-type]
         else:
-            position = _literal(part)
+            position = literal_value(part)
             if not isinstance(position, int) or not -size <= position < size:
                 raise _reject(f"index {position} is out of range for a dimension of {size}")
     return (*result, *shape[len(parts) :])

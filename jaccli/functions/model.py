@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jaccli.spec import Shape
@@ -101,6 +101,9 @@ class Function:
     hold against the memory budget before it runs; None where that cannot be known."""
     source_file: str | None = None
     """The user's file the callable came from, to point at the line that raised."""
+    separable_axes: Callable[[Mapping[str, Shape]], dict[str, tuple[AxisPair, ...]]] | None = None
+    """Each input's separable axes, found from the input shapes (an expression's, from its
+    syntax tree); None: the inputs' own `separable` only."""
     vectorized_call: Callable[..., Any] | None = None
     """The same function for inside torch.func's vectorized transforms, where `call` cannot run
     (a gradient by torch.autograd.grad under jacfwd); None: `call` runs there too."""
@@ -120,6 +123,20 @@ class Function:
     def required_names(self) -> tuple[str, ...]:
         """The differentiable inputs that need a tensor: an unnamed --shape goes to the only one."""
         return tuple(s.name for s in self.inputs if s.differentiable and not s.has_default)
+
+    def with_separable(
+        self, axes: Mapping[str, tuple[AxisPair, ...]], shapes: Mapping[str, Shape]
+    ) -> Function:
+        """This function with `axes` as the separable axes of those inputs, at these shapes."""
+        return replace(
+            self,
+            inputs=tuple(
+                replace(spec, separable=Separable(axes[spec.name], len(shapes[spec.name])))
+                if spec.name in axes
+                else spec
+                for spec in self.inputs
+            ),
+        )
 
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:

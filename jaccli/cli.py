@@ -287,7 +287,7 @@ ViewOption = Annotated[
     str | None,
     typer.Option(
         help="rows, cols or full: the result rebuilt slice by slice along a separable axis. "
-        "[default: jacobian full; vjp the natural view of a single input]",
+        "[default: jacobian full; vjp and jvp the natural view of a single input]",
         show_default=False,
     ),
 ]
@@ -745,6 +745,7 @@ def jvp(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    batch_axis: BatchAxisOption = None,
     tangent: Annotated[
         str,
         typer.Option(
@@ -754,6 +755,7 @@ def jvp(
     ] = "ones",
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
+    view: ViewOption = None,
     check: CheckOption = False,
     rtol: RtolOption = None,
     atol: AtolOption = None,
@@ -778,7 +780,9 @@ def jvp(
         )
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
-        computing = Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size)
+        computing = Computing(
+            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis
+        )
         problem = computing.problem(budget)
         if out_path is not None:
             from jaccli.render.files import check_array_count
@@ -787,7 +791,12 @@ def jvp(
         from jaccli.engine import run_jvp
 
         result = run_jvp(
-            problem, tangent_spec, budget=budget, check=check, check_options=check_options
+            problem,
+            tangent_spec,
+            budget=budget,
+            view=view,
+            check=check,
+            check_options=check_options,
         )
         from jaccli.render.document import jvp_document
         from jaccli.render.tables import jvp_renderable

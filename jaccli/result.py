@@ -161,15 +161,18 @@ class HvpResult:
 class SliceRow:
     """One slice along a separable axis: its own Jacobian, and how it rebuilds the full result.
 
-    For a VJP, `product` is v[i]·J_i and `full_slice` the slice of vᵀ·J; for a Jacobian,
-    `product` is J_i and `full_slice` the diagonal block i of the full J.
+    For a VJP, `product` is v[i]·J_i and `full_slice` the slice of vᵀ·J; for a JVP, J_i·v[i]
+    and the slice of J·v; for a Jacobian, `product` is J_i and `full_slice` the diagonal
+    block i of the full J.
     """
 
     index: int
     input_slice: np.ndarray
     output_slice: np.ndarray
     jacobian: np.ndarray
-    cotangent: np.ndarray | None
+    vector: np.ndarray | None
+    """v[i]: the cotangent's slice along the output axis (VJP) or the tangent's along the
+    input axis (JVP); None for a Jacobian."""
     product: np.ndarray
     full_slice: np.ndarray
     max_difference: float
@@ -188,6 +191,8 @@ class View:
     rtol: float
     atol: float
     slices: tuple[SliceRow, ...]
+    product: str = "jacobian"
+    """What each slice rebuilds: `jacobian`, `vjp` or `jvp`."""
 
     @property
     def agrees(self) -> bool:

@@ -124,3 +124,20 @@ def test_jvp_writes_j_v_to_a_file(jaccli, tmp_path) -> None:
     run = jaccli("jvp", "--fn", "expsum", "--out", str(path), "--json", "--dtype", "float64")
     assert run.exit_code == 0, run.stderr
     np.testing.assert_array_equal(np.load(path), values_of(run.json()["jvp"]["y"]))
+
+
+def test_the_rows_view_rebuilds_j_v_row_by_row(jaccli) -> None:
+    run = jaccli("jvp", "--fn", "matmul", "--wrt", "a", "--tangent", "randn", "--view", "rows",
+                 "--dtype", "float64", "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    document = run.json()
+    b = values_of(document["inputs"]["b"])
+    v = values_of(document["tangent"]["a"])
+    view = document["view"]
+    assert view["name"] == "rows" and view["agrees"] is True
+    for i, row in enumerate(view["slices"]):
+        # row i of a @ b moves along v[i] by v[i] @ b: J_i·v[i]
+        np.testing.assert_allclose(values_of(row["tangent"]), v[i])
+        np.testing.assert_allclose(values_of(row["product"]), v[i] @ b, rtol=1e-12)
+        np.testing.assert_allclose(values_of(row["full"]), values_of(document["jvp"]["y"])[i])
+    assert "J_i·v[i]" in jaccli("jvp", "--fn", "matmul", "--wrt", "a").stdout

@@ -31,6 +31,7 @@ from jaccli.engine.problem import Problem
 from jaccli.engine.views import choose_view, slice_view
 from jaccli.engine.vjp import compute_vjp
 from jaccli.errors import UsageError
+from jaccli.functions.model import AxisPair
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, PlanReport, VjpResult
 from jaccli.spec import Cotangent, Direction
 
@@ -155,6 +156,22 @@ def run_det(
     return replace(result, determinant=determinant, notes=notes)
 
 
+def _product_view(
+    problem: Problem, requested: str | None
+) -> tuple[tuple[str, str, AxisPair] | None, tuple[str, ...]]:
+    """The view of a product to show: the one requested, or the natural one of a single input
+    that decomposes unless it has more than DEFAULT_VIEW_SLICES slices (then a note says so)."""
+    chosen = choose_view(problem, requested)
+    if chosen is not None and requested is None:
+        wrt, name, axes = chosen
+        count = problem.inputs[wrt].shape[axes[0]]
+        if count > DEFAULT_VIEW_SLICES:
+            return None, (
+                f"{count} slices are too many to show by default; --view {name} shows them",
+            )
+    return chosen, ()
+
+
 @blames_user_code
 def run_vjp(
     problem: Problem,
@@ -168,15 +185,9 @@ def run_vjp(
 ) -> VjpResult:
     """vᵀ·J, with the per-slice view `view` (None: the natural one of a single input that
     decomposes, unless it has more than DEFAULT_VIEW_SLICES slices) and the check when asked."""
-    chosen = choose_view(problem, view)
+    chosen, notes = _product_view(problem, view)
     result = compute_vjp(problem, cotangent)
-    if chosen is not None and view is None:
-        wrt, name, axes = chosen
-        count = problem.inputs[wrt].shape[axes[0]]
-        if count > DEFAULT_VIEW_SLICES:
-            note = f"{count} slices are too many to show by default; --view {name} shows them"
-            result = replace(result, notes=(*result.notes, note))
-            chosen = None
+    result = replace(result, notes=(*result.notes, *notes))
     if chosen is not None:
         wrt, name, axes = chosen
         (v,) = result.cotangents.values()
@@ -194,14 +205,32 @@ def run_jvp(
     tangent: Direction,
     *,
     budget: int | None = None,
+    view: str | None = None,
     check: bool = False,
     check_options: CheckOptions = DEFAULT_CHECK_OPTIONS,
 ) -> JvpResult:
-    """J·v, and the check when asked."""
+    """J·v, with the per-slice view `view` (None: as run_vjp chooses), and the check when
+    asked."""
+    chosen, notes = _product_view(problem, view)
     if check:  # the check forms J by reverse mode
         result_bytes = problem.output_count * problem.input_count * problem.torch_dtype.itemsize
         require_within_budget("--check (J by reverse mode)", result_bytes, budget, "drop --check")
     result = compute_jvp(problem, tangent)
+    result = replace(result, notes=(*result.notes, *notes))
+    if chosen is not None:
+        wrt, name, axes = chosen
+        (output,) = result.jvps
+        shown = slice_view(
+            problem,
+            wrt,
+            name,
+            axes,
+            result.jvps[output],
+            None,
+            budget,
+            tangent=result.tangents[wrt],
+        )
+        result = replace(result, view=shown)
     if check:
         result = replace(result, check=check_jvp(problem, result, check_options))
     return result

@@ -98,13 +98,16 @@ def slice_view(
     full: np.ndarray,
     cotangent: np.ndarray | None,
     budget: int | None = None,
+    *,
+    tangent: np.ndarray | None = None,
 ) -> View:
     """Each slice i along the axis: x_i, g_i(x_i), J_i, and J_i against the full result.
 
     g_i(r) = f(x with slice i replaced by r)[slice i], so J_i is what the lesson computed by hand.
     Every J_i comes at once from the Jacobian of y summed over the axis (NOTE [the sum trick] in
-    batched.py). With a cotangent, `full` is vᵀ·J and each product is v_i·J_i; without, `full`
-    is J and each product J_i is compared with J's diagonal block i.
+    batched.py). With a cotangent, `full` is vᵀ·J and each product is v_i·J_i; with a tangent,
+    `full` is J·v and each product J_i·v_i; with neither, `full` is J and each product J_i is
+    compared with J's diagonal block i.
     """
     input_axis, output_axis = axes
     x = problem.inputs[wrt]
@@ -137,16 +140,20 @@ def slice_view(
     rows = []
     for i in range(count):
         j_i = blocks[i]
-        if cotangent is None:
+        if cotangent is not None:
+            v_i = np.take(cotangent, i, axis=output_axis)
+            product = np.tensordot(v_i, j_i, axes=v_i.ndim)
+            full_slice = np.take(full, i, axis=input_axis)
+        elif tangent is not None:
+            v_i = np.take(tangent, i, axis=input_axis)
+            product = np.tensordot(j_i, v_i, axes=v_i.ndim)
+            full_slice = np.take(full, i, axis=output_axis)
+        else:
             v_i = None
             product = j_i
             full_slice = np.take(
                 np.take(full, i, axis=output_axis), i, axis=y_ndim - 1 + input_axis
             )
-        else:
-            v_i = np.take(cotangent, i, axis=output_axis)
-            product = np.tensordot(v_i, j_i, axes=v_i.ndim)
-            full_slice = np.take(full, i, axis=input_axis)
         difference = np.abs(product - full_slice)
         rows.append(
             SliceRow(
@@ -154,7 +161,7 @@ def slice_view(
                 input_slice=to_numpy(x.select(input_axis, i)),
                 output_slice=to_numpy(y_value.select(output_axis, i)),
                 jacobian=j_i,
-                cotangent=v_i,
+                vector=v_i,
                 product=product,
                 full_slice=full_slice,
                 max_difference=float(difference.max()) if difference.size else 0.0,
@@ -162,6 +169,15 @@ def slice_view(
             )
         )
     (output,) = problem.output_shapes
+    kind = "vjp" if cotangent is not None else "jvp" if tangent is not None else "jacobian"
     return View(
-        wrt, output, name, input_axis, output_axis, tolerance.rtol, tolerance.atol, tuple(rows)
+        wrt,
+        output,
+        name,
+        input_axis,
+        output_axis,
+        tolerance.rtol,
+        tolerance.atol,
+        tuple(rows),
+        kind,
     )

@@ -55,20 +55,21 @@ def view_renderable(
     i = "j" if view.name == "cols" else "i"
     x_i = slice_label(view.wrt, view.input_axis, x_ndim, i)
     y_i = slice_label(view.output, view.output_axis, y_ndim, i)
-    v_i = slice_label("v", view.output_axis, y_ndim, i)
-    is_vjp = bool(view.slices) and view.slices[0].cotangent is not None
     headers = [i, x_i, y_i, f"J_{i}"]
-    if is_vjp:
+    if view.product == "vjp":
+        v_i = slice_label("v", view.output_axis, y_ndim, i)
         headers += [v_i, f"{v_i}·J_{i}", f"{view.wrt}.grad{x_i[len(view.wrt) :]}"]
+    elif view.product == "jvp":
+        v_i = slice_label("v", view.input_axis, x_ndim, i)
+        headers += [v_i, f"J_{i}·{v_i}", slice_label("(J·v)", view.output_axis, y_ndim, i)]
     else:
         headers += [f"block {i} of J"]
     headers.append("agrees")
 
     def cells(row: SliceRow) -> list[RenderableType]:
         arrays = [row.input_slice, row.output_slice, row.jacobian]
-        if is_vjp:
-            assert row.cotangent is not None
-            arrays += [row.cotangent, row.product]
+        if row.vector is not None:
+            arrays += [row.vector, row.product]
         arrays.append(row.full_slice)
         return [
             Text(str(row.index)),

@@ -88,8 +88,8 @@ def view_entry(view: View) -> dict[str, Any]:
             "output": tensor_entry(row.output_slice),
             "jacobian": tensor_entry(row.jacobian),
         }
-        if row.cotangent is not None:
-            entry["cotangent"] = tensor_entry(row.cotangent)
+        if row.vector is not None:
+            entry["cotangent" if view.product == "vjp" else "tangent"] = tensor_entry(row.vector)
         entry |= {
             "product": tensor_entry(row.product),
             "full": tensor_entry(row.full_slice),
@@ -285,7 +285,7 @@ def document_numbers(result: Result, *, jacobians: bool = True) -> int:
     if result.view is not None:
         for row in result.view.slices:
             arrays += [row.input_slice, row.output_slice, row.jacobian, row.product, row.full_slice]
-            arrays += [] if row.cotangent is None else [row.cotangent]
+            arrays += [] if row.vector is None else [row.vector]
     return sum(int(np.asarray(a).size) for a in arrays)
 
 

@@ -285,14 +285,122 @@ def cold_table(repeats: int) -> list[str]:
     return rows
 
 
+def derivatives_table(repeats: int, budget: int) -> list[str]:
+    """det, jvp, hessian and hvp by jaccli's engine against the torch methods that compute the
+    same thing, timed in this process after a warm-up of each."""
+    import torch
+
+    from jaccli.engine import prepare, run_det, run_hessian, run_hvp, run_jvp
+    from jaccli.functions import PRESETS
+
+    af = torch.autograd.functional
+    func = torch.func
+
+    def of_x(name: str, shape: tuple[int, ...]):
+        problem = prepare(PRESETS[name], shape_options=[("x", shape)], budget=budget)
+        fixed = {n: t for n, t in problem.inputs.items() if n != "x"}
+
+        def f(x: torch.Tensor) -> torch.Tensor:
+            return PRESETS[name].call(x=x, **fixed)
+
+        return problem, f, problem.inputs["x"]
+
+    def slogdet_of(j: torch.Tensor, d: int) -> object:
+        return torch.linalg.slogdet(j.reshape(-1, d, d) if j.ndim > 2 else j.reshape(d, d))
+
+    cases: list[tuple[str, Callable[[], object], dict[str, Callable[[], object]]]] = []
+    for name, shape in (("affine", (64,)), ("spherical", (3,))):
+        problem, f, x = of_x(name, shape)
+        d = x.numel()
+        cases.append(
+            (
+                f"det {name} {'×'.join(map(str, shape))}",
+                lambda p=problem: run_det(p, budget=budget),
+                {
+                    "af.jacobian + slogdet": lambda f=f, x=x, d=d: slogdet_of(af.jacobian(f, x), d),
+                    "jacfwd + slogdet": lambda f=f, x=x, d=d: slogdet_of(func.jacfwd(f)(x), d),
+                    "jacrev + slogdet": lambda f=f, x=x, d=d: slogdet_of(func.jacrev(f)(x), d),
+                },
+            )
+        )
+    problem, f, x = of_x("planar_flow", (4096, 16))
+    one = lambda r, f=f: f(r.unsqueeze(0)).squeeze(0)  # noqa: E731
+    cases.append(
+        (
+            "det --batched planar_flow 4096×16",
+            lambda p=problem: run_det(p, budget=budget, batched=True),
+            {
+                "vmap(jacrev) + slogdet": lambda x=x: torch.linalg.slogdet(
+                    func.vmap(func.jacrev(one))(x)
+                ),
+                "vmap(jacfwd) + slogdet": lambda x=x: torch.linalg.slogdet(
+                    func.vmap(func.jacfwd(one))(x)
+                ),
+            },
+        )
+    )
+    for name, shape in (("expsum", (1024, 256)), ("softmax", (512,))):
+        problem, f, x = of_x(name, shape)
+        v = torch.ones_like(x)
+        cases.append(
+            (
+                f"jvp {name} {'×'.join(map(str, shape))}",
+                lambda p=problem: run_jvp(p, "ones"),
+                {
+                    "func.jvp": lambda f=f, x=x, v=v: func.jvp(f, (x,), (v,)),
+                    "af.jvp (double backward)": lambda f=f, x=x, v=v: af.jvp(f, x, v),
+                },
+            )
+        )
+    for shape in ((16,), (256,)):
+        problem, f, x = of_x("logsumexp", shape)
+        cases.append(
+            (
+                f"hessian logsumexp {shape[0]}",
+                lambda p=problem: run_hessian(p, budget=budget),
+                {
+                    "af.hessian": lambda f=f, x=x: af.hessian(f, x),
+                    "af.hessian vectorize": lambda f=f, x=x: af.hessian(f, x, vectorize=True),
+                    "func.hessian": lambda f=f, x=x: func.hessian(f)(x),
+                },
+            )
+        )
+    for size in (1000, 1_000_000):
+        problem, f, x = of_x("logsumexp", (size,))
+        v = torch.ones_like(x)
+        cases.append(
+            (
+                f"hvp logsumexp {size}",
+                lambda p=problem: run_hvp(p, "ones"),
+                {
+                    "af.hvp (double backward)": lambda f=f, x=x, v=v: af.hvp(f, x, v),
+                    "jvp(grad)": lambda f=f, x=x, v=v: func.jvp(func.grad(f), (x,), (v,)),
+                },
+            )
+        )
+    rows = ["| case | jaccli | torch methods | jaccli ÷ fastest |", "|---|---|---|---|"]
+    for name, ours, theirs in cases:
+        mine = median_seconds(ours, repeats)
+        timings = {method: median_seconds(run, repeats) for method, run in theirs.items()}
+        fastest = min(timings.values())
+        listed = ", ".join(f"{m} {t * 1e3:.3g} ms" for m, t in timings.items())
+        rows.append(f"| {name} | {mine * 1e3:.3g} ms | {listed} | {mine / fastest:.2f} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cold-repeats", type=int, default=7)
     parser.add_argument("--skip-dense", action="store_true")
     parser.add_argument("--guard-only", action="store_true", help="only the guard's cost")
+    parser.add_argument(
+        "--derivatives-only", action="store_true", help="only det, jvp, hessian and hvp"
+    )
     args = parser.parse_args()
-    cold = [] if args.guard_only else cold_table(args.cold_repeats)
+    only = args.guard_only or args.derivatives_only
+    cold = [] if only else cold_table(args.cold_repeats)
     import torch
 
     from jaccli.engine.guard import default_budget
@@ -307,11 +415,15 @@ def main() -> None:
     if args.guard_only:
         print("\n".join(guard_table(args.repeats, budget)))
         return
+    if args.derivatives_only:
+        print("\n".join(derivatives_table(args.repeats, budget)))
+        return
     print("\n".join(cold) + "\n")
     print("\n".join(guard_table(args.repeats, budget)) + "\n")
     if not args.skip_dense:
         print("\n".join(dense_table(args.repeats, budget)) + "\n")
-        print("\n".join(batched_table(args.repeats, budget)))
+        print("\n".join(batched_table(args.repeats, budget)) + "\n")
+        print("\n".join(derivatives_table(args.repeats, budget)))
 
 
 if __name__ == "__main__":

@@ -410,30 +410,41 @@ def jvp_from_jacobians(
     }
 
 
+def _step_along(primals: list[torch.Tensor], vectors: list[torch.Tensor], step: float) -> float:
+    """h for a central difference along v: step·max(1, |x|max)/|v|max, so that no entry of x
+    moves by more than a plain difference would move it."""
+    largest_x = max(float(p.abs().max()) for p in primals)
+    largest_v = max(float(v.abs().max()) for v in vectors)
+    return step * max(1.0, largest_x) / largest_v if largest_v > 0 else step
+
+
+def _central(
+    forward: torch.Tensor, backward: torch.Tensor, h: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward − backward)/2h in float64, and its rounding error bound, by the dtype the
+    function computed in (it may compute in float32 inside a float64 run)."""
+    eps = torch.finfo(forward.dtype).eps
+    forward, backward = forward.to(torch.float64), backward.to(torch.float64)
+    rounding = ROUNDING_SAFETY * eps * (forward.abs() + backward.abs()) / (2 * h)
+    return (forward - backward) / (2 * h), rounding
+
+
 def directional_differences(
     problem: Problem, tangents: dict[str, np.ndarray], step: float = FD_STEP
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """J·v by one central difference along v in float64, (f(x + h v) − f(x − h v)) / 2h with
-    h = step·max(1, |x|max)/|v|max, and each entry's rounding error bound beside it."""
-    inputs64 = {
-        name: t.detach().to(torch.float64) if t.is_floating_point() else t
-        for name, t in problem.inputs.items()
-    }
-    v = {name: torch.from_numpy(t).to(torch.float64) for name, t in tangents.items()}
-    largest_x = max(float(inputs64[n].abs().max()) for n in problem.wrt)
-    largest_v = max(float(t.abs().max()) for t in v.values())
-    h = step * max(1.0, largest_x) / largest_v if largest_v > 0 else step
+    """J·v by one central difference along v in float64, (f(x + h v) − f(x − h v)) / 2h, and
+    each entry's rounding error bound beside it."""
+    problem64 = _in_float64(problem)
+    primals, f = split_wrt(problem64)
+    v = [torch.from_numpy(tangents[name]).to(torch.float64) for name in problem.wrt]
+    h = _step_along(primals, v, step)
 
     def at(sign: float) -> torch.Tensor:
-        moved = {n: inputs64[n] + sign * h * v[n] for n in problem.wrt}
-        outputs = evaluate(problem.function, {**inputs64, **moved})
-        return torch.cat([outputs[n].reshape(-1) for n in problem.output_shapes])
+        with torch.enable_grad():
+            y = f(*(p + sign * h * d for p, d in zip(primals, v, strict=True)))
+        return y.detach().reshape(-1)
 
-    forward, backward = at(1.0), at(-1.0)
-    eps = torch.finfo(forward.dtype).eps  # a function may compute in float32 inside
-    forward, backward = forward.to(torch.float64), backward.to(torch.float64)
-    difference = (forward - backward) / (2 * h)
-    rounding = ROUNDING_SAFETY * eps * (forward.abs() + backward.abs()) / (2 * h)
+    difference, rounding = _central(at(1.0), at(-1.0), h)
     return _by_output(problem, difference), _by_output(problem, rounding)
 
 
@@ -492,24 +503,19 @@ def gradient_differences(
     problem: Problem, vectors: dict[str, np.ndarray], step: float = FD_STEP
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """H·v by one central difference of the gradient along v in float64,
-    (∇f(x + h v) − ∇f(x − h v)) / 2h with h = step·max(1, |x|max)/|v|max, and each entry's
-    rounding error bound."""
+    (∇f(x + h v) − ∇f(x − h v)) / 2h, and each entry's rounding error bound."""
     from jaccli.engine.hessian import gradient_at
 
     problem64 = _in_float64(problem)
     primals, f = split_wrt(problem64)
     v = [torch.from_numpy(vectors[name]).to(torch.float64) for name in problem.wrt]
-    largest_x = max(float(p.abs().max()) for p in primals)
-    largest_v = max(float(t.abs().max()) for t in v)
-    h = step * max(1.0, largest_x) / largest_v if largest_v > 0 else step
+    h = _step_along(primals, v, step)
     forward = gradient_at(f, [p + h * d for p, d in zip(primals, v, strict=True)])
     backward = gradient_at(f, [p - h * d for p, d in zip(primals, v, strict=True)])
     differences, rounding = {}, {}
     for name, g_plus, g_minus in zip(problem.wrt, forward, backward, strict=True):
-        eps = torch.finfo(g_plus.dtype).eps
-        g_plus, g_minus = g_plus.to(torch.float64), g_minus.to(torch.float64)
-        differences[name] = ((g_plus - g_minus) / (2 * h)).numpy()
-        rounding[name] = (ROUNDING_SAFETY * eps * (g_plus.abs() + g_minus.abs()) / (2 * h)).numpy()
+        difference, bound = _central(g_plus, g_minus, h)
+        differences[name], rounding[name] = difference.numpy(), bound.numpy()
     return differences, rounding
 
 

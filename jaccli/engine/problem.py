@@ -69,15 +69,8 @@ def _assign(
 ) -> dict[str, object]:
     """Give each `--shape`/`--value` to its input; an unnamed one goes to the only input."""
     assigned: dict[str, object] = {}
-    for name, item in options:
-        if name is None:
-            required = function.required_names
-            if len(required) != 1:
-                raise UsageError(
-                    f"{function.name} has inputs {', '.join(function.input_names)}: name the "
-                    f"one meant, as in {option} {function.input_names[0]}=..."
-                )
-            name = required[0]
+    for given, item in options:
+        name = function.named(given, option)
         if name not in function.input_names:
             raise UsageError(
                 f"{option} {name!r}: {function.name} has no input {name!r} "

@@ -36,15 +36,8 @@ def declared_axes(
         )
     ((output, y_shape),) = output_shapes.items()
     axes: dict[str, tuple[AxisPair, ...]] = {}
-    for name, axis in declared:
-        if name is None:
-            required = function.required_names
-            if len(required) != 1:
-                raise UsageError(
-                    f"{function.name} has inputs {', '.join(function.input_names)}: name the "
-                    f"one meant, as in --batch-axis {function.input_names[0]}=0"
-                )
-            name = required[0]
+    for given, axis in declared:
+        name = function.named(given, "--batch-axis")
         if name not in shapes or not function.input(name).differentiable:
             raise UsageError(f"--batch-axis {name}={axis}: {name} is not an input to differentiate")
         x_shape = shapes[name]

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from jaccli.errors import UsageError
 from jaccli.spec import Shape
 
 AxisPair = tuple[int, int]
@@ -137,6 +138,18 @@ class Function:
                 for spec in self.inputs
             ),
         )
+
+    def named(self, name: str | None, option: str) -> str:
+        """The input an option's `NAME=` gives, or without one the only input that needs a
+        tensor; UsageError when several could be meant."""
+        if name is not None:
+            return name
+        if len(self.required_names) != 1:
+            raise UsageError(
+                f"{self.name} has inputs {', '.join(self.input_names)}: name the one meant, as "
+                f"in {option} {self.input_names[0]}=..."
+            )
+        return self.required_names[0]
 
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:

@@ -84,17 +84,29 @@ def test_det_agrees_with_torch_func_jacfwd_and_slogdet() -> None:
 
 
 def test_a_det_past_float64_keeps_an_exact_log_and_says_so(jaccli) -> None:
-    run = jaccli("det", "--fn", "affine", "--shape", "512", "--json")
-    assert run.exit_code == 0, run.stderr
-    document = run.json()
-    a = values_of(document["inputs"]["A"]).astype(np.float32).astype(np.float64)
+    inputs, result = _det("affine", "x=512", dtype="float32")
+    a = inputs["A"]  # float32 values, exactly as J holds them
     sign, logabsdet = np.linalg.slogdet(a)
-    det = document["det"]
-    assert det["det"]["values"] == "Infinity"  # |det A| ≈ e^1338 overflows float64
-    assert det["sign"]["values"] == sign
-    assert det["logabsdet"]["values"] == pytest.approx(logabsdet, rel=1e-12)
-    assert "det J overflows float64" in run.stderr
-    assert "logabsdet and sign hold it exactly" in run.stderr
+    det = result.determinant
+    assert det.det == np.inf  # |det A| ≈ e^1338 overflows float64, let alone float32
+    assert det.sign == sign
+    np.testing.assert_allclose(det.logabsdet, logabsdet, rtol=1e-12)
+    run = jaccli("det", "--fn", "affine", "--shape", "512")
+    assert run.exit_code == 0, run.stderr
+    assert (
+        "det: warning: det J overflows float64 (log|det J| = 1338.36); logabsdet and sign "
+        "hold it exactly" in run.stderr
+    )
+    assert "inf" in run.stdout
+
+
+def test_json_spells_an_overflowed_det_as_infinity() -> None:
+    from jaccli.render.document import determinant_entry
+
+    _, result = _det("affine", "x=512", dtype="float32")
+    entry = determinant_entry(result.determinant)
+    assert entry["det"] == {"shape": [], "values": "Infinity"}
+    assert entry["logabsdet"]["values"] == pytest.approx(float(result.determinant.logabsdet))
 
 
 def test_a_joint_jacobian_of_two_inputs_is_square_where_each_alone_is_not(jaccli) -> None:

@@ -28,7 +28,7 @@ from jaccli.engine.jacobian import split_wrt
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_directions, probe_products
 from jaccli.errors import ComputationError, UsageError
-from jaccli.functions.model import Function, InputSpec
+from jaccli.functions.model import Function
 from jaccli.result import Check, Guard, HessianResult, HvpResult, JacobianResult
 from jaccli.spec import Direction, first_line, format_shape
 
@@ -85,11 +85,7 @@ def gradient_problem(problem: Problem) -> Problem:
     gradient = Function(
         name=function.name,
         formula=f"the gradient of {function.formula}",
-        inputs=tuple(
-            spec if spec.name in problem.inputs else InputSpec(spec.name, None, False)
-            for spec in function.inputs
-            if spec.name in problem.inputs
-        ),
+        inputs=tuple(spec for spec in function.inputs if spec.name in problem.inputs),
         call=by_autograd,
         vectorized_call=by_torch_func,
         source_file=function.source_file,

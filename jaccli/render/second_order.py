@@ -8,13 +8,13 @@ from rich.text import Text
 
 from jaccli.render.labels import index_label
 from jaccli.render.tables import (
+    Grid,
     Layout,
-    _Grid,
-    _grid_table,
-    _view_and_check,
-    _with_note,
     evaluation_renderables,
+    grid_table,
     product_renderables,
+    view_and_check,
+    with_note,
 )
 from jaccli.result import HessianResult, HvpResult
 from jaccli.spec import format_shape
@@ -29,13 +29,13 @@ def hessian_matrix(
     """∂²y/∂a∂b of one output element as a matrix: rows a[i], columns b[j]."""
     b_shape = h.shape[len(a_shape) :]
     rows, columns = int(np.prod(a_shape, dtype=np.int64)), int(np.prod(b_shape, dtype=np.int64))
-    grid = _Grid(
+    grid = Grid(
         h.reshape(rows, columns),
         lambda row: index_label(a, a_shape, row),
         lambda column: index_label(b, b_shape, column),
     )
     title = Text(f"∂²{y_label}/{_pair(a, b)}  {rows}×{columns}")
-    return _with_note(*_grid_table(grid, title, layout))
+    return with_note(*grid_table(grid, title, layout))
 
 
 def hessian_renderable(result: HessianResult, layout: Layout) -> Group:
@@ -74,7 +74,7 @@ def hessian_renderable(result: HessianResult, layout: Layout) -> Group:
                         )
                     )
     parts.append(Text(f"\nsymmetry: max|H − Hᵀ| = {result.symmetry_error:.3g}", style="dim"))
-    parts += _view_and_check(result, layout)
+    parts += view_and_check(result, layout)
     parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
     return Group(*parts)
 
@@ -99,6 +99,6 @@ def hvp_renderable(result: HvpResult, layout: Layout) -> Group:
     if len(result.hvps) > 1:
         note = "  (H·v)_a = Σ_b ∂²y/∂a∂b·v_b"
     parts += product_renderables("Vector", result.vectors, products, note, layout)
-    parts += _view_and_check(result, layout)
+    parts += view_and_check(result, layout)
     parts.append(Text(f"\nmethod {result.method}: {result.method_reason}", style="dim"))
     return Group(*parts)

@@ -47,7 +47,7 @@ def _window(count: int, limit: int | None) -> list[int | None]:
 
 
 @dataclass(frozen=True)
-class _Grid:
+class Grid:
     """A 2-D view of numbers with labels for its rows and columns."""
 
     values: np.ndarray  # 2-D
@@ -55,28 +55,28 @@ class _Grid:
     column_label: Callable[[int], str]
 
 
-def _grid_of(array: np.ndarray, layout: Layout) -> _Grid:
+def _grid_of(array: np.ndarray, layout: Layout) -> Grid:
     """An array in its own shape: rows over the leading axes, columns over the last axis.
 
     A vector too long for one line stands as a column, one labelled row per entry.
     """
     if array.ndim == 0:
-        return _Grid(array.reshape(1, 1), lambda _: "", lambda _: "")
+        return Grid(array.reshape(1, 1), lambda _: "", lambda _: "")
     if array.ndim == 1:
-        as_row = _Grid(array.reshape(1, -1), lambda _: "", str)
+        as_row = Grid(array.reshape(1, -1), lambda _: "", str)
         _, column_limit = _fits(as_row, layout)
         if column_limit is None or array.shape[0] <= column_limit:
             return as_row
-        return _Grid(array.reshape(-1, 1), str, lambda _: "")
+        return Grid(array.reshape(-1, 1), str, lambda _: "")
     leading = array.shape[:-1]
 
     def row_label(row: int) -> str:
         return ",".join(str(int(i)) for i in np.unravel_index(row, leading))
 
-    return _Grid(array.reshape(-1, array.shape[-1]), row_label, str)
+    return Grid(array.reshape(-1, array.shape[-1]), row_label, str)
 
 
-def _fits(grid: _Grid, layout: Layout) -> tuple[int | None, int | None]:
+def _fits(grid: Grid, layout: Layout) -> tuple[int | None, int | None]:
     """Row and column limits that keep the grid within the layout (None: no limit)."""
     if layout.full:
         cells = grid.values.size
@@ -94,7 +94,7 @@ def _fits(grid: _Grid, layout: Layout) -> tuple[int | None, int | None]:
     return layout.max_rows, columns
 
 
-def _grid_table(grid: _Grid, title: Text, layout: Layout) -> tuple[Table, Text | None]:
+def grid_table(grid: Grid, title: Text, layout: Layout) -> tuple[Table, Text | None]:
     """The grid as a table, and a line saying what was left out when it had to be cut."""
     row_limit, column_limit = _fits(grid, layout)
     rows = _window(grid.values.shape[0], row_limit)
@@ -141,13 +141,13 @@ def _grid_table(grid: _Grid, title: Text, layout: Layout) -> tuple[Table, Text |
     return table, note
 
 
-def _with_note(table: Table, note: Text | None) -> RenderableType:
+def with_note(table: Table, note: Text | None) -> RenderableType:
     return table if note is None else Group(table, note)
 
 
 def array_table(array: np.ndarray, title: Text, layout: Layout) -> RenderableType:
     """The array as a grid in its own shape, rows and columns labelled by index."""
-    return _with_note(*_grid_table(_grid_of(np.asarray(array), layout), title, layout))
+    return with_note(*grid_table(_grid_of(np.asarray(array), layout), title, layout))
 
 
 def _titled(name: str, shape: Sequence[int], note: str = "") -> Text:
@@ -200,7 +200,7 @@ def jacobian_table(
     per_element = jacobian.reshape(n_out, *x_shape)
     if n_out <= PER_ELEMENT_LIMIT:
         tables = [
-            _grid_table(
+            grid_table(
                 _grid_of(per_element[i], layout),
                 Text(f"∂{index_label(y_name, y_shape, i)} / ∂{x_name}"),
                 layout,
@@ -209,16 +209,16 @@ def jacobian_table(
         ]
         if all(note is None for _, note in tables):
             return Columns([table for table, _ in tables], padding=(0, 3))
-    matrix = _Grid(
+    matrix = Grid(
         jacobian.reshape(n_out, -1),
         lambda row: index_label(y_name, y_shape, row),
         lambda column: index_label(x_name, x_shape, column),
     )
     title = Text(f"∂{y_name} / ∂{x_name} as a {n_out}×{matrix.values.shape[1]} matrix")
-    return _with_note(*_grid_table(matrix, title, layout))
+    return with_note(*grid_table(matrix, title, layout))
 
 
-def _view_and_check(
+def view_and_check(
     result: JacobianResult | VjpResult | JvpResult, layout: Layout
 ) -> list[RenderableType]:
     from jaccli.render.checks import check_renderable, view_renderable
@@ -241,7 +241,7 @@ def jacobian_renderable(result: JacobianResult, layout: Layout) -> Group:
         parts += per_sample_renderables(result, layout)
     else:
         parts += dense_renderables(result, layout)
-    parts += _view_and_check(result, layout)
+    parts += view_and_check(result, layout)
     if result.determinant is not None:
         parts += determinant_renderables(result, layout)
     parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
@@ -394,7 +394,7 @@ def vjp_renderable(result: VjpResult, layout: Layout) -> Group:
             )
         )
         parts.append(array_table(vjp, _titled(name, vjp.shape), layout))
-    parts += _view_and_check(result, layout)
+    parts += view_and_check(result, layout)
     return Group(*parts)
 
 
@@ -425,7 +425,7 @@ def jvp_renderable(result: JvpResult, layout: Layout) -> Group:
     note = "  the change along v" if len(result.tangents) == 1 else f"  = {terms}"
     products = {f"JVP J·v of {out}": (out, jvp) for out, jvp in result.jvps.items()}
     parts += product_renderables("Tangent", result.tangents, products, note, layout)
-    parts += _view_and_check(result, layout)
+    parts += view_and_check(result, layout)
     parts.append(Text(f"\nmethod {result.method}: {result.method_reason}", style="dim"))
     return Group(*parts)
 

@@ -23,6 +23,7 @@ from jaccli import spec
 from jaccli.errors import ExitCode, Interrupt, JaccliError, UsageError
 from jaccli.functions import PRESETS, resolve
 from jaccli.functions.presets import square_jacobian
+from jaccli.output import emit_json, emit_rich, report_error, write
 
 if TYPE_CHECKING:
     from jaccli.engine import Problem
@@ -31,34 +32,6 @@ if TYPE_CHECKING:
 _ClickException: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
 )
-
-
-def encodable(stream: Any, text: str) -> bool:
-    try:
-        text.encode(getattr(stream, "encoding", None) or "utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _write(stream: Any, text: str) -> None:
-    """Write text the stream can encode: glyphs it cannot are spelt in ASCII, then replaced."""
-    if not encodable(stream, text):
-        from jaccli.render.ascii import ascii_text
-
-        encoding = getattr(stream, "encoding", None) or "utf-8"
-        text = ascii_text(text).encode(encoding, errors="replace").decode(encoding)
-    stream.write(text)
-    stream.flush()
-
-
-def _report_error(command: str, code: str, message: str, as_json: bool) -> None:
-    """One line on stderr naming the operation; under --json a JSON error object as well."""
-    _write(sys.stderr, f"{command}: {message}\n")
-    if as_json:
-        from jaccli.render.document import dumps, error_document
-
-        _write(sys.stderr, dumps(error_document(code, message), ensure_ascii=True) + "\n")
 
 
 class JaccliGroup(TyperGroup):
@@ -72,9 +45,9 @@ class JaccliGroup(TyperGroup):
             status = super().main(*args, standalone_mode=False, **kwargs)
         except _ClickException as error:
             if type(error).__name__ == "NoArgsIsHelpError":
-                _write(sys.stderr, error.format_message() + "\n")
+                write(sys.stderr, error.format_message() + "\n")
                 sys.exit(ExitCode.USAGE)
-            _report_error("jaccli", "usage", error.format_message(), "--json" in argv)
+            report_error("jaccli", "usage", error.format_message(), "--json" in argv)
             sys.exit(getattr(error, "exit_code", ExitCode.USAGE))
         except typer.Abort:
             sys.exit(ExitCode.INTERRUPTED)
@@ -105,7 +78,7 @@ def reporting(command: str, as_json: bool, show_traceback: bool) -> Iterator[Non
                 yield
         finally:
             for text in dict.fromkeys(_warning_line(w) for w in caught if _worth_showing(w)):
-                _write(sys.stderr, f"{command}: warning: {text}\n")
+                write(sys.stderr, f"{command}: warning: {text}\n")
 
 
 def _worth_showing(caught: warnings.WarningMessage) -> bool:
@@ -148,41 +121,14 @@ def _report(command: str, error: Exception, as_json: bool, show_traceback: bool)
     if show_traceback:
         traceback_module.print_exc()
     if isinstance(error, JaccliError):
-        _report_error(command, error.code, error.message, as_json)
+        report_error(command, error.code, error.message, as_json)
         raise typer.Exit(error.exit_code) from None
     message = (
         f"internal error: {type(error).__name__}: {spec.first_line(error)[:300]} "
         "(run with --traceback)"
     )
-    _report_error(command, "internal", message, as_json)
+    report_error(command, "internal", message, as_json)
     raise typer.Exit(ExitCode.COMPUTATION) from None
-
-
-def _emit_json(document: dict[str, Any]) -> None:
-    from jaccli.render.document import dumps
-
-    text = dumps(document)
-    if not encodable(sys.stdout, text):  # \u escapes keep the document exact in ASCII
-        text = dumps(document, ensure_ascii=True)
-    _write(sys.stdout, text + "\n")
-
-
-FULL_WIDTH = 1_000_000
-
-
-def _emit_rich(renderable: RenderableType, full: bool = False) -> None:
-    """Render the whole result first, then write it at once: no half-printed tables.
-
-    With --full, lines are as wide as the tables need, not squeezed into the terminal.
-    """
-    if not encodable(sys.stdout, "∂…✓"):
-        from jaccli.render.ascii import ascii_renderable
-
-        renderable = ascii_renderable(renderable)
-    console = Console(highlight=False, soft_wrap=False, width=FULL_WIDTH if full else None)
-    with console.capture() as captured:
-        console.print(renderable)
-    _write(sys.stdout, captured.get())
 
 
 def _layout(precision: int, full: bool) -> Any:
@@ -376,13 +322,13 @@ def _show_plan(
     if json_:
         from jaccli.render.plan import plan_document
 
-        _emit_json(plan_document(report, command))
+        emit_json(plan_document(report, command))
     else:
         from jaccli.render.plan import plan_renderable
 
-        _emit_rich(plan_renderable(report))
+        emit_rich(plan_renderable(report))
     if report.plan.refused is not None:
-        _report_error(command, "memory_budget", report.plan.refused, json_)
+        report_error(command, "memory_budget", report.plan.refused, json_)
         raise typer.Exit(ExitCode.RESOURCE)
 
 
@@ -447,16 +393,16 @@ def _finish(
             budget,
             "use --out for the numbers, or --view full",
         )
-        _emit_json(document())
+        emit_json(document())
     else:
-        _emit_rich(renderable(), full)
+        emit_rich(renderable(), full)
     for note in result.notes:
-        _write(sys.stderr, f"{command}: warning: {note}\n")
+        write(sys.stderr, f"{command}: warning: {note}\n")
     if out is not None:
-        _write(sys.stderr, f"{command}: wrote {out}\n")
+        write(sys.stderr, f"{command}: wrote {out}\n")
     if result.view is not None and not result.view.agrees:
         first = next(row for row in result.view.slices if not row.agrees)
-        _write(
+        write(
             sys.stderr,
             f"{command}: view failed: slice {first.index} of {result.view.wrt} rebuilds the full "
             f"result only to within {first.max_difference:.3g}\n",
@@ -465,7 +411,7 @@ def _finish(
     if result.check is not None and not result.check.passed:
         from jaccli.render.checks import check_failure_line
 
-        _write(sys.stderr, f"{command}: {check_failure_line(result.check)}\n")
+        write(sys.stderr, f"{command}: {check_failure_line(result.check)}\n")
         raise typer.Exit(ExitCode.COMPUTATION)
 
 
@@ -1009,11 +955,11 @@ def presets(json_: JsonOption = False) -> None:
     if json_:
         from jaccli.render.document import presets_document
 
-        _emit_json(presets_document(functions))
+        emit_json(presets_document(functions))
     else:
         from jaccli.render.tables import presets_table
 
-        _emit_rich(presets_table(functions))
+        emit_rich(presets_table(functions))
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

@@ -75,6 +75,11 @@ def _read_stdin(size_limit: int) -> str:
     return "".join(chunks)
 
 
+def read_regular_file(path_text: str, size_limit: int) -> bytes:
+    """The bytes of a regular file, no more than `size_limit` of them (as for --value)."""
+    return _read_regular_file(Path(path_text), path_text, size_limit)
+
+
 def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()

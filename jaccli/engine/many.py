@@ -1,0 +1,439 @@
+"""One command at many points: vectorized over a point axis with torch.func.vmap, in chunks.
+
+# NOTE [many points]
+Each command has a kernel: its result at one point, written with torch.func's transforms (jacfwd
+or jacrev for J, vjp, jvp, jacfwd(jacrev) for H, jvp of grad for H·v), so that `vmap` runs it
+for a whole chunk of points at once. Forward mode is preferred for J while the per-point J has
+no more inputs than outputs, or few, because torch.func's reverse mode imports torch._dynamo
+(about 1 s) the first time in a process. The correctness guard checks a sample of points (the
+first and last of each chunk) against the single-point engine, itself guarded; a kernel that
+vmap cannot run, or that disagrees, gives way to a loop of the single-point engine, with a note.
+Each point's result is the same result object a single-point run gives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from jaccli.engine.det import determinant
+from jaccli.engine.evaluate import call_function, to_numpy
+from jaccli.engine.guard import budget_or_default
+from jaccli.engine.hessian import symmetry_error
+from jaccli.engine.jacobian import vectorized_start_up_paid
+from jaccli.engine.problem import Problem
+from jaccli.engine.tolerance import AD_TOLERANCE
+from jaccli.errors import ComputationError, JaccliError, ResourceError
+from jaccli.result import (
+    Determinant,
+    Evaluation,
+    Guard,
+    HessianResult,
+    HvpResult,
+    InputValue,
+    JacobianResult,
+    JvpResult,
+    Result,
+    VjpResult,
+)
+from jaccli.spec import first_line, format_bytes
+
+COMMANDS = ("jacobian", "det", "vjp", "jvp", "hessian", "hvp", "check")
+VECTORIZED = frozenset(COMMANDS) - {"check"}
+MAX_CHUNK = 4096
+INTERMEDIATE_MULTIPLE = 4
+"""A vmapped chunk holds about this many times its results' bytes in intermediates."""
+
+Single = Callable[[Problem], Result]
+"""The command at one point, by the single-point engine (guarded)."""
+
+
+@dataclass(frozen=True)
+class PointOutcome:
+    """One point's result, or the error that stopped it."""
+
+    index: int
+    result: Result | None
+    error: JaccliError | None = None
+
+
+@dataclass(frozen=True)
+class PointsPlan:
+    """How many points are computed at once, and what a chunk holds."""
+
+    count: int | None
+    """Points in all, when known (None for a stream)."""
+    chunk_size: int
+    per_point_bytes: int
+    peak_bytes: int
+    budget: int
+    method: str
+    refused: str | None = None
+
+
+def per_point_numbers(problem: Problem, command: str) -> int:
+    """Numbers one point's result holds: J (n_out·n_in), H (n_out·n_in²) or the products."""
+    n_out, n_in = problem.output_count, problem.input_count
+    if command in ("jacobian", "det", "check"):
+        return n_out * n_in + n_out + n_in
+    if command == "hessian":
+        return n_out * n_in * n_in + n_out + n_in
+    return 2 * (n_out + n_in)
+
+
+def jacobian_mode(problem: Problem) -> str:
+    """jacfwd or jacrev for a per-point J (see NOTE [many points])."""
+    n_out, n_in = problem.output_count, problem.input_count
+    if n_in <= n_out or (not vectorized_start_up_paid() and n_in <= 16 * n_out):
+        return "jacfwd"
+    return "jacrev"
+
+
+def method_name(problem: Problem, command: str) -> str:
+    names = {
+        "jacobian": f"vmap({jacobian_mode(problem)})",
+        "det": f"vmap({jacobian_mode(problem)}) + slogdet",
+        "vjp": "vmap(vjp)",
+        "jvp": "vmap(jvp)",
+        "hessian": "vmap(jacfwd(jacrev))",
+        "hvp": "vmap(jvp(grad))",
+        "check": "a loop of single-point checks",
+    }
+    return names[command]
+
+
+def plan_points(
+    problem: Problem, command: str, count: int | None, budget: int | None = None
+) -> PointsPlan:
+    """The chunk size that keeps a vmapped chunk within the memory budget, or why none does."""
+    limit = budget_or_default(budget)
+    per_point = per_point_numbers(problem, command) * problem.torch_dtype.itemsize
+    per_point_peak = INTERMEDIATE_MULTIPLE * per_point + problem.resident_bytes
+    available = limit - problem.resident_bytes
+    chunk = max(1, min(MAX_CHUNK, available // max(per_point_peak, 1), count or MAX_CHUNK))
+    peak = problem.resident_bytes + chunk * per_point_peak
+    refused = None
+    if peak > limit:
+        refused = (
+            f"one point of {command} would need about {format_bytes(peak)}, over the memory "
+            f"budget of {format_bytes(limit)}; try smaller shapes or a larger --max-memory"
+        )
+    return PointsPlan(count, chunk, per_point, peak, limit, method_name(problem, command), refused)
+
+
+def at_point(problem: Problem, values: Mapping[str, torch.Tensor]) -> Problem:
+    """The problem with some inputs at one point."""
+    return replace(problem, inputs={**problem.inputs, **values})
+
+
+def run_points(
+    problem: Problem,
+    command: str,
+    points: Mapping[str, torch.Tensor],
+    single: Single,
+    *,
+    directions: Mapping[str, torch.Tensor] | None = None,
+    first_index: int = 0,
+    budget: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    keep_going: bool = False,
+) -> Iterator[list[PointOutcome]]:
+    """Each chunk's outcomes in order, as soon as the chunk is done (NOTE [many points]).
+
+    `points` holds the values of the inputs that vary, along a leading point axis; `directions`
+    the cotangent, tangent or vector every point shares (vjp, jvp, hvp)."""
+    count = next(iter(points.values())).shape[0]
+    plan = plan_points(problem, command, count, budget)
+    if plan.refused is not None:
+        raise ResourceError(plan.refused, code="memory_budget")
+    vectorized = command in VECTORIZED
+    done = 0
+    for chunk_start in range(0, count, plan.chunk_size):
+        chunk = {n: t[chunk_start : chunk_start + plan.chunk_size] for n, t in points.items()}
+        size = next(iter(chunk.values())).shape[0]
+        outcomes: list[PointOutcome] | None = None
+        if vectorized:
+            try:
+                outcomes = _vectorized_chunk(
+                    problem, command, chunk, single, directions, first_index + chunk_start
+                )
+            except (ComputationError, RuntimeError, NotImplementedError, ValueError) as error:
+                why = error.message if isinstance(error, ComputationError) else first_line(error)
+                problem = replace(
+                    problem,
+                    notes=(
+                        *problem.notes,
+                        f"{method_name(problem, command)} could not run ({why[:160]}); "
+                        "computed point by point instead",
+                    ),
+                )
+                vectorized = False
+        if outcomes is None:
+            outcomes = _loop_chunk(problem, chunk, single, first_index + chunk_start, keep_going)
+        done += size
+        if progress is not None:
+            progress(done, count)
+        yield outcomes
+        if any(o.error is not None for o in outcomes) and not keep_going:
+            return
+
+
+def _loop_chunk(
+    problem: Problem,
+    chunk: Mapping[str, torch.Tensor],
+    single: Single,
+    first_index: int,
+    keep_going: bool,
+) -> list[PointOutcome]:
+    """The single-point engine at each point of the chunk; a point that fails gives its error."""
+    size = next(iter(chunk.values())).shape[0]
+    outcomes = []
+    for k in range(size):
+        index = first_index + k
+        try:
+            result = single(at_point(problem, {n: t[k] for n, t in chunk.items()}))
+        except JaccliError as error:
+            outcomes.append(PointOutcome(index, None, error))
+            if not keep_going:
+                break
+            continue
+        outcomes.append(PointOutcome(index, result))
+    return outcomes
+
+
+def _vectorized_chunk(
+    problem: Problem,
+    command: str,
+    chunk: Mapping[str, torch.Tensor],
+    single: Single,
+    directions: Mapping[str, torch.Tensor] | None,
+    first_index: int,
+) -> list[PointOutcome]:
+    """The chunk by vmap of the command's kernel, its first and last point checked against
+    the single-point engine."""
+    names = list(chunk)
+    kernel = _kernel(problem, command, directions or {})
+
+    def at(*values: torch.Tensor) -> tuple:
+        return kernel({**problem.inputs, **dict(zip(names, values, strict=True))})
+
+    outputs, products = torch.func.vmap(at)(*(chunk[n] for n in names))
+    size = next(iter(chunk.values())).shape[0]
+    sampled = sorted({0, size - 1})
+    references = {
+        k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled
+    }
+    results = _results(problem, command, chunk, outputs, products, directions or {})
+    largest, tolerance = 0.0, 0.0
+    for k, reference in references.items():
+        difference, allowed = _difference(problem, results[k], reference)
+        largest, tolerance = max(largest, difference), max(tolerance, allowed)
+        if difference > allowed:
+            raise ComputationError(
+                f"at point {first_index + k} it differs from the single-point engine by "
+                f"{difference:.3g} (tolerance {allowed:.2g})"
+            )
+    indices = ", ".join(str(first_index + k) for k in sampled)
+    guard = Guard(
+        method_name(problem, command),
+        f"the guarded single-point engine at points {indices} of this chunk (largest difference)",
+        largest,
+        0.0,
+        tolerance,
+        True,
+    )
+    outcomes = []
+    for k, result in enumerate(results):
+        chosen = references[k] if k in references else replace(result, guard=guard)
+        outcomes.append(PointOutcome(first_index + k, chosen))
+    return outcomes
+
+
+def _kernel(
+    problem: Problem, command: str, directions: Mapping[str, torch.Tensor]
+) -> Callable[[dict[str, torch.Tensor]], tuple]:
+    """The command's result at one point (its inputs given in full), in torch.func's terms:
+    (outputs, products), each a tuple."""
+    function, wrt = problem.function, problem.wrt
+    output_names = list(problem.output_shapes)
+    argnums = tuple(range(len(wrt)))
+
+    def kernel(inputs: dict[str, torch.Tensor]) -> tuple:
+        def g(*ws: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            values = call_function(
+                function, {**inputs, **dict(zip(wrt, ws, strict=True))}, vectorized=True
+            )
+            return tuple(values[n] for n in output_names)
+
+        xs = tuple(inputs[w] for w in wrt)
+        if command in ("jacobian", "det"):
+            transform = (
+                torch.func.jacfwd if jacobian_mode(problem) == "jacfwd" else torch.func.jacrev
+            )
+            return g(*xs), transform(g, argnums=argnums)(*xs)
+        if command == "vjp":
+            ys, pull = torch.func.vjp(g, *xs)
+            return ys, pull(tuple(directions[n] for n in output_names))
+        if command == "jvp":
+            return torch.func.jvp(g, xs, tuple(directions[w] for w in wrt))
+        if command == "hessian":
+            hessian = torch.func.jacfwd(torch.func.jacrev(g, argnums=argnums), argnums=argnums)
+            return g(*xs), hessian(*xs)
+
+        def scalar(*ws: torch.Tensor) -> torch.Tensor:
+            return g(*ws)[0].reshape(())
+
+        gradient = torch.func.grad(scalar, argnums=argnums)
+        _, products = torch.func.jvp(gradient, xs, tuple(directions[w] for w in wrt))
+        return g(*xs), products
+
+    return kernel
+
+
+def _results(
+    problem: Problem,
+    command: str,
+    chunk: Mapping[str, torch.Tensor],
+    outputs: tuple,
+    products: tuple,
+    directions: Mapping[str, torch.Tensor],
+) -> list[Result]:
+    """Each point's result object, from the chunk's vmapped arrays (turned into numpy once)."""
+    size = next(iter(chunk.values())).shape[0]
+    output_names = list(problem.output_shapes)
+    wrt = problem.wrt
+    method = method_name(problem, command)
+    reason = "many points at once"
+    at_points = {n: to_numpy(t) for n, t in chunk.items()}
+    fixed = {n: to_numpy(t) for n, t in problem.inputs.items() if n not in chunk}
+    ys = [to_numpy(y) for y in outputs]
+    vectors = {n: to_numpy(v) for n, v in directions.items()}
+    specs = [s for s in problem.function.inputs if s.name in problem.inputs]
+    if command in ("jacobian", "det"):
+        products = tuple(tuple(to_numpy(j) for j in by_wrt) for by_wrt in products)
+    elif command == "hessian":
+        products = tuple(
+            tuple(tuple(to_numpy(h) for h in by_b) for by_b in by_a) for by_a in products
+        )
+    else:
+        products = tuple(to_numpy(p) for p in products)
+    if command == "det":
+        (by_wrt,) = products
+        n_out = problem.output_count
+        matrices = torch.cat([torch.from_numpy(j).reshape(size, n_out, -1) for j in by_wrt], dim=2)
+        dets = determinant(matrices, wrt)
+    results: list[Result] = []
+    for k in range(size):
+        evaluation = Evaluation(
+            problem.function.name,
+            problem.function.formula,
+            problem.dtype,
+            tuple(
+                InputValue(
+                    spec.name,
+                    at_points[spec.name][k] if spec.name in at_points else fixed[spec.name],
+                    spec.name in wrt,
+                    spec.differentiable,
+                )
+                for spec in specs
+            ),
+            {n: ys[i][k] for i, n in enumerate(output_names)},
+            wrt,
+        )
+        if command in ("jacobian", "det"):
+            jacobians = {
+                n: {w: products[i][a][k] for a, w in enumerate(wrt)}
+                for i, n in enumerate(output_names)
+            }
+            result: Result = JacobianResult(
+                evaluation, jacobians, method, reason, notes=problem.notes
+            )
+            if command == "det":
+                result = replace(
+                    result,
+                    determinant=Determinant(
+                        wrt, dets.size, dets.sign[k], dets.logabsdet[k], dets.det[k], dets.trace[k]
+                    ),
+                )
+        elif command == "vjp":
+            result = VjpResult(
+                evaluation,
+                {n: vectors[n] for n in output_names},
+                {w: products[a][k] for a, w in enumerate(wrt)},
+                notes=problem.notes,
+            )
+        elif command == "jvp":
+            result = JvpResult(
+                evaluation,
+                {w: vectors[w] for w in wrt},
+                {n: products[i][k] for i, n in enumerate(output_names)},
+                method,
+                reason,
+                notes=problem.notes,
+            )
+        elif command == "hessian":
+            hessians = {
+                n: {
+                    a: {b: products[i][ai][bi][k] for bi, b in enumerate(wrt)}
+                    for ai, a in enumerate(wrt)
+                }
+                for i, n in enumerate(output_names)
+            }
+            result = HessianResult(
+                evaluation,
+                hessians,
+                method,
+                reason,
+                symmetry_error(problem, hessians),
+                notes=problem.notes,
+            )
+        else:
+            result = HvpResult(
+                evaluation,
+                {w: vectors[w] for w in wrt},
+                {w: products[a][k] for a, w in enumerate(wrt)},
+                method,
+                reason,
+                notes=problem.notes,
+            )
+        results.append(result)
+    return results
+
+
+def main_arrays(result: Result) -> list[np.ndarray]:
+    """The arrays a result is about, in a fixed order: outputs, then J, the products or H."""
+    arrays = list(result.evaluation.outputs.values())
+    if isinstance(result, JacobianResult):
+        arrays += [j for by_wrt in result.jacobians.values() for j in by_wrt.values()]
+    elif isinstance(result, VjpResult):
+        arrays += list(result.vjps.values())
+    elif isinstance(result, JvpResult):
+        arrays += list(result.jvps.values())
+    elif isinstance(result, HvpResult):
+        arrays += list(result.hvps.values())
+    else:
+        arrays += [h for a in result.hessians.values() for b in a.values() for h in b.values()]
+    return arrays
+
+
+def _difference(problem: Problem, value: Result, reference: Result) -> tuple[float, float]:
+    """The largest difference between two results' arrays, and what the dtype allows of it."""
+    tolerance = AD_TOLERANCE[problem.dtype]
+    largest = allowed = 0.0
+    for a, b in zip(main_arrays(value), main_arrays(reference), strict=True):
+        a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a64.size == 0:
+            continue
+        scale = max(1.0, float(np.nan_to_num(np.abs(b64), nan=0.0, posinf=0.0).max()))
+        bound = 10 * (tolerance.rtol + tolerance.atol) * scale
+        difference = float(np.nan_to_num(np.abs(a64 - b64), nan=math.inf).max())
+        if np.isnan(a64).any() or np.isnan(b64).any():
+            difference = 0.0 if np.array_equal(np.isnan(a64), np.isnan(b64)) else math.inf
+        largest, allowed = max(largest, difference), max(allowed, bound)
+        if difference > bound:
+            return difference, bound
+    return largest, allowed

@@ -24,6 +24,7 @@ from jaccli.errors import ExitCode, Interrupt, JaccliError, UsageError
 from jaccli.functions import PRESETS, resolve
 from jaccli.functions.presets import square_jacobian
 from jaccli.output import emit_json, emit_rich, report_error, write
+from jaccli.spec import ArrayData
 
 if TYPE_CHECKING:
     from jaccli.engine import Problem
@@ -209,6 +210,26 @@ BatchAxisOption = Annotated[
         show_default=False,
     ),
 ]
+PointsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--points",
+        help="NAME=@FILE: many values of an input along a new leading axis (.npy, .pt, "
+        ".safetensors, .json, .jsonl one point a line), or NAME=@- (JSON Lines on stdin, "
+        "answered as they come). Results gain a leading point axis. Repeatable.",
+        show_default=False,
+    ),
+]
+JsonlOption = Annotated[
+    bool,
+    typer.Option("--jsonl", help="With --points: one JSON document per point, a line each."),
+]
+KeepGoingOption = Annotated[
+    bool,
+    typer.Option(
+        "--keep-going", help="With --jsonl: a failed point gets an error line and the rest go on."
+    ),
+]
 TracebackOption = Annotated[
     bool, typer.Option("--traceback", help="Show the Python traceback of an error.")
 ]
@@ -287,13 +308,15 @@ def _problem(
     *,
     shapes_only: bool = False,
     batch_axis: Sequence[str] = (),
+    values: Sequence[tuple[str, ArrayData]] = (),
 ) -> Problem:
     """Parse the options every computing command shares and build the engine's Problem (this
-    imports torch)."""
+    imports torch); `values` are inputs' values already read (the first of --points)."""
     value_limit = _value_limit(max_value_size)
     batch_axes = [spec.parse_batch_axis_option(text) for text in batch_axis]
     shape_options = [spec.parse_shape_option(text) for text in shape or ()]
     value_options = [spec.parse_value_option(text, value_limit) for text in value or ()]
+    value_options += list(values)
     given_names = [name or "x" for name, _ in (*shape_options, *value_options)]
     function = resolve(fn, expr, given_names)
     dtype_name = spec.parse_dtype(dtype)
@@ -422,6 +445,9 @@ def jacobian(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    points: PointsOption = None,
+    jsonl: JsonlOption = False,
+    keep_going: KeepGoingOption = False,
     batch_axis: BatchAxisOption = None,
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
@@ -461,6 +487,7 @@ def jacobian(
         shown=(precision, full, json_),
         written=(out, force),
         traceback=traceback,
+        points=(points, jsonl, keep_going),
     )
 
 
@@ -479,7 +506,14 @@ class Computing:
     max_value_size: str | None
     batch_axis: Sequence[str] | None = None
 
-    def problem(self, budget: int | None, *, shapes_only: bool = False) -> Problem:
+    def problem(
+        self,
+        budget: int | None,
+        *,
+        shapes_only: bool = False,
+        values: Sequence[tuple[str, ArrayData]] = (),
+    ) -> Problem:
+        """The Problem these options describe, with `values` for inputs already read."""
         return _problem(
             self.fn,
             self.expr,
@@ -492,7 +526,51 @@ class Computing:
             self.max_value_size,
             shapes_only=shapes_only,
             batch_axis=self.batch_axis or (),
+            values=values,
         )
+
+
+def _points(points: Sequence[str] | None, jsonl: bool, keep_going: bool, json_: bool) -> Any:
+    """The --points request, checked, or None when there are no points."""
+    from jaccli.cli_points import PointsRequest, check_points_request
+
+    request = PointsRequest(points or (), jsonl, keep_going)
+    check_points_request(request, json_)
+    return request if request.points else None
+
+
+def _at_points(
+    command: str,
+    computing: Computing,
+    request: Any,
+    budget: int | None,
+    single: Callable[[Problem, Any], Any],
+    document: Callable[[Any], dict[str, Any]],
+    renderable: Callable[[Any], RenderableType],
+    *,
+    shown: tuple[bool, bool],
+    written: tuple[Path | None, bool],
+    direction: Any = None,
+    single_point_only: Sequence[tuple[bool, str]] = (),
+) -> None:
+    """The command at every point of --points (cli_points.py)."""
+    from jaccli.cli_points import Printing, run_at_points
+
+    for given, option in single_point_only:
+        if given:
+            raise UsageError(f"{option} works at one point; drop it, or --points")
+    json_, full = shown
+    out, force = written
+    run_at_points(
+        command,
+        request,
+        lambda values: computing.problem(budget, values=values),
+        single,
+        Printing(document, renderable, json_, full, out, force),
+        direction=direction,
+        budget=budget,
+        size_limit=_value_limit(computing.max_value_size),
+    )
 
 
 def _jacobian_command(
@@ -507,6 +585,7 @@ def _jacobian_command(
     shown: tuple[int, bool, bool],
     written: tuple[str | None, bool],
     traceback: bool,
+    points: tuple[Sequence[str] | None, bool, bool] = (None, False, False),
 ) -> None:
     """`jacobian`, or `det` with det J under J: plan, or compute, then print and write."""
     check, rtol, atol, eps = checking
@@ -517,6 +596,30 @@ def _jacobian_command(
         budget = _budget(computing.max_memory)
         chosen = _strategy(strategy)
         check_options = _check_options(rtol, atol, eps)
+        request = _points(*points, json_)
+        if request is not None and not plan:
+            from jaccli.engine import run_det, run_jacobian
+            from jaccli.render.document import jacobian_document
+            from jaccli.render.tables import jacobian_renderable
+
+            run = run_det if command == "det" else run_jacobian
+            _at_points(
+                command,
+                computing,
+                request,
+                budget,
+                lambda problem, _: run(problem, chosen, budget=budget),
+                jacobian_document,
+                lambda result: jacobian_renderable(result, _layout(precision, full)),
+                shown=(json_, full),
+                written=(out_path, force),
+                single_point_only=[
+                    (view not in (None, "full"), "--view"),
+                    (batched, "--batched"),
+                    (check, "--check (use jaccli check --points)"),
+                ],
+            )
+            return
         problem = computing.problem(budget, shapes_only=plan)
         determinant = command == "det"
         if determinant and problem.output_unknown is None:
@@ -569,6 +672,9 @@ def det(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    points: PointsOption = None,
+    jsonl: JsonlOption = False,
+    keep_going: KeepGoingOption = False,
     batch_axis: BatchAxisOption = None,
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
@@ -610,6 +716,7 @@ def det(
         shown=(precision, full, json_),
         written=(out, force),
         traceback=traceback,
+        points=(points, jsonl, keep_going),
     )
 
 
@@ -620,6 +727,9 @@ def vjp(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    points: PointsOption = None,
+    jsonl: JsonlOption = False,
+    keep_going: KeepGoingOption = False,
     batch_axis: BatchAxisOption = None,
     cotangent: Annotated[
         str,
@@ -691,6 +801,9 @@ def jvp(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    points: PointsOption = None,
+    jsonl: JsonlOption = False,
+    keep_going: KeepGoingOption = False,
     batch_axis: BatchAxisOption = None,
     tangent: Annotated[
         str,
@@ -767,6 +880,9 @@ def hessian(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    points: PointsOption = None,
+    jsonl: JsonlOption = False,
+    keep_going: KeepGoingOption = False,
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
     strategy: StrategyOption = "auto",
@@ -847,6 +963,9 @@ def hvp(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    points: PointsOption = None,
+    jsonl: JsonlOption = False,
+    keep_going: KeepGoingOption = False,
     vector: Annotated[
         str,
         typer.Option(
@@ -911,6 +1030,9 @@ def check_command(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    points: PointsOption = None,
+    jsonl: JsonlOption = False,
+    keep_going: KeepGoingOption = False,
     seed: SeedOption = 0,
     rtol: RtolOption = None,
     atol: AtolOption = None,

@@ -227,10 +227,10 @@ def _vectorized_chunk(
     references = {
         k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled
     }
-    results = _results(problem, command, chunk, outputs, products, directions or {})
+    arrays = _ChunkArrays(problem, command, chunk, outputs, products, directions or {})
     largest, tolerance = 0.0, 0.0
     for k, reference in references.items():
-        difference, allowed = _difference(problem, results[k], reference)
+        difference, allowed = _difference(problem, arrays.result(k, None), reference)
         largest, tolerance = max(largest, difference), max(tolerance, allowed)
         if difference > allowed:
             raise ComputationError(
@@ -246,11 +246,10 @@ def _vectorized_chunk(
         tolerance,
         True,
     )
-    outcomes = []
-    for k, result in enumerate(results):
-        chosen = references[k] if k in references else replace(result, guard=guard)
-        outcomes.append(PointOutcome(first_index + k, chosen))
-    return outcomes
+    return [
+        PointOutcome(first_index + k, references[k] if k in references else arrays.result(k, guard))
+        for k in range(size)
+    ]
 
 
 def _kernel(
@@ -294,40 +293,40 @@ def _kernel(
     return kernel
 
 
-def _results(
-    problem: Problem,
-    command: str,
-    chunk: Mapping[str, torch.Tensor],
-    outputs: tuple,
-    products: tuple,
-    directions: Mapping[str, torch.Tensor],
-) -> list[Result]:
-    """Each point's result object, from the chunk's vmapped arrays (turned into numpy once)."""
-    size = next(iter(chunk.values())).shape[0]
-    output_names = list(problem.output_shapes)
-    wrt = problem.wrt
-    method = method_name(problem, command)
-    reason = "many points at once"
-    at_points = {n: to_numpy(t) for n, t in chunk.items()}
-    fixed = {n: to_numpy(t) for n, t in problem.inputs.items() if n not in chunk}
-    ys = [to_numpy(y) for y in outputs]
-    vectors = {n: to_numpy(v) for n, v in directions.items()}
-    specs = [s for s in problem.function.inputs if s.name in problem.inputs]
-    if command in ("jacobian", "det"):
-        products = tuple(tuple(to_numpy(j) for j in by_wrt) for by_wrt in products)
-    elif command == "hessian":
-        products = tuple(
-            tuple(tuple(to_numpy(h) for h in by_b) for by_b in by_a) for by_a in products
-        )
-    else:
-        products = tuple(to_numpy(p) for p in products)
-    if command == "det":
-        (by_wrt,) = products
-        n_out = problem.output_count
-        matrices = torch.cat([torch.from_numpy(j).reshape(size, n_out, -1) for j in by_wrt], dim=2)
-        dets = determinant(matrices, wrt)
-    results: list[Result] = []
-    for k in range(size):
+class _ChunkArrays:
+    """A chunk's vmapped arrays, turned into numpy once, and each point's result object."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        command: str,
+        chunk: Mapping[str, torch.Tensor],
+        outputs: tuple,
+        products: tuple,
+        directions: Mapping[str, torch.Tensor],
+    ) -> None:
+        self.problem, self.command = problem, command
+        self.method = method_name(problem, command)
+        self.output_names = list(problem.output_shapes)
+        self.at_points = {n: to_numpy(t) for n, t in chunk.items()}
+        self.fixed = {n: to_numpy(t) for n, t in problem.inputs.items() if n not in chunk}
+        self.specs = [s for s in problem.function.inputs if s.name in problem.inputs]
+        self.ys = [to_numpy(y) for y in outputs]
+        self.vectors = {n: to_numpy(v) for n, v in directions.items()}
+        self.products = _as_numpy(products)
+        self.dets = None
+        if command == "det":
+            (by_wrt,) = self.products
+            size = by_wrt[0].shape[0]
+            matrices = torch.cat(
+                [torch.from_numpy(j).reshape(size, problem.output_count, -1) for j in by_wrt],
+                dim=2,
+            )
+            self.dets = determinant(matrices, problem.wrt)
+
+    def result(self, k: int, guard: Guard | None) -> Result:
+        """Point k's result object, as the single-point engine would make it."""
+        problem, wrt, products = self.problem, self.problem.wrt, self.products
         evaluation = Evaluation(
             problem.function.name,
             problem.function.formula,
@@ -335,73 +334,89 @@ def _results(
             tuple(
                 InputValue(
                     spec.name,
-                    at_points[spec.name][k] if spec.name in at_points else fixed[spec.name],
+                    self.at_points[spec.name][k]
+                    if spec.name in self.at_points
+                    else self.fixed[spec.name],
                     spec.name in wrt,
                     spec.differentiable,
                 )
-                for spec in specs
+                for spec in self.specs
             ),
-            {n: ys[i][k] for i, n in enumerate(output_names)},
+            {n: self.ys[i][k] for i, n in enumerate(self.output_names)},
             wrt,
         )
-        if command in ("jacobian", "det"):
+        reason, notes = "many points at once", problem.notes
+        if self.command in ("jacobian", "det"):
             jacobians = {
                 n: {w: products[i][a][k] for a, w in enumerate(wrt)}
-                for i, n in enumerate(output_names)
+                for i, n in enumerate(self.output_names)
             }
-            result: Result = JacobianResult(
-                evaluation, jacobians, method, reason, notes=problem.notes
-            )
-            if command == "det":
-                result = replace(
-                    result,
-                    determinant=Determinant(
-                        wrt, dets.size, dets.sign[k], dets.logabsdet[k], dets.det[k], dets.trace[k]
-                    ),
+            determinant_k = None
+            if self.dets is not None:
+                d = self.dets
+                determinant_k = Determinant(
+                    wrt, d.size, d.sign[k], d.logabsdet[k], d.det[k], d.trace[k]
                 )
-        elif command == "vjp":
-            result = VjpResult(
+            return JacobianResult(
                 evaluation,
-                {n: vectors[n] for n in output_names},
-                {w: products[a][k] for a, w in enumerate(wrt)},
-                notes=problem.notes,
-            )
-        elif command == "jvp":
-            result = JvpResult(
-                evaluation,
-                {w: vectors[w] for w in wrt},
-                {n: products[i][k] for i, n in enumerate(output_names)},
-                method,
+                jacobians,
+                self.method,
                 reason,
-                notes=problem.notes,
+                notes=notes,
+                guard=guard,
+                determinant=determinant_k,
             )
-        elif command == "hessian":
+        if self.command == "vjp":
+            return VjpResult(
+                evaluation,
+                {n: self.vectors[n] for n in self.output_names},
+                {w: products[a][k] for a, w in enumerate(wrt)},
+                notes=notes,
+                guard=guard,
+            )
+        if self.command == "jvp":
+            return JvpResult(
+                evaluation,
+                {w: self.vectors[w] for w in wrt},
+                {n: products[i][k] for i, n in enumerate(self.output_names)},
+                self.method,
+                reason,
+                notes=notes,
+                guard=guard,
+            )
+        if self.command == "hessian":
             hessians = {
                 n: {
                     a: {b: products[i][ai][bi][k] for bi, b in enumerate(wrt)}
                     for ai, a in enumerate(wrt)
                 }
-                for i, n in enumerate(output_names)
+                for i, n in enumerate(self.output_names)
             }
-            result = HessianResult(
+            return HessianResult(
                 evaluation,
                 hessians,
-                method,
+                self.method,
                 reason,
                 symmetry_error(problem, hessians),
-                notes=problem.notes,
+                notes=notes,
+                guard=guard,
             )
-        else:
-            result = HvpResult(
-                evaluation,
-                {w: vectors[w] for w in wrt},
-                {w: products[a][k] for a, w in enumerate(wrt)},
-                method,
-                reason,
-                notes=problem.notes,
-            )
-        results.append(result)
-    return results
+        return HvpResult(
+            evaluation,
+            {w: self.vectors[w] for w in wrt},
+            {w: products[a][k] for a, w in enumerate(wrt)},
+            self.method,
+            reason,
+            notes=notes,
+            guard=guard,
+        )
+
+
+def _as_numpy(value: object) -> object:
+    """Nested tuples of tensors as the same nesting of numpy arrays."""
+    if isinstance(value, tuple):
+        return tuple(_as_numpy(v) for v in value)
+    return to_numpy(value)  # type: ignore[arg-type]
 
 
 def main_arrays(result: Result) -> list[np.ndarray]:

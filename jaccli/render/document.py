@@ -317,6 +317,31 @@ def presets_document(functions: Iterable[tuple[Function, bool]]) -> dict[str, An
     }
 
 
+def point_document(index: int, document: dict[str, Any]) -> dict[str, Any]:
+    """One line of --jsonl: the point's own document, headed by its index."""
+    return {"point": index, **document}
+
+
+def point_error_document(index: int, code: str, message: str) -> dict[str, Any]:
+    """The line of a point that failed: `{"point": k, "error": {"code", "message"}}`."""
+    return {"point": index, **error_document(code, message)}
+
+
+def stacked_document(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The documents of N points as one: every array gains a leading point axis of N, and
+    everything else is the first point's; `points` says N."""
+
+    def stacked(parts: list[Any]) -> Any:
+        first = parts[0]
+        if isinstance(first, dict) and set(first) == {"shape", "values"}:
+            return {"shape": [len(parts), *first["shape"]], "values": [p["values"] for p in parts]}
+        if isinstance(first, dict):
+            return {key: stacked([p[key] for p in parts]) for key in first}
+        return first
+
+    return {**stacked(documents), "points": len(documents)}
+
+
 def error_document(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 

@@ -1,0 +1,317 @@
+"""`--points`, `--jsonl` and `--keep-going` for every computing command (NOTE [many points] in
+engine/many.py): read the points, build the problem at the first, run the engine over all, and
+print one stacked document, a JSON line per point as each chunk finishes, or the first point's
+tables.
+
+Part of the CLI: it parses and prints, and calls the engine for the math.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import typer
+from rich.console import RenderableType
+
+from jaccli.errors import ExitCode, JaccliError, UsageError
+from jaccli.output import emit_json, emit_rich, report_error, write
+from jaccli.points import STREAM, Batch, PointError, PointStream, load_points, parse_points_option
+from jaccli.spec import ArrayData, Direction, format_shape
+
+if TYPE_CHECKING:
+    import torch
+
+    from jaccli.engine import Problem
+    from jaccli.engine.many import PointOutcome
+    from jaccli.result import Result
+
+
+@dataclass(frozen=True)
+class PointsRequest:
+    """What --points, --jsonl and --keep-going ask for."""
+
+    points: Sequence[str]
+    jsonl: bool
+    keep_going: bool
+
+
+@dataclass(frozen=True)
+class Printing:
+    """How one command's result is printed: its document and its tables."""
+
+    document: Callable[[Any], dict[str, Any]]
+    renderable: Callable[[Any], RenderableType]
+    as_json: bool
+    full: bool
+    out: Path | None
+    force: bool
+
+
+@dataclass(frozen=True)
+class DirectionRequest:
+    """A vjp's cotangent, a jvp's tangent or an hvp's vector, which every point shares."""
+
+    given: Direction
+    option: str
+    part: str
+    """`output` (a cotangent) or `input`."""
+
+
+def check_points_request(request: PointsRequest, as_json: bool) -> None:
+    """Refuse combinations that cannot mean anything, before any work."""
+    if request.keep_going and not request.jsonl:
+        raise UsageError(
+            "--keep-going goes on past a failed point of a --jsonl stream; add --jsonl"
+        )
+    if request.jsonl and not request.points:
+        raise UsageError("--jsonl prints a line per point; give --points NAME=@FILE or NAME=@-")
+    if request.jsonl and as_json:
+        raise UsageError("--jsonl and --json are two ways of printing; choose one")
+
+
+def run_at_points(
+    command: str,
+    request: PointsRequest,
+    build: Callable[[Sequence[tuple[str, ArrayData]]], Problem],
+    single: Callable[[Problem, Direction | None], Result],
+    printing: Printing,
+    *,
+    direction: DirectionRequest | None,
+    budget: int | None,
+    size_limit: int,
+) -> None:
+    """The command at every point; exits with the first failure's code (or 1 at the end when
+    --keep-going saw any)."""
+    sources = [parse_points_option(text) for text in request.points]
+    names = [name for name, _ in sources]
+    if len(set(names)) != len(names):
+        raise UsageError("--points given twice for the same input")
+    streams = [name for name, source in sources if source == STREAM]
+    if streams and len(sources) > 1:
+        raise UsageError("--points NAME=@- streams one input; give the others as files")
+    if streams:
+        (name,) = streams
+        batches = PointStream(name, size_limit).batches()
+        first = next(batches, None)
+        if first is None:
+            raise UsageError(f"--points {name}=@-: no point on stdin")
+        _, first_point = first[0]
+        if isinstance(first_point, PointError):
+            raise first_point.error
+        problem = build([(name, first_point)])
+        _require_inputs(problem, names)
+        engine = _Engine(problem, command, budget, request, direction, single)
+        outcomes = _streamed(engine, name, _chained(first, batches))
+    else:
+        loaded = {name: load_points(name, source, size_limit) for name, source in sources}
+        counts = {name: data.shape[0] for name, data in loaded.items()}
+        if len(set(counts.values())) > 1:
+            listed = ", ".join(f"{name} {count}" for name, count in counts.items())
+            raise UsageError(f"--points give different numbers of points: {listed}")
+        problem = build(
+            [(name, ArrayData(data.shape[1:], data.values[0])) for name, data in loaded.items()]
+        )
+        _require_inputs(problem, names)
+        engine = _Engine(problem, command, budget, request, direction, single)
+        tensors = {name: engine.tensor(name, data.values) for name, data in loaded.items()}
+        outcomes = engine.run(tensors, 0)
+    if request.jsonl:
+        _stream_lines(command, outcomes, printing.document, request.keep_going)
+        return
+    results: list[Result] = []
+    for outcome in outcomes:
+        if outcome.error is not None:
+            raise _at_point(outcome.index, outcome.error)
+        assert outcome.result is not None
+        results.append(outcome.result)
+    _print_all(command, results, printing, budget)
+
+
+def _chained(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
+    yield first
+    yield from rest
+
+
+def _require_inputs(problem: Problem, names: list[str]) -> None:
+    for name in names:
+        if name not in problem.inputs:
+            raise UsageError(f"--points {name}: {problem.function.name} has no input {name!r}")
+
+
+class _Engine:
+    """The engine over runs of points, with the direction every point shares."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        command: str,
+        budget: int | None,
+        request: PointsRequest,
+        direction: DirectionRequest | None,
+        single: Callable[[Problem, Direction | None], Result],
+    ) -> None:
+        self.problem, self.command, self.budget, self.request = problem, command, budget, request
+        self.directions = _directions(problem, direction)
+        given: Direction | None = None
+        if self.directions is not None:
+            given = {n: ArrayData(tuple(t.shape), t.numpy()) for n, t in self.directions.items()}
+        self.single: Callable[[Problem], Result] = lambda point: single(point, given)
+
+    def tensor(self, name: str, values: np.ndarray) -> torch.Tensor:
+        """The points of one input along a leading axis, in the input's dtype."""
+        import torch
+
+        array = np.ascontiguousarray(values)
+        return torch.from_numpy(array).to(self.problem.inputs[name].dtype)
+
+    def run(self, tensors: dict[str, torch.Tensor], first_index: int) -> Iterator[PointOutcome]:
+        from jaccli.engine.many import run_points
+
+        for chunk in run_points(
+            self.problem,
+            self.command,
+            tensors,
+            self.single,
+            directions=self.directions,
+            first_index=first_index,
+            budget=self.budget,
+            keep_going=self.request.keep_going,
+        ):
+            yield from chunk
+
+
+def _directions(
+    problem: Problem, direction: DirectionRequest | None
+) -> dict[str, torch.Tensor] | None:
+    if direction is None:
+        return None
+    from jaccli.engine.directions import make_directions
+
+    shapes = (
+        dict(problem.output_shapes)
+        if direction.part == "output"
+        else {name: tuple(problem.inputs[name].shape) for name in problem.wrt}
+    )
+    return make_directions(problem, direction.given, shapes, direction.option, direction.part)
+
+
+def _streamed(engine: _Engine, name: str, batches: Iterator[Batch]) -> Iterator[PointOutcome]:
+    """Every streamed point's outcome in order: runs of readable points go to the engine
+    together; a point that could not be read, or has another shape than the first, stands as
+    its error."""
+    from jaccli.engine.many import PointOutcome
+
+    expected = tuple(engine.problem.inputs[name].shape)
+    for batch in batches:
+        pending: list[tuple[int, ArrayData]] = []
+        for index, point in batch:
+            error: JaccliError | None = None
+            if isinstance(point, PointError):
+                error = point.error
+            elif point.shape != expected:
+                error = UsageError(
+                    f"--points {name}=@- line {index + 1}: a point of shape "
+                    f"{format_shape(point.shape)}; the first had {format_shape(expected)}",
+                    code="bad_point",
+                )
+            else:
+                pending.append((index, point))
+                continue
+            yield from _pending(engine, name, pending)
+            pending = []
+            yield PointOutcome(index, None, error)
+        yield from _pending(engine, name, pending)
+
+
+def _pending(
+    engine: _Engine, name: str, pending: list[tuple[int, ArrayData]]
+) -> Iterator[PointOutcome]:
+    if pending:
+        values = np.stack([point.values for _, point in pending])
+        yield from engine.run({name: engine.tensor(name, values)}, pending[0][0])
+
+
+def _at_point(index: int, error: JaccliError) -> JaccliError:
+    """The error with the point it happened at in front."""
+    return type(error)(f"point {index}: {error.message}", code=error.code)
+
+
+def _stream_lines(
+    command: str,
+    outcomes: Iterator[PointOutcome],
+    document: Callable[[Any], dict[str, Any]],
+    keep_going: bool,
+) -> None:
+    """A JSON line per point, each written whole and flushed; a failed point's line is its error."""
+    from jaccli.render.document import dumps, point_document, point_error_document
+
+    failed: JaccliError | None = None
+    for outcome in outcomes:
+        if outcome.error is not None:
+            error = outcome.error
+            write(
+                sys.stdout,
+                dumps(point_error_document(outcome.index, error.code, error.message)) + "\n",
+            )
+            report_error(command, error.code, f"point {outcome.index}: {error.message}", False)
+            failed = failed or error
+            if not keep_going:
+                raise typer.Exit(error.exit_code)
+            continue
+        assert outcome.result is not None
+        write(sys.stdout, dumps(point_document(outcome.index, document(outcome.result))) + "\n")
+        for note in outcome.result.notes if outcome.index == 0 else ():
+            write(sys.stderr, f"{command}: warning: {note}\n")
+    if failed is not None:
+        raise typer.Exit(ExitCode.COMPUTATION)
+
+
+def _print_all(command: str, results: list[Result], printing: Printing, budget: int | None) -> None:
+    """--out of every point stacked, then one stacked document or the first point's tables."""
+    from jaccli.render.files import OutArray, result_arrays, write_out
+
+    if printing.out is not None:
+        per_point = [result_arrays(result) for result in results]
+        stacked = [
+            OutArray(
+                first.key,
+                np.stack([arrays[i].array for arrays in per_point]),
+                first.row_ndim + 1,
+                f"point/{first.row_name}",
+                first.column_name,
+            )
+            for i, first in enumerate(per_point[0])
+        ]
+        write_out(printing.out, stacked, printing.force)
+    if printing.as_json:
+        from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
+        from jaccli.render.document import document_numbers, stacked_document
+
+        numbers = document_numbers(results[0]) * len(results)
+        require_within_budget(
+            f"--json of {len(results)} points ({numbers} numbers)",
+            numbers * JSON_BYTES_PER_NUMBER,
+            budget,
+            "use --out for the numbers, or --jsonl",
+        )
+        emit_json(stacked_document([printing.document(result) for result in results]))
+    else:
+        from rich.console import Group
+        from rich.text import Text
+
+        first = results[0]
+        summary = Text(
+            f"\npoint 0 of {len(results)} shown; {results[-1].evaluation.function_name} at every "
+            "point is in --json, --jsonl or --out",
+            style="dim",
+        )
+        emit_rich(Group(printing.renderable(first), summary), printing.full)
+    for note in results[0].notes:
+        write(sys.stderr, f"{command}: warning: {note}\n")
+    if printing.out is not None:
+        write(sys.stderr, f"{command}: wrote {printing.out}\n")

@@ -760,6 +760,30 @@ def vjp(
         computing = Computing(
             fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis
         )
+        request = _points(points, jsonl, keep_going, json_)
+        if request is not None:
+            from jaccli.cli_points import DirectionRequest
+            from jaccli.engine import run_vjp
+            from jaccli.render.document import vjp_document
+            from jaccli.render.tables import vjp_renderable
+
+            _at_points(
+                "vjp",
+                computing,
+                request,
+                budget,
+                lambda problem, given: run_vjp(problem, given, budget=budget, view="full"),
+                vjp_document,
+                lambda result: vjp_renderable(result, _layout(precision, full)),
+                shown=(json_, full),
+                written=(out_path, force),
+                direction=DirectionRequest(cotangent_spec, "--cotangent", "output"),
+                single_point_only=[
+                    (view not in (None, "full"), "--view"),
+                    (check, "--check (use jaccli check --points)"),
+                ],
+            )
+            return
         problem = computing.problem(budget)
         if out_path is not None:
             from jaccli.render.files import check_array_count
@@ -842,6 +866,30 @@ def jvp(
         computing = Computing(
             fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis
         )
+        request = _points(points, jsonl, keep_going, json_)
+        if request is not None:
+            from jaccli.cli_points import DirectionRequest
+            from jaccli.engine import run_jvp
+            from jaccli.render.document import jvp_document
+            from jaccli.render.tables import jvp_renderable
+
+            _at_points(
+                "jvp",
+                computing,
+                request,
+                budget,
+                lambda problem, given: run_jvp(problem, given, budget=budget, view="full"),
+                jvp_document,
+                lambda result: jvp_renderable(result, _layout(precision, full)),
+                shown=(json_, full),
+                written=(out_path, force),
+                direction=DirectionRequest(tangent_spec, "--tangent", "input"),
+                single_point_only=[
+                    (view not in (None, "full"), "--view"),
+                    (check, "--check (use jaccli check --points)"),
+                ],
+            )
+            return
         problem = computing.problem(budget)
         if out_path is not None:
             from jaccli.render.files import check_array_count
@@ -911,6 +959,25 @@ def hessian(
         chosen = _strategy(strategy)
         check_options = _check_options(rtol, atol, eps)
         computing = Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size)
+        request = _points(points, jsonl, keep_going, json_)
+        if request is not None and not plan:
+            from jaccli.engine import run_hessian
+            from jaccli.render.document import hessian_document
+            from jaccli.render.second_order import hessian_renderable
+
+            _at_points(
+                "hessian",
+                computing,
+                request,
+                budget,
+                lambda problem, _: run_hessian(problem, chosen, budget=budget),
+                hessian_document,
+                lambda result: hessian_renderable(result, _layout(precision, full)),
+                shown=(json_, full),
+                written=(out_path, force),
+                single_point_only=[(check, "--check (use jaccli check --points)")],
+            )
+            return
         problem = computing.problem(budget, shapes_only=plan)
         from jaccli.engine.hessian import gradient_problem
 
@@ -999,6 +1066,27 @@ def hvp(
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
         computing = Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size)
+        request = _points(points, jsonl, keep_going, json_)
+        if request is not None:
+            from jaccli.cli_points import DirectionRequest
+            from jaccli.engine import run_hvp
+            from jaccli.render.document import hvp_document
+            from jaccli.render.second_order import hvp_renderable
+
+            _at_points(
+                "hvp",
+                computing,
+                request,
+                budget,
+                lambda problem, given: run_hvp(problem, given),
+                hvp_document,
+                lambda result: hvp_renderable(result, _layout(precision, full)),
+                shown=(json_, full),
+                written=(out_path, force),
+                direction=DirectionRequest(vector_spec, "--vector", "input"),
+                single_point_only=[(check, "--check (use jaccli check --points)")],
+            )
+            return
         problem = computing.problem(budget)
         if out_path is not None:
             from jaccli.render.files import check_array_count
@@ -1049,7 +1137,30 @@ def check_command(
     with reporting("check", json_, traceback):
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
-        problem = _problem(fn, expr, shape, value, wrt, seed, "float64", budget, max_value_size)
+        computing = Computing(
+            fn, expr, shape, value, wrt, seed, "float64", max_memory, max_value_size
+        )
+        request = _points(points, jsonl, keep_going, json_)
+        if request is not None:
+            from jaccli.engine import run_jacobian
+            from jaccli.render.document import check_document
+            from jaccli.render.tables import check_command_renderable
+
+            _at_points(
+                "check",
+                computing,
+                request,
+                budget,
+                lambda problem, _: run_jacobian(
+                    problem, budget=budget, check=True, check_options=check_options
+                ),
+                check_document,
+                lambda result: check_command_renderable(result, _layout(4, False)),
+                shown=(json_, False),
+                written=(None, False),
+            )
+            return
+        problem = computing.problem(budget)
         from jaccli.engine import run_jacobian
         from jaccli.render.progress import progress_bar
 

@@ -336,12 +336,26 @@ def _problem(
 
 
 def _show_plan(
-    command: str, problem: Problem, strategy: Any, budget: int | None, batched: bool, json_: bool
+    command: str,
+    problem: Problem,
+    strategy: Any,
+    budget: int | None,
+    batched: bool,
+    json_: bool,
+    points: tuple[Problem, int] | None = None,
 ) -> None:
-    """Print what computing J would take; exit 3 when it would not fit the budget."""
+    """Print what computing J would take (at each of `points`: the problem at the first, and
+    how many); exit 3 when it would not fit the budget."""
+    from dataclasses import replace
+
     from jaccli.engine import plan_report
 
     report = plan_report(problem, strategy, budget=budget, batched=batched)
+    if points is not None:
+        from jaccli.engine.many import plan_points
+
+        at_first, count = points
+        report = replace(report, points=plan_points(at_first, command, count, budget))
     if json_:
         from jaccli.render.plan import plan_document
 
@@ -350,8 +364,9 @@ def _show_plan(
         from jaccli.render.plan import plan_renderable
 
         emit_rich(plan_renderable(report))
-    if report.plan.refused is not None:
-        report_error(command, "memory_budget", report.plan.refused, json_)
+    refused = report.plan.refused or (report.points.refused if report.points else None)
+    if refused is not None:
+        report_error(command, "memory_budget", refused, json_)
         raise typer.Exit(ExitCode.RESOURCE)
 
 
@@ -620,14 +635,21 @@ def _jacobian_command(
                 ],
             )
             return
-        problem = computing.problem(budget, shapes_only=plan)
+        first: list[tuple[str, ArrayData]] = []
+        count = 0
+        if plan and request is not None:
+            from jaccli.cli_points import points_to_plan
+
+            first, count = points_to_plan(request, _value_limit(computing.max_value_size))
+        problem = computing.problem(budget, shapes_only=plan, values=first)
         determinant = command == "det"
         if determinant and problem.output_unknown is None:
             from jaccli.engine.det import require_square
 
             require_square(problem, batched)
         if plan:
-            _show_plan(command, problem, chosen, budget, batched, json_)
+            points_plan = (problem, count) if request is not None else None
+            _show_plan(command, problem, chosen, budget, batched, json_, points_plan)
             return
         if out_path is not None:
             from jaccli.render.files import DETERMINANT_KEYS, check_array_count, jacobian_keys
@@ -978,12 +1000,19 @@ def hessian(
                 single_point_only=[(check, "--check (use jaccli check --points)")],
             )
             return
-        problem = computing.problem(budget, shapes_only=plan)
+        first: list[tuple[str, ArrayData]] = []
+        count = 0
+        if plan and request is not None:
+            from jaccli.cli_points import points_to_plan
+
+            first, count = points_to_plan(request, _value_limit(computing.max_value_size))
+        problem = computing.problem(budget, shapes_only=plan, values=first)
         from jaccli.engine.hessian import gradient_problem
 
         gradient = gradient_problem(problem)
         if plan:
-            _show_plan("hessian", gradient, chosen, budget, False, json_)
+            points_plan = (problem, count) if request is not None else None
+            _show_plan("hessian", gradient, chosen, budget, False, json_, points_plan)
             return
         if out_path is not None:
             from jaccli.render.files import check_array_count, hessian_keys

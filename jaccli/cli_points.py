@@ -74,6 +74,18 @@ def check_points_request(request: PointsRequest, as_json: bool) -> None:
         raise UsageError("--jsonl and --json are two ways of printing; choose one")
 
 
+def points_to_plan(
+    request: PointsRequest, size_limit: int
+) -> tuple[list[tuple[str, ArrayData]], int]:
+    """For --plan: the first point of each --points file, and how many points there are."""
+    sources = [parse_points_option(text) for text in request.points]
+    if any(source == STREAM for _, source in sources):
+        raise UsageError("--plan with --points NAME=@- would read the stream; give a file")
+    loaded = {name: load_points(name, source, size_limit) for name, source in sources}
+    first = [(name, ArrayData(data.shape[1:], data.values[0])) for name, data in loaded.items()]
+    return first, max(data.shape[0] for data in loaded.values())
+
+
 def run_at_points(
     command: str,
     request: PointsRequest,
@@ -265,6 +277,8 @@ def _stream_lines(
             continue
         assert outcome.result is not None
         write(sys.stdout, dumps(point_document(outcome.index, document(outcome.result))) + "\n")
+        if _check_failed(command, outcome.index, outcome.result):
+            failed = failed or JaccliError("check failed")
         for note in outcome.result.notes if outcome.index == 0 else ():
             write(sys.stderr, f"{command}: warning: {note}\n")
     if failed is not None:
@@ -315,3 +329,16 @@ def _print_all(command: str, results: list[Result], printing: Printing, budget: 
         write(sys.stderr, f"{command}: warning: {note}\n")
     if printing.out is not None:
         write(sys.stderr, f"{command}: wrote {printing.out}\n")
+    failed = [k for k, result in enumerate(results) if _check_failed(command, k, result)]
+    if failed:
+        raise typer.Exit(ExitCode.COMPUTATION)
+
+
+def _check_failed(command: str, index: int, result: Result) -> bool:
+    """Whether the point's check failed; if so, a line on stderr says where and how."""
+    if result.check is None or result.check.passed:
+        return False
+    from jaccli.render.checks import check_failure_line
+
+    write(sys.stderr, f"{command}: point {index}: {check_failure_line(result.check)}\n")
+    return True

@@ -262,6 +262,20 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class PointsPlan:
+    """With --points: how many points are computed at once, and what a chunk holds."""
+
+    count: int | None
+    """Points in all, when known (None for a stream)."""
+    chunk_size: int
+    per_point_bytes: int
+    peak_bytes: int
+    budget: int
+    method: str
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
 class PlanReport:
     """What --plan shows: the function, the shapes, and the plan for the dense or per-sample J."""
 
@@ -277,6 +291,8 @@ class PlanReport:
     batched: bool
     output_unknown: str | None = None
     """Why the output shapes are unknown (the function cannot run without values), if so."""
+    points: PointsPlan | None = None
+    """With --points: how they are chunked."""
 
 
 Result = JacobianResult | VjpResult | JvpResult | HessianResult | HvpResult

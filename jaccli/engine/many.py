@@ -37,6 +37,7 @@ from jaccli.result import (
     InputValue,
     JacobianResult,
     JvpResult,
+    PointsPlan,
     Result,
     VjpResult,
 )
@@ -59,20 +60,6 @@ class PointOutcome:
     index: int
     result: Result | None
     error: JaccliError | None = None
-
-
-@dataclass(frozen=True)
-class PointsPlan:
-    """How many points are computed at once, and what a chunk holds."""
-
-    count: int | None
-    """Points in all, when known (None for a stream)."""
-    chunk_size: int
-    per_point_bytes: int
-    peak_bytes: int
-    budget: int
-    method: str
-    refused: str | None = None
 
 
 def per_point_numbers(problem: Problem, command: str) -> int:

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jaccli.render.document import SCHEMA_VERSION
-from jaccli.result import Plan, PlanReport
+from jaccli.result import Plan, PlanReport, PointsPlan
 from jaccli.spec import format_bytes, format_shape
 
 LARGE_RESULT = 64 * 1024**2
@@ -62,11 +62,22 @@ def plan_renderable(report: PlanReport) -> RenderableType:
     ]
     if plan.chunk_size is not None:
         rows.append(("chunk size", str(plan.chunk_size)))
+    points = report.points
+    if points is not None:
+        count = "a stream of" if points.count is None else str(points.count)
+        rows.append(("points", f"{count} points by {points.method}, {points.chunk_size} at a time"))
+        rows.append(
+            (
+                "chunk peak",
+                f"about {format_bytes(points.peak_bytes)} (budget {format_bytes(points.budget)})",
+            )
+        )
     for key, value in rows:
         table.add_row(key, Text(value))
+    refused = plan.refused or (points.refused if points is not None else None)
     verdict = (
-        Text(f"refused: {plan.refused}", style="bold red")
-        if plan.refused
+        Text(f"refused: {refused}", style="bold red")
+        if refused
         else Text("fits the memory budget; nothing was computed", style="green")
     )
     parts: list[RenderableType] = [Text("Plan", style="bold underline"), table, verdict]
@@ -90,6 +101,18 @@ def _plan_entry(plan: Plan) -> dict[str, Any]:
     }
 
 
+def _points_entry(points: PointsPlan) -> dict[str, Any]:
+    return {
+        "count": points.count,
+        "chunk_size": points.chunk_size,
+        "per_point_bytes": points.per_point_bytes,
+        "peak_bytes": points.peak_bytes,
+        "budget_bytes": points.budget,
+        "method": points.method,
+        "refused": points.refused,
+    }
+
+
 def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, Any]:
     """`{"command": "jacobian", "plan": {...}}`: the same facts for scripts."""
     return {
@@ -102,6 +125,7 @@ def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, An
         "outputs": {name: {"shape": list(shape)} for name, shape in report.output_shapes.items()},
         "output_unknown": report.output_unknown,
         "layout": "per-sample" if report.batched else "dense",
+        **({} if report.points is None else {"points": _points_entry(report.points)}),
         "plan": {
             **_plan_entry(report.plan),
             "per_sample": None if report.per_sample is None else _plan_entry(report.per_sample),

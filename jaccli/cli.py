@@ -230,6 +230,13 @@ KeepGoingOption = Annotated[
         "--keep-going", help="With --jsonl: a failed point gets an error line and the rest go on."
     ),
 ]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        help="cpu, cuda, cuda:N or mps: where inputs, constants and the function's tensors "
+        "live; results come back to the CPU. One not available here exits 2.",
+    ),
+]
 TracebackOption = Annotated[
     bool, typer.Option("--traceback", help="Show the Python traceback of an error.")
 ]
@@ -309,6 +316,7 @@ def _problem(
     shapes_only: bool = False,
     batch_axis: Sequence[str] = (),
     values: Sequence[tuple[str, ArrayData]] = (),
+    device: str = "cpu",
 ) -> Problem:
     """Parse the options every computing command shares and build the engine's Problem (this
     imports torch); `values` are inputs' values already read (the first of --points)."""
@@ -321,8 +329,10 @@ def _problem(
     function = resolve(fn, expr, given_names)
     dtype_name = spec.parse_dtype(dtype)
     from jaccli.engine import prepare
+    from jaccli.engine.device import on_device, resolve_device
 
-    return prepare(
+    place = resolve_device(device)
+    problem = prepare(
         function,
         shape_options=shape_options,
         value_options=value_options,
@@ -333,6 +343,7 @@ def _problem(
         shapes_only=shapes_only,
         batch_axes=batch_axes,
     )
+    return problem if shapes_only else on_device(problem, place)
 
 
 def _show_plan(
@@ -488,12 +499,15 @@ def jacobian(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
     """Compute y = f(x) and its Jacobian J, with J.shape == y.shape + x.shape."""
     _jacobian_command(
         "jacobian",
-        Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis),
+        Computing(
+            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis, device
+        ),
         strategy,
         view=view,
         checking=(check, rtol, atol, eps),
@@ -520,6 +534,7 @@ class Computing:
     max_memory: str | None
     max_value_size: str | None
     batch_axis: Sequence[str] | None = None
+    device: str = "cpu"
 
     def problem(
         self,
@@ -542,6 +557,7 @@ class Computing:
             shapes_only=shapes_only,
             batch_axis=self.batch_axis or (),
             values=values,
+            device=self.device,
         )
 
 
@@ -721,6 +737,7 @@ def det(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
     """Compute a square Jacobian J and det J: its sign, log|det J| and the trace (divergence).
@@ -729,7 +746,9 @@ def det(
     """
     _jacobian_command(
         "det",
-        Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis),
+        Computing(
+            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis, device
+        ),
         strategy,
         view=None,
         checking=(check, rtol, atol, eps),
@@ -771,6 +790,7 @@ def vjp(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
     """Compute the vector-Jacobian product vᵀ·J, the x.grad that y.backward(v) gives."""
@@ -780,7 +800,17 @@ def vjp(
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
         computing = Computing(
-            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis
+            fn,
+            expr,
+            shape,
+            value,
+            wrt,
+            seed,
+            dtype,
+            max_memory,
+            max_value_size,
+            batch_axis,
+            device=device,
         )
         request = _points(points, jsonl, keep_going, json_)
         if request is not None:
@@ -872,6 +902,7 @@ def jvp(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
     """Compute the Jacobian-vector product J·v by forward mode: how y changes along v.
@@ -886,7 +917,17 @@ def jvp(
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
         computing = Computing(
-            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis
+            fn,
+            expr,
+            shape,
+            value,
+            wrt,
+            seed,
+            dtype,
+            max_memory,
+            max_value_size,
+            batch_axis,
+            device=device,
         )
         request = _points(points, jsonl, keep_going, json_)
         if request is not None:
@@ -968,6 +1009,7 @@ def hessian(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
     """Compute the Hessian H = ∂²y/∂a∂b of each output for every pair of --wrt inputs, with
@@ -980,7 +1022,9 @@ def hessian(
         budget = _budget(max_memory)
         chosen = _strategy(strategy)
         check_options = _check_options(rtol, atol, eps)
-        computing = Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size)
+        computing = Computing(
+            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, device=device
+        )
         request = _points(points, jsonl, keep_going, json_)
         if request is not None and not plan:
             from jaccli.engine import run_hessian
@@ -1082,6 +1126,7 @@ def hvp(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
     """Compute the Hessian-vector product H·v of a scalar output without forming H: the JVP
@@ -1094,7 +1139,9 @@ def hvp(
         )
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
-        computing = Computing(fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size)
+        computing = Computing(
+            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, device=device
+        )
         request = _points(points, jsonl, keep_going, json_)
         if request is not None:
             from jaccli.cli_points import DirectionRequest
@@ -1157,6 +1204,7 @@ def check_command(
     json_: JsonOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
     """Gradient-check a function in float64: AD against the other mode and finite differences.
@@ -1167,7 +1215,7 @@ def check_command(
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
         computing = Computing(
-            fn, expr, shape, value, wrt, seed, "float64", max_memory, max_value_size
+            fn, expr, shape, value, wrt, seed, "float64", max_memory, max_value_size, device=device
         )
         request = _points(points, jsonl, keep_going, json_)
         if request is not None:

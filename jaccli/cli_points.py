@@ -141,7 +141,7 @@ def run_at_points(
             raise _at_point(outcome.index, outcome.error)
         assert outcome.result is not None
         results.append(outcome.result)
-    _print_all(command, results, printing, budget)
+    _print_all(command, results, printing, budget, names)
 
 
 def _chained(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
@@ -285,7 +285,13 @@ def _stream_lines(
         raise typer.Exit(ExitCode.COMPUTATION)
 
 
-def _print_all(command: str, results: list[Result], printing: Printing, budget: int | None) -> None:
+def _print_all(
+    command: str,
+    results: list[Result],
+    printing: Printing,
+    budget: int | None,
+    varying: list[str],
+) -> None:
     """--out of every point stacked, then one stacked document or the first point's tables."""
     from jaccli.render.files import OutArray, result_arrays, write_out
 
@@ -313,7 +319,8 @@ def _print_all(command: str, results: list[Result], printing: Printing, budget: 
             budget,
             "use --out for the numbers, or --jsonl",
         )
-        emit_json(stacked_document([printing.document(result) for result in results]))
+        documents = [printing.document(result) for result in results]
+        emit_json(stacked_document(documents, varying))
     else:
         from rich.console import Group
         from rich.text import Text

@@ -327,19 +327,32 @@ def point_error_document(index: int, code: str, message: str) -> dict[str, Any]:
     return {"point": index, **error_document(code, message)}
 
 
-def stacked_document(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    """The documents of N points as one: every array gains a leading point axis of N, and
-    everything else is the first point's; `points` says N."""
+SHARED_BY_POINTS = ("cotangent", "tangent", "vector")
+"""Keys whose arrays every point shares (the direction of a product)."""
 
-    def stacked(parts: list[Any]) -> Any:
+
+def stacked_document(documents: list[dict[str, Any]], varying: Iterable[str]) -> dict[str, Any]:
+    """The documents of N points as one: every array that varies by point (those of the
+    `varying` inputs, the outputs and results) gains a leading point axis of N; the shared
+    inputs, the directions and everything else are the first point's; `points` says N."""
+    varying = set(varying)
+
+    def stacked(parts: list[Any], path: tuple[str, ...]) -> Any:
         first = parts[0]
-        if isinstance(first, dict) and set(first) == {"shape", "values"}:
-            return {"shape": [len(parts), *first["shape"]], "values": [p["values"] for p in parts]}
-        if isinstance(first, dict):
-            return {key: stacked([p[key] for p in parts]) for key in first}
+        shared = path[:1] in {(key,) for key in SHARED_BY_POINTS} or (
+            len(path) == 2 and path[0] == "inputs" and path[1] not in varying
+        )
+        if isinstance(first, dict) and {"shape", "values"} <= set(first) and not shared:
+            return {
+                **first,
+                "shape": [len(parts), *first["shape"]],
+                "values": [p["values"] for p in parts],
+            }
+        if isinstance(first, dict) and not shared:
+            return {key: stacked([p[key] for p in parts], (*path, key)) for key in first}
         return first
 
-    return {**stacked(documents), "points": len(documents)}
+    return {**stacked(documents, ()), "points": len(documents)}
 
 
 def error_document(code: str, message: str) -> dict[str, Any]:

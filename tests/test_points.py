@@ -1,0 +1,272 @@
+"""--points, --jsonl, --keep-going and --device: many points in one run equal the same number of
+single-point runs, streamed line by line, with a coprocess, bad points and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import jaccli_command, validate_document, values_of
+
+BATCHING = "tests/fixtures/batching.py"
+USERFNS = "tests/fixtures/userfns.py"
+
+
+def _save(tmp_path, name: str, array: np.ndarray) -> str:
+    path = tmp_path / name
+    np.save(path, array)
+    return str(path)
+
+
+CASES = [
+    # (command args, points input, one point's shape)
+    (["jacobian", "--fn", "polar"], "x", (2,)),
+    (["jacobian", "--fn", f"{USERFNS}:quadratic", "--shape", "w=3x3", "--seed", "4"], "x", (3,)),
+    (["jacobian", "--expr", "x.exp().sum(dim=1)"], "x", (2, 3)),
+    (["det", "--fn", "spherical"], "x", (3,)),
+    (["vjp", "--fn", "matmul", "--wrt", "a", "--cotangent", "randn"], "a", (2, 3)),
+    (["jvp", "--fn", "softmax", "--shape", "x=4", "--tangent", "randn"], "x", (4,)),
+    (["hessian", "--fn", "logsumexp", "--shape", "x=3"], "x", (3,)),
+    (["hvp", "--fn", "logsumexp", "--shape", "x=3", "--vector", "randn"], "x", (3,)),
+]
+
+
+def _arrays(document: dict, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every {shape, values} entry of a document by its path."""
+    found: dict[str, np.ndarray] = {}
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, dict) and set(node) == {"shape", "values"}:
+            found[path] = values_of(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key not in skip:
+                    walk(value, f"{path}/{key}")
+
+    walk(document, "")
+    return found
+
+
+@pytest.mark.parametrize(("args", "name", "shape"), CASES, ids=[" ".join(c[0][:2]) for c in CASES])
+def test_n_points_equal_n_single_point_runs(jaccli, tmp_path, args, name, shape) -> None:
+    points = np.random.default_rng(7).standard_normal((5, *shape))
+    if args[:2] == ["det", "--fn"]:
+        points[:, 0] = np.abs(points[:, 0]) + 0.5  # r > 0
+    source = _save(tmp_path, "points.npy", points)
+    run = jaccli(*args, "--points", f"{name}=@{source}", "--dtype", "float64", "--json")
+    assert run.exit_code == 0, run.stderr
+    stacked = run.json()
+    assert stacked["points"] == 5
+    many = _arrays(stacked, skip=("guard",))
+    for k in (0, 2, 4):
+        value = json.dumps(points[k].tolist())
+        single = jaccli(*args, "--value", f"{name}={value}", "--dtype", "float64", "--json")
+        assert single.exit_code == 0, single.stderr
+        for path, array in _arrays(single.json(), skip=("guard", "view")).items():
+            shared = path.split("/")[1] in ("cotangent", "tangent", "vector") or (
+                path.startswith("/inputs/") and path != f"/inputs/{name}"
+            )
+            at_k = many[path] if shared else many[path][k]
+            np.testing.assert_allclose(at_k, array, rtol=1e-12, atol=1e-14, err_msg=path)
+
+
+def test_an_mlp_in_a_user_file_over_many_points(jaccli, tmp_path) -> None:
+    x = np.random.default_rng(3).standard_normal((200, 16))
+    source = _save(tmp_path, "x.npy", x)
+    run = jaccli("jacobian", "--fn", f"{BATCHING}:mlp", "--shape", "W1=16x64", "--shape",
+                 "W2=64x8", "--wrt", "x", "--points", f"x=@{source}", "--dtype", "float64",
+                 "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    document = run.json()
+    w1, w2 = values_of(document["inputs"]["W1"]), values_of(document["inputs"]["W2"])
+    np.testing.assert_array_equal(values_of(document["inputs"]["x"]), x)
+    j = values_of(document["jacobian"]["y"]["x"])
+    assert j.shape == (200, 8, 16)
+    # y = tanh(x W1) W2: ∂y/∂x = W2ᵀ diag(1 − tanh²(x W1)) W1ᵀ
+    for k in (0, 99, 199):
+        expected = w2.T @ np.diag(1 - np.tanh(x[k] @ w1) ** 2) @ w1.T
+        np.testing.assert_allclose(j[k], expected, rtol=1e-12, atol=1e-14)
+
+
+def test_points_are_written_stacked(jaccli, tmp_path) -> None:
+    points = np.random.default_rng(1).standard_normal((7, 2))
+    out = tmp_path / "j.npy"
+    run = jaccli("jacobian", "--fn", "polar", "--points", f"x=@{_save(tmp_path, 'p.npy', points)}",
+                 "--out", str(out), "--dtype", "float64")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    j = np.load(out)
+    r, theta = points[:, 0], points[:, 1]
+    np.testing.assert_allclose(j[:, 0, 0], np.cos(theta), rtol=1e-12)
+    np.testing.assert_allclose(j[:, 1, 1], r * np.cos(theta), rtol=1e-12)
+    assert "point 0 of 7 shown" in run.stdout
+
+
+def test_two_inputs_with_points_and_one_fixed(jaccli, tmp_path) -> None:
+    a = np.random.default_rng(2).standard_normal((4, 2, 3))
+    b = np.random.default_rng(3).standard_normal((4, 3, 2))
+    a_file, b_file = _save(tmp_path, "a.npy", a), _save(tmp_path, "b.npy", b)
+    run = jaccli("vjp", "--fn", "matmul", "--points", f"a=@{a_file}", "--points", f"b=@{b_file}",
+                 "--dtype", "float64", "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    document = run.json()
+    # with v = ones: a.grad = 1 bᵀ, b.grad = aᵀ 1
+    np.testing.assert_allclose(
+        values_of(document["vjp"]["a"]), np.ones((4, 2, 2)) @ b.transpose(0, 2, 1)
+    )
+    np.testing.assert_allclose(
+        values_of(document["vjp"]["b"]), a.transpose(0, 2, 1) @ np.ones((4, 2, 2))
+    )
+
+
+def test_a_jsonl_file_of_points(jaccli, tmp_path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text("[1, 0]\n\n[2, 0.5]\n")
+    run = jaccli(
+        "jacobian", "--fn", "polar", "--points", f"x=@{path}", "--jsonl", "--dtype", "float64"
+    )
+    assert run.exit_code == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["point"] for line in lines] == [0, 1]
+    for line in lines:
+        validate_document(line)
+    assert values_of(lines[1]["jacobian"]["y"]["x"])[0, 0] == pytest.approx(np.cos(0.5))
+
+
+def test_a_function_vmap_cannot_run_falls_back_to_a_loop(jaccli, tmp_path) -> None:
+    points = np.random.default_rng(5).standard_normal((3, 2))
+    source = _save(tmp_path, "p.npy", points)
+    run = jaccli("jacobian", "--fn", f"{BATCHING}:item_scaled", "--points", f"x=@{source}",
+                 "--dtype", "float64", "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "computed point by point instead" in run.stderr
+    j = values_of(run.json()["jacobian"]["y"]["x"])
+    for k, x in enumerate(points):  # y = x·s with s = Σx read out by .item(): a constant, J = s I
+        np.testing.assert_allclose(j[k], x.sum() * np.eye(2), rtol=1e-12)
+
+
+def _stream(lines: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*jaccli_command(), "jacobian", "--fn", "polar", "--points", "x=@-",
+                           "--jsonl", "--dtype", "float64", *extra], input=lines,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_a_bad_point_stops_the_stream_with_its_exit_code_or_is_skipped(tmp_path) -> None:
+    lines = "[1, 0.5]\n[2, 0.1]\n[1, 2, 3]\n[3, 0.2]\n"
+    stopped = _stream(lines)
+    assert stopped.returncode == 2, stopped.stderr
+    answers = [json.loads(line) for line in stopped.stdout.splitlines()]
+    assert [a["point"] for a in answers] == [0, 1, 2]
+    assert answers[2]["error"]["code"] == "bad_point"
+    assert "a point of shape 3; the first had 2" in answers[2]["error"]["message"]
+    going = _stream(lines, "--keep-going")
+    assert going.returncode == 1
+    answers = [json.loads(line) for line in going.stdout.splitlines()]
+    assert [a["point"] for a in answers] == [0, 1, 2, 3]
+    assert "error" in answers[2] and "jacobian" in answers[3]
+    for answer in answers:
+        validate_document(answer)
+
+
+def test_a_coprocess_gets_each_answer_before_sending_the_next() -> None:
+    command = [*jaccli_command(), "jacobian", "--fn", "polar", "--points", "x=@-", "--jsonl",
+               "--dtype", "float64"]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        for k in range(10):
+            r, theta = 1.0 + k, 0.1 * k
+            process.stdin.write(json.dumps([r, theta]) + "\n")
+            process.stdin.flush()
+            answer = json.loads(process.stdout.readline())  # a deadlock here fails by timeout
+            assert answer["point"] == k
+            j = values_of(answer["jacobian"]["y"]["x"])
+            assert j[1, 1] == pytest.approx(r * np.cos(theta), rel=1e-12)
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+
+
+def test_ctrl_c_in_a_stream_exits_130_with_every_line_whole() -> None:
+    process = subprocess.Popen([*jaccli_command(), "jacobian", "--fn", "polar", "--points", "x=@-",
+                                "--jsonl"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    for k in range(3):
+        process.stdin.write(f"[{k + 1}, 0.5]\n")
+        process.stdin.flush()
+        process.stdout.readline()
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    rest, errors = process.communicate(timeout=60)
+    assert process.returncode == 130, errors
+    assert "Traceback" not in errors
+    for line in rest.splitlines():
+        json.loads(line)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--points", "x=@p.npy", "--keep-going"], "--keep-going goes on past a failed point"),
+        (["--jsonl"], "--jsonl prints a line per point"),
+        (["--points", "x=p.npy"], "expected NAME=@FILE"),
+        (["--points", "x=@-", "--plan"], "--plan with --points NAME=@- would read the stream"),
+        (["--device", "cuda:7"], "--device 'cuda:7' is not available here (available: cpu"),
+        (["--points", "x=@p.npy", "--view", "rows"], "--view works at one point"),
+    ],
+)
+def test_bad_points_options_exit_2(jaccli, tmp_path, monkeypatch, args, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "p.npy", np.ones((3, 2)))
+    run = jaccli("jacobian", "--fn", "polar", *args)
+    assert run.exit_code == 2, run.stderr
+    assert message in run.stderr
+
+
+def test_plan_with_points_tells_the_chunking(jaccli, tmp_path) -> None:
+    source = _save(tmp_path, "p.npy", np.zeros((10000, 2)))
+    document = jaccli("jacobian", "--fn", "polar", "--points", f"x=@{source}", "--plan",
+                      "--json").json()  # fmt: skip
+    assert document["points"]["count"] == 10000
+    assert document["points"]["chunk_size"] == 4096
+    refused = jaccli("hessian", "--fn", "logsumexp", "--points",
+                     f"x=@{_save(tmp_path, 'big.npy', np.zeros((3, 8000)))}", "--plan",
+                     "--max-memory", "100MiB")  # fmt: skip
+    assert refused.exit_code == 3
+    assert "over the memory budget of 100.0 MiB" in refused.stderr
+
+
+def test_check_at_every_point_fails_where_one_fails(jaccli, tmp_path) -> None:
+    points = _save(tmp_path, "k.npy", np.array([[0.5, 1.0, 2.0], [0.0, -1.5, 2.0]]))
+    run = jaccli("check", "--fn", "tests/fixtures/realworld.py:relu_product", "--points",
+                 f"x=@{points}", "--rtol", "1e-14", "--atol", "1e-16", "--eps", "1e-2")  # fmt: skip
+    assert run.exit_code == 1
+    assert "check: point 1: check failed" in run.stderr
+
+
+def test_the_cpu_device_computes_as_the_default(jaccli) -> None:
+    plain = jaccli("jacobian", "--fn", "polar", "--json").json()
+    on_cpu = jaccli("jacobian", "--fn", "polar", "--device", "cpu", "--json").json()
+    assert plain["jacobian"] == on_cpu["jacobian"]
+
+
+@pytest.mark.skipif(os.environ.get("CUDA_VISIBLE_DEVICES") is None, reason="no CUDA here")
+def test_cuda_gives_the_cpus_numbers(jaccli) -> None:  # pragma: no cover - needs a GPU
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA here")
+    plain = jaccli("jacobian", "--fn", "polar", "--dtype", "float64", "--json").json()
+    on_gpu = jaccli("jacobian", "--fn", "polar", "--dtype", "float64", "--device", "cuda",
+                    "--json").json()  # fmt: skip
+    np.testing.assert_allclose(
+        values_of(on_gpu["jacobian"]["y"]["x"]), values_of(plain["jacobian"]["y"]["x"]), rtol=1e-12
+    )

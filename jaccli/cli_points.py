@@ -132,16 +132,35 @@ def run_at_points(
         engine = _Engine(problem, command, budget, request, direction, single)
         tensors = {name: engine.tensor(name, data.values) for name, data in loaded.items()}
         outcomes = engine.run(tensors, 0)
-    if request.jsonl:
-        _stream_lines(command, outcomes, printing.document, request.keep_going)
-        return
+    from jaccli.render.progress import progress_bar
+
+    total = None if streams else counts[names[0]]
+    with progress_bar(command, unit="points") as progress:
+        counted = _counted(outcomes, progress, total)
+        if request.jsonl:
+            _stream_lines(command, counted, printing.document, request.keep_going)
+            return
+        results = _collected(counted)
+    _print_all(command, results, printing, budget, names)
+
+
+def _counted(
+    outcomes: Iterator[PointOutcome], progress: Callable[[int, int | None], None], total: int | None
+) -> Iterator[PointOutcome]:
+    for done, outcome in enumerate(outcomes, start=1):
+        progress(done, total)
+        yield outcome
+
+
+def _collected(outcomes: Iterator[PointOutcome]) -> list[Result]:
+    """Every point's result, or the first failure as the run's error."""
     results: list[Result] = []
     for outcome in outcomes:
         if outcome.error is not None:
             raise _at_point(outcome.index, outcome.error)
         assert outcome.result is not None
         results.append(outcome.result)
-    _print_all(command, results, printing, budget, names)
+    return results
 
 
 def _chained(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:

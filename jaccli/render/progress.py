@@ -16,14 +16,16 @@ DELAY_SECONDS = 1.0
 class DelayedProgress:
     """Called with (done, total); shows a bar once the work has run for DELAY_SECONDS."""
 
-    def __init__(self, description: str, enabled: bool) -> None:
+    def __init__(self, description: str, enabled: bool, unit: str | None = None) -> None:
         self.description = description
         self.enabled = enabled
+        self.unit = unit
+        """With a unit (`points`), the bar also says how many a second."""
         self.started = time.monotonic()
         self.bar: Progress | None = None
         self.task: TaskID | None = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int | None) -> None:
         if not self.enabled:
             return
         if self.bar is None:
@@ -40,7 +42,11 @@ class DelayedProgress:
             self.bar.start()
             self.task = self.bar.add_task(self.description, total=total)
         assert self.task is not None
-        self.bar.update(self.task, completed=done, total=total)
+        description = self.description
+        if self.unit is not None:
+            rate = done / max(time.monotonic() - self.started, 1e-9)
+            description = f"{self.description} {rate:,.0f} {self.unit}/s"
+        self.bar.update(self.task, completed=done, total=total, description=description)
 
     def stop(self) -> None:
         if self.bar is not None:
@@ -48,9 +54,9 @@ class DelayedProgress:
 
 
 @contextmanager
-def progress_bar(description: str) -> Iterator[DelayedProgress]:
+def progress_bar(description: str, unit: str | None = None) -> Iterator[DelayedProgress]:
     """A DelayedProgress that is stopped (and erased) however the work ends."""
-    progress = DelayedProgress(description, enabled=sys.stderr.isatty())
+    progress = DelayedProgress(description, enabled=sys.stderr.isatty(), unit=unit)
     try:
         yield progress
     finally:

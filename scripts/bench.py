@@ -285,6 +285,84 @@ def cold_table(repeats: int) -> list[str]:
     return rows
 
 
+def points_process_table(repeats: int, workdir: Path) -> list[str]:
+    """Whole processes over many points against one point, and the stream's rate, as medians of
+    interleaved runs."""
+    import json
+
+    import numpy as np
+
+    points = np.random.default_rng(0).standard_normal((10_000, 2))
+    np.save(workdir / "pts.npy", points)
+    stream = "".join(json.dumps(list(p)) + "\n" for p in points[:2000])
+    many = [JACCLI, "jacobian", "--fn", "polar", "--points", f"x=@{workdir / 'pts.npy'}",
+            "--out", str(workdir / "j.npy"), "--force"]  # fmt: skip
+    one = [JACCLI, "jacobian", "--fn", "polar", "--value", "x=[0.5, 1.0]",
+           "--out", str(workdir / "j1.npy"), "--force"]  # fmt: skip
+    streamed = [JACCLI, "jacobian", "--fn", "polar", "--points", "x=@-", "--jsonl"]
+    t_many, t_one, t_stream = [], [], []
+    for _ in range(repeats):
+        t_many.append(run_process(many)[0])
+        t_one.append(run_process(one)[0])
+        start = time.perf_counter()
+        done = subprocess.run(streamed, input=stream, capture_output=True, text=True)
+        t_stream.append(time.perf_counter() - start)
+        assert done.returncode == 0 and len(done.stdout.splitlines()) == 2000, done.stderr
+    m_many, m_one, m_stream = (statistics.median(t) for t in (t_many, t_one, t_stream))
+    rate = 2000 / max(m_stream - m_one, 1e-9)
+    per_point_many = m_many / 10_000
+    return [
+        "| measurement | median | target |",
+        "|---|---|---|",
+        f"| 10,000 points of polar, `--points x=@pts.npy --out j.npy` | {m_many:.3f} s | |",
+        f"| one point, `--value x=[0.5, 1.0] --out j1.npy` | {m_one:.3f} s | |",
+        f"| ratio | {m_many / m_one:.2f} | ≤ 1.3 |",
+        f"| 2,000 points of polar streamed as JSON Lines, `--points x=@- --jsonl` | "
+        f"{m_stream:.3f} s | |",
+        f"| stream rate after start-up, 2000 / (stream − one point) | {rate:,.0f} points/s | "
+        "≥ 2,000 |",
+        f"| points per second, one run of 10,000 against a process per point | "
+        f"{m_one / per_point_many:,.0f}× | ≥ 1,000× |",
+    ]
+
+
+def points_compute_table(repeats: int, budget: int) -> list[str]:
+    """The engine over 10,000 points against torch.func.vmap(jacrev(f)) in this process."""
+    import torch
+
+    from jaccli.engine import prepare, run_jacobian
+    from jaccli.engine.many import run_points
+    from jaccli.functions import PRESETS, resolve
+
+    mlp_file = ROOT / "tests" / "fixtures" / "batching.py"
+    cases = [
+        ("polar", PRESETS["polar"], [("x", (2,))], (2,)),
+        ("MLP 16→64→8 (tests/fixtures/batching.py:mlp)",
+         resolve(f"{mlp_file}:mlp", None, ["x", "W1", "W2"]),
+         [("x", (16,)), ("W1", (16, 64)), ("W2", (64, 8))], (16,)),
+    ]  # fmt: skip
+    rows = ["| 10,000 points of | jaccli engine | vmap(jacrev(f)) | ratio (target ≤ 2) |",
+            "|---|---|---|---|"]  # fmt: skip
+    for name, function, shapes, point_shape in cases:
+        problem = prepare(function, shape_options=shapes, wrt=("x",), budget=budget)
+        points = torch.randn(10_000, *point_shape)
+        fixed = {n: t for n, t in problem.inputs.items() if n != "x"}
+
+        def engine(problem=problem, points=points) -> None:
+            for _ in run_points(problem, "jacobian", {"x": points}, run_jacobian, budget=budget):
+                pass
+
+        def reference(function=function, fixed=fixed, points=points) -> object:
+            return torch.func.vmap(torch.func.jacrev(lambda x: function.call(x=x, **fixed)))(points)
+
+        ours, theirs = median_seconds(engine, repeats), median_seconds(reference, repeats)
+        rows.append(
+            f"| {name} | {ours * 1e3:.1f} ms | {theirs * 1e3:.1f} ms | {ours / theirs:.2f} |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def derivatives_table(repeats: int, budget: int) -> list[str]:
     """det, jvp, hessian and hvp by jaccli's engine against the torch methods that compute the
     same thing, timed in this process after a warm-up of each."""
@@ -398,8 +476,15 @@ def main() -> None:
     parser.add_argument(
         "--derivatives-only", action="store_true", help="only det, jvp, hessian and hvp"
     )
+    parser.add_argument("--points-only", action="store_true", help="only many points")
     args = parser.parse_args()
-    only = args.guard_only or args.derivatives_only
+    only = args.guard_only or args.derivatives_only or args.points_only
+    points_rows: list[str] = []
+    if args.points_only or not only:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as workdir:
+            points_rows = points_process_table(args.cold_repeats, Path(workdir))
     cold = [] if only else cold_table(args.cold_repeats)
     import torch
 
@@ -418,12 +503,18 @@ def main() -> None:
     if args.derivatives_only:
         print("\n".join(derivatives_table(args.repeats, budget)))
         return
+    if args.points_only:
+        print("\n".join(points_rows) + "\n")
+        print("\n".join(points_compute_table(args.repeats, budget)))
+        return
     print("\n".join(cold) + "\n")
     print("\n".join(guard_table(args.repeats, budget)) + "\n")
     if not args.skip_dense:
         print("\n".join(dense_table(args.repeats, budget)) + "\n")
         print("\n".join(batched_table(args.repeats, budget)) + "\n")
-        print("\n".join(derivatives_table(args.repeats, budget)))
+        print("\n".join(derivatives_table(args.repeats, budget)) + "\n")
+        print("\n".join(points_rows) + "\n")
+        print("\n".join(points_compute_table(args.repeats, budget)))
 
 
 if __name__ == "__main__":

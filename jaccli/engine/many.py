@@ -13,6 +13,7 @@ Each point's result is the same result object a single-point run gives.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -45,7 +46,7 @@ from jaccli.spec import first_line, format_bytes
 
 COMMANDS = ("jacobian", "det", "vjp", "jvp", "hessian", "hvp", "check")
 VECTORIZED = frozenset(COMMANDS) - {"check"}
-MAX_CHUNK = 4096
+MAX_CHUNK = 65536
 INTERMEDIATE_MULTIPLE = 4
 """A vmapped chunk holds about this many times its results' bytes in intermediates."""
 
@@ -55,11 +56,18 @@ Single = Callable[[Problem], Result]
 
 @dataclass(frozen=True)
 class PointOutcome:
-    """One point's result, or the error that stopped it."""
+    """One point's result, or the error that stopped it. A vectorized point's result object is
+    made when it is first asked for (`made`), from its chunk's arrays."""
 
     index: int
-    result: Result | None
+    made: Result | Callable[[], Result] | None
     error: JaccliError | None = None
+
+    @property
+    def result(self) -> Result | None:
+        if callable(self.made):
+            object.__setattr__(self, "made", self.made())
+        return self.made  # type: ignore[return-value]
 
 
 def per_point_numbers(problem: Problem, command: str) -> int:
@@ -234,7 +242,10 @@ def _vectorized_chunk(
         True,
     )
     return [
-        PointOutcome(first_index + k, references[k] if k in references else arrays.result(k, guard))
+        PointOutcome(
+            first_index + k,
+            references[k] if k in references else functools.partial(arrays.result, k, guard),
+        )
         for k in range(size)
     ]
 

@@ -236,7 +236,7 @@ def test_plan_with_points_tells_the_chunking(jaccli, tmp_path) -> None:
     document = jaccli("jacobian", "--fn", "polar", "--points", f"x=@{source}", "--plan",
                       "--json").json()  # fmt: skip
     assert document["points"]["count"] == 10000
-    assert document["points"]["chunk_size"] == 4096
+    assert document["points"]["chunk_size"] == 10000  # all at once: they fit the budget
     refused = jaccli("hessian", "--fn", "logsumexp", "--points",
                      f"x=@{_save(tmp_path, 'big.npy', np.zeros((3, 8000)))}", "--plan",
                      "--max-memory", "100MiB")  # fmt: skip

@@ -761,6 +761,154 @@ def det(
     )
 
 
+@dataclass(frozen=True)
+class Product:
+    """A product command: the vector it takes, how it runs, and how its result prints."""
+
+    command: str
+    option: str
+    """`--cotangent`, `--tangent` or `--vector`."""
+    part: str
+    """Whose shapes the vector takes: `output` or `input`."""
+    run: Callable[..., Any]
+    """run_vjp, run_jvp or run_hvp: (problem, vector, **options) -> result."""
+    document: Callable[[Any], dict[str, Any]]
+    renderable: Callable[[Any, Any], RenderableType]
+    """(result, layout) -> tables."""
+    out_keys: Callable[[Problem], list[str]]
+    options: Callable[..., dict[str, Any]]
+    """The run's options beyond the check's, from (budget, view, progress)."""
+
+
+def _product_command(
+    product: Product,
+    computing: Computing,
+    vector: str,
+    *,
+    view: str | None,
+    checking: tuple[bool, float | None, float | None, float | None],
+    shown: tuple[int, bool, bool],
+    written: tuple[str | None, bool],
+    points: tuple[Sequence[str] | None, bool, bool],
+    traceback: bool,
+) -> None:
+    """vjp, jvp or hvp: parse the vector, compute at one point or at --points, print, write."""
+    check, rtol, atol, eps = checking
+    precision, full, json_ = shown
+    out, force = written
+    command = product.command
+    with reporting(command, json_, traceback):
+        out_path = _out_path(out, force)
+        limit = _value_limit(computing.max_value_size)
+        given = spec.parse_direction(vector, product.option, product.part, limit)
+        check_options = _check_options(rtol, atol, eps)
+        budget = _budget(computing.max_memory)
+
+        def renderable(result: Any) -> RenderableType:
+            return product.renderable(result, _layout(precision, full))
+
+        request = _points(*points, json_)
+        if request is not None:
+            from jaccli.cli_points import DirectionRequest
+
+            _at_points(
+                command,
+                computing,
+                request,
+                budget,
+                lambda problem, vectors: product.run(
+                    problem, vectors, **product.options(budget, "full", None)
+                ),
+                product.document,
+                renderable,
+                shown=(json_, full),
+                written=(out_path, force),
+                direction=DirectionRequest(given, product.option, product.part),
+                single_point_only=[
+                    (view not in (None, "full"), "--view"),
+                    (check, "--check (use jaccli check --points)"),
+                ],
+            )
+            return
+        problem = computing.problem(budget)
+        if out_path is not None:
+            from jaccli.render.files import check_array_count
+
+            check_array_count(out_path, product.out_keys(problem))
+        from jaccli.render.progress import progress_bar
+
+        with progress_bar(command) as progress:
+            result = product.run(
+                problem,
+                given,
+                check=check,
+                check_options=check_options,
+                **product.options(budget, view, progress),
+            )
+        _finish(
+            command,
+            result,
+            json_,
+            lambda: product.document(result),
+            lambda: renderable(result),
+            full=full,
+            out=out_path,
+            force=force,
+            budget=budget,
+        )
+
+
+def _vjp_product() -> Product:
+    from jaccli.engine import run_vjp
+    from jaccli.render.document import vjp_document
+    from jaccli.render.tables import vjp_renderable
+
+    return Product(
+        "vjp",
+        "--cotangent",
+        "output",
+        run_vjp,
+        vjp_document,
+        vjp_renderable,
+        lambda problem: list(problem.wrt),
+        lambda budget, view, progress: {"budget": budget, "view": view, "progress": progress},
+    )
+
+
+def _jvp_product() -> Product:
+    from jaccli.engine import run_jvp
+    from jaccli.render.document import jvp_document
+    from jaccli.render.tables import jvp_renderable
+
+    return Product(
+        "jvp",
+        "--tangent",
+        "input",
+        run_jvp,
+        jvp_document,
+        jvp_renderable,
+        lambda problem: list(problem.output_shapes),
+        lambda budget, view, progress: {"budget": budget, "view": view},
+    )
+
+
+def _hvp_product() -> Product:
+    from jaccli.engine import run_hvp
+    from jaccli.render.document import hvp_document
+    from jaccli.render.second_order import hvp_renderable
+
+    return Product(
+        "hvp",
+        "--vector",
+        "input",
+        run_hvp,
+        hvp_document,
+        hvp_renderable,
+        lambda problem: list(problem.wrt),
+        lambda budget, view, progress: {},
+    )
+
+
 @app.command()
 def vjp(
     fn: FnOption = None,
@@ -794,80 +942,19 @@ def vjp(
     traceback: TracebackOption = False,
 ) -> None:
     """Compute the vector-Jacobian product vᵀ·J, the x.grad that y.backward(v) gives."""
-    with reporting("vjp", json_, traceback):
-        out_path = _out_path(out, force)
-        cotangent_spec = spec.parse_cotangent(cotangent, _value_limit(max_value_size))
-        check_options = _check_options(rtol, atol, eps)
-        budget = _budget(max_memory)
-        computing = Computing(
-            fn,
-            expr,
-            shape,
-            value,
-            wrt,
-            seed,
-            dtype,
-            max_memory,
-            max_value_size,
-            batch_axis,
-            device=device,
-        )
-        request = _points(points, jsonl, keep_going, json_)
-        if request is not None:
-            from jaccli.cli_points import DirectionRequest
-            from jaccli.engine import run_vjp
-            from jaccli.render.document import vjp_document
-            from jaccli.render.tables import vjp_renderable
-
-            _at_points(
-                "vjp",
-                computing,
-                request,
-                budget,
-                lambda problem, given: run_vjp(problem, given, budget=budget, view="full"),
-                vjp_document,
-                lambda result: vjp_renderable(result, _layout(precision, full)),
-                shown=(json_, full),
-                written=(out_path, force),
-                direction=DirectionRequest(cotangent_spec, "--cotangent", "output"),
-                single_point_only=[
-                    (view not in (None, "full"), "--view"),
-                    (check, "--check (use jaccli check --points)"),
-                ],
-            )
-            return
-        problem = computing.problem(budget)
-        if out_path is not None:
-            from jaccli.render.files import check_array_count
-
-            check_array_count(out_path, list(problem.wrt))
-        from jaccli.engine import run_vjp
-        from jaccli.render.progress import progress_bar
-
-        with progress_bar("vjp") as progress:
-            result = run_vjp(
-                problem,
-                cotangent_spec,
-                budget=budget,
-                view=view,
-                check=check,
-                progress=progress,
-                check_options=check_options,
-            )
-        from jaccli.render.document import vjp_document
-        from jaccli.render.tables import vjp_renderable
-
-        _finish(
-            "vjp",
-            result,
-            json_,
-            lambda: vjp_document(result),
-            lambda: vjp_renderable(result, _layout(precision, full)),
-            full=full,
-            out=out_path,
-            force=force,
-            budget=budget,
-        )
+    _product_command(
+        _vjp_product(),
+        Computing(
+            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis, device
+        ),
+        cotangent,
+        view=view,
+        checking=(check, rtol, atol, eps),
+        shown=(precision, full, json_),
+        written=(out, force),
+        points=(points, jsonl, keep_going),
+        traceback=traceback,
+    )
 
 
 @app.command()
@@ -909,79 +996,19 @@ def jvp(
 
     With several --wrt inputs the products add up, J·v = Σₖ Jₖ·vₖ, as torch.func.jvp has it.
     """
-    with reporting("jvp", json_, traceback):
-        out_path = _out_path(out, force)
-        tangent_spec = spec.parse_direction(
-            tangent, "--tangent", "input", _value_limit(max_value_size)
-        )
-        check_options = _check_options(rtol, atol, eps)
-        budget = _budget(max_memory)
-        computing = Computing(
-            fn,
-            expr,
-            shape,
-            value,
-            wrt,
-            seed,
-            dtype,
-            max_memory,
-            max_value_size,
-            batch_axis,
-            device=device,
-        )
-        request = _points(points, jsonl, keep_going, json_)
-        if request is not None:
-            from jaccli.cli_points import DirectionRequest
-            from jaccli.engine import run_jvp
-            from jaccli.render.document import jvp_document
-            from jaccli.render.tables import jvp_renderable
-
-            _at_points(
-                "jvp",
-                computing,
-                request,
-                budget,
-                lambda problem, given: run_jvp(problem, given, budget=budget, view="full"),
-                jvp_document,
-                lambda result: jvp_renderable(result, _layout(precision, full)),
-                shown=(json_, full),
-                written=(out_path, force),
-                direction=DirectionRequest(tangent_spec, "--tangent", "input"),
-                single_point_only=[
-                    (view not in (None, "full"), "--view"),
-                    (check, "--check (use jaccli check --points)"),
-                ],
-            )
-            return
-        problem = computing.problem(budget)
-        if out_path is not None:
-            from jaccli.render.files import check_array_count
-
-            check_array_count(out_path, list(problem.output_shapes))
-        from jaccli.engine import run_jvp
-
-        result = run_jvp(
-            problem,
-            tangent_spec,
-            budget=budget,
-            view=view,
-            check=check,
-            check_options=check_options,
-        )
-        from jaccli.render.document import jvp_document
-        from jaccli.render.tables import jvp_renderable
-
-        _finish(
-            "jvp",
-            result,
-            json_,
-            lambda: jvp_document(result),
-            lambda: jvp_renderable(result, _layout(precision, full)),
-            full=full,
-            out=out_path,
-            force=force,
-            budget=budget,
-        )
+    _product_command(
+        _jvp_product(),
+        Computing(
+            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis, device
+        ),
+        tangent,
+        view=view,
+        checking=(check, rtol, atol, eps),
+        shown=(precision, full, json_),
+        written=(out, force),
+        points=(points, jsonl, keep_going),
+        traceback=traceback,
+    )
 
 
 @app.command()
@@ -1132,59 +1159,19 @@ def hvp(
     """Compute the Hessian-vector product H·v of a scalar output without forming H: the JVP
     of the gradient (forward-over-reverse), in the memory of a few gradients.
     """
-    with reporting("hvp", json_, traceback):
-        out_path = _out_path(out, force)
-        vector_spec = spec.parse_direction(
-            vector, "--vector", "input", _value_limit(max_value_size)
-        )
-        check_options = _check_options(rtol, atol, eps)
-        budget = _budget(max_memory)
-        computing = Computing(
-            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, device=device
-        )
-        request = _points(points, jsonl, keep_going, json_)
-        if request is not None:
-            from jaccli.cli_points import DirectionRequest
-            from jaccli.engine import run_hvp
-            from jaccli.render.document import hvp_document
-            from jaccli.render.second_order import hvp_renderable
-
-            _at_points(
-                "hvp",
-                computing,
-                request,
-                budget,
-                lambda problem, given: run_hvp(problem, given),
-                hvp_document,
-                lambda result: hvp_renderable(result, _layout(precision, full)),
-                shown=(json_, full),
-                written=(out_path, force),
-                direction=DirectionRequest(vector_spec, "--vector", "input"),
-                single_point_only=[(check, "--check (use jaccli check --points)")],
-            )
-            return
-        problem = computing.problem(budget)
-        if out_path is not None:
-            from jaccli.render.files import check_array_count
-
-            check_array_count(out_path, list(problem.wrt))
-        from jaccli.engine import run_hvp
-
-        result = run_hvp(problem, vector_spec, check=check, check_options=check_options)
-        from jaccli.render.document import hvp_document
-        from jaccli.render.second_order import hvp_renderable
-
-        _finish(
-            "hvp",
-            result,
-            json_,
-            lambda: hvp_document(result),
-            lambda: hvp_renderable(result, _layout(precision, full)),
-            full=full,
-            out=out_path,
-            force=force,
-            budget=budget,
-        )
+    _product_command(
+        _hvp_product(),
+        Computing(
+            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, None, device
+        ),
+        vector,
+        view=None,
+        checking=(check, rtol, atol, eps),
+        shown=(precision, full, json_),
+        written=(out, force),
+        points=(points, jsonl, keep_going),
+        traceback=traceback,
+    )
 
 
 @app.command("check")

@@ -135,12 +135,17 @@ def run_at_points(
     from jaccli.render.progress import progress_bar
 
     total = None if streams else counts[names[0]]
+    from jaccli.engine.many import kept_point_bytes
+
+    kept = kept_point_bytes(problem, command)
+    if total is not None and not request.jsonl:
+        _require_kept_fits(total, kept, budget)
     with progress_bar(command, unit="points") as progress:
         counted = _counted(outcomes, progress, total)
         if request.jsonl:
             _stream_lines(command, counted, printing.document, request.keep_going)
             return
-        results = _collected(counted)
+        results = _collected(counted, kept, budget)
     _print_all(command, results, printing, budget, names)
 
 
@@ -152,10 +157,24 @@ def _counted(
         yield outcome
 
 
-def _collected(outcomes: Iterator[PointOutcome]) -> list[Result]:
-    """Every point's result, or the first failure as the run's error."""
+def _require_kept_fits(count: int, kept: int, budget: int | None) -> None:
+    """Every point is kept until printing without --jsonl: refuse a count that cannot be."""
+    from jaccli.engine.guard import require_within_budget
+
+    require_within_budget(
+        f"keeping {count} points' results for --json, --out or the tables",
+        count * kept,
+        budget,
+        "use --jsonl, which prints each point as it is done",
+    )
+
+
+def _collected(outcomes: Iterator[PointOutcome], kept: int, budget: int | None) -> list[Result]:
+    """Every point's result, or the first failure as the run's error; a stream is refused as
+    soon as the points kept pass the memory budget."""
     results: list[Result] = []
     for outcome in outcomes:
+        _require_kept_fits(len(results) + 1, kept, budget)
         if outcome.error is not None:
             raise _at_point(outcome.index, outcome.error)
         assert outcome.result is not None

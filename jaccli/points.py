@@ -93,7 +93,10 @@ class PointStream:
         self.name = name
         self.size_limit = size_limit
         self.max_batch = max_batch
-        self._fd = sys.stdin.fileno()
+        try:
+            self._fd: int | None = sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no descriptor
+            self._fd = None
         self._pending = b""
         self._ended = False
         self._next_index = 0
@@ -120,6 +123,8 @@ class PointStream:
     def _lines(self) -> list[bytes]:
         """The complete, non-blank lines waiting, blocking until there is one; more that are
         already readable join them, up to max_batch. Empty when stdin has ended."""
+        if self._fd is None:  # a stdin without a descriptor (embedded): a line at a time
+            return self._line_by_line()
         while not self._ended and b"\n" not in self._pending:
             self._read()
         lines = self._complete()
@@ -132,6 +137,22 @@ class PointStream:
         if not lines and not self._ended:
             return self._lines()  # only blank lines so far
         return lines
+
+    def _line_by_line(self) -> list[bytes]:
+        stream = getattr(sys.stdin, "buffer", sys.stdin)
+        while True:
+            line = stream.readline(self.size_limit + 1)
+            if not line:
+                return []
+            if isinstance(line, str):
+                line = line.encode("utf-8")
+            if len(line) > self.size_limit:
+                raise UsageError(
+                    f"--points {self.name}=@-: a line longer than --max-value-size "
+                    f"({self.size_limit} bytes)"
+                )
+            if line.strip():
+                return [line.rstrip(b"\n")]
 
     def _complete(self) -> list[bytes]:
         """Take the complete lines off the pending bytes."""

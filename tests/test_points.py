@@ -270,3 +270,16 @@ def test_cuda_gives_the_cpus_numbers(jaccli) -> None:  # pragma: no cover - need
     np.testing.assert_allclose(
         values_of(on_gpu["jacobian"]["y"]["x"]), values_of(plain["jacobian"]["y"]["x"]), rtol=1e-12
     )
+
+
+def test_points_kept_for_json_obey_the_memory_budget(jaccli, tmp_path) -> None:
+    source = _save(tmp_path, "many.npy", np.zeros((200_000, 2)))
+    run = jaccli("jacobian", "--fn", "polar", "--points", f"x=@{source}", "--max-memory", "100MiB",
+                 "--json")  # fmt: skip
+    assert run.exit_code == 3
+    assert "keeping 200000 points' results for --json, --out or the tables" in run.stderr
+    assert run.stdout == ""
+    streamed = jaccli("jacobian", "--fn", "polar", "--points", "x=@-", "--max-memory", "10MiB",
+                      input="[1, 0.5]\n" * 20_000)  # fmt: skip
+    assert streamed.exit_code == 3
+    assert "use --jsonl, which prints each point as it is done" in streamed.stderr

@@ -70,6 +70,16 @@ class PointOutcome:
         return self.made  # type: ignore[return-value]
 
 
+KEPT_POINT_OVERHEAD = 2048
+"""Bytes of Python objects around one point's arrays when every point is kept in memory."""
+
+
+def kept_point_bytes(problem: Problem, command: str) -> int:
+    """What keeping one point's result costs (for --json, --out and tables, which need every
+    point before printing): its arrays twice (the result and the stacked copy) and its objects."""
+    return 2 * per_point_numbers(problem, command) * 8 + KEPT_POINT_OVERHEAD
+
+
 def per_point_numbers(problem: Problem, command: str) -> int:
     """Numbers one point's result holds: J (n_out·n_in), H (n_out·n_in²) or the products."""
     n_out, n_in = problem.output_count, problem.input_count

@@ -458,36 +458,55 @@ def _by_output(problem: Problem, joined: torch.Tensor) -> dict[str, np.ndarray]:
     }
 
 
+def _product_check(
+    problem: Problem,
+    method: str,
+    ad: tuple[str, str, Callable[[], list[Block]]],
+    along: tuple[str, Callable[[], list[Block]]],
+    options: CheckOptions,
+) -> Check:
+    """A product against another AD computation of it (skipped, with why, if that cannot run)
+    and against one central difference along its vector."""
+    name, reference, ad_blocks = ad
+    tolerance = options.tolerance(AD_TOLERANCE[problem.dtype])
+    try:
+        by_ad = compare(name, reference, ad_blocks(), tolerance)
+    except (ComputationError, RuntimeError, NotImplementedError) as error:
+        by_ad = skipped(name, reference, tolerance, _reason(error))
+    difference_reference, difference_blocks = along
+    by_difference = compare(
+        f"{method} vs central differences",
+        difference_reference,
+        difference_blocks(),
+        options.tolerance(FD_TOLERANCE[problem.dtype]),
+        options.step,
+    )
+    return Check((by_ad, by_difference))
+
+
 def check_jvp(
     problem: Problem,
     result: JvpResult,
     options: CheckOptions = DEFAULT_CHECK_OPTIONS,
 ) -> Check:
     """J·v against J·v with J from reverse mode, and against a central difference along v."""
-    tolerance = options.tolerance(AD_TOLERANCE[problem.dtype])
-    name = f"{result.method} vs J·v"
-    reference = "J·v, J by reverse mode"
-    try:
-        jacobians = _jacobians(
-            problem, method_in_mode("rev", problem.output_count, problem.input_count)
-        )
-        products = compare(
-            name,
-            reference,
-            jvp_blocks(result.jvps, jvp_from_jacobians(result.tangents, jacobians)),
-            tolerance,
-        )
-    except (ComputationError, RuntimeError, NotImplementedError) as error:
-        products = skipped(name, reference, tolerance, _reason(error))
-    differences, rounding = directional_differences(problem, result.tangents, options.step)
-    along = compare(
-        f"{result.method} vs central differences",
-        "a central difference along v (float64)",
-        jvp_blocks(result.jvps, differences, rounding),
-        options.tolerance(FD_TOLERANCE[problem.dtype]),
-        options.step,
+
+    def by_reverse_mode() -> list[Block]:
+        method = method_in_mode("rev", problem.output_count, problem.input_count)
+        jacobians = _jacobians(problem, method)
+        return jvp_blocks(result.jvps, jvp_from_jacobians(result.tangents, jacobians))
+
+    def by_difference() -> list[Block]:
+        differences, rounding = directional_differences(problem, result.tangents, options.step)
+        return jvp_blocks(result.jvps, differences, rounding)
+
+    return _product_check(
+        problem,
+        result.method,
+        (f"{result.method} vs J·v", "J·v, J by reverse mode", by_reverse_mode),
+        ("a central difference along v (float64)", by_difference),
+        options,
     )
-    return Check((products, along))
 
 
 def _in_float64(problem: Problem) -> Problem:
@@ -526,23 +545,23 @@ def check_hvp(
     along v."""
     from jaccli.engine.hessian import HVP_METHODS
 
-    tolerance = options.tolerance(AD_TOLERANCE[problem.dtype])
     (other,) = (m for m in HVP_METHODS if m != result.method)
-    name = f"{result.method} vs {other}"
-    primals, f = split_wrt(problem)
-    vectors = [torch.from_numpy(result.vectors[w]) for w in problem.wrt]
-    try:
+
+    def by_other_composition() -> list[Block]:
+        primals, f = split_wrt(problem)
+        vectors = [torch.from_numpy(result.vectors[w]) for w in problem.wrt]
         _, products = HVP_METHODS[other](f, primals, vectors)
         references = {w: p.numpy() for w, p in zip(problem.wrt, products, strict=True)}
-        composition = compare(name, other, vjp_blocks(result.hvps, references), tolerance)
-    except (ComputationError, RuntimeError, NotImplementedError) as error:
-        composition = skipped(name, other, tolerance, _reason(error))
-    differences, rounding = gradient_differences(problem, result.vectors, options.step)
-    along = compare(
-        f"{result.method} vs central differences",
-        "a central difference of the gradient along v (float64)",
-        vjp_blocks(result.hvps, differences, rounding),
-        options.tolerance(FD_TOLERANCE[problem.dtype]),
-        options.step,
+        return vjp_blocks(result.hvps, references)
+
+    def by_difference() -> list[Block]:
+        differences, rounding = gradient_differences(problem, result.vectors, options.step)
+        return vjp_blocks(result.hvps, differences, rounding)
+
+    return _product_check(
+        problem,
+        result.method,
+        (f"{result.method} vs {other}", other, by_other_composition),
+        ("a central difference of the gradient along v (float64)", by_difference),
+        options,
     )
-    return Check((composition, along))

@@ -7,6 +7,7 @@ many at once while a coprocess that sends one line and waits for its answer gets
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -50,7 +51,9 @@ def load_points(name: str, reference: str, size_limit: int) -> ArrayData:
     from jaccli.loaders import load_array, read_regular_file
 
     if reference.endswith(".jsonl"):
-        data = read_regular_file(reference, size_limit).decode("utf-8", errors="replace")
+        with _speaking_of_points(name):
+            raw = read_regular_file(reference, size_limit)
+        data = raw.decode("utf-8", errors="replace")
         points = []
         for number, line in enumerate(data.splitlines(), start=1):
             if line.strip():
@@ -60,13 +63,24 @@ def load_points(name: str, reference: str, size_limit: int) -> ArrayData:
         if not points:
             raise UsageError(f"--points {name}=@{reference}: no points in the file")
         return _stacked(name, reference, points)
-    data = load_array(reference, size_limit)
+    with _speaking_of_points(name):
+        data = load_array(reference, size_limit)
     if not data.shape or data.shape[0] == 0:
         raise UsageError(
             f"--points {name}=@{reference}: the points run along the leading axis; got shape "
             f"{format_shape(data.shape)}"
         )
     return data
+
+
+@contextlib.contextmanager
+def _speaking_of_points(name: str) -> Iterator[None]:
+    """The loaders' errors, which speak of --value, as errors of --points NAME."""
+    try:
+        yield
+    except UsageError as error:
+        message = error.message.replace("--value @", f"--points {name}=@", 1)
+        raise UsageError(message, code=error.code) from None
 
 
 def _point(line: str, what: str, size_limit: int) -> ArrayData:

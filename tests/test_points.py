@@ -283,3 +283,15 @@ def test_points_kept_for_json_obey_the_memory_budget(jaccli, tmp_path) -> None:
                       input="[1, 0.5]\n" * 20_000)  # fmt: skip
     assert streamed.exit_code == 3
     assert "use --jsonl, which prints each point as it is done" in streamed.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("/dev/zero", "--points x=@/dev/zero: unknown kind of file"),
+     ("missing.jsonl", "--points x=@missing.jsonl: no such file"),
+     ("missing.npy", "--points x=@missing.npy: no such file")],
+)  # fmt: skip
+def test_a_points_file_that_cannot_be_read_is_named_as_points(jaccli, source, message) -> None:
+    run = jaccli("jacobian", "--fn", "polar", "--points", f"x=@{source}")
+    assert run.exit_code == 2
+    assert message in run.stderr

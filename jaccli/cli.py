@@ -58,11 +58,48 @@ class JaccliGroup(TyperGroup):
 app = typer.Typer(
     cls=JaccliGroup,
     name="jaccli",
-    help="Jacobians and vector-Jacobian products of functions, by PyTorch autograd.",
+    help="Jacobians and their determinants, vector-Jacobian and Jacobian-vector products, "
+    "Hessians and Hessian-vector products of functions, by PyTorch autograd.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _show_version(asked: bool) -> None:
+    """`jaccli --version`: jaccli's, torch's and Python's versions, without importing torch."""
+    if not asked:
+        return
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from jaccli import __version__
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    write(
+        sys.stdout,
+        f"jaccli {__version__}, torch {torch_version}, Python {platform.python_version()}\n",
+    )
+    raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the versions of jaccli, torch and Python, and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Jacobians and their determinants, vector-Jacobian and Jacobian-vector products,
+    Hessians and Hessian-vector products of functions, by PyTorch autograd."""
 
 
 @contextmanager
@@ -502,7 +539,10 @@ def jacobian(
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
-    """Compute y = f(x) and its Jacobian J, with J.shape == y.shape + x.shape."""
+    """Compute y = f(x) and its Jacobian J.
+
+    J.shape == y.shape + x.shape, and J[i…, j…] = ∂y[i…]/∂x[j…].
+    """
     _jacobian_command(
         "jacobian",
         Computing(
@@ -740,9 +780,10 @@ def det(
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
-    """Compute a square Jacobian J and det J: its sign, log|det J| and the trace (divergence).
+    """Compute J and det J of a square Jacobian.
 
-    J must be square once flattened (y.numel() == x.numel()); with several --wrt, the joint J.
+    With det J come its sign, log|det J| (no overflow) and the trace (the divergence). J must be
+    square once flattened (y.numel() == x.numel()); with several --wrt, the joint J.
     """
     _jacobian_command(
         "det",
@@ -941,7 +982,10 @@ def vjp(
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
-    """Compute the vector-Jacobian product vᵀ·J, the x.grad that y.backward(v) gives."""
+    """Compute the vector-Jacobian product vᵀ·J.
+
+    It is the x.grad that y.backward(v) leaves.
+    """
     _product_command(
         _vjp_product(),
         Computing(
@@ -992,9 +1036,10 @@ def jvp(
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
-    """Compute the Jacobian-vector product J·v by forward mode: how y changes along v.
+    """Compute the Jacobian-vector product J·v.
 
-    With several --wrt inputs the products add up, J·v = Σₖ Jₖ·vₖ, as torch.func.jvp has it.
+    By forward mode: how y changes along v. With several --wrt inputs the products add up,
+    J·v = Σₖ Jₖ·vₖ, as torch.func.jvp has it.
     """
     _product_command(
         _jvp_product(),
@@ -1039,10 +1084,11 @@ def hessian(
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
-    """Compute the Hessian H = ∂²y/∂a∂b of each output for every pair of --wrt inputs, with
-    H.shape == y.shape + a.shape + b.shape: the Jacobian of the gradient.
+    """Compute the Hessian H = ∂²y/∂a∂b.
 
-    --strategy fwd is forward-over-reverse (jacfwd of jacrev), rev and loop reverse-over-reverse.
+    For each output and every pair of --wrt inputs, H.shape == y.shape + a.shape + b.shape: the
+    Jacobian of the gradient. --strategy fwd is forward-over-reverse (jacfwd of jacrev), rev
+    and loop reverse-over-reverse.
     """
     with reporting("hessian", json_, traceback):
         out_path = None if plan else _out_path(out, force)
@@ -1156,8 +1202,10 @@ def hvp(
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
-    """Compute the Hessian-vector product H·v of a scalar output without forming H: the JVP
-    of the gradient (forward-over-reverse), in the memory of a few gradients.
+    """Compute the Hessian-vector product H·v.
+
+    Of a scalar output, without forming H: the JVP of the gradient (forward-over-reverse), in
+    the memory of a few gradients.
     """
     _product_command(
         _hvp_product(),
@@ -1194,9 +1242,10 @@ def check_command(
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
-    """Gradient-check a function in float64: AD against the other mode and finite differences.
+    """Gradient-check a function in float64.
 
-    Exits 0 when every comparison passes and 1 when one fails, so it can run in CI.
+    AD against the other mode and finite differences. Exits 0 when every comparison passes and
+    1 when one fails, so it can run in CI.
     """
     with reporting("check", json_, traceback):
         check_options = _check_options(rtol, atol, eps)
@@ -1247,7 +1296,10 @@ def check_command(
 
 @app.command()
 def presets(json_: JsonOption = False) -> None:
-    """List the preset functions: name, formula, and inputs with their default shapes."""
+    """List the preset functions.
+
+    Name, formula, inputs with their default shapes, and whether J is square.
+    """
     functions = [(function, square_jacobian(function)) for function in PRESETS.values()]
     if json_:
         from jaccli.render.document import presets_document

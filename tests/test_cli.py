@@ -296,3 +296,25 @@ def test_colour_appears_on_a_terminal_and_no_color_removes_it(jaccli) -> None:
     )
     assert "\x1b[1;35m" not in plain.stdout and "\x1b[36m" not in plain.stdout
     assert "∂y[0] / ∂x" in plain.stdout
+
+
+def test_version_names_jaccli_torch_and_python(jaccli) -> None:
+    import platform
+    from importlib.metadata import version
+
+    import jaccli as package
+
+    run = jaccli("--version")
+    assert run.exit_code == 0
+    assert run.stdout == (
+        f"jaccli {package.__version__}, torch {version('torch')}, "
+        f"Python {platform.python_version()}\n"
+    )
+
+
+def test_top_level_help_lists_every_command_without_cutting_its_summary(jaccli) -> None:
+    run = jaccli("--help", width=80)
+    assert run.exit_code == 0
+    for command in ("jacobian", "det", "vjp", "jvp", "hessian", "hvp", "check", "presets"):
+        (line,) = [ln for ln in run.stdout.splitlines() if ln.strip().startswith(command + " ")]
+        assert not line.rstrip().endswith("..."), line

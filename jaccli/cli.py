@@ -180,6 +180,15 @@ def _complete_function(incomplete: str) -> list[str]:
     return [name for name in PRESETS if name.startswith(incomplete)]
 
 
+def _choices(*choices: str) -> Callable[[str], list[str]]:
+    """Shell completion of an option with fixed choices: those that start with what was typed."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [choice for choice in choices if choice.startswith(incomplete)]
+
+    return complete
+
+
 FnOption = Annotated[
     str | None,
     typer.Option(
@@ -224,7 +233,9 @@ WrtOption = Annotated[
     ),
 ]
 SeedOption = Annotated[int, typer.Option(help="Seed of the standard-normal input values.")]
-DtypeOption = Annotated[str, typer.Option(help="float32 or float64.")]
+DtypeOption = Annotated[
+    str, typer.Option(help="float32 or float64.", autocompletion=_choices(*spec.DTYPES))
+]
 PrecisionOption = Annotated[int, typer.Option(min=0, max=17, help="Decimals shown in tables.")]
 FullOption = Annotated[bool, typer.Option("--full", help="Show every entry of large tables.")]
 JsonOption = Annotated[
@@ -272,6 +283,7 @@ DeviceOption = Annotated[
     typer.Option(
         help="cpu, cuda, cuda:N or mps: where inputs, constants and the function's tensors "
         "live; results come back to the CPU. One not available here exits 2.",
+        autocompletion=_choices("cpu", "cuda", "mps"),
     ),
 ]
 TracebackOption = Annotated[
@@ -300,6 +312,7 @@ ViewOption = Annotated[
         help="rows, cols or full: the result rebuilt slice by slice along a separable axis. "
         "[default: jacobian full; vjp and jvp the natural view of a single input]",
         show_default=False,
+        autocompletion=_choices("rows", "cols", "full"),
     ),
 ]
 CheckOption = Annotated[
@@ -331,7 +344,11 @@ EpsOption = Annotated[
 
 
 StrategyOption = Annotated[
-    str, typer.Option(help="auto, loop, rev (reverse mode) or fwd (forward mode).")
+    str,
+    typer.Option(
+        help="auto, loop, rev (reverse mode) or fwd (forward mode).",
+        autocompletion=_choices("auto", "loop", "rev", "fwd"),
+    ),
 ]
 PlanOption = Annotated[
     bool,
@@ -963,7 +980,10 @@ def vjp(
     batch_axis: BatchAxisOption = None,
     cotangent: Annotated[
         str,
-        typer.Option(help="v in y's shape: ones, randn (seeded) or a JSON array."),
+        typer.Option(
+            help="v in y's shape: ones, randn (seeded) or a JSON array.",
+            autocompletion=_choices("ones", "randn"),
+        ),
     ] = "ones",
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
@@ -1016,7 +1036,8 @@ def jvp(
         str,
         typer.Option(
             help="v in the shape of the input: ones, randn (seeded), a JSON array, or a JSON "
-            'object with an array for each --wrt input ({"a": [...], "b": [...]}).'
+            'object with an array for each --wrt input ({"a": [...], "b": [...]}).',
+            autocompletion=_choices("ones", "randn"),
         ),
     ] = "ones",
     seed: SeedOption = 0,
@@ -1183,7 +1204,8 @@ def hvp(
         str,
         typer.Option(
             help="v in the shape of the input: ones, randn (seeded), a JSON array, or a JSON "
-            'object with an array for each --wrt input ({"a": [...], "b": [...]}).'
+            'object with an array for each --wrt input ({"a": [...], "b": [...]}).',
+            autocompletion=_choices("ones", "randn"),
         ),
     ] = "ones",
     seed: SeedOption = 0,

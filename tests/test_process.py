@@ -133,3 +133,28 @@ def test_ctrl_c_exits_130_without_a_traceback(args: list[str], delay: float) -> 
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr.decode()
     assert b"Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("words", "offered"),
+    [("jaccli jacobian --dtype f", ["float32", "float64"]),
+     ("jaccli hessian --strategy r", ["rev"]),
+     ("jaccli vjp --view c", ["cols"]),
+     ("jaccli jvp --tangent r", ["randn"]),
+     ("jaccli det --device c", ["cpu", "cuda"])],
+)  # fmt: skip
+def test_shell_completion_offers_the_choices_of_an_option(words: str, offered: list[str]) -> None:
+    env = {
+        **ENV,
+        "_JACCLI_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - 1),
+    }
+    code = (
+        "from jaccli.cli import app\n"
+        "try:\n    app(prog_name='jaccli')\nexcept SystemExit:\n    pass\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.stdout.split() == offered

@@ -12,7 +12,7 @@ from jaccli.engine.evaluate import evaluate, single_output_name
 from jaccli.engine.guard import require_within_budget
 from jaccli.engine.separable import declared_axes, verify_declared
 from jaccli.errors import ComputationError, UsageError
-from jaccli.functions.model import AxisPair, Function, InputSpec, ShapeUnknown
+from jaccli.functions.model import AxisPair, Function, ShapeUnknown
 from jaccli.spec import ArrayData, Shape, format_shape
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -100,7 +100,7 @@ def resolve_shapes(
             )
         resolved[name] = data.shape
     for spec in function.inputs:
-        followed = _followed_shape(spec, resolved)
+        followed = spec.followed_shape(resolved)
         if spec.name in resolved:
             if followed is not None and resolved[spec.name] != followed:
                 raise UsageError(
@@ -120,14 +120,6 @@ def resolve_shapes(
                 code="missing_input",
             )
     return {spec.name: resolved[spec.name] for spec in function.inputs if spec.name in resolved}
-
-
-def _followed_shape(spec: InputSpec, resolved: dict[str, Shape]) -> Shape | None:
-    """The shape a constant takes from the input it follows; None when it follows none."""
-    if spec.shape_like is None:
-        return None
-    source = resolved[spec.shape_like]
-    return source if spec.derived_shape is None else spec.derived_shape.rule(source)
 
 
 def resolve_wrt(

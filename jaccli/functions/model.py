@@ -77,6 +77,14 @@ class InputSpec:
     has_default: bool = False
     """A user function's parameter with a default: kept, and not differentiated, unless given."""
 
+    def followed_shape(self, shapes: Mapping[str, Shape]) -> Shape | None:
+        """The shape this constant takes from the input it follows (in `shapes`); None when it
+        follows none."""
+        if self.shape_like is None:
+            return None
+        source = shapes[self.shape_like]
+        return source if self.derived_shape is None else self.derived_shape.rule(source)
+
 
 ShapeRule = Callable[[Mapping[str, Shape]], Shape]
 

@@ -198,13 +198,11 @@ def square_jacobian(function: Function) -> bool:
     differentiable = [spec for spec in function.inputs if spec.differentiable]
     if len(differentiable) != 1 or function.output_shape is None:
         return False
-    shapes = {spec.name: spec.default_shape for spec in function.inputs if spec.default_shape}
+    shapes = {s.name: s.default_shape for s in function.inputs if s.default_shape is not None}
     for spec in function.inputs:
-        if spec.shape_like is not None:
-            source = shapes[spec.shape_like]
-            shapes[spec.name] = (
-                source if spec.derived_shape is None else spec.derived_shape.rule(source)
-            )
+        followed = spec.followed_shape(shapes)
+        if followed is not None:
+            shapes[spec.name] = followed
     (x,) = differentiable
     return math.prod(function.output_shape(shapes)) == math.prod(shapes[x.name])
 

@@ -297,3 +297,27 @@ class PlanReport:
 
 Result = JacobianResult | VjpResult | JvpResult | HessianResult | HvpResult
 """What a computing command hands the renderers."""
+
+
+def computed_arrays(result: Result) -> list[np.ndarray]:
+    """What a result computed, in a fixed order: each J, vᵀ·J, J·v, H·v or H."""
+    if isinstance(result, JacobianResult):
+        return [j for by_wrt in result.jacobians.values() for j in by_wrt.values()]
+    if isinstance(result, VjpResult):
+        return list(result.vjps.values())
+    if isinstance(result, JvpResult):
+        return list(result.jvps.values())
+    if isinstance(result, HvpResult):
+        return list(result.hvps.values())
+    return [h for by_a in result.hessians.values() for by_b in by_a.values() for h in by_b.values()]
+
+
+def direction_arrays(result: Result) -> list[np.ndarray]:
+    """The vectors a product was taken with: cotangents, tangents or H·v's vectors."""
+    if isinstance(result, VjpResult):
+        return list(result.cotangents.values())
+    if isinstance(result, JvpResult):
+        return list(result.tangents.values())
+    if isinstance(result, HvpResult):
+        return list(result.vectors.values())
+    return []

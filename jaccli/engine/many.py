@@ -41,6 +41,7 @@ from jaccli.result import (
     PointsPlan,
     Result,
     VjpResult,
+    computed_arrays,
 )
 from jaccli.spec import first_line, format_bytes
 
@@ -428,19 +429,8 @@ def _as_numpy(value: object) -> object:
 
 
 def main_arrays(result: Result) -> list[np.ndarray]:
-    """The arrays a result is about, in a fixed order: outputs, then J, the products or H."""
-    arrays = list(result.evaluation.outputs.values())
-    if isinstance(result, JacobianResult):
-        arrays += [j for by_wrt in result.jacobians.values() for j in by_wrt.values()]
-    elif isinstance(result, VjpResult):
-        arrays += list(result.vjps.values())
-    elif isinstance(result, JvpResult):
-        arrays += list(result.jvps.values())
-    elif isinstance(result, HvpResult):
-        arrays += list(result.hvps.values())
-    else:
-        arrays += [h for a in result.hessians.values() for b in a.values() for h in b.values()]
-    return arrays
+    """The arrays a result is about, in a fixed order: outputs, then what it computed."""
+    return [*result.evaluation.outputs.values(), *computed_arrays(result)]
 
 
 def _difference(problem: Problem, value: Result, reference: Result) -> tuple[float, float]:

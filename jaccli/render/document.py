@@ -23,6 +23,8 @@ from jaccli.result import (
     Result,
     View,
     VjpResult,
+    computed_arrays,
+    direction_arrays,
 )
 
 SCHEMA_VERSION = 2
@@ -267,18 +269,9 @@ def document_numbers(result: Result, *, jacobians: bool = True) -> int:
     unless `jacobians` is False, as in the check command's document)."""
     evaluation = result.evaluation
     arrays = [v.values for v in evaluation.inputs] + list(evaluation.outputs.values())
-    if isinstance(result, VjpResult):
-        arrays += [*result.cotangents.values(), *result.vjps.values()]
-    elif isinstance(result, JvpResult):
-        arrays += [*result.tangents.values(), *result.jvps.values()]
-    elif isinstance(result, HvpResult):
-        arrays += [*result.vectors.values(), *result.hvps.values()]
-    elif isinstance(result, HessianResult):
-        arrays += [
-            h for by_a in result.hessians.values() for by_b in by_a.values() for h in by_b.values()
-        ]
-    elif jacobians:
-        arrays += [j for by_wrt in result.jacobians.values() for j in by_wrt.values()]
+    arrays += direction_arrays(result)
+    if jacobians or not isinstance(result, JacobianResult):
+        arrays += computed_arrays(result)
     if isinstance(result, JacobianResult) and result.determinant is not None:
         det = result.determinant
         arrays += [det.sign, det.logabsdet, det.det, det.trace]

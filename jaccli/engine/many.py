@@ -45,8 +45,8 @@ from jaccli.result import (
 )
 from jaccli.spec import first_line, format_bytes
 
-COMMANDS = ("jacobian", "det", "vjp", "jvp", "hessian", "hvp", "check")
-VECTORIZED = frozenset(COMMANDS) - {"check"}
+VECTORIZED = frozenset({"jacobian", "det", "vjp", "jvp", "hessian", "hvp"})
+"""The commands with a kernel; `check` goes point by point."""
 MAX_CHUNK = 65536
 INTERMEDIATE_MULTIPLE = 4
 """A vmapped chunk holds about this many times its results' bytes in intermediates."""
@@ -145,7 +145,6 @@ def run_points(
     directions: Mapping[str, torch.Tensor] | None = None,
     first_index: int = 0,
     budget: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
     keep_going: bool = False,
 ) -> Iterator[list[PointOutcome]]:
     """Each chunk's outcomes in order, as soon as the chunk is done (NOTE [many points]).
@@ -157,10 +156,8 @@ def run_points(
     if plan.refused is not None:
         raise ResourceError(plan.refused, code="memory_budget")
     vectorized = command in VECTORIZED
-    done = 0
     for chunk_start in range(0, count, plan.chunk_size):
         chunk = {n: t[chunk_start : chunk_start + plan.chunk_size] for n, t in points.items()}
-        size = next(iter(chunk.values())).shape[0]
         outcomes: list[PointOutcome] | None = None
         if vectorized:
             try:
@@ -180,9 +177,6 @@ def run_points(
                 vectorized = False
         if outcomes is None:
             outcomes = _loop_chunk(problem, chunk, single, first_index + chunk_start, keep_going)
-        done += size
-        if progress is not None:
-            progress(done, count)
         yield outcomes
         if any(o.error is not None for o in outcomes) and not keep_going:
             return

@@ -172,7 +172,13 @@ def _report(command: str, error: Exception, as_json: bool, show_traceback: bool)
 def _layout(precision: int, full: bool) -> Any:
     from jaccli.render.tables import Layout
 
-    return Layout(precision=precision, width=Console().width, full=full)
+    console = Console()
+    return Layout(
+        precision=precision,
+        width=console.width,
+        full=full,
+        color=console.color_system is not None,
+    )
 
 
 def _complete_function(incomplete: str) -> list[str]:
@@ -309,10 +315,21 @@ ForceOption = Annotated[bool, typer.Option("--force", help="Let --out replace an
 ViewOption = Annotated[
     str | None,
     typer.Option(
-        help="rows, cols or full: the result rebuilt slice by slice along a separable axis. "
+        help="rows, cols or full: the result rebuilt slice by slice along a separable axis; "
+        "heatmap or sparsity (jacobian): J drawn, or its non-zeros and structure. "
         "[default: jacobian full; vjp and jvp the natural view of a single input]",
         show_default=False,
-        autocompletion=_choices("rows", "cols", "full"),
+        autocompletion=_choices("rows", "cols", "full", "heatmap", "sparsity"),
+    ),
+]
+PictureViewOption = Annotated[
+    str | None,
+    typer.Option(
+        "--view",
+        help="heatmap or sparsity: J drawn, or its non-zeros and structure, instead of its "
+        "numbers.",
+        show_default=False,
+        autocompletion=_choices("heatmap", "sparsity"),
     ),
 ]
 CheckOption = Annotated[
@@ -459,12 +476,62 @@ def _strategy(name: str) -> Any:
         raise UsageError(f"unknown --strategy {name!r} (choose {choices})") from None
 
 
-def _out_path(out: str | None, force: bool) -> Path | None:
+def _out_path(out: str | None, force: bool, *, pictures: bool = False) -> Path | None:
     if out is None:
         return None
     from jaccli.render.files import checked_out_path
 
-    return checked_out_path(out, force)
+    return checked_out_path(out, force, pictures=pictures)
+
+
+def _picture(result: Any, view: str | None, layout: Any, batched_hint: str | None) -> Any:
+    """The picture `--view heatmap|sparsity` asks for, fitted to the terminal; else None."""
+    from jaccli.engine.structure import PICTURE_VIEWS, picture_of
+
+    if view not in PICTURE_VIEWS:
+        return None
+    from jaccli.render.picture import frame
+
+    return picture_of(result, view, *frame(result, view, layout), batched_hint=batched_hint)
+
+
+def _split_view(view: str | None, batched: bool) -> tuple[str | None, str | None]:
+    """(picture view, per-slice view) out of --view: a picture is drawn of the whole J."""
+    from jaccli.engine.structure import PICTURE_VIEWS
+
+    if view not in PICTURE_VIEWS:
+        return None, view
+    if batched:
+        raise UsageError(f"--view {view} draws the whole J; drop --batched")
+    return view, None
+
+
+def _picture_only(view: str | None) -> str | None:
+    """--view of det and hessian: a picture, or nothing."""
+    from jaccli.engine.structure import PICTURE_VIEWS
+
+    if view is not None and view not in PICTURE_VIEWS:
+        raise UsageError(f"unknown --view {view!r} (choose {', '.join(PICTURE_VIEWS)})")
+    return view
+
+
+def _batched_hint(problem: Problem) -> str | None:
+    """What computes only J's blocks along axis 0 of its single input, if anything does."""
+    if len(problem.wrt) != 1 or len(problem.output_shapes) != 1:
+        return None
+    (wrt,) = problem.wrt
+    (y_shape,) = problem.output_shapes.values()
+    axes = problem.function.input(wrt).separable.axes(problem.inputs[wrt].ndim, len(y_shape))
+    return "--batched" if axes[:1] == ((0, 0),) else f"--batched --batch-axis {wrt}=0"
+
+
+def _with_structure(document: Callable[[], dict[str, Any]], picture: Any) -> Any:
+    """The document, with the `structure` of J when a picture of it was asked for."""
+    if picture is None:
+        return document
+    from jaccli.render.document import structure_document
+
+    return lambda: {**document(), "structure": structure_document(picture.structure)}
 
 
 def _finish(
@@ -482,9 +549,7 @@ def _finish(
     """Write --out, print the result (the JSON document, refused past the memory budget, or
     the tables), then warnings; exit 1 when a check or a view failed."""
     if out is not None:
-        from jaccli.render.files import result_arrays, write_out
-
-        write_out(out, result_arrays(result), force)
+        _write_out(out, result, force)
     if as_json:
         from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
         from jaccli.render.document import document_numbers
@@ -516,6 +581,20 @@ def _finish(
 
         write(sys.stderr, f"{command}: {check_failure_line(result.check)}\n")
         raise typer.Exit(ExitCode.COMPUTATION)
+
+
+def _write_out(out: Path, result: Any, force: bool) -> None:
+    """The result's arrays, or for .png, .svg and .pdf its heat map, written to --out."""
+    from jaccli.render.files import IMAGE_SUFFIXES, publish, result_arrays, write_out
+
+    if out.suffix not in IMAGE_SUFFIXES:
+        write_out(out, result_arrays(result), force)
+        return
+    from jaccli.engine.structure import picture_of
+    from jaccli.render.image import IMAGE_CELLS, draw_picture
+
+    picture = picture_of(result, "heatmap", IMAGE_CELLS, IMAGE_CELLS)
+    publish(out, lambda path: draw_picture(picture, path, out.suffix[1:]), force)
 
 
 @app.command()
@@ -680,7 +759,10 @@ def _jacobian_command(
     precision, full, json_ = shown
     out, force = written
     with reporting(command, json_, traceback):
-        out_path = None if plan else _out_path(out, force)
+        if command == "det":
+            _picture_only(view)
+        picture_view, view = _split_view(view, batched)
+        out_path = None if plan else _out_path(out, force, pictures=True)
         budget = _budget(computing.max_memory)
         chosen = _strategy(strategy)
         check_options = _check_options(rtol, atol, eps)
@@ -747,12 +829,14 @@ def _jacobian_command(
         from jaccli.render.document import jacobian_document
         from jaccli.render.tables import jacobian_renderable
 
+        layout = _layout(precision, full)
+        picture = _picture(result, picture_view, layout, _batched_hint(problem))
         _finish(
             command,
             result,
             json_,
-            lambda: jacobian_document(result),
-            lambda: jacobian_renderable(result, _layout(precision, full)),
+            _with_structure(lambda: jacobian_document(result), picture),
+            lambda: jacobian_renderable(result, layout, picture),
             full=full,
             out=out_path,
             force=force,
@@ -774,6 +858,7 @@ def det(
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
     strategy: StrategyOption = "auto",
+    view: PictureViewOption = None,
     check: CheckOption = False,
     rtol: RtolOption = None,
     atol: AtolOption = None,
@@ -808,7 +893,7 @@ def det(
             fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis, device
         ),
         strategy,
-        view=None,
+        view=view,
         checking=(check, rtol, atol, eps),
         batched=batched,
         plan=plan,
@@ -1090,6 +1175,7 @@ def hessian(
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
     strategy: StrategyOption = "auto",
+    view: PictureViewOption = None,
     check: CheckOption = False,
     rtol: RtolOption = None,
     atol: AtolOption = None,
@@ -1112,7 +1198,8 @@ def hessian(
     and loop reverse-over-reverse.
     """
     with reporting("hessian", json_, traceback):
-        out_path = None if plan else _out_path(out, force)
+        picture_view = _picture_only(view)
+        out_path = None if plan else _out_path(out, force, pictures=True)
         budget = _budget(max_memory)
         chosen = _strategy(strategy)
         check_options = _check_options(rtol, atol, eps)
@@ -1135,7 +1222,10 @@ def hessian(
                 lambda result: hessian_renderable(result, _layout(precision, full)),
                 shown=(json_, full),
                 written=(out_path, force),
-                single_point_only=[(check, "--check (use jaccli check --points)")],
+                single_point_only=[
+                    (check, "--check (use jaccli check --points)"),
+                    (picture_view is not None, "--view"),
+                ],
             )
             return
         first: list[tuple[str, ArrayData]] = []
@@ -1177,12 +1267,14 @@ def hessian(
         from jaccli.render.document import hessian_document
         from jaccli.render.second_order import hessian_renderable
 
+        layout = _layout(precision, full)
+        picture = _picture(result, picture_view, layout, None)
         _finish(
             "hessian",
             result,
             json_,
-            lambda: hessian_document(result),
-            lambda: hessian_renderable(result, _layout(precision, full)),
+            _with_structure(lambda: hessian_document(result), picture),
+            lambda: hessian_renderable(result, layout, picture),
             full=full,
             out=out_path,
             force=force,

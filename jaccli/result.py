@@ -321,3 +321,73 @@ def direction_arrays(result: Result) -> list[np.ndarray]:
     if isinstance(result, HvpResult):
         return list(result.vectors.values())
     return []
+
+
+@dataclass(frozen=True)
+class BlockDiagonal:
+    """J's non-zeros lie in diagonal blocks: `row_sizes[k]` rows by `column_sizes[k]` columns."""
+
+    row_sizes: tuple[int, ...]
+    column_sizes: tuple[int, ...]
+    axis: int | None
+    """The axis of both the input and the output the blocks run along (its samples), or None
+    when they follow no axis."""
+    hint: str | None = None
+    """What to run to compute only the blocks, when a command can."""
+
+    @property
+    def count(self) -> int:
+        return len(self.row_sizes)
+
+
+@dataclass(frozen=True)
+class Structure:
+    """The shape of J's non-zero pattern, on the matrix with rows = outputs, columns = inputs."""
+
+    rows: int
+    columns: int
+    nonzeros: int
+    lower_bandwidth: int | None
+    """max(i − j) over the non-zeros J[i, j]; None when J is zero."""
+    upper_bandwidth: int | None
+    diagonal: bool
+    triangular: str | None
+    """`lower` or `upper` for a square J zero above or below its diagonal (not diagonal)."""
+    blocks: BlockDiagonal | None
+    rank: int | None
+    """The numerical rank: singular values above `rank_tolerance`."""
+    rank_tolerance: float | None
+    rank_skipped: str | None = None
+
+    @property
+    def density(self) -> float:
+        return self.nonzeros / max(self.rows * self.columns, 1)
+
+
+@dataclass(frozen=True)
+class PictureGroup:
+    """One output (rows) or input (columns) in a picture: its label, entries and cells."""
+
+    label: str
+    size: int
+    cells: int
+
+
+@dataclass(frozen=True)
+class Picture:
+    """J pooled to fit a frame: each cell holds the entry of largest magnitude it covers."""
+
+    view: str
+    """`heatmap` or `sparsity`: what the picture is drawn as."""
+    title: str
+    values: np.ndarray
+    """Pooled values, with NaN where a cell covers a NaN."""
+    nonzero: np.ndarray
+    """Whether a cell covers any non-zero entry."""
+    cell_rows: int
+    cell_columns: int
+    row_groups: tuple[PictureGroup, ...]
+    column_groups: tuple[PictureGroup, ...]
+    scale: float
+    """max |J| over the finite entries; the colour scale runs from −scale to +scale."""
+    structure: Structure

@@ -15,6 +15,7 @@ from jaccli.engine.evaluate import call_function, evaluate, leaves_of, to_numpy
 from jaccli.engine.guard import require_within_budget
 from jaccli.engine.jacobian import jacobian_of, method_in_mode
 from jaccli.engine.problem import Problem
+from jaccli.engine.structure import PICTURE_VIEWS
 from jaccli.engine.tolerance import AD_TOLERANCE
 from jaccli.errors import UsageError
 from jaccli.functions.model import AxisPair
@@ -48,6 +49,10 @@ def available_views(problem: Problem, wrt: str) -> dict[str, AxisPair]:
 def choose_view(problem: Problem, requested: str | None) -> tuple[str, str, AxisPair] | None:
     """(wrt, view, axes) to show: the one requested, or with None the natural one of a single
     `wrt` input that decomposes (rows before cols); None for the plain result."""
+    if requested in PICTURE_VIEWS:
+        raise UsageError(
+            f"--view {requested} draws J or H: use it with jaccli jacobian, det or hessian"
+        )
     if requested is not None and requested not in VIEW_NAMES:
         raise UsageError(f"unknown --view {requested!r} (choose {', '.join(VIEW_NAMES)})")
     if requested == "full":

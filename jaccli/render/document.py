@@ -21,6 +21,7 @@ from jaccli.result import (
     JacobianResult,
     JvpResult,
     Result,
+    Structure,
     View,
     VjpResult,
     computed_arrays,
@@ -34,6 +35,33 @@ SCHEMA_VERSION = 2
 def tensor_entry(array: np.ndarray) -> dict[str, Any]:
     """`{"shape": [...], "values": [...]}` for one array."""
     return {"shape": list(array.shape), "values": json_values(array)}
+
+
+def structure_document(structure: Structure) -> dict[str, Any]:
+    """The structure of J as a matrix (rows = outputs, columns = inputs), for --view pictures."""
+    blocks = structure.blocks
+    return {
+        "rows": structure.rows,
+        "columns": structure.columns,
+        "nonzeros": structure.nonzeros,
+        "density": structure.density,
+        "lower_bandwidth": structure.lower_bandwidth,
+        "upper_bandwidth": structure.upper_bandwidth,
+        "diagonal": structure.diagonal,
+        "triangular": structure.triangular,
+        "block_diagonal": None
+        if blocks is None
+        else {
+            "count": blocks.count,
+            "row_sizes": list(blocks.row_sizes),
+            "column_sizes": list(blocks.column_sizes),
+            "axis": blocks.axis,
+            "hint": blocks.hint,
+        },
+        "rank": structure.rank,
+        "rank_tolerance": structure.rank_tolerance,
+        "rank_skipped": structure.rank_skipped,
+    }
 
 
 def _evaluation(command: str, evaluation: Evaluation, notes: Iterable[str]) -> dict[str, Any]:

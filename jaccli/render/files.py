@@ -1,4 +1,5 @@
-"""The main result written to a file for the next program: .npy, .pt, .safetensors or .csv.
+"""The main result written to a file for the next program: .npy, .pt, .safetensors or .csv,
+or its picture for a person: .png, .svg or .pdf (render/image.py).
 
 A file is written under a temporary name beside the target and renamed into place, so a failure
 never leaves a half-written file, and an existing file is replaced only with --force.
@@ -10,6 +11,7 @@ import csv
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from jaccli.render.numbers import json_values
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, Result, VjpResult
 
 SUFFIXES = (".npy", ".pt", ".safetensors", ".csv")
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 SINGLE_ARRAY_SUFFIXES = (".npy", ".csv")
 
 
@@ -41,15 +44,27 @@ def _exists(path: Path) -> bool:
     return os.path.lexists(path)
 
 
-def checked_out_path(path_text: str, force: bool) -> Path:
+def checked_out_path(path_text: str, force: bool, *, pictures: bool = False) -> Path:
     """The `--out` path, refused before any work when it cannot or should not be written
-    (checked again when the file is published: see `write_out`)."""
+    (checked again when the file is published: see `publish`). `pictures`: whether the command
+    draws J, so .png, .svg and .pdf are welcome."""
     path = Path(path_text)
-    if path.suffix not in SUFFIXES:
+    suffixes = SUFFIXES + (IMAGE_SUFFIXES if pictures else ())
+    if path.suffix in IMAGE_SUFFIXES and not pictures:
         raise UsageError(
-            f"--out {path_text!r}: unknown kind of file (use {', '.join(SUFFIXES)})",
+            f"--out {path_text!r}: pictures are drawn of J and H (jacobian, det, hessian); "
+            f"use {', '.join(SUFFIXES)}",
             code="bad_out",
         )
+    if path.suffix not in suffixes:
+        raise UsageError(
+            f"--out {path_text!r}: unknown kind of file (use {', '.join(suffixes)})",
+            code="bad_out",
+        )
+    if path.suffix in IMAGE_SUFFIXES:
+        from jaccli.render.image import require_matplotlib
+
+        require_matplotlib(path_text)
     try:
         if path.is_dir():
             raise UsageError(f"--out {path_text!r} is a directory", code="bad_out")
@@ -145,9 +160,14 @@ def determinant_arrays(result: JacobianResult) -> list[OutArray]:
 
 
 def write_out(path: Path, arrays: list[OutArray], force: bool = False) -> None:
-    """Write the arrays to a temporary file beside `path`, then publish it: without `force` by
-    a hard link, which fails if anything has taken the name meanwhile (nothing is replaced);
-    with `force` by a rename over the old file, keeping its permissions. The file gets the
+    """Write the arrays to `path` in the format its suffix names (see `publish`)."""
+    publish(path, lambda temporary: _WRITERS[path.suffix](temporary, arrays), force)
+
+
+def publish(path: Path, write: Callable[[Path], None], force: bool = False) -> None:
+    """`write` a temporary file beside `path`, then publish it: without `force` by a hard
+    link, which fails if anything has taken the name meanwhile (nothing is replaced); with
+    `force` by a rename over the old file, keeping its permissions. The file gets the
     permissions the umask gives a new file; a failure leaves no partial file behind."""
     try:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".jaccli-", suffix=path.suffix)
@@ -155,7 +175,7 @@ def write_out(path: Path, arrays: list[OutArray], force: bool = False) -> None:
         raise ComputationError(f"cannot write --out {str(path)!r}: {error.strerror}") from None
     os.close(handle)
     try:
-        _WRITERS[path.suffix](Path(temporary), arrays)
+        write(Path(temporary))
         os.chmod(temporary, _mode_for(path, force))
         if force:
             os.replace(temporary, path)

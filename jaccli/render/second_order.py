@@ -7,6 +7,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from jaccli.render.labels import index_label
+from jaccli.render.picture import picture_renderable
 from jaccli.render.tables import (
     Grid,
     Layout,
@@ -16,7 +17,7 @@ from jaccli.render.tables import (
     view_and_check,
     with_note,
 )
-from jaccli.result import HessianResult, HvpResult
+from jaccli.result import HessianResult, HvpResult, Picture
 from jaccli.spec import format_shape
 
 HESSIANS_PER_OUTPUT = 3
@@ -38,10 +39,25 @@ def hessian_matrix(
     return with_note(*grid_table(grid, title, layout))
 
 
-def hessian_renderable(result: HessianResult, layout: Layout) -> Group:
-    """The evaluation, then H of each output element for each pair of inputs as a matrix,
-    its symmetry error, the strategy, and the check when one was made."""
+def hessian_renderable(
+    result: HessianResult, layout: Layout, picture: Picture | None = None
+) -> Group:
+    """The evaluation, then H of each output element for each pair of inputs as a matrix (or
+    the picture of H asked for), its symmetry error, the strategy, and the check when one was
+    made."""
     parts = evaluation_renderables(result.evaluation, layout)
+    if picture is not None:
+        parts.append(picture_renderable(picture, layout))
+        parts += _tail(result, layout)
+        return Group(*parts)
+    parts += _matrices(result, layout)
+    parts += _tail(result, layout)
+    return Group(*parts)
+
+
+def _matrices(result: HessianResult, layout: Layout) -> list[RenderableType]:
+    """H of each output element for each pair of inputs, as a matrix with rows a and columns b."""
+    parts: list[RenderableType] = []
     for y, by_a in result.hessians.items():
         y_shape = result.evaluation.outputs[y].shape
         count = int(np.prod(y_shape, dtype=np.int64))
@@ -73,10 +89,16 @@ def hessian_renderable(result: HessianResult, layout: Layout) -> Group:
                             style="italic dim",
                         )
                     )
-    parts.append(Text(f"\nsymmetry: max|H − Hᵀ| = {result.symmetry_error:.3g}", style="dim"))
-    parts += view_and_check(result, layout)
-    parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
-    return Group(*parts)
+    return parts
+
+
+def _tail(result: HessianResult, layout: Layout) -> list[RenderableType]:
+    """The symmetry error, the check when one was made, and the strategy."""
+    return [
+        Text(f"\nsymmetry: max|H − Hᵀ| = {result.symmetry_error:.3g}", style="dim"),
+        *view_and_check(result, layout),
+        Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"),
+    ]
 
 
 def _pair(a: str, b: str) -> str:

@@ -20,7 +20,7 @@ from jaccli.errors import UsageError
 from jaccli.functions.model import Function
 from jaccli.render.labels import index_label, slice_label
 from jaccli.render.numbers import format_cells
-from jaccli.result import Evaluation, JacobianResult, JvpResult, VjpResult
+from jaccli.result import Evaluation, JacobianResult, JvpResult, Picture, VjpResult
 from jaccli.spec import format_shape
 
 PER_ELEMENT_LIMIT = 12
@@ -37,6 +37,8 @@ class Layout:
     width: int = 80
     full: bool = False
     max_rows: int = 20
+    color: bool = False
+    """Whether the terminal shows colour (not NO_COLOR, not a pipe)."""
 
 
 def _window(count: int, limit: int | None) -> list[int | None]:
@@ -233,11 +235,17 @@ def view_and_check(
     return parts
 
 
-def jacobian_renderable(result: JacobianResult, layout: Layout) -> Group:
+def jacobian_renderable(
+    result: JacobianResult, layout: Layout, picture: Picture | None = None
+) -> Group:
     """The evaluation, then J of each output for each input differentiated (or its per-slice
-    view), the strategy used, and the check when one was made."""
+    view, or the picture asked for), the strategy used, and the check when one was made."""
     parts = evaluation_renderables(result.evaluation, layout)
-    if result.per_sample is not None:
+    if picture is not None:
+        from jaccli.render.picture import picture_renderable
+
+        parts.append(picture_renderable(picture, layout))
+    elif result.per_sample is not None:
         parts += per_sample_renderables(result, layout)
     else:
         parts += dense_renderables(result, layout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,20 @@ from typer.testing import CliRunner
 
 import jaccli as jaccli_package
 from jaccli.cli import app
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def assert_golden(name: str, text: str) -> None:
+    """`text` must be the reviewed layout in tests/golden/`name` (JACCLI_UPDATE_GOLDEN=1
+    rewrites it, for review in the diff)."""
+    path = GOLDEN / name
+    if os.environ.get("JACCLI_UPDATE_GOLDEN"):
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8"), (
+        f"layout changed; review and rerun with JACCLI_UPDATE_GOLDEN=1 ({path})"
+    )
+
 
 SCHEMA_PATH = Path(jaccli_package.__file__).parent / "schema" / "document-2.schema.json"
 _VALIDATOR = Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))

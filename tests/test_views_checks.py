@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jaccli.engine import prepare, run_jacobian, run_vjp
 from jaccli.functions import PRESETS
-from tests.conftest import values_of
+from tests.conftest import assert_golden, values_of
 from tests.wrong_derivative import square
-
-GOLDEN = Path(__file__).parent / "golden"
 
 
 def test_rows_view_of_matmul_wrt_a_rebuilds_a_grad_with_slice_jacobians_b_transposed() -> None:
@@ -189,15 +185,6 @@ def test_check_command_runs_in_float64_and_lists_worst_entries(jaccli) -> None:
     assert "step h = 1e-06·max(1, |x|)" in " ".join(run.stdout.split())
 
 
-def _golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("JACCLI_UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert text == path.read_text(), (
-        f"layout changed; review and rerun with JACCLI_UPDATE_GOLDEN=1 ({path})"
-    )
-
-
 @pytest.mark.parametrize(
     ("golden", "args", "width"),
     [
@@ -217,7 +204,7 @@ def test_rendered_views_match_the_reviewed_layout(
     shown = "".join(
         line for line in run.stdout.splitlines(True) if not line.startswith("strategy ")
     )
-    _golden(golden, shown)
+    assert_golden(golden, shown)
 
 
 def test_json_check_document_is_strict_json(jaccli) -> None:

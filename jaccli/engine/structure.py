@@ -49,7 +49,7 @@ def joint_matrix(
                 label = a_name if len(outputs) == 1 and y_size == 1 else f"{y_name}·{a_name}"
                 row_groups.append((label, rows[-1].shape[0]))
         column_groups = [(b, sizes[b]) for b in result.evaluation.wrt]
-        title = f"∂²{_names(result.hessians)}"
+        title = f"∂²{_names(result.hessians)}/∂{_names(result.evaluation.wrt)}²"
         return np.concatenate(rows, axis=0), row_groups, column_groups, title
     if result.per_sample is not None:
         raise ValueError("a per-sample result holds only J's diagonal blocks")

@@ -16,6 +16,12 @@ from jaccli.result import Picture
 
 IMAGE_CELLS = 512
 """The most cells a picture file has down and across; larger J are pooled as on screen."""
+FIGURE_INCHES = (8.0, 6.0)
+DPI = 100
+"""A picture file is 800×600 pixels (or points in .svg and .pdf)."""
+AXES_BOX = (0.12, 0.13, 0.66, 0.77)
+"""Where J is drawn, as fractions of the figure: left, bottom, width, height."""
+COLORBAR_BOX = (0.83, 0.13, 0.03, 0.77)
 
 
 def require_matplotlib(path_text: str) -> None:
@@ -38,13 +44,10 @@ def draw_picture(picture: Picture, path: Path, file_format: str) -> None:
     from matplotlib.colors import ListedColormap
 
     values = np.ma.masked_where(picture.values == 0, picture.values)
-    colormap = matplotlib.colormaps["RdBu_r"].copy()
-    colormap.set_bad("#6b6b6b")  # masked: exact zeros
+    colormap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#6b6b6b")  # masked: zeros
     scale = picture.scale if picture.scale > 0 else 1.0
-    rows, columns = picture.values.shape
-    width = min(max(columns / 12, 3.0), 12.0) + 1.6
-    height = min(max(rows / 12, 2.0), 12.0) + 1.2
-    figure, axes = pyplot.subplots(figsize=(width, height), dpi=100)
+    figure = pyplot.figure(figsize=FIGURE_INCHES, dpi=DPI)
+    axes = figure.add_axes(AXES_BOX)
     try:
         image = axes.imshow(
             values, cmap=colormap, vmin=-scale, vmax=scale, interpolation="nearest", aspect="auto"
@@ -57,14 +60,15 @@ def draw_picture(picture: Picture, path: Path, file_format: str) -> None:
                 interpolation="nearest",
                 aspect="auto",
             )
-        figure.colorbar(image, ax=axes, label="∂ output / ∂ input (grey: exactly 0)")
+        figure.colorbar(
+            image, cax=figure.add_axes(COLORBAR_BOX), label="∂ output / ∂ input (grey: exactly 0)"
+        )
         _separate(axes, picture)
         axes.set_title(f"{picture.title}  ({picture.structure.rows}×{picture.structure.columns})")
         pooled = picture.cell_rows * picture.cell_columns > 1
         suffix = f", {picture.cell_rows}×{picture.cell_columns} entries a cell" if pooled else ""
         axes.set_xlabel(f"inputs: {', '.join(g.label for g in picture.column_groups)}{suffix}")
         axes.set_ylabel(f"outputs: {', '.join(g.label for g in picture.row_groups)}")
-        figure.tight_layout()
         figure.savefig(path, format=file_format)
     finally:
         pyplot.close(figure)

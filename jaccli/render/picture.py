@@ -159,10 +159,9 @@ def _legend(picture: Picture, color: bool, precision: int) -> Text:
 def _pooling(picture: Picture) -> Text:
     if picture.cell_rows == picture.cell_columns == 1:
         return Text("one entry a cell", style="dim")
-    entries = picture.cell_rows * picture.cell_columns
     return Text(
-        f"a cell covers up to {picture.cell_rows}×{picture.cell_columns} = {entries} entries "
-        "and shows the largest |J| of them",
+        f"a cell: up to {picture.cell_rows}×{picture.cell_columns} entries, shown by the "
+        "largest |J|",
         style="dim",
     )
 
@@ -239,18 +238,21 @@ def _form(structure: Structure) -> str:
     if structure.triangular is not None:
         return f"{structure.triangular} triangular"
     blocks = structure.blocks
+    band = (structure.lower_bandwidth or 0) + (structure.upper_bandwidth or 0) + 1
+    if blocks is None and 2 * band <= min(structure.rows, structure.columns):
+        return f"banded, {band} diagonals wide"
     if blocks is None:
         return "dense" if structure.density == 1 else "no block or band form"
     sizes = set(zip(blocks.row_sizes, blocks.column_sizes, strict=True))
     if len(sizes) == 1:
         ((rows, columns),) = sizes
-        what = f"{blocks.count} blocks of {rows}×{columns}"
+        what = f"{blocks.count} blocks {rows}×{columns}"
     else:
-        what = f"{blocks.count} blocks of " + ", ".join(
+        what = f"{blocks.count} blocks " + ", ".join(
             f"{r}×{c}" for r, c in zip(blocks.row_sizes, blocks.column_sizes, strict=True)
         )
-    along = "" if blocks.axis is None else f" along axis {blocks.axis} of input and output"
-    return f"block-diagonal, {what}{along}"
+    along = "" if blocks.axis is None else f", along axis {blocks.axis}"
+    return f"block-diagonal: {what}{along}"
 
 
 def picture_renderable(picture: Picture, layout: Layout) -> RenderableType:

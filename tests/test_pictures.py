@@ -1,0 +1,275 @@
+"""Pictures of J: pooling, structure detection, --view heatmap|sparsity and --out j.png."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from jaccli.engine.structure import pool_max_magnitude, structure_of
+from tests.conftest import assert_golden
+
+BATCHING = "tests/fixtures/batching.py"
+EPS32 = float(np.finfo(np.float32).eps)
+needs_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None, reason="the plot extra is not installed"
+)
+
+
+def test_pooling_keeps_the_largest_magnitude_of_each_cell_with_its_sign() -> None:
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((23, 37))
+    matrix[rng.random(matrix.shape) < 0.3] = 0
+    pooled = pool_max_magnitude(matrix, 4, 5)
+    assert pooled.shape == (6, 8)  # ceil(23/4), ceil(37/5): edge cells cover fewer entries
+    for r in range(6):
+        for c in range(8):
+            cell = matrix[4 * r : 4 * r + 4, 5 * c : 5 * c + 5].ravel()
+            assert pooled[r, c] == cell[np.argmax(np.abs(cell))]
+
+
+def test_pooling_keeps_a_single_spike_and_zero_only_where_every_entry_is_zero() -> None:
+    matrix = np.zeros((100, 100))
+    matrix[57, 3] = -1e-30
+    pooled = pool_max_magnitude(matrix, 10, 10)
+    assert pooled[5, 0] == -1e-30
+    assert np.count_nonzero(pooled) == 1
+
+
+def test_pooling_marks_a_cell_with_nan() -> None:
+    pooled = pool_max_magnitude(np.array([[1.0, -5.0], [np.nan, 2.0]]), 2, 2)
+    assert np.isnan(pooled[0, 0])
+
+
+def test_diagonal_j_is_diagonal_with_full_rank() -> None:
+    structure = structure_of(np.diag([1.0, 2.0, 3.0, 4.0]), EPS32)
+    assert structure.diagonal and structure.nonzeros == 4 and structure.rank == 4
+    assert (structure.lower_bandwidth, structure.upper_bandwidth) == (0, 0)
+    assert structure.blocks is None and structure.triangular is None
+
+
+def test_banded_j_reports_both_bandwidths() -> None:
+    n = 9
+    matrix = np.eye(n) * 2 + np.eye(n, k=1) + np.eye(n, k=-2) * 3
+    structure = structure_of(matrix, EPS32)
+    assert (structure.lower_bandwidth, structure.upper_bandwidth) == (2, 1)
+    assert not structure.diagonal and structure.triangular is None
+    assert structure.nonzeros == n + (n - 1) + (n - 2)
+
+
+@pytest.mark.parametrize(("form", "make"), [("lower", np.tril), ("upper", np.triu)])
+def test_triangular_j(form: str, make) -> None:
+    structure = structure_of(make(np.arange(1.0, 26.0).reshape(5, 5)), EPS32)
+    assert structure.triangular == form
+    assert structure.density == 15 / 25
+
+
+def test_block_diagonal_j_along_the_samples_axis_names_the_axis() -> None:
+    blocks = np.kron(np.eye(4), np.arange(1.0, 7.0).reshape(2, 3))
+    structure = structure_of(blocks, EPS32, samples=4, hint="--batched")
+    assert structure.blocks is not None
+    assert structure.blocks.row_sizes == (2, 2, 2, 2)
+    assert structure.blocks.column_sizes == (3, 3, 3, 3)
+    assert structure.blocks.axis == 0
+    assert structure.blocks.hint == "--batched"
+
+
+def test_block_diagonal_j_of_unequal_blocks_is_found_without_an_axis() -> None:
+    matrix = np.zeros((5, 5))
+    matrix[:2, :2] = 1.0
+    matrix[2:, 2:] = np.arange(1.0, 10.0).reshape(3, 3) ** 2
+    structure = structure_of(matrix, EPS32, samples=5)
+    assert structure.blocks is not None
+    assert structure.blocks.row_sizes == (2, 3) and structure.blocks.column_sizes == (2, 3)
+    assert structure.blocks.axis is None
+
+
+def test_dense_j_has_no_form_and_a_rank_deficient_j_its_numerical_rank() -> None:
+    rng = np.random.default_rng(1)
+    dense = rng.standard_normal((6, 6))
+    assert structure_of(dense, EPS32).blocks is None
+    assert structure_of(dense, EPS32).rank == 6
+    low_rank = rng.standard_normal((8, 2)) @ rng.standard_normal((2, 5))  # rank 2, no zeros
+    structure = structure_of(low_rank, float(np.finfo(np.float64).eps))
+    assert structure.rank == 2 and structure.nonzeros == 40
+    assert structure.rank == np.linalg.matrix_rank(low_rank)
+
+
+def test_zero_j_has_rank_zero_and_no_bandwidth() -> None:
+    structure = structure_of(np.zeros((3, 4)), EPS32)
+    assert structure.nonzeros == 0 and structure.rank == 0
+    assert structure.lower_bandwidth is None
+
+
+def test_sparsity_json_reports_the_structure_of_expsum(jaccli) -> None:
+    run = jaccli("jacobian", "--fn", "expsum", "--shape", "4x3", "--view", "sparsity", "--json")
+    assert run.exit_code == 0, run.stderr
+    structure = run.json()["structure"]
+    assert (structure["rows"], structure["columns"], structure["nonzeros"]) == (4, 12, 12)
+    assert structure["density"] == 0.25
+    assert structure["block_diagonal"]["count"] == 4
+    assert structure["block_diagonal"]["axis"] == 0
+    assert structure["block_diagonal"]["hint"] == "--batched computes only the 4 blocks"
+    assert structure["rank"] == 4
+    assert "jacobian" in run.json()  # the numbers are still there
+
+
+def test_sparsity_of_a_user_function_suggests_declaring_its_axis(jaccli) -> None:
+    run = jaccli(
+        "jacobian", "--fn", f"{BATCHING}:per_sample", "--shape", "x=5x3", "--shape", "W=3x2",
+        "--wrt", "x", "--view", "sparsity",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "block-diagonal: 5 blocks 2×3, along axis 0" in run.stdout
+    assert "hint: --batched --batch-axis x=0 computes only the 5 blocks" in run.stdout
+
+
+def test_a_mixing_function_is_dense_in_the_sparsity_view(jaccli) -> None:
+    run = jaccli("jacobian", "--fn", f"{BATCHING}:centred", "--shape", "4x2", "--view", "sparsity")
+    assert run.exit_code == 0, run.stderr
+    assert "block-diagonal" not in run.stdout and "hint:" not in run.stdout
+
+
+def test_hessian_sparsity_of_a_sum_of_squares_is_diagonal(jaccli) -> None:
+    run = jaccli(
+        "hessian", "--expr", "(x ** 2).sum() + (x ** 3).sum()", "--shape", "6",
+        "--view", "sparsity", "--json", "--dtype", "float64",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    structure = run.json()["structure"]
+    assert structure["diagonal"] and structure["rank"] == 6
+
+
+def test_det_heatmap_of_a_triangular_map(jaccli) -> None:
+    run = jaccli("det", "--expr", "x.cumsum(dim=0)", "--shape", "5", "--view", "sparsity")
+    assert run.exit_code == 0, run.stderr
+    assert "lower triangular" in run.stdout
+    assert "det J" in run.stdout  # the determinant is still shown
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["vjp", "--fn", "matmul", "--view", "heatmap"], "use it with jaccli jacobian"),
+        (["jacobian", "--fn", "expsum", "--view", "heatmap", "--batched"], "drop --batched"),
+        (["det", "--fn", "polar", "--view", "rows"], "unknown --view 'rows'"),
+        (["hessian", "--fn", "logsumexp", "--view", "cols"], "unknown --view 'cols'"),
+        (["vjp", "--fn", "matmul", "--out", "v.png"], "pictures are drawn of J and H"),
+    ],
+)
+def test_pictures_where_they_do_not_apply_are_refused(
+    jaccli, command: list[str], message: str
+) -> None:
+    run = jaccli(*command)
+    assert run.exit_code == 2
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+GOLDEN_PICTURES = [  # fmt: skip
+    ("heatmap_expsum", ["jacobian", "--fn", "expsum", "--shape", "4x3", "--view", "heatmap"]),
+    ("sparsity_expsum", ["jacobian", "--fn", "expsum", "--shape", "4x3", "--view", "sparsity"]),
+    ("heatmap_matmul", ["jacobian", "--fn", "matmul", "--view", "heatmap"]),
+    (
+        "sparsity_differences",
+        ["jacobian", "--expr", "x[1:] - x[:-1]", "--shape", "300", "--view", "sparsity"],
+    ),
+    ("sparsity_hessian", ["hessian", "--fn", "logsumexp", "--view", "sparsity"]),
+    ("heatmap_det_polar", ["det", "--fn", "polar", "--view", "heatmap"]),
+]
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+@pytest.mark.parametrize(("name", "args"), GOLDEN_PICTURES)
+def test_pictures_match_the_reviewed_layout_and_fit_the_width(
+    jaccli, name: str, args: list[str], width: int
+) -> None:
+    run = jaccli(*args, width=width)
+    assert run.exit_code == 0, run.stderr
+    start = run.stdout.index("\nHeat map" if "heatmap" in args else "\nNon-zeros")
+    picture = run.stdout[start:].split("\nstrategy ")[0]
+    assert max(len(line) for line in picture.splitlines()) <= width
+    assert_golden(f"{name}_{width}.txt", picture)
+
+
+def test_a_pooled_picture_says_how_many_entries_a_cell_covers(jaccli) -> None:
+    run = jaccli("jacobian", "--expr", "x.sin()", "--shape", "500", "--view", "heatmap", width=80)
+    assert run.exit_code == 0, run.stderr
+    assert "a cell: up to" in run.stdout
+    frame = [line for line in run.stdout.splitlines() if line.startswith(("y ", "  "))]
+    assert all(len(line) <= 80 for line in frame)
+
+
+def test_colour_heatmap_draws_two_rows_a_character() -> None:
+    from rich.console import Console
+
+    from jaccli.engine import prepare, run_jacobian
+    from jaccli.engine.structure import picture_of
+    from jaccli.functions import PRESETS
+    from jaccli.render.picture import picture_renderable
+    from jaccli.render.tables import Layout
+
+    result = run_jacobian(prepare(PRESETS["expsum"], shape_options=[(None, (4, 3))]))
+    picture = picture_of(result, "heatmap", 48, 60)
+    console = Console(width=80, color_system="truecolor", force_terminal=True)
+    with console.capture() as captured:
+        console.print(picture_renderable(picture, Layout(width=80, color=True)))
+    text = captured.get()
+    assert "▀" in text and "\x1b[38;2;" in text and "48;2;" in text
+    assert "exactly 0" in text
+
+
+@needs_matplotlib
+def test_png_heat_map_follows_the_sign_of_j(jaccli, tmp_path) -> None:
+    from matplotlib.image import imread
+
+    from jaccli.render.image import AXES_BOX, DPI, FIGURE_INCHES
+
+    path = tmp_path / "j.png"
+    args = ["jacobian", "--fn", "expsum", "--shape", "64x32"]
+    run = jaccli(*args, "--out", str(path))
+    assert run.exit_code == 0, run.stderr
+    assert jaccli(*args, "--out", str(tmp_path / "j.npy")).exit_code == 0
+    matrix = np.load(tmp_path / "j.npy").reshape(64, -1)  # rows y, columns x flattened
+    pixels = imread(path)
+    assert pixels.shape[:2] == (FIGURE_INCHES[1] * DPI, FIGURE_INCHES[0] * DPI)
+    height, width = pixels.shape[:2]
+    rows, columns = 64, 512  # 64 × 2048 pooled 4 columns a cell
+    left, bottom, box_width, box_height = AXES_BOX
+
+    def cell(row: int, column: int) -> np.ndarray:
+        x = (left + box_width * (column + 0.5) / columns) * width
+        y = (1 - bottom - box_height + box_height * (row + 0.5) / rows) * height
+        return pixels[int(y), int(x), :3]
+
+    row, column = np.unravel_index(matrix.argmax(), matrix.shape)  # the top of the scale
+    assert matrix[row, column] > 0 and not matrix[row, 4 * ((column // 4 + 256) % 512) :][:4].any()
+    positive = cell(row, column // 4)  # 4 columns of J a cell
+    zero = cell(row, (column // 4 + 256) % 512)  # far from y[row]'s own block of x
+    assert positive[0] > 2 * positive[2] and positive[0] > positive[1] + 0.2  # red, not blue
+    assert np.allclose(zero, [0x6B / 255] * 3, atol=0.02)  # the grey of exact zeros
+
+
+@needs_matplotlib
+def test_svg_and_pdf_are_written_and_an_existing_file_is_kept(jaccli, tmp_path) -> None:
+    for suffix, magic in ((".svg", b"<?xml"), (".pdf", b"%PDF")):
+        path = tmp_path / f"j{suffix}"
+        run = jaccli("hessian", "--fn", "logsumexp", "--out", str(path))
+        assert run.exit_code == 0, run.stderr
+        assert path.read_bytes().startswith(magic)
+        again = jaccli("hessian", "--fn", "logsumexp", "--out", str(path))
+        assert again.exit_code == 2 and "--force" in again.stderr
+
+
+def test_png_without_matplotlib_says_how_to_install_it(jaccli, tmp_path, monkeypatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a),
+    )
+    run = jaccli("jacobian", "--fn", "expsum", "--out", str(tmp_path / "j.png"))
+    assert run.exit_code == 2
+    assert "pip install 'jaccli[plot]'" in run.stderr
+    assert not (tmp_path / "j.png").exists()

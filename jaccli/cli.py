@@ -247,6 +247,15 @@ FullOption = Annotated[bool, typer.Option("--full", help="Show every entry of la
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document instead of tables.")
 ]
+FormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="markdown (GitHub tables) or latex (bmatrix): the result as text to paste.",
+        show_default=False,
+        autocompletion=_choices("markdown", "latex"),
+    ),
+]
 MaxMemoryOption = Annotated[
     str | None,
     typer.Option(
@@ -495,6 +504,23 @@ def _picture(result: Any, view: str | None, layout: Any, batched_hint: str | Non
     return picture_of(result, view, *frame(result, view, layout), batched_hint=batched_hint)
 
 
+def _text(
+    text_format: str | None, json_: bool, result_view: str | None = None
+) -> Callable[[Any, int, bool], str] | None:
+    """What prints the result as --format asks, checked against the options it excludes."""
+    if text_format is None:
+        return None
+    from jaccli.render.text_formats import FORMATS, formatted
+
+    if text_format not in FORMATS:
+        raise UsageError(f"unknown --format {text_format!r} (choose {', '.join(FORMATS)})")
+    if json_:
+        raise UsageError(f"--format {text_format} and --json both print the result; pick one")
+    if result_view not in (None, "full"):
+        raise UsageError(f"--format {text_format} prints the numbers; drop --view {result_view}")
+    return lambda result, precision, full: formatted(result, text_format, precision, full)
+
+
 def _split_view(view: str | None, batched: bool) -> tuple[str | None, str | None]:
     """(picture view, per-slice view) out of --view: a picture is drawn of the whole J."""
     from jaccli.engine.structure import PICTURE_VIEWS
@@ -541,13 +567,14 @@ def _finish(
     document: Callable[[], dict[str, Any]],
     renderable: Callable[[], RenderableType],
     *,
+    text: Callable[[], str] | None = None,
     full: bool = False,
     out: Path | None = None,
     force: bool = False,
     budget: int | None = None,
 ) -> None:
-    """Write --out, print the result (the JSON document, refused past the memory budget, or
-    the tables), then warnings; exit 1 when a check or a view failed."""
+    """Write --out, print the result (the JSON document, refused past the memory budget, the
+    --format text, or the tables), then warnings; exit 1 when a check or a view failed."""
     if out is not None:
         _write_out(out, result, force)
     if as_json:
@@ -562,6 +589,8 @@ def _finish(
             "use --out for the numbers, or --view full",
         )
         emit_json(document())
+    elif text is not None:
+        write(sys.stdout, text())
     else:
         emit_rich(renderable(), full)
     for note in result.notes:
@@ -628,6 +657,7 @@ def jacobian(
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
+    text_format: FormatOption = None,
     out: OutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
@@ -649,7 +679,7 @@ def jacobian(
         checking=(check, rtol, atol, eps),
         batched=batched,
         plan=plan,
-        shown=(precision, full, json_),
+        shown=(precision, full, json_, text_format),
         written=(out, force),
         traceback=traceback,
         points=(points, jsonl, keep_going),
@@ -749,19 +779,20 @@ def _jacobian_command(
     checking: tuple[bool, float | None, float | None, float | None],
     batched: bool,
     plan: bool,
-    shown: tuple[int, bool, bool],
+    shown: tuple[int, bool, bool, str | None],
     written: tuple[str | None, bool],
     traceback: bool,
     points: tuple[Sequence[str] | None, bool, bool] = (None, False, False),
 ) -> None:
     """`jacobian`, or `det` with det J under J: plan, or compute, then print and write."""
     check, rtol, atol, eps = checking
-    precision, full, json_ = shown
+    precision, full, json_, text_format = shown
     out, force = written
     with reporting(command, json_, traceback):
         if command == "det":
             _picture_only(view)
         picture_view, view = _split_view(view, batched)
+        printer = _text(text_format, json_, picture_view or view)
         out_path = None if plan else _out_path(out, force, pictures=True)
         budget = _budget(computing.max_memory)
         chosen = _strategy(strategy)
@@ -785,6 +816,7 @@ def _jacobian_command(
                 written=(out_path, force),
                 single_point_only=[
                     (view not in (None, "full"), "--view"),
+                    (text_format is not None, "--format"),
                     (batched, "--batched"),
                     (check, "--check (use jaccli check --points)"),
                 ],
@@ -837,6 +869,7 @@ def _jacobian_command(
             json_,
             _with_structure(lambda: jacobian_document(result), picture),
             lambda: jacobian_renderable(result, layout, picture),
+            text=None if printer is None else lambda: printer(result, precision, full),
             full=full,
             out=out_path,
             force=force,
@@ -875,6 +908,7 @@ def det(
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
+    text_format: FormatOption = None,
     out: OutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
@@ -897,7 +931,7 @@ def det(
         checking=(check, rtol, atol, eps),
         batched=batched,
         plan=plan,
-        shown=(precision, full, json_),
+        shown=(precision, full, json_, text_format),
         written=(out, force),
         traceback=traceback,
         points=(points, jsonl, keep_going),
@@ -930,17 +964,18 @@ def _product_command(
     *,
     view: str | None,
     checking: tuple[bool, float | None, float | None, float | None],
-    shown: tuple[int, bool, bool],
+    shown: tuple[int, bool, bool, str | None],
     written: tuple[str | None, bool],
     points: tuple[Sequence[str] | None, bool, bool],
     traceback: bool,
 ) -> None:
     """vjp, jvp or hvp: parse the vector, compute at one point or at --points, print, write."""
     check, rtol, atol, eps = checking
-    precision, full, json_ = shown
+    precision, full, json_, text_format = shown
     out, force = written
     command = product.command
     with reporting(command, json_, traceback):
+        printer = _text(text_format, json_, view)
         out_path = _out_path(out, force)
         limit = _value_limit(computing.max_value_size)
         given = spec.parse_direction(vector, product.option, product.part, limit)
@@ -969,6 +1004,7 @@ def _product_command(
                 direction=DirectionRequest(given, product.option, product.part),
                 single_point_only=[
                     (view not in (None, "full"), "--view"),
+                    (text_format is not None, "--format"),
                     (check, "--check (use jaccli check --points)"),
                 ],
             )
@@ -994,6 +1030,7 @@ def _product_command(
             json_,
             lambda: product.document(result),
             lambda: renderable(result),
+            text=None if printer is None else lambda: printer(result, precision, full),
             full=full,
             out=out_path,
             force=force,
@@ -1080,6 +1117,7 @@ def vjp(
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
+    text_format: FormatOption = None,
     out: OutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
@@ -1099,7 +1137,7 @@ def vjp(
         cotangent,
         view=view,
         checking=(check, rtol, atol, eps),
-        shown=(precision, full, json_),
+        shown=(precision, full, json_, text_format),
         written=(out, force),
         points=(points, jsonl, keep_going),
         traceback=traceback,
@@ -1135,6 +1173,7 @@ def jvp(
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
+    text_format: FormatOption = None,
     out: OutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
@@ -1155,7 +1194,7 @@ def jvp(
         tangent,
         view=view,
         checking=(check, rtol, atol, eps),
-        shown=(precision, full, json_),
+        shown=(precision, full, json_, text_format),
         written=(out, force),
         points=(points, jsonl, keep_going),
         traceback=traceback,
@@ -1184,6 +1223,7 @@ def hessian(
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
+    text_format: FormatOption = None,
     out: OutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
@@ -1199,6 +1239,7 @@ def hessian(
     """
     with reporting("hessian", json_, traceback):
         picture_view = _picture_only(view)
+        printer = _text(text_format, json_, picture_view)
         out_path = None if plan else _out_path(out, force, pictures=True)
         budget = _budget(max_memory)
         chosen = _strategy(strategy)
@@ -1225,6 +1266,7 @@ def hessian(
                 single_point_only=[
                     (check, "--check (use jaccli check --points)"),
                     (picture_view is not None, "--view"),
+                    (text_format is not None, "--format"),
                 ],
             )
             return
@@ -1275,6 +1317,7 @@ def hessian(
             json_,
             _with_structure(lambda: hessian_document(result), picture),
             lambda: hessian_renderable(result, layout, picture),
+            text=None if printer is None else lambda: printer(result, precision, full),
             full=full,
             out=out_path,
             force=force,
@@ -1309,6 +1352,7 @@ def hvp(
     precision: PrecisionOption = 4,
     full: FullOption = False,
     json_: JsonOption = False,
+    text_format: FormatOption = None,
     out: OutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
@@ -1329,7 +1373,7 @@ def hvp(
         vector,
         view=None,
         checking=(check, rtol, atol, eps),
-        shown=(precision, full, json_),
+        shown=(precision, full, json_, text_format),
         written=(out, force),
         points=(points, jsonl, keep_going),
         traceback=traceback,

@@ -167,7 +167,7 @@ def test_pictures_where_they_do_not_apply_are_refused(
     assert len(run.stderr.strip().splitlines()) == 1
 
 
-GOLDEN_PICTURES = [  # fmt: skip
+GOLDEN_PICTURES = [
     ("heatmap_expsum", ["jacobian", "--fn", "expsum", "--shape", "4x3", "--view", "heatmap"]),
     ("sparsity_expsum", ["jacobian", "--fn", "expsum", "--shape", "4x3", "--view", "sparsity"]),
     ("heatmap_matmul", ["jacobian", "--fn", "matmul", "--view", "heatmap"]),

@@ -194,13 +194,14 @@ def evaluation_renderables(evaluation: Evaluation, layout: Layout) -> list[Rende
 def jacobian_table(
     jacobian: np.ndarray, y_name: str, y_shape: Sequence[int], x_name: str, layout: Layout
 ) -> RenderableType:
-    """J wrt one input: one grid per output element in x's shape when small, else J as a
-    matrix with rows `y[i,…]` and columns `x[j,…]`."""
+    """J wrt one input: one grid per output element in x's shape when x has two or more
+    dimensions and y few elements (the grids show J's block structure), else J as a matrix
+    with rows `y[i,…]` and columns `x[j,…]` (a vector→vector J is that matrix at every size)."""
     y_shape = tuple(y_shape)
     x_shape = jacobian.shape[len(y_shape) :]
     n_out = int(np.prod(y_shape, dtype=np.int64))
     per_element = jacobian.reshape(n_out, *x_shape)
-    if n_out <= PER_ELEMENT_LIMIT:
+    if n_out <= PER_ELEMENT_LIMIT and len(x_shape) >= 2:
         tables = [
             grid_table(
                 _grid_of(per_element[i], layout),

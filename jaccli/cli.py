@@ -24,6 +24,7 @@ from jaccli.errors import ExitCode, Interrupt, JaccliError, UsageError
 from jaccli.functions import PRESETS, resolve
 from jaccli.functions.presets import square_jacobian
 from jaccli.output import emit_json, emit_rich, report_error, write
+from jaccli.overview import COMMANDS, DESCRIPTION, VERSION_HELP
 from jaccli.spec import ArrayData
 
 if TYPE_CHECKING:
@@ -58,12 +59,52 @@ class JaccliGroup(TyperGroup):
 app = typer.Typer(
     cls=JaccliGroup,
     name="jaccli",
-    help="Jacobians and their determinants, vector-Jacobian and Jacobian-vector products, "
-    "Hessians and Hessian-vector products of functions, by PyTorch autograd.",
+    help=DESCRIPTION,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",
 )
+
+
+EXAMPLES = {
+    "jacobian": [
+        "jaccli jacobian --fn expsum --shape 2x3",
+        'jaccli jacobian --expr "x.sin() * a" --shape x=3 --shape a=3 --wrt x --json',
+        "jaccli jacobian --fn model.py:f --shape 64x16 --view heatmap --out j.png",
+    ],
+    "det": [
+        "jaccli det --fn spherical --value 'x=[2, 0.5, 1]' --dtype float64",
+        "jaccli det --fn planar_flow --shape x=4096x16 --batched",
+    ],
+    "vjp": [
+        "jaccli vjp --fn matmul --wrt a",
+        "jaccli vjp --fn matmul --cotangent '[[1, 0], [0, 0]]' --json",
+    ],
+    "jvp": [
+        "jaccli jvp --fn expsum --tangent ones",
+        "jaccli jvp --fn polar --tangent '[1, 0]' --check",
+    ],
+    "hessian": [
+        "jaccli hessian --fn logsumexp --shape 4",
+        'jaccli hessian --expr "(x ** 4).sum()" --shape 50 --view sparsity',
+    ],
+    "hvp": [
+        "jaccli hvp --fn logsumexp --vector ones",
+        'jaccli hvp --expr "(x.sin() * x).sum()" --shape 1000000 --out hv.npy',
+    ],
+    "check_command": [
+        "jaccli check --fn expsum",
+        "jaccli check --fn model.py:f --shape 8x4 --wrt x",
+    ],
+    "presets": ["jaccli presets", "jaccli presets --json"],
+}
+"""Shown at the end of each command's help."""
+
+
+def _examples(command: str) -> str:
+    """The command's examples as a help epilog (Rich markup: brackets escaped)."""
+    lines = (line.replace("[", "\\[") for line in EXAMPLES[command])
+    return "Examples:\n\n" + "\n\n".join(lines)
 
 
 def _show_version(asked: bool) -> None:
@@ -94,12 +135,11 @@ def _main(
             "--version",
             callback=_show_version,
             is_eager=True,
-            help="Print the versions of jaccli, torch and Python, and exit.",
+            help=VERSION_HELP,
         ),
     ] = False,
 ) -> None:
-    """Jacobians and their determinants, vector-Jacobian and Jacobian-vector products,
-    Hessians and Hessian-vector products of functions, by PyTorch autograd."""
+    """The app's own options; its help text is `overview.DESCRIPTION`."""
 
 
 @contextmanager
@@ -204,6 +244,8 @@ FnOption = Annotated[
         help="A preset (see `jaccli presets`), path/to/file.py:func or package.module:func. "
         "A file or module runs with your rights, as `python file.py` would.",
         show_default=False,
+        rich_help_panel="Function and inputs",
+        metavar="NAME|FILE.py:FUNC",
     ),
 ]
 ExprOption = Annotated[
@@ -213,6 +255,8 @@ ExprOption = Annotated[
         "-e",
         help='A safe one-line expression of the inputs, like "x.exp().sum(dim=1)".',
         show_default=False,
+        rich_help_panel="Function and inputs",
+        metavar="EXPR",
     ),
 ]
 ShapeOption = Annotated[
@@ -221,6 +265,8 @@ ShapeOption = Annotated[
         "--shape",
         "-s",
         help="An input's shape: 2x3, 4, scalar; NAME=2x3 for a named input. Repeatable.",
+        rich_help_panel="Function and inputs",
+        metavar="[NAME=]SHAPE",
     ),
 ]
 ValueOption = Annotated[
@@ -230,22 +276,50 @@ ValueOption = Annotated[
         help="An input's values: NAME='[[1,2],[3,4]]' (JSON), NAME=@file (.npy, .pt, "
         ".safetensors, .json; @file#key picks a safetensors tensor), NAME=@- (JSON on stdin). "
         "Repeatable.",
+        rich_help_panel="Function and inputs",
+        metavar="NAME=VALUE",
     ),
 ]
 WrtOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--wrt", help="Differentiate with respect to this input. Repeatable. [default: all]"
+        "--wrt",
+        help="Differentiate with respect to this input. Repeatable. \\[default: all]",
+        rich_help_panel="Function and inputs",
+        metavar="NAME",
     ),
 ]
-SeedOption = Annotated[int, typer.Option(help="Seed of the standard-normal input values.")]
-DtypeOption = Annotated[
-    str, typer.Option(help="float32 or float64.", autocompletion=_choices(*spec.DTYPES))
+SeedOption = Annotated[
+    int,
+    typer.Option(
+        help="Seed of the standard-normal input values.",
+        rich_help_panel="Function and inputs",
+        metavar="INT",
+    ),
 ]
-PrecisionOption = Annotated[int, typer.Option(min=0, max=17, help="Decimals shown in tables.")]
-FullOption = Annotated[bool, typer.Option("--full", help="Show every entry of large tables.")]
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        help="float32 or float64.",
+        autocompletion=_choices(*spec.DTYPES),
+        rich_help_panel="Function and inputs",
+        metavar="[float32|float64]",
+    ),
+]
+PrecisionOption = Annotated[
+    int,
+    typer.Option(
+        min=0, max=17, help="Decimals shown in tables.", rich_help_panel="Output", metavar="0-17"
+    ),
+]
+FullOption = Annotated[
+    bool, typer.Option("--full", help="Show every entry of large tables.", rich_help_panel="Output")
+]
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON document instead of tables.")
+    bool,
+    typer.Option(
+        "--json", help="Print one JSON document instead of tables.", rich_help_panel="Output"
+    ),
 ]
 FormatOption = Annotated[
     str | None,
@@ -254,14 +328,18 @@ FormatOption = Annotated[
         help="markdown (GitHub tables) or latex (bmatrix): the result as text to paste.",
         show_default=False,
         autocompletion=_choices("markdown", "latex"),
+        rich_help_panel="Output",
+        metavar="[markdown|latex]",
     ),
 ]
 MaxMemoryOption = Annotated[
     str | None,
     typer.Option(
         help="Refuse work estimated above this size, like 2GiB. "
-        "[default: the smaller of 4 GiB and half the available memory]",
+        "\\[default: the smaller of 4 GiB and half the available memory]",
         show_default=False,
+        rich_help_panel="Limits",
+        metavar="SIZE",
     ),
 ]
 BatchAxisOption = Annotated[
@@ -269,8 +347,10 @@ BatchAxisOption = Annotated[
     typer.Option(
         help="NAME=AXIS: f acts on each slice of NAME along AXIS alone, and the output's AXIS "
         "follows it (per-sample blocks for --batched, views). Verified before it is trusted. "
-        "Repeatable. [default: a preset's own axes; an expression's from its syntax]",
+        "Repeatable. \\[default: a preset's own axes; an expression's from its syntax]",
         show_default=False,
+        rich_help_panel="Function and inputs",
+        metavar="NAME=AXIS",
     ),
 ]
 PointsOption = Annotated[
@@ -281,16 +361,24 @@ PointsOption = Annotated[
         ".safetensors, .json, .jsonl one point a line), or NAME=@- (JSON Lines on stdin, "
         "answered as they come). Results gain a leading point axis. Repeatable.",
         show_default=False,
+        rich_help_panel="Many points",
+        metavar="NAME=SOURCE",
     ),
 ]
 JsonlOption = Annotated[
     bool,
-    typer.Option("--jsonl", help="With --points: one JSON document per point, a line each."),
+    typer.Option(
+        "--jsonl",
+        help="With --points: one JSON document per point, a line each.",
+        rich_help_panel="Many points",
+    ),
 ]
 KeepGoingOption = Annotated[
     bool,
     typer.Option(
-        "--keep-going", help="With --jsonl: a failed point gets an error line and the rest go on."
+        "--keep-going",
+        help="With --jsonl: a failed point gets an error line and the rest go on.",
+        rich_help_panel="Many points",
     ),
 ]
 DeviceOption = Annotated[
@@ -299,18 +387,25 @@ DeviceOption = Annotated[
         help="cpu, cuda, cuda:N or mps: where inputs, constants and the function's tensors "
         "live; results come back to the CPU. One not available here exits 2.",
         autocompletion=_choices("cpu", "cuda", "mps"),
+        rich_help_panel="Function and inputs",
+        metavar="[cpu|cuda|cuda:N|mps]",
     ),
 ]
 TracebackOption = Annotated[
-    bool, typer.Option("--traceback", help="Show the Python traceback of an error.")
+    bool,
+    typer.Option(
+        "--traceback", help="Show the Python traceback of an error.", rich_help_panel="Output"
+    ),
 ]
 
 
 MaxValueSizeOption = Annotated[
     str | None,
     typer.Option(
-        help="Largest --value file or JSON text read, like 1GiB. [default: 256MiB]",
+        help="Largest --value file or JSON text read, like 1GiB. \\[default: 256MiB]",
         show_default=False,
+        rich_help_panel="Limits",
+        metavar="SIZE",
     ),
 ]
 OutOption = Annotated[
@@ -318,17 +413,24 @@ OutOption = Annotated[
     typer.Option(
         help="Also write the result to a .npy, .pt, .safetensors or .csv file.",
         show_default=False,
+        rich_help_panel="Output",
+        metavar="FILE",
     ),
 ]
-ForceOption = Annotated[bool, typer.Option("--force", help="Let --out replace an existing file.")]
+ForceOption = Annotated[
+    bool,
+    typer.Option("--force", help="Let --out replace an existing file.", rich_help_panel="Output"),
+]
 ViewOption = Annotated[
     str | None,
     typer.Option(
         help="rows, cols or full: the result rebuilt slice by slice along a separable axis; "
         "heatmap or sparsity (jacobian): J drawn, or its non-zeros and structure. "
-        "[default: jacobian full; vjp and jvp the natural view of a single input]",
+        "\\[default: jacobian full; vjp and jvp the natural view of a single input]",
         show_default=False,
         autocompletion=_choices("rows", "cols", "full", "heatmap", "sparsity"),
+        rich_help_panel="What to compute",
+        metavar="[rows|cols|full|heatmap|sparsity]",
     ),
 ]
 PictureViewOption = Annotated[
@@ -339,32 +441,44 @@ PictureViewOption = Annotated[
         "numbers.",
         show_default=False,
         autocompletion=_choices("heatmap", "sparsity"),
+        rich_help_panel="What to compute",
+        metavar="[heatmap|sparsity]",
     ),
 ]
 CheckOption = Annotated[
     bool,
-    typer.Option("--check", help="Verify the result by independent means; exit 1 if it fails."),
+    typer.Option(
+        "--check",
+        help="Verify the result by independent means; exit 1 if it fails.",
+        rich_help_panel="What to compute",
+    ),
 ]
 RtolOption = Annotated[
     float | None,
     typer.Option(
-        help="Relative tolerance of the check's comparisons. [default: by dtype and reference]",
+        help="Relative tolerance of the check's comparisons. \\[default: by dtype and reference]",
         show_default=False,
+        rich_help_panel="What to compute",
+        metavar="FLOAT",
     ),
 ]
 AtolOption = Annotated[
     float | None,
     typer.Option(
         help="Absolute tolerance of the check's comparisons, times max(1, |reference|). "
-        "[default: by dtype and reference]",
+        "\\[default: by dtype and reference]",
         show_default=False,
+        rich_help_panel="What to compute",
+        metavar="FLOAT",
     ),
 ]
 EpsOption = Annotated[
     float | None,
     typer.Option(
-        help="The check's finite-difference step, times max(1, |x|). [default: 1e-6]",
+        help="The check's finite-difference step, times max(1, |x|). \\[default: 1e-6]",
         show_default=False,
+        rich_help_panel="What to compute",
+        metavar="FLOAT",
     ),
 ]
 
@@ -374,11 +488,17 @@ StrategyOption = Annotated[
     typer.Option(
         help="auto, loop, rev (reverse mode) or fwd (forward mode).",
         autocompletion=_choices("auto", "loop", "rev", "fwd"),
+        rich_help_panel="What to compute",
+        metavar="[auto|loop|rev|fwd]",
     ),
 ]
 PlanOption = Annotated[
     bool,
-    typer.Option("--plan", help="Show sizes, memory and the strategy, and why, without computing."),
+    typer.Option(
+        "--plan",
+        help="Show sizes, memory and the strategy, and why, without computing.",
+        rich_help_panel="What to compute",
+    ),
 ]
 
 
@@ -626,7 +746,7 @@ def _write_out(out: Path, result: Any, force: bool) -> None:
     publish(out, lambda path: draw_picture(picture, path, out.suffix[1:]), force)
 
 
-@app.command()
+@app.command(short_help=COMMANDS["jacobian"], epilog=_examples("jacobian"))
 def jacobian(
     fn: FnOption = None,
     expr: ExprOption = None,
@@ -651,6 +771,7 @@ def jacobian(
             "--batched",
             help="Only the diagonal blocks along the function's separable axis, "
             "shape (B,) + y_sample + x_sample.",
+            rich_help_panel="What to compute",
         ),
     ] = False,
     plan: PlanOption = False,
@@ -667,7 +788,7 @@ def jacobian(
 ) -> None:
     """Compute y = f(x) and its Jacobian J.
 
-    J.shape == y.shape + x.shape, and J[i…, j…] = ∂y[i…]/∂x[j…].
+    J.shape == y.shape + x.shape, and J\\[i…, j…] = ∂y\\[i…]/∂x\\[j…].
     """
     _jacobian_command(
         "jacobian",
@@ -877,7 +998,7 @@ def _jacobian_command(
         )
 
 
-@app.command()
+@app.command(short_help=COMMANDS["det"], epilog=_examples("det"))
 def det(
     fn: FnOption = None,
     expr: ExprOption = None,
@@ -902,6 +1023,7 @@ def det(
             "--batched",
             help="det of each diagonal block along the function's separable axis, shape (B,): "
             "the log|det J| of a normalizing flow, without the dense J.",
+            rich_help_panel="What to compute",
         ),
     ] = False,
     plan: PlanOption = False,
@@ -1089,7 +1211,7 @@ def _hvp_product() -> Product:
     )
 
 
-@app.command()
+@app.command(short_help=COMMANDS["vjp"], epilog=_examples("vjp"))
 def vjp(
     fn: FnOption = None,
     expr: ExprOption = None,
@@ -1105,6 +1227,8 @@ def vjp(
         typer.Option(
             help="v in y's shape: ones, randn (seeded) or a JSON array.",
             autocompletion=_choices("ones", "randn"),
+            rich_help_panel="What to compute",
+            metavar="ones|randn|JSON|@FILE",
         ),
     ] = "ones",
     seed: SeedOption = 0,
@@ -1144,7 +1268,7 @@ def vjp(
     )
 
 
-@app.command()
+@app.command(short_help=COMMANDS["jvp"], epilog=_examples("jvp"))
 def jvp(
     fn: FnOption = None,
     expr: ExprOption = None,
@@ -1161,6 +1285,8 @@ def jvp(
             help="v in the shape of the input: ones, randn (seeded), a JSON array, or a JSON "
             'object with an array for each --wrt input ({"a": [...], "b": [...]}).',
             autocompletion=_choices("ones", "randn"),
+            rich_help_panel="What to compute",
+            metavar="ones|randn|JSON|@FILE",
         ),
     ] = "ones",
     seed: SeedOption = 0,
@@ -1201,7 +1327,7 @@ def jvp(
     )
 
 
-@app.command()
+@app.command(short_help=COMMANDS["hessian"], epilog=_examples("hessian"))
 def hessian(
     fn: FnOption = None,
     expr: ExprOption = None,
@@ -1325,7 +1451,7 @@ def hessian(
         )
 
 
-@app.command()
+@app.command(short_help=COMMANDS["hvp"], epilog=_examples("hvp"))
 def hvp(
     fn: FnOption = None,
     expr: ExprOption = None,
@@ -1341,6 +1467,8 @@ def hvp(
             help="v in the shape of the input: ones, randn (seeded), a JSON array, or a JSON "
             'object with an array for each --wrt input ({"a": [...], "b": [...]}).',
             autocompletion=_choices("ones", "randn"),
+            rich_help_panel="What to compute",
+            metavar="ones|randn|JSON|@FILE",
         ),
     ] = "ones",
     seed: SeedOption = 0,
@@ -1380,7 +1508,11 @@ def hvp(
     )
 
 
-@app.command("check")
+@app.command(
+    "check",
+    short_help=COMMANDS["check"],
+    epilog=_examples("check_command"),
+)
 def check_command(
     fn: FnOption = None,
     expr: ExprOption = None,
@@ -1452,7 +1584,7 @@ def check_command(
         )
 
 
-@app.command()
+@app.command(short_help=COMMANDS["presets"], epilog=_examples("presets"))
 def presets(json_: JsonOption = False) -> None:
     """List the preset functions.
 

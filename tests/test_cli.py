@@ -316,5 +316,49 @@ def test_top_level_help_lists_every_command_without_cutting_its_summary(jaccli) 
     run = jaccli("--help", width=80)
     assert run.exit_code == 0
     for command in ("jacobian", "det", "vjp", "jvp", "hessian", "hvp", "check", "presets"):
-        (line,) = [ln for ln in run.stdout.splitlines() if ln.strip().startswith(command + " ")]
+        (line,) = [ln for ln in run.stdout.splitlines() if ln.strip("│ ").startswith(command + " ")]
         assert not line.rstrip().endswith("..."), line
+
+
+def test_fast_top_level_help_lists_what_typer_would(jaccli, capsys, monkeypatch) -> None:
+    """`jaccli --help` is drawn without building the commands: it must name the same commands
+    with the same summaries and options as the help Typer builds."""
+    from jaccli.overview import print_overview
+
+    built = jaccli("--help", width=100)
+    monkeypatch.setenv("COLUMNS", "100")
+    print_overview()
+    fast = capsys.readouterr().out
+    for text in (built.stdout, fast):
+        assert "Usage: jaccli [OPTIONS] COMMAND [ARGS]..." in text
+    built_lines = {" ".join(line.strip("│ ").split()) for line in built.stdout.splitlines()}
+    fast_lines = {" ".join(line.strip("│ ").split()) for line in fast.splitlines()}
+    for command in ("jacobian", "det", "vjp", "jvp", "hessian", "hvp", "check", "presets"):
+        (line,) = [ln for ln in built_lines if ln.startswith(command + " ")]
+        assert line in fast_lines
+    for option in ("--version", "--install-completion", "--help"):
+        (line,) = [ln for ln in built_lines if ln.startswith(option + " ")]
+        assert line in fast_lines
+
+
+def test_command_help_groups_options_in_panels_with_choices_and_examples(jaccli) -> None:
+    run = jaccli("jacobian", "--help", width=120)
+    assert run.exit_code == 0
+    text = run.stdout
+    panels = ["Function and inputs", "Many points", "What to compute", "Output", "Limits"]
+    positions = [text.index(f"─ {panel} ─") for panel in panels]
+    assert positions == sorted(positions)
+    for shown in ("[float32|float64]", "[auto|loop|rev|fwd]", "[markdown|latex]", "NAME=VALUE",
+                  "[NAME=]SHAPE", "SIZE", "[rows|cols|full|heatmap|sparsity]"):  # fmt: skip
+        assert shown in text, shown
+    assert "<str>" not in text and "TEXT" not in text
+    assert "Examples:" in text and "jaccli jacobian --fn expsum --shape 2x3" in text
+    assert "J[i…, j…] = ∂y[i…]/∂x[j…]" in text  # brackets are not taken for markup
+
+
+@pytest.mark.parametrize("command", ["det", "vjp", "jvp", "hessian", "hvp", "check", "presets"])
+def test_every_command_help_ends_with_examples_that_name_it(jaccli, command: str) -> None:
+    run = jaccli(command, "--help", width=120)
+    assert run.exit_code == 0
+    examples = run.stdout[run.stdout.index("Examples:") :]
+    assert f"jaccli {command} " in examples

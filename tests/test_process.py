@@ -141,7 +141,9 @@ def test_ctrl_c_exits_130_without_a_traceback(args: list[str], delay: float) -> 
      ("jaccli hessian --strategy r", ["rev"]),
      ("jaccli vjp --view c", ["cols"]),
      ("jaccli jvp --tangent r", ["randn"]),
-     ("jaccli det --device c", ["cpu", "cuda"])],
+     ("jaccli det --device c", ["cpu", "cuda"]),
+     ("jaccli jacobian --view h", ["heatmap"]),
+     ("jaccli hessian --format l", ["latex"])],
 )  # fmt: skip
 def test_shell_completion_offers_the_choices_of_an_option(words: str, offered: list[str]) -> None:
     env = {

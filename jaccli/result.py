@@ -31,6 +31,8 @@ class Evaluation:
     """By name: `y` for a single tensor; `y0`, `y1`… or a dict's keys for several."""
     wrt: tuple[str, ...] = ()
     """The inputs differentiated, in order."""
+    jacobian_formula: str = ""
+    """J in closed form, when the function carries it (presets)."""
 
 
 @dataclass(frozen=True)

@@ -207,3 +207,20 @@ def test_lesson_matmul_vjps_are_ones_times_b_transposed_and_a_transposed_times_o
     ones = np.ones((2, 2))
     np.testing.assert_allclose(result.vjps["a"], ones @ b.T, rtol=1e-14)
     np.testing.assert_allclose(result.vjps["b"], a.T @ ones, rtol=1e-14)
+
+
+def test_every_preset_carries_its_jacobian_formula_and_the_test_that_evaluates_it() -> None:
+    """Each preset's `jacobian_formula` (shown under its formula and in `presets`) is the one
+    CLOSED_FORMS evaluates numerically against the computed J in the tests above."""
+    for name, function in PRESETS.items():
+        assert function.jacobian_formula.startswith("∂y"), name
+    assert set(CLOSED_FORMS) == {n for n, f in PRESETS.items() if f.jacobian_formula}
+
+
+def test_the_jacobian_formula_is_shown_under_the_formula_and_in_presets(jaccli) -> None:
+    run = jaccli("jacobian", "--fn", "expsum")
+    assert run.stdout.splitlines()[1] == "J: ∂y[i]/∂x[k,j] = δ_ik exp(x[i,j])"
+    listed = jaccli("presets", "--json").json()["presets"]
+    formulas = {entry["name"]: entry["jacobian_formula"] for entry in listed}
+    assert formulas["matmul"] == "∂y[i,j]/∂a[k,l] = δ_ik b[l,j];  ∂y[i,j]/∂b[k,l] = a[i,k] δ_jl"
+    assert "δ_ik exp(x[i,j])" in " ".join(jaccli("presets", width=120).stdout.split())

@@ -265,4 +265,5 @@ def describe(problem: Problem, outputs: Mapping[str, torch.Tensor]) -> Evaluatio
         ),
         outputs={name: to_numpy(output) for name, output in outputs.items()},
         wrt=problem.wrt,
+        jacobian_formula=function.jacobian_formula,
     )

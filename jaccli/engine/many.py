@@ -347,6 +347,7 @@ class _ChunkArrays:
             ),
             {n: self.ys[i][k] for i, n in enumerate(self.output_names)},
             wrt,
+            jacobian_formula=problem.function.jacobian_formula,
         )
         reason, notes = "many points at once", problem.notes
         if self.command in ("jacobian", "det"):

@@ -116,6 +116,8 @@ class Function:
     vectorized_call: Callable[..., Any] | None = None
     """The same function for inside torch.func's vectorized transforms, where `call` cannot run
     (a gradient by torch.autograd.grad under jacfwd); None: `call` runs there too."""
+    jacobian_formula: str = ""
+    """J in closed form, for a person (presets); tests evaluate each against the computed J."""
     integer_inputs: bool = False
     """Whether an input outside wrt keeps the integers it was given (a user's callable: targets,
     indices); elsewhere every input is floating."""

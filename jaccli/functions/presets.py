@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from jaccli.errors import UsageError
@@ -207,9 +208,28 @@ def square_jacobian(function: Function) -> bool:
     return math.prod(function.output_shape(shapes)) == math.prod(shapes[x.name])
 
 
+JACOBIAN_FORMULAS = {
+    "expsum": "∂y[i]/∂x[k,j] = δ_ik exp(x[i,j])",
+    "add": "∂y[i]/∂x[j] = δ_ij",
+    "matmul": "∂y[i,j]/∂a[k,l] = δ_ik b[l,j];  ∂y[i,j]/∂b[k,l] = a[i,k] δ_jl",
+    "sigmoid": "∂y[i]/∂x[j] = δ_ij y[i] (1 − y[i])",
+    "softmax": "∂y[i]/∂x[j] = y[i] (δ_ij − y[j])",
+    "tanh_linear": "∂y[i]/∂x[j] = (1 − y[i]²) W[i,j]",
+    "logsumexp": "∂y/∂x[j] = exp(x[j] − y), the softmax of x",
+    "norm": "∂y/∂x[j] = x[j] / y",
+    "polar": "∂y/∂(r,θ) = [[cos θ, −r sin θ], [sin θ, r cos θ]]",
+    "spherical": "∂y/∂(r,θ,φ) = [[sθcφ, r cθcφ, −r sθsφ], [sθsφ, r cθsφ, r sθcφ], [cθ, −r sθ, 0]]"
+    " (s = sin, c = cos)",
+    "cylindrical": "∂y/∂(r,θ,z) = [[cos θ, −r sin θ, 0], [sin θ, r cos θ, 0], [0, 0, 1]]",
+    "affine": "∂y[i]/∂x[j] = A[i,j]",
+    "planar_flow": "∂y[i]/∂x[j] = δ_ij + u[i] (1 − tanh²(wᵀx + b)) w[j]",
+    "cross": "∂y/∂a = −[b]×, ∂y/∂b = [a]×, where [v]× u = v × u",
+}
+"""Each preset's J in closed form (per sample, over the last axis, for the batched ones)."""
+
 # NOTE [separable axes] in model.py: what each `separable=` below promises.
 PRESETS: dict[str, Function] = {
-    function.name: function
+    function.name: replace(function, jacobian_formula=JACOBIAN_FORMULAS[function.name])
     for function in (
         Function(
             "expsum",

@@ -172,7 +172,10 @@ def evaluation_renderables(evaluation: Evaluation, layout: Layout) -> list[Rende
         "   ",
         (evaluation.dtype, "dim"),
     )
-    parts: list[RenderableType] = [header, _section("Inputs")]
+    parts: list[RenderableType] = [header]
+    if evaluation.jacobian_formula:
+        parts.append(Text(f"J: {evaluation.jacobian_formula}", style="dim"))
+    parts.append(_section("Inputs"))
     for value in evaluation.inputs:
         if not value.differentiable:
             note = "constant, not differentiated"
@@ -455,6 +458,8 @@ def _formula_text(function: Function) -> Text:
     (d = x's last dimension)`."""
     constants = [spec for spec in function.inputs if not spec.differentiable]
     text = Text(function.formula)
+    if function.jacobian_formula:
+        text.append(f"\n{function.jacobian_formula}", style="dim")
     if not constants:
         return text
     text.append("\nconstants: ", style="dim")

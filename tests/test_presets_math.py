@@ -214,6 +214,7 @@ def test_every_preset_carries_its_jacobian_formula_and_the_test_that_evaluates_i
     CLOSED_FORMS evaluates numerically against the computed J in the tests above."""
     for name, function in PRESETS.items():
         assert function.jacobian_formula.startswith("∂y"), name
+        assert max(len(line) for line in function.jacobian_formula.splitlines()) <= 42, name
     assert set(CLOSED_FORMS) == {n for n, f in PRESETS.items() if f.jacobian_formula}
 
 
@@ -222,5 +223,14 @@ def test_the_jacobian_formula_is_shown_under_the_formula_and_in_presets(jaccli) 
     assert run.stdout.splitlines()[1] == "J: ∂y[i]/∂x[k,j] = δ_ik exp(x[i,j])"
     listed = jaccli("presets", "--json").json()["presets"]
     formulas = {entry["name"]: entry["jacobian_formula"] for entry in listed}
-    assert formulas["matmul"] == "∂y[i,j]/∂a[k,l] = δ_ik b[l,j];  ∂y[i,j]/∂b[k,l] = a[i,k] δ_jl"
+    assert formulas["matmul"] == "∂y[i,j]/∂a[k,l] = δ_ik b[l,j] ∂y[i,j]/∂b[k,l] = a[i,k] δ_jl"
     assert "δ_ik exp(x[i,j])" in " ".join(jaccli("presets", width=120).stdout.split())
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_presets_table_breaks_no_formula_at_80_columns(jaccli, width: int) -> None:
+    run = jaccli("presets", width=width)
+    lines = [line.strip() for line in run.stdout.splitlines()]
+    for function in PRESETS.values():
+        for designed in [function.formula, *function.jacobian_formula.splitlines()]:
+            assert any(designed.strip() in line for line in lines), designed

@@ -211,21 +211,24 @@ def square_jacobian(function: Function) -> bool:
 JACOBIAN_FORMULAS = {
     "expsum": "∂y[i]/∂x[k,j] = δ_ik exp(x[i,j])",
     "add": "∂y[i]/∂x[j] = δ_ij",
-    "matmul": "∂y[i,j]/∂a[k,l] = δ_ik b[l,j];  ∂y[i,j]/∂b[k,l] = a[i,k] δ_jl",
+    "matmul": "∂y[i,j]/∂a[k,l] = δ_ik b[l,j]\n∂y[i,j]/∂b[k,l] = a[i,k] δ_jl",
     "sigmoid": "∂y[i]/∂x[j] = δ_ij y[i] (1 − y[i])",
     "softmax": "∂y[i]/∂x[j] = y[i] (δ_ij − y[j])",
     "tanh_linear": "∂y[i]/∂x[j] = (1 − y[i]²) W[i,j]",
-    "logsumexp": "∂y/∂x[j] = exp(x[j] − y), the softmax of x",
+    "logsumexp": "∂y/∂x[j] = exp(x[j] − y) = softmax(x)[j]",
     "norm": "∂y/∂x[j] = x[j] / y",
-    "polar": "∂y/∂(r,θ) = [[cos θ, −r sin θ], [sin θ, r cos θ]]",
-    "spherical": "∂y/∂(r,θ,φ) = [[sθcφ, r cθcφ, −r sθsφ], [sθsφ, r cθsφ, r sθcφ], [cθ, −r sθ, 0]]"
-    " (s = sin, c = cos)",
-    "cylindrical": "∂y/∂(r,θ,z) = [[cos θ, −r sin θ, 0], [sin θ, r cos θ, 0], [0, 0, 1]]",
+    "polar": "∂y/∂(r,θ) = [[cos θ, −r sin θ],\n             [sin θ,  r cos θ]]",
+    "spherical": "∂y/∂(r,θ,φ) = [[sθcφ, r cθcφ, −r sθsφ],\n"
+    "               [sθsφ, r cθsφ,  r sθcφ],\n"
+    "               [cθ,   −r sθ,   0]]\n(s = sin, c = cos)",
+    "cylindrical": "∂y/∂(r,θ,z) = [[cos θ, −r sin θ, 0],\n               [sin θ,  r cos θ, 0],\n"
+    "               [0,      0,       1]]",
     "affine": "∂y[i]/∂x[j] = A[i,j]",
-    "planar_flow": "∂y[i]/∂x[j] = δ_ij + u[i] (1 − tanh²(wᵀx + b)) w[j]",
-    "cross": "∂y/∂a = −[b]×, ∂y/∂b = [a]×, where [v]× u = v × u",
+    "planar_flow": "∂y[i]/∂x[j] = δ_ij\n  + u[i] (1 − tanh²(wᵀx + b)) w[j]",
+    "cross": "∂y/∂a = −[b]×,  ∂y/∂b = [a]×\nwhere [v]× u = v × u",
 }
-"""Each preset's J in closed form (per sample, over the last axis, for the batched ones)."""
+"""Each preset's J in closed form (per sample, over the last axis, for the batched ones), in
+lines of at most 42 characters, broken by design so an 80-column table never breaks a phrase."""
 
 # NOTE [separable axes] in model.py: what each `separable=` below promises.
 PRESETS: dict[str, Function] = {
@@ -303,7 +306,7 @@ PRESETS: dict[str, Function] = {
         ),
         Function(
             "spherical",
-            "y = r (sinθ cosφ, sinθ sinφ, cosθ), (r,θ,φ) = x",
+            "y = r(sinθcosφ, sinθsinφ, cosθ), (r,θ,φ) = x",
             (InputSpec("x", (3,), separable=BATCHED_OVER_LEADING_AXES),),
             _spherical,
             _coordinates_shape("spherical", "x[..., 0] is r, x[..., 1] θ and x[..., 2] φ"),

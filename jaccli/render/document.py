@@ -319,7 +319,7 @@ def presets_document(functions: Iterable[tuple[Function, bool]]) -> dict[str, An
             {
                 "name": function.name,
                 "formula": function.formula,
-                "jacobian_formula": function.jacobian_formula,
+                "jacobian_formula": " ".join(function.jacobian_formula.split()),
                 "square_jacobian": square,
                 "inputs": [
                     {

@@ -174,7 +174,8 @@ def evaluation_renderables(evaluation: Evaluation, layout: Layout) -> list[Rende
     )
     parts: list[RenderableType] = [header]
     if evaluation.jacobian_formula:
-        parts.append(Text(f"J: {evaluation.jacobian_formula}", style="dim"))
+        formula = evaluation.jacobian_formula.replace("\n", "\n   ")
+        parts.append(Text(f"J: {formula}", style="dim"))
     parts.append(_section("Inputs"))
     for value in evaluation.inputs:
         if not value.differentiable:
@@ -487,6 +488,7 @@ def presets_table(functions: Iterable[tuple[Function, bool]]) -> Table:
         title=Text("Presets (--fn NAME)"),
         title_justify="left",
         show_edge=False,
+        pad_edge=False,
     )
     table.add_column("name", style="bold magenta", no_wrap=True)
     table.add_column("formula", ratio=1)

@@ -119,7 +119,7 @@ def test_every_shell_example_in_the_readme_runs(tmp_path) -> None:
         directories.append(tmp_path / f"block{index}")
         directories[-1].mkdir()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        found = pool.map(lambda args: _run_block(*args, env), zip(blocks, directories))
+        found = pool.map(lambda args: _run_block(*args, env), zip(blocks, directories, strict=True))
         problems = [problem for block in found for problem in block]
     if problems:
         pytest.fail("\n".join(problems))

@@ -10,7 +10,8 @@ Each output and input is pooled on its own, so their separators fall between cel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
@@ -30,42 +31,75 @@ RANK_LIMIT = 2048
 """The numerical rank is computed (by SVD) up to this many rows or columns."""
 
 
-def joint_matrix(
-    result: JacobianResult | HessianResult,
-) -> tuple[np.ndarray, list[tuple[str, int]], list[tuple[str, int]], str]:
-    """Every J of the result as one matrix, with its row and column groups and its name."""
+BAND_ENTRIES = 1 << 21
+"""Entries of J read at a time: the picture and the structure stream J in row bands, so they
+hold a few MiB beside it whatever its size (J itself is within --max-memory)."""
+RANK_ENTRIES = 1 << 22
+"""The numerical rank (an SVD of a float64 copy) is computed up to this many entries of J."""
+
+
+@dataclass(frozen=True)
+class Joint:
+    """Every J of a result as the blocks of one matrix: `blocks[r][c]` is a 2-D view of the
+    rows of row group r and the columns of column group c (no copy of J is made)."""
+
+    blocks: list[list[np.ndarray]]
+    row_groups: list[tuple[str, int]]
+    column_groups: list[tuple[str, int]]
+    title: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return sum(n for _, n in self.row_groups), sum(n for _, n in self.column_groups)
+
+    def tiles(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(first row, first column, a view of the entries there): tiles of at most
+        BAND_ENTRIES entries covering the matrix, no copy made."""
+        top = 0
+        for row_blocks, (_, height) in zip(self.blocks, self.row_groups, strict=True):
+            left = 0
+            for block, (_, width) in zip(row_blocks, self.column_groups, strict=True):
+                tile_width = min(width, BAND_ENTRIES) or 1
+                tile_height = max(BAND_ENTRIES // tile_width, 1)
+                for row in range(0, height, tile_height):
+                    for column in range(0, width, tile_width):
+                        tile = block[row : row + tile_height, column : column + tile_width]
+                        yield top + row, left + column, tile
+                left += width
+            top += height
+
+    def dense(self) -> np.ndarray:
+        """The whole matrix as one float64 array (for small J only)."""
+        return np.block(self.blocks).astype(np.float64)
+
+
+def joint_matrix(result: JacobianResult | HessianResult) -> Joint:
+    """Every J of the result as one matrix: rows over the outputs, columns over the inputs in
+    `wrt` order (for a Hessian, rows over each output and input of the gradient)."""
     outputs = result.evaluation.outputs
     if isinstance(result, HessianResult):
         sizes = {value.name: value.values.size for value in result.evaluation.inputs}
-        rows, row_groups = [], []
+        blocks, row_groups = [], []
         for y_name, by_a in result.hessians.items():
             y_size = outputs[y_name].size
             for a_name, by_b in by_a.items():
-                rows.append(
-                    np.concatenate(
-                        [h.reshape(y_size * sizes[a_name], -1) for h in by_b.values()], axis=1
-                    )
-                )
+                blocks.append([h.reshape(y_size * sizes[a_name], -1) for h in by_b.values()])
                 label = a_name if len(outputs) == 1 and y_size == 1 else f"{y_name}·{a_name}"
-                row_groups.append((label, rows[-1].shape[0]))
+                row_groups.append((label, y_size * sizes[a_name]))
         column_groups = [(b, sizes[b]) for b in result.evaluation.wrt]
         title = f"∂²{_names(result.hessians)}/∂{_names(result.evaluation.wrt)}²"
-        return np.concatenate(rows, axis=0), row_groups, column_groups, title
+        return Joint(blocks, row_groups, column_groups, title)
     if result.per_sample is not None:
         raise ValueError("a per-sample result holds only J's diagonal blocks")
-    rows, row_groups, column_groups = [], [], []
+    blocks, row_groups = [], []
+    column_groups: list[tuple[str, int]] = []
     for y_name, by_wrt in result.jacobians.items():
         y_size = outputs[y_name].size
-        blocks = [j.reshape(y_size, -1) for j in by_wrt.values()]
-        rows.append(np.concatenate(blocks, axis=1))
+        blocks.append([j.reshape(y_size, -1) for j in by_wrt.values()])
         row_groups.append((y_name, y_size))
-        column_groups = [(x, block.shape[1]) for x, block in zip(by_wrt, blocks, strict=True)]
-    return (
-        np.concatenate(rows, axis=0),
-        row_groups,
-        column_groups,
-        f"∂{_names(result.jacobians)}/∂{_names(dict(column_groups))}",
-    )
+        column_groups = [(x, b.shape[1]) for x, b in zip(by_wrt, blocks[-1], strict=True)]
+    title = f"∂{_names(result.jacobians)}/∂{_names(dict(column_groups))}"
+    return Joint(blocks, row_groups, column_groups, title)
 
 
 def _names(names: Sequence[str] | dict[str, object]) -> str:
@@ -76,38 +110,80 @@ def _names(names: Sequence[str] | dict[str, object]) -> str:
 
 def pool_max_magnitude(matrix: np.ndarray, cell_rows: int, cell_columns: int) -> np.ndarray:
     """The matrix in cells of `cell_rows` × `cell_columns` entries (fewer at the far edges),
-    each holding the entry of largest magnitude it covers; NaN wherever a cell covers one."""
+    each holding the entry of largest magnitude it covers; NaN wherever a cell covers one.
+
+    Read in tiles of whole cells of about BAND_ENTRIES entries, so the temporaries stay small.
+    """
     rows, columns = matrix.shape
-    out_rows, out_columns = -(-rows // cell_rows), -(-columns // cell_columns)
-    padded = np.zeros((out_rows * cell_rows, out_columns * cell_columns), dtype=np.float64)
-    padded[:rows, :columns] = matrix
-    cells = padded.reshape(out_rows, cell_rows, out_columns, cell_columns).transpose(0, 2, 1, 3)
-    cells = cells.reshape(out_rows, out_columns, -1)
-    magnitude = np.where(np.isnan(cells), np.inf, np.abs(cells))
-    chosen = np.take_along_axis(cells, magnitude.argmax(axis=2)[..., None], axis=2)
-    return chosen[..., 0]
+    down, across = -(-rows // cell_rows), -(-columns // cell_columns)
+    pooled = np.zeros((down, across), dtype=np.float64)
+    cells_in_tile = max(BAND_ENTRIES // (cell_rows * cell_columns), 1)
+    tile_across = min(across, cells_in_tile)
+    tile_down = max(cells_in_tile // tile_across, 1)
+    for top in range(0, down, tile_down):
+        for left in range(0, across, tile_across):
+            tile = matrix[
+                top * cell_rows : (top + tile_down) * cell_rows,
+                left * cell_columns : (left + tile_across) * cell_columns,
+            ]
+            height, width = -(-tile.shape[0] // cell_rows), -(-tile.shape[1] // cell_columns)
+            padded = np.zeros((height * cell_rows, width * cell_columns), dtype=tile.dtype)
+            padded[: tile.shape[0], : tile.shape[1]] = tile
+            cells = padded.reshape(height, cell_rows, width, cell_columns).transpose(0, 2, 1, 3)
+            cells = cells.reshape(height, width, -1)
+            magnitude = np.abs(cells)
+            magnitude[np.isnan(cells)] = np.inf
+            chosen = np.take_along_axis(cells, magnitude.argmax(axis=2)[..., None], axis=2)
+            pooled[top : top + height, left : left + width] = chosen[..., 0]
+    return pooled
 
 
-def pool_any(mask: np.ndarray, cell_rows: int, cell_columns: int) -> np.ndarray:
-    """Whether each cell of `cell_rows` × `cell_columns` entries covers a True entry."""
-    rows, columns = mask.shape
-    out_rows, out_columns = -(-rows // cell_rows), -(-columns // cell_columns)
-    padded = np.zeros((out_rows * cell_rows, out_columns * cell_columns), dtype=bool)
-    padded[:rows, :columns] = mask
-    return padded.reshape(out_rows, cell_rows, out_columns, cell_columns).any(axis=(1, 3))
+@dataclass(frozen=True)
+class RowProfile:
+    """Each row's non-zeros: how many, the first and last column holding one (the number of
+    columns and -1 for a zero row); and the largest finite |entry| of the whole matrix."""
+
+    counts: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    largest: float
+    finite: bool
 
 
-def _blocks(nonzero: np.ndarray, samples: int | None, hint: str | None) -> BlockDiagonal | None:
+def row_profile(joint: Joint) -> RowProfile:
+    """The non-zero profile of every row, read a tile at a time."""
+    rows, columns = joint.shape
+    counts = np.zeros(rows, dtype=np.int64)
+    first = np.full(rows, columns, dtype=np.int64)
+    last = np.full(rows, -1, dtype=np.int64)
+    largest, finite = 0.0, True
+    for top, left, tile in joint.tiles():
+        nonzero = tile != 0  # NaN counts as non-zero
+        span = slice(top, top + tile.shape[0])
+        has = nonzero.any(axis=1)
+        counts[span] += nonzero.sum(axis=1)
+        first[span] = np.minimum(first[span], np.where(has, left + nonzero.argmax(axis=1), columns))
+        right = left + tile.shape[1] - 1 - nonzero[:, ::-1].argmax(axis=1)
+        last[span] = np.maximum(last[span], np.where(has, right, -1))
+        is_finite = np.isfinite(tile)
+        if not is_finite.all():
+            finite = False
+            tile = np.where(is_finite, tile, 0)
+        if tile.size:
+            largest = max(largest, float(np.abs(tile).max()))
+    return RowProfile(counts, first, last, largest, finite)
+
+
+def _blocks(
+    profile: RowProfile, columns: int, samples: int | None, hint: str | None
+) -> BlockDiagonal | None:
     """The diagonal blocks J's non-zeros fall into: along the samples' axis when every sample
     boundary is a cut, else the finest partition; None when there is a single block."""
-    rows, columns = nonzero.shape
-    if rows < 2 or columns < 2 or not nonzero.any():
+    rows = profile.counts.shape[0]
+    if rows < 2 or columns < 2 or not profile.counts.any():
         return None
-    has = nonzero.any(axis=1)
-    first = np.where(has, nonzero.argmax(axis=1), columns)
-    last = np.where(has, columns - 1 - nonzero[:, ::-1].argmax(axis=1), -1)
-    last_before = np.maximum.accumulate(last)  # last_before[r-1]: over rows < r
-    first_after = np.minimum.accumulate(first[::-1])[::-1]  # first_after[r]: over rows ≥ r
+    last_before = np.maximum.accumulate(profile.last)  # last_before[r-1]: over rows < r
+    first_after = np.minimum.accumulate(profile.first[::-1])[::-1]  # over rows ≥ r
 
     def cut_allows(row: int, column: int) -> bool:
         return last_before[row - 1] < column <= first_after[row]
@@ -133,11 +209,7 @@ def _blocks(nonzero: np.ndarray, samples: int | None, hint: str | None) -> Block
 
 
 def structure_of(
-    matrix: np.ndarray,
-    eps: float,
-    *,
-    samples: int | None = None,
-    hint: str | None = None,
+    matrix: np.ndarray, eps: float, *, samples: int | None = None, hint: str | None = None
 ) -> Structure:
     """Non-zeros, bandwidths, diagonal, triangular and block-diagonal form, and the numerical
     rank (singular values above max(m, n)·eps·σ_max) of J as a matrix.
@@ -146,28 +218,40 @@ def structure_of(
     along it are reported as such, with `hint`.
     """
     rows, columns = matrix.shape
-    nonzero = matrix != 0  # NaN counts as non-zero
-    count = int(nonzero.sum())
-    i, j = np.nonzero(nonzero)
-    lower = int((i - j).max(initial=0)) if count else None
-    upper = int((j - i).max(initial=0)) if count else None
+    joint = Joint([[matrix]], [("y", rows)], [("x", columns)], "J")
+    return _structure(joint, row_profile(joint), eps, samples, hint)
+
+
+def _structure(
+    joint: Joint, profile: RowProfile, eps: float, samples: int | None, hint: str | None
+) -> Structure:
+    """`structure_of` for the joint matrix, from its row profile."""
+    rows, columns = joint.shape
+    count = int(profile.counts.sum())
+    has = profile.counts > 0
+    index = np.arange(rows)[has]
+    lower = int((index - profile.first[has]).max(initial=0)) if count else None
+    upper = int((profile.last[has] - index).max(initial=0)) if count else None
     square = rows == columns
     diagonal = square and count > 0 and lower == 0 and upper == 0
     triangular = None
     if square and count and not diagonal and rows > 1:
         triangular = "lower" if upper == 0 else "upper" if lower == 0 else None
     rank, tolerance, skipped = None, None, None
-    if min(rows, columns) > RANK_LIMIT:
-        skipped = f"J is {rows}×{columns}; the rank is computed up to {RANK_LIMIT} rows or columns"
-    elif not np.isfinite(matrix).all():
+    if min(rows, columns) > RANK_LIMIT or rows * columns > RANK_ENTRIES:
+        skipped = (
+            f"J is {rows}×{columns}; the rank is computed up to {RANK_LIMIT} rows or columns "
+            f"and {RANK_ENTRIES:,} entries"
+        )
+    elif not profile.finite:
         skipped = "J has entries that are not finite"
     elif count == 0:
         rank, tolerance = 0, 0.0
     else:
-        singular = np.linalg.svd(matrix.astype(np.float64), compute_uv=False)
+        singular = np.linalg.svd(joint.dense(), compute_uv=False)
         tolerance = float(singular[0] * max(rows, columns) * eps)
         rank = int((singular > tolerance).sum())
-    blocks = None if diagonal else _blocks(nonzero, samples, hint)
+    blocks = None if diagonal else _blocks(profile, columns, samples, hint)
     return Structure(
         rows, columns, count, lower, upper, diagonal, triangular, blocks, rank, tolerance, skipped
     )
@@ -196,11 +280,17 @@ def _shared_samples(result: JacobianResult | HessianResult) -> int | None:
 
 
 def _cells(groups: Sequence[tuple[str, int]], limit: int) -> tuple[int, list[PictureGroup]]:
-    """The fewest entries per cell that fit every group's cells within `limit`, and the groups."""
-    cell = max(1, -(-sum(size for _, size in groups) // max(limit, 1)))
-    while sum(-(-size // cell) for _, size in groups) > limit and cell < max(s for _, s in groups):
-        cell += 1
-    return cell, [PictureGroup(label, size, -(-size // cell)) for label, size in groups]
+    """The fewest entries per cell that fit every group's cells within `limit` (when each group
+    can have a cell), and the groups."""
+
+    def cells(size: int) -> int:
+        return sum(-(-n // size) for _, n in groups)
+
+    low, high = 1, max(max((n for _, n in groups), default=1), 1)
+    while low < high:  # the smallest cell size whose cells fit
+        middle = (low + high) // 2
+        low, high = (low, middle) if cells(middle) <= limit else (middle + 1, high)
+    return low, [PictureGroup(label, n, -(-n // low)) for label, n in groups]
 
 
 def picture_of(
@@ -214,38 +304,32 @@ def picture_of(
     """J of the result pooled into at most `max_rows` × `max_columns` cells, with its
     structure, to be drawn as `view`; `batched_hint` is the option that would compute only its
     blocks, if any."""
-    matrix, row_groups, column_groups, title = joint_matrix(result)
+    joint = joint_matrix(result)
     eps = float(np.finfo(np.dtype(result.evaluation.dtype)).eps)
     samples = _shared_samples(result)
     hint = None
     if batched_hint is not None and samples is not None:
         hint = f"{batched_hint} computes only the {samples} blocks"
-    structure = structure_of(matrix, eps, samples=samples, hint=hint)
-    cell_rows, rows = _cells(row_groups, max_rows)
-    cell_columns, columns = _cells(column_groups, max_columns)
-    pooled_rows, nonzero_rows = [], []
-    row_start = 0
-    for group in rows:
-        band = matrix[row_start : row_start + group.size]
-        row_start += group.size
-        values, masks, column_start = [], [], 0
-        for column in columns:
-            block = band[:, column_start : column_start + column.size]
-            column_start += column.size
-            values.append(pool_max_magnitude(block, cell_rows, cell_columns))
-            masks.append(pool_any(block != 0, cell_rows, cell_columns))
-        pooled_rows.append(np.concatenate(values, axis=1))
-        nonzero_rows.append(np.concatenate(masks, axis=1))
-    finite = np.abs(matrix[np.isfinite(matrix)])
+    profile = row_profile(joint)
+    structure = _structure(joint, profile, eps, samples, hint)
+    cell_rows, rows = _cells(joint.row_groups, max_rows)
+    cell_columns, columns = _cells(joint.column_groups, max_columns)
+    values = np.concatenate(
+        [
+            np.concatenate([pool_max_magnitude(b, cell_rows, cell_columns) for b in blocks], 1)
+            for blocks in joint.blocks
+        ],
+        axis=0,
+    )
     return Picture(
         view=view,
-        title=title,
-        values=np.concatenate(pooled_rows, axis=0),
-        nonzero=np.concatenate(nonzero_rows, axis=0),
+        title=joint.title,
+        values=values,
+        nonzero=values != 0,  # a cell's largest |entry| is 0 only when every entry is
         cell_rows=cell_rows,
         cell_columns=cell_columns,
         row_groups=tuple(rows),
         column_groups=tuple(columns),
-        scale=float(finite.max()) if finite.size else 0.0,
+        scale=profile.largest,
         structure=structure,
     )

@@ -375,3 +375,10 @@ def test_ctrl_c_wrapped_by_python_machinery_still_exits_130(jaccli, monkeypatch)
     run = jaccli("jacobian", "--fn", "expsum")
     assert run.exit_code == 130
     assert "internal error" not in run.stderr
+
+
+def test_an_output_named_by_a_terminal_escape_is_refused(jaccli) -> None:
+    run = jaccli("jacobian", "--fn", "tests/fixtures/hostile_names.py:escape_named", "--shape", "3",
+                 "--view", "heatmap")  # fmt: skip
+    assert run.exit_code == 1
+    assert "control characters" in run.stderr and "\x1b" not in run.stderr + run.stdout

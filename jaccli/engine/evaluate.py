@@ -65,10 +65,10 @@ def _flatten(value: Any, path: str, named: dict[str, Any], function: str) -> Non
     if not items:
         raise ComputationError(f"{function} returned an empty {type(value).__name__} at {path}")
     for key, item in items:
-        if not key or "." in key or any(c.isspace() for c in key):
+        if not key or "." in key or any(c.isspace() for c in key) or not key.isprintable():
             raise ComputationError(
                 f"{function} returned an output named {key!r}; names need letters without "
-                "dots or spaces"
+                "dots, spaces or control characters"
             )
         _flatten(item, f"{path}.{key}" if path else key, named, function)
 

@@ -1596,9 +1596,9 @@ def presets(json_: JsonOption = False) -> None:
 
         emit_json(presets_document(functions))
     else:
-        from jaccli.render.tables import presets_table
+        from jaccli.render.tables import presets_renderable
 
-        emit_rich(presets_table(functions))
+        emit_rich(presets_renderable(functions, Console().width))
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

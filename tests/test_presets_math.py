@@ -227,8 +227,8 @@ def test_the_jacobian_formula_is_shown_under_the_formula_and_in_presets(jaccli) 
     assert "δ_ik exp(x[i,j])" in " ".join(jaccli("presets", width=120).stdout.split())
 
 
-@pytest.mark.parametrize("width", [80, 120])
-def test_presets_table_breaks_no_formula_at_80_columns(jaccli, width: int) -> None:
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_presets_table_breaks_no_formula_at_60_80_or_120_columns(jaccli, width: int) -> None:
     run = jaccli("presets", width=width)
     lines = [line.strip() for line in run.stdout.splitlines()]
     for function in PRESETS.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -200,11 +201,40 @@ def test_rendered_views_match_the_reviewed_layout(
 ) -> None:
     run = jaccli(*args, width=width)
     assert run.exit_code == 0, run.stderr
-    # the strategy's reason depends on what this process already loaded, not on the layout
-    shown = "".join(
-        line for line in run.stdout.splitlines(True) if not line.startswith("strategy ")
-    )
-    assert_golden(golden, shown)
+    assert_golden(golden, _without_strategy(run.stdout))
+
+
+def _without_strategy(text: str) -> str:
+    """The output without its last part, the strategy and its reason, which depend on what this
+    process already loaded, not on the layout."""
+    return text.split("\n\nstrategy ")[0] + "\n"
+
+
+LAYOUTS = {
+    "jacobian_expsum": ["jacobian", "--fn", "expsum"],
+    "jacobian_polar": ["jacobian", "--fn", "polar"],
+    "plan_expsum": ["jacobian", "--fn", "expsum", "--shape", "512x512", "--plan",
+                    "--max-memory", "1GiB"],
+    "check_expsum": ["check", "--fn", "expsum"],
+    "det_spherical": ["det", "--fn", "spherical"],
+    "hessian_logsumexp": ["hessian", "--fn", "logsumexp"],
+    "vjp_matmul": ["vjp", "--fn", "matmul", "--wrt", "a"],
+    "jvp_expsum": ["jvp", "--fn", "expsum"],
+    "presets": ["presets"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_every_layout_fits_60_80_and_120_columns(jaccli, name: str, width: int) -> None:
+    """Reviewed at each width: labels are shortened by design, so no line is wider than the
+    terminal and Rich never has to cut one (`compari…`)."""
+    run = jaccli(*LAYOUTS[name], width=width)
+    assert run.exit_code == 0, run.stderr
+    shown = _without_strategy(run.stdout)
+    assert all(len(line) <= width for line in shown.splitlines())
+    assert not re.search(r"[a-z]…", shown), "a label was cut"
+    assert_golden(f"layout_{name}_{width}.txt", shown)
 
 
 def test_json_check_document_is_strict_json(jaccli) -> None:

@@ -91,12 +91,11 @@ def choose_strategy(requested: Strategy, n_out: int, n_in: int) -> tuple[str, st
         if vectorized_start_up_paid():
             why = "beats vmap" if passes == 1 else "beat vmap"
         else:
-            why = "starts" if passes == 1 else "start"
-            why += " faster than torch.func (~1 s to load)"
+            why = "(torch.func takes ~1 s to load)"
         return method, f"{passes} {kind} pass{'' if passes == 1 else 'es'} {why}"
     if mode == "rev":
-        return "rev", f"{n_out} outputs ≤ {n_in} inputs: reverse mode needs fewer passes"
-    return "fwd", f"{n_out} outputs > {n_in} inputs: forward mode needs fewer passes"
+        return "rev", f"{n_out} outputs ≤ {n_in} inputs: reverse mode, fewer passes"
+    return "fwd", f"{n_out} outputs > {n_in} inputs: forward mode, fewer passes"
 
 
 def _peak(method: str, result_bytes: int, row_bytes: int, chunk_size: int | None) -> int:

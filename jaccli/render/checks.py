@@ -105,8 +105,7 @@ def view_renderable(
         (f"  {y_i} depends only on {x_i};  J_{i} = ∂{y_i}/∂{x_i}", "dim"),
     )
     note = Text(
-        f"agrees: |difference| ≤ {view.atol:g}·max(1, |full|) + {view.rtol:g}·|full| "
-        "for every entry",
+        f"✓ when |difference| ≤ {view.atol:g}·max(1, |full|) + {view.rtol:g}·|full|",
         style="dim",
     )
     return Group(title, body, note)
@@ -125,40 +124,34 @@ def tolerance_text(comparison: Comparison) -> str:
     return f"rtol {comparison.rtol:g}, atol {comparison.atol:g}"
 
 
+def _comparison_lines(comparison: Comparison) -> list[Text]:
+    """One comparison as short lines, each within 60 columns for usual names: the verdict and
+    what was compared, its largest errors and where, then the reference and the tolerances."""
+    lines = [Text.assemble(_verdict(comparison.passed), " ", (comparison.name, "bold"))]
+    if comparison.skipped:
+        lines.append(Text(f"  skipped: {comparison.skipped}", style="yellow"))
+        return lines
+    largest = comparison.largest_error_entry
+    where = f" at {entry_label(largest)}" if largest else ""
+    lines.append(Text(f"  max abs err {_number(comparison.max_abs_error)}{where}"))
+    lines.append(Text(f"  max rel err {_number(comparison.max_rel_error)}"))
+    lines.append(Text(f"  reference: {comparison.reference}", style="dim"))
+    tolerances = tolerance_text(comparison)
+    if comparison.step is not None:
+        tolerances += f", step h = {comparison.step:g}·max(1, |x|)"
+    lines.append(Text(f"  {tolerances}", style="dim"))
+    return lines
+
+
 def check_renderable(check: Check, *, worst_entries: bool = False) -> RenderableType:
-    """The comparisons made, each with its largest errors, where, the tolerance and the verdict;
-    with `worst_entries`, the entries that came closest to failing as well."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("comparison")
-    table.add_column("", no_wrap=True)
-    for header in ("max abs err", "max rel err"):
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("at (max abs err)", no_wrap=True)
-    notes = []
-    for comparison in check.comparisons:
-        largest = comparison.largest_error_entry
-        table.add_row(
-            Text(comparison.name),
-            _verdict(comparison.passed),
-            _number(comparison.max_abs_error),
-            _number(comparison.max_rel_error),
-            Text(entry_label(largest) if largest else ""),
-        )
-        if comparison.skipped:
-            notes.append(f"{comparison.name}: skipped: {comparison.skipped}")
-        else:
-            note = f"{comparison.name}: {comparison.reference}; {tolerance_text(comparison)}"
-            if comparison.step is not None:
-                note += f", step h = {comparison.step:g}·max(1, |x|)"
-            notes.append(note)
+    """The comparisons made, each with its verdict, largest errors and where, its reference and
+    tolerances; with `worst_entries`, the entries that came closest to failing as well."""
     verdict = (
         Text("passed", style="bold green") if check.passed else Text("FAILED", style="bold red")
     )
-    parts: list[RenderableType] = [
-        Text.assemble(("\nCheck", "bold underline"), "  ", verdict),
-        table,
-        Text("\n".join(notes), style="dim"),
-    ]
+    parts: list[RenderableType] = [Text.assemble(("\nCheck", "bold underline"), "  ", verdict)]
+    for comparison in check.comparisons:
+        parts += _comparison_lines(comparison)
     if worst_entries:
         for comparison in check.comparisons:
             if comparison.worst_entries:
@@ -174,6 +167,7 @@ def _worst_entries_table(comparison: Comparison) -> Table:
         pad_edge=False,
         title=Text(f"Worst entries: {comparison.name}", style="bold"),
         title_justify="left",
+        collapse_padding=True,
     )
     table.add_column("entry", no_wrap=True)
     for header in ("value", "reference", "abs err", "rel err"):

@@ -21,18 +21,19 @@ def _shapes(shapes: dict[str, tuple[int, ...]]) -> str:
     return ", ".join(f"{name} {format_shape(shape)}" for name, shape in shapes.items())
 
 
-def batched_hint(report: PlanReport) -> str | None:
-    """A suggestion of --batched when the dense J is large and has diagonal blocks."""
+def batched_hint(report: PlanReport) -> list[str]:
+    """A suggestion of --batched when the dense J is large and has diagonal blocks, in lines
+    that fit 60 columns (none when it does not apply)."""
     per_sample = report.per_sample
     if report.batched or per_sample is None or per_sample.refused:
-        return None
+        return []
     if report.plan.result_bytes < LARGE_RESULT:
-        return None
-    return (
-        f"J is block-diagonal: --batched keeps only the diagonal blocks, "
-        f"{format_bytes(per_sample.result_bytes)} instead of "
-        f"{format_bytes(report.plan.result_bytes)}"
-    )
+        return []
+    return [
+        "J is block-diagonal: --batched keeps only its blocks",
+        f"({format_bytes(per_sample.result_bytes)} instead of "
+        f"{format_bytes(report.plan.result_bytes)})",
+    ]
 
 
 def plan_renderable(report: PlanReport) -> RenderableType:
@@ -81,9 +82,7 @@ def plan_renderable(report: PlanReport) -> RenderableType:
         else Text("fits the memory budget; nothing was computed", style="green")
     )
     parts: list[RenderableType] = [Text("Plan", style="bold underline"), table, verdict]
-    hint = batched_hint(report)
-    if hint:
-        parts.append(Text(hint, style="yellow"))
+    parts += [Text(line, style="yellow") for line in batched_hint(report)]
     return Group(*parts)
 
 
@@ -129,6 +128,6 @@ def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, An
         "plan": {
             **_plan_entry(report.plan),
             "per_sample": None if report.per_sample is None else _plan_entry(report.per_sample),
-            "suggestion": batched_hint(report),
+            "suggestion": " ".join(batched_hint(report)) or None,
         },
     }

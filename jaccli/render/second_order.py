@@ -13,6 +13,7 @@ from jaccli.render.tables import (
     Layout,
     evaluation_renderables,
     grid_table,
+    how_computed,
     product_renderables,
     view_and_check,
     with_note,
@@ -97,7 +98,7 @@ def _tail(result: HessianResult, layout: Layout) -> list[RenderableType]:
     return [
         Text(f"\nsymmetry: max|H − Hᵀ| = {result.symmetry_error:.3g}", style="dim"),
         *view_and_check(result, layout),
-        Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"),
+        how_computed("strategy", result.strategy, result.strategy_reason),
     ]
 
 
@@ -122,5 +123,5 @@ def hvp_renderable(result: HvpResult, layout: Layout) -> Group:
         note = "  (H·v)_a = Σ_b ∂²y/∂a∂b·v_b"
     parts += product_renderables("Vector", result.vectors, products, note, layout)
     parts += view_and_check(result, layout)
-    parts.append(Text(f"\nmethod {result.method}: {result.method_reason}", style="dim"))
+    parts.append(how_computed("method", result.method, result.method_reason))
     return Group(*parts)

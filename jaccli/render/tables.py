@@ -159,6 +159,12 @@ def _titled(name: str, shape: Sequence[int], note: str = "") -> Text:
     return title
 
 
+def how_computed(label: str, method: str, reason: str) -> Text:
+    """`strategy rev` (or `method …`) and, indented on the next line, why: two short lines
+    rather than one that a 60- or 80-column terminal would break mid-phrase."""
+    return Text(f"\n{label} {method}\n  {reason}", style="dim")
+
+
 def _section(title: str) -> Text:
     return Text.assemble("\n", (title, "bold underline"))
 
@@ -257,7 +263,7 @@ def jacobian_renderable(
     parts += view_and_check(result, layout)
     if result.determinant is not None:
         parts += determinant_renderables(result, layout)
-    parts.append(Text(f"\nstrategy {result.strategy}: {result.strategy_reason}", style="dim"))
+    parts.append(how_computed("strategy", result.strategy, result.strategy_reason))
     return Group(*parts)
 
 
@@ -439,7 +445,7 @@ def jvp_renderable(result: JvpResult, layout: Layout) -> Group:
     products = {f"JVP J·v of {out}": (out, jvp) for out, jvp in result.jvps.items()}
     parts += product_renderables("Tangent", result.tangents, products, note, layout)
     parts += view_and_check(result, layout)
-    parts.append(Text(f"\nmethod {result.method}: {result.method_reason}", style="dim"))
+    parts.append(how_computed("method", result.method, result.method_reason))
     return Group(*parts)
 
 
@@ -478,6 +484,36 @@ def _formula_text(function: Function) -> Text:
     if symbols:
         text.append(f" ({', '.join(dict.fromkeys(symbols))})", style="dim")
     return text
+
+
+PRESETS_TABLE_WIDTH = 80
+"""Below this width the presets are listed one under another instead of in a table."""
+
+
+def presets_renderable(functions: Iterable[tuple[Function, bool]], width: int) -> RenderableType:
+    """The presets as a table, or on a narrow terminal one after another: the name, inputs
+    and `det ✓`, then the formula, J and the constants indented under it."""
+    if width >= PRESETS_TABLE_WIDTH:
+        return presets_table(functions)
+    parts: list[RenderableType] = [Text("Presets (--fn NAME)")]
+    for function, square in functions:
+        parts.append(
+            Text.assemble(
+                "\n",
+                (function.name, "bold magenta"),
+                "  ",
+                _inputs_text(function),
+                ("  det ✓" if square else "", "dim"),
+            )
+        )
+        formula = _formula_text(function)
+        indented = Text("  ")
+        for line in formula.split("\n"):
+            indented.append_text(line)
+            indented.append("\n  ")
+        indented.rstrip()
+        parts.append(indented)
+    return Group(*parts)
 
 
 def presets_table(functions: Iterable[tuple[Function, bool]]) -> Table:

@@ -254,7 +254,14 @@ def cold_table(repeats: int) -> list[str]:
             [JACCLI, "--help"],
             'python -c "import typer, rich"',
             [python, "-c", "import typer, rich"],
-            "2",
+            "1.5",
+        ),
+        (
+            "jaccli jacobian --help",
+            [JACCLI, "jacobian", "--help"],
+            'python -c "import typer, rich"',
+            [python, "-c", "import typer, rich"],
+            "—",
         ),
         (
             "jaccli jacobian --fn expsum --shape 1024x256 --batched --json",
@@ -358,6 +365,34 @@ def points_compute_table(repeats: int, budget: int) -> list[str]:
         ours, theirs = median_seconds(engine, repeats), median_seconds(reference, repeats)
         rows.append(
             f"| {name} | {ours * 1e3:.1f} ms | {theirs * 1e3:.1f} ms | {ours / theirs:.2f} |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def pictures_table(repeats: int, budget: int) -> list[str]:
+    """What --view heatmap|sparsity adds to a jacobian run: pooling J to an 80-column frame and
+    finding its structure (rank included up to 2048×2048), against computing J, in-process."""
+    from jaccli.engine import prepare, run_jacobian
+    from jaccli.engine.structure import picture_of
+    from jaccli.functions import PRESETS, resolve
+
+    cases = [
+        ("expsum 256×256 (256×65536 J)", PRESETS["expsum"], (256, 256)),
+        ("sin(x) 4096 (4096×4096 J, diagonal)", resolve(None, "x.sin()"), (4096,)),
+        ("softmax 1024 (1024×1024 J, dense, rank)", PRESETS["softmax"], (1024,)),
+    ]
+    rows = [
+        "| J | compute J | heat map + structure | share |",
+        "|---|---|---|---|",
+    ]
+    for label, function, shape in cases:
+        problem = prepare(function, shape_options=[(None, shape)], budget=budget)
+        result = run_jacobian(problem, budget=budget)
+        t_j = median_seconds(lambda p=problem: run_jacobian(p, budget=budget), repeats)
+        t_p = median_seconds(lambda r=result: picture_of(r, "heatmap", 48, 70), repeats)
+        rows.append(
+            f"| {label} | {t_j * 1e3:.3g} ms | {t_p * 1e3:.3g} ms | {t_p / t_j:.2f}× |"
         )
         print(rows[-1], file=sys.stderr, flush=True)
     return rows
@@ -477,8 +512,13 @@ def main() -> None:
         "--derivatives-only", action="store_true", help="only det, jvp, hessian and hvp"
     )
     parser.add_argument("--points-only", action="store_true", help="only many points")
+    parser.add_argument("--cold-only", action="store_true", help="only whole processes")
+    parser.add_argument("--pictures-only", action="store_true", help="only --view heatmap")
     args = parser.parse_args()
-    only = args.guard_only or args.derivatives_only or args.points_only
+    if args.cold_only:
+        print("\n".join(cold_table(args.cold_repeats)))
+        return
+    only = args.guard_only or args.derivatives_only or args.points_only or args.pictures_only
     points_rows: list[str] = []
     if args.points_only or not only:
         import tempfile
@@ -502,6 +542,9 @@ def main() -> None:
         return
     if args.derivatives_only:
         print("\n".join(derivatives_table(args.repeats, budget)))
+        return
+    if args.pictures_only:
+        print("\n".join(pictures_table(args.repeats, budget)))
         return
     if args.points_only:
         print("\n".join(points_rows) + "\n")

@@ -105,11 +105,23 @@ def test_latex_j_has_the_partial_derivative_headers_and_the_formula_in_math_mode
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX installed")
 def test_latex_compiles(jaccli, tmp_path) -> None:
-    run = jaccli("det", "--fn", "spherical", "--format", "latex")
+    commands = [
+        ["det", "--fn", "spherical"],  # θ and φ in the formula
+        ["jacobian", "--fn", "matmul"],
+        ["jacobian", "--expr", "x.sin()", "--shape", "40", "--precision", "2"],  # cut: ⋯ ⋮ ⋱
+        ["vjp", "--fn", "tanh_linear"],
+        ["hessian", "--fn", "logsumexp"],
+        ["hvp", "--fn", "logsumexp", "--dtype", "float64", "--precision", "12"],
+    ]
+    body = ""
+    for command in commands:
+        run = jaccli(*command, "--format", "latex")
+        assert run.exit_code == 0, run.stderr
+        body += run.stdout
     source = tmp_path / "j.tex"
     source.write_text(
         "\\documentclass{article}\\usepackage{amsmath}\\begin{document}\n"
-        + run.stdout
+        + body
         + "\\end{document}\n",
         encoding="utf-8",
     )

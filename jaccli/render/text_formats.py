@@ -20,6 +20,8 @@ from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, R
 FORMATS = ("markdown", "latex")
 ROWS_SHOWN = 20
 COLUMNS_SHOWN = 12
+BMATRIX_COLUMNS = 10
+"""amsmath's bmatrix holds this many columns unless MaxMatrixCols is raised."""
 
 
 def _positions(count: int, limit: int | None) -> list[int | None]:
@@ -176,6 +178,8 @@ def latex(result: Result, precision: int, full: bool) -> str:
             lines.append(
                 _tex_comment(f"% rows i: {_range(row_names)}; columns j: {_range(column_names)}")
             )
+        if len(column_names) > BMATRIX_COLUMNS:
+            lines.append(rf"\setcounter{{MaxMatrixCols}}{{{len(column_names)}}}")
         lines += [r"\[", f"{symbol} =", r"\begin{bmatrix}"]
         for name, row in zip(row_names, cells, strict=True):
             if name is None:

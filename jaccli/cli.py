@@ -624,13 +624,11 @@ def _picture(result: Any, view: str | None, layout: Any, batched_hint: str | Non
     return picture_of(result, view, *frame(result, view, layout), batched_hint=batched_hint)
 
 
-def _text(
-    text_format: str | None, json_: bool, result_view: str | None = None
-) -> Callable[[Any, int, bool], str] | None:
-    """What prints the result as --format asks, checked against the options it excludes."""
+def _check_format(text_format: str | None, json_: bool, result_view: str | None) -> None:
+    """--format, refused with the options that print the result otherwise."""
     if text_format is None:
-        return None
-    from jaccli.render.text_formats import FORMATS, formatted
+        return
+    from jaccli.render.text_formats import FORMATS
 
     if text_format not in FORMATS:
         raise UsageError(f"unknown --format {text_format!r} (choose {', '.join(FORMATS)})")
@@ -638,7 +636,20 @@ def _text(
         raise UsageError(f"--format {text_format} and --json both print the result; pick one")
     if result_view not in (None, "full"):
         raise UsageError(f"--format {text_format} prints the numbers; drop --view {result_view}")
-    return lambda result, precision, full: formatted(result, text_format, precision, full)
+
+
+def _check_picture_file(out: Path | None, *conflicts: tuple[bool, str]) -> None:
+    """--out j.png draws one whole J: refused up front beside what gives something else."""
+    from jaccli.render.files import IMAGE_SUFFIXES
+
+    if out is None or out.suffix not in IMAGE_SUFFIXES:
+        return
+    for given, option in conflicts:
+        if given:
+            raise UsageError(
+                f"--out {str(out)!r} draws one whole J; drop {option}, or write .npy",
+                code="bad_out",
+            )
 
 
 def _split_view(view: str | None, batched: bool) -> tuple[str | None, str | None]:
@@ -687,7 +698,8 @@ def _finish(
     document: Callable[[], dict[str, Any]],
     renderable: Callable[[], RenderableType],
     *,
-    text: Callable[[], str] | None = None,
+    text_format: str | None = None,
+    precision: int = 4,
     full: bool = False,
     out: Path | None = None,
     force: bool = False,
@@ -709,8 +721,10 @@ def _finish(
             "use --out for the numbers, or --view full",
         )
         emit_json(document())
-    elif text is not None:
-        write(sys.stdout, text())
+    elif text_format is not None:
+        from jaccli.render.text_formats import formatted
+
+        write(sys.stdout, formatted(result, text_format, precision, full))
     else:
         emit_rich(renderable(), full)
     for note in result.notes:
@@ -913,12 +927,13 @@ def _jacobian_command(
         if command == "det":
             _picture_only(view)
         picture_view, view = _split_view(view, batched)
-        printer = _text(text_format, json_, picture_view or view)
+        _check_format(text_format, json_, picture_view or view)
         out_path = None if plan else _out_path(out, force, pictures=True)
         budget = _budget(computing.max_memory)
         chosen = _strategy(strategy)
         check_options = _check_options(rtol, atol, eps)
         request = _points(*points, json_)
+        _check_picture_file(out_path, (batched, "--batched"), (request is not None, "--points"))
         if request is not None and not plan:
             from jaccli.engine import run_det, run_jacobian
             from jaccli.render.document import jacobian_document
@@ -990,7 +1005,8 @@ def _jacobian_command(
             json_,
             _with_structure(lambda: jacobian_document(result), picture),
             lambda: jacobian_renderable(result, layout, picture),
-            text=None if printer is None else lambda: printer(result, precision, full),
+            text_format=text_format,
+            precision=precision,
             full=full,
             out=out_path,
             force=force,
@@ -1097,7 +1113,7 @@ def _product_command(
     out, force = written
     command = product.command
     with reporting(command, json_, traceback):
-        printer = _text(text_format, json_, view)
+        _check_format(text_format, json_, view)
         out_path = _out_path(out, force)
         limit = _value_limit(computing.max_value_size)
         given = spec.parse_direction(vector, product.option, product.part, limit)
@@ -1152,7 +1168,8 @@ def _product_command(
             json_,
             lambda: product.document(result),
             lambda: renderable(result),
-            text=None if printer is None else lambda: printer(result, precision, full),
+            text_format=text_format,
+            precision=precision,
             full=full,
             out=out_path,
             force=force,
@@ -1365,7 +1382,7 @@ def hessian(
     """
     with reporting("hessian", json_, traceback):
         picture_view = _picture_only(view)
-        printer = _text(text_format, json_, picture_view)
+        _check_format(text_format, json_, picture_view)
         out_path = None if plan else _out_path(out, force, pictures=True)
         budget = _budget(max_memory)
         chosen = _strategy(strategy)
@@ -1374,6 +1391,7 @@ def hessian(
             fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, device=device
         )
         request = _points(points, jsonl, keep_going, json_)
+        _check_picture_file(out_path, (request is not None, "--points"))
         if request is not None and not plan:
             from jaccli.engine import run_hessian
             from jaccli.render.document import hessian_document
@@ -1443,7 +1461,8 @@ def hessian(
             json_,
             _with_structure(lambda: hessian_document(result), picture),
             lambda: hessian_renderable(result, layout, picture),
-            text=None if printer is None else lambda: printer(result, precision, full),
+            text_format=text_format,
+            precision=precision,
             full=full,
             out=out_path,
             force=force,

@@ -391,9 +391,7 @@ def pictures_table(repeats: int, budget: int) -> list[str]:
         result = run_jacobian(problem, budget=budget)
         t_j = median_seconds(lambda p=problem: run_jacobian(p, budget=budget), repeats)
         t_p = median_seconds(lambda r=result: picture_of(r, "heatmap", 48, 70), repeats)
-        rows.append(
-            f"| {label} | {t_j * 1e3:.3g} ms | {t_p * 1e3:.3g} ms | {t_p / t_j:.2f}× |"
-        )
+        rows.append(f"| {label} | {t_j * 1e3:.3g} ms | {t_p * 1e3:.3g} ms | {t_p / t_j:.2f}× |")
         print(rows[-1], file=sys.stderr, flush=True)
     return rows
 

@@ -156,6 +156,31 @@ def test_det_heatmap_of_a_triangular_map(jaccli) -> None:
         (["det", "--fn", "polar", "--view", "rows"], "unknown --view 'rows'"),
         (["hessian", "--fn", "logsumexp", "--view", "cols"], "unknown --view 'cols'"),
         (["vjp", "--fn", "matmul", "--out", "v.png"], "pictures are drawn of J and H"),
+        (["jacobian", "--fn", "expsum", "--batched", "--out", "j.png"], "drop --batched"),
+        (
+            [
+                "det",
+                "--fn",
+                "polar",
+                "--points",
+                "x=@tests/fixtures/polar_points.json",
+                "--out",
+                "j.png",
+            ],
+            "drop --points",
+        ),
+        (
+            [
+                "hessian",
+                "--fn",
+                "logsumexp",
+                "--points",
+                "x=@tests/fixtures/polar_points.json",
+                "--out",
+                "j.svg",
+            ],
+            "drop --points",
+        ),
     ],
 )
 def test_pictures_where_they_do_not_apply_are_refused(
@@ -328,3 +353,10 @@ def test_a_heat_map_of_a_large_j_costs_little_beside_j() -> None:
         pictured.peak_kib,
         baseline.peak_kib,
     )
+
+
+def test_nan_in_j_is_drawn_and_named_in_the_legend(jaccli) -> None:
+    run = jaccli("jacobian", "--expr", "x.sqrt()", "--value", "x=[-1, 4]", "--view", "heatmap")
+    assert run.exit_code == 0, run.stderr
+    frame = run.stdout[run.stdout.index("Heat map") :]
+    assert "?" in frame and "? NaN" in frame

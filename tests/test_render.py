@@ -57,7 +57,7 @@ def test_a_big_grid_is_cut_with_ellipses_and_says_how_to_see_everything() -> Non
         array_table(np.arange(100 * 40, dtype=float).reshape(100, 40), "J", Layout(width=80))
     )
     assert "⋮" in text and "…" in text
-    assert "showing 19 of 100 rows and" in text and "--full shows every entry" in text
+    assert "shown: 19 of 100 rows, " in text and "(--full: all)" in text
     assert all(len(line) <= 80 for line in text.splitlines())
     full = render(
         array_table(np.arange(30, dtype=float).reshape(3, 10), "J", Layout(width=80, full=True)),

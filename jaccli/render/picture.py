@@ -144,8 +144,10 @@ def _frame_lines(picture: Picture, kind: str, color: bool, margin: int) -> list[
 def _legend(picture: Picture, color: bool, precision: int) -> Text:
     """The colour scale with the value at each end, or the shades with what they stand for."""
     low, high = format_cells(np.array([-picture.scale, picture.scale]), precision)
+    has_nan = bool(np.isnan(picture.values).any())
     if not color:
-        return Text(f"|J| in quarters of {high}: {' '.join(SHADES)}, · exactly 0 (no sign)")
+        nan = ", ? NaN" if has_nan else ""
+        return Text(f"|J| in quarters of {high}: {' '.join(SHADES)}, · exactly 0{nan} (no sign)")
     legend = Text(f"{low} ")
     for t in np.linspace(-1.0, 1.0, 11):
         value = t * picture.scale if t != 0 else picture.scale * 1e-9
@@ -153,6 +155,10 @@ def _legend(picture: Picture, color: bool, precision: int) -> Text:
     legend.append(f" {high}   ")
     legend.append("█", style=Style(color=Color.from_rgb(*ZERO_RGB)))
     legend.append(" exactly 0")
+    if has_nan:
+        legend.append("  ")
+        legend.append("█", style=Style(color=Color.from_rgb(*NAN_RGB)))
+        legend.append(" NaN")
     return legend
 
 

@@ -96,8 +96,9 @@ def _fits(grid: Grid, layout: Layout) -> tuple[int | None, int | None]:
     return layout.max_rows, columns
 
 
-def grid_table(grid: Grid, title: Text, layout: Layout) -> tuple[Table, Text | None]:
-    """The grid as a table, and a line saying what was left out when it had to be cut."""
+def grid_table(grid: Grid, title: Text, layout: Layout) -> tuple[Group, Text | None]:
+    """The grid as a table under its title, and a line saying what was left out when it had to
+    be cut. The title is a line of its own, never wrapped to the width of a narrow table."""
     row_limit, column_limit = _fits(grid, layout)
     rows = _window(grid.values.shape[0], row_limit)
     columns = _window(grid.values.shape[1], column_limit)
@@ -108,13 +109,7 @@ def grid_table(grid: Grid, title: Text, layout: Layout) -> tuple[Table, Text | N
     exact_zero = iter((shown == 0).tolist())
 
     labelled = any(c is not None and grid.column_label(c) for c in columns)
-    table = Table(
-        title=title,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        show_header=labelled,
-    )
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, show_header=labelled)
     table.add_column("", style="dim", justify="right")
     for c in columns:
         table.add_column("…" if c is None else Text(grid.column_label(c)), justify="right")
@@ -131,19 +126,20 @@ def grid_table(grid: Grid, title: Text, layout: Layout) -> tuple[Table, Text | N
                 text, zero = next(row_cells), next(row_zero)
                 rendered.append(Text(text, style="dim" if zero else ""))
         table.add_row(Text(grid.row_label(r)), *rendered)
+    titled = Group(title, table)
     if len(rows) == grid.values.shape[0] and len(columns) == grid.values.shape[1]:
-        return table, None
+        return titled, None
     shown_rows = sum(r is not None for r in rows)
     shown_columns = sum(c is not None for c in columns)
     note = Text(
-        f"showing {shown_rows} of {grid.values.shape[0]} rows and {shown_columns} of "
-        f"{grid.values.shape[1]} columns; --full shows every entry",
+        f"shown: {shown_rows} of {grid.values.shape[0]} rows, {shown_columns} of "
+        f"{grid.values.shape[1]} columns (--full: all)",
         style="italic dim",
     )
-    return table, note
+    return titled, note
 
 
-def with_note(table: Table, note: Text | None) -> RenderableType:
+def with_note(table: RenderableType, note: Text | None) -> RenderableType:
     return table if note is None else Group(table, note)
 
 

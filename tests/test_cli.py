@@ -362,3 +362,20 @@ def test_every_command_help_ends_with_examples_that_name_it(jaccli, command: str
     assert run.exit_code == 0
     examples = run.stdout[run.stdout.index("Examples:") :]
     assert f"jaccli {command} " in examples
+
+
+def test_every_example_in_the_help_runs(jaccli, tmp_path, monkeypatch) -> None:
+    """The examples at the end of each command's help work as written (model.py stands for
+    the user's own file)."""
+    import shlex
+
+    from jaccli.cli import EXAMPLES
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.py").write_text("def f(x):\n    return (x.tanh() * 2).sum(dim=-1)\n")
+    for examples in EXAMPLES.values():
+        for example in examples:
+            words = shlex.split(example)
+            assert words[0] == "jaccli"
+            run = jaccli(*words[1:])
+            assert run.exit_code == 0, f"{example}: {run.stderr}"

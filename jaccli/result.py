@@ -365,6 +365,27 @@ class Structure:
     def density(self) -> float:
         return self.nonzeros / max(self.rows * self.columns, 1)
 
+    @property
+    def form(self) -> str:
+        """zero, diagonal, lower-triangular, upper-triangular, block-diagonal, banded (at most
+        half as many diagonals as the shorter side), dense, or other."""
+        if self.nonzeros == 0:
+            return "zero"
+        if self.diagonal:
+            return "diagonal"
+        if self.triangular is not None:
+            return f"{self.triangular}-triangular"
+        if self.blocks is not None:
+            return "block-diagonal"
+        if 2 * self.diagonals <= min(self.rows, self.columns):
+            return "banded"
+        return "dense" if self.nonzeros == self.rows * self.columns else "other"
+
+    @property
+    def diagonals(self) -> int:
+        """How many diagonals the non-zeros span: lower + upper bandwidth + 1."""
+        return (self.lower_bandwidth or 0) + (self.upper_bandwidth or 0) + 1
+
 
 @dataclass(frozen=True)
 class PictureGroup:

@@ -45,6 +45,7 @@ def test_pooling_marks_a_cell_with_nan() -> None:
 def test_diagonal_j_is_diagonal_with_full_rank() -> None:
     structure = structure_of(np.diag([1.0, 2.0, 3.0, 4.0]), EPS32)
     assert structure.diagonal and structure.nonzeros == 4 and structure.rank == 4
+    assert structure.form == "diagonal"
     assert (structure.lower_bandwidth, structure.upper_bandwidth) == (0, 0)
     assert structure.blocks is None and structure.triangular is None
 
@@ -54,6 +55,7 @@ def test_banded_j_reports_both_bandwidths() -> None:
     matrix = np.eye(n) * 2 + np.eye(n, k=1) + np.eye(n, k=-2) * 3
     structure = structure_of(matrix, EPS32)
     assert (structure.lower_bandwidth, structure.upper_bandwidth) == (2, 1)
+    assert structure.form == "banded" and structure.diagonals == 4
     assert not structure.diagonal and structure.triangular is None
     assert structure.nonzeros == n + (n - 1) + (n - 2)
 
@@ -61,7 +63,7 @@ def test_banded_j_reports_both_bandwidths() -> None:
 @pytest.mark.parametrize(("form", "make"), [("lower", np.tril), ("upper", np.triu)])
 def test_triangular_j(form: str, make) -> None:
     structure = structure_of(make(np.arange(1.0, 26.0).reshape(5, 5)), EPS32)
-    assert structure.triangular == form
+    assert structure.triangular == form and structure.form == f"{form}-triangular"
     assert structure.density == 15 / 25
 
 
@@ -73,6 +75,7 @@ def test_block_diagonal_j_along_the_samples_axis_names_the_axis() -> None:
     assert structure.blocks.column_sizes == (3, 3, 3, 3)
     assert structure.blocks.axis == 0
     assert structure.blocks.hint == "--batched"
+    assert structure.form == "block-diagonal"
 
 
 def test_block_diagonal_j_of_unequal_blocks_is_found_without_an_axis() -> None:
@@ -89,6 +92,7 @@ def test_dense_j_has_no_form_and_a_rank_deficient_j_its_numerical_rank() -> None
     rng = np.random.default_rng(1)
     dense = rng.standard_normal((6, 6))
     assert structure_of(dense, EPS32).blocks is None
+    assert structure_of(dense, EPS32).form == "dense"
     assert structure_of(dense, EPS32).rank == 6
     low_rank = rng.standard_normal((8, 2)) @ rng.standard_normal((2, 5))  # rank 2, no zeros
     structure = structure_of(low_rank, float(np.finfo(np.float64).eps))
@@ -98,7 +102,7 @@ def test_dense_j_has_no_form_and_a_rank_deficient_j_its_numerical_rank() -> None
 
 def test_zero_j_has_rank_zero_and_no_bandwidth() -> None:
     structure = structure_of(np.zeros((3, 4)), EPS32)
-    assert structure.nonzeros == 0 and structure.rank == 0
+    assert structure.nonzeros == 0 and structure.rank == 0 and structure.form == "zero"
     assert structure.lower_bandwidth is None
 
 
@@ -107,7 +111,7 @@ def test_sparsity_json_reports_the_structure_of_expsum(jaccli) -> None:
     assert run.exit_code == 0, run.stderr
     structure = run.json()["structure"]
     assert (structure["rows"], structure["columns"], structure["nonzeros"]) == (4, 12, 12)
-    assert structure["density"] == 0.25
+    assert structure["density"] == 0.25 and structure["form"] == "block-diagonal"
     assert structure["block_diagonal"]["count"] == 4
     assert structure["block_diagonal"]["axis"] == 0
     assert structure["block_diagonal"]["hint"] == "--batched computes only the 4 blocks"

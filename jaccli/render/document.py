@@ -47,6 +47,7 @@ def structure_document(structure: Structure) -> dict[str, Any]:
         "density": structure.density,
         "lower_bandwidth": structure.lower_bandwidth,
         "upper_bandwidth": structure.upper_bandwidth,
+        "form": structure.form,
         "diagonal": structure.diagonal,
         "triangular": structure.triangular,
         "block_diagonal": None

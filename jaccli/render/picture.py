@@ -43,8 +43,7 @@ def frame(result: JacobianResult | HessianResult, view: str, layout: Layout) -> 
     if isinstance(result, HessianResult) and len(evaluation.outputs) > 1:
         label_width += 4
     columns = layout.width - min(label_width, LABEL_LIMIT) - 2 - (len(evaluation.wrt) - 1)
-    two_rows_a_line = view == "sparsity" or layout.color
-    return PICTURE_LINES * (2 if two_rows_a_line else 1), max(columns, 8)
+    return PICTURE_LINES * _rows_a_line(view, layout.color), max(columns, 8)
 
 
 def _short(label: str, width: int) -> str:
@@ -120,7 +119,8 @@ def _cell_text(
 
 
 def _frame_lines(picture: Picture, kind: str, color: bool, margin: int) -> list[Text]:
-    rows_a_line = 2 if kind == "sparsity" or color else 1
+    """The inputs' names, then a line per row of characters, outputs separated by rules."""
+    rows_a_line = _rows_a_line(kind, color)
     lines = [_column_header(picture, margin)]
     start = 0
     for index, group in enumerate(picture.row_groups):
@@ -175,7 +175,7 @@ def _pooling(picture: Picture) -> Text:
 def _zoomed(picture: Picture, kind: str, layout: Layout, margin: int) -> Picture:
     """A small picture drawn up to ZOOM characters a cell across and half-lines down, within
     the frame, so a 2×6 J is not a single line."""
-    rows_a_line = 2 if kind == "sparsity" or layout.color else 1
+    rows_a_line = _rows_a_line(kind, layout.color)
     room_across = layout.width - margin - len(picture.column_groups)
     across = room_across // max(picture.values.shape[1], 1)
     down = PICTURE_LINES * rows_a_line // max(picture.values.shape[0], 1)
@@ -236,29 +236,35 @@ def structure_lines(structure: Structure) -> list[Text]:
     return texts
 
 
+BLOCK_SIZES_SHOWN = 4
+"""Unequal blocks are listed by size up to this many."""
+
+
 def _form(structure: Structure) -> str:
-    if structure.nonzeros == 0:
-        return "zero"
-    if structure.diagonal:
-        return "diagonal"
-    if structure.triangular is not None:
-        return f"{structure.triangular} triangular"
-    blocks = structure.blocks
-    band = (structure.lower_bandwidth or 0) + (structure.upper_bandwidth or 0) + 1
-    if blocks is None and 2 * band <= min(structure.rows, structure.columns):
-        return f"banded, {band} diagonals wide"
+    """The form J takes, in words, with its blocks or diagonals."""
+    form, blocks = structure.form, structure.blocks
+    if form == "banded":
+        return f"banded, {structure.diagonals} diagonals wide"
+    if form == "other":
+        return "no block or band form"
     if blocks is None:
-        return "dense" if structure.density == 1 else "no block or band form"
-    sizes = set(zip(blocks.row_sizes, blocks.column_sizes, strict=True))
-    if len(sizes) == 1:
-        ((rows, columns),) = sizes
-        what = f"{blocks.count} blocks {rows}×{columns}"
+        return form.replace("-", " ")
+    sizes = list(zip(blocks.row_sizes, blocks.column_sizes, strict=True))
+    if len(set(sizes)) == 1:
+        what = f"{blocks.count} blocks {sizes[0][0]}×{sizes[0][1]}"
     else:
-        what = f"{blocks.count} blocks " + ", ".join(
-            f"{r}×{c}" for r, c in zip(blocks.row_sizes, blocks.column_sizes, strict=True)
+        listed = ", ".join(f"{r}×{c}" for r, c in sizes[:BLOCK_SIZES_SHOWN])
+        what = f"{blocks.count} blocks {listed}" + (
+            ", …" if blocks.count > BLOCK_SIZES_SHOWN else ""
         )
     along = "" if blocks.axis is None else f", along axis {blocks.axis}"
     return f"block-diagonal: {what}{along}"
+
+
+def _rows_a_line(kind: str, color: bool) -> int:
+    """Two rows of cells a character (half blocks) for sparsity and a coloured heat map; one
+    for shades."""
+    return 2 if kind == "sparsity" or color else 1
 
 
 def picture_renderable(picture: Picture, layout: Layout) -> RenderableType:

@@ -41,7 +41,7 @@ class Layout:
     """Whether the terminal shows colour (not NO_COLOR, not a pipe)."""
 
 
-def _window(count: int, limit: int | None) -> list[int | None]:
+def window(count: int, limit: int | None) -> list[int | None]:
     """The positions shown of `count`: all, or the first ones, an ellipsis (None), the last."""
     if limit is None or count <= limit:
         return list(range(count))
@@ -100,8 +100,8 @@ def grid_table(grid: Grid, title: Text, layout: Layout) -> tuple[Group, Text | N
     """The grid as a table under its title, and a line saying what was left out when it had to
     be cut. The title is a line of its own, never wrapped to the width of a narrow table."""
     row_limit, column_limit = _fits(grid, layout)
-    rows = _window(grid.values.shape[0], row_limit)
-    columns = _window(grid.values.shape[1], column_limit)
+    rows = window(grid.values.shape[0], row_limit)
+    columns = window(grid.values.shape[1], column_limit)
     shown = grid.values[
         np.ix_([r for r in rows if r is not None], [c for c in columns if c is not None])
     ]
@@ -298,7 +298,7 @@ def determinant_renderables(result: JacobianResult, layout: Layout) -> list[Rend
     table.add_column("sample", justify="right", style="dim")
     for name in cells:
         table.add_column(name, justify="right")
-    for row in _window(count, None if layout.full else DETERMINANT_ROWS):
+    for row in window(count, None if layout.full else DETERMINANT_ROWS):
         if row is None:
             table.add_row("…", *("…" for _ in cells))
         else:

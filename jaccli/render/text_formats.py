@@ -14,7 +14,7 @@ from jaccli.errors import UsageError
 from jaccli.render.files import OutArray, result_arrays
 from jaccli.render.labels import index_label
 from jaccli.render.numbers import format_cells
-from jaccli.render.tables import FULL_CELL_LIMIT
+from jaccli.render.tables import FULL_CELL_LIMIT, window
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, Result, VjpResult
 
 FORMATS = ("markdown", "latex")
@@ -22,13 +22,6 @@ ROWS_SHOWN = 20
 COLUMNS_SHOWN = 12
 BMATRIX_COLUMNS = 10
 """amsmath's bmatrix holds this many columns unless MaxMatrixCols is raised."""
-
-
-def _positions(count: int, limit: int | None) -> list[int | None]:
-    """All positions, or the first ones, None for the gap, and the last."""
-    if limit is None or count <= limit:
-        return list(range(count))
-    return [*range(limit - 2), None, count - 1]
 
 
 def _matrix(out: OutArray) -> tuple[np.ndarray, Callable[[int], str], Callable[[int], str]]:
@@ -43,28 +36,25 @@ def _matrix(out: OutArray) -> tuple[np.ndarray, Callable[[int], str], Callable[[
     )
 
 
-def _cut(out: OutArray, precision: int, full: bool) -> tuple[list[list[str | None]], list, list]:
-    """The cells shown (None in a gap), with the labels of the rows and columns shown."""
+def _cut(
+    out: OutArray, precision: int, full: bool
+) -> tuple[list[list[str | None]], list[str | None], list[str | None]]:
+    """The cells shown (None in a gap), with the labels of the rows and columns shown; the
+    numbers shown are formatted together, in one notation."""
     matrix, row_label, column_label = _matrix(out)
     if full and matrix.size > FULL_CELL_LIMIT:
         raise UsageError(
             f"--full would print {matrix.size:,} numbers of {out.key} (at most "
             f"{FULL_CELL_LIMIT:,}); use --out for the whole result"
         )
-    rows = _positions(matrix.shape[0], None if full else ROWS_SHOWN)
-    columns = _positions(matrix.shape[1], None if full else COLUMNS_SHOWN)
-    texts = format_cells(matrix, precision) if full or matrix.size <= 4096 else None
+    rows = window(matrix.shape[0], None if full else ROWS_SHOWN)
+    columns = window(matrix.shape[1], None if full else COLUMNS_SHOWN)
+    shown = np.ix_([r for r in rows if r is not None], [c for c in columns if c is not None])
+    texts = iter(format_cells(matrix[shown], precision).tolist())
     cells: list[list[str | None]] = []
     for r in rows:
-        if r is None:
-            cells.append([None] * len(columns))
-            continue
-        if texts is None:
-            shown = [c for c in columns if c is not None]
-            row_texts = dict(zip(shown, format_cells(matrix[r, shown], precision), strict=True))
-        else:
-            row_texts = {c: texts[r, c] for c in columns if c is not None}
-        cells.append([None if c is None else str(row_texts[c]) for c in columns])
+        row = iter(next(texts)) if r is not None else None
+        cells.append([None if row is None or c is None else next(row) for c in columns])
     row_names = [None if r is None else row_label(r) for r in rows]
     column_names = [None if c is None else column_label(c) for c in columns]
     return cells, row_names, column_names

@@ -6,6 +6,9 @@ belongs to, outputs flattened down the rows and inputs across the columns, in `w
 frame it is pooled: each cell keeps the entry of largest magnitude it covers, sign and all,
 so a single large entry is never averaged away and a cell is zero only where every entry is.
 Each output and input is pooled on its own, so their separators fall between cells.
+
+J is read a tile at a time (BAND_ENTRIES entries at most) and never copied whole: J is
+already as large as --max-memory lets it be, and a picture must not double it.
 """
 
 from __future__ import annotations
@@ -29,11 +32,9 @@ PICTURE_VIEWS = ("heatmap", "sparsity")
 """The views that draw J (or H) rather than list its numbers."""
 RANK_LIMIT = 2048
 """The numerical rank is computed (by SVD) up to this many rows or columns."""
-
-
 BAND_ENTRIES = 1 << 21
-"""Entries of J read at a time: the picture and the structure stream J in row bands, so they
-hold a few MiB beside it whatever its size (J itself is within --max-memory)."""
+"""Entries of J read at a time: the picture and the structure read J in tiles, so they hold a
+few MiB beside it whatever its size."""
 RANK_ENTRIES = 1 << 22
 """The numerical rank (an SVD of a float64 copy) is computed up to this many entries of J."""
 

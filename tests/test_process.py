@@ -160,3 +160,17 @@ def test_shell_completion_offers_the_choices_of_an_option(words: str, offered: l
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert done.stdout.split() == offered
+
+
+def test_ctrl_c_inside_torchs_import_is_recognised() -> None:
+    """Torch's import runs Python inside its C++ initialisers, where a KeyboardInterrupt aborts
+    the process ("terminate called …", seen once in CI); jaccli leaves with 130 instead."""
+    import os
+
+    from jaccli.__main__ import _importing_torch
+
+    namespace: dict = {}
+    torch_init = os.path.join("somewhere", "torch", "__init__.py")
+    exec(compile("import sys\nframe = sys._getframe()", torch_init, "exec"), namespace)
+    assert _importing_torch(namespace["frame"])
+    assert not _importing_torch(sys._getframe())

@@ -167,13 +167,11 @@ def _section(title: str) -> Text:
 
 def evaluation_renderables(evaluation: Evaluation, layout: Layout) -> list[RenderableType]:
     """The function and its formula, then each input and the output with their values."""
-    header = Text.assemble(
-        (evaluation.function_name, "bold magenta"),
-        "   ",
-        evaluation.formula,
-        "   ",
-        (evaluation.dtype, "dim"),
-    )
+    name, formula, dtype = evaluation.function_name, evaluation.formula, evaluation.dtype
+    if len(name) + len(formula) + len(dtype) + 6 <= layout.width:
+        header = Text.assemble((name, "bold magenta"), "   ", formula, "   ", (dtype, "dim"))
+    else:  # the formula gets a line of its own rather than be broken by a narrow terminal
+        header = Text.assemble((name, "bold magenta"), "   ", (dtype, "dim"), "\n", formula)
     parts: list[RenderableType] = [header]
     if evaluation.jacobian_formula:
         formula = evaluation.jacobian_formula.replace("\n", "\n   ")

@@ -364,3 +364,24 @@ def test_nan_in_j_is_drawn_and_named_in_the_legend(jaccli) -> None:
     assert run.exit_code == 0, run.stderr
     frame = run.stdout[run.stdout.index("Heat map") :]
     assert "?" in frame and "? NaN" in frame
+
+
+def _many_inputs(tmp_path, count: int) -> list[str]:
+    """A function of `count` inputs, each with its own output, and the options that call it."""
+    names = ", ".join(f"a{i}" for i in range(count))
+    path = tmp_path / "many.py"
+    body = f"{{f'out{{i}}': v.sin() for i, v in enumerate([{names}])}}"
+    path.write_text(f"def many({names}):\n    return {body}\n")
+    return ["--fn", f"{path}:many", *(f"--shape=a{i}=2" for i in range(count))]
+
+
+def test_many_inputs_are_counted_in_the_title_and_too_many_are_refused(jaccli, tmp_path) -> None:
+    run = jaccli("jacobian", *_many_inputs(tmp_path, 12), "--view", "sparsity", width=80)
+    assert run.exit_code == 0, run.stderr
+    assert "Non-zeros of ∂(out0 … out11)/∂(a0 … a11)  24×24  12 outputs, 12 inputs" in run.stdout
+    assert "form      diagonal" in run.stdout
+    frame = run.stdout[run.stdout.index("Non-zeros") : run.stdout.index("non-zeros")]
+    assert all(len(line) <= 80 for line in frame.splitlines())
+    refused = jaccli("jacobian", *_many_inputs(tmp_path, 40), "--view", "heatmap", width=80)
+    assert refused.exit_code == 2
+    assert "40 inputs, each with a separator, do not fit 80 columns" in refused.stderr

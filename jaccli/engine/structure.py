@@ -103,9 +103,15 @@ def joint_matrix(result: JacobianResult | HessianResult) -> Joint:
     return Joint(blocks, row_groups, column_groups, title)
 
 
+NAMES_IN_TITLE = 3
+"""Past this many outputs or inputs, the title names the first and the last."""
+
+
 def _names(names: Sequence[str] | dict[str, object]) -> str:
-    """`y`, or `(y0, y1)` for several."""
+    """`y`, `(y0, y1)` for several, or `(out0 … out39)` for many."""
     names = list(names)
+    if len(names) > NAMES_IN_TITLE:
+        return f"({names[0]} … {names[-1]})"
     return names[0] if len(names) == 1 else f"({', '.join(names)})"
 
 

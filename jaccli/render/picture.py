@@ -17,6 +17,7 @@ from rich.console import Group, RenderableType
 from rich.style import Style
 from rich.text import Text
 
+from jaccli.errors import UsageError
 from jaccli.render.numbers import format_cells
 from jaccli.render.tables import Layout
 from jaccli.result import HessianResult, JacobianResult, Picture, PictureGroup, Structure
@@ -42,7 +43,13 @@ def frame(result: JacobianResult | HessianResult, view: str, layout: Layout) -> 
     label_width = max(len(name) for name in [*evaluation.outputs, *evaluation.wrt])
     if isinstance(result, HessianResult) and len(evaluation.outputs) > 1:
         label_width += 4
-    columns = layout.width - min(label_width, LABEL_LIMIT) - 2 - (len(evaluation.wrt) - 1)
+    inputs = len(evaluation.wrt)
+    columns = layout.width - min(label_width, LABEL_LIMIT) - 2 - (inputs - 1)
+    if columns < inputs:
+        raise UsageError(
+            f"--view {view}: {inputs} inputs, each with a separator, do not fit "
+            f"{layout.width} columns; pick some with --wrt, or draw J with --out j.png"
+        )
     return PICTURE_LINES * _rows_a_line(view, layout.color), max(columns, 8)
 
 
@@ -81,8 +88,10 @@ def _column_header(picture: Picture, margin: int) -> Text:
     """The inputs' names over their first cell, when there is room."""
     text = Text(" " * margin)
     for position, group in enumerate(picture.column_groups):
-        room = group.cells + (1 if position < len(picture.column_groups) - 1 else 0)
-        text.append(_short(group.label, room).ljust(room), style="bold")
+        last = position == len(picture.column_groups) - 1
+        room = group.cells + (0 if last else 1)
+        label = _short(group.label, room if last else max(room - 1, 1))
+        text.append(label.ljust(room), style="bold")
     return text
 
 
@@ -201,12 +210,23 @@ def _title(picture: Picture, kind: str) -> Text:
         (f"{what} of {picture.title}", "bold underline"),
         "  ",
         (f"{structure.rows}×{structure.columns}", "cyan"),
-        (f"  rows {_names(picture.row_groups)}, columns {_names(picture.column_groups)}", "dim"),
+        (
+            f"  {_what(picture.row_groups, 'outputs')}, {_what(picture.column_groups, 'inputs')}",
+            "dim",
+        ),
     )
 
 
-def _names(groups: Sequence[PictureGroup]) -> str:
-    return ", ".join(group.label for group in groups)
+NAMES_SHOWN = 3
+"""Past this many outputs or inputs, a title counts them instead of naming them."""
+
+
+def _what(groups: Sequence[PictureGroup], kind: str) -> str:
+    """`rows y` or `columns a, b`, or `20 outputs` past NAMES_SHOWN of them."""
+    if len(groups) > NAMES_SHOWN:
+        return f"{len(groups)} {kind}"
+    where = "rows" if kind == "outputs" else "columns"
+    return f"{where} {', '.join(group.label for group in groups)}"
 
 
 def structure_lines(structure: Structure) -> list[Text]:

@@ -385,3 +385,14 @@ def test_many_inputs_are_counted_in_the_title_and_too_many_are_refused(jaccli, t
     refused = jaccli("jacobian", *_many_inputs(tmp_path, 40), "--view", "heatmap", width=80)
     assert refused.exit_code == 2
     assert "40 inputs, each with a separator, do not fit 80 columns" in refused.stderr
+
+
+def test_an_output_that_ignores_many_inputs_gets_one_warning(jaccli, tmp_path) -> None:
+    run = jaccli("jacobian", *_many_inputs(tmp_path, 12), "--view", "heatmap", width=80)
+    assert run.exit_code == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 12  # one an output, not 132
+    assert lines[0] == (
+        "jacobian: warning: output out0 does not depend on 11 inputs (a1, a2, a3, a4, …): "
+        "their Jacobians are zero"
+    )

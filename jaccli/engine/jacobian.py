@@ -304,12 +304,24 @@ def watch_notes(problem: Problem) -> tuple[str, ...]:
     ]
     for name, y in outputs.items():
         reached = _leaves_reached(y)
-        notes += [
-            f"output {name} does not depend on input {wrt}: its Jacobian is zero"
-            for wrt in problem.wrt
-            if id(leaves[wrt]) not in reached
-        ]
+        unused = [wrt for wrt in problem.wrt if id(leaves[wrt]) not in reached]
+        if len(unused) == 1:
+            notes.append(
+                f"output {name} does not depend on input {unused[0]}: its Jacobian is zero"
+            )
+        elif unused:  # one line an output, however many inputs it ignores
+            listed = ", ".join(unused[:NAMES_LISTED]) + (
+                ", …" if len(unused) > NAMES_LISTED else ""
+            )
+            notes.append(
+                f"output {name} does not depend on {len(unused)} inputs ({listed}): their "
+                "Jacobians are zero"
+            )
     return tuple(notes)
+
+
+NAMES_LISTED = 4
+"""Inputs named in one warning before `…`."""
 
 
 def _leaves_reached(y: torch.Tensor) -> set[int]:

@@ -205,7 +205,10 @@ def test_a_large_vjp_finishes_without_its_default_view() -> None:
 # 10. A stream that cannot encode the glyphs gets ASCII.
 @pytest.mark.parametrize(
     "args", [["presets"], ["jacobian", "--fn", "norm"], ["jacobian", "--fn", "norm", "--json"],
-             ["check", "--fn", "norm"], ["vjp", "--fn", "matmul", "--wrt", "c", "--json"]],
+             ["check", "--fn", "norm"], ["vjp", "--fn", "matmul", "--wrt", "c", "--json"],
+             ["jacobian", "--fn", "matmul", "--view", "heatmap"],
+             ["hessian", "--fn", "logsumexp", "--view", "sparsity"],
+             ["det", "--fn", "spherical", "--format", "markdown"]],
 )  # fmt: skip
 def test_a_non_utf8_stdout_gets_ascii(args) -> None:
     env = {**os.environ, "LC_ALL": "C", "PYTHONIOENCODING": "ascii"}
@@ -215,6 +218,8 @@ def test_a_non_utf8_stdout_gets_ascii(args) -> None:
     assert max(done.stdout + done.stderr, default=0) < 128  # ASCII through and through
     if "--json" in args and done.returncode == 0:
         assert json.loads(done.stdout)["function"]["formula"] == "y = ‖x‖₂ over dim -1"
+    if "--view" in args:  # the picture keeps its meaning: shades and blocks, not "?"
+        assert b"?" not in done.stdout and (b"#" in done.stdout or b"-" in done.stdout)
 
 
 def test_ascii_tables_keep_their_columns_aligned() -> None:

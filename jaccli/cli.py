@@ -327,7 +327,7 @@ FormatOption = Annotated[
         "--format",
         help="markdown (GitHub tables) or latex (bmatrix): the result as text to paste.",
         show_default=False,
-        autocompletion=_choices("markdown", "latex"),
+        autocompletion=_choices(*spec.TEXT_FORMATS),
         rich_help_panel="Output",
         metavar="[markdown|latex]",
     ),
@@ -428,7 +428,7 @@ ViewOption = Annotated[
         "heatmap or sparsity (jacobian): J drawn, or its non-zeros and structure. "
         "\\[default: jacobian full; vjp and jvp the natural view of a single input]",
         show_default=False,
-        autocompletion=_choices("rows", "cols", "full", "heatmap", "sparsity"),
+        autocompletion=_choices("rows", "cols", "full", *spec.PICTURE_VIEWS),
         rich_help_panel="What to compute",
         metavar="[rows|cols|full|heatmap|sparsity]",
     ),
@@ -440,7 +440,7 @@ PictureViewOption = Annotated[
         help="heatmap or sparsity: J drawn, or its non-zeros and structure, instead of its "
         "numbers.",
         show_default=False,
-        autocompletion=_choices("heatmap", "sparsity"),
+        autocompletion=_choices(*spec.PICTURE_VIEWS),
         rich_help_panel="What to compute",
         metavar="[heatmap|sparsity]",
     ),
@@ -615,10 +615,9 @@ def _out_path(out: str | None, force: bool, *, pictures: bool = False) -> Path |
 
 def _picture(result: Any, view: str | None, layout: Any, batched_hint: str | None) -> Any:
     """The picture `--view heatmap|sparsity` asks for, fitted to the terminal; else None."""
-    from jaccli.engine.structure import PICTURE_VIEWS, picture_of
-
-    if view not in PICTURE_VIEWS:
+    if view not in spec.PICTURE_VIEWS:
         return None
+    from jaccli.engine.structure import picture_of
     from jaccli.render.picture import frame
 
     return picture_of(result, view, *frame(result, view, layout), batched_hint=batched_hint)
@@ -628,10 +627,9 @@ def _check_format(text_format: str | None, json_: bool, result_view: str | None)
     """--format, refused with the options that print the result otherwise."""
     if text_format is None:
         return
-    from jaccli.render.text_formats import FORMATS
-
-    if text_format not in FORMATS:
-        raise UsageError(f"unknown --format {text_format!r} (choose {', '.join(FORMATS)})")
+    if text_format not in spec.TEXT_FORMATS:
+        choices = ", ".join(spec.TEXT_FORMATS)
+        raise UsageError(f"unknown --format {text_format!r} (choose {choices})")
     if json_:
         raise UsageError(f"--format {text_format} and --json both print the result; pick one")
     if result_view not in (None, "full"):
@@ -654,9 +652,7 @@ def _check_picture_file(out: Path | None, *conflicts: tuple[bool, str]) -> None:
 
 def _split_view(view: str | None, batched: bool) -> tuple[str | None, str | None]:
     """(picture view, per-slice view) out of --view: a picture is drawn of the whole J."""
-    from jaccli.engine.structure import PICTURE_VIEWS
-
-    if view not in PICTURE_VIEWS:
+    if view not in spec.PICTURE_VIEWS:
         return None, view
     if batched:
         raise UsageError(f"--view {view} draws the whole J; drop --batched")
@@ -665,10 +661,8 @@ def _split_view(view: str | None, batched: bool) -> tuple[str | None, str | None
 
 def _picture_only(view: str | None) -> str | None:
     """--view of det and hessian: a picture, or nothing."""
-    from jaccli.engine.structure import PICTURE_VIEWS
-
-    if view is not None and view not in PICTURE_VIEWS:
-        raise UsageError(f"unknown --view {view!r} (choose {', '.join(PICTURE_VIEWS)})")
+    if view is not None and view not in spec.PICTURE_VIEWS:
+        raise UsageError(f"unknown --view {view!r} (choose {', '.join(spec.PICTURE_VIEWS)})")
     return view
 
 

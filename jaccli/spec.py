@@ -23,6 +23,10 @@ DEFAULT_VALUE_LIMIT = 256 * 1024**2
 """Bytes of a --value file or JSON text read at most, unless --max-value-size raises it."""
 DTYPES = ("float32", "float64")
 _DIMENSION_SEPARATOR = re.compile(r"[x×]", re.IGNORECASE)
+PICTURE_VIEWS = ("heatmap", "sparsity")
+"""The --view values that draw J (or H) rather than list its numbers."""
+TEXT_FORMATS = ("markdown", "latex")
+"""The --format values: the result as text to paste."""
 
 
 @dataclass(frozen=True)

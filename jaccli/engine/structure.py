@@ -28,8 +28,6 @@ from jaccli.result import (
     Structure,
 )
 
-PICTURE_VIEWS = ("heatmap", "sparsity")
-"""The views that draw J (or H) rather than list its numbers."""
 RANK_LIMIT = 2048
 """The numerical rank is computed (by SVD) up to this many rows or columns."""
 BAND_ENTRIES = 1 << 21

@@ -15,11 +15,11 @@ from jaccli.engine.evaluate import call_function, evaluate, leaves_of, to_numpy
 from jaccli.engine.guard import require_within_budget
 from jaccli.engine.jacobian import jacobian_of, method_in_mode
 from jaccli.engine.problem import Problem
-from jaccli.engine.structure import PICTURE_VIEWS
 from jaccli.engine.tolerance import AD_TOLERANCE
 from jaccli.errors import UsageError
 from jaccli.functions.model import AxisPair
 from jaccli.result import SliceRow, View
+from jaccli.spec import PICTURE_VIEWS
 
 VIEW_INPUT_AXIS = {"rows": 0, "cols": 1}
 VIEW_NAMES = ("rows", "cols", "full")

@@ -17,7 +17,6 @@ from jaccli.render.numbers import format_cells
 from jaccli.render.tables import FULL_CELL_LIMIT, window
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, Result, VjpResult
 
-FORMATS = ("markdown", "latex")
 ROWS_SHOWN = 20
 COLUMNS_SHOWN = 12
 BMATRIX_COLUMNS = 10
@@ -187,5 +186,5 @@ def _range(names: list[str | None]) -> str:
 
 
 def formatted(result: Result, text_format: str, precision: int, full: bool) -> str:
-    """The result in `text_format` (one of FORMATS)."""
+    """The result in `text_format` (one of spec.TEXT_FORMATS)."""
     return (markdown if text_format == "markdown" else latex)(result, precision, full)

@@ -404,9 +404,8 @@ class Picture:
     """`heatmap` or `sparsity`: what the picture is drawn as."""
     title: str
     values: np.ndarray
-    """Pooled values, with NaN where a cell covers a NaN."""
-    nonzero: np.ndarray
-    """Whether a cell covers any non-zero entry."""
+    """Pooled values, with NaN where a cell covers a NaN; a cell is 0 only where every entry
+    it covers is."""
     cell_rows: int
     cell_columns: int
     row_groups: tuple[PictureGroup, ...]

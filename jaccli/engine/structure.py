@@ -330,7 +330,6 @@ def picture_of(
         view=view,
         title=joint.title,
         values=values,
-        nonzero=values != 0,  # a cell's largest |entry| is 0 only when every entry is
         cell_rows=cell_rows,
         cell_columns=cell_columns,
         row_groups=tuple(rows),

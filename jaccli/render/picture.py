@@ -112,10 +112,10 @@ def _row_lines(group: PictureGroup, start: int, rows_a_line: int) -> list[tuple[
 def _cell_text(
     picture: Picture, kind: str, color: bool, upper: int, lower: int | None, column: int
 ) -> Text:
-    values, nonzero, scale = picture.values, picture.nonzero, picture.scale
-    if kind == "sparsity":
-        top = bool(nonzero[upper, column])
-        bottom = lower is not None and bool(nonzero[lower, column])
+    values, scale = picture.values, picture.scale
+    if kind == "sparsity":  # NaN counts as non-zero
+        top = bool(values[upper, column] != 0)
+        bottom = lower is not None and bool(values[lower, column] != 0)
         return Text("█" if top and bottom else "▀" if top else "▄" if bottom else "·")
     if not color:
         return Text(_shade(float(values[upper, column]), scale))
@@ -196,7 +196,6 @@ def _zoomed(picture: Picture, kind: str, layout: Layout, margin: int) -> Picture
     return replace(
         picture,
         values=np.repeat(np.repeat(picture.values, zoom_down, axis=0), zoom, axis=1),
-        nonzero=np.repeat(np.repeat(picture.nonzero, zoom_down, axis=0), zoom, axis=1),
         row_groups=tuple(replace(g, cells=g.cells * zoom_down) for g in picture.row_groups),
         column_groups=tuple(replace(g, cells=g.cells * zoom) for g in picture.column_groups),
     )

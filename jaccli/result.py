@@ -36,6 +36,28 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class FunctionReference:
+    """A result checked against the function's own central differences along one random
+    direction (NOTE [the function as the reference]): `value` read off the result, `difference`
+    the same number by differences of the function, within `tolerance` of the error
+    `estimated` from two step sizes."""
+
+    quantity: str
+    """What was compared, such as `uᵀJv` or `vᵀHv`."""
+    value: float
+    difference: float
+    """The central difference with the smaller step."""
+    estimated_error: float
+    """|D(h) − D(2h)| plus the rounding of the function's values over the step."""
+    tolerance: float
+    step: float
+    """The step h along the direction (relative to the inputs' scale)."""
+    passed: bool | None
+    """None when the comparison could not be made (`skipped` says why)."""
+    skipped: str | None = None
+
+
+@dataclass(frozen=True)
 class Guard:
     """The correctness guard's verdict on one computed result (NOTE [the correctness guard]).
 
@@ -55,6 +77,9 @@ class Guard:
     rejected: tuple[str, ...] = ()
     """Methods tried first whose results failed the guard, each with what disagreed."""
     skipped: str | None = None
+    function_reference: FunctionReference | None = None
+    """The result against the user's function itself; None where the function cannot hide
+    anything from autograd (presets, expressions)."""
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,12 @@
 # NOTE [the user's function is a guest]
 Every call gets fresh (differentiable) copies of its inputs, so a function that mutates an
 input in place changes neither jaccli's inputs nor the next call's; whatever it prints goes to
-stderr, so stdout keeps carrying the result only; and `sys.exit` inside it is a failure of the
-function (exit 1), never jaccli's own exit status.
+stderr, so stdout keeps carrying the result only; `sys.exit` inside it is a failure of the
+function (exit 1), never jaccli's own exit status; and torch's global state it changes (grad
+mode, default dtype, anomaly mode, deterministic algorithms, `torch.autograd.grad` and
+`backward` replaced) is put back when it returns, so jaccli's own passes run as jaccli set them.
+What the function does to its own computation inside (gradients off, a patched autograd) is
+left to the function as the reference (NOTE [the function as the reference]) to catch.
 """
 
 from __future__ import annotations
@@ -107,17 +111,61 @@ def _where(error: BaseException, source_file: str | None) -> str:
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == source_file]
     if not frames:
         return ""
-    relative = os.path.relpath(source_file)
-    shown = source_file if relative.startswith("..") else relative
-    return f" (at {shown}:{frames[-1].lineno})"
+    return f" (at {shown_path(source_file)}:{frames[-1].lineno})"
+
+
+def shown_path(path: str) -> str:
+    """A file's path as messages show it: relative to the current directory when inside it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+AUTOGRAD_ENTRY_POINTS = (
+    (torch.autograd, "grad"),
+    (torch.autograd, "backward"),
+    (torch.Tensor, "backward"),
+)
+"""The functions jaccli differentiates through, which user code may replace."""
+
+
+@contextlib.contextmanager
+def kept_torch_state() -> Iterator[None]:
+    """Run user code, then put back the torch global state it changed: grad mode, default
+    dtype, anomaly mode, deterministic algorithms and the autograd entry points."""
+    grad_enabled = torch.is_grad_enabled()
+    default_dtype = torch.get_default_dtype()
+    anomaly = (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled())
+    deterministic = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    entry_points = [getattr(owner, name) for owner, name in AUTOGRAD_ENTRY_POINTS]
+    try:
+        yield
+    finally:
+        if torch.is_grad_enabled() != grad_enabled:
+            torch.set_grad_enabled(grad_enabled)
+        if torch.get_default_dtype() != default_dtype:
+            torch.set_default_dtype(default_dtype)
+        if (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()) != anomaly:
+            torch.set_anomaly_enabled(*anomaly)
+        if (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        ) != deterministic:
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        for (owner, name), original in zip(AUTOGRAD_ENTRY_POINTS, entry_points, strict=True):
+            if getattr(owner, name) is not original:
+                setattr(owner, name, original)
 
 
 @contextlib.contextmanager
 def guest_code(what: str, source_file: str | None = None) -> Iterator[None]:
-    """Run the user's code with its prints on stderr, and its failures and `sys.exit` calls
-    turned into ComputationError naming `what` (see NOTE [the user's function is a guest])."""
+    """Run the user's code with its prints on stderr, torch's global state kept, and its
+    failures and `sys.exit` calls turned into ComputationError naming `what` (see NOTE [the
+    user's function is a guest])."""
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), kept_torch_state():
             yield
     except ComputationError:
         raise

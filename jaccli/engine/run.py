@@ -28,6 +28,13 @@ from jaccli.engine.jacobian import (
 )
 from jaccli.engine.jvp import compute_jvp
 from jaccli.engine.problem import Problem
+from jaccli.engine.reference import (
+    check_hessian_result,
+    check_hvp_result,
+    check_jacobian_result,
+    check_jvp_result,
+    check_vjp_result,
+)
 from jaccli.engine.views import choose_view, slice_view
 from jaccli.engine.vjp import compute_vjp
 from jaccli.errors import UsageError
@@ -109,14 +116,14 @@ def run_jacobian(
             raise UsageError(
                 f"--batched already shows J block by block; drop {'--view' if view else '--check'}"
             )
-        return compute_batched(problem, budget, progress)
+        return check_jacobian_result(problem, compute_batched(problem, budget, progress))
     chosen = choose_view(problem, view) if view is not None else None
     if check:  # the other mode's J and the finite-difference J sit beside this one
         result_bytes = problem.output_count * problem.input_count * problem.torch_dtype.itemsize
         require_within_budget(
             "--check (three Jacobians at once)", 3 * result_bytes, budget, "drop --check"
         )
-    result = compute_jacobian(problem, strategy, budget, progress)
+    result = check_jacobian_result(problem, compute_jacobian(problem, strategy, budget, progress))
     if chosen is not None:
         wrt, name, axes = chosen
         (jacobians,) = result.jacobians.values()
@@ -186,7 +193,7 @@ def run_vjp(
     """vᵀ·J, with the per-slice view `view` (None: the natural one of a single input that
     decomposes, unless it has more than DEFAULT_VIEW_SLICES slices) and the check when asked."""
     chosen, notes = _product_view(problem, view)
-    result = compute_vjp(problem, cotangent)
+    result = check_vjp_result(problem, compute_vjp(problem, cotangent))
     result = replace(result, notes=(*result.notes, *notes))
     if chosen is not None:
         wrt, name, axes = chosen
@@ -215,7 +222,7 @@ def run_jvp(
     if check:  # the check forms J by reverse mode
         result_bytes = problem.output_count * problem.input_count * problem.torch_dtype.itemsize
         require_within_budget("--check (J by reverse mode)", result_bytes, budget, "drop --check")
-    result = compute_jvp(problem, tangent)
+    result = check_jvp_result(problem, compute_jvp(problem, tangent))
     result = replace(result, notes=(*result.notes, *notes))
     if chosen is not None:
         wrt, name, axes = chosen
@@ -255,7 +262,7 @@ def run_hessian(
             "--check (three Hessians at once)", 3 * result_bytes, budget, "drop --check"
         )
     jacobian = compute_jacobian(gradient, strategy, budget, progress)
-    result = hessian_result(problem, jacobian)
+    result = check_hessian_result(problem, hessian_result(problem, jacobian))
     if check:
         check_of_gradient = check_jacobian(gradient, jacobian, progress, check_options)
         result = replace(result, check=as_compositions(check_of_gradient))
@@ -271,7 +278,7 @@ def run_hvp(
     check_options: CheckOptions = DEFAULT_CHECK_OPTIONS,
 ) -> HvpResult:
     """H·v without forming H, and the check when asked."""
-    result = compute_hvp(problem, vector)
+    result = check_hvp_result(problem, compute_hvp(problem, vector))
     if check:
         result = replace(result, check=check_hvp(problem, result, check_options))
     return result

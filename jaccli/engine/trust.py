@@ -59,7 +59,7 @@ def _rows_to_probe(n_out: int, n_in: int, generator: torch.Generator) -> torch.T
     return torch.randperm(n_out, generator=generator)[:count].sort().values
 
 
-def _as_matrix(j: torch.Tensor, n_out: int, rows: torch.Tensor | None) -> torch.Tensor:
+def as_matrix(j: torch.Tensor, n_out: int, rows: torch.Tensor | None) -> torch.Tensor:
     """J as an (outputs × inputs) matrix, or those rows of it; a view where strides allow."""
     try:
         matrix = j.detach().view(n_out, -1)
@@ -71,7 +71,9 @@ def _as_matrix(j: torch.Tensor, n_out: int, rows: torch.Tensor | None) -> torch.
     return matrix if rows is None else matrix[rows]
 
 
-def _scale(matrices: Sequence[torch.Tensor], u: torch.Tensor, vs: Sequence[torch.Tensor]) -> float:
+def squared_terms(
+    matrices: Sequence[torch.Tensor], u: torch.Tensor, vs: Sequence[torch.Tensor]
+) -> float:
     """Σ (u_i J_ij v_j)² in float64, reading J a bounded number of rows at a time."""
     scale = 0.0
     for matrix, v in zip(matrices, vs, strict=True):
@@ -103,11 +105,8 @@ def probe_jacobians(
         u_rows = torch.randn(len(rows), generator=generator, dtype=torch.float64)
         u_full[rows] = u_rows
     vs = [torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in primals]
-    matrices = [_as_matrix(j, n_out, rows) for j in jacobians]
-    value = sum(
-        float(u_rows @ (m @ v.to(m.dtype)).to(torch.float64))
-        for m, v in zip(matrices, vs, strict=True)
-    )
+    matrices = [as_matrix(j, n_out, rows) for j in jacobians]
+    value = bilinear(matrices, u_rows, vs)
     reference_name = "(uᵀJ)·v by one reverse pass"
     try:
         reference, reference_scale = _reference(f, primals, u_full.reshape(tuple(y_shape)), vs)
@@ -117,7 +116,7 @@ def probe_jacobians(
     dtype = jacobians[0].dtype if jacobians else torch.float64
     tolerance, passed = _verdict(value, reference, reference_scale, dtype)
     if not passed:  # cancellation in uᵀJ can hide rounding: weigh it by J's own terms
-        scale = max(reference_scale, _scale(matrices, u_rows, vs))
+        scale = max(reference_scale, squared_terms(matrices, u_rows, vs))
         tolerance, passed = _verdict(value, reference, scale, dtype)
     return Guard(method, reference_name, value, reference, tolerance, passed, _count(rows))
 
@@ -226,6 +225,24 @@ def probe_blocks(
     dtype = blocks[0][0].dtype if blocks else torch.float64
     u = torch.randn(tuple(y_shape), generator=generator, dtype=dtype)
     vs = [torch.randn(p.shape, generator=generator, dtype=dtype) for p in primals]
+    value, scale = block_products(blocks, u, vs)
+    reference_name = "(uᵀJ)·v by one reverse pass of the whole function"
+    try:
+        reference, reference_scale = _reference(f, primals, u, vs)
+    except Exception as error:  # the reference itself failed: say so rather than guess
+        why = f"the reverse pass failed ({first_line(error)[:160]})"
+        return Guard("per-sample", reference_name, value, math.nan, math.nan, None, None, (), why)
+    tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
+    return Guard("per-sample", reference_name, value, reference, tolerance, passed)
+
+
+def block_products(
+    blocks: Sequence[tuple[torch.Tensor, int, int]],
+    u: torch.Tensor,
+    vs: Sequence[torch.Tensor],
+) -> tuple[float, float]:
+    """Σ_b u_bᵀ J_b v_b over per-sample blocks (each with its input and output axis), and the
+    sum of its terms' squares, in float64 a bounded number of samples at a time."""
     value = scale = 0.0
     for (block, input_axis, output_axis), v in zip(blocks, vs, strict=True):
         count = block.shape[0]
@@ -241,14 +258,17 @@ def probe_blocks(
             scale += float(
                 torch.einsum("bi,bij,bj->", u_part.square(), j.square(), v_part.square())
             )
-    reference_name = "(uᵀJ)·v by one reverse pass of the whole function"
-    try:
-        reference, reference_scale = _reference(f, primals, u, vs)
-    except Exception as error:  # the reference itself failed: say so rather than guess
-        why = f"the reverse pass failed ({first_line(error)[:160]})"
-        return Guard("per-sample", reference_name, value, math.nan, math.nan, None, None, (), why)
-    tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
-    return Guard("per-sample", reference_name, value, reference, tolerance, passed)
+    return value, scale
+
+
+def bilinear(
+    matrices: Sequence[torch.Tensor], u: torch.Tensor, vs: Sequence[torch.Tensor]
+) -> float:
+    """Σ_k uᵀ M_k v_k, each M_k the rows of J by the columns of one input, u and the v_k flat
+    float64 (`squared_terms` gives the sum of its terms' squares)."""
+    return sum(
+        float(u @ (m @ v.to(m.dtype)).to(torch.float64)) for m, v in zip(matrices, vs, strict=True)
+    )
 
 
 def probe_jvp(

@@ -118,6 +118,10 @@ class Function:
     (a gradient by torch.autograd.grad under jacfwd); None: `call` runs there too."""
     jacobian_formula: str = ""
     """J in closed form, for a person (presets); tests evaluate each against the computed J."""
+    may_break_graph: bool = False
+    """Whether the callable is the user's own code, which may compute where autograd cannot see
+    (`.item()`, NumPy, `detach`, torch's global state): its results are then checked against
+    the function itself (NOTE [the function as the reference]). Presets and expressions cannot."""
     integer_inputs: bool = False
     """Whether an input outside wrt keeps the integers it was given (a user's callable: targets,
     indices); elsewhere every input is floating."""

@@ -99,6 +99,7 @@ def load_callable(reference: str, given_names: Sequence[str] = ()) -> Function:
         call=call,
         source_file=source,
         integer_inputs=True,
+        may_break_graph=True,
     )
 
 

@@ -15,6 +15,7 @@ from jaccli.result import (
     Check,
     Determinant,
     Evaluation,
+    FunctionReference,
     Guard,
     HessianResult,
     HvpResult,
@@ -102,6 +103,25 @@ def guard_entry(guard: Guard | None) -> dict[str, Any] | None:
         "rows_probed": guard.rows_probed,
         "rejected": list(guard.rejected),
         "skipped": guard.skipped,
+        "function_reference": function_reference_entry(guard.function_reference),
+    }
+
+
+def function_reference_entry(reference: FunctionReference | None) -> dict[str, Any] | None:
+    """The result against the function's own central differences (NOTE [the function as the
+    reference])."""
+    if reference is None:
+        return None
+    skipped = reference.skipped is not None
+    return {
+        "passed": reference.passed,
+        "quantity": reference.quantity,
+        "value": _number(reference.value),
+        "difference": None if skipped else _number(reference.difference),
+        "estimated_error": None if skipped else _number(reference.estimated_error),
+        "tolerance": None if skipped else _number(reference.tolerance),
+        "step": None if skipped else _number(reference.step),
+        "skipped": reference.skipped,
     }
 
 

@@ -12,6 +12,7 @@ from jaccli.render.tables import (
     Grid,
     Layout,
     evaluation_renderables,
+    function_reference_line,
     grid_table,
     how_computed,
     product_renderables,
@@ -99,6 +100,7 @@ def _tail(result: HessianResult, layout: Layout) -> list[RenderableType]:
         Text(f"\nsymmetry: max|H − Hᵀ| = {result.symmetry_error:.3g}", style="dim"),
         *view_and_check(result, layout),
         how_computed("strategy", result.strategy, result.strategy_reason),
+        *function_reference_line(result.guard),
     ]
 
 
@@ -124,4 +126,5 @@ def hvp_renderable(result: HvpResult, layout: Layout) -> Group:
     parts += product_renderables("Vector", result.vectors, products, note, layout)
     parts += view_and_check(result, layout)
     parts.append(how_computed("method", result.method, result.method_reason))
+    parts += function_reference_line(result.guard)
     return Group(*parts)

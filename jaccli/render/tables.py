@@ -20,7 +20,7 @@ from jaccli.errors import UsageError
 from jaccli.functions.model import Function
 from jaccli.render.labels import index_label, slice_label
 from jaccli.render.numbers import format_cells
-from jaccli.result import Evaluation, JacobianResult, JvpResult, Picture, VjpResult
+from jaccli.result import Evaluation, Guard, JacobianResult, JvpResult, Picture, VjpResult
 from jaccli.spec import format_shape
 
 PER_ELEMENT_LIMIT = 12
@@ -161,6 +161,26 @@ def how_computed(label: str, method: str, reason: str) -> Text:
     return Text(f"\n{label} {method}\n  {reason}", style="dim")
 
 
+def function_reference_line(guard: Guard | None) -> list[RenderableType]:
+    """Under the strategy: the result against the function's own central differences, when it
+    was checked (the user's functions), in two short lines as `how_computed` draws them."""
+    reference = guard.function_reference if guard is not None else None
+    if reference is None:
+        return []
+    if reference.skipped is not None:
+        return [
+            Text(f"not checked against the function itself\n  {reference.skipped}", style="dim")
+        ]
+    return [
+        Text(
+            "checked against the function's own differences\n"
+            f"  {reference.quantity} {reference.value:.7g} vs {reference.difference:.7g} "
+            f"± {reference.estimated_error:.2g}",
+            style="dim",
+        )
+    ]
+
+
 def _section(title: str) -> Text:
     return Text.assemble("\n", (title, "bold underline"))
 
@@ -258,6 +278,7 @@ def jacobian_renderable(
     if result.determinant is not None:
         parts += determinant_renderables(result, layout)
     parts.append(how_computed("strategy", result.strategy, result.strategy_reason))
+    parts += function_reference_line(result.guard)
     return Group(*parts)
 
 
@@ -408,6 +429,7 @@ def vjp_renderable(result: VjpResult, layout: Layout) -> Group:
         )
         parts.append(array_table(vjp, _titled(name, vjp.shape), layout))
     parts += view_and_check(result, layout)
+    parts += function_reference_line(result.guard)
     return Group(*parts)
 
 
@@ -440,6 +462,7 @@ def jvp_renderable(result: JvpResult, layout: Layout) -> Group:
     parts += product_renderables("Tangent", result.tangents, products, note, layout)
     parts += view_and_check(result, layout)
     parts.append(how_computed("method", result.method, result.method_reason))
+    parts += function_reference_line(result.guard)
     return Group(*parts)
 
 

@@ -1,0 +1,345 @@
+"""The function as the reference: a result of the user's code against the function's own values.
+
+# NOTE [the function as the reference]
+The correctness guard (NOTE [the correctness guard]) compares one AD computation with another, so
+where autograd itself is blind (a value turned into a Python number by `.item()` and used again,
+a NumPy round trip, `detach`, gradients turned off inside the function, a patched
+`torch.autograd.grad`), both sides agree on the same wrong answer. The function's values cannot
+be fooled that way. Along a direction d (random, each input's entries scaled by their own size;
+the tangent of a JVP, the vector of an HVP), φ(t) = wᵀf(x + t·d) is evaluated in the problem's
+dtype at t = 0, ±h, ±2h (five calls, no backward pass), with w random over the outputs (the
+cotangent of a VJP). The result gives φ'(0) (uᵀJd, cᵀJd, uᵀ(J t)) or φ''(0) (uᵀH[d, d],
+vᵀHv); from the same five values come
+
+- central differences with steps h and 2h, D(h) and D(2h): their gap |D(h) − D(2h)| is 3× the
+  truncation error of D(h) (which falls as h²), so it estimates that error instead of guessing;
+- the rounding of φ's values over the step: eps·S/h for φ' and eps·S/h² for φ'' (times the
+  weights of the formulas), with S = max Σ|w_i f_i| and eps that of the dtype;
+- one-sided differences of the same order, D₊ (t ≥ 0 only) and D₋ (t ≤ 0 only).
+
+The result passes when it lies within SAFETY × (estimated error) + the result's own rounding
+(guard_rtol of the root sum of squares of its terms, as in the AD guard) of the interval that D,
+D₊ and D₋ span. The one-sided differences cover a point on or near a kink (relu at 0: torch's
+convention is one of the one-sided derivatives, or between them) and a jump of a
+piecewise-constant function inside the step (round, a branch on `x.sum() > 0`): on the side
+without the jump the difference is clean. SAFETY stands even without them: a jump inside
+(−h, h) makes |result − D(h)| = 2·|D(h) − D(2h)| exactly (D(h) = jump/2h, D(2h) = jump/4h, the
+result 0), and a jump in (h, 2h) leaves D(h) equal to the result; SAFETY = 10 leaves a factor 5
+beyond that for the estimate's own scatter (rounding noise may make two steps agree by chance).
+A graph break errs by the order of the part of J autograd cannot see, while the estimated error
+of a smooth function is about eps^(2/3) of φ's scale (1e-10 in float64, 3e-5 in float32).
+
+Steps are eps^(1/3) (φ') and eps^(1/4) (φ'') relative to the inputs' scale, where truncation and
+rounding errors balance. Presets and expressions, which cannot hide anything from autograd, skip
+the check (Function.may_break_graph). When it fails, the function runs once more under a
+recorder that names the graph break (graph_break.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from jaccli.engine.evaluate import evaluate
+from jaccli.engine.graph_break import describe_graph_break
+from jaccli.engine.problem import Problem
+from jaccli.engine.trust import (
+    GUARD_SEED,
+    as_matrix,
+    bilinear,
+    block_products,
+    guard_rtol,
+    squared_terms,
+)
+from jaccli.errors import ComputationError
+from jaccli.result import (
+    FunctionReference,
+    Guard,
+    HessianResult,
+    HvpResult,
+    JacobianResult,
+    JvpResult,
+    Result,
+    VjpResult,
+)
+
+SAFETY = 10.0
+"""How far beyond the estimated error of the differences a result may lie (see the NOTE)."""
+REFERENCE_SEED = GUARD_SEED + 17
+"""The directions' own generator: the seeded inputs, cotangents and guard are unchanged."""
+
+
+def _flat64(array: np.ndarray | torch.Tensor) -> torch.Tensor:
+    tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
+    return tensor.detach().reshape(-1).to(torch.float64)
+
+
+def _rms(tensors: Sequence[torch.Tensor]) -> float:
+    count = sum(t.numel() for t in tensors)
+    total = sum(float(t.square().sum()) for t in tensors)
+    return math.sqrt(total / count) if count else 0.0
+
+
+class _Line:
+    """φ(t) = wᵀf(x + t·d) along one direction d of the `wrt` inputs, in the problem's dtype."""
+
+    def __init__(self, problem: Problem, directions: Mapping[str, torch.Tensor]) -> None:
+        self.problem = problem
+        self.directions = {name: d.to(torch.float64) for name, d in directions.items()}
+        xs = [problem.inputs[name].to(torch.float64) for name in problem.wrt]
+        scale = _rms(xs) or 1.0
+        self.step_scale = scale / (_rms(list(self.directions.values())) or 1.0)
+        """h for a relative step of 1: the direction's length set to the inputs' scale."""
+
+    def outputs(self, t: float) -> torch.Tensor:
+        """f(x + t·d), every output flattened end to end, in float64."""
+        inputs = dict(self.problem.inputs)
+        for name, d in self.directions.items():
+            x = self.problem.inputs[name]
+            inputs[name] = (x.to(torch.float64) + t * d).to(x.dtype)
+        outputs = evaluate(self.problem.function, inputs)
+        shapes = {name: tuple(y.shape) for name, y in outputs.items()}
+        if shapes != {n: tuple(s) for n, s in self.problem.output_shapes.items()}:
+            raise _Skip(f"the outputs change shape along the step ({shapes})")
+        self.eps = max(
+            [torch.finfo(self.problem.torch_dtype).eps]
+            + [torch.finfo(y.dtype).eps for y in outputs.values()]
+        )
+        return torch.cat([outputs[n].reshape(-1).to(torch.float64) for n in shapes])
+
+
+class _Skip(Exception):
+    """The comparison cannot be made here; the message says why."""
+
+
+def _relative_step(dtype: torch.dtype, order: int) -> float:
+    """eps^(1/3) for a first difference, eps^(1/4) for a second: where truncation and rounding
+    errors balance."""
+    return float(torch.finfo(dtype).eps ** (1 / (2 + order)))
+
+
+def _differences(
+    line: _Line, weights: torch.Tensor, order: int
+) -> tuple[float, float, float, float, float]:
+    """(D(h), D₊, D₋, estimated error, h) for φ' (order 1) or φ'' (order 2) at t = 0."""
+    h = _relative_step(line.problem.torch_dtype, order) * line.step_scale
+    values, sizes = {}, []
+    for k in (-2, -1, 0, 1, 2):
+        f = line.outputs(k * h)
+        values[k] = float(weights @ f)
+        sizes.append(float(weights.abs() @ f.abs()))
+    if not all(math.isfinite(v) for v in values.values()):
+        raise _Skip("the function is not finite within the step")
+    p = values
+    rounding = line.eps * max(sizes)
+    if order == 1:
+        central, wide = (p[1] - p[-1]) / (2 * h), (p[2] - p[-2]) / (4 * h)
+        plus = (4 * p[1] - p[2] - 3 * p[0]) / (2 * h)
+        minus = (3 * p[0] - 4 * p[-1] + p[-2]) / (2 * h)
+        rounding_error = 4 * rounding / h
+    else:
+        central = (p[1] - 2 * p[0] + p[-1]) / h**2
+        wide = (p[2] - 2 * p[0] + p[-2]) / (4 * h**2)
+        plus = (p[0] - 2 * p[1] + p[2]) / h**2
+        minus = (p[0] - 2 * p[-1] + p[-2]) / h**2
+        rounding_error = 4 * rounding / h**2
+    return central, plus, minus, abs(central - wide) + rounding_error, h
+
+
+def compare_along(
+    problem: Problem,
+    quantity: str,
+    value: float,
+    squared_scale: Callable[[], float],
+    weights: torch.Tensor,
+    directions: Mapping[str, torch.Tensor],
+    order: int,
+    dtype: torch.dtype,
+) -> FunctionReference:
+    """`value` (φ'(0) or φ''(0) read off the result) against the function's own differences
+    along `directions`, weighted over the outputs by `weights` (NOTE [the function as the
+    reference]); `squared_scale()` gives the squares of the value's terms, for its rounding."""
+    line = _Line(problem, directions)
+    try:
+        central, plus, minus, estimated, h = _differences(line, weights, order)
+    except _Skip as why:
+        nan = math.nan
+        return FunctionReference(quantity, value, nan, nan, nan, nan, None, str(why))
+    except ComputationError as error:
+        why = f"the function failed within the step ({error.message[:160]})"
+        return FunctionReference(quantity, value, math.nan, math.nan, math.nan, math.nan, None, why)
+    if not math.isfinite(value):
+        why = "the result is not finite"
+        return FunctionReference(quantity, value, central, estimated, math.nan, h, None, why)
+    low, high = min(central, plus, minus), max(central, plus, minus)
+    distance = max(low - value, value - high, 0.0)
+    tolerance = SAFETY * estimated
+    if distance > tolerance:  # only now weigh the result's own rounding, which costs a read of it
+        tolerance += guard_rtol(dtype) * math.sqrt(squared_scale())
+    return FunctionReference(
+        quantity, value, central, estimated, tolerance, h / line.step_scale, distance <= tolerance
+    )
+
+
+def _random_directions(problem: Problem, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A random direction for each `wrt` input, each entry scaled by its own size (at least the
+    input's root mean square, or 1), so that steps stay relative to the numbers they move."""
+    directions = {}
+    for name in problem.wrt:
+        x = problem.inputs[name].to(torch.float64)
+        typical = _rms([x]) or 1.0
+        g = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        directions[name] = g * x.abs().clamp_min(typical)
+    return directions
+
+
+def _output_weights(problem: Problem, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(problem.output_count, generator=generator, dtype=torch.float64)
+
+
+def _with_reference(result: Result, problem: Problem, reference: FunctionReference) -> Result:
+    """The result with `reference` on its guard, or ComputationError (exit 1) naming the likely
+    cause when the result disagrees with the function."""
+    if reference.passed is False:
+        derivative = "H" if "H" in reference.quantity else "J"
+        found = describe_graph_break(problem, derivative)
+        if found is not None:
+            raise ComputationError(f"{problem.function.name}: {found}", code="graph_break")
+        raise ComputationError(
+            f"{problem.function.name}: the result disagrees with the function's own central "
+            f"differences ({reference.quantity} = {reference.value:.6g}, the differences give "
+            f"{reference.difference:.6g} ± {reference.estimated_error:.2g}); autograd does not "
+            "see part of the computation: look for NumPy, .detach(), torch.no_grad, a custom "
+            "autograd.Function, or steps finer than the differences' (round, floor)",
+            code="function_reference_failed",
+        )
+    guard = result.guard or Guard("", "", math.nan, math.nan, math.nan, None)
+    return replace(result, guard=replace(guard, function_reference=reference))  # type: ignore[return-value]
+
+
+def _by_output(problem: Problem, u: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The flat weights over all outputs, split by output name."""
+    sizes = [math.prod(shape) for shape in problem.output_shapes.values()]
+    return dict(zip(problem.output_shapes, u.split(sizes), strict=True))
+
+
+def check_jacobian_result(problem: Problem, result: JacobianResult) -> JacobianResult:
+    """uᵀJd against d/dt uᵀf(x + t·d): the dense J, or the sum over per-sample blocks."""
+    if not _applies(problem):
+        return result
+    generator = torch.Generator().manual_seed(REFERENCE_SEED)
+    u = _output_weights(problem, generator)
+    directions = _random_directions(problem, generator)
+    if result.per_sample is not None:
+        ((_, by_wrt),) = result.jacobians.items()
+        (shape,) = problem.output_shapes.values()
+        blocks = [(torch.from_numpy(by_wrt[w]), *result.per_sample[w]) for w in problem.wrt]
+        value, scale = block_products(
+            blocks, u.reshape(shape), [directions[w] for w in problem.wrt]
+        )
+        squared: Callable[[], float] = lambda: scale  # noqa: E731
+    else:
+        vs = [directions[w].reshape(-1) for w in problem.wrt]
+        parts = [
+            (
+                [
+                    as_matrix(torch.from_numpy(result.jacobians[y][w]), u_y.numel(), None)
+                    for w in problem.wrt
+                ],
+                u_y,
+            )
+            for y, u_y in _by_output(problem, u).items()
+        ]
+        value = sum(bilinear(matrices, u_y, vs) for matrices, u_y in parts)
+        squared = lambda: sum(squared_terms(m, u_y, vs) for m, u_y in parts)  # noqa: E731
+    reference = compare_along(
+        problem, "uᵀJv", value, squared, u, directions, 1, problem.torch_dtype
+    )
+    return _with_reference(result, problem, reference)
+
+
+def _dot(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
+    """Σ a·b over the pairs (flat float64), and the sum of its terms' squares."""
+    value = scale = 0.0
+    for a, b in pairs:
+        a64, b64 = _flat64(a), _flat64(b)
+        value += float(a64 @ b64)
+        scale += float(a64.square() @ b64.square())
+    return value, scale
+
+
+def check_vjp_result(problem: Problem, result: VjpResult) -> VjpResult:
+    """(cᵀJ)·d against d/dt cᵀf(x + t·d), c the cotangent."""
+    if not _applies(problem):
+        return result
+    generator = torch.Generator().manual_seed(REFERENCE_SEED)
+    directions = _random_directions(problem, generator)
+    value, scale = _dot([(torch.from_numpy(result.vjps[w]), directions[w]) for w in problem.wrt])
+    c = torch.cat([_flat64(result.cotangents[y]) for y in problem.output_shapes])
+    reference = compare_along(
+        problem, "(cᵀJ)·v", value, lambda: scale, c, directions, 1, problem.torch_dtype
+    )
+    return _with_reference(result, problem, reference)
+
+
+def check_jvp_result(problem: Problem, result: JvpResult) -> JvpResult:
+    """uᵀ(J t) against d/ds uᵀf(x + s·t), t the tangent."""
+    if not _applies(problem):
+        return result
+    generator = torch.Generator().manual_seed(REFERENCE_SEED)
+    u = _output_weights(problem, generator)
+    j_t = torch.cat([_flat64(result.jvps[y]) for y in problem.output_shapes])
+    value, scale = _dot([(u, j_t)])
+    tangents = {w: torch.from_numpy(result.tangents[w]) for w in problem.wrt}
+    reference = compare_along(
+        problem, "uᵀ(J t)", value, lambda: scale, u, tangents, 1, problem.torch_dtype
+    )
+    return _with_reference(result, problem, reference)
+
+
+def check_hessian_result(problem: Problem, result: HessianResult) -> HessianResult:
+    """uᵀH[d, d] = Σ_y u_y dᵀH_y d against the second difference of uᵀf along d."""
+    if not _applies(problem):
+        return result
+    generator = torch.Generator().manual_seed(REFERENCE_SEED)
+    u = _output_weights(problem, generator)
+    directions = _random_directions(problem, generator)
+    flat = {w: directions[w].reshape(-1) for w in problem.wrt}
+    parts = []
+    for y, u_y in _by_output(problem, u).items():
+        for a in problem.wrt:
+            rows = (u_y[:, None] * flat[a][None, :]).reshape(-1)  # H_y as (y, a) rows × b columns
+            matrices = [
+                as_matrix(torch.from_numpy(result.hessians[y][a][b]), rows.numel(), None)
+                for b in problem.wrt
+            ]
+            parts.append((matrices, rows))
+    vs = [flat[b] for b in problem.wrt]
+    value = sum(bilinear(matrices, rows, vs) for matrices, rows in parts)
+    squared = lambda: sum(squared_terms(m, rows, vs) for m, rows in parts)  # noqa: E731
+    reference = compare_along(
+        problem, "uᵀH[v, v]", value, squared, u, directions, 2, problem.torch_dtype
+    )
+    return _with_reference(result, problem, reference)
+
+
+def check_hvp_result(problem: Problem, result: HvpResult) -> HvpResult:
+    """vᵀ(H v) against the second difference of f along v."""
+    if not _applies(problem):
+        return result
+    vectors = {w: torch.from_numpy(result.vectors[w]) for w in problem.wrt}
+    value, scale = _dot([(torch.from_numpy(result.hvps[w]), vectors[w]) for w in problem.wrt])
+    weights = torch.ones(problem.output_count, dtype=torch.float64)
+    reference = compare_along(
+        problem, "vᵀ(H v)", value, lambda: scale, weights, vectors, 2, problem.torch_dtype
+    )
+    return _with_reference(result, problem, reference)
+
+
+def _applies(problem: Problem) -> bool:
+    """Whether the function may hide a computation from autograd, and J has entries."""
+    return problem.function.may_break_graph and problem.output_count * problem.input_count > 0

@@ -55,6 +55,9 @@ class FunctionReference:
     passed: bool | None
     """None when the comparison could not be made (`skipped` says why)."""
     skipped: str | None = None
+    off_point: float | None = None
+    """None when compared at the point; else the distance, relative to the inputs' scale, of
+    the nearby point compared instead (NOTE [kinks at the point])."""
 
 
 @dataclass(frozen=True)

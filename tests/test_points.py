@@ -141,13 +141,13 @@ def test_a_jsonl_file_of_points(jaccli, tmp_path) -> None:
 def test_a_function_vmap_cannot_run_falls_back_to_a_loop(jaccli, tmp_path) -> None:
     points = np.random.default_rng(5).standard_normal((3, 2))
     source = _save(tmp_path, "p.npy", points)
-    run = jaccli("jacobian", "--fn", f"{BATCHING}:item_scaled", "--points", f"x=@{source}",
+    run = jaccli("jacobian", "--fn", f"{BATCHING}:item_branch", "--points", f"x=@{source}",
                  "--dtype", "float64", "--json")  # fmt: skip
     assert run.exit_code == 0, run.stderr
     assert "computed point by point instead" in run.stderr
     j = values_of(run.json()["jacobian"]["y"]["x"])
-    for k, x in enumerate(points):  # y = x·s with s = Σx read out by .item(): a constant, J = s I
-        np.testing.assert_allclose(j[k], x.sum() * np.eye(2), rtol=1e-12)
+    for k, x in enumerate(points):  # y = 2x where Σx > 0 (read out by .item()), else 3x
+        np.testing.assert_allclose(j[k], (2.0 if x.sum() > 0 else 3.0) * np.eye(2), rtol=1e-12)
 
 
 def _stream(lines: str, *extra: str) -> subprocess.CompletedProcess:

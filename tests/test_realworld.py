@@ -99,7 +99,6 @@ CASES = [
     ("jacobian_of_jacobian", ["--shape", "x=3"]),
     ("func_grad", ["--shape", "x=4"]),
     ("sets_items", ["--shape", "x=4"]),
-    ("detached_factor", ["--shape", "x=3"]),
     ("relu_product", ["--value", "x=[0.0, -1.5, 2.0]"]),
     ("determinant", ["--shape", "m=3x3"]),
     ("inverse", ["--value", "m=[[2, 1], [0.5, 3]]"]),
@@ -150,7 +149,6 @@ def test_jacobian_is_right_or_refused(jaccli, name: str, args: list[str], strate
 
 
 NOT_FOR_DIFFERENCES = {
-    "detached_factor": "detach() makes AD treat a factor as constant; differences cannot",
     "mixed_dtypes": "a float32 output's differences at h = 1e-6 are rounding noise",
 }
 

@@ -122,6 +122,7 @@ def function_reference_entry(reference: FunctionReference | None) -> dict[str, A
         "tolerance": None if skipped else _number(reference.tolerance),
         "step": None if skipped else _number(reference.step),
         "skipped": reference.skipped,
+        "off_point": reference.off_point,
     }
 
 
@@ -385,15 +386,15 @@ def stacked_document(documents: list[dict[str, Any]], varying: Iterable[str]) ->
         shared = path[:1] in {(key,) for key in SHARED_BY_POINTS} or (
             len(path) == 2 and path[0] == "inputs" and path[1] not in varying
         )
-        if isinstance(first, dict) and {"shape", "values"} <= set(first) and not shared:
+        if shared or not all(isinstance(p, dict) for p in parts):  # a guard's entry may be null
+            return first
+        if {"shape", "values"} <= set(first):
             return {
                 **first,
                 "shape": [len(parts), *first["shape"]],
                 "values": [p["values"] for p in parts],
             }
-        if isinstance(first, dict) and not shared:
-            return {key: stacked([p[key] for p in parts], (*path, key)) for key in first}
-        return first
+        return {key: stacked([p[key] for p in parts], (*path, key)) for key in first}
 
     return {**stacked(documents, ()), "points": len(documents)}
 

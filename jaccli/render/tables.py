@@ -171,9 +171,10 @@ def function_reference_line(guard: Guard | None) -> list[RenderableType]:
         return [
             Text(f"not checked against the function itself\n  {reference.skipped}", style="dim")
         ]
+    near = "" if reference.off_point is None else f" near x (±{reference.off_point:.2g})"
     return [
         Text(
-            "checked against the function's own differences\n"
+            f"checked against the function's own differences{near}\n"
             f"  {reference.quantity} {reference.value:.7g} vs {reference.difference:.7g} "
             f"± {reference.estimated_error:.2g}",
             style="dim",

@@ -139,7 +139,7 @@ class _Recorder(TorchFunctionMode):
                 "detach",
                 f"{DETACHING[name]} takes a tensor that depends on {origin} out of the graph",
             )
-        elif not torch.is_grad_enabled() and name not in CONVERSIONS:
+        elif not torch.is_grad_enabled() and name not in CONVERSIONS and not _in_custom_forward():
             origins = [o for o in map(self._origin, inputs) if o is not None and o]
             if origins and any(t.is_floating_point() for t in _tensors(result)):
                 self._note(
@@ -155,6 +155,20 @@ class _Recorder(TorchFunctionMode):
                 if not output.requires_grad:
                     self.detached[id(output)] = (output, tainted[0])
         return result
+
+
+CUSTOM_FUNCTION_FILE = os.path.join(TORCH_DIRECTORY, "autograd", "function.py")
+
+
+def _in_custom_forward() -> bool:
+    """Whether the current torch call is inside a custom autograd.Function's forward, which
+    runs with gradient recording off by design (its backward stands for it)."""
+    frame: types.FrameType | None = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename == CUSTOM_FUNCTION_FILE and frame.f_code.co_name == "apply":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:

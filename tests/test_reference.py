@@ -1,0 +1,239 @@
+"""The function as the reference: results of user code against the function's own differences.
+
+Functions that hide part of their computation from autograd (.item(), NumPy, detach, int(),
+.tolist(), gradients turned off, a replaced torch.autograd.grad) are refused with the file and
+line of the break; correct functions, float32 ones, kinks and branches on values pass.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jaccli.engine import prepare, run_hessian, run_hvp, run_jacobian, run_jvp, run_vjp
+from jaccli.engine.reference import SAFETY
+from jaccli.functions.user import load_callable
+from jaccli.spec import ArrayData
+from tests.conftest import finite_difference_jacobian, values_of
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BREAKS = FIXTURES / "graph_breaks.py"
+SHOWN = "tests/fixtures/graph_breaks.py"
+
+
+def _line(function: str) -> int:
+    """The line of `function` in the fixture file marked `# breaks here`."""
+    lines = BREAKS.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, text in enumerate(lines) if text.startswith(f"def {function}("))
+    return next(i + 1 for i in range(start, len(lines)) if "# breaks here" in lines[i])
+
+
+OFF = "(torch.no_grad or torch.set_grad_enabled(False))"
+BREAKING = [
+    ("uses_item", ".item() turns a tensor that depends on x into a Python number"),
+    ("numpy_round_trip", ".numpy() turns a tensor detached from x into a NumPy array"),
+    ("detach_misuse", ".detach() takes a tensor that depends on x out of the graph"),
+    ("fixed_point", "int() turns a tensor that depends on x into a Python number"),
+    ("via_list", ".tolist() turns a tensor that depends on x into a Python list"),
+    ("grad_off", f"mul runs on a tensor that depends on x with gradient recording off {OFF}"),
+    ("no_grad_block", f"sum runs on a tensor that depends on x with gradient recording off {OFF}"),
+]
+
+
+@pytest.mark.parametrize(("name", "says"), BREAKING, ids=[b[0] for b in BREAKING])
+def test_a_graph_break_is_refused_naming_file_and_line(jaccli, name: str, says: str) -> None:
+    run = jaccli("jacobian", "--fn", f"{SHOWN}:{name}", "--value", "x=[1, 2, 3]",
+                 "--dtype", "float64", "--json")  # fmt: skip
+    assert run.exit_code == 1, run.stdout
+    assert run.stdout == ""
+    message = run.stderr.splitlines()[0]
+    assert message == (
+        f"jacobian: {name}: {SHOWN}:{_line(name)} {says}; autograd cannot follow it, "
+        "so J would be wrong"
+    )
+    assert '"code": "graph_break"' in run.stderr
+    assert torch.is_grad_enabled()  # the function turned gradients off; jaccli put them back
+
+
+@pytest.mark.parametrize("command", ["vjp", "jvp", "det"])
+def test_every_command_refuses_the_break(jaccli, command: str) -> None:
+    run = jaccli(command, "--fn", f"{SHOWN}:uses_item", "--value", "x=[1, 2, 3]",
+                 "--dtype", "float64")  # fmt: skip
+    assert run.exit_code == 1
+    assert f"{SHOWN}:{_line('uses_item')} .item()" in run.stderr
+
+
+@pytest.mark.parametrize("command", ["hessian", "hvp"])
+def test_second_derivatives_refuse_the_break(jaccli, tmp_path, command: str) -> None:
+    source = tmp_path / "energy.py"
+    source.write_text(
+        "def energy(x):\n    s = (x ** 2).sum().item()\n    return (x ** 2).sum() * s\n",
+        encoding="utf-8",
+    )
+    run = jaccli(command, "--fn", f"{source}:energy", "--value", "x=[1, 2, 3]",
+                 "--dtype", "float64")  # fmt: skip
+    assert run.exit_code == 1
+    assert "energy.py:2 .item() turns a tensor that depends on x into a Python number" in (
+        run.stderr
+    )
+    assert "so H would be wrong" in run.stderr
+
+
+def test_a_batched_break_is_refused(jaccli) -> None:
+    run = jaccli("jacobian", "--fn", f"{SHOWN}:uses_item", "--value", "x=[[1, 2], [3, 4]]",
+                 "--batched", "--batch-axis", "0", "--dtype", "float64")  # fmt: skip
+    assert run.exit_code == 1
+    assert ".item() turns a tensor that depends on x" in run.stderr
+
+
+def test_points_refuse_the_break(jaccli, tmp_path) -> None:
+    source = tmp_path / "points.npy"
+    np.save(source, np.arange(12.0).reshape(4, 3) + 1)
+    run = jaccli("jacobian", "--fn", f"{SHOWN}:detach_misuse", "--points", f"x=@{source}",
+                 "--dtype", "float64")  # fmt: skip
+    assert run.exit_code == 1
+    assert "point 0: detach_misuse" in run.stderr and ".detach()" in run.stderr
+
+
+def test_a_branch_on_a_value_keeps_working(jaccli) -> None:
+    for name, point, expected in [
+        ("branch_on_item", [1.0, 2.0, 3.0], 2 * np.eye(3)),
+        ("branch_on_item", [-1.0, -2.0, 3.0 - 1e-12], 3 * np.eye(3)),  # the branch inside the step
+        ("branch_on_tensor", [1.0, 2.0, 3.0], np.diag(np.cos([1.0, 2.0, 3.0]))),
+    ]:
+        run = jaccli("jacobian", "--fn", f"{SHOWN}:{name}", "--value", f"x={point}",
+                     "--dtype", "float64", "--json")  # fmt: skip
+        assert run.exit_code == 0, run.stderr
+        document = run.json()
+        np.testing.assert_allclose(values_of(document["jacobian"]["y"]["x"]), expected)
+        reference = document["guard"]["function_reference"]
+        assert reference["passed"] is True and reference["quantity"] == "uᵀJv"
+
+
+def test_a_zeroing_autograd_installed_at_import_is_refused(jaccli, monkeypatch) -> None:
+    monkeypatch.setattr(torch.autograd, "grad", torch.autograd.grad)  # undone after the test
+    run = jaccli("jacobian", "--fn", "tests/fixtures/patched_autograd.py:double",
+                 "--value", "x=[1, 2, 3]", "--dtype", "float64")  # fmt: skip
+    assert run.exit_code == 1
+    assert run.stderr.splitlines()[0] == (
+        "jacobian: double: torch.autograd.grad is replaced by a function of "
+        "tests/fixtures/patched_autograd.py:6; jaccli differentiates through it, so J would be "
+        "wrong"
+    )
+
+
+def test_torch_state_changed_inside_the_function_is_put_back(jaccli) -> None:
+    original = torch.autograd.grad
+    for name in ("patches_grad_inside", "leaves_state_changed"):
+        run = jaccli("jacobian", "--fn", f"{SHOWN}:{name}", "--value", "x=[1, 2, 3]",
+                     "--json")  # fmt: skip
+        assert run.exit_code == 0, run.stderr
+        j = values_of(run.json()["jacobian"]["y"]["x"])
+        expected = 2 * np.eye(3) if name == "patches_grad_inside" else np.diag(np.cos([1, 2, 3]))
+        np.testing.assert_allclose(j, expected, rtol=1e-6)
+    assert torch.autograd.grad is original
+    assert torch.get_default_dtype() == torch.float32
+    assert not torch.is_anomaly_enabled()
+
+
+def test_the_check_shows_in_the_table_and_json(jaccli) -> None:
+    run = jaccli("jacobian", "--fn", f"{SHOWN}:smooth", "--value", "x=[0.5, 1, 2]",
+                 "--dtype", "float64")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "checked against the function's own differences\n  uᵀJv " in run.stdout
+    preset = jaccli("jacobian", "--fn", "expsum", "--json")
+    assert preset.json()["guard"]["function_reference"] is None  # a preset cannot break the graph
+
+
+def _problem(name: str, point: np.ndarray, dtype: str):
+    function = load_callable(f"{BREAKS}:{name}")
+    data = ArrayData(point.shape, point.astype(np.float64))
+    return prepare(function, value_options=[("x", data)], dtype=dtype)
+
+
+CORRECT = ["smooth", "softmax_energy", "mlp", "kinked", "on_kink", "stairs", "pairwise"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_correct_functions_pass_at_many_random_points(dtype: str) -> None:
+    """No false refusal: every correct function at 12 random points (including points on the
+    kinks of `on_kink` and the jumps of `stairs`), for J, J·v, vᵀJ and H·v, in both dtypes."""
+    rng = np.random.default_rng(11)
+    for name in CORRECT:
+        for k in range(12):
+            point = rng.standard_normal(rng.integers(2, 7)) * rng.choice([0.01, 1.0, 30.0])
+            if k % 4 == 0:
+                point[: len(point) // 2] = 0.0  # on the kinks of on_kink, the jumps of stairs
+            problem = _problem(name, point, dtype)
+            result = run_jacobian(problem)
+            reference = result.guard.function_reference
+            assert reference is not None and reference.passed is not False, (name, point)
+            assert run_jvp(problem, "randn").guard.function_reference.passed is not False
+            if name not in ("mlp", "pairwise"):  # one output per input: a VJP that is J's
+                assert run_vjp(problem, "randn").guard.function_reference.passed is not False
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_correct_scalar_functions_pass_the_second_difference(dtype: str) -> None:
+    rng = np.random.default_rng(12)
+    for k in range(10):
+        point = rng.standard_normal(4) * (1.0 if k % 2 else 5.0)
+        problem = _problem("softmax_energy", point, dtype)
+        h = run_hessian(problem).guard.function_reference
+        assert h is not None and h.passed is not False, (point, h)
+        hv = run_hvp(problem, "randn").guard.function_reference
+        assert hv is not None and hv.passed is not False, (point, hv)
+
+
+def test_the_error_estimate_is_close_to_the_true_error() -> None:
+    """On a function with a known derivative, the estimate bounds the real error of the
+    differences, and SAFETY times it is far below what a graph break costs."""
+    point = np.array([0.3, -1.2, 2.0])
+    problem = _problem("smooth", point, "float64")
+    reference = run_jacobian(problem).guard.function_reference
+    true_error = abs(reference.difference - reference.value)
+    assert true_error <= reference.estimated_error
+    assert SAFETY * reference.estimated_error < 1e-6 * abs(reference.value)
+
+
+def test_a_refusal_without_a_named_break_says_what_disagreed(jaccli, tmp_path) -> None:
+    source = tmp_path / "custom.py"
+    source.write_text(
+        "import torch\n"
+        "class Wrong(torch.autograd.Function):\n"
+        "    @staticmethod\n"
+        "    def forward(ctx, x):\n"
+        "        return x.sin()\n"
+        "    @staticmethod\n"
+        "    def backward(ctx, g):\n"
+        "        return g * 2\n"
+        "def wrong(x):\n"
+        "    return Wrong.apply(x)\n",
+        encoding="utf-8",
+    )
+    run = jaccli("jacobian", "--fn", f"{source}:wrong", "--value", "x=[1, 2, 3]",
+                 "--dtype", "float64", "--strategy", "loop", "--json")  # fmt: skip
+    assert run.exit_code == 1
+    assert "wrong: the result disagrees with the function's own central differences" in (run.stderr)
+    assert '"code": "function_reference_failed"' in run.stderr
+
+
+def test_the_fd_reference_agrees_with_an_independent_float64_jacobian() -> None:
+    """The value the check compares is uᵀJv of the J shown: recompute it from J and the
+    direction-free central-difference J of the conftest helper."""
+    point = np.array([0.7, -0.4, 1.3])
+    problem = _problem("smooth", point, "float64")
+    result = run_jacobian(problem)
+    j = result.jacobians["y"]["x"]
+
+    def f(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x)
+        return (torch.sin(t) * torch.exp(0.3 * t) + t.pow(2).sum() * torch.tanh(t)).numpy()
+
+    np.testing.assert_allclose(j, finite_difference_jacobian(f, point), rtol=1e-7, atol=1e-9)
+    reference = result.guard.function_reference
+    assert math.isclose(reference.value, reference.difference, rel_tol=1e-8)

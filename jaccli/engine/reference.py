@@ -18,7 +18,7 @@ vᵀHv); from the same five values come
 - one-sided differences of the same order, D₊ (t ≥ 0 only) and D₋ (t ≤ 0 only).
 
 The result passes when it lies within SAFETY × (estimated error) + the result's own rounding
-(guard_rtol of the root sum of squares of its terms, as in the AD guard) of the interval that D,
+(VALUE_RTOL_EPS eps of the root sum of squares of its terms) of the interval that D,
 D₊ and D₋ span. The one-sided differences cover a point on or near a kink (relu at 0: torch's
 convention is one of the one-sided derivatives, or between them) and a jump of a
 piecewise-constant function inside the step (round, a branch on `x.sum() > 0`): on the side
@@ -37,6 +37,21 @@ at once: the comparison is made again at up to OFFSET_TRIES random points x' abo
 largest steps away, with the value there by autograd (one reverse pass, or reverse-over-reverse).
 A graph break is there too (it is in the code, not at a point), while x' lies off the kinks of
 x. What passes there is recorded with `off_point`, the distance relative to the inputs' scale.
+
+# NOTE [steps finer than the differences]
+A staircase finer than the step (round(3x) at x ≈ 100 in float32, a fake quantizer) has J = 0
+almost everywhere, as autograd says, while its differences see the slope of its envelope. Its
+φ then jumps between the five points: their fourth difference φ(2h) − 4φ(h) + 6φ(0) − 4φ(−h)
++ φ(−2h), which is h⁴ times the fourth derivative for a smooth φ (about (h/ℓ)³ of φ's range for
+features of length ℓ), is of the order of the jumps. A disagreement where it passes JUMP_FRACTION
+of the range (and rounding) is not refused: the reference is recorded as skipped, saying why. Where
+the stairs are spaced evenly enough to look like a line at five points, a disagreement is looked
+at once more with a step FINER times smaller (two more calls): a staircase's difference there is
+0 or one jump over the small step, far from D(h), while a smooth φ's agrees with D(h) within the
+errors of both. A graph break in a smooth function leaves φ smooth, and is still refused.
+A float64 run whose function computes in float32 inside (`torch.tensor(x.tolist())` makes
+float32) looks like such a staircase at float64's steps: there the comparison is made once more
+with float32's steps and rounding, which see through it.
 
 Steps are eps^(1/3) (φ') and eps^(1/4) (φ'') relative to the inputs' scale, where truncation and
 rounding errors balance. Presets and expressions, which cannot hide anything from autograd, skip
@@ -63,7 +78,6 @@ from jaccli.engine.trust import (
     as_matrix,
     bilinear,
     block_products,
-    guard_rtol,
     squared_terms,
 )
 from jaccli.errors import ComputationError
@@ -85,6 +99,20 @@ OFFSET_STEPS = 20
 """How many of the largest step (2h) away the points of NOTE [kinks at the point] lie..."""
 MAX_OFFSET = 0.1
 """...but no farther than this, relative to the inputs' scale."""
+FINER = 16
+"""How much smaller the step that looks for a staircase finer than h is (its square root for
+second differences, whose rounding grows as 1/h²)."""
+JUMPS = (
+    "the function jumps within the differences' step (round, floor, a branch on a value): its "
+    "differences cannot check the result"
+)
+FLAT = "the function's values do not change over the step (its rounding is coarser than it)"
+VALUE_RTOL_EPS = 8000
+"""The rounding allowed the result, in eps of the precision, relative to the root sum of
+squares of its terms: the AD guard's GUARD_RTOL in float32, and as many eps in float64."""
+JUMP_FRACTION = 1e-3
+"""The fourth difference of φ, relative to φ's range over the five points, past which φ is
+not smooth at the step's scale (NOTE [steps finer than the differences])."""
 REFERENCE_SEED = GUARD_SEED + 17
 """The directions' own generator: the seeded inputs, cotangents and guard are unchanged."""
 
@@ -103,13 +131,27 @@ def _rms(tensors: Sequence[torch.Tensor]) -> float:
 class _Line:
     """φ(t) = wᵀf(x + t·d) along one direction d of the `wrt` inputs, in the problem's dtype."""
 
-    def __init__(self, problem: Problem, directions: Mapping[str, torch.Tensor]) -> None:
+    def __init__(
+        self, problem: Problem, directions: Mapping[str, torch.Tensor], precision: torch.dtype
+    ) -> None:
         self.problem = problem
+        self.precision = precision
+        """The dtype whose eps sets the steps and the rounding: the problem's, or float32 for a
+        float64 run that computes in float32 inside (NOTE [steps finer than the differences])."""
         self.directions = {name: d.to(torch.float64) for name, d in directions.items()}
         xs = [problem.inputs[name].to(torch.float64) for name in problem.wrt]
         scale = _rms(xs) or 1.0
         self.step_scale = scale / (_rms(list(self.directions.values())) or 1.0)
         """h for a relative step of 1: the direction's length set to the inputs' scale."""
+        self.eps = torch.finfo(precision).eps
+        self.constant = False
+        """Whether φ took one value at every point of the step."""
+        self.values: dict[int, float] = {}
+        """φ(k·h) for k = -2…2, once the differences are taken."""
+        self.rounding = 0.0
+        """The rounding of one value of φ: eps·max Σ|w_i f_i|."""
+        self.jumps = False
+        """Whether the five values are far from smooth (NOTE [steps finer than the differences])."""
 
     def outputs(self, t: float) -> torch.Tensor:
         """f(x + t·d), every output flattened end to end, in float64."""
@@ -122,8 +164,7 @@ class _Line:
         if shapes != {n: tuple(s) for n, s in self.problem.output_shapes.items()}:
             raise _Skip(f"the outputs change shape along the step ({shapes})")
         self.eps = max(
-            [torch.finfo(self.problem.torch_dtype).eps]
-            + [torch.finfo(y.dtype).eps for y in outputs.values()]
+            [torch.finfo(self.precision).eps] + [torch.finfo(y.dtype).eps for y in outputs.values()]
         )
         return torch.cat([outputs[n].reshape(-1).to(torch.float64) for n in shapes])
 
@@ -142,7 +183,7 @@ def _differences(
     line: _Line, weights: torch.Tensor, order: int
 ) -> tuple[float, float, float, float, float]:
     """(D(h), D₊, D₋, estimated error, h) for φ' (order 1) or φ'' (order 2) at t = 0."""
-    h = _relative_step(line.problem.torch_dtype, order) * line.step_scale
+    h = _relative_step(line.precision, order) * line.step_scale
     values, sizes = {}, []
     for k in (-2, -1, 0, 1, 2):
         f = line.outputs(k * h)
@@ -151,7 +192,13 @@ def _differences(
     if not all(math.isfinite(v) for v in values.values()):
         raise _Skip("the function is not finite within the step")
     p = values
+    line.constant = len(set(p.values())) == 1
     rounding = line.eps * max(sizes)
+    line.values, line.rounding = p, rounding
+    fourth = abs(p[2] - 4 * p[1] + 6 * p[0] - 4 * p[-1] + p[-2])
+    line.jumps = (
+        fourth > JUMP_FRACTION * (max(p.values()) - min(p.values())) + 16 * SAFETY * rounding
+    )
     if order == 1:
         central, wide = (p[1] - p[-1]) / (2 * h), (p[2] - p[-2]) / (4 * h)
         plus = (4 * p[1] - p[2] - 3 * p[0]) / (2 * h)
@@ -174,7 +221,6 @@ def compare_along(
     weights: torch.Tensor,
     directions: Mapping[str, torch.Tensor],
     order: int,
-    dtype: torch.dtype,
 ) -> FunctionReference:
     """`value` (φ'(0) or φ''(0) read off the result) against the function's own differences
     along `directions`, weighted over the outputs by `weights` (NOTE [the function as the
@@ -182,16 +228,25 @@ def compare_along(
 
     When they disagree, the same comparison is made at points a little away (NOTE [kinks at
     the point]), with the value there by autograd; the first that agrees stands for the result."""
-    reference = _compare(problem, quantity, value, squared_scale, weights, directions, order, dtype)
+    precision = problem.torch_dtype
+    reference = _compare(
+        problem, quantity, value, squared_scale, weights, directions, order, precision
+    )
+    if reference.skipped in (JUMPS, FLAT) and precision == torch.float64:
+        coarse = _compare(
+            problem, quantity, value, squared_scale, weights, directions, order, torch.float32
+        )
+        if coarse.passed is not None:  # float32 inside: its own steps tell
+            reference, precision = coarse, torch.float32
     if reference.passed is not False:
         return reference
     generator = torch.Generator().manual_seed(REFERENCE_SEED + 1)
-    offset = min(MAX_OFFSET, OFFSET_STEPS * 2 * _relative_step(problem.torch_dtype, order))
+    offset = min(MAX_OFFSET, OFFSET_STEPS * 2 * _relative_step(precision, order))
     for _ in range(OFFSET_TRIES):
         moved = _moved(problem, _random_directions(problem, generator), offset)
         near, near_squared = _autograd_value(moved, weights, directions, order)
         retried = _compare(
-            moved, quantity, near, lambda s=near_squared: s, weights, directions, order, dtype
+            moved, quantity, near, lambda s=near_squared: s, weights, directions, order, precision
         )
         if retried.passed:
             return replace(retried, off_point=offset)
@@ -206,10 +261,11 @@ def _compare(
     weights: torch.Tensor,
     directions: Mapping[str, torch.Tensor],
     order: int,
-    dtype: torch.dtype,
+    precision: torch.dtype,
 ) -> FunctionReference:
-    """The comparison at the problem's point (see compare_along)."""
-    line = _Line(problem, directions)
+    """The comparison at the problem's point, with steps and rounding of `precision` (see
+    compare_along)."""
+    line = _Line(problem, directions, precision)
     nan = math.nan
     try:
         central, plus, minus, estimated, h = _differences(line, weights, order)
@@ -225,10 +281,35 @@ def _compare(
     distance = max(low - value, value - high, 0.0)
     tolerance = SAFETY * estimated
     if distance > tolerance:  # only now weigh the result's own rounding, which costs a read of it
-        tolerance += guard_rtol(dtype) * math.sqrt(squared_scale())
+        tolerance += VALUE_RTOL_EPS * line.eps * math.sqrt(squared_scale())
+    if distance > tolerance and line.constant:  # a nonzero slope too small to change f
+        return FunctionReference(quantity, value, nan, nan, nan, nan, None, FLAT)
+    if distance > tolerance and (
+        line.jumps or _jumps_finer(line, weights, order, h, central, estimated)
+    ):
+        return FunctionReference(quantity, value, nan, nan, nan, nan, None, JUMPS)
     return FunctionReference(
         quantity, value, central, estimated, tolerance, h / line.step_scale, distance <= tolerance
     )
+
+
+def _jumps_finer(
+    line: _Line, weights: torch.Tensor, order: int, h: float, central: float, estimated: float
+) -> bool:
+    """Whether the central difference with a step FINER times smaller (two more calls) leaves
+    D(h) by more than both their errors: a staircase finer than h, which a smooth φ, graph
+    break or not, cannot be (NOTE [steps finer than the differences])."""
+    small = h / (FINER if order == 1 else math.sqrt(FINER))
+    try:
+        ends = [float(weights @ line.outputs(k * small)) for k in (-1, 1)]
+    except (ComputationError, _Skip):
+        return False
+    if order == 1:
+        finer, rounding = (ends[1] - ends[0]) / (2 * small), line.rounding / small
+    else:
+        finer = (ends[1] - 2 * line.values[0] + ends[0]) / small**2
+        rounding = 4 * line.rounding / small**2
+    return math.isfinite(finer) and abs(finer - central) > SAFETY * (estimated + rounding)
 
 
 def _moved(problem: Problem, offsets: Mapping[str, torch.Tensor], size: float) -> Problem:
@@ -333,9 +414,7 @@ def check_jacobian_result(problem: Problem, result: JacobianResult) -> JacobianR
         ]
         value = sum(bilinear(matrices, u_y, vs) for matrices, u_y in parts)
         squared = lambda: sum(squared_terms(m, u_y, vs) for m, u_y in parts)  # noqa: E731
-    reference = compare_along(
-        problem, "uᵀJv", value, squared, u, directions, 1, problem.torch_dtype
-    )
+    reference = compare_along(problem, "uᵀJv", value, squared, u, directions, 1)
     return _with_reference(result, problem, reference)
 
 
@@ -357,9 +436,7 @@ def check_vjp_result(problem: Problem, result: VjpResult) -> VjpResult:
     directions = _random_directions(problem, generator)
     value, scale = _dot([(torch.from_numpy(result.vjps[w]), directions[w]) for w in problem.wrt])
     c = torch.cat([_flat64(result.cotangents[y]) for y in problem.output_shapes])
-    reference = compare_along(
-        problem, "(cᵀJ)·v", value, lambda: scale, c, directions, 1, problem.torch_dtype
-    )
+    reference = compare_along(problem, "(cᵀJ)·v", value, lambda: scale, c, directions, 1)
     return _with_reference(result, problem, reference)
 
 
@@ -372,9 +449,7 @@ def check_jvp_result(problem: Problem, result: JvpResult) -> JvpResult:
     j_t = torch.cat([_flat64(result.jvps[y]) for y in problem.output_shapes])
     value, scale = _dot([(u, j_t)])
     tangents = {w: torch.from_numpy(result.tangents[w]) for w in problem.wrt}
-    reference = compare_along(
-        problem, "uᵀ(J t)", value, lambda: scale, u, tangents, 1, problem.torch_dtype
-    )
+    reference = compare_along(problem, "uᵀ(J t)", value, lambda: scale, u, tangents, 1)
     return _with_reference(result, problem, reference)
 
 
@@ -398,9 +473,7 @@ def check_hessian_result(problem: Problem, result: HessianResult) -> HessianResu
     vs = [flat[b] for b in problem.wrt]
     value = sum(bilinear(matrices, rows, vs) for matrices, rows in parts)
     squared = lambda: sum(squared_terms(m, rows, vs) for m, rows in parts)  # noqa: E731
-    reference = compare_along(
-        problem, "uᵀH[v, v]", value, squared, u, directions, 2, problem.torch_dtype
-    )
+    reference = compare_along(problem, "uᵀH[v, v]", value, squared, u, directions, 2)
     return _with_reference(result, problem, reference)
 
 
@@ -411,9 +484,7 @@ def check_hvp_result(problem: Problem, result: HvpResult) -> HvpResult:
     vectors = {w: torch.from_numpy(result.vectors[w]) for w in problem.wrt}
     value, scale = _dot([(torch.from_numpy(result.hvps[w]), vectors[w]) for w in problem.wrt])
     weights = torch.ones(problem.output_count, dtype=torch.float64)
-    reference = compare_along(
-        problem, "vᵀ(H v)", value, lambda: scale, weights, vectors, 2, problem.torch_dtype
-    )
+    reference = compare_along(problem, "vᵀ(H v)", value, lambda: scale, weights, vectors, 2)
     return _with_reference(result, problem, reference)
 
 

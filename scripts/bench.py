@@ -228,6 +228,44 @@ def guard_table(repeats: int, budget: int) -> list[str]:
     return rows
 
 
+def reference_table(repeats: int, budget: int) -> list[str]:
+    """What the function as the reference costs (five calls of the function, no backward pass):
+    run_jacobian of each case as a user's function (checked) and as a preset (not checked),
+    interleaved run by run in this process."""
+    from dataclasses import replace
+
+    from jaccli.engine import prepare, run_jacobian
+
+    rows = [
+        "| case | method | checked | unchecked | reference's share |",
+        "|---|---|---|---|---|",
+    ]
+    for name, build in CASES:
+        function, shapes, wrt = build()
+        plain = prepare(function, shape_options=shapes, wrt=wrt, budget=budget)
+        checked = replace(plain, function=replace(plain.function, may_break_graph=True))
+        try:
+            method = run_jacobian(checked, budget=budget).strategy  # also the warm-up
+        except Exception as error:  # refused over the budget: nothing to time
+            rows.append(f"| {name} | refused ({type(error).__name__}) | — | — | — |")
+            continue
+        count = 3 if plain.output_count * plain.input_count > 50_000_000 else repeats
+        times: dict[str, list[float]] = {"checked": [], "plain": []}
+        for _ in range(count):
+            for label, problem in (("checked", checked), ("plain", plain)):
+                start = time.perf_counter()
+                run_jacobian(problem, budget=budget)
+                times[label].append(time.perf_counter() - start)
+        with_check = statistics.median(times["checked"])
+        without = statistics.median(times["plain"])
+        rows.append(
+            f"| {name} | {method} | {with_check * 1e3:.3g} ms | {without * 1e3:.3g} ms | "
+            f"{(with_check - without) / without:+.1%} ({(with_check - without) * 1e3:.2g} ms) |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def run_process(command: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one whole process."""
     start = time.perf_counter()
@@ -507,6 +545,9 @@ def main() -> None:
     parser.add_argument("--skip-dense", action="store_true")
     parser.add_argument("--guard-only", action="store_true", help="only the guard's cost")
     parser.add_argument(
+        "--reference-only", action="store_true", help="only the function reference's cost"
+    )
+    parser.add_argument(
         "--derivatives-only", action="store_true", help="only det, jvp, hessian and hvp"
     )
     parser.add_argument("--points-only", action="store_true", help="only many points")
@@ -516,7 +557,13 @@ def main() -> None:
     if args.cold_only:
         print("\n".join(cold_table(args.cold_repeats)))
         return
-    only = args.guard_only or args.derivatives_only or args.points_only or args.pictures_only
+    only = (
+        args.guard_only
+        or args.reference_only
+        or args.derivatives_only
+        or args.points_only
+        or args.pictures_only
+    )
     points_rows: list[str] = []
     if args.points_only or not only:
         import tempfile
@@ -538,6 +585,9 @@ def main() -> None:
     if args.guard_only:
         print("\n".join(guard_table(args.repeats, budget)))
         return
+    if args.reference_only:
+        print("\n".join(reference_table(args.repeats, budget)))
+        return
     if args.derivatives_only:
         print("\n".join(derivatives_table(args.repeats, budget)))
         return
@@ -550,6 +600,7 @@ def main() -> None:
         return
     print("\n".join(cold) + "\n")
     print("\n".join(guard_table(args.repeats, budget)) + "\n")
+    print("\n".join(reference_table(args.repeats, budget)) + "\n")
     if not args.skip_dense:
         print("\n".join(dense_table(args.repeats, budget)) + "\n")
         print("\n".join(batched_table(args.repeats, budget)) + "\n")

@@ -51,7 +51,7 @@ ROW_CHUNK_ENTRIES = 2**20
 """Entries of J turned into float64 at once while the probe reads it."""
 
 
-def _rows_to_probe(n_out: int, n_in: int, generator: torch.Generator) -> torch.Tensor | None:
+def rows_to_probe(n_out: int, n_in: int, generator: torch.Generator) -> torch.Tensor | None:
     """The rows of J the probe reads: None for all, else a sorted random subset."""
     if n_out * n_in <= PROBED_ENTRIES:
         return None
@@ -96,7 +96,7 @@ def probe_jacobians(
     generator = torch.Generator().manual_seed(GUARD_SEED)
     n_out = math.prod(y_shape)
     n_in = sum(p.numel() for p in primals)
-    rows = _rows_to_probe(n_out, n_in, generator)
+    rows = rows_to_probe(n_out, n_in, generator)
     u_full = torch.zeros(n_out, dtype=torch.float64)
     if rows is None:
         u_full.normal_(generator=generator)

@@ -1,0 +1,162 @@
+"""Results that need a word of warning: outputs and derivatives that are not finite (and NaNs
+that are structural zeros), flat functions and kinks, a singular J under det, and one output
+picked out of several with --output."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import values_of
+
+TRUST = Path(__file__).parent / "fixtures" / "trust.py"
+
+
+def fn(name: str) -> str:
+    return f"{TRUST}:{name}"
+
+
+def warnings_of(run) -> list[str]:
+    assert run.exit_code == 0, run.stderr
+    return run.json()["warnings"]
+
+
+# NaN and Inf -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "function", [("--fn", fn("sqrt_shifted")), ("--expr", "sqrt(x - 10)")], ids=["file", "expr"]
+)
+def test_sqrt_outside_its_domain_names_the_nans_and_the_structural_zeros(
+    jaccli, function
+) -> None:
+    run = jaccli(
+        "jacobian", *function, "--value", "x=[1.3,20,3.1]", "--dtype", "float64", "--json"
+    )  # fmt: skip
+    document = run.json()
+    j = values_of(document["jacobian"]["y"]["x"])
+    # the numbers are shown as torch computed them: 0·NaN in the backward pass of y[1]
+    assert np.isnan(j[1, 0]) and np.isnan(j[1, 2])
+    np.testing.assert_allclose(j[1, 1], 0.5 / math.sqrt(10), rtol=1e-14)
+    output_note, j_note = warnings_of(run)
+    assert output_note == "output y has 2 of 3 entries not finite (2 NaN): y[0], y[2]"
+    assert j_note.startswith(
+        "∂y/∂x has 6 of 9 entries not finite (6 NaN): ∂y[0]/∂x[0], ∂y[0]/∂x[2], "
+        "∂y[1]/∂x[0], ∂y[1]/∂x[2], …; 2 are NaN only from 0·∞ in the backward pass, "
+        "structural zeros (∂y[1]/∂x[0], ∂y[1]/∂x[2])"
+    )
+    assert f"jacobian: warning: {j_note}" in run.stderr
+
+
+def test_an_output_that_reads_the_bad_input_is_not_called_structural(jaccli) -> None:
+    # y = sqrt(x - 10) · sum(x): every finite output reads every input, so its NaNs are real
+    run = jaccli(
+        "jacobian", "--expr", "sqrt(x - 10) * sum(x)", "--value", "x=[1.3,20,3.1]",
+        "--dtype", "float64", "--json",
+    )  # fmt: skip
+    (_, j_note) = warnings_of(run)
+    assert "not finite" in j_note and "structural" not in j_note
+
+
+def test_a_nan_from_where_is_explained_only_where_the_output_ignores_the_input(
+    jaccli, tmp_path
+) -> None:
+    source = tmp_path / "guarded.py"
+    source.write_text(
+        "import torch\n"
+        "def f(x):\n"
+        "    return torch.where(x > 10, torch.sqrt(x - 10), torch.zeros_like(x))\n"
+    )
+    run = jaccli(
+        "jacobian", "--fn", f"{source}:f", "--value", "x=[1.3,20]", "--dtype", "float64", "--json"
+    )  # fmt: skip
+    (note,) = warnings_of(run)  # the outputs are finite; J[0, 0] and J[1, 0] are NaN
+    # y[1] never reads x[0]; y[0] reads it past 10 (+Infinity takes that branch), so its NaN
+    # stays unexplained
+    assert note.startswith(
+        "∂y/∂x has 2 of 4 entries not finite (2 NaN): ∂y[0]/∂x[0], ∂y[1]/∂x[0]; 1 is NaN only "
+        "from 0·∞ in the backward pass, a structural zero (∂y[1]/∂x[0])"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("vjp", "vᵀ·J for x has 1 of 2 entries not finite (1 NaN): x.grad[0]"),
+        ("jvp", "J·v of y has 1 of 2 entries not finite (1 NaN): y[0]"),
+    ],
+)
+def test_products_that_are_not_finite_are_counted(jaccli, command, expected) -> None:
+    run = jaccli(command, "--expr", "sqrt(x - 1)", "--value", "x=[0.5,2]", "--json")
+    assert warnings_of(run) == ["output y has 1 of 2 entries not finite (1 NaN): y[0]", expected]
+
+
+def test_second_order_results_that_are_not_finite_are_counted(jaccli) -> None:
+    hessian = jaccli("hessian", "--expr", "sum(sqrt(x - 1))", "--value", "x=[0.5,2]", "--json")
+    assert warnings_of(hessian)[1] == (
+        "∂²y/∂x∂x has 2 of 4 entries not finite (2 NaN): ∂²y/∂x[0]∂x[0], ∂²y/∂x[1]∂x[0]"
+    )
+    hvp = jaccli("hvp", "--expr", "sum(sqrt(x - 1))", "--value", "x=[0.5,2]", "--json")
+    assert warnings_of(hvp) == [
+        "output y is not finite (NaN)",
+        "H·v for x has 1 of 2 entries not finite (1 NaN): x[0]",
+    ]
+
+
+def test_batched_blocks_name_entries_in_the_full_input_and_output(jaccli) -> None:
+    run = jaccli(
+        "jacobian", "--expr", "sqrt(x)", "--value", "x=[[1,-1],[2,3]]", "--batched", "--json"
+    )  # fmt: skip
+    assert warnings_of(run) == [
+        "output y has 1 of 4 entries not finite (1 NaN): y[0,1]",
+        "∂y/∂x has 2 of 8 entries not finite (2 NaN): ∂y[0,0]/∂x[0,1], ∂y[0,1]/∂x[0,1]",
+    ]
+
+
+def test_a_finite_result_has_no_such_warning(jaccli) -> None:
+    run = jaccli("jacobian", "--expr", "sqrt(x)", "--value", "x=[1,2]", "--json")
+    assert warnings_of(run) == []
+
+
+# det of a singular J -----------------------------------------------------------------------
+
+
+def test_a_singular_arm_says_so_in_the_table_and_the_json(jaccli) -> None:
+    args = ("det", "--fn", fn("arm"), "--value", "q=[0.3,0]", "--dtype", "float64")
+    document = jaccli(*args, "--json").json()
+    det = document["det"]
+    # det J = L1·L2·sin(q2) = 0 in exact arithmetic; float64 leaves rounding noise
+    assert abs(float(det["det"]["values"])) < 1e-15
+    assert det["singular"] == {"shape": [], "values": True}
+    assert float(det["condition"]["values"]) > 1 / (2 * np.finfo(np.float64).eps)
+    (note,) = document["warnings"]
+    assert note.startswith("J is singular to working precision (cond J = ")
+    assert "within rounding of 0" in note
+    table = jaccli(*args)
+    assert table.exit_code == 0
+    assert "cond J" in table.stdout and "J is singular to working precision" in table.stdout
+
+
+def test_a_regular_arm_is_not_called_singular(jaccli) -> None:
+    q2 = 0.4
+    run = jaccli("det", "--fn", fn("arm"), "--value", f"q=[0.3,{q2}]", "--dtype", "float64", "--json")
+    det = run.json()["det"]
+    assert det["singular"]["values"] is False
+    np.testing.assert_allclose(float(det["det"]["values"]), 1.0 * 0.7 * math.sin(q2), rtol=1e-12)
+    assert warnings_of(run) == []
+    assert "cond J" not in jaccli("det", "--fn", fn("arm"), "--value", f"q=[0.3,{q2}]").stdout
+
+
+def test_batched_det_says_which_blocks_are_singular(jaccli) -> None:
+    run = jaccli(
+        "det", "--fn", "polar", "--value", "x=[[1,0.3],[0,0.5],[2,1]]", "--batched",
+        "--dtype", "float64", "--json",
+    )  # fmt: skip
+    det = run.json()["det"]
+    assert det["singular"]["values"] == [False, True, False]
+    np.testing.assert_allclose(values_of(det["condition"])[[0, 2]], [1.0, 2.0], rtol=1e-12)
+    (note,) = warnings_of(run)
+    assert note.startswith("1 diagonal block is singular to working precision, of 3 (sample 1;")

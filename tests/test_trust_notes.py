@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import values_of
+from tests.conftest import finite_difference_jacobian, values_of
 
 TRUST = Path(__file__).parent / "fixtures" / "trust.py"
 
@@ -30,9 +30,7 @@ def warnings_of(run) -> list[str]:
 @pytest.mark.parametrize(
     "function", [("--fn", fn("sqrt_shifted")), ("--expr", "sqrt(x - 10)")], ids=["file", "expr"]
 )
-def test_sqrt_outside_its_domain_names_the_nans_and_the_structural_zeros(
-    jaccli, function
-) -> None:
+def test_sqrt_outside_its_domain_names_the_nans_and_the_structural_zeros(jaccli, function) -> None:
     run = jaccli(
         "jacobian", *function, "--value", "x=[1.3,20,3.1]", "--dtype", "float64", "--json"
     )  # fmt: skip
@@ -142,12 +140,13 @@ def test_a_singular_arm_says_so_in_the_table_and_the_json(jaccli) -> None:
 
 def test_a_regular_arm_is_not_called_singular(jaccli) -> None:
     q2 = 0.4
-    run = jaccli("det", "--fn", fn("arm"), "--value", f"q=[0.3,{q2}]", "--dtype", "float64", "--json")
+    args = ("det", "--fn", fn("arm"), "--value", f"q=[0.3,{q2}]", "--dtype", "float64")
+    run = jaccli(*args, "--json")
     det = run.json()["det"]
     assert det["singular"]["values"] is False
     np.testing.assert_allclose(float(det["det"]["values"]), 1.0 * 0.7 * math.sin(q2), rtol=1e-12)
     assert warnings_of(run) == []
-    assert "cond J" not in jaccli("det", "--fn", fn("arm"), "--value", f"q=[0.3,{q2}]").stdout
+    assert "cond J" not in jaccli(*args).stdout
 
 
 def test_batched_det_says_which_blocks_are_singular(jaccli) -> None:
@@ -160,3 +159,81 @@ def test_batched_det_says_which_blocks_are_singular(jaccli) -> None:
     np.testing.assert_allclose(values_of(det["condition"])[[0, 2]], [1.0, 2.0], rtol=1e-12)
     (note,) = warnings_of(run)
     assert note.startswith("1 diagonal block is singular to working precision, of 3 (sample 1;")
+
+
+# --output NAME -----------------------------------------------------------------------------
+
+FLOW_POINT = "x=[0.3,-1.0,2.0]"
+
+
+def flow_numpy(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """The fixture's affine flow in float64 NumPy: z = exp(s)·x + 0.5, log|det ∂z/∂x| = Σ s."""
+    s = np.tanh(x[0]) * np.array([0.0, 1.0, 1.0])
+    return np.exp(s) * x + 0.5, float(s.sum())
+
+
+def test_det_of_one_output_of_a_flow_is_its_own_log_determinant(jaccli) -> None:
+    run = jaccli(
+        "det", "--fn", fn("flow_dict"), "--value", FLOW_POINT, "--output", "z", "--dtype",
+        "float64", "--json",
+    )  # fmt: skip
+    document = run.json()
+    assert list(document["outputs"]) == ["z"] and list(document["jacobian"]) == ["z"]
+    x = np.array([0.3, -1.0, 2.0])
+    z, logdet = flow_numpy(x)
+    np.testing.assert_allclose(values_of(document["outputs"]["z"]), z, rtol=1e-15)
+    np.testing.assert_allclose(float(document["det"]["logabsdet"]["values"]), logdet, rtol=1e-14)
+    j_fd = finite_difference_jacobian(lambda v: flow_numpy(v)[0], x)
+    np.testing.assert_allclose(values_of(document["jacobian"]["z"]["x"]), j_fd, atol=1e-8)
+
+
+def test_the_other_output_of_a_flow_has_its_own_gradient_and_hessian(jaccli) -> None:
+    x0 = 0.3
+    common = ("--fn", fn("flow_dict"), "--value", FLOW_POINT, "--output", "logdet")
+    jacobian = jaccli("jacobian", *common, "--dtype", "float64", "--json").json()
+    sech2 = 1 / np.cosh(x0) ** 2
+    np.testing.assert_allclose(
+        values_of(jacobian["jacobian"]["logdet"]["x"]), [2 * sech2, 0, 0], rtol=1e-14, atol=0
+    )
+    hessian = jaccli("hessian", *common, "--dtype", "float64", "--json").json()
+    expected = np.zeros((3, 3))
+    expected[0, 0] = -4 * np.tanh(x0) * sech2  # d²/dx0² of 2·tanh(x0)
+    np.testing.assert_allclose(values_of(hessian["hessian"]["logdet"]["x"]["x"]), expected)
+    hvp = jaccli("hvp", *common, "--vector", "[1,0,0]", "--dtype", "float64", "--json").json()
+    np.testing.assert_allclose(values_of(hvp["hvp"]["x"]), expected[:, 0], rtol=1e-14)
+
+
+def test_check_and_a_picture_of_one_output(jaccli) -> None:
+    check = jaccli("check", "--fn", fn("flow_dict"), "--value", FLOW_POINT, "--output", "z")
+    assert check.exit_code == 0, check.stderr
+    assert "∂z[1] / ∂x[0]" in check.stdout and "logdet" not in check.stdout
+    picture = jaccli(
+        "jacobian", "--fn", fn("flow_dict"), "--value", FLOW_POINT, "--output", "logdet",
+        "--view", "sparsity", "--json",
+    )  # fmt: skip
+    structure = picture.json()["structure"]
+    assert (structure["rows"], structure["columns"], structure["nonzeros"]) == (1, 3, 1)
+
+
+def test_a_tuple_output_is_picked_by_position(jaccli) -> None:
+    run = jaccli(
+        "jacobian", "--fn", fn("affine_flow"), "--value", FLOW_POINT, "--output", "y1",
+        "--dtype", "float64", "--json",
+    )  # fmt: skip
+    document = run.json()
+    assert list(document["jacobian"]) == ["y1"]
+    assert values_of(document["jacobian"]["y1"]["x"])[0] == pytest.approx(2 / np.cosh(0.3) ** 2)
+
+
+@pytest.mark.parametrize(
+    ("function", "outputs"),
+    [
+        ("flow_dict", "(outputs: z, logdet)"),
+        ("affine_flow", "(outputs: y0, y1); a tuple's outputs are named by position"),
+    ],
+)
+def test_an_unknown_output_is_a_usage_error_listing_the_outputs(jaccli, function, outputs) -> None:
+    run = jaccli("det", "--fn", fn(function), "--value", FLOW_POINT, "--output", "w")
+    assert run.exit_code == 2
+    assert run.stderr.startswith(f"det: --output 'w' is not an output of {function} {outputs}")
+    assert "Traceback" not in run.stderr

@@ -237,3 +237,85 @@ def test_an_unknown_output_is_a_usage_error_listing_the_outputs(jaccli, function
     assert run.exit_code == 2
     assert run.stderr.startswith(f"det: --output 'w' is not an output of {function} {outputs}")
     assert "Traceback" not in run.stderr
+
+
+# Flat functions and kinks ------------------------------------------------------------------
+
+
+def jacobian_and_warnings(jaccli, *args: str) -> tuple[dict, list[str]]:
+    run = jaccli("jacobian", *args, "--dtype", "float64", "--json")
+    return run.json()["jacobian"], warnings_of(run)
+
+
+def test_round_is_flat_and_says_so(jaccli) -> None:
+    args = ("--fn", fn("rounded"), "--value", "x=[0.3,1.7]")
+    jacobians, notes = jacobian_and_warnings(jaccli, *args)
+    assert not values_of(jacobians["y"]["x"]).any()
+    assert notes == [
+        "output y depends on input x only through piecewise-constant operations (round): its "
+        "Jacobian is zero almost everywhere and undefined at the jumps"
+    ]
+
+
+def test_a_comparison_is_flat_not_independent(jaccli) -> None:
+    # (x > 0).float() leaves autograd's graph: it used to be called independent of x
+    jacobians, notes = jacobian_and_warnings(
+        jaccli, "--fn", fn("flat_and_smooth"), "--value", "x=[0.5,-1.0]"
+    )
+    assert notes == [
+        "output y0 depends on input x only through piecewise-constant operations (>): its "
+        "Jacobian is zero almost everywhere and undefined at the jumps"
+    ]
+    np.testing.assert_allclose(values_of(jacobians["y1"]["x"]), np.diag(np.cos([0.5, -1.0])))
+
+
+def test_an_input_reached_smoothly_too_is_not_flat(jaccli) -> None:
+    _, notes = jacobian_and_warnings(jaccli, "--expr", "relu(x) + x", "--value", "x=[0.5,-1.0]")
+    assert notes == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected_j", "convention"),
+    [
+        (("--fn", fn("relu_at_zero"), "--value", "x=[0.0,1.0]"), [[0, 0], [0, 1]],
+         "relu at exactly 0 (one-sided derivatives 0 and 1; torch uses relu'(0) = 0), at 1 "
+         "element"),
+        (("--expr", "relu(x)", "--value", "x=[0.0,1.0]"), [[0, 0], [0, 1]],
+         "relu at exactly 0 (one-sided derivatives 0 and 1; torch uses relu'(0) = 0), at 1 "
+         "element"),
+        (("--fn", fn("abs_at_zero"), "--value", "x=[0.0,-2.0]"), [[0, 0], [0, -1]],
+         "abs at exactly 0 (one-sided derivatives −1 and 1; torch uses abs'(0) = 0), at 1 "
+         "element"),
+        (("--fn", fn("max_at_tie"), "--value", "x=[1.0,1.0,0.0]"), [0.5, 0.5, 0],
+         "max at a tie (one-sided derivatives give all of it to one of the tied entries; torch "
+         "splits it evenly among them), at 2 elements"),
+        (("--expr", "max(x)", "--value", "x=[1.0,1.0,0.0]"), [0.5, 0.5, 0],
+         "amax at a tie (one-sided derivatives give all of it to one of the tied entries; torch "
+         "splits it evenly among them), at 2 elements"),
+        (("--fn", fn("clamp_at_bound"), "--value", "x=[0.0,1.0,0.5]"), np.eye(3),
+         "clamp at a bound (one-sided derivatives 0 and 1; torch uses 1), at 2 elements"),
+    ],
+)  # fmt: skip
+def test_a_point_on_a_kink_names_the_convention_j_follows(
+    jaccli, args, expected_j, convention
+) -> None:
+    jacobians, notes = jacobian_and_warnings(jaccli, *args)
+    np.testing.assert_array_equal(values_of(jacobians["y"]["x"]), expected_j)
+    assert notes == [f"the point is on a kink: {convention}; J holds torch's choice"]
+
+
+def test_maximum_at_a_tie_splits_the_derivative(jaccli) -> None:
+    jacobians, notes = jacobian_and_warnings(
+        jaccli, "--fn", fn("maximum_at_tie"), "--value", "a=[1.0,3.0]", "--value", "b=[1.0,2.0]"
+    )
+    np.testing.assert_array_equal(values_of(jacobians["y"]["a"]), [[0.5, 0], [0, 1]])
+    np.testing.assert_array_equal(values_of(jacobians["y"]["b"]), [[0.5, 0], [0, 0]])
+    assert notes == [
+        "the point is on a kink: maximum at a tie (one-sided derivatives give all of it to one "
+        "argument or the other; torch splits it 1/2–1/2), at 1 element; J holds torch's choice"
+    ]
+
+
+def test_off_the_kink_there_is_no_note(jaccli) -> None:
+    _, notes = jacobian_and_warnings(jaccli, "--fn", fn("relu_at_zero"), "--value", "x=[0.1,-1]")
+    assert notes == []

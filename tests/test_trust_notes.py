@@ -301,7 +301,7 @@ def test_a_point_on_a_kink_names_the_convention_j_follows(
 ) -> None:
     jacobians, notes = jacobian_and_warnings(jaccli, *args)
     np.testing.assert_array_equal(values_of(jacobians["y"]["x"]), expected_j)
-    assert notes == [f"the point is on a kink: {convention}; J holds torch's choice"]
+    assert notes == [f"the point is on a kink: {convention}; the derivatives follow torch's choice"]
 
 
 def test_maximum_at_a_tie_splits_the_derivative(jaccli) -> None:
@@ -312,7 +312,8 @@ def test_maximum_at_a_tie_splits_the_derivative(jaccli) -> None:
     np.testing.assert_array_equal(values_of(jacobians["y"]["b"]), [[0.5, 0], [0, 0]])
     assert notes == [
         "the point is on a kink: maximum at a tie (one-sided derivatives give all of it to one "
-        "argument or the other; torch splits it 1/2–1/2), at 1 element; J holds torch's choice"
+        "argument or the other; torch splits it 1/2–1/2), at 1 element; the derivatives follow "
+        "torch's choice"
     ]
 
 

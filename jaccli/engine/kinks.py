@@ -138,6 +138,8 @@ class OpWatch(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.seen = Watched()
+        self.walked: dict[Any, set[int]] = {}
+        """The leaves each autograd node reaches (the nodes are kept alive, so ids stay theirs)."""
 
     def __torch_function__(  # type: ignore[override]
         self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
@@ -150,6 +152,16 @@ class OpWatch(TorchFunctionMode):
         except Exception:  # watching must never break the user's call
             pass
         return result
+
+    def _leaves(self, tensor: torch.Tensor) -> set[int]:
+        """Every leaf tensor's id the tensor's graph reaches, each graph walked once."""
+        node = tensor.grad_fn
+        if node is None:
+            return {id(tensor)}
+        if node not in self.walked:
+            smooth, flat = leaves_reached(tensor)
+            self.walked[node] = smooth | flat
+        return self.walked[node]
 
     def _count(self, key: str, count: int) -> None:
         if count:
@@ -202,25 +214,24 @@ class OpWatch(TorchFunctionMode):
         self._count(CONVENTIONS[key].format(op=op), tied)
 
     def _taint(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
-        outputs = [t for t in _tensors(result)]
+        outputs = list(_tensors(result))
         if not outputs or any(t.requires_grad for t in outputs):
             return
+        arguments = list(_tensors((args, kwargs)))
+        taints = [taint for taint in map(self.seen.taint_of, arguments) if taint is not None]
+        differentiable = [t for t in arguments if t.requires_grad]
+        discrete = not all(t.is_floating_point() or t.is_complex() for t in outputs)
+        cut = bool(differentiable) and discrete
+        if not taints and not cut:
+            return  # detach() and friends: not piecewise constant (NOTE [flat outputs and kinks])
         leaves: set[int] = set()
         ops: set[str] = set()
-        cut = False
-        for arg in _tensors((args, kwargs)):
-            taint = self.seen.taint_of(arg)
-            if taint is not None:
-                leaves |= taint[0]
-                ops |= taint[1]
-            elif arg.requires_grad:
-                leaves |= leaves_reached(arg)[0] | leaves_reached(arg)[1]
-                cut = True
-        if cut and all(t.is_floating_point() or t.is_complex() for t in outputs):
-            return  # detach() and friends: not piecewise constant (NOTE [flat outputs and kinks])
-        if not leaves:
-            return
+        for taint in taints:
+            leaves |= taint[0]
+            ops |= taint[1]
         if cut:
+            for t in differentiable:
+                leaves |= self._leaves(t)
             name = getattr(func, "__name__", "an op")
             ops.add(OPERATOR_NAMES.get(name, name if "arg" in name else f".{name}()"))
         for t in outputs:
@@ -315,6 +326,6 @@ def kink_notes(seen: Watched) -> tuple[str, ...]:
     """A note for each kind of kink met: how many elements, and torch's convention."""
     return tuple(
         f"the point is on a kink: {what}, at {count} element{'' if count == 1 else 's'}; "
-        "J holds torch's choice"
+        "the derivatives follow torch's choice"
         for what, count in seen.kinks.items()
     )

@@ -4,6 +4,7 @@ picked out of several with --output."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -320,3 +321,22 @@ def test_maximum_at_a_tie_splits_the_derivative(jaccli) -> None:
 def test_off_the_kink_there_is_no_note(jaccli) -> None:
     _, notes = jacobian_and_warnings(jaccli, "--fn", fn("relu_at_zero"), "--value", "x=[0.1,-1]")
     assert notes == []
+
+
+def test_each_point_gets_its_own_warnings(jaccli, tmp_path) -> None:
+    points = tmp_path / "points.json"
+    points.write_text("[[1.0, 0.3], [0.0, 0.5]]")
+    run = jaccli(
+        "det", "--fn", "polar", "--points", f"x=@{points}", "--dtype", "float64", "--jsonl"
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    first, second = (json.loads(line) for line in run.stdout.splitlines())
+    assert first["warnings"] == [] and first["det"]["singular"]["values"] is False
+    assert second["det"]["singular"]["values"] is True  # polar at r = 0: det J = r = 0
+    assert second["warnings"][0].startswith("J is singular to working precision")
+    nan = tmp_path / "nan.json"
+    nan.write_text("[[1.0, 4.0], [-1.0, 4.0]]")
+    run = jaccli("jacobian", "--expr", "sqrt(x)", "--points", f"x=@{nan}", "--jsonl")
+    first, second = (json.loads(line) for line in run.stdout.splitlines())
+    assert not any("not finite" in note for note in first["warnings"])
+    assert "output y has 1 of 2 entries not finite (1 NaN): y[0]" in second["warnings"]

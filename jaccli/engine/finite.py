@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from jaccli.engine.evaluate import evaluate
+from jaccli.engine.evaluate import evaluate, to_numpy
 from jaccli.engine.problem import Problem
 from jaccli.errors import ComputationError
 from jaccli.result import (
@@ -228,10 +228,8 @@ def _columns(mask: np.ndarray, x_ndim: int) -> np.ndarray:
 
 
 def _outputs(problem: Problem, poisoned: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {
-        name: y.numpy()
-        for name, y in evaluate(problem.function, {**problem.inputs, **poisoned}).items()
-    }
+    outputs = evaluate(problem.function, {**problem.inputs, **poisoned})
+    return {name: to_numpy(y) for name, y in outputs.items()}
 
 
 def _unchanged(

@@ -295,6 +295,15 @@ def test_an_input_reached_smoothly_too_is_not_flat(jaccli) -> None:
          "splits it evenly among them), at 2 elements"),
         (("--fn", fn("clamp_at_bound"), "--value", "x=[0.0,1.0,0.5]"), np.eye(3),
          "clamp at a bound (one-sided derivatives 0 and 1; torch uses 1), at 2 elements"),
+        (("--fn", fn("hardtanh_at_bound"), "--value", "x=[-1.0,1.0,0.5]"), np.diag([0, 0, 1]),
+         "hardtanh at a bound (one-sided derivatives 0 and 1; torch uses 0), at 2 elements"),
+        (("--fn", fn("leaky_relu_at_zero"), "--value", "x=[0.0,1.0]"), np.diag([0.1, 1]),
+         "leaky_relu at exactly 0 (one-sided derivatives its slope and 1; torch uses the slope), "
+         "at 1 element"),
+        (("--fn", fn("max_over_rows"), "--value", "x=[[1.0,1.0],[2.0,0.0]]"),
+         [[[1, 0], [0, 0]], [[0, 0], [1, 0]]],
+         "max over a dim at a tie (one-sided derivatives give all of it to one of the tied "
+         "entries; torch gives it to the index it returns), at 2 elements"),
     ],
 )  # fmt: skip
 def test_a_point_on_a_kink_names_the_convention_j_follows(
@@ -340,3 +349,13 @@ def test_each_point_gets_its_own_warnings(jaccli, tmp_path) -> None:
     first, second = (json.loads(line) for line in run.stdout.splitlines())
     assert not any("not finite" in note for note in first["warnings"])
     assert "output y has 1 of 2 entries not finite (1 NaN): y[0]" in second["warnings"]
+
+
+def test_a_batch_of_flow_samples_has_the_flows_own_log_determinants(jaccli) -> None:
+    common = ("--fn", fn("flow_dict"), "--shape", "x=4x3", "--batch-axis", "x=0", "--output", "z")
+    det = jaccli("det", *common, "--batched", "--dtype", "float64", "--json").json()
+    x = values_of(det["inputs"]["x"])
+    np.testing.assert_allclose(values_of(det["det"]["logabsdet"]), 2 * np.tanh(x[:, 0]))
+    view = jaccli("jacobian", *common, "--view", "rows")
+    assert view.exit_code == 0, view.stderr
+    assert "block i of J" in view.stdout

@@ -209,7 +209,8 @@ class OpWatch(TorchFunctionMode):
         if not keepdim:
             for d in dims:
                 values = values.unsqueeze(d)
-        tied = int(((x == values).sum(dim=dims) > 1).sum())
+        per_slice = (x == values).sum(dim=dims)
+        tied = int(per_slice[per_slice > 1].sum())  # the tied entries, as for a full reduction
         key = "index" if op in ("max", "min") else "even"
         self._count(CONVENTIONS[key].format(op=op), tied)
 

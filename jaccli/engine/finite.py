@@ -63,11 +63,15 @@ def nonfinite_notes(result: Result, problem: Problem | None = None) -> tuple[str
         _count_note(f"output {name}", values, lambda index, name=name: indexed(name, index))
         for name, values in result.evaluation.outputs.items()
     ]
+    computed = [
+        (key, _count_note(title, values, label), label)
+        for key, title, values, label in _computed(result)
+    ]
     structural: dict[tuple[str, str], np.ndarray] = {}
-    if problem is not None and isinstance(result, JacobianResult) and result.per_sample is None:
-        structural = structural_nans(problem, result)
-    for key, title, values, label in _computed(result):
-        note = _count_note(title, values, label)
+    dense = isinstance(result, JacobianResult) and result.per_sample is None
+    if problem is not None and dense and any(note for _, note, _ in computed):
+        structural = structural_nans(problem, result)  # type: ignore[arg-type]
+    for key, note, label in computed:
         if note and key in structural and structural[key].any():
             note += _structural_clause(structural[key], label, key)
         notes.append(note)
@@ -79,6 +83,9 @@ def _count_note(title: str, values: np.ndarray, label: Labeller) -> str:
     values = np.asarray(values)
     if not np.issubdtype(values.dtype, np.floating):
         return ""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(values.sum(dtype=np.float64)):
+            return ""  # a NaN or ±Infinity anywhere would make the sum one too
     bad = ~np.isfinite(values)
     count = int(bad.sum())
     if not count:

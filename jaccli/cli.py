@@ -289,6 +289,17 @@ WrtOption = Annotated[
         metavar="NAME",
     ),
 ]
+OutputOption = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        help="Keep only this output of a function that returns several (a tuple's y0, y1…, a "
+        "dict's keys, nested ones as y0.1): its J, det, H or check alone.",
+        show_default=False,
+        rich_help_panel="Function and inputs",
+        metavar="NAME",
+    ),
+]
 SeedOption = Annotated[
     int,
     typer.Option(
@@ -517,6 +528,7 @@ def _problem(
     batch_axis: Sequence[str] = (),
     values: Sequence[tuple[str, ArrayData]] = (),
     device: str = "cpu",
+    output: str | None = None,
 ) -> Problem:
     """Parse the options every computing command shares and build the engine's Problem (this
     imports torch); `values` are inputs' values already read (the first of --points)."""
@@ -542,6 +554,7 @@ def _problem(
         budget=budget,
         shapes_only=shapes_only,
         batch_axes=batch_axes,
+        output=output,
     )
     return problem if shapes_only else on_device(problem, place)
 
@@ -761,6 +774,7 @@ def jacobian(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    output: OutputOption = None,
     points: PointsOption = None,
     jsonl: JsonlOption = False,
     keep_going: KeepGoingOption = False,
@@ -801,7 +815,18 @@ def jacobian(
     _jacobian_command(
         "jacobian",
         Computing(
-            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis, device
+            fn,
+            expr,
+            shape,
+            value,
+            wrt,
+            seed,
+            dtype,
+            max_memory,
+            max_value_size,
+            batch_axis,
+            device,
+            output,
         ),
         strategy,
         view=view,
@@ -830,6 +855,8 @@ class Computing:
     max_value_size: str | None
     batch_axis: Sequence[str] | None = None
     device: str = "cpu"
+    output: str | None = None
+    """--output: the one output kept of several."""
 
     def problem(
         self,
@@ -853,6 +880,7 @@ class Computing:
             batch_axis=self.batch_axis or (),
             values=values,
             device=self.device,
+            output=self.output,
         )
 
 
@@ -1015,6 +1043,7 @@ def det(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    output: OutputOption = None,
     points: PointsOption = None,
     jsonl: JsonlOption = False,
     keep_going: KeepGoingOption = False,
@@ -1056,7 +1085,18 @@ def det(
     _jacobian_command(
         "det",
         Computing(
-            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis, device
+            fn,
+            expr,
+            shape,
+            value,
+            wrt,
+            seed,
+            dtype,
+            max_memory,
+            max_value_size,
+            batch_axis,
+            device,
+            output,
         ),
         strategy,
         view=view,
@@ -1229,6 +1269,7 @@ def vjp(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    output: OutputOption = None,
     points: PointsOption = None,
     jsonl: JsonlOption = False,
     keep_going: KeepGoingOption = False,
@@ -1267,7 +1308,18 @@ def vjp(
     _product_command(
         _vjp_product(),
         Computing(
-            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis, device
+            fn,
+            expr,
+            shape,
+            value,
+            wrt,
+            seed,
+            dtype,
+            max_memory,
+            max_value_size,
+            batch_axis,
+            device,
+            output,
         ),
         cotangent,
         view=view,
@@ -1286,6 +1338,7 @@ def jvp(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    output: OutputOption = None,
     points: PointsOption = None,
     jsonl: JsonlOption = False,
     keep_going: KeepGoingOption = False,
@@ -1326,7 +1379,18 @@ def jvp(
     _product_command(
         _jvp_product(),
         Computing(
-            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, batch_axis, device
+            fn,
+            expr,
+            shape,
+            value,
+            wrt,
+            seed,
+            dtype,
+            max_memory,
+            max_value_size,
+            batch_axis,
+            device,
+            output,
         ),
         tangent,
         view=view,
@@ -1345,6 +1409,7 @@ def hessian(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    output: OutputOption = None,
     points: PointsOption = None,
     jsonl: JsonlOption = False,
     keep_going: KeepGoingOption = False,
@@ -1382,7 +1447,17 @@ def hessian(
         chosen = _strategy(strategy)
         check_options = _check_options(rtol, atol, eps)
         computing = Computing(
-            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, device=device
+            fn,
+            expr,
+            shape,
+            value,
+            wrt,
+            seed,
+            dtype,
+            max_memory,
+            max_value_size,
+            device=device,
+            output=output,
         )
         request = _points(points, jsonl, keep_going, json_)
         _check_picture_file(out_path, (request is not None, "--points"))
@@ -1471,6 +1546,7 @@ def hvp(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    output: OutputOption = None,
     points: PointsOption = None,
     jsonl: JsonlOption = False,
     keep_going: KeepGoingOption = False,
@@ -1509,7 +1585,18 @@ def hvp(
     _product_command(
         _hvp_product(),
         Computing(
-            fn, expr, shape, value, wrt, seed, dtype, max_memory, max_value_size, None, device
+            fn,
+            expr,
+            shape,
+            value,
+            wrt,
+            seed,
+            dtype,
+            max_memory,
+            max_value_size,
+            None,
+            device,
+            output,
         ),
         vector,
         view=None,
@@ -1532,6 +1619,7 @@ def check_command(
     shape: ShapeOption = None,
     value: ValueOption = None,
     wrt: WrtOption = None,
+    output: OutputOption = None,
     points: PointsOption = None,
     jsonl: JsonlOption = False,
     keep_going: KeepGoingOption = False,
@@ -1554,7 +1642,17 @@ def check_command(
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
         computing = Computing(
-            fn, expr, shape, value, wrt, seed, "float64", max_memory, max_value_size, device=device
+            fn,
+            expr,
+            shape,
+            value,
+            wrt,
+            seed,
+            "float64",
+            max_memory,
+            max_value_size,
+            device=device,
+            output=output,
         )
         request = _points(points, jsonl, keep_going, json_)
         if request is not None:

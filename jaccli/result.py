@@ -99,6 +99,10 @@ class Determinant:
     det: np.ndarray
     trace: np.ndarray
     """The divergence, Σᵢ ∂yᵢ/∂xᵢ."""
+    condition: np.ndarray
+    """σ_max/σ_min of J by a float64 SVD; Infinity for an exactly singular J."""
+    singular: np.ndarray
+    """Whether J is singular to working precision: σ_min ≤ d·eps·σ_max (NOTE [a singular J])."""
 
 
 @dataclass(frozen=True)

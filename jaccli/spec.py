@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import keyword
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,6 +54,11 @@ Cotangent = Direction
 def format_shape(shape: Shape) -> str:
     """The command-line spelling of a shape: `2x3`, `4`, or `scalar` for `()`."""
     return "x".join(str(d) for d in shape) if shape else SCALAR_WORD
+
+
+def indexed(name: str, index: Sequence[int]) -> str:
+    """`y[1,0]` for index (1, 0); plain `y` for the empty index of a scalar."""
+    return f"{name}[{','.join(str(int(i)) for i in index)}]" if len(index) else name
 
 
 def parse_shape(text: str) -> Shape:

@@ -7,6 +7,15 @@ from `torch.linalg.slogdet` in float64, so a 512×512 J whose det is past float6
 has an exact sign and log|det J|; det itself is then ±Infinity or 0, and a warning says so.
 With --batched each diagonal block along the separable axis has its own determinant, shape
 (B,): the change-of-variables term of a normalizing flow, in O(B·d²) memory.
+
+# NOTE [a singular J]
+A J that is singular in exact arithmetic rarely gives det J = 0 in floating point: a 2-link arm
+at q2 = 0 gives 5.6e-17, rounding noise, not a small volume. J is called singular to working
+precision when its smallest singular value is at most d·eps·σ_max (eps of the dtype J was
+computed in), the tolerance of numpy's `matrix_rank` and of the numerical rank in structure.py:
+its entries are only known to about eps·σ_max, so a perturbation that small could make it
+exactly singular. Equivalently, cond J = σ_max/σ_min ≥ 1/(d·eps). The singular values come from
+a float64 SVD, so cond J is not limited by the dtype; it is Infinity when σ_min is 0.
 """
 
 from __future__ import annotations
@@ -64,12 +73,16 @@ def require_square(problem: Problem, batched: bool) -> int:
     return y_sample
 
 
-def determinant(matrices: torch.Tensor, wrt: tuple[str, ...]) -> Determinant:
-    """sign, log|det|, det and trace of a square matrix (or a batch of them, (B, d, d))."""
+def determinant(
+    matrices: torch.Tensor, wrt: tuple[str, ...], working: torch.dtype = torch.float64
+) -> Determinant:
+    """sign, log|det|, det, trace and condition number of a square matrix (or a batch of them,
+    (B, d, d)), and whether it is singular to the precision of `working` (NOTE [a singular J])."""
     square = matrices.detach().to(torch.float64)
     sign, logabsdet = torch.linalg.slogdet(square)
     with np.errstate(over="ignore", under="ignore"):
         det = sign.numpy() * np.exp(logabsdet.numpy())
+    condition, singular = _conditioning(square, torch.finfo(working).eps)
     return Determinant(
         wrt=wrt,
         size=square.shape[-1],
@@ -77,7 +90,22 @@ def determinant(matrices: torch.Tensor, wrt: tuple[str, ...]) -> Determinant:
         logabsdet=logabsdet.numpy(),
         det=np.asarray(det),
         trace=square.diagonal(dim1=-2, dim2=-1).sum(-1).numpy(),
+        condition=condition,
+        singular=singular,
     )
+
+
+def _conditioning(square: torch.Tensor, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """cond J = σ_max/σ_min (Infinity for σ_min = 0, NaN where J is not finite) and whether
+    σ_min ≤ d·eps·σ_max, by a float64 SVD (NOTE [a singular J])."""
+    finite = torch.isfinite(square).all(dim=-1).all(dim=-1)
+    singular_values = torch.linalg.svdvals(torch.where(finite[..., None, None], square, 0.0))
+    largest, smallest = singular_values[..., 0].numpy(), singular_values[..., -1].numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        condition = np.where(largest > 0, largest / smallest, np.inf)
+    singular = smallest <= square.shape[-1] * eps * largest
+    condition = np.where(finite.numpy(), condition, np.nan)
+    return np.asarray(condition), np.asarray(singular & finite.numpy())
 
 
 def joint_matrix(jacobians: dict[str, np.ndarray], n_out: int) -> torch.Tensor:
@@ -93,12 +121,13 @@ def joint_blocks(blocks: dict[str, np.ndarray], sample_out: int) -> torch.Tensor
     )
 
 
-def determinant_notes(det: Determinant) -> tuple[str, ...]:
-    """Warnings for a det past float64's range, where log|det J| still holds it exactly."""
+def determinant_notes(det: Determinant, dtype: str) -> tuple[str, ...]:
+    """Warnings for a J singular to working precision (NOTE [a singular J]), and for a det past
+    float64's range, where log|det J| still holds it exactly."""
     finite = np.isfinite(det.logabsdet)
     overflow = finite & ~np.isfinite(det.det)
     underflow = finite & (det.det == 0)
-    notes = []
+    notes = list(_singular_notes(det, dtype))
     for mask, what in ((overflow, "overflows"), (underflow, "underflows")):
         if mask.any():
             where = "" if det.det.ndim == 0 else f" for {int(mask.sum())} samples"
@@ -107,3 +136,30 @@ def determinant_notes(det: Determinant) -> tuple[str, ...]:
                 f"{float(det.logabsdet[mask].flat[0]):.6g}); logabsdet and sign hold it exactly"
             )
     return tuple(notes)
+
+
+SAMPLES_LISTED = 4
+"""Samples named in one warning before `…`."""
+
+
+def _singular_notes(det: Determinant, dtype: str) -> tuple[str, ...]:
+    """A warning when J (or some of its diagonal blocks) is singular to working precision."""
+    if not det.singular.any():
+        return ()
+    bound = f"1/(d·eps) = {1 / (det.size * float(np.finfo(dtype).eps)):.3g} in {dtype}"
+    if det.singular.ndim == 0:
+        value = "" if det.det == 0 else f"; det J = {float(det.det):.3g} is"
+        return (
+            f"J is singular to working precision (cond J = {float(det.condition):.3g} ≥ "
+            f"{bound}){value or ': det J is'} within rounding of 0 (a change of J's entries "
+            "within rounding makes it 0), and J has no reliable inverse",
+        )
+    samples = np.flatnonzero(det.singular)
+    listed = ", ".join(str(s) for s in samples[:SAMPLES_LISTED])
+    more = ", …" if samples.size > SAMPLES_LISTED else ""
+    blocks = "1 diagonal block is" if samples.size == 1 else f"{samples.size} diagonal blocks are"
+    return (
+        f"{blocks} singular to working precision, of {det.singular.size} (sample"
+        f"{'' if samples.size == 1 else 's'} {listed}{more}; cond J ≥ {bound}): their det J "
+        "is within rounding of 0, and they have no reliable inverse",
+    )

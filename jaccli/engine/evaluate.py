@@ -224,7 +224,16 @@ def call_fresh(
     call = (function.vectorized_call if vectorized else None) or function.call
     with guest_code(function.name, function.source_file):
         value = call(**fresh)
-    return outputs_of(value, function.name, function.input_names)
+    outputs = outputs_of(value, function.name, function.input_names)
+    kept = function.selected_output
+    if kept is None:
+        return outputs
+    if kept not in outputs:
+        raise ComputationError(
+            f"{function.name} returned {', '.join(outputs)} this time, without the output "
+            f"{kept!r} chosen with --output"
+        )
+    return {kept: outputs[kept]}
 
 
 def call_function(

@@ -24,7 +24,7 @@ import torch
 
 from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, call_function, describe, evaluate, to_numpy
-from jaccli.engine.jacobian import split_wrt
+from jaccli.engine.jacobian import split_wrt, watch_notes
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_directions, probe_products
 from jaccli.errors import ComputationError, UsageError
@@ -253,7 +253,7 @@ def compute_hvp(problem: Problem, vector: Direction) -> HvpResult:
             f"{disagreement(guard)}",
             code="guard_failed",
         )
-    notes = list(problem.notes)
+    notes = list(problem.notes) + list(watch_notes(problem))
     if rejected:
         notes.insert(0, f"{'; '.join(rejected)}; computed H·v by {method} instead")
     reason = "the JVP of the gradient" if method == FORWARD_OVER_REVERSE else "; ".join(rejected)

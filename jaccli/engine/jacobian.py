@@ -38,6 +38,7 @@ from jaccli.engine.evaluate import (
     to_numpy,
 )
 from jaccli.engine.guard import budget_or_default
+from jaccli.engine.kinks import OpWatch, flat_ops, kink_notes, leaves_reached
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_jacobians
 from jaccli.errors import ComputationError, ResourceError
@@ -288,13 +289,16 @@ def split_jacobians(
 
 def watch_notes(problem: Problem) -> tuple[str, ...]:
     """Warnings from one plain call: an output that does not depend on an input at all (its
-    Jacobian is zero), and an input the function modified in place.
+    Jacobian is zero), or only through piecewise-constant operations (zero almost everywhere),
+    a point on a kink (NOTE [flat outputs and kinks]), and an input modified in place.
 
-    Read off the autograd graph of one forward pass and the inputs' version counters, not off J.
+    Read off the autograd graph of one forward pass, the torch calls it made and the inputs'
+    version counters, not off J.
     """
     leaves = leaves_of(problem.inputs)
     fresh = fresh_copies(leaves)
-    with torch.enable_grad():
+    watch = OpWatch()
+    with torch.enable_grad(), watch:
         outputs = call_fresh(problem.function, fresh)
     notes = [
         f"{problem.function.name} modifies its input {name} in place; every call got a fresh "
@@ -303,44 +307,46 @@ def watch_notes(problem: Problem) -> tuple[str, ...]:
         if tensor._version > 0
     ]
     for name, y in outputs.items():
-        reached = _leaves_reached(y)
-        unused = [wrt for wrt in problem.wrt if id(leaves[wrt]) not in reached]
+        smooth, flat = leaves_reached(y)
+        taint = watch.seen.taint_of(y)
+        cut_from, cut_by = taint if taint is not None else (frozenset(), frozenset())
+        flat_inputs = [
+            wrt
+            for wrt in problem.wrt
+            if id(leaves[wrt]) not in smooth and id(leaves[wrt]) in flat | cut_from
+        ]
+        unused = [
+            wrt for wrt in problem.wrt if id(leaves[wrt]) not in smooth and wrt not in flat_inputs
+        ]
+        if flat_inputs:
+            ops = ", ".join(sorted(flat_ops(y) | set(cut_by)))
+            notes.append(
+                f"output {name} depends on {_listed(flat_inputs, 'input')} only through "
+                f"piecewise-constant operations ({ops}): its Jacobian is zero almost everywhere "
+                "and undefined at the jumps"
+            )
         if len(unused) == 1:
             notes.append(
                 f"output {name} does not depend on input {unused[0]}: its Jacobian is zero"
             )
         elif unused:  # one line an output, however many inputs it ignores
-            listed = ", ".join(unused[:NAMES_LISTED]) + (
-                ", …" if len(unused) > NAMES_LISTED else ""
-            )
             notes.append(
-                f"output {name} does not depend on {len(unused)} inputs ({listed}): their "
+                f"output {name} does not depend on {_listed(unused, 'input')}: their "
                 "Jacobians are zero"
             )
-    return tuple(notes)
+    return (*notes, *kink_notes(watch.seen))
+
+
+def _listed(names: list[str], what: str) -> str:
+    """`input x`, or `3 inputs (a, b, c)` with at most NAMES_LISTED names before `…`."""
+    if len(names) == 1:
+        return f"{what} {names[0]}"
+    shown = ", ".join(names[:NAMES_LISTED]) + (", …" if len(names) > NAMES_LISTED else "")
+    return f"{len(names)} {what}s ({shown})"
 
 
 NAMES_LISTED = 4
 """Inputs named in one warning before `…`."""
-
-
-def _leaves_reached(y: torch.Tensor) -> set[int]:
-    """The ids of the leaf tensors that y's autograd graph leads back to."""
-    reached: set[int] = set()
-    if y.grad_fn is None:
-        return {id(y)} if y.requires_grad else reached
-    seen: set[object] = set()
-    stack = [y.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        variable = getattr(node, "variable", None)  # AccumulateGrad holds its leaf
-        if variable is not None:
-            reached.add(id(variable))
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return reached
 
 
 def jacobian_of(

@@ -21,8 +21,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from jaccli.engine.det import determinant
+from jaccli.engine.det import determinant, determinant_notes
 from jaccli.engine.evaluate import call_function, to_numpy
+from jaccli.engine.finite import nonfinite_notes
 from jaccli.engine.guard import budget_or_default
 from jaccli.engine.hessian import symmetry_error
 from jaccli.engine.jacobian import vectorized_start_up_paid
@@ -325,10 +326,15 @@ class _ChunkArrays:
                 [torch.from_numpy(j).reshape(size, problem.output_count, -1) for j in by_wrt],
                 dim=2,
             )
-            self.dets = determinant(matrices, problem.wrt)
+            self.dets = determinant(matrices, problem.wrt, problem.torch_dtype)
 
     def result(self, k: int, guard: Guard | None) -> Result:
-        """Point k's result object, as the single-point engine would make it."""
+        """Point k's result object, as the single-point engine would make it (without telling
+        structural zeros apart: NOTE [a NaN that is a structural zero])."""
+        made = self._made(k, guard)
+        return replace(made, notes=(*made.notes, *nonfinite_notes(made)))
+
+    def _made(self, k: int, guard: Guard | None) -> Result:
         problem, wrt, products = self.problem, self.problem.wrt, self.products
         evaluation = Evaluation(
             problem.function.name,
@@ -359,8 +365,16 @@ class _ChunkArrays:
             if self.dets is not None:
                 d = self.dets
                 determinant_k = Determinant(
-                    wrt, d.size, d.sign[k], d.logabsdet[k], d.det[k], d.trace[k]
+                    wrt,
+                    d.size,
+                    d.sign[k],
+                    d.logabsdet[k],
+                    d.det[k],
+                    d.trace[k],
+                    d.condition[k],
+                    d.singular[k],
                 )
+                notes = (*notes, *determinant_notes(determinant_k, problem.dtype))
             return JacobianResult(
                 evaluation,
                 jacobians,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -318,6 +319,7 @@ def prepare(
     budget: int | None = None,
     shapes_only: bool = False,
     batch_axes: Sequence[tuple[str | None, int]] = (),
+    output: str | None = None,
 ) -> Problem:
     """Check every option against the function, then draw or load the inputs.
 
@@ -325,7 +327,7 @@ def prepare(
     inputs and outputs must fit the memory budget, so a huge shape is refused in milliseconds.
     With `shapes_only` (for --plan), inputs stay on the meta device, holding no values, and a
     function without a shape rule runs on meta tensors (never on real data) to tell its output
-    shapes.
+    shapes. With `output`, the function keeps that one of its outputs (--output NAME).
     """
     shapes_given: dict[str, Shape] = _assign(function, shape_options, "--shape")  # type: ignore[assignment]
     values: dict[str, ArrayData] = _assign(function, value_options, "--value")  # type: ignore[assignment]
@@ -347,6 +349,8 @@ def prepare(
         unknown = None
         if out_shapes is None:
             out_shapes, unknown = meta_output_shapes(function, shapes, torch_dtype)
+        if output is not None:
+            function, out_shapes = select_output(function, out_shapes, output)
         meta = {
             name: torch.empty(shape, dtype=torch_dtype, device="meta")
             for name, shape in shapes.items()
@@ -373,11 +377,36 @@ def prepare(
     tensors = make_inputs(shapes, values, generator, torch_dtype, keep_integers)
     if out_shapes is None:
         outputs = _evaluate_with_hint(function, tensors, values, wrt_names, explicit=bool(wrt))
-        out_shapes = {name: tuple(output.shape) for name, output in outputs.items()}
+        out_shapes = {name: tuple(y.shape) for name, y in outputs.items()}
+    if output is not None:
+        function, out_shapes = select_output(function, out_shapes, output)
     function, declared = _with_separable_axes(function, batch_axes, shapes, out_shapes)
     verify_declared(function, tensors, declared)
     notes = _rounding_notes(values, dtype)
     return Problem(function, dtype, tensors, wrt_names, out_shapes, generator, notes)
+
+
+def select_output(
+    function: Function, output_shapes: dict[str, Shape] | None, output: str
+) -> tuple[Function, dict[str, Shape] | None]:
+    """The function keeping only `output` of its outputs, and that output's shape (unchanged
+    when the shapes are unknown); UsageError naming the outputs when it has no such output."""
+    if output_shapes is not None:
+        if output not in output_shapes:
+            by_position = all(re.fullmatch(r"y\d+(\..+)?", name) for name in output_shapes)
+            raise UsageError(
+                f"--output {output!r} is not an output of {function.name} "
+                f"(outputs: {', '.join(output_shapes)})"
+                + (
+                    "; a tuple's outputs are named by position: return a dict or a namedtuple "
+                    "to name them"
+                    if by_position and len(output_shapes) > 1
+                    else ""
+                ),
+                code="unknown_output",
+            )
+        output_shapes = {output: output_shapes[output]}
+    return replace(function, selected_output=output), output_shapes
 
 
 def _with_separable_axes(

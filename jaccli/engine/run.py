@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TypeVar
 
 from jaccli.engine.batched import compute_batched, plan_batched
 from jaccli.engine.check import (
@@ -16,6 +17,7 @@ from jaccli.engine.check import (
 from jaccli.engine.det import determinant as compute_determinant
 from jaccli.engine.det import determinant_notes, joint_blocks, joint_matrix, require_square
 from jaccli.engine.evaluate import blames_user_code
+from jaccli.engine.finite import nonfinite_notes
 from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
 from jaccli.engine.hessian import as_compositions, compute_hvp, gradient_problem, hessian_result
 from jaccli.engine.jacobian import (
@@ -41,6 +43,8 @@ from jaccli.errors import UsageError
 from jaccli.functions.model import AxisPair
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, PlanReport, VjpResult
 from jaccli.spec import Cotangent, Direction
+
+ResultType = TypeVar("ResultType", JacobianResult, VjpResult, JvpResult, HessianResult, HvpResult)
 
 DEFAULT_VIEW_SLICES = 64
 """Past this many slices, vjp shows the plain result unless --view asks for the slices."""
@@ -116,7 +120,7 @@ def run_jacobian(
             raise UsageError(
                 f"--batched already shows J block by block; drop {'--view' if view else '--check'}"
             )
-        return check_jacobian_result(problem, compute_batched(problem, budget, progress))
+        return _warned(check_jacobian_result(problem, compute_batched(problem, budget, progress)))
     chosen = choose_view(problem, view) if view is not None else None
     if check:  # the other mode's J and the finite-difference J sit beside this one
         result_bytes = problem.output_count * problem.input_count * problem.torch_dtype.itemsize
@@ -130,6 +134,7 @@ def run_jacobian(
         result = replace(
             result, view=slice_view(problem, wrt, name, axes, jacobians[wrt], None, budget)
         )
+    result = _warned(result, problem)
     if check:
         result = replace(result, check=check_jacobian(problem, result, progress, check_options))
     return result
@@ -158,8 +163,8 @@ def run_det(
     )
     ((_, jacobians),) = result.jacobians.items()
     matrices = joint_blocks(jacobians, size) if batched else joint_matrix(jacobians, size)
-    determinant = compute_determinant(matrices, problem.wrt)
-    notes = (*result.notes, *determinant_notes(determinant))
+    determinant = compute_determinant(matrices, problem.wrt, problem.torch_dtype)
+    notes = (*result.notes, *determinant_notes(determinant, problem.dtype))
     return replace(result, determinant=determinant, notes=notes)
 
 
@@ -201,6 +206,7 @@ def run_vjp(
         result = replace(
             result, view=slice_view(problem, wrt, name, axes, result.vjps[wrt], v, budget)
         )
+    result = _warned(result)
     if check:
         result = replace(result, check=check_vjp(problem, result, progress, check_options))
     return result
@@ -238,6 +244,7 @@ def run_jvp(
             tangent=result.tangents[wrt],
         )
         result = replace(result, view=shown)
+    result = _warned(result)
     if check:
         result = replace(result, check=check_jvp(problem, result, check_options))
     return result
@@ -262,7 +269,7 @@ def run_hessian(
             "--check (three Hessians at once)", 3 * result_bytes, budget, "drop --check"
         )
     jacobian = compute_jacobian(gradient, strategy, budget, progress)
-    result = check_hessian_result(problem, hessian_result(problem, jacobian))
+    result = _warned(check_hessian_result(problem, hessian_result(problem, jacobian)))
     if check:
         check_of_gradient = check_jacobian(gradient, jacobian, progress, check_options)
         result = replace(result, check=as_compositions(check_of_gradient))
@@ -278,7 +285,13 @@ def run_hvp(
     check_options: CheckOptions = DEFAULT_CHECK_OPTIONS,
 ) -> HvpResult:
     """H·v without forming H, and the check when asked."""
-    result = check_hvp_result(problem, compute_hvp(problem, vector))
+    result = _warned(check_hvp_result(problem, compute_hvp(problem, vector)))
     if check:
         result = replace(result, check=check_hvp(problem, result, check_options))
     return result
+
+
+def _warned(result: ResultType, problem: Problem | None = None) -> ResultType:
+    """The result with a warning for each output or computed array that is not finite (with
+    `problem`, telling structural zeros apart: NOTE [a NaN that is a structural zero])."""
+    return replace(result, notes=(*result.notes, *nonfinite_notes(result, problem)))

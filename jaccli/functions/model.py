@@ -125,6 +125,9 @@ class Function:
     integer_inputs: bool = False
     """Whether an input outside wrt keeps the integers it was given (a user's callable: targets,
     indices); elsewhere every input is floating."""
+    selected_output: str | None = None
+    """The one output kept of several (--output NAME), by its name (`z`, `y1`, `aux.0`); None:
+    every output."""
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -239,7 +239,8 @@ def jacobian_document(result: JacobianResult) -> dict[str, Any]:
 
 
 def determinant_entry(det: Determinant) -> dict[str, Any]:
-    """`{"wrt", "size", "sign", "logabsdet", "det", "trace"}`: scalars, or (B,) per sample."""
+    """`{"wrt", "size", "sign", "logabsdet", "det", "trace", "condition", "singular"}`: scalars,
+    or (B,) per sample."""
     return {
         "wrt": list(det.wrt),
         "size": det.size,
@@ -247,6 +248,8 @@ def determinant_entry(det: Determinant) -> dict[str, Any]:
         "logabsdet": tensor_entry(det.logabsdet),
         "det": tensor_entry(det.det),
         "trace": tensor_entry(det.trace),
+        "condition": tensor_entry(det.condition),
+        "singular": {"shape": list(det.singular.shape), "values": det.singular.tolist()},
     }
 
 
@@ -324,7 +327,7 @@ def document_numbers(result: Result, *, jacobians: bool = True) -> int:
         arrays += computed_arrays(result)
     if isinstance(result, JacobianResult) and result.determinant is not None:
         det = result.determinant
-        arrays += [det.sign, det.logabsdet, det.det, det.trace]
+        arrays += [det.sign, det.logabsdet, det.det, det.trace, det.condition, det.singular]
     if result.view is not None:
         for row in result.view.slices:
             arrays += [row.input_slice, row.output_slice, row.jacobian, row.product, row.full_slice]

@@ -7,11 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaccli.result import EntryError
-
-
-def indexed(name: str, index: Sequence[int]) -> str:
-    """`y[1,0]` for index (1, 0); plain `y` for the empty index of a scalar."""
-    return f"{name}[{','.join(str(int(i)) for i in index)}]" if len(index) else name
+from jaccli.spec import indexed
 
 
 def index_label(name: str, shape: Sequence[int], flat_index: int) -> str:

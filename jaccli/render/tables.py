@@ -300,6 +300,8 @@ def determinant_renderables(result: JacobianResult, layout: Layout) -> list[Rend
         "log|det J|": det.logabsdet,
         "trace J": det.trace,
     }
+    if det.singular.any():  # NOTE [a singular J]: only then is the condition number news
+        quantities["cond J"] = det.condition
     cells = {name: format_cells(values, layout.precision) for name, values in quantities.items()}
     cells["sign"] = np.vectorize(lambda s: {1: "+1", -1: "-1"}.get(s, "0"), otypes=[object])(
         det.sign
@@ -312,7 +314,10 @@ def determinant_renderables(result: JacobianResult, layout: Layout) -> list[Rend
         table.show_header = False
         for name, texts in cells.items():
             table.add_row(Text(name, style="bold"), Text(str(texts)))
-        return [_section(title), table, Text("trace J = Σᵢ ∂yᵢ/∂xᵢ, the divergence", style="dim")]
+        footer = [Text("trace J = Σᵢ ∂yᵢ/∂xᵢ, the divergence", style="dim")]
+        if det.singular:
+            footer.append(Text("J is singular to working precision", style="bold"))
+        return [_section(title), table, *footer]
     count = det.sign.shape[0]
     title = f"Determinants of the {count} diagonal blocks of {of}  each {det.size}×{det.size}"
     table.add_column("sample", justify="right", style="dim")

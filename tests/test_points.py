@@ -221,6 +221,9 @@ def test_ctrl_c_in_a_stream_exits_130_with_every_line_whole() -> None:
         (["--points", "x=@-", "--plan"], "--plan with --points NAME=@- would read the stream"),
         (["--device", "cuda:7"], "--device 'cuda:7' is not available here (available: cpu"),
         (["--points", "x=@p.npy", "--view", "rows"], "--view works at one point"),
+        (["--points", "x=@p.npy", "--view", "heatmap"], "--view heatmap works at one point"),
+        (["--points", "x=@p.npy", "--view", "sparsity"], "--view sparsity works at one point"),
+        (["--points", "y=@p.npy"], "--points 'y': polar has no input 'y' (inputs: x)"),
     ],
 )
 def test_bad_points_options_exit_2(jaccli, tmp_path, monkeypatch, args, message) -> None:
@@ -295,3 +298,68 @@ def test_a_points_file_that_cannot_be_read_is_named_as_points(jaccli, source, me
     run = jaccli("jacobian", "--fn", "polar", "--points", f"x=@{source}")
     assert run.exit_code == 2
     assert message in run.stderr
+
+
+def test_a_stream_survives_keep_alives_long_lines_and_a_reader_that_leaves(tmp_path) -> None:
+    # 3,000 blank keep-alive lines once ended in RecursionError; line numbers count them
+    going = _stream("\n" * 3000 + "[1, 0.5]\n\n[2, 0.1]\n[1, 2, 3]\n", "--keep-going")
+    assert going.returncode == 1, going.stderr
+    answers = [json.loads(line) for line in going.stdout.splitlines()]
+    assert [a["point"] for a in answers] == [0, 1, 2]
+    assert "line 3004: a point of shape 3" in answers[2]["error"]["message"]
+    # a line past --max-value-size is that point's error, after the point already answered
+    long = "[" + "1, " * 200 + "1]"
+    going = _stream(f"[1, 0.5]\n{long}\n[3, 0.2]\n", "--keep-going", "--max-value-size", "300")
+    answers = [json.loads(line) for line in going.stdout.splitlines()]
+    assert [a["point"] for a in answers] == [0, 1, 2] and going.returncode == 1
+    assert "jacobian" in answers[0] and "jacobian" in answers[2]
+    assert "line 2: longer than --max-value-size (300 bytes)" in answers[1]["error"]["message"]
+    stopped = _stream(f"[1, 0.5]\n{long}\n[3, 0.2]\n", "--max-value-size", "300")
+    assert stopped.returncode == 2 and len(stopped.stdout.splitlines()) == 2
+    # `--jsonl | head -1` ends quietly with 0, like `--json | head`
+    command = [*jaccli_command(), "jacobian", "--fn", "polar", "--points", "x=@-", "--jsonl"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:  # fmt: skip
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(b"[1, 0.5]\n" * 3000)  # answers far past what a pipe buffers
+        process.stdin.close()
+        process.stdout.readline()
+        process.stdout.close()
+        assert process.stderr is not None and process.stderr.read() == b""
+        assert process.wait(timeout=120) == 0
+
+
+RAISES_WHEN_NEGATIVE = """
+def f(x):
+    if float(x[0]) < 0:
+        raise ValueError("negative")
+    return x.sin()
+"""
+
+
+@pytest.mark.parametrize("source", ["@-", "@points.jsonl"])
+def test_keep_going_passes_a_first_point_that_cannot_be_read_or_computed(
+    jaccli, tmp_path, monkeypatch, source
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f.py").write_text(RAISES_WHEN_NEGATIVE)
+    lines = "\n[1,\n[-1, 2]\n[3, 4]\n"
+    (tmp_path / "points.jsonl").write_text(lines.replace("[1,\n", ""))
+    run = jaccli("jacobian", "--fn", "f.py:f", "--points", f"x={source}", "--jsonl",
+                 "--keep-going", input=lines)  # fmt: skip
+    assert run.exit_code == 1, run.stderr
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    errors = {a["point"]: a["error"]["message"] for a in answers if "error" in a}
+    if source == "@-":
+        assert [a["point"] for a in answers] == [0, 1, 2]
+        assert errors[0].startswith("--points x=@- line 2 '[1,' is not a JSON array")
+        assert errors[1] == "f raised ValueError: negative (at f.py:4)"
+    else:
+        assert [a["point"] for a in answers] == [0, 1]
+        assert errors[0] == "f raised ValueError: negative (at f.py:4)"
+    j = values_of(answers[-1]["jacobian"]["y"]["x"])
+    np.testing.assert_allclose(j, np.diag(np.cos([3.0, 4.0])), rtol=1e-6)
+    # a bad option is not a point's failure: it stops at once
+    run = jaccli("jacobian", "--fn", "f.py:g", "--points", f"x={source}", "--jsonl",
+                 "--keep-going", input=lines)  # fmt: skip
+    assert run.exit_code == 2 and run.stdout == ""

@@ -9,6 +9,14 @@ import numpy as np
 from jaccli.result import EntryError
 
 
+def visible(text: str) -> str:
+    """The text with every control or invisible character spelt as its escape (`\\n`, `\\x1b`,
+    `\\u200b`): a name shows what it holds and cannot move a cursor or end a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def indexed(name: str, index: Sequence[int]) -> str:
     """`y[1,0]` for index (1, 0); plain `y` for the empty index of a scalar."""
     return f"{name}[{','.join(str(int(i)) for i in index)}]" if len(index) else name

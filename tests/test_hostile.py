@@ -444,3 +444,14 @@ def test_csv_labels_a_spreadsheet_would_run_are_quoted(jaccli, tmp_path) -> None
     assert not any(c.startswith(("=", "+", "@")) for c in cells)
     numbers = [float(c) for row in rows[1:] for c in row[1:]]  # a leading minus is a number
     assert len(numbers) == 4 and numbers[1] == numbers[2] == 0
+
+
+def test_names_in_picture_files_are_drawn_as_written(jaccli, tmp_path) -> None:
+    # mathtext would read $…$ (and fail on \input); markup is text in the SVG
+    path = tmp_path / "j.svg"
+    run = jaccli("jacobian", "--fn", f"{HOSTILE_NAMES}:markup_named", "--shape", "2",
+                 "--out", str(path))  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    svg = path.read_text(encoding="utf-8")
+    assert "<!-- $\\input{/etc/passwd}$ -->" in svg and "<script" not in svg
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;, [x](javascript:alert(1))" in svg

@@ -68,6 +68,8 @@ def determinant(matrices: torch.Tensor, wrt: tuple[str, ...]) -> Determinant:
     """sign, log|det|, det and trace of a square matrix (or a batch of them, (B, d, d))."""
     square = matrices.detach().to(torch.float64)
     sign, logabsdet = torch.linalg.slogdet(square)
+    # slogdet gives sign 0 for a J with NaN in it, as for a singular one: the sign is unknown
+    sign = torch.where(logabsdet.isnan(), torch.nan, sign)
     with np.errstate(over="ignore", under="ignore"):
         det = sign.numpy() * np.exp(logabsdet.numpy())
     return Determinant(

@@ -363,3 +363,28 @@ def test_keep_going_passes_a_first_point_that_cannot_be_read_or_computed(
     run = jaccli("jacobian", "--fn", "f.py:g", "--points", f"x={source}", "--jsonl",
                  "--keep-going", input=lines)  # fmt: skip
     assert run.exit_code == 2 and run.stdout == ""
+
+
+SQRT_WHERE_POSITIVE = """
+import torch
+
+
+def f(x):
+    return torch.where(x > 0, x.sqrt(), torch.zeros_like(x))
+"""
+
+
+def test_every_point_of_a_chunk_is_verified_not_only_its_ends(jaccli, tmp_path) -> None:
+    # at x < 0, vmap's forward mode gives 0 where the single-point reverse engine gives NaN
+    # (0 · ∂sqrt): the points in the middle of the chunk were printed with forward mode's J
+    (tmp_path / "w.py").write_text(SQRT_WHERE_POSITIVE)
+    fn = f"{tmp_path / 'w.py'}:f"
+    points = [[1.0, 2.0], [-1.0, 2.0], [-1.0, 3.0], [3.0, 4.0]]
+    source = _save(tmp_path, "p.npy", np.array(points))
+    run = jaccli("jacobian", "--fn", fn, "--points", f"x=@{source}", "--json")
+    assert run.exit_code == 0, run.stderr
+    stacked = values_of(run.json()["jacobian"]["y"]["x"])
+    for k, point in enumerate(points):
+        alone = jaccli("jacobian", "--fn", fn, "--value", f"x={json.dumps(point)}", "--json")
+        np.testing.assert_array_equal(stacked[k], values_of(alone.json()["jacobian"]["y"]["x"]))
+    assert np.isnan(stacked[1]).any() and "point by point" in run.stderr

@@ -5,10 +5,15 @@ Each command has a kernel: its result at one point, written with torch.func's tr
 or jacrev for J, vjp, jvp, jacfwd(jacrev) for H, jvp of grad for H·v), so that `vmap` runs it
 for a whole chunk of points at once. Forward mode is preferred for J while the per-point J has
 no more inputs than outputs, or few, because torch.func's reverse mode imports torch._dynamo
-(about 1 s) the first time in a process. The correctness guard checks a sample of points (the
-first and last of each chunk) against the single-point engine, itself guarded; a kernel that
-vmap cannot run, or that disagrees, gives way to a loop of the single-point engine, with a note.
-Each point's result is the same result object a single-point run gives.
+(about 1 s) the first time in a process. The correctness guard checks the first and last point
+of each chunk against the single-point engine, itself guarded, and every point of a J (jacobian,
+det) against one vmapped reverse pass: uᵀJ for a random u, read off each point's J, must equal
+the VJP column by column, within the single-point guard's tolerance (NOTE [the correctness
+guard]), with NaN and ±Infinity in the same columns, so a point where vmap's forward mode and
+the single-point engine's reverse mode part ways (NaN placement, a branch's derivative) is
+caught wherever it lies in the chunk; the cost is one vectorized reverse pass a chunk. A kernel
+that vmap cannot run, or that disagrees, gives way to a loop of the single-point engine, with a
+note. Each point's result is the same result object a single-point run gives.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from jaccli.engine.hessian import symmetry_error
 from jaccli.engine.jacobian import vectorized_start_up_paid
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE
+from jaccli.engine.trust import GUARD_SEED, guard_rtol
 from jaccli.errors import ComputationError, JaccliError, ResourceError
 from jaccli.result import (
     Determinant,
@@ -223,6 +229,8 @@ def _vectorized_chunk(
 
     outputs, products = torch.func.vmap(at)(*(chunk[n] for n in names))
     size = next(iter(chunk.values())).shape[0]
+    if command in ("jacobian", "det"):
+        _probe_every_point(problem, chunk, products, first_index)
     sampled = sorted({0, size - 1})
     references = {
         k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled
@@ -240,7 +248,8 @@ def _vectorized_chunk(
     indices = ", ".join(str(first_index + k) for k in sampled)
     guard = Guard(
         method_name(problem, command),
-        f"the guarded single-point engine at points {indices} of this chunk (largest difference)",
+        f"the guarded single-point engine at points {indices} of this chunk (largest difference)"
+        + (", and a reverse pass at every point" if command in ("jacobian", "det") else ""),
         largest,
         0.0,
         tolerance,
@@ -253,6 +262,63 @@ def _vectorized_chunk(
         )
         for k in range(size)
     ]
+
+
+def _probe_every_point(
+    problem: Problem,
+    chunk: Mapping[str, torch.Tensor],
+    jacobians: tuple,
+    first_index: int,
+) -> None:
+    """Refuse the chunk unless each point's J agrees with one vmapped reverse pass: uᵀJ read
+    off J against the VJP with cotangent u, input by input and column by column (NOTE [many
+    points])."""
+    names, wrt = list(chunk), problem.wrt
+    output_names = list(problem.output_shapes)
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+    us = [
+        torch.randn(problem.output_shapes[n], generator=generator, dtype=torch.float64)
+        for n in output_names
+    ]
+
+    def reverse(*values: torch.Tensor) -> tuple:
+        inputs = {**problem.inputs, **dict(zip(names, values, strict=True))}
+
+        def g(*ws: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            called = call_function(
+                problem.function, {**inputs, **dict(zip(wrt, ws, strict=True))}, vectorized=True
+            )
+            return tuple(called[n] for n in output_names)
+
+        ys, pull = torch.func.vjp(g, *(inputs[w] for w in wrt))
+        return pull(tuple(u.to(y.dtype) for u, y in zip(us, ys, strict=True)))
+
+    references = torch.func.vmap(reverse)(*(chunk[n] for n in names))
+    size = next(iter(chunk.values())).shape[0]
+    rtol = guard_rtol(problem.torch_dtype)
+    for a, w in enumerate(wrt):
+        value = torch.zeros(size, problem.inputs[w].numel(), dtype=torch.float64)
+        squares = torch.zeros_like(value)
+        for i, u in enumerate(us):
+            j = jacobians[i][a].detach().reshape(size, u.numel(), -1).to(torch.float64)
+            u_flat = u.reshape(-1)
+            value += torch.einsum("i,kij->kj", u_flat, j)
+            squares += torch.einsum("i,kij->kj", u_flat.square(), j.square())
+        reference = references[a].detach().reshape(size, -1).to(torch.float64)
+        tolerance = rtol * (squares + reference.square()).sqrt()
+        finite = value.isfinite() & reference.isfinite()
+        agree = torch.where(
+            finite,
+            (value - reference).abs() <= tolerance,
+            (value.isnan() & reference.isnan()) | (value == reference),
+        )
+        if not bool(agree.all()):
+            k, column = (int(i) for i in (~agree).nonzero()[0])
+            raise ComputationError(
+                f"at point {first_index + k} uᵀJ of {w} read off J differs from a reverse pass "
+                f"at column {column} ({float(value[k, column]):.6g} against "
+                f"{float(reference[k, column]):.6g})"
+            )
 
 
 def _kernel(

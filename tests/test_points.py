@@ -388,3 +388,52 @@ def test_every_point_of_a_chunk_is_verified_not_only_its_ends(jaccli, tmp_path) 
         alone = jaccli("jacobian", "--fn", fn, "--value", f"x={json.dumps(point)}", "--json")
         np.testing.assert_array_equal(stacked[k], values_of(alone.json()["jacobian"]["y"]["x"]))
     assert np.isnan(stacked[1]).any() and "point by point" in run.stderr
+
+
+def _wrong_at_point_1(value):
+    """The kernel's products with 1 added at point 1 (the middle of a 3-point chunk)."""
+    if isinstance(value, tuple):
+        return tuple(_wrong_at_point_1(v) for v in value)
+    wrong = value.clone()
+    wrong[1] += 1
+    return wrong
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jacobian", "--fn", "polar"],
+        ["vjp", "--fn", "polar"],
+        ["jvp", "--fn", "polar"],
+        ["hvp", "--expr", "(x.sin() * x).sum()"],
+        ["hessian", "--fn", "polar"],
+    ],
+)
+def test_a_wrong_product_in_the_middle_of_a_chunk_is_caught(jaccli, tmp_path, monkeypatch, args):
+    import torch
+
+    real_vmap = torch.func.vmap
+
+    def vmap(f, *options, **named):
+        mapped = real_vmap(f, *options, **named)
+        if f.__name__ != "at":  # the command's kernel; the probes' own passes stay right
+            return mapped
+        return lambda *values: (lambda out: (out[0], _wrong_at_point_1(out[1])))(mapped(*values))
+
+    points = [[1.0, 0.5], [2.0, 0.3], [3.0, 0.2]]
+    source = _save(tmp_path, "p.npy", np.array(points))
+    monkeypatch.setattr(torch.func, "vmap", vmap)
+    run = jaccli(*args, "--points", f"x=@{source}", "--dtype", "float64", "--json")
+    monkeypatch.undo()
+    assert run.exit_code == 0, run.stderr
+    assert "at point 1" in run.stderr and "computed point by point instead" in run.stderr
+    alone = jaccli(*args, "--value", "x=[2, 0.3]", "--dtype", "float64", "--json").json()
+    stacked, single = run.json()[args[0]], alone[args[0]]
+
+    def leaves(tree):
+        if "values" in tree:
+            return [np.array(tree["values"], dtype=float)]
+        return [leaf for child in tree.values() for leaf in leaves(child)]
+
+    for many_values, one in zip(leaves(stacked), leaves(single), strict=True):
+        np.testing.assert_allclose(many_values[1], one, rtol=1e-12)

@@ -11,7 +11,10 @@ det) against one vmapped reverse pass: uᵀJ for a random u, read off each point
 the VJP column by column, within the single-point guard's tolerance (NOTE [the correctness
 guard]), with NaN and ±Infinity in the same columns, so a point where vmap's forward mode and
 the single-point engine's reverse mode part ways (NaN placement, a branch's derivative) is
-caught wherever it lies in the chunk; the cost is one vectorized reverse pass a chunk. A kernel
+caught wherever it lies in the chunk; the cost is one vectorized reverse pass a chunk. The
+products are probed the same way at every point, each by another mode than its kernel's: (vᵀJ)·w
+against vᵀ(J w) by forward mode, u·(J t) against (uᵀJ)·t by reverse mode, and wᵀ(H v) or zᵀH w
+against reverse-over-reverse. A kernel
 that vmap cannot run, or that disagrees, gives way to a loop of the single-point engine, with a
 note. Each point's result is the same result object a single-point run gives.
 """
@@ -231,6 +234,8 @@ def _vectorized_chunk(
     size = next(iter(chunk.values())).shape[0]
     if command in ("jacobian", "det"):
         _probe_every_point(problem, chunk, products, first_index)
+    else:
+        _probe_every_product(problem, command, chunk, products, directions or {}, first_index)
     sampled = sorted({0, size - 1})
     references = {
         k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled
@@ -249,7 +254,7 @@ def _vectorized_chunk(
     guard = Guard(
         method_name(problem, command),
         f"the guarded single-point engine at points {indices} of this chunk (largest difference)"
-        + (", and a reverse pass at every point" if command in ("jacobian", "det") else ""),
+        + ", and an independent product at every point",
         largest,
         0.0,
         tolerance,
@@ -319,6 +324,133 @@ def _probe_every_point(
                 f"at column {column} ({float(value[k, column]):.6g} against "
                 f"{float(reference[k, column]):.6g})"
             )
+
+
+def _calling(
+    problem: Problem, names: list[str], values: tuple[torch.Tensor, ...]
+) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """f at one point of the chunk, as a function of the `wrt` inputs: its outputs in order."""
+    inputs = {**problem.inputs, **dict(zip(names, values, strict=True))}
+    output_names = list(problem.output_shapes)
+
+    def g(*ws: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        called = call_function(
+            problem.function, {**inputs, **dict(zip(problem.wrt, ws, strict=True))}, vectorized=True
+        )
+        return tuple(called[n] for n in output_names)
+
+    return g
+
+
+def _probe_every_product(
+    problem: Problem,
+    command: str,
+    chunk: Mapping[str, torch.Tensor],
+    products: tuple,
+    directions: Mapping[str, torch.Tensor],
+    first_index: int,
+) -> None:
+    """Refuse the chunk unless each point's product agrees with an independent one: for vᵀJ,
+    (vᵀJ)·w against vᵀ(J w) by forward mode; for J·t, u·(J t) against (uᵀJ)·t by reverse mode;
+    for H·v and H, wᵀ(H v) and zᵀH w against reverse-over-reverse (NOTE [many points])."""
+    names, wrt = list(chunk), problem.wrt
+    output_names = list(problem.output_shapes)
+    xs_shapes = [tuple(problem.inputs[w].shape) for w in wrt]
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+
+    def draw(shapes: list) -> list[torch.Tensor]:
+        return [torch.randn(sh, generator=generator, dtype=torch.float64) for sh in shapes]
+
+    def cast(vectors: list[torch.Tensor], like: tuple) -> tuple:
+        return tuple(v.to(t.dtype) for v, t in zip(vectors, like, strict=True))
+
+    def terms(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        """Σ a·b over each point (b shared), and the sum of the terms' squares."""
+        total = squares = torch.zeros((), dtype=torch.float64)
+        for a, b in pairs:
+            a64 = a.reshape(a.shape[0], -1).to(torch.float64) if a.ndim else a
+            b64 = b.reshape(-1).to(torch.float64)
+            total = total + a64 @ b64
+            squares = squares + a64.square() @ b64.square()
+        return total, squares
+
+    values = tuple(chunk[n] for n in names)
+    if command == "vjp":
+        w = draw(xs_shapes)
+        v = [directions[n] for n in output_names]
+        value, value_squares = terms(list(zip(products, w, strict=True)))
+
+        def reference_at(*point: torch.Tensor) -> tuple:
+            g = _calling(problem, names, point)
+            xs = tuple(problem.inputs[n] if n not in names else point[names.index(n)] for n in wrt)
+            _, j_w = torch.func.jvp(g, xs, cast(w, xs))
+            return j_w
+
+        references = torch.func.vmap(reference_at)(*values)
+        reference, reference_squares = terms(list(zip(references, v, strict=True)))
+    elif command == "jvp":
+        u = draw([problem.output_shapes[n] for n in output_names])
+        t = [directions[n] for n in wrt]
+        value, value_squares = terms(list(zip(products, u, strict=True)))
+
+        def reference_at(*point: torch.Tensor) -> tuple:
+            g = _calling(problem, names, point)
+            xs = tuple(problem.inputs[n] if n not in names else point[names.index(n)] for n in wrt)
+            ys, pull = torch.func.vjp(g, *xs)
+            return pull(cast(u, ys))
+
+        references = torch.func.vmap(reference_at)(*values)
+        reference, reference_squares = terms(list(zip(references, t, strict=True)))
+    else:  # hvp, hessian: the scalar's second derivative, reverse over reverse
+        z, w = draw(xs_shapes), draw(xs_shapes)
+        u = draw([problem.output_shapes[n] for n in output_names])
+        if command == "hvp":
+            value, value_squares = terms(list(zip(products, z, strict=True)))
+            ws = [directions[n] for n in wrt]
+        else:
+            value = value_squares = torch.zeros((), dtype=torch.float64)
+            for i, by_a in enumerate(products):
+                for a, by_b in enumerate(by_a):
+                    for b, h in enumerate(by_b):
+                        outer = torch.einsum(
+                            "i,j,k->ijk", u[i].reshape(-1), z[a].reshape(-1), w[b].reshape(-1)
+                        )
+                        pair_value, pair_squares = terms([(h, outer)])
+                        value, value_squares = value + pair_value, value_squares + pair_squares
+            ws = w
+
+        def reference_at(*point: torch.Tensor) -> tuple:
+            g = _calling(problem, names, point)
+            xs = tuple(problem.inputs[n] if n not in names else point[names.index(n)] for n in wrt)
+            argnums = tuple(range(len(wrt)))
+
+            def scalar(*arguments: torch.Tensor) -> torch.Tensor:
+                ys = g(*arguments)
+                if command == "hvp":
+                    return ys[0].reshape(())
+                return sum((y * c.to(y.dtype)).sum() for y, c in zip(ys, u, strict=True))
+
+            def along(*arguments: torch.Tensor) -> torch.Tensor:
+                gradient = torch.func.grad(scalar, argnums=argnums)(*arguments)
+                return sum((d * c.to(d.dtype)).sum() for d, c in zip(gradient, ws, strict=True))
+
+            return torch.func.grad(along, argnums=argnums)(*xs)
+
+        references = torch.func.vmap(reference_at)(*values)
+        reference, reference_squares = terms(list(zip(references, z, strict=True)))
+    tolerance = guard_rtol(problem.torch_dtype) * (value_squares + reference_squares).sqrt()
+    finite = value.isfinite() & reference.isfinite()
+    agree = torch.where(
+        finite,
+        (value - reference).abs() <= tolerance,
+        (value.isnan() & reference.isnan()) | (value == reference),
+    )
+    if not bool(agree.all()):
+        k = int((~agree).nonzero()[0])
+        raise ComputationError(
+            f"at point {first_index + k} its {command} differs from an independent product "
+            f"({float(value[k]):.6g} against {float(reference[k]):.6g})"
+        )
 
 
 def _kernel(

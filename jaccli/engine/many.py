@@ -278,27 +278,14 @@ def _probe_every_point(
     """Refuse the chunk unless each point's J agrees with one vmapped reverse pass: uᵀJ read
     off J against the VJP with cotangent u, input by input and column by column (NOTE [many
     points])."""
-    names, wrt = list(chunk), problem.wrt
-    output_names = list(problem.output_shapes)
+    wrt, output_names = problem.wrt, list(problem.output_shapes)
     generator = torch.Generator().manual_seed(GUARD_SEED)
     us = [
         torch.randn(problem.output_shapes[n], generator=generator, dtype=torch.float64)
         for n in output_names
     ]
 
-    def reverse(*values: torch.Tensor) -> tuple:
-        inputs = {**problem.inputs, **dict(zip(names, values, strict=True))}
-
-        def g(*ws: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            called = call_function(
-                problem.function, {**inputs, **dict(zip(wrt, ws, strict=True))}, vectorized=True
-            )
-            return tuple(called[n] for n in output_names)
-
-        ys, pull = torch.func.vjp(g, *(inputs[w] for w in wrt))
-        return pull(tuple(u.to(y.dtype) for u, y in zip(us, ys, strict=True)))
-
-    references = torch.func.vmap(reverse)(*(chunk[n] for n in names))
+    references = _reverse_vjps(problem, chunk, us)
     size = next(iter(chunk.values())).shape[0]
     rtol = guard_rtol(problem.torch_dtype)
     for a, w in enumerate(wrt):
@@ -340,6 +327,42 @@ def _calling(
         return tuple(called[n] for n in output_names)
 
     return g
+
+
+def _reverse_vjps(
+    problem: Problem, chunk: Mapping[str, torch.Tensor], us: list[torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """uᵀJ at every point of the chunk, for each `wrt` input (a leading point axis): one plain
+    reverse pass through the vmapped function, each point with its own copy of every `wrt`
+    input, so the points' gradients stay apart. Plain autograd, not torch.func's reverse mode,
+    which would import torch._dynamo (about 1 s) into a run whose kernel is forward mode."""
+    size = next(iter(chunk.values())).shape[0]
+    leaves = {
+        w: (chunk[w] if w in chunk else problem.inputs[w].expand(size, *problem.inputs[w].shape))
+        .detach()
+        .clone()
+        .requires_grad_()
+        for w in problem.wrt
+    }
+    batched = {**chunk, **leaves}
+    names, output_names = list(batched), list(problem.output_shapes)
+
+    def forward(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        inputs = {**problem.inputs, **dict(zip(names, values, strict=True))}
+        called = call_function(problem.function, inputs, vectorized=True)
+        return tuple(called[n] for n in output_names)
+
+    with torch.enable_grad():
+        ys = torch.func.vmap(forward)(*batched.values())
+        differentiable = [(y, u) for y, u in zip(ys, us, strict=True) if y.requires_grad]
+        if not differentiable:
+            return tuple(torch.zeros_like(leaf) for leaf in leaves.values())
+        total = sum((y * u.to(y.dtype)).sum() for y, u in differentiable)  # see vector_jacobian
+        gradients = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+    return tuple(
+        torch.zeros_like(leaf) if g is None else g
+        for g, leaf in zip(gradients, leaves.values(), strict=True)
+    )
 
 
 def _probe_every_product(
@@ -393,13 +416,7 @@ def _probe_every_product(
         t = [directions[n] for n in wrt]
         value, value_squares = terms(list(zip(products, u, strict=True)))
 
-        def reference_at(*point: torch.Tensor) -> tuple:
-            g = _calling(problem, names, point)
-            xs = tuple(problem.inputs[n] if n not in names else point[names.index(n)] for n in wrt)
-            ys, pull = torch.func.vjp(g, *xs)
-            return pull(cast(u, ys))
-
-        references = torch.func.vmap(reference_at)(*values)
+        references = _reverse_vjps(problem, chunk, u)
         reference, reference_squares = terms(list(zip(references, t, strict=True)))
     else:  # hvp, hessian: the scalar's second derivative, reverse over reverse
         z, w = draw(xs_shapes), draw(xs_shapes)

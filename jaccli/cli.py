@@ -23,7 +23,7 @@ from jaccli import spec
 from jaccli.errors import ExitCode, Interrupt, JaccliError, UsageError
 from jaccli.functions import PRESETS, resolve
 from jaccli.functions.presets import square_jacobian
-from jaccli.output import emit_json, emit_rich, report_error, write
+from jaccli.output import emit_json, emit_rich, report_error, silence_stdout, write
 from jaccli.overview import COMMANDS, DESCRIPTION, VERSION_HELP
 from jaccli.spec import ArrayData
 
@@ -186,8 +186,11 @@ def _interrupted(error: BaseException) -> bool:
 def _error_boundary(command: str, as_json: bool, show_traceback: bool) -> Iterator[None]:
     try:
         yield
-    except (typer.Exit, KeyboardInterrupt, BrokenPipeError):
+    except (typer.Exit, KeyboardInterrupt):
         raise
+    except BrokenPipeError:  # the reader has what it wanted (`| head -1`): end quietly
+        silence_stdout()
+        raise typer.Exit(ExitCode.OK) from None
     except Exception as error:
         if Interrupt.seen or _interrupted(error):
             raise KeyboardInterrupt from None
@@ -536,8 +539,7 @@ def _problem(
     batch_axes = [spec.parse_batch_axis_option(text) for text in batch_axis]
     shape_options = [spec.parse_shape_option(text) for text in shape or ()]
     value_options = [spec.parse_value_option(text, value_limit) for text in value or ()]
-    value_options += list(values)
-    given_names = [name or "x" for name, _ in (*shape_options, *value_options)]
+    given_names = [name or "x" for name, _ in (*shape_options, *value_options, *values)]
     function = resolve(fn, expr, given_names)
     dtype_name = spec.parse_dtype(dtype)
     from jaccli.engine import prepare
@@ -548,6 +550,7 @@ def _problem(
         function,
         shape_options=shape_options,
         value_options=value_options,
+        point_options=values,
         wrt=wrt or (),
         seed=seed,
         dtype=dtype_name,
@@ -974,6 +977,7 @@ def _jacobian_command(
                 written=(out_path, force),
                 single_point_only=[
                     (view not in (None, "full"), "--view"),
+                    (picture_view is not None, f"--view {picture_view}"),
                     (text_format is not None, "--format"),
                     (batched, "--batched"),
                     (check, "--check (use jaccli check --points)"),

@@ -18,10 +18,16 @@ import numpy as np
 import typer
 from rich.console import RenderableType
 
-from jaccli.errors import ExitCode, JaccliError, UsageError
+from jaccli.errors import ComputationError, ExitCode, JaccliError, UsageError
 from jaccli.output import emit_json, emit_rich, report_error, write
 from jaccli.points import STREAM, Batch, PointError, PointStream, load_points, parse_points_option
-from jaccli.spec import ArrayData, Direction, format_shape
+from jaccli.spec import (
+    ArrayData,
+    Direction,
+    format_shape,
+    require_in_range,
+    rounds_in_float32,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -109,29 +115,29 @@ def run_at_points(
     if streams:
         (name,) = streams
         batches = PointStream(name, size_limit).batches()
-        first = next(batches, None)
-        if first is None:
-            raise UsageError(f"--points {name}=@-: no point on stdin")
-        _, first_point = first[0]
-        if isinstance(first_point, PointError):
-            raise first_point.error
-        problem = build([(name, first_point)])
+        failed_first, problem, rest = _first_stream_problem(name, batches, build, request)
+        if problem is None:
+            _stream_lines(command, iter(failed_first), printing.document, request.keep_going)
+            return
         _require_inputs(problem, names)
         engine = _Engine(problem, command, budget, request, direction, single)
-        outcomes = _streamed(engine, name, _chained(first, batches))
+        outcomes = _chain(iter(failed_first), _streamed(engine, name, rest))
     else:
         loaded = {name: load_points(name, source, size_limit) for name, source in sources}
         counts = {name: data.shape[0] for name, data in loaded.items()}
         if len(set(counts.values())) > 1:
             listed = ", ".join(f"{name} {count}" for name, count in counts.items())
             raise UsageError(f"--points give different numbers of points: {listed}")
-        problem = build(
-            [(name, ArrayData(data.shape[1:], data.values[0])) for name, data in loaded.items()]
-        )
+        failed_first, problem = _first_file_problem(loaded, build, request)
+        if problem is None:
+            _stream_lines(command, iter(failed_first), printing.document, request.keep_going)
+            return
         _require_inputs(problem, names)
+        problem = _checked_points(problem, loaded)
         engine = _Engine(problem, command, budget, request, direction, single)
-        tensors = {name: engine.tensor(name, data.values) for name, data in loaded.items()}
-        outcomes = engine.run(tensors, 0)
+        start = len(failed_first)
+        tensors = {name: engine.tensor(name, data.values[start:]) for name, data in loaded.items()}
+        outcomes = _chain(iter(failed_first), engine.run(tensors, start))
     from jaccli.render.progress import progress_bar
 
     total = None if streams else counts[names[0]]
@@ -182,7 +188,90 @@ def _collected(outcomes: Iterator[PointOutcome], kept: int, budget: int | None) 
     return results
 
 
-def _chained(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
+def _chain(first: Iterator[PointOutcome], rest: Iterator[PointOutcome]) -> Iterator[PointOutcome]:
+    yield from first
+    yield from rest
+
+
+def _first_stream_problem(
+    name: str,
+    batches: Iterator[Batch],
+    build: Callable[[Sequence[tuple[str, ArrayData]]], Problem],
+    request: PointsRequest,
+) -> tuple[list[PointOutcome], Problem | None, Iterator[Batch]]:
+    """The problem at the first point that can be read and built, the failed points before it
+    (under --keep-going; else the first failure is the run's error), and the points from it on."""
+    from jaccli.engine.many import PointOutcome
+
+    failed: list[PointOutcome] = []
+    for batch in batches:
+        for position, (index, _, point) in enumerate(batch):
+            try:
+                if isinstance(point, PointError):
+                    raise point.error
+                problem = build([(name, point)])
+            except JaccliError as error:
+                if not request.keep_going or not _of_the_point(error, point):
+                    raise
+                failed.append(PointOutcome(index, None, error))
+                continue
+            return failed, problem, _chain_batches(batch[position:], batches)
+    if not failed:
+        raise UsageError(f"--points {name}=@-: no point on stdin")
+    return failed, None, iter(())
+
+
+def _first_file_problem(
+    loaded: dict[str, ArrayData],
+    build: Callable[[Sequence[tuple[str, ArrayData]]], Problem],
+    request: PointsRequest,
+) -> tuple[list[PointOutcome], Problem | None]:
+    """The problem at the first point it can be built at, and the failed points before it
+    (under --keep-going; else the first failure is the run's error)."""
+    from jaccli.engine.many import PointOutcome
+
+    failed: list[PointOutcome] = []
+    count = next(iter(loaded.values())).shape[0]
+    for index in range(count):
+        try:
+            problem = build(
+                [
+                    (name, ArrayData(data.shape[1:], data.values[index]))
+                    for name, data in loaded.items()
+                ]
+            )
+        except JaccliError as error:
+            if not request.keep_going or not _of_the_point(error, None):
+                raise
+            failed.append(PointOutcome(index, None, error))
+            continue
+        return failed, problem
+    return failed, None
+
+
+def _checked_points(problem: Problem, loaded: dict[str, ArrayData]) -> Problem:
+    """Refuse points a float32 run would turn into ±Infinity; the problem with a warning for
+    each float64 file of points it rounds (as --value has)."""
+    from dataclasses import replace
+
+    from jaccli.engine.problem import rounding_note
+
+    notes = []
+    for name, data in loaded.items():
+        require_in_range(f"--points {name!r}", data, problem.dtype)
+        if data.from_file and rounds_in_float32(data, problem.dtype):
+            notes.append(rounding_note(name))
+    return replace(problem, notes=(*problem.notes, *notes)) if notes else problem
+
+
+def _of_the_point(error: JaccliError, point: ArrayData | PointError | None) -> bool:
+    """Whether an error building the problem belongs to the point, so --keep-going may pass it:
+    a point that could not be read, or the function failing there; not a bad option, which
+    every point would meet."""
+    return isinstance(point, PointError) or isinstance(error, ComputationError)
+
+
+def _chain_batches(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
     yield first
     yield from rest
 
@@ -257,21 +346,27 @@ def _streamed(engine: _Engine, name: str, batches: Iterator[Batch]) -> Iterator[
     from jaccli.engine.many import PointOutcome
 
     expected = tuple(engine.problem.inputs[name].shape)
+    dtype = engine.problem.dtype
     for batch in batches:
         pending: list[tuple[int, ArrayData]] = []
-        for index, point in batch:
+        for index, line, point in batch:
             error: JaccliError | None = None
             if isinstance(point, PointError):
                 error = point.error
             elif point.shape != expected:
                 error = UsageError(
-                    f"--points {name}=@- line {index + 1}: a point of shape "
+                    f"--points {name}=@- line {line}: a point of shape "
                     f"{format_shape(point.shape)}; the first had {format_shape(expected)}",
                     code="bad_point",
                 )
             else:
-                pending.append((index, point))
-                continue
+                try:
+                    require_in_range(f"--points {name}=@- line {line}", point, dtype)
+                except UsageError as refused:
+                    error = refused
+                else:
+                    pending.append((index, point))
+                    continue
             yield from _pending(engine, name, pending)
             pending = []
             yield PointOutcome(index, None, error)

@@ -5,6 +5,8 @@ Used by the CLI only; renderers build the texts, this puts them on the streams.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import Any
 
@@ -28,6 +30,15 @@ def write(stream: Any, text: str) -> None:
         text = ascii_text(text).encode(encoding, errors="replace").decode(encoding)
     stream.write(text)
     stream.flush()
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader has gone, so that nothing more written to it,
+    nor the interpreter's last flush, fails again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def report_error(command: str, code: str, message: str, as_json: bool) -> None:

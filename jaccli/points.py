@@ -31,8 +31,9 @@ class PointError:
     error: UsageError
 
 
-Batch = list[tuple[int, ArrayData | PointError]]
-"""Points by index, in order, each the values of one point or why it could not be read."""
+Batch = list[tuple[int, int, ArrayData | PointError]]
+"""Points by index, in order, each with its line number and the values of the point or why it
+could not be read."""
 
 
 def parse_points_option(text: str) -> tuple[str, str]:
@@ -101,7 +102,10 @@ def _stacked(name: str, reference: str, points: list[ArrayData]) -> ArrayData:
 
 
 class PointStream:
-    """Points from JSON Lines on stdin, one a line, in batches of the lines already waiting."""
+    """Points from JSON Lines on stdin, one a line, in batches of the lines already waiting.
+
+    Lines are numbered as a text editor does, blank ones (keep-alives) included; a line past
+    --max-value-size stands as its point's error, and the stream goes on at the next line."""
 
     def __init__(self, name: str, size_limit: int, max_batch: int = 4096) -> None:
         self.name = name
@@ -112,7 +116,10 @@ class PointStream:
         except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no descriptor
             self._fd = None
         self._pending = b""
+        self._skipping = False
+        """Whether the bytes up to the next newline belong to a line already refused as long."""
         self._ended = False
+        self._line_number = 0
         self._next_index = 0
 
     def batches(self) -> Iterator[Batch]:
@@ -122,37 +129,43 @@ class PointStream:
             if not lines:
                 return
             batch: Batch = []
-            for line in lines:
+            for number, line in lines:
                 index, self._next_index = self._next_index, self._next_index + 1
-                what = f"--points {self.name}=@- line {index + 1}"
+                what = f"--points {self.name}=@- line {number}"
                 try:
+                    if line is None:
+                        raise UsageError(
+                            f"{what}: longer than --max-value-size ({self.size_limit} bytes)"
+                        )
                     text = line.decode("utf-8")
-                    batch.append((index, _point(text, what, self.size_limit)))
+                    batch.append((index, number, _point(text, what, self.size_limit)))
                 except UnicodeDecodeError:
-                    batch.append((index, PointError(index, UsageError(f"{what}: not UTF-8"))))
+                    error = UsageError(f"{what}: not UTF-8")
+                    batch.append((index, number, PointError(index, error)))
                 except UsageError as error:
-                    batch.append((index, PointError(index, error)))
+                    batch.append((index, number, PointError(index, error)))
             yield batch
 
-    def _lines(self) -> list[bytes]:
-        """The complete, non-blank lines waiting, blocking until there is one; more that are
-        already readable join them, up to max_batch. Empty when stdin has ended."""
+    def _lines(self) -> list[tuple[int, bytes | None]]:
+        """The complete, non-blank lines waiting (None for one too long), blocking until there is
+        one; more that are already readable join them, up to max_batch. Empty when stdin has
+        ended."""
         if self._fd is None:  # a stdin without a descriptor (embedded): a line at a time
             return self._line_by_line()
-        while not self._ended and b"\n" not in self._pending:
-            self._read()
-        lines = self._complete()
-        while not self._ended and len(lines) < self.max_batch and self._readable(0):
+        lines: list[tuple[int, bytes | None]] = []
+        while not lines and not self._ended:  # blank lines alone: wait for more
             self._read()
             lines += self._complete()
-        if self._ended and self._pending.strip():
-            lines.append(self._pending)
-            self._pending = b""
-        if not lines and not self._ended:
-            return self._lines()  # only blank lines so far
+            while not self._ended and len(lines) < self.max_batch and self._readable(0):
+                self._read()
+                lines += self._complete()
+        if self._ended and (self._pending.strip() or self._skipping):
+            self._line_number += 1
+            lines.append((self._line_number, None if self._skipping else self._pending))
+            self._pending, self._skipping = b"", False
         return lines
 
-    def _line_by_line(self) -> list[bytes]:
+    def _line_by_line(self) -> list[tuple[int, bytes | None]]:
         stream = getattr(sys.stdin, "buffer", sys.stdin)
         while True:
             line = stream.readline(self.size_limit + 1)
@@ -160,21 +173,33 @@ class PointStream:
                 return []
             if isinstance(line, str):
                 line = line.encode("utf-8")
+            self._line_number += 1
             if len(line) > self.size_limit:
-                raise UsageError(
-                    f"--points {self.name}=@-: a line longer than --max-value-size "
-                    f"({self.size_limit} bytes)"
-                )
+                while line and not line.endswith(b"\n"):  # the rest of the long line
+                    line = stream.readline(self.size_limit + 1)
+                return [(self._line_number, None)]
             if line.strip():
-                return [line.rstrip(b"\n")]
+                return [(self._line_number, line.rstrip(b"\n"))]
 
-    def _complete(self) -> list[bytes]:
-        """Take the complete lines off the pending bytes."""
-        complete, newline, rest = self._pending.rpartition(b"\n")
-        if not newline:
-            return []
-        self._pending = rest
-        return [line for line in complete.split(b"\n") if line.strip()]
+    def _complete(self) -> list[tuple[int, bytes | None]]:
+        """Take the complete lines off the pending bytes, numbered; a partial line past the size
+        limit is refused at once and its bytes dropped as they come."""
+        lines: list[tuple[int, bytes | None]] = []
+        *complete, self._pending = self._pending.split(b"\n")
+        for line in complete:
+            self._line_number += 1
+            if self._skipping:
+                self._skipping = False
+                lines.append((self._line_number, None))
+            elif len(line) > self.size_limit:
+                lines.append((self._line_number, None))
+            elif line.strip():
+                lines.append((self._line_number, line))
+        if len(self._pending) > self.size_limit:
+            self._pending, self._skipping = b"", True
+        elif self._skipping:
+            self._pending = b""
+        return lines
 
     def _readable(self, timeout: float | None) -> bool:
         ready, _, _ = select.select([self._fd], [], [], timeout)
@@ -185,9 +210,4 @@ class PointStream:
         chunk = os.read(self._fd, READ_BYTES)
         if not chunk:
             self._ended = True
-        elif len(self._pending) + len(chunk) > self.size_limit:
-            raise UsageError(
-                f"--points {self.name}=@-: a line longer than --max-value-size "
-                f"({self.size_limit} bytes)"
-            )
         self._pending += chunk

@@ -45,6 +45,34 @@ class ArrayData:
         return self.values.dtype.kind in "iu"
 
 
+def require_in_range(what: str, data: ArrayData, dtype: str) -> None:
+    """Refuse finite numbers that a float32 run would turn into ±Infinity (1e308)."""
+    import numpy as np
+
+    if dtype != "float32" or data.values.dtype.kind != "f" or data.values.dtype.itemsize <= 4:
+        return
+    largest = float(np.finfo(np.float32).max)
+    with np.errstate(over="ignore"):
+        beyond = np.isinf(data.values.astype(np.float32)) & np.isfinite(data.values)
+    if beyond.any():
+        example = float(data.values[beyond].flat[0])
+        raise UsageError(
+            f"{what}: {example:.6g} is past float32's range (±{largest:.4g}) and would become "
+            "Infinity; add --dtype float64",
+            code="bad_value",
+        )
+
+
+def rounds_in_float32(data: ArrayData, dtype: str) -> bool:
+    """Whether a float32 run rounds these float64 numbers."""
+    import numpy as np
+
+    if dtype != "float32" or data.values.dtype != np.float64:
+        return False
+    rounded = data.values.astype(np.float32).astype(np.float64)
+    return not np.array_equal(rounded, data.values, equal_nan=True)
+
+
 Direction = Literal["ones", "randn"] | ArrayData | dict[str, ArrayData]
 """A vector a product is taken with: the cotangent v of vᵀ·J (in the outputs' shapes), the
 tangent of J·v or the vector of H·v (in the inputs' shapes)."""

@@ -1,9 +1,12 @@
-"""Fuzzing the parsers, the expression compiler and the loaders with generated input.
+"""Fuzzing the parsers, the expression compiler, the loaders, output names in every text format
+and the lines of a point stream with generated input.
 
 Every property is the same promise: a hostile input gives a result or a UsageError (exit 2) /
 ResourceError (exit 3) / ComputationError (exit 1), never another exception, a hang, or an
 allocation past the limits. JACCLI_FUZZ_EXAMPLES raises the number of cases (default 400 per
 property, a few thousand in all); every input that ever broke one is kept as an @example.
+Output names must stay text in every format (no live markup, no control character), and every
+non-blank stream line must give its point or its error, numbered as an editor numbers it.
 """
 
 from __future__ import annotations
@@ -224,3 +227,126 @@ def test_the_fuzzed_file_kinds_round_trip_when_valid(tmp_path) -> None:
     np.save(buffer, np.arange(6.0).reshape(2, 3))
     path.write_bytes(buffer.getvalue())
     np.testing.assert_array_equal(load_array(str(path), LIMIT).values, np.arange(6.0).reshape(2, 3))
+
+
+# Output names: markup of every format jaccli writes, control and invisible characters.
+NAME_PIECES = [
+    "<script>", "</b>", "[x](javascript:alert(1))", "[bold]", "[/]", "$", "$x^2$", "\\input{a}",
+    "\\", "{", "}", "%", "&", "#", "_", "^", "~", "*", "`", "|", "=", "+", "-", "@", "!", ":",
+    "\x1b[2J", "\n", "\r", "\t", "\x00", "\u200b", "\u202e", "\ufeff", "\u2028", "\xa0", "é", "∂",
+]  # fmt: skip
+names = st.lists(st.one_of(st.sampled_from(NAME_PIECES), st.text("ab", min_size=1, max_size=2)),
+                 min_size=1, max_size=5).map("".join)  # fmt: skip
+LATEX_COMMANDS = {
+    "frac", "partial", "mathit", "left", "right", "begin", "end", "textbackslash", "texttt",
+    "cdots", "vdots", "ddots", "times", "ensuremath", "theta", "phi", "cdot", "top", "Sigma",
+    "surd", "operatorname", "det", "log", "lvert", "rvert", "setcounter",
+}  # fmt: skip
+MARKDOWN_TAGS = {"p", "strong", "code", "h3", "table", "thead", "tbody", "tr", "th", "td"}
+
+
+def _named_result(name: str):
+    """J of one output called `name` (sin of a 2-vector), or None when the name is refused."""
+    from jaccli.engine import run_jacobian
+    from jaccli.functions.model import Function, InputSpec
+
+    function = Function("named", "y = sin(x)", (InputSpec("x", (2,)),), lambda x: {name: x.sin()})
+    try:
+        return run_jacobian(prepare(function, dtype="float64"))
+    except ComputationError as error:
+        assert "names need letters without dots, spaces or control characters" in error.message
+        return None
+
+
+def _controls(text: str) -> set[str]:
+    return {c for c in text if not c.isprintable() and c != "\n"}
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 4, 20))
+@given(names)
+@example("<script>alert(1)</script>")
+@example("[x](javascript:alert(1))")
+@example("=HYPERLINK(1)")
+@example("$\\input{a}$")
+def test_output_names_are_text_in_every_format(tmp_path_factory, name: str) -> None:
+    import csv
+    import re
+
+    from markdown_it import MarkdownIt
+    from rich.console import Console
+
+    from jaccli.render.files import result_arrays, write_out
+    from jaccli.render.labels import visible
+    from jaccli.render.tables import Layout, jacobian_renderable
+    from jaccli.render.text_formats import formatted
+
+    result = _named_result(name)
+    if result is None:
+        return
+    markdown = formatted(result, "markdown", 4, False)
+    html = MarkdownIt("commonmark").enable("table").render(markdown)
+    assert set(re.findall(r"<(\w+)", html)) <= MARKDOWN_TAGS, html
+    latex = formatted(result, "latex", 4, False)
+    for text in (markdown, latex):
+        assert not _controls(text)
+    for line in latex.splitlines():
+        if line.startswith("%"):
+            continue
+        plain = re.sub(r"\\textbackslash\{\}|\\[{}$&#_%]|\\[\^~]\{\}", "", line)
+        assert "%" not in plain and "$" not in plain, line
+        assert set(re.findall(r"\\([A-Za-z]+)", plain)) <= LATEX_COMMANDS, line
+        assert plain.count("{") == plain.count("}"), line
+    path = tmp_path_factory.mktemp("csv") / "j.csv"
+    write_out(path, result_arrays(result)[:1])
+    rows = list(csv.reader(path.open(encoding="utf-8", newline="")))
+    labels = rows[0][1:] + [row[0] for row in rows[1:]]
+    shown = [f"{visible(name)}[{i}]" for i in (0, 1)]
+    assert [label.removeprefix("'") for label in labels[2:]] == shown
+    assert not any(lab.startswith(("=", "+", "-", "@", "\t", "\r")) for lab in labels)
+    console = Console(width=200, color_system=None, legacy_windows=False)
+    with console.capture() as captured:
+        console.print(jacobian_renderable(result, Layout(width=200, color=False)))
+    terminal = captured.get()
+    assert not _controls(terminal) and f"{name}[0]" in terminal
+
+
+# Stream lines: points, blank keep-alives, garbage, wrong shapes, bytes that are not UTF-8,
+# lines past --max-value-size; each non-blank line is one point, numbered as an editor does.
+stream_lines = st.lists(
+    st.one_of(
+        st.lists(st.floats(-1e6, 1e6), min_size=2, max_size=2).map(
+            lambda v: json.dumps(v).encode()),
+        st.sampled_from([b"", b"  ", b"\r", b"[1,", b"[1, 2, 3]", b"nan", b"\xff\xfe", b"[[1]]",
+                         b"{}", b"[1e999, 1]", b"[" + b"1, " * 400 + b"1]"]),
+        st.binary(max_size=30).filter(lambda b: b"\n" not in b),
+    ),
+    max_size=40,
+)  # fmt: skip
+
+
+@FUZZ
+@given(stream_lines, st.booleans())
+@example([b""] * 3000 + [b"[1, 2]"], True)
+def test_stream_lines_each_give_a_point_or_its_error(monkeypatch, lines, final_newline) -> None:
+    from jaccli.points import PointError, PointStream
+
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    if len(data) >= 60_000:
+        return  # past what a pipe buffers without a reader
+    read, write = os.pipe()
+    with os.fdopen(write, "wb") as writer, os.fdopen(read, "rb") as reader:
+        monkeypatch.setattr("sys.stdin", reader)
+        writer.write(data)
+        writer.close()
+        items = [item for batch in PointStream("x", 1000).batches() for item in batch]
+    expected = [(number, line) for number, line in enumerate(data.split(b"\n"), start=1)
+                if line.strip()]  # fmt: skip
+    assert [line for _, line, _ in items] == [number for number, _ in expected]
+    assert [index for index, _, _ in items] == list(range(len(expected)))
+    for (_, number, point), (_, line) in zip(items, expected, strict=True):
+        if isinstance(point, PointError):
+            assert isinstance(point.error, UsageError)
+            assert f"line {number}" in point.error.message
+        else:
+            assert len(line) <= 1000
+            np.testing.assert_array_equal(point.values, np.array(json.loads(line), dtype=float))

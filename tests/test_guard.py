@@ -96,3 +96,30 @@ def test_batched_blocks_of_a_function_that_is_not_separable_are_refused() -> Non
         compute_batched(problem)
     honest = prepare(PRESETS["sigmoid"], shape_options=[("x", (5,))], dtype="float64")
     assert compute_batched(honest).guard.passed is True
+
+
+@pytest.mark.parametrize("size", [1e-30, 1e30, 3e37])
+def test_the_probe_works_in_j_s_own_units_near_float32_s_limits(size: float) -> None:
+    # uᵀJ in float32 would overflow (3e37·n) or lose digits to subnormals (1e-30·u): the probe
+    # scales u by a power of two, so a right J passes and a J 10 % off still fails
+    w = torch.randn(6, 5, generator=torch.Generator().manual_seed(2)) * size
+    x = torch.randn(5)
+    assert probe_jacobians(lambda v: w @ v, [x], (6,), [w.clone()], "rev").passed is True
+    wrong = w.clone()
+    wrong[:, 2] *= 1.1
+    assert probe_jacobians(lambda v: w @ v, [x], (6,), [wrong], "rev").passed is False
+
+
+def test_correct_jacobians_near_float32_s_limits_pass_the_guard(jaccli) -> None:
+    # polar at r = 3e38: J's entries are near float32's largest; x·1e-45: J is the smallest
+    # subnormal times I
+    run = jaccli("jacobian", "--fn", "polar", "--value", "x=[3e38, 1]", "--json")
+    assert run.exit_code == 0, run.stderr
+    j = np.array(run.json()["jacobian"]["y"]["x"]["values"], dtype=np.float64)
+    r, theta = np.float64(np.float32(3e38)), 1.0
+    expected = [[np.cos(theta), -r * np.sin(theta)], [np.sin(theta), r * np.cos(theta)]]
+    np.testing.assert_allclose(j, expected, rtol=1e-6)
+    run = jaccli("jacobian", "--expr", "x*1e-45", "--shape", "3", "--json")
+    assert run.exit_code == 0, run.stderr
+    j = np.array(run.json()["jacobian"]["y"]["x"]["values"], dtype=np.float32)
+    np.testing.assert_array_equal(j, np.eye(3, dtype=np.float32) * np.float32(1e-45))

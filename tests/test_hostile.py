@@ -387,3 +387,71 @@ def test_an_output_named_by_a_terminal_escape_is_refused(jaccli) -> None:
                  "--view", "heatmap")  # fmt: skip
     assert run.exit_code == 1
     assert "control characters" in run.stderr and "\x1b" not in run.stderr + run.stdout
+
+
+HOSTILE_NAMES = "tests/fixtures/hostile_names.py"
+MARKUP_NAMES = [
+    "<script>alert(1)</script>",
+    "[x](javascript:alert(1))",
+    "$\\input{/etc/passwd}$",
+    "[bold]y[/bold]",
+]
+
+
+def test_names_with_markup_print_as_written_and_mean_nothing(jaccli) -> None:
+    from markdown_it import MarkdownIt
+
+    fn = f"{HOSTILE_NAMES}:markup_named"
+    markdown = jaccli("jacobian", "--fn", fn, "--shape", "2", "--format", "markdown")
+    assert markdown.exit_code == 0, markdown.stderr
+    html = MarkdownIt("commonmark").enable("table").render(markdown.stdout)
+    assert "<script>" not in html and "<a " not in html  # no live HTML, no link
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;[0]" in html
+    assert "[x](javascript:alert(1))[1]" in html and "$\\input{/etc/passwd}$[0]" in html
+    latex = jaccli("jacobian", "--fn", fn, "--shape", "2", "--format", "latex")
+    assert latex.exit_code == 0, latex.stderr
+    source = [line for line in latex.stdout.splitlines() if not line.startswith("%")]
+    assert "\\mathit{\\$\\textbackslash{}input\\{/etc/passwd\\}\\$}" in "\n".join(source)
+    assert not any("\\input" in line.replace("\\textbackslash{}input", "") for line in source)
+    table = jaccli("jacobian", "--fn", fn, "--shape", "2")
+    assert table.exit_code == 0, table.stderr
+    for name in MARKUP_NAMES:  # Rich markup stays text
+        assert f"{name}[0]" in table.stdout
+
+
+def test_an_fn_attribute_that_is_not_a_python_name_is_refused(jaccli) -> None:
+    # the file answers any attribute (a module __getattr__): a newline would have left
+    # \input live in LaTeX and an escape sequence would have reached the terminal
+    for attribute in ["f\n\\input{/etc/passwd}", "f\x1b[2J", "[bold]f"]:
+        run = jaccli("jacobian", "--fn", f"{HOSTILE_NAMES}:{attribute}", "--shape", "2",
+                     "--format", "latex")  # fmt: skip
+        assert run.exit_code == 2, run.stderr
+        assert f"{attribute!r} is not a Python name" in run.stderr
+        assert "\x1b" not in run.stderr and run.stdout == ""
+
+
+def test_csv_labels_a_spreadsheet_would_run_are_quoted(jaccli, tmp_path) -> None:
+    import csv
+
+    out = tmp_path / "j.csv"
+    run = jaccli("jacobian", "--fn", f"{HOSTILE_NAMES}:formula_named", "--shape", "2",
+                 "--out", str(out))  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    rows = list(csv.reader(out.open(encoding="utf-8")))
+    labels = [row[0] for row in rows[1:]]
+    assert labels == [f'\'=HYPERLINK("http://evil","x")[{i}]' for i in range(2)]
+    cells = [cell for row in rows for cell in row]
+    assert not any(c.startswith(("=", "+", "@")) for c in cells)
+    numbers = [float(c) for row in rows[1:] for c in row[1:]]  # a leading minus is a number
+    assert len(numbers) == 4 and numbers[1] == numbers[2] == 0
+
+
+def test_names_in_picture_files_are_drawn_as_written(jaccli, tmp_path) -> None:
+    # mathtext would read $…$ (and fail on \input); markup is text in the SVG
+    path = tmp_path / "j.svg"
+    run = jaccli("jacobian", "--fn", f"{HOSTILE_NAMES}:markup_named", "--shape", "2",
+                 "--out", str(path))  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    svg = path.read_text(encoding="utf-8")
+    assert "<!-- $\\input{/etc/passwd}$ -->" in svg and "<script" not in svg
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;, [x](javascript:alert(1))" in svg

@@ -396,3 +396,81 @@ def test_an_output_that_ignores_many_inputs_gets_one_warning(jaccli, tmp_path) -
         "jacobian: warning: output out0 does not depend on 11 inputs (a1, a2, a3, a4, …): "
         "their Jacobians are zero"
     )
+
+
+def _special_picture():
+    """expsum's 2×6 J replaced by one holding 0, ±Infinity, NaN and finite entries of both
+    signs, as a heat map picture."""
+    from dataclasses import replace
+
+    from jaccli.engine import prepare, run_jacobian
+    from jaccli.engine.structure import picture_of
+    from jaccli.functions import PRESETS
+
+    result = run_jacobian(prepare(PRESETS["expsum"], shape_options=[(None, (2, 3))]))
+    j = np.array([[[0.0, np.inf, 1.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [-np.inf, np.nan, -1]]])
+    return picture_of(replace(result, jacobians={"y": {"x": j}}), "heatmap", 48, 60)
+
+
+@needs_matplotlib
+def test_png_draws_infinities_and_nan_apart_from_zero_with_a_legend(tmp_path) -> None:
+    from matplotlib.image import imread
+
+    from jaccli.render.image import AXES_BOX, draw_picture
+    from jaccli.render.picture import NAN_RGB, NEGATIVE_INFINITY_RGB, POSITIVE_INFINITY_RGB
+
+    path = tmp_path / "j.png"
+    draw_picture(_special_picture(), path, "png")
+    pixels = imread(path)
+    height, width = pixels.shape[:2]
+    left, bottom, box_width, box_height = AXES_BOX
+
+    def cell(row: int, column: int) -> np.ndarray:
+        x = (left + box_width * (column + 0.5) / 6) * width
+        y = (1 - bottom - box_height + box_height * (row + 0.5) / 2) * height
+        return np.round(pixels[int(y), int(x), :3] * 255)
+
+    assert tuple(cell(0, 0)) == (0x6B, 0x6B, 0x6B)  # exact 0: grey
+    assert tuple(cell(0, 1)) == POSITIVE_INFINITY_RGB
+    assert tuple(cell(1, 3)) == NEGATIVE_INFINITY_RGB
+    assert tuple(cell(1, 4)) == NAN_RGB
+    assert cell(0, 2)[0] > cell(0, 2)[2] and cell(1, 5)[2] > cell(1, 5)[0]  # +1 red, −1 blue
+    svg = tmp_path / "j.svg"
+    draw_picture(_special_picture(), svg, "svg")
+    legend = svg.read_text()
+    assert all(f"<!-- {label} -->" in legend for label in ("exactly 0", "+Infinity", "NaN"))
+
+
+def test_terminal_legends_name_infinities_and_nan_and_a_j_without_a_scale() -> None:
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from jaccli.render.picture import picture_renderable
+    from jaccli.render.tables import Layout
+
+    def drawn(picture, color: bool) -> str:
+        console = Console(width=80, color_system=None)  # the legend's words, not its colours
+        with console.capture() as captured:
+            console.print(picture_renderable(picture, Layout(width=80, color=color)))
+        return captured.get()
+
+    picture = _special_picture()
+    assert "∞" in drawn(picture, False)  # no OverflowError
+    assert "· exactly 0, ∞ ±Infinity, ? NaN (no sign)" in drawn(picture, False)
+    assert "exactly 0  █ +Infinity  █ -Infinity  █ NaN" in drawn(picture, True)
+    nan = replace(picture, values=np.full_like(picture.values, np.nan), scale=0.0)
+    assert "quarters of 0" not in drawn(nan, False)
+    assert "|J| has no finite non-zero entry, · exactly 0, ? NaN" in drawn(nan, False)
+    assert "no finite non-zero entry   █ exactly 0  █ NaN" in drawn(nan, True)
+
+
+def test_no_color_heat_map_with_infinity_and_det_of_a_nan_j(jaccli) -> None:
+    run = jaccli("jacobian", "--expr", "x.exp()", "--value", "x=[1000, 0]", "--view", "heatmap")
+    assert run.exit_code == 0, run.stderr
+    assert "∞" in run.stdout and "∞ ±Infinity" in run.stdout
+    det = jaccli("det", "--expr", "(x - 5).sqrt()", "--value", "x=[1, 2]", "--json")
+    assert det.exit_code == 0, det.stderr
+    assert det.json()["det"]["sign"]["values"] == "NaN"  # unknown, not 0 (singular)
+    table = jaccli("det", "--expr", "(x - 5).sqrt()", "--value", "x=[1, 2]")
+    assert " sign         nan " in table.stdout

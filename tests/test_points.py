@@ -221,6 +221,9 @@ def test_ctrl_c_in_a_stream_exits_130_with_every_line_whole() -> None:
         (["--points", "x=@-", "--plan"], "--plan with --points NAME=@- would read the stream"),
         (["--device", "cuda:7"], "--device 'cuda:7' is not available here (available: cpu"),
         (["--points", "x=@p.npy", "--view", "rows"], "--view works at one point"),
+        (["--points", "x=@p.npy", "--view", "heatmap"], "--view heatmap works at one point"),
+        (["--points", "x=@p.npy", "--view", "sparsity"], "--view sparsity works at one point"),
+        (["--points", "y=@p.npy"], "--points 'y': polar has no input 'y' (inputs: x)"),
     ],
 )
 def test_bad_points_options_exit_2(jaccli, tmp_path, monkeypatch, args, message) -> None:
@@ -295,3 +298,142 @@ def test_a_points_file_that_cannot_be_read_is_named_as_points(jaccli, source, me
     run = jaccli("jacobian", "--fn", "polar", "--points", f"x=@{source}")
     assert run.exit_code == 2
     assert message in run.stderr
+
+
+def test_a_stream_survives_keep_alives_long_lines_and_a_reader_that_leaves(jaccli) -> None:
+    # 3,000 blank keep-alive lines once ended in RecursionError; line numbers count them; a line
+    # past --max-value-size is that point's error, after the point already answered
+    long = "[" + "1, " * 200 + "1]"
+    lines = "\n" * 3000 + f"[1, 0.5]\n{long}\n\n[2, 0.1]\n[1, 2, 3]\n"
+    going = _stream(lines, "--keep-going", "--max-value-size", "300")
+    assert going.returncode == 1, going.stderr
+    answers = [json.loads(line) for line in going.stdout.splitlines()]
+    assert [a["point"] for a in answers] == [0, 1, 2, 3]
+    assert "jacobian" in answers[0] and "jacobian" in answers[2]
+    assert answers[1]["error"]["message"].endswith("line 3002: longer than --max-value-size "
+                                                   "(300 bytes)")  # fmt: skip
+    assert "line 3005: a point of shape 3" in answers[3]["error"]["message"]
+    stopped = jaccli("jacobian", "--fn", "polar", "--points", "x=@-", "--jsonl",
+                     "--max-value-size", "300", input=f"[1, 0.5]\n{long}\n[3, 0.2]\n")  # fmt: skip
+    assert stopped.exit_code == 2 and len(stopped.stdout.splitlines()) == 2
+    # `--jsonl | head -1` ends quietly with 0, like `--json | head`
+    command = [*jaccli_command(), "jacobian", "--fn", "polar", "--points", "x=@-", "--jsonl"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:  # fmt: skip
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(b"[1, 0.5]\n" * 1000)  # answers far past what a pipe buffers
+        process.stdin.close()
+        process.stdout.readline()
+        process.stdout.close()
+        assert process.stderr is not None and process.stderr.read() == b""
+        assert process.wait(timeout=120) == 0
+
+
+RAISES_WHEN_NEGATIVE = """
+def f(x):
+    if float(x[0]) < 0:
+        raise ValueError("negative")
+    return x.sin()
+"""
+
+
+@pytest.mark.parametrize("source", ["@-", "@points.jsonl"])
+def test_keep_going_passes_a_first_point_that_cannot_be_read_or_computed(
+    jaccli, tmp_path, monkeypatch, source
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f.py").write_text(RAISES_WHEN_NEGATIVE)
+    lines = "\n[1,\n[-1, 2]\n[3, 4]\n"
+    (tmp_path / "points.jsonl").write_text(lines.replace("[1,\n", ""))
+    run = jaccli("jacobian", "--fn", "f.py:f", "--points", f"x={source}", "--jsonl",
+                 "--keep-going", input=lines)  # fmt: skip
+    assert run.exit_code == 1, run.stderr
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    errors = {a["point"]: a["error"]["message"] for a in answers if "error" in a}
+    if source == "@-":
+        assert [a["point"] for a in answers] == [0, 1, 2]
+        assert errors[0].startswith("--points x=@- line 2 '[1,' is not a JSON array")
+        assert errors[1] == "f raised ValueError: negative (at f.py:4)"
+    else:
+        assert [a["point"] for a in answers] == [0, 1]
+        assert errors[0] == "f raised ValueError: negative (at f.py:4)"
+    j = values_of(answers[-1]["jacobian"]["y"]["x"])
+    np.testing.assert_allclose(j, np.diag(np.cos([3.0, 4.0])), rtol=1e-6)
+    # a bad option is not a point's failure: it stops at once
+    run = jaccli("jacobian", "--fn", "f.py:g", "--points", f"x={source}", "--jsonl",
+                 "--keep-going", input=lines)  # fmt: skip
+    assert run.exit_code == 2 and run.stdout == ""
+
+
+SQRT_WHERE_POSITIVE = """
+import torch
+
+
+def f(x):
+    return torch.where(x > 0, x.sqrt(), torch.zeros_like(x))
+"""
+
+
+def test_every_point_of_a_chunk_is_verified_not_only_its_ends(jaccli, tmp_path) -> None:
+    # at x < 0, vmap's forward mode gives 0 where the single-point reverse engine gives NaN
+    # (0 · ∂sqrt): the points in the middle of the chunk were printed with forward mode's J
+    (tmp_path / "w.py").write_text(SQRT_WHERE_POSITIVE)
+    fn = f"{tmp_path / 'w.py'}:f"
+    points = [[1.0, 2.0], [-1.0, 2.0], [-1.0, 3.0], [3.0, 4.0]]
+    source = _save(tmp_path, "p.npy", np.array(points))
+    run = jaccli("jacobian", "--fn", fn, "--points", f"x=@{source}", "--json")
+    assert run.exit_code == 0, run.stderr
+    stacked = values_of(run.json()["jacobian"]["y"]["x"])
+    for k, point in enumerate(points):
+        alone = jaccli("jacobian", "--fn", fn, "--value", f"x={json.dumps(point)}", "--json")
+        np.testing.assert_array_equal(stacked[k], values_of(alone.json()["jacobian"]["y"]["x"]))
+    assert np.isnan(stacked[1]).any() and "point by point" in run.stderr
+
+
+def _wrong_at_point_1(value):
+    """The kernel's products with 1 added at point 1 (the middle of a 3-point chunk)."""
+    if isinstance(value, tuple):
+        return tuple(_wrong_at_point_1(v) for v in value)
+    wrong = value.clone()
+    wrong[1] += 1
+    return wrong
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jacobian", "--fn", "polar"],
+        ["vjp", "--fn", "polar"],
+        ["jvp", "--fn", "polar"],
+        ["hvp", "--expr", "(x.sin() * x).sum()"],
+        ["hessian", "--fn", "polar"],
+    ],
+)
+def test_a_wrong_product_in_the_middle_of_a_chunk_is_caught(jaccli, tmp_path, monkeypatch, args):
+    import torch
+
+    real_vmap = torch.func.vmap
+
+    def vmap(f, *options, **named):
+        mapped = real_vmap(f, *options, **named)
+        if f.__name__ != "at":  # the command's kernel; the probes' own passes stay right
+            return mapped
+        return lambda *values: (lambda out: (out[0], _wrong_at_point_1(out[1])))(mapped(*values))
+
+    points = [[1.0, 0.5], [2.0, 0.3], [3.0, 0.2]]
+    source = _save(tmp_path, "p.npy", np.array(points))
+    monkeypatch.setattr(torch.func, "vmap", vmap)
+    run = jaccli(*args, "--points", f"x=@{source}", "--dtype", "float64", "--json")
+    monkeypatch.undo()
+    assert run.exit_code == 0, run.stderr
+    assert "at point 1" in run.stderr and "computed point by point instead" in run.stderr
+    alone = jaccli(*args, "--value", "x=[2, 0.3]", "--dtype", "float64", "--json").json()
+    stacked, single = run.json()[args[0]], alone[args[0]]
+
+    def leaves(tree):
+        if "values" in tree:
+            return [np.array(tree["values"], dtype=float)]
+        return [leaf for child in tree.values() for leaf in leaves(child)]
+
+    for many_values, one in zip(leaves(stacked), leaves(single), strict=True):
+        np.testing.assert_allclose(many_values[1], one, rtol=1e-12)

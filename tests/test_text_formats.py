@@ -10,13 +10,18 @@ import numpy as np
 import pytest
 
 
+def _unescaped(cell: str) -> str:
+    """A cell as Markdown shows it: backslash escapes of punctuation undone."""
+    return re.sub(r"\\([!-/:-@[-`{-~])", r"\1", cell)
+
+
 def _markdown_tables(text: str) -> list[list[list[str]]]:
     """Every GitHub table in the text, as rows of cells (the separator row dropped)."""
     tables: list[list[list[str]]] = []
     current: list[list[str]] = []
     for line in text.splitlines():
         if line.startswith("|"):
-            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            cells = [_unescaped(c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]]
             if not all(re.fullmatch(r"-+:?", c) for c in cells):
                 current.append(cells)
         elif current:

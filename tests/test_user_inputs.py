@@ -84,6 +84,40 @@ def test_a_float64_file_in_a_float32_run_is_rounded_with_a_warning(jaccli, tmp_p
     assert kept.json()["inputs"]["x"]["values"] == [0.1, 2.0] and kept.json()["warnings"] == []
 
 
+def test_a_float64_points_file_in_a_float32_run_is_rounded_with_a_warning(jaccli, tmp_path) -> None:
+    fine = tmp_path / "fine.npy"
+    np.save(fine, np.array([[0.5, 2.0], [0.1, 2.0]]))  # only the second point rounds
+    run = jaccli("jacobian", "--fn", "sigmoid", "--points", f"x=@{fine}", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert "warning: input x: the file's float64 values were rounded to float32" in run.stderr
+    kept = jaccli("jacobian", "--fn", "sigmoid", "--points", f"x=@{fine}", "--dtype", "float64")
+    assert kept.exit_code == 0 and "warning" not in kept.stderr
+
+
+@pytest.mark.parametrize("source", ["json", "npy", "points"])
+def test_numbers_past_float32_s_range_are_refused_not_made_infinite(
+    jaccli, tmp_path, source
+) -> None:
+    values = np.array([1e308, 1.0])
+    np.save(tmp_path / "big.npy", values)
+    np.save(tmp_path / "points.npy", np.stack([[1.0, 1.0], values]))
+    option = {
+        "json": ["--value", "x=[1e308, 1]"],
+        "npy": ["--value", f"x=@{tmp_path / 'big.npy'}"],
+        "points": ["--points", f"x=@{tmp_path / 'points.npy'}"],
+    }[source]
+    run = jaccli("jacobian", "--expr", "x / 2", *option)
+    assert run.exit_code == 2, run.stderr
+    what = "--points 'x'" if source == "points" else "--value 'x'"
+    assert run.stderr == (
+        f"jacobian: {what}: 1e+308 is past float32's range (±3.403e+38) and would become "
+        "Infinity; add --dtype float64\n"
+    )
+    wide = jaccli("jacobian", "--expr", "x / 2", *option, "--dtype", "float64", "--json")
+    assert wide.exit_code == 0, wide.stderr
+    assert "Infinity" not in wide.stdout
+
+
 @pytest.mark.parametrize(
     ("expression", "value"),
     [("(x + 100000).sum()", "[0.5, -1.0, 2.0]"), ("x * relu(x)", "[0.0, 1.5, -2.0]")],

@@ -80,6 +80,8 @@ def determinant(
     (B, d, d)), and whether it is singular to the precision of `working` (NOTE [a singular J])."""
     square = matrices.detach().to(torch.float64)
     sign, logabsdet = torch.linalg.slogdet(square)
+    # slogdet gives sign 0 for a J with NaN in it, as for a singular one: the sign is unknown
+    sign = torch.where(logabsdet.isnan(), torch.nan, sign)
     with np.errstate(over="ignore", under="ignore"):
         det = sign.numpy() * np.exp(logabsdet.numpy())
     condition, singular = _conditioning(square, torch.finfo(working).eps)

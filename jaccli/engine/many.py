@@ -5,10 +5,18 @@ Each command has a kernel: its result at one point, written with torch.func's tr
 or jacrev for J, vjp, jvp, jacfwd(jacrev) for H, jvp of grad for H·v), so that `vmap` runs it
 for a whole chunk of points at once. Forward mode is preferred for J while the per-point J has
 no more inputs than outputs, or few, because torch.func's reverse mode imports torch._dynamo
-(about 1 s) the first time in a process. The correctness guard checks a sample of points (the
-first and last of each chunk) against the single-point engine, itself guarded; a kernel that
-vmap cannot run, or that disagrees, gives way to a loop of the single-point engine, with a note.
-Each point's result is the same result object a single-point run gives.
+(about 1 s) the first time in a process. The correctness guard checks the first and last point
+of each chunk against the single-point engine, itself guarded, and every point of a J (jacobian,
+det) against one vmapped reverse pass: uᵀJ for a random u, read off each point's J, must equal
+the VJP column by column, within the single-point guard's tolerance (NOTE [the correctness
+guard]), with NaN and ±Infinity in the same columns, so a point where vmap's forward mode and
+the single-point engine's reverse mode part ways (NaN placement, a branch's derivative) is
+caught wherever it lies in the chunk; the cost is one vectorized reverse pass a chunk. The
+products are probed the same way at every point, each by another mode than its kernel's: (vᵀJ)·w
+against vᵀ(J w) by forward mode, u·(J t) against (uᵀJ)·t by reverse mode, and wᵀ(H v) or zᵀH w
+against reverse-over-reverse. A kernel
+that vmap cannot run, or that disagrees, gives way to a loop of the single-point engine, with a
+note. Each point's result is the same result object a single-point run gives.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from jaccli.engine.hessian import symmetry_error
 from jaccli.engine.jacobian import vectorized_start_up_paid
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE
+from jaccli.engine.trust import GUARD_SEED, guard_rtol
 from jaccli.errors import ComputationError, JaccliError, ResourceError
 from jaccli.result import (
     Determinant,
@@ -224,6 +233,10 @@ def _vectorized_chunk(
 
     outputs, products = torch.func.vmap(at)(*(chunk[n] for n in names))
     size = next(iter(chunk.values())).shape[0]
+    if command in ("jacobian", "det"):
+        _probe_every_point(problem, chunk, products, first_index)
+    else:
+        _probe_every_product(problem, command, chunk, products, directions or {}, first_index)
     sampled = sorted({0, size - 1})
     references = {
         k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled
@@ -241,7 +254,8 @@ def _vectorized_chunk(
     indices = ", ".join(str(first_index + k) for k in sampled)
     guard = Guard(
         method_name(problem, command),
-        f"the guarded single-point engine at points {indices} of this chunk (largest difference)",
+        f"the guarded single-point engine at points {indices} of this chunk (largest difference)"
+        + ", and an independent product at every point",
         largest,
         0.0,
         tolerance,
@@ -254,6 +268,207 @@ def _vectorized_chunk(
         )
         for k in range(size)
     ]
+
+
+def _probe_every_point(
+    problem: Problem,
+    chunk: Mapping[str, torch.Tensor],
+    jacobians: tuple,
+    first_index: int,
+) -> None:
+    """Refuse the chunk unless each point's J agrees with one vmapped reverse pass: uᵀJ read
+    off J against the VJP with cotangent u, input by input and column by column (NOTE [many
+    points])."""
+    wrt, output_names = problem.wrt, list(problem.output_shapes)
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+    us = [
+        torch.randn(problem.output_shapes[n], generator=generator, dtype=torch.float64)
+        for n in output_names
+    ]
+
+    references = _reverse_vjps(problem, chunk, us)
+    size = next(iter(chunk.values())).shape[0]
+    rtol = guard_rtol(problem.torch_dtype)
+    for a, w in enumerate(wrt):
+        value = torch.zeros(size, problem.inputs[w].numel(), dtype=torch.float64)
+        squares = torch.zeros_like(value)
+        for i, u in enumerate(us):
+            j = jacobians[i][a].detach().reshape(size, u.numel(), -1).to(torch.float64)
+            u_flat = u.reshape(-1)
+            value += torch.einsum("i,kij->kj", u_flat, j)
+            squares += torch.einsum("i,kij->kj", u_flat.square(), j.square())
+        reference = references[a].detach().reshape(size, -1).to(torch.float64)
+        tolerance = rtol * (squares + reference.square()).sqrt()
+        finite = value.isfinite() & reference.isfinite()
+        agree = torch.where(
+            finite,
+            (value - reference).abs() <= tolerance,
+            (value.isnan() & reference.isnan()) | (value == reference),
+        )
+        if not bool(agree.all()):
+            k, column = (int(i) for i in (~agree).nonzero()[0])
+            raise ComputationError(
+                f"at point {first_index + k} uᵀJ of {w} read off J differs from a reverse pass "
+                f"at column {column} ({float(value[k, column]):.6g} against "
+                f"{float(reference[k, column]):.6g})"
+            )
+
+
+def _calling(
+    problem: Problem, names: list[str], values: tuple[torch.Tensor, ...]
+) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """f at one point of the chunk, as a function of the `wrt` inputs: its outputs in order."""
+    inputs = {**problem.inputs, **dict(zip(names, values, strict=True))}
+    output_names = list(problem.output_shapes)
+
+    def g(*ws: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        called = call_function(
+            problem.function, {**inputs, **dict(zip(problem.wrt, ws, strict=True))}, vectorized=True
+        )
+        return tuple(called[n] for n in output_names)
+
+    return g
+
+
+def _reverse_vjps(
+    problem: Problem, chunk: Mapping[str, torch.Tensor], us: list[torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """uᵀJ at every point of the chunk, for each `wrt` input (a leading point axis): one plain
+    reverse pass through the vmapped function, each point with its own copy of every `wrt`
+    input, so the points' gradients stay apart. Plain autograd, not torch.func's reverse mode,
+    which would import torch._dynamo (about 1 s) into a run whose kernel is forward mode."""
+    size = next(iter(chunk.values())).shape[0]
+    leaves = {
+        w: (chunk[w] if w in chunk else problem.inputs[w].expand(size, *problem.inputs[w].shape))
+        .detach()
+        .clone()
+        .requires_grad_()
+        for w in problem.wrt
+    }
+    batched = {**chunk, **leaves}
+    names, output_names = list(batched), list(problem.output_shapes)
+
+    def forward(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        inputs = {**problem.inputs, **dict(zip(names, values, strict=True))}
+        called = call_function(problem.function, inputs, vectorized=True)
+        return tuple(called[n] for n in output_names)
+
+    with torch.enable_grad():
+        ys = torch.func.vmap(forward)(*batched.values())
+        differentiable = [(y, u) for y, u in zip(ys, us, strict=True) if y.requires_grad]
+        if not differentiable:
+            return tuple(torch.zeros_like(leaf) for leaf in leaves.values())
+        total = sum((y * u.to(y.dtype)).sum() for y, u in differentiable)  # see vector_jacobian
+        gradients = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+    return tuple(
+        torch.zeros_like(leaf) if g is None else g
+        for g, leaf in zip(gradients, leaves.values(), strict=True)
+    )
+
+
+def _probe_every_product(
+    problem: Problem,
+    command: str,
+    chunk: Mapping[str, torch.Tensor],
+    products: tuple,
+    directions: Mapping[str, torch.Tensor],
+    first_index: int,
+) -> None:
+    """Refuse the chunk unless each point's product agrees with an independent one: for vᵀJ,
+    (vᵀJ)·w against vᵀ(J w) by forward mode; for J·t, u·(J t) against (uᵀJ)·t by reverse mode;
+    for H·v and H, wᵀ(H v) and zᵀH w against reverse-over-reverse (NOTE [many points])."""
+    names, wrt = list(chunk), problem.wrt
+    output_names = list(problem.output_shapes)
+    xs_shapes = [tuple(problem.inputs[w].shape) for w in wrt]
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+
+    def draw(shapes: list) -> list[torch.Tensor]:
+        return [torch.randn(sh, generator=generator, dtype=torch.float64) for sh in shapes]
+
+    def cast(vectors: list[torch.Tensor], like: tuple) -> tuple:
+        return tuple(v.to(t.dtype) for v, t in zip(vectors, like, strict=True))
+
+    def terms(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        """Σ a·b over each point (b shared), and the sum of the terms' squares."""
+        total = squares = torch.zeros((), dtype=torch.float64)
+        for a, b in pairs:
+            a64 = a.reshape(a.shape[0], -1).to(torch.float64) if a.ndim else a
+            b64 = b.reshape(-1).to(torch.float64)
+            total = total + a64 @ b64
+            squares = squares + a64.square() @ b64.square()
+        return total, squares
+
+    values = tuple(chunk[n] for n in names)
+    if command == "vjp":
+        w = draw(xs_shapes)
+        v = [directions[n] for n in output_names]
+        value, value_squares = terms(list(zip(products, w, strict=True)))
+
+        def reference_at(*point: torch.Tensor) -> tuple:
+            g = _calling(problem, names, point)
+            xs = tuple(problem.inputs[n] if n not in names else point[names.index(n)] for n in wrt)
+            _, j_w = torch.func.jvp(g, xs, cast(w, xs))
+            return j_w
+
+        references = torch.func.vmap(reference_at)(*values)
+        reference, reference_squares = terms(list(zip(references, v, strict=True)))
+    elif command == "jvp":
+        u = draw([problem.output_shapes[n] for n in output_names])
+        t = [directions[n] for n in wrt]
+        value, value_squares = terms(list(zip(products, u, strict=True)))
+
+        references = _reverse_vjps(problem, chunk, u)
+        reference, reference_squares = terms(list(zip(references, t, strict=True)))
+    else:  # hvp, hessian: the scalar's second derivative, reverse over reverse
+        z, w = draw(xs_shapes), draw(xs_shapes)
+        u = draw([problem.output_shapes[n] for n in output_names])
+        if command == "hvp":
+            value, value_squares = terms(list(zip(products, z, strict=True)))
+            ws = [directions[n] for n in wrt]
+        else:
+            value = value_squares = torch.zeros((), dtype=torch.float64)
+            for i, by_a in enumerate(products):
+                for a, by_b in enumerate(by_a):
+                    for b, h in enumerate(by_b):
+                        outer = torch.einsum(
+                            "i,j,k->ijk", u[i].reshape(-1), z[a].reshape(-1), w[b].reshape(-1)
+                        )
+                        pair_value, pair_squares = terms([(h, outer)])
+                        value, value_squares = value + pair_value, value_squares + pair_squares
+            ws = w
+
+        def reference_at(*point: torch.Tensor) -> tuple:
+            g = _calling(problem, names, point)
+            xs = tuple(problem.inputs[n] if n not in names else point[names.index(n)] for n in wrt)
+            argnums = tuple(range(len(wrt)))
+
+            def scalar(*arguments: torch.Tensor) -> torch.Tensor:
+                ys = g(*arguments)
+                if command == "hvp":
+                    return ys[0].reshape(())
+                return sum((y * c.to(y.dtype)).sum() for y, c in zip(ys, u, strict=True))
+
+            def along(*arguments: torch.Tensor) -> torch.Tensor:
+                gradient = torch.func.grad(scalar, argnums=argnums)(*arguments)
+                return sum((d * c.to(d.dtype)).sum() for d, c in zip(gradient, ws, strict=True))
+
+            return torch.func.grad(along, argnums=argnums)(*xs)
+
+        references = torch.func.vmap(reference_at)(*values)
+        reference, reference_squares = terms(list(zip(references, z, strict=True)))
+    tolerance = guard_rtol(problem.torch_dtype) * (value_squares + reference_squares).sqrt()
+    finite = value.isfinite() & reference.isfinite()
+    agree = torch.where(
+        finite,
+        (value - reference).abs() <= tolerance,
+        (value.isnan() & reference.isnan()) | (value == reference),
+    )
+    if not bool(agree.all()):
+        k = int((~agree).nonzero()[0])
+        raise ComputationError(
+            f"at point {first_index + k} its {command} differs from an independent product "
+            f"({float(value[k]):.6g} against {float(reference[k]):.6g})"
+        )
 
 
 def _kernel(

@@ -14,7 +14,7 @@ from jaccli.engine.guard import require_within_budget
 from jaccli.engine.separable import declared_axes, verify_declared
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import AxisPair, Function, ShapeUnknown
-from jaccli.spec import ArrayData, Shape, format_shape
+from jaccli.spec import ArrayData, Shape, format_shape, require_in_range, rounds_in_float32
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 RESIDENT_MULTIPLE = 3
@@ -244,20 +244,21 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def rounding_note(name: str) -> str:
+    """The warning for a float64 file whose values a float32 run rounds."""
+    return (
+        f"input {name}: the file's float64 values were rounded to float32; "
+        "add --dtype float64 to keep every digit"
+    )
+
+
 def _rounding_notes(values: dict[str, ArrayData], dtype: str) -> tuple[str, ...]:
     """A warning for each float64 file whose values a float32 run rounds."""
-    import numpy as np
-
-    notes = []
-    for name, data in values.items():
-        if dtype == "float32" and data.from_file and data.values.dtype == np.float64:
-            rounded = data.values.astype(np.float32).astype(np.float64)
-            if not np.array_equal(rounded, data.values, equal_nan=True):
-                notes.append(
-                    f"input {name}: the file's float64 values were rounded to float32; "
-                    "add --dtype float64 to keep every digit"
-                )
-    return tuple(notes)
+    return tuple(
+        rounding_note(name)
+        for name, data in values.items()
+        if data.from_file and rounds_in_float32(data, dtype)
+    )
 
 
 def meta_output_shapes(
@@ -313,6 +314,7 @@ def prepare(
     *,
     shape_options: Sequence[tuple[str | None, Shape]] = (),
     value_options: Sequence[tuple[str | None, ArrayData]] = (),
+    point_options: Sequence[tuple[str, ArrayData]] = (),
     wrt: Sequence[str] = (),
     seed: int = 0,
     dtype: str = "float32",
@@ -325,12 +327,21 @@ def prepare(
 
     Shapes are checked and the output shapes found before any input is allocated, and the
     inputs and outputs must fit the memory budget, so a huge shape is refused in milliseconds.
+    `point_options`: the inputs' values at one of --points (checked by the caller).
     With `shapes_only` (for --plan), inputs stay on the meta device, holding no values, and a
     function without a shape rule runs on meta tensors (never on real data) to tell its output
     shapes. With `output`, the function keeps that one of its outputs (--output NAME).
     """
     shapes_given: dict[str, Shape] = _assign(function, shape_options, "--shape")  # type: ignore[assignment]
     values: dict[str, ArrayData] = _assign(function, value_options, "--value")  # type: ignore[assignment]
+    at_point: dict[str, ArrayData] = _assign(function, point_options, "--points")  # type: ignore[assignment]
+    for name in at_point:
+        if name in values:
+            raise UsageError(f"input {name!r} has both --value and --points; give one")
+    for option, given in (("--value", values), ("--points", at_point)):
+        for name, data in given.items():
+            require_in_range(f"{option} {name!r}", data, dtype)
+    values = {**values, **at_point}
     shapes = resolve_shapes(function, shapes_given, values)
     integer_files = [
         n

@@ -18,6 +18,14 @@ nonzero on a random subset of rows only, so the read stays within PROBED_ENTRIES
 method that cannot see the function (forward mode blind to autograd inside it, a vmap batching
 rule gone wrong) is wrong on every row it computes, and is caught on any of them.
 u and v come from a generator of their own, so the seeded inputs and cotangents are unchanged.
+
+# NOTE [the probe at the edges of the float range]
+A J far from 1 is probed in its own units: u is multiplied by a power of two (exact) that brings
+the largest |J| probed near 1, within float32's normal range, so the reverse pass's float32 uᵀJ
+neither overflows (polar at r = 3e38: entries near float32's largest) nor falls into subnormals,
+and uᵀ(J v) is read off J in float64. Numbers that are subnormal carry an absolute rounding of
+about the smallest subnormal on each operation, which no relative tolerance covers (x·1e-45):
+the tolerance adds that many multiples of it (GUARD_RTOL / eps) for every term of the probe.
 """
 
 from __future__ import annotations
@@ -106,19 +114,76 @@ def probe_jacobians(
         u_full[rows] = u_rows
     vs = [torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in primals]
     matrices = [as_matrix(j, n_out, rows) for j in jacobians]
-    value = bilinear(matrices, u_rows, vs)
+    unit = _probe_unit(matrices)  # NOTE [the probe at the edges of the float range]
+    u_rows, u_full = u_rows * unit, u_full * unit
+    value = bilinear(matrices, u_rows, vs) if unit == 1.0 else _value64(matrices, u_rows, vs)
     reference_name = "(uᵀJ)·v by one reverse pass"
     try:
         reference, reference_scale = _reference(f, primals, u_full.reshape(tuple(y_shape)), vs)
     except Exception as error:  # the reference itself failed: say so rather than guess
         why = f"the reverse pass failed ({first_line(error)[:160]})"
-        return Guard(method, reference_name, value, math.nan, math.nan, None, _count(rows), (), why)
+        return Guard(
+            method, reference_name, value / unit, math.nan, math.nan, None, _count(rows), (), why
+        )
     dtype = jacobians[0].dtype if jacobians else torch.float64
-    tolerance, passed = _verdict(value, reference, reference_scale, dtype)
+    floor = _subnormal_allowance(dtype, u_rows, vs)
+    tolerance, passed = _verdict(value, reference, reference_scale, dtype, floor)
     if not passed:  # cancellation in uᵀJ can hide rounding: weigh it by J's own terms
         scale = max(reference_scale, squared_terms(matrices, u_rows, vs))
-        tolerance, passed = _verdict(value, reference, scale, dtype)
-    return Guard(method, reference_name, value, reference, tolerance, passed, _count(rows))
+        tolerance, passed = _verdict(value, reference, scale, dtype, floor)
+    return Guard(
+        method,
+        reference_name,
+        value / unit,
+        reference / unit,
+        tolerance / unit,
+        passed,
+        _count(rows),
+    )
+
+
+UNIT_RANGE = 2.0**20
+"""A J whose largest |entry| lies within a factor of this of 1 is probed as it is."""
+UNIT_LIMIT = 2.0**60
+"""u is scaled by at most this (either way): u stays a normal float32."""
+
+
+def _probe_unit(matrices: Sequence[torch.Tensor]) -> float:
+    """The power of two u is multiplied by so that the largest finite |J| probed is near 1."""
+    largest = 0.0
+    for matrix in matrices:
+        if matrix.numel():
+            finite = matrix.detach().abs().nan_to_num(nan=0.0, posinf=0.0)
+            largest = max(largest, float(finite.max()))
+    if largest == 0.0 or 1 / UNIT_RANGE <= largest <= UNIT_RANGE:
+        return 1.0
+    return min(UNIT_LIMIT, max(1 / UNIT_LIMIT, 2.0 ** -math.frexp(largest)[1]))
+
+
+def _value64(
+    matrices: Sequence[torch.Tensor], u: torch.Tensor, vs: Sequence[torch.Tensor]
+) -> float:
+    """uᵀ(J v) in float64, reading J a bounded number of rows at a time."""
+    value = 0.0
+    for matrix, v in zip(matrices, vs, strict=True):
+        step = max(1, ROW_CHUNK_ENTRIES // max(matrix.shape[1], 1))
+        for start in range(0, matrix.shape[0], step):
+            rows = matrix[start : start + step].to(torch.float64)
+            value += float(u[start : start + step] @ (rows @ v))
+    return value
+
+
+def _subnormal_allowance(dtype: torch.dtype, u: torch.Tensor, vs: Sequence[torch.Tensor]) -> float:
+    """What subnormal rounding may move the probe by: GUARD_RTOL / eps smallest subnormals
+    (float32's at least, as in guard_rtol) on each entry of J, errors of random sign adding up
+    like a random walk over the terms u_i J_ij v_j."""
+    if not dtype.is_floating_point:
+        return 0.0
+    finfo32 = torch.finfo(torch.float32)
+    ratio = GUARD_RTOL / finfo32.eps
+    smallest = max(torch.finfo(dtype).tiny, finfo32.tiny) * finfo32.eps  # 2⁻¹⁴⁹ for float32
+    v_norm = math.sqrt(sum(float(v.square().sum()) for v in vs))
+    return ratio * smallest * float(u.norm()) * v_norm
 
 
 def _reference(
@@ -140,11 +205,11 @@ def _reference(
 
 
 def _verdict(
-    value: float, reference: float, squared_scale: float, dtype: torch.dtype
+    value: float, reference: float, squared_scale: float, dtype: torch.dtype, floor: float = 0.0
 ) -> tuple[float, bool]:
-    """The tolerance for two probes whose terms' squares add up to `squared_scale`, and whether
-    they agree within it."""
-    tolerance = guard_rtol(dtype) * math.sqrt(squared_scale)
+    """The tolerance for two probes whose terms' squares add up to `squared_scale` (plus
+    `floor`, an absolute allowance), and whether they agree within it."""
+    tolerance = guard_rtol(dtype) * math.sqrt(squared_scale) + floor
     if math.isfinite(value) and math.isfinite(reference):
         return tolerance, abs(value - reference) <= tolerance
     # inf or NaN in the result: the probe can only tell that both sides have them

@@ -67,6 +67,12 @@ def load_callable(reference: str, given_names: Sequence[str] = ()) -> Function:
             f"--fn {reference!r}: expected path/to/file.py:func or package.module:func",
             code="bad_function",
         )
+    if not attribute.isidentifier():
+        raise UsageError(
+            f"--fn {reference!r}: {attribute!r} is not a Python name; expected "
+            "path/to/file.py:func or package.module:func",
+            code="bad_function",
+        )
     is_file = looks_like_file(target)
     module = _load_file(target) if is_file else _import_module(target, attribute)
     source = getattr(module, "__file__", None) if is_file else None

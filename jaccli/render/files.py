@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from jaccli.errors import ComputationError, UsageError
-from jaccli.render.labels import index_label
+from jaccli.render.labels import index_label, visible
 from jaccli.render.numbers import json_values
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, Result, VjpResult
 
@@ -233,11 +233,22 @@ def _write_csv(path: Path, arrays: list[OutArray]) -> None:
     matrix = out.array.reshape(int(np.prod(row_shape, dtype=np.int64)), -1)
     with open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(
-            ["", *(index_label(out.column_name, column_shape, j) for j in range(matrix.shape[1]))]
-        )
+        columns = (index_label(out.column_name, column_shape, j) for j in range(matrix.shape[1]))
+        writer.writerow(["", *map(_csv_label, columns)])
         for i, row in enumerate(matrix):  # a row at a time: the text of J is never held whole
-            writer.writerow([index_label(out.row_name, row_shape, i), *json_values(row)])  # type: ignore[misc]
+            label = _csv_label(index_label(out.row_name, row_shape, i))
+            writer.writerow([label, *json_values(row)])  # type: ignore[misc]
+
+
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet reads a cell starting with one of these as a formula (OWASP: CSV injection)."""
+
+
+def _csv_label(label: str) -> str:
+    """A label a spreadsheet shows as text: a leading formula character gets a `'` before it
+    (OWASP's advice), control and invisible characters are spelt out."""
+    label = visible(label)
+    return f"'{label}" if label.startswith(CSV_FORMULA_STARTS) else label
 
 
 _WRITERS = {

@@ -12,6 +12,13 @@ from typing import Any
 import numpy as np
 
 from jaccli.errors import UsageError
+from jaccli.render.labels import visible
+from jaccli.render.picture import (
+    NAN_RGB,
+    NEGATIVE_INFINITY_RGB,
+    POSITIVE_INFINITY_RGB,
+    ZERO_RGB,
+)
 from jaccli.result import Picture
 
 IMAGE_CELLS = 512
@@ -34,47 +41,66 @@ def require_matplotlib(path_text: str) -> None:
         )
 
 
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
 def draw_picture(picture: Picture, path: Path, file_format: str) -> None:
     """The heat map with a colour bar centred on 0, labelled axes and the outputs' and inputs'
-    separators; exact zeros in grey, NaN in yellow."""
+    separators; exact zeros in grey, ±Infinity and NaN in colours of their own (the terminal's),
+    each named in a legend. Names are drawn as written (matplotlib's mathtext is off)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
     from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
 
-    values = np.ma.masked_where(picture.values == 0, picture.values)
-    colormap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#6b6b6b")  # masked: zeros
+    values = picture.values
+    finite = np.ma.masked_where(~np.isfinite(values) | (values == 0), values)
+    colormap = matplotlib.colormaps["RdBu_r"].with_extremes(bad=_hex(ZERO_RGB))  # masked: zeros
     scale = picture.scale if picture.scale > 0 else 1.0
     figure = pyplot.figure(figsize=FIGURE_INCHES, dpi=DPI)
     axes = figure.add_axes(AXES_BOX)
+    text = {"parse_math": False}
     try:
         image = axes.imshow(
-            values, cmap=colormap, vmin=-scale, vmax=scale, interpolation="nearest", aspect="auto"
+            finite, cmap=colormap, vmin=-scale, vmax=scale, interpolation="nearest", aspect="auto"
         )
-        nan = np.isnan(picture.values)
-        if nan.any():
-            axes.imshow(
-                np.ma.masked_where(~nan, np.ones_like(picture.values)),
-                cmap=ListedColormap(["#e6ab02"]),
-                interpolation="nearest",
-                aspect="auto",
-            )
-        figure.colorbar(
-            image, cax=figure.add_axes(COLORBAR_BOX), label="∂ output / ∂ input (grey: exactly 0)"
+        legend = [Patch(color=_hex(ZERO_RGB), label="exactly 0")]
+        for where, rgb, label in (
+            (values == np.inf, POSITIVE_INFINITY_RGB, "+Infinity"),
+            (values == -np.inf, NEGATIVE_INFINITY_RGB, "−Infinity"),
+            (np.isnan(values), NAN_RGB, "NaN"),
+        ):
+            if where.any():
+                axes.imshow(
+                    np.ma.masked_where(~where, np.ones_like(values)),
+                    cmap=ListedColormap([_hex(rgb)]),
+                    interpolation="nearest",
+                    aspect="auto",
+                )
+                legend.append(Patch(color=_hex(rgb), label=label))
+        figure.colorbar(image, cax=figure.add_axes(COLORBAR_BOX), label="∂ output / ∂ input")
+        figure.legend(
+            handles=legend, loc="lower right", fontsize="small", frameon=False, ncols=len(legend)
         )
-        _separate(axes, picture)
-        axes.set_title(f"{picture.title}  ({picture.structure.rows}×{picture.structure.columns})")
+        _separate(axes, picture, text)
+        structure = picture.structure
+        title = f"{visible(picture.title)}  ({structure.rows}×{structure.columns})"
+        axes.set_title(title, **text)
         pooled = picture.cell_rows * picture.cell_columns > 1
         suffix = f", {picture.cell_rows}×{picture.cell_columns} entries a cell" if pooled else ""
-        axes.set_xlabel(f"inputs: {', '.join(g.label for g in picture.column_groups)}{suffix}")
-        axes.set_ylabel(f"outputs: {', '.join(g.label for g in picture.row_groups)}")
+        inputs = ", ".join(visible(g.label) for g in picture.column_groups)
+        axes.set_xlabel(f"inputs: {inputs}{suffix}", **text)
+        outputs = ", ".join(visible(g.label) for g in picture.row_groups)
+        axes.set_ylabel(f"outputs: {outputs}", **text)
         figure.savefig(path, format=file_format)
     finally:
         pyplot.close(figure)
 
 
-def _separate(axes: Any, picture: Picture) -> None:
+def _separate(axes: Any, picture: Picture, text: dict[str, Any]) -> None:
     """Lines where one input or output ends and the next begins, and ticks at their starts."""
     column_starts = np.cumsum([0] + [g.cells for g in picture.column_groups])
     row_starts = np.cumsum([0] + [g.cells for g in picture.row_groups])
@@ -82,5 +108,8 @@ def _separate(axes: Any, picture: Picture) -> None:
         axes.axvline(x - 0.5, color="black", linewidth=1)
     for y in row_starts[1:-1]:
         axes.axhline(y - 0.5, color="black", linewidth=1)
-    axes.set_xticks(column_starts[:-1] - 0.5, [g.label for g in picture.column_groups], ha="left")
-    axes.set_yticks(row_starts[:-1] - 0.5, [g.label for g in picture.row_groups], va="top")
+    columns = [visible(g.label) for g in picture.column_groups]
+    axes.set_xticks(column_starts[:-1] - 0.5, columns, ha="left", **text)
+    axes.set_yticks(
+        row_starts[:-1] - 0.5, [visible(g.label) for g in picture.row_groups], va="top", **text
+    )

@@ -10,6 +10,14 @@ from jaccli.result import EntryError
 from jaccli.spec import indexed
 
 
+def visible(text: str) -> str:
+    """The text with every control or invisible character spelt as its escape (`\\n`, `\\x1b`,
+    `\\u200b`): a name shows what it holds and cannot move a cursor or end a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def index_label(name: str, shape: Sequence[int], flat_index: int) -> str:
     """`y[1,0]` for flat index 3 of a 2x2 y; plain `y` for a scalar."""
     return indexed(name, np.unravel_index(flat_index, tuple(shape)) if shape else ())

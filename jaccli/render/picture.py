@@ -31,6 +31,11 @@ NEUTRAL_RGB = (247, 247, 247)
 POSITIVE_RGB = (178, 24, 43)
 NEGATIVE_RGB = (33, 102, 172)
 NAN_RGB = (230, 171, 2)
+POSITIVE_INFINITY_RGB = (231, 41, 138)
+NEGATIVE_INFINITY_RGB = (27, 158, 119)
+"""±Infinity in colours of their own: not the grey of an exact 0, nor the ends of the scale."""
+INFINITY_SHADE = "∞"
+"""±Infinity without colour (no sign, like the shades)."""
 ZOOM = 3
 """The most characters across (and half-lines down) a cell of a small J takes."""
 SHADES = "░▒▓█"
@@ -63,6 +68,8 @@ def _rgb(value: float, scale: float) -> tuple[int, int, int]:
         return NAN_RGB
     if value == 0:
         return ZERO_RGB
+    if np.isinf(value):
+        return POSITIVE_INFINITY_RGB if value > 0 else NEGATIVE_INFINITY_RGB
     t = min(abs(value) / scale, 1.0) if scale > 0 else 1.0
     end = POSITIVE_RGB if value > 0 else NEGATIVE_RGB
     red, green, blue = (
@@ -80,6 +87,8 @@ def _shade(value: float, scale: float) -> str:
         return "?"
     if value == 0:
         return "·"
+    if np.isinf(value):
+        return INFINITY_SHADE
     quarter = min(int(abs(value) / scale * 4), 3) if scale > 0 else 3
     return SHADES[quarter]
 
@@ -151,23 +160,39 @@ def _frame_lines(picture: Picture, kind: str, color: bool, margin: int) -> list[
 
 
 def _legend(picture: Picture, color: bool, precision: int) -> Text:
-    """The colour scale with the value at each end, or the shades with what they stand for."""
+    """The colour scale with the value at each end, or the shades with what they stand for;
+    then the colours or signs of exact 0, ±Infinity and NaN. Without a finite non-zero entry
+    there is no scale to show, and the legend says so."""
     low, high = format_cells(np.array([-picture.scale, picture.scale]), precision)
-    has_nan = bool(np.isnan(picture.values).any())
+    values = picture.values
+    specials = [
+        (bool((values == np.inf).any()), POSITIVE_INFINITY_RGB, "+Infinity"),
+        (bool((values == -np.inf).any()), NEGATIVE_INFINITY_RGB, "-Infinity"),
+        (bool(np.isnan(values).any()), NAN_RGB, "NaN"),
+    ]
+    scaled = picture.scale > 0
     if not color:
-        nan = ", ? NaN" if has_nan else ""
-        return Text(f"|J| in quarters of {high}: {' '.join(SHADES)}, · exactly 0{nan} (no sign)")
-    legend = Text(f"{low} ")
-    for t in np.linspace(-1.0, 1.0, 11):
-        value = t * picture.scale if t != 0 else picture.scale * 1e-9
-        legend.append("█", style=Style(color=_color(value, picture.scale)))
-    legend.append(f" {high}   ")
+        infinite = specials[0][0] or specials[1][0]
+        marks = ", · exactly 0" + (f", {INFINITY_SHADE} ±Infinity" if infinite else "")
+        marks += ", ? NaN" if specials[2][0] else ""
+        if not scaled:
+            return Text(f"|J| has no finite non-zero entry{marks}")
+        return Text(f"|J| in quarters of {high}: {' '.join(SHADES)}{marks} (no sign)")
+    if scaled:
+        legend = Text(f"{low} ")
+        for t in np.linspace(-1.0, 1.0, 11):
+            value = t * picture.scale if t != 0 else picture.scale * 1e-9
+            legend.append("█", style=Style(color=_color(value, picture.scale)))
+        legend.append(f" {high}   ")
+    else:
+        legend = Text("no finite non-zero entry   ")
     legend.append("█", style=Style(color=Color.from_rgb(*ZERO_RGB)))
     legend.append(" exactly 0")
-    if has_nan:
-        legend.append("  ")
-        legend.append("█", style=Style(color=Color.from_rgb(*NAN_RGB)))
-        legend.append(" NaN")
+    for present, rgb, label in specials:
+        if present:
+            legend.append("  ")
+            legend.append("█", style=Style(color=Color.from_rgb(*rgb)))
+            legend.append(f" {label}")
     return legend
 
 

@@ -303,9 +303,9 @@ def determinant_renderables(result: JacobianResult, layout: Layout) -> list[Rend
     if det.singular.any():  # NOTE [a singular J]: only then is the condition number news
         quantities["cond J"] = det.condition
     cells = {name: format_cells(values, layout.precision) for name, values in quantities.items()}
-    cells["sign"] = np.vectorize(lambda s: {1: "+1", -1: "-1"}.get(s, "0"), otypes=[object])(
-        det.sign
-    )
+    cells["sign"] = np.vectorize(
+        lambda s: "nan" if np.isnan(s) else {1: "+1", -1: "-1"}.get(s, "0"), otypes=[object]
+    )(det.sign)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     if det.sign.ndim == 0:
         title = f"Determinant of {of}  {det.size}×{det.size}"

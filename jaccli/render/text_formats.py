@@ -12,7 +12,7 @@ import numpy as np
 
 from jaccli.errors import UsageError
 from jaccli.render.files import OutArray, result_arrays
-from jaccli.render.labels import index_label
+from jaccli.render.labels import index_label, visible
 from jaccli.render.numbers import format_cells
 from jaccli.render.tables import FULL_CELL_LIMIT, window
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, Result, VjpResult
@@ -88,16 +88,21 @@ def _heading(result: Result, out: OutArray) -> tuple[str, str]:
     return f"HVP H·v wrt {out.key}", rf"(H v)_{{{_tex(out.key)}}}"
 
 
+MARKDOWN_SPECIAL = frozenset("\\`*_[](){}<>&|~$!:#")
+"""Characters Markdown (GitHub's too: tables, math, autolinks, raw HTML) may give a meaning."""
+
+
 def _md(text: str) -> str:
-    """Text safe in a Markdown table cell."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+    """Text that Markdown shows as written, in a table cell or a line: its special characters
+    escaped with a backslash, control and invisible ones spelt out."""
+    return "".join(f"\\{c}" if c in MARKDOWN_SPECIAL else c for c in visible(text))
 
 
 def markdown(result: Result, precision: int, full: bool) -> str:
     """The function, then each array of the result as a GitHub table."""
     evaluation = result.evaluation
     lines = [
-        f"**{_md(evaluation.function_name)}** `{evaluation.formula.replace('`', '')}` "
+        f"**{_md(evaluation.function_name)}** `{visible(evaluation.formula).replace('`', '')}` "
         f"({evaluation.dtype})",
     ]
     for out in result_arrays(result):
@@ -126,12 +131,13 @@ _TEX_SPECIAL = {
 
 def _tex_comment(text: str) -> str:
     """A comment line: one line, whatever the names hold."""
-    return " ".join(text.split())
+    return " ".join(visible(text).split())
 
 
 def _tex_text(text: str) -> str:
-    """Text safe inside \\texttt{…}."""
-    return "".join(_TEX_SPECIAL.get(char, char) for char in text)
+    """Text safe inside \\texttt{…} and \\mathit{…}: TeX's special characters escaped,
+    control and invisible ones spelt out."""
+    return "".join(_TEX_SPECIAL.get(char, char) for char in visible(text))
 
 
 def _tex(name: str) -> str:
@@ -150,7 +156,7 @@ def latex(result: Result, precision: int, full: bool) -> str:
     J_{ij} = ∂y_i/∂x_j, with what i and j stand for in a comment."""
     evaluation = result.evaluation
     lines = [
-        f"% jaccli: {evaluation.function_name}, {evaluation.dtype}",
+        _tex_comment(f"% jaccli: {evaluation.function_name}, {evaluation.dtype}"),
         rf"\[ \texttt{{{_tex_text(evaluation.formula)}}} \]",
     ]
     for out in result_arrays(result):

@@ -124,23 +124,19 @@ class _Recorder(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         first = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        origin = self._origin(first) if first is not None else None
+        leaving = first is not None and (name in CONVERSIONS or name in DETACHING)
+        origin = self._origin(first) if leaving else None  # type: ignore[arg-type]
         if name in CONVERSIONS and origin is not None:
             method, makes = CONVERSIONS[name]
-            detached = not first.requires_grad  # type: ignore[union-attr]
-            tensor = (
-                f"a tensor detached from {origin}"
-                if detached
-                else (f"a tensor that depends on {origin}")
-            )
-            self._note("conversion", f"{method} turns {tensor} into {makes}")
+            how = "that depends on" if first.requires_grad else "detached from"  # type: ignore[union-attr]
+            self._note("conversion", f"{method} turns a tensor {how} {origin} into {makes}")
         elif name in DETACHING and first is not None and first.requires_grad and origin:
             self._note(
                 "detach",
                 f"{DETACHING[name]} takes a tensor that depends on {origin} out of the graph",
             )
         elif not torch.is_grad_enabled() and name not in CONVERSIONS and not _in_custom_forward():
-            origins = [o for o in map(self._origin, inputs) if o is not None and o]
+            origins = [o for t in inputs if t.requires_grad and (o := self._origin(t))]
             if origins and any(t.is_floating_point() for t in _tensors(result)):
                 self._note(
                     "no_grad",

@@ -215,8 +215,10 @@ def _error_boundary(
 ) -> Iterator[None]:
     try:
         yield
-    except (typer.Exit, KeyboardInterrupt, BrokenPipeError):
+    except (typer.Exit, KeyboardInterrupt):
         raise
+    except BrokenPipeError:  # the reader has all it wants (`| head`): end quietly
+        raise typer.Exit(ExitCode.OK) from None
     except TimedOut as error:
         timeout = limit()
         assert timeout is not None

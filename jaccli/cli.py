@@ -579,7 +579,7 @@ def _problem(
         import jaccli.engine  # noqa: F401 (torch's start-up is not the function's time)
 
         start_clock()
-    function = resolve(fn, expr, given_names)
+    function = resolve(fn, expr, given_names, value_limit)
     dtype_name = spec.parse_dtype(dtype)
     from jaccli.engine import prepare
     from jaccli.engine.device import on_device, resolve_device

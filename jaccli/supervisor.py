@@ -248,7 +248,7 @@ def _verdict(
     elif os.WIFSIGNALED(status):
         name = signal.Signals(os.WTERMSIG(status)).name
         cause = " (out of memory?)" if name == "SIGKILL" else ""
-        message = f"the process running {function} was killed by {name}{cause}; no result"
+        message = f"{function} was running when jaccli's process was killed by {name}{cause}"
         code = "worker_died"
     else:
         message = (

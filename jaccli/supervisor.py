@@ -18,9 +18,7 @@ swallowing TimedOut), with the traceback faulthandler dumps to say where it was.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import select
 import signal
 import sys
@@ -230,6 +228,8 @@ def _verdict(
     forwarded: list[int],
 ) -> int:
     """The exit status: the worker's own declaration, or the supervisor's report of its end."""
+    import re
+
     declared = re.search(rb"^" + re.escape(STATUS) + rb"(\d+)$", said, re.MULTILINE)
     if declared is not None and not stopped:
         return int(declared.group(1))
@@ -260,14 +260,14 @@ def _verdict(
     return ExitCode.COMPUTATION
 
 
-_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<name>\S+)', re.M)
-
-
 def _where_stopped(said: bytes, function: str) -> str | None:
     """`file.py:12 in f`: the innermost frame of the user's file in faulthandler's dump."""
+    import re
+
+    frames = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<name>\S+)', re.M)
     path = function.rpartition(":")[0]
     wanted = os.path.abspath(path) if path.endswith(".py") else None
-    for frame in _FRAME.finditer(said.decode("utf-8", errors="replace")):
+    for frame in frames.finditer(said.decode("utf-8", errors="replace")):
         filename = frame.group("file")
         if filename == wanted or (wanted is None and "jaccli" not in filename):
             from jaccli.timeout import shown_path
@@ -281,6 +281,8 @@ def _report(argv: Sequence[str], code: str, message: str) -> None:
     command = next((word for word in argv if not word.startswith("-")), "jaccli")
     lines = f"{command}: {message}\n"
     if "--json" in argv:
+        import json
+
         error = {"error": {"code": code, "message": message}}
         lines += json.dumps(error, ensure_ascii=True) + "\n"
     with contextlib.suppress(Exception):

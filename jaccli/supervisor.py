@@ -36,7 +36,9 @@ GRACE_SECONDS = 2.0
 """How long past --timeout the supervisor waits before it stops the worker itself."""
 DUMP_SECONDS = 1.0
 """How long faulthandler gets to write the stopped worker's traceback."""
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_FORWARDED = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class _Worker:
@@ -47,7 +49,9 @@ class _Worker:
 
 def user_code(argv: Sequence[str]) -> str | None:
     """The `--fn` of `argv` when it names the user's code (`file.py:func`, `pkg.mod:func`):
-    presets have no colon."""
+    presets have no colon. None where processes cannot fork (Windows): no supervisor there."""
+    if not hasattr(os, "fork"):
+        return None
     for index, word in enumerate(argv):
         if word == "--":
             return None

@@ -90,6 +90,8 @@ def time_limit(limit: Timeout | None) -> Iterator[None]:
     [stopping a run that takes too long]); no limit off the main thread, where signals cannot
     be handled."""
     Expired.where = None
+    if limit is not None and not hasattr(signal, "setitimer"):
+        raise UsageError("--timeout needs POSIX timers, not found here", code="bad_timeout")
     if limit is None or threading.current_thread() is not threading.main_thread():
         yield
         return

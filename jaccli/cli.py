@@ -138,9 +138,10 @@ def _show_version(asked: bool) -> None:
         torch_version = version("torch")
     except PackageNotFoundError:
         torch_version = "not installed"
-    write_result(
-        f"jaccli {__version__}, torch {torch_version}, Python {platform.python_version()}\n"
-    )
+    with reporting("jaccli", False, False):
+        write_result(
+            f"jaccli {__version__}, torch {torch_version}, Python {platform.python_version()}\n"
+        )
     raise typer.Exit()
 
 
@@ -1738,14 +1739,15 @@ def presets(json_: JsonOption = False) -> None:
     Name, formula, inputs with their default shapes, and whether J is square.
     """
     functions = [(function, square_jacobian(function)) for function in PRESETS.values()]
-    if json_:
-        from jaccli.render.document import presets_document
+    with reporting("presets", json_, False):
+        if json_:
+            from jaccli.render.document import presets_document
 
-        emit_json(presets_document(functions))
-    else:
-        from jaccli.render.tables import presets_renderable
+            emit_json(presets_document(functions))
+        else:
+            from jaccli.render.tables import presets_renderable
 
-        emit_rich(presets_renderable(functions, result_console().width))
+            emit_rich(presets_renderable(functions, result_console().width))
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

@@ -38,7 +38,7 @@ def results_kept_apart() -> Iterator[None]:
     """Run a command with its result written to stdout by jaccli alone (NOTE [only jaccli
     writes to stdout]); UsageError when stdout is closed, since the result could go nowhere."""
     global _results
-    stdout = sys.stdout
+    stdout = result_stream()
     if stdout is None:
         raise UsageError(
             "standard output is closed (>&-); redirect it instead (> /dev/null to discard the "

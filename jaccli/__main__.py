@@ -9,7 +9,7 @@ import time
 from types import FrameType
 
 from jaccli.errors import ExitCode, Interrupt
-from jaccli.supervisor import leave, supervise, user_code
+from jaccli.supervisor import exit_status, finish, leave, supervise, user_code
 from jaccli.timeout import importing_torch
 
 SAME_INTERRUPT_SECONDS = 1.0
@@ -64,7 +64,10 @@ def main() -> None:
     function = user_code(sys.argv[1:])
     if function is not None:
         supervise(sys.argv[1:], function, _run)
-    _run()
+    try:
+        _run()
+    except SystemExit as error:
+        finish(exit_status(error.code))
 
 
 if __name__ == "__main__":

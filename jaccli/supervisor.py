@@ -122,13 +122,19 @@ def _work(status_fd: int, dump: bool, work: Callable[[], None]) -> NoReturn:
         work()
         code = 0
     except SystemExit as error:
-        code = _exit_status(error.code)
+        code = exit_status(error.code)
     except BaseException:
         sys.excepthook(*sys.exc_info())
         code = ExitCode.COMPUTATION
+    finish(code)
+
+
+def finish(code: int) -> NoReturn:
+    """Flush what jaccli wrote, then `leave`: Python's own teardown (torch's modules, one by
+    one) would cost a third of a second and run code the user left behind."""
     from jaccli.output import result_stream
 
-    for stream in (result_stream(), sys.stderr):
+    for stream in (result_stream(), sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     leave(code)
@@ -150,7 +156,8 @@ def leave(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _exit_status(code: object) -> int:
+def exit_status(code: object) -> int:
+    """The status `sys.exit(code)` ends a process with."""
     if code is None:
         return 0
     if isinstance(code, int):

@@ -16,16 +16,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console, RenderableType
+from rich.console import RenderableType
 from typer.core import TyperGroup
 
 from jaccli import spec
 from jaccli.errors import ExitCode, Interrupt, JaccliError, UsageError
 from jaccli.functions import PRESETS, resolve
 from jaccli.functions.presets import square_jacobian
-from jaccli.output import emit_json, emit_rich, report_error, silence_stdout, write
+from jaccli.output import (
+    emit_json,
+    emit_rich,
+    report_error,
+    result_console,
+    results_kept_apart,
+    write,
+    write_result,
+)
 from jaccli.overview import COMMANDS, DESCRIPTION, VERSION_HELP
 from jaccli.spec import ArrayData
+from jaccli.timeout import (
+    Expired,
+    TimedOut,
+    Timeout,
+    clock_pending,
+    parse_timeout,
+    start_clock,
+    time_limit,
+    timeout_error,
+)
 
 if TYPE_CHECKING:
     from jaccli.engine import Problem
@@ -120,10 +138,10 @@ def _show_version(asked: bool) -> None:
         torch_version = version("torch")
     except PackageNotFoundError:
         torch_version = "not installed"
-    write(
-        sys.stdout,
-        f"jaccli {__version__}, torch {torch_version}, Python {platform.python_version()}\n",
-    )
+    with reporting("jaccli", False, False):
+        write_result(
+            f"jaccli {__version__}, torch {torch_version}, Python {platform.python_version()}\n"
+        )
     raise typer.Exit()
 
 
@@ -143,17 +161,24 @@ def _main(
 
 
 @contextmanager
-def reporting(command: str, as_json: bool, show_traceback: bool) -> Iterator[None]:
+def reporting(
+    command: str, as_json: bool, show_traceback: bool, computing: Computing | None = None
+) -> Iterator[None]:
     """The error boundary: JaccliError becomes one line and its exit code, never a traceback.
 
-    Python warnings raised meanwhile (torch's, numpy's, the user's) are held back and printed
-    as one-line jaccli warnings, without the install paths Python's own form shows.
+    Inside it the result is written to stdout by jaccli alone (NOTE [only jaccli writes to
+    stdout] in output.py), and the run stops at `computing`'s --timeout. Python warnings raised
+    meanwhile (torch's, numpy's, the user's) are held back and printed as one-line jaccli
+    warnings, without the install paths Python's own form shows.
     """
+    limit = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         try:
-            with _error_boundary(command, as_json, show_traceback):
-                yield
+            with _error_boundary(command, as_json, show_traceback, lambda: limit):
+                limit = computing.time_limit() if computing is not None else None
+                with results_kept_apart(), time_limit(limit):
+                    yield
         finally:
             for text in dict.fromkeys(_warning_line(w) for w in caught if _worth_showing(w)):
                 write(sys.stderr, f"{command}: warning: {text}\n")
@@ -183,17 +208,28 @@ def _interrupted(error: BaseException) -> bool:
 
 
 @contextmanager
-def _error_boundary(command: str, as_json: bool, show_traceback: bool) -> Iterator[None]:
+def _error_boundary(
+    command: str,
+    as_json: bool,
+    show_traceback: bool,
+    limit: Callable[[], Timeout | None] = lambda: None,
+) -> Iterator[None]:
     try:
         yield
     except (typer.Exit, KeyboardInterrupt):
         raise
-    except BrokenPipeError:  # the reader has what it wanted (`| head -1`): end quietly
-        silence_stdout()
+    except BrokenPipeError:  # the reader has all it wants (`| head`): end quietly
         raise typer.Exit(ExitCode.OK) from None
+    except TimedOut as error:
+        timeout = limit()
+        assert timeout is not None
+        _report(command, timeout_error(timeout, error.where), as_json, show_traceback)
     except Exception as error:
         if Interrupt.seen or _interrupted(error):
             raise KeyboardInterrupt from None
+        timeout = limit()
+        if timeout is not None and Expired.where is not None:  # TimedOut, wrapped in another
+            error = timeout_error(timeout, Expired.where)
         _report(command, error, as_json, show_traceback)
 
 
@@ -215,7 +251,7 @@ def _report(command: str, error: Exception, as_json: bool, show_traceback: bool)
 def _layout(precision: int, full: bool) -> Any:
     from jaccli.render.tables import Layout
 
-    console = Console()
+    console = result_console()
     return Layout(
         precision=precision,
         width=console.width,
@@ -413,6 +449,17 @@ TracebackOption = Annotated[
 ]
 
 
+TimeoutOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Stop the computation after this many seconds, torch's start-up not counted "
+        "(exit 1, saying where your function was). "
+        "\\[default: no limit]",
+        show_default=False,
+        rich_help_panel="Limits",
+        metavar="SECONDS",
+    ),
+]
 MaxValueSizeOption = Annotated[
     str | None,
     typer.Option(
@@ -540,7 +587,11 @@ def _problem(
     shape_options = [spec.parse_shape_option(text) for text in shape or ()]
     value_options = [spec.parse_value_option(text, value_limit) for text in value or ()]
     given_names = [name or "x" for name, _ in (*shape_options, *value_options, *values)]
-    function = resolve(fn, expr, given_names)
+    if clock_pending():
+        import jaccli.engine  # noqa: F401 (torch's start-up is not the function's time)
+
+        start_clock()
+    function = resolve(fn, expr, given_names, value_limit)
     dtype_name = spec.parse_dtype(dtype)
     from jaccli.engine import prepare
     from jaccli.engine.device import on_device, resolve_device
@@ -734,7 +785,7 @@ def _finish(
     elif text_format is not None:
         from jaccli.render.text_formats import formatted
 
-        write(sys.stdout, formatted(result, text_format, precision, full))
+        write_result(formatted(result, text_format, precision, full))
     else:
         emit_rich(renderable(), full)
     for note in result.notes:
@@ -808,6 +859,7 @@ def jacobian(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    timeout: TimeoutOption = None,
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
@@ -830,6 +882,7 @@ def jacobian(
             batch_axis,
             device,
             output,
+            timeout,
         ),
         strategy,
         view=view,
@@ -860,6 +913,14 @@ class Computing:
     device: str = "cpu"
     output: str | None = None
     """--output: the one output kept of several."""
+    timeout: str | None = None
+
+    def time_limit(self) -> Timeout | None:
+        """How long the run may take (--timeout), naming the function it runs."""
+        seconds = parse_timeout(self.timeout)
+        if seconds is None:
+            return None
+        return Timeout(seconds, self.fn if self.fn is not None else "the --expr expression")
 
     def problem(
         self,
@@ -948,7 +1009,7 @@ def _jacobian_command(
     check, rtol, atol, eps = checking
     precision, full, json_, text_format = shown
     out, force = written
-    with reporting(command, json_, traceback):
+    with reporting(command, json_, traceback, computing):
         if command == "det":
             _picture_only(view)
         picture_view, view = _split_view(view, batched)
@@ -1078,6 +1139,7 @@ def det(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    timeout: TimeoutOption = None,
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
@@ -1101,6 +1163,7 @@ def det(
             batch_axis,
             device,
             output,
+            timeout,
         ),
         strategy,
         view=view,
@@ -1150,7 +1213,7 @@ def _product_command(
     precision, full, json_, text_format = shown
     out, force = written
     command = product.command
-    with reporting(command, json_, traceback):
+    with reporting(command, json_, traceback, computing):
         _check_format(text_format, json_, view)
         out_path = _out_path(out, force)
         limit = _value_limit(computing.max_value_size)
@@ -1302,6 +1365,7 @@ def vjp(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    timeout: TimeoutOption = None,
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
@@ -1324,6 +1388,7 @@ def vjp(
             batch_axis,
             device,
             output,
+            timeout,
         ),
         cotangent,
         view=view,
@@ -1372,6 +1437,7 @@ def jvp(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    timeout: TimeoutOption = None,
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
@@ -1395,6 +1461,7 @@ def jvp(
             batch_axis,
             device,
             output,
+            timeout,
         ),
         tangent,
         view=view,
@@ -1434,6 +1501,7 @@ def hessian(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    timeout: TimeoutOption = None,
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
@@ -1443,26 +1511,27 @@ def hessian(
     Jacobian of the gradient. --strategy fwd is forward-over-reverse (jacfwd of jacrev), rev
     and loop reverse-over-reverse.
     """
-    with reporting("hessian", json_, traceback):
+    computing = Computing(
+        fn,
+        expr,
+        shape,
+        value,
+        wrt,
+        seed,
+        dtype,
+        max_memory,
+        max_value_size,
+        device=device,
+        output=output,
+        timeout=timeout,
+    )
+    with reporting("hessian", json_, traceback, computing):
         picture_view = _picture_only(view)
         _check_format(text_format, json_, picture_view)
         out_path = None if plan else _out_path(out, force, pictures=True)
         budget = _budget(max_memory)
         chosen = _strategy(strategy)
         check_options = _check_options(rtol, atol, eps)
-        computing = Computing(
-            fn,
-            expr,
-            shape,
-            value,
-            wrt,
-            seed,
-            dtype,
-            max_memory,
-            max_value_size,
-            device=device,
-            output=output,
-        )
         request = _points(points, jsonl, keep_going, json_)
         _check_picture_file(out_path, (request is not None, "--points"))
         if request is not None and not plan:
@@ -1578,6 +1647,7 @@ def hvp(
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    timeout: TimeoutOption = None,
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
@@ -1601,6 +1671,7 @@ def hvp(
             None,
             device,
             output,
+            timeout,
         ),
         vector,
         view=None,
@@ -1634,6 +1705,7 @@ def check_command(
     json_: JsonOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
+    timeout: TimeoutOption = None,
     device: DeviceOption = "cpu",
     traceback: TracebackOption = False,
 ) -> None:
@@ -1642,22 +1714,23 @@ def check_command(
     AD against the other mode and finite differences. Exits 0 when every comparison passes and
     1 when one fails, so it can run in CI.
     """
-    with reporting("check", json_, traceback):
+    computing = Computing(
+        fn,
+        expr,
+        shape,
+        value,
+        wrt,
+        seed,
+        "float64",
+        max_memory,
+        max_value_size,
+        device=device,
+        output=output,
+        timeout=timeout,
+    )
+    with reporting("check", json_, traceback, computing):
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(max_memory)
-        computing = Computing(
-            fn,
-            expr,
-            shape,
-            value,
-            wrt,
-            seed,
-            "float64",
-            max_memory,
-            max_value_size,
-            device=device,
-            output=output,
-        )
         request = _points(points, jsonl, keep_going, json_)
         if request is not None:
             from jaccli.engine import run_jacobian
@@ -1706,14 +1779,15 @@ def presets(json_: JsonOption = False) -> None:
     Name, formula, inputs with their default shapes, and whether J is square.
     """
     functions = [(function, square_jacobian(function)) for function in PRESETS.values()]
-    if json_:
-        from jaccli.render.document import presets_document
+    with reporting("presets", json_, False):
+        if json_:
+            from jaccli.render.document import presets_document
 
-        emit_json(presets_document(functions))
-    else:
-        from jaccli.render.tables import presets_renderable
+            emit_json(presets_document(functions))
+        else:
+            from jaccli.render.tables import presets_renderable
 
-        emit_rich(presets_renderable(functions, Console().width))
+            emit_rich(presets_renderable(functions, result_console().width))
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

@@ -19,7 +19,7 @@ import typer
 from rich.console import RenderableType
 
 from jaccli.errors import ComputationError, ExitCode, JaccliError, UsageError
-from jaccli.output import emit_json, emit_rich, report_error, write
+from jaccli.output import emit_json, emit_rich, report_error, write, write_result
 from jaccli.points import STREAM, Batch, PointError, PointStream, load_points, parse_points_option
 from jaccli.spec import (
     ArrayData,
@@ -399,9 +399,8 @@ def _stream_lines(
     for outcome in outcomes:
         if outcome.error is not None:
             error = outcome.error
-            write(
-                sys.stdout,
-                dumps(point_error_document(outcome.index, error.code, error.message)) + "\n",
+            write_result(
+                dumps(point_error_document(outcome.index, error.code, error.message)) + "\n"
             )
             report_error(command, error.code, f"point {outcome.index}: {error.message}", False)
             failed = failed or error
@@ -409,7 +408,7 @@ def _stream_lines(
                 raise typer.Exit(error.exit_code)
             continue
         assert outcome.result is not None
-        write(sys.stdout, dumps(point_document(outcome.index, document(outcome.result))) + "\n")
+        write_result(dumps(point_document(outcome.index, document(outcome.result))) + "\n")
         if _check_failed(command, outcome.index, outcome.result):
             failed = failed or JaccliError("check failed")
         for note in outcome.result.notes if outcome.index == 0 else ():

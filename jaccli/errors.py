@@ -57,3 +57,5 @@ class Interrupt:
     so an interrupt that Python wrapped in another error still exits 130."""
 
     seen = False
+    at = 0.0
+    """When it arrived (time.monotonic)."""

@@ -26,8 +26,8 @@ SUFFIXES = (".npy", ".pt", ".safetensors", ".json")
 READ_CHUNK = 1024**2
 
 
-def _error(where: str, text: str) -> UsageError:
-    return UsageError(f"--value @{where}: {text}", code="bad_value_file")
+def _error(where: str, text: str, option: str = "--value @") -> UsageError:
+    return UsageError(f"{option}{where}: {text}", code="bad_value_file")
 
 
 def load_array(reference: str, size_limit: int) -> ArrayData:
@@ -65,6 +65,8 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
 def _read_stdin(size_limit: int) -> str:
     """Standard input as text, read a chunk at a time and at most `size_limit` + 1 characters
     of it (one more tells the parser it is over the limit)."""
+    if sys.stdin is None:
+        raise _error("-", "standard input is closed (<&-); give the JSON on stdin or in a file")
     chunks = []
     total = 0
     while total <= size_limit and (
@@ -75,9 +77,10 @@ def _read_stdin(size_limit: int) -> str:
     return "".join(chunks)
 
 
-def read_regular_file(path_text: str, size_limit: int) -> bytes:
-    """The bytes of a regular file, no more than `size_limit` of them (as for --value)."""
-    return _read_regular_file(Path(path_text), path_text, size_limit)
+def read_regular_file(path_text: str, size_limit: int, option: str = "--value @") -> bytes:
+    """The bytes of a regular file, no more than `size_limit` of them (as for --value); errors
+    name the file after `option` (`--fn ` for a user's source file)."""
+    return _read_regular_file(Path(path_text), path_text, size_limit, option)
 
 
 def _is_dir(path: Path) -> bool:
@@ -87,30 +90,37 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _read_regular_file(path: Path, where: str, size_limit: int) -> bytes:
-    """The bytes of a regular file, at most `size_limit` of them, read while checking."""
+def _read_regular_file(path: Path, where: str, size_limit: int, option: str = "--value @") -> bytes:
+    """The bytes of a regular file, at most `size_limit` of them, read while checking: a
+    directory, a FIFO (which would block) or a device (/dev/zero never ends) is refused
+    before a byte is read."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:
-        raise _error(where, _os_reason(error)) from None
+        raise _error(where, _os_reason(error), option) from None
+    status = os.fstat(descriptor)
+    refusal = None
+    if stat.S_ISDIR(status.st_mode):
+        refusal = "is a directory, not a file"
+    elif not stat.S_ISREG(status.st_mode):
+        refusal = "is not a regular file (a pipe, socket or device); refused"
+    elif status.st_size > size_limit:
+        refusal = _too_large_text(f"{format_bytes(status.st_size)}", size_limit)
+    if refusal is not None:
+        os.close(descriptor)
+        raise _error(where, refusal, option)
     with os.fdopen(descriptor, "rb") as file:
-        status = os.fstat(descriptor)
-        if stat.S_ISDIR(status.st_mode):
-            raise _error(where, "is a directory, not a file")
-        if not stat.S_ISREG(status.st_mode):
-            raise _error(where, "is not a regular file (a pipe, socket or device); refused")
-        if status.st_size > size_limit:
-            raise _too_large(where, f"{format_bytes(status.st_size)}", size_limit)
         chunks = []
         total = 0
         try:
             while chunk := file.read(READ_CHUNK):
                 total += len(chunk)
                 if total > size_limit:  # it grew while being read
-                    raise _too_large(where, f"more than {format_bytes(size_limit)}", size_limit)
+                    text = _too_large_text(f"more than {format_bytes(size_limit)}", size_limit)
+                    raise _error(where, text, option)
                 chunks.append(chunk)
         except OSError as error:
-            raise _error(where, _os_reason(error)) from None
+            raise _error(where, _os_reason(error), option) from None
     return b"".join(chunks)
 
 
@@ -125,11 +135,8 @@ def _os_reason(error: OSError) -> str:
     return reasons.get(error.errno or 0, f"cannot be read ({error.strerror})")
 
 
-def _too_large(where: str, size: str, size_limit: int) -> UsageError:
-    return _error(
-        where,
-        f"{size} is over the limit of {format_bytes(size_limit)}; raise it with --max-value-size",
-    )
+def _too_large_text(size: str, size_limit: int) -> str:
+    return f"{size} is over the limit of {format_bytes(size_limit)}; raise it with --max-value-size"
 
 
 def _check_count(where: str, shape: tuple[int, ...], itemsize: int, size_limit: int) -> None:
@@ -161,6 +168,8 @@ def _load_npy(data: bytes, where: str, size_limit: int) -> np.ndarray:
             raise _error(where, f".npy format version {version} is not supported")
     except Exception as error:  # numpy's header parser raises many kinds on a hostile header
         raise _error(where, f"not a valid .npy file ({first_line(error)[:120]})") from None
+    if not all(type(d) is int for d in shape):  # numpy takes (True,) for (1,)
+        raise _error(where, f"header's shape {shape!r} is not a tuple of sizes; refused")
     if dtype.hasobject:
         raise _error(where, "holds Python objects, which would need pickle; refused")
     _check_dtype_kind(dtype.kind, where)

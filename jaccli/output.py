@@ -1,6 +1,15 @@
 """Writing to stdout and stderr: whole texts the stream can encode, flushed at once.
 
 Used by the CLI only; renderers build the texts, this puts them on the streams.
+
+# NOTE [only jaccli writes to stdout]
+A user's function runs inside jaccli's process: while it loads, at every call, and in any
+thread it starts and leaves running. Whatever it writes (`print`, `print(file=sys.__stdout__)`,
+`os.write(1, …)`) must not land in the result a script reads. So before a command can run user
+code, `results_kept_apart` moves jaccli's stdout to a private descriptor, the only one the
+result is written to, and points descriptor 1 and `sys.stdout` at stderr for the rest of the
+process. In-process (tests, where stdout is not descriptor 1) only `sys.stdout` is swapped,
+and restored afterwards.
 """
 
 from __future__ import annotations
@@ -8,9 +17,59 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console, RenderableType
+
+from jaccli.errors import ComputationError, UsageError
+
+_results: Any = None
+"""The stream results go to while user code may run (NOTE [only jaccli writes to stdout])."""
+
+
+def result_stream() -> Any:
+    """Where jaccli's result is written: stdout, or the private copy of it kept apart."""
+    return _results if _results is not None else sys.stdout
+
+
+@contextlib.contextmanager
+def results_kept_apart() -> Iterator[None]:
+    """Run a command with its result written to stdout by jaccli alone (NOTE [only jaccli
+    writes to stdout]); UsageError when stdout is closed, since the result could go nowhere."""
+    global _results
+    stdout = result_stream()
+    if stdout is None:
+        raise UsageError(
+            "standard output is closed (>&-); redirect it instead (> /dev/null to discard the "
+            "result)",
+            code="closed_stdout",
+        )
+    if _results is not None:  # already apart: a command run twice in one process
+        yield
+        return
+    if stdout is not sys.__stdout__ or _descriptor(stdout) != 1:
+        _results, sys.stdout = stdout, sys.stderr
+        try:
+            yield
+        finally:
+            sys.stdout, _results = stdout, None
+        return
+    stdout.flush()
+    private = os.dup(1)
+    os.dup2(2, 1)  # for good: threads the user's code started may outlive the command
+    _results = open(  # noqa: SIM115 (the process's stdout, open until it ends)
+        private, "w", encoding=stdout.encoding, errors=stdout.errors, closefd=True
+    )
+    sys.stdout = sys.stderr
+    yield
+
+
+def _descriptor(stream: Any) -> int | None:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def encodable(stream: Any, text: str) -> bool:
@@ -32,13 +91,30 @@ def write(stream: Any, text: str) -> None:
     stream.flush()
 
 
-def silence_stdout() -> None:
-    """Point stdout at /dev/null after its reader has gone, so that nothing more written to it,
-    nor the interpreter's last flush, fails again."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+def write_result(text: str) -> None:
+    """Write (part of) the result to stdout; ComputationError when it cannot take it (a full
+    disk, /dev/full), BrokenPipeError when the reader has gone (`| head`)."""
+    stream = result_stream()
+    try:
+        write(stream, text)
+    except OSError as error:
+        _discard_unwritten(stream)
+        if isinstance(error, BrokenPipeError):
+            raise
+        raise ComputationError(
+            f"cannot write the result to stdout: {error.strerror or error}", code="cannot_write"
+        ) from None
+
+
+def _discard_unwritten(stream: Any) -> None:
+    """Point the stream's descriptor at /dev/null, so that the text still buffered for it is
+    dropped quietly at exit rather than failing again."""
+    descriptor = _descriptor(stream)
+    if descriptor is None:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, descriptor)
+    os.close(null)
 
 
 def report_error(command: str, code: str, message: str, as_json: bool) -> None:
@@ -54,12 +130,17 @@ def emit_json(document: dict[str, Any]) -> None:
     from jaccli.render.document import dumps
 
     text = dumps(document)
-    if not encodable(sys.stdout, text):  # \u escapes keep the document exact in ASCII
+    if not encodable(result_stream(), text):  # \u escapes keep the document exact in ASCII
         text = dumps(document, ensure_ascii=True)
-    write(sys.stdout, text + "\n")
+    write_result(text + "\n")
 
 
 FULL_WIDTH = 1_000_000
+
+
+def result_console(**options: Any) -> Console:
+    """A Console that measures and colours for the stream results go to."""
+    return Console(file=result_stream(), **options)
 
 
 def emit_rich(renderable: RenderableType, full: bool = False) -> None:
@@ -67,11 +148,11 @@ def emit_rich(renderable: RenderableType, full: bool = False) -> None:
 
     With --full, lines are as wide as the tables need, not squeezed into the terminal.
     """
-    if not encodable(sys.stdout, "∂…✓"):
+    if not encodable(result_stream(), "∂…✓"):
         from jaccli.render.ascii import ascii_renderable
 
         renderable = ascii_renderable(renderable)
-    console = Console(highlight=False, soft_wrap=False, width=FULL_WIDTH if full else None)
+    console = result_console(highlight=False, soft_wrap=False, width=FULL_WIDTH if full else None)
     with console.capture() as captured:
         console.print(renderable)
-    write(sys.stdout, captured.get())
+    write_result(captured.get())

@@ -111,6 +111,11 @@ class PointStream:
         self.name = name
         self.size_limit = size_limit
         self.max_batch = max_batch
+        if sys.stdin is None:
+            raise UsageError(
+                f"--points {name}=@-: standard input is closed (<&-); give the points on stdin "
+                "or in a file"
+            )
         try:
             self._fd: int | None = sys.stdin.fileno()
         except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no descriptor

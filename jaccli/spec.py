@@ -259,7 +259,11 @@ def _load_json(text: str, what: str, alternatives: str, size_limit: int) -> obje
         )
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, ValueError, RecursionError) as error:
+    except RecursionError:  # lists nested thousands deep: past what the parser recurses into
+        raise UsageError(
+            f"{what}: lists nested too deep (an array has at most {MAX_NDIM} dimensions)"
+        ) from None
+    except (json.JSONDecodeError, ValueError) as error:
         reason = error.msg if isinstance(error, json.JSONDecodeError) else first_line(error)
         raise UsageError(
             f"{what} {_shorten(text)!r} is not {alternatives}a JSON array of numbers ({reason})"

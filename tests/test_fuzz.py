@@ -1,5 +1,5 @@
-"""Fuzzing the parsers, the expression compiler, the loaders, output names in every text format
-and the lines of a point stream with generated input.
+"""Fuzzing the parsers, the expression compiler, the loaders, output names in every text format,
+the lines of a point stream and user functions that misbehave, with generated input.
 
 Every property is the same promise: a hostile input gives a result or a UsageError (exit 2) /
 ResourceError (exit 3) / ComputationError (exit 1), never another exception, a hang, or an
@@ -350,3 +350,87 @@ def test_stream_lines_each_give_a_point_or_its_error(monkeypatch, lines, final_n
         else:
             assert len(line) <= 1000
             np.testing.assert_array_equal(point.values, np.array(json.loads(line), dtype=float))
+
+
+# User functions that misbehave: what they do on the side, and what they return.
+SIDE_EFFECTS = {
+    "nothing": lambda x: None,
+    "print": lambda x: print("printed by the function"),
+    "print to stderr": lambda x: print("to stderr", file=__import__("sys").stderr),
+    "warn": lambda x: __import__("warnings").warn("the function warns", stacklevel=1),
+    "raise": lambda x: (_ for _ in ()).throw(ValueError("the function raised")),
+    "exit 0": lambda x: (_ for _ in ()).throw(SystemExit(0)),
+    "exit 3": lambda x: (_ for _ in ()).throw(SystemExit(3)),
+    "mutate": lambda x: x.add_(1),
+    "mutate detached": lambda x: x.detach().mul_(2),
+}
+
+
+async def _coroutine(x):
+    return x
+
+
+def _generator(x):
+    yield x
+
+
+RETURNS = {
+    "sine": lambda x: x.sin(),
+    "empty": lambda x: x[:0],
+    "sparse": lambda x: x.to_sparse(),
+    "meta": lambda x: torch.empty(3, device="meta"),
+    "complex": lambda x: x.to(torch.complex64),
+    "integers": lambda x: x.long(),
+    "scalar": lambda x: x.sum(),
+    "None": lambda x: None,
+    "int": lambda x: 3,
+    "str": lambda x: "y",
+    "floats": lambda x: [1.0, 2.0],
+    "empty list": lambda x: [],
+    "empty dict": lambda x: {},
+    "dotted key": lambda x: {"a.b": x * 1},
+    "int key": lambda x: {1: x * 1},
+    "blank key": lambda x: {"": x * 1},
+    "tuple with None": lambda x: (x * 1, None),
+    "coroutine": _coroutine,
+    "generator": _generator,
+    "numpy": lambda x: np.ones(3),
+    "infinite": lambda x: x * math.inf,
+    "nested": lambda x: {"a": [x * 1, {"b": (x * 2,)}]},
+}
+
+
+@settings(FUZZ, max_examples=min(EXAMPLES, 60))
+@given(
+    st.lists(st.sampled_from(sorted(SIDE_EFFECTS)), max_size=2),
+    st.sampled_from(sorted(RETURNS)),
+    st.sampled_from(["jacobian", "vjp", "jvp", "hessian"]),
+)
+@example(["print"], "coroutine", "jacobian")
+@example(["exit 3"], "sine", "jacobian")
+def test_misbehaving_user_functions_get_one_line_and_an_exit_code(
+    jaccli, side_effects: list[str], returned: str, command: str
+) -> None:
+    import sys
+    import types
+
+    def guest(x):
+        for name in side_effects:
+            SIDE_EFFECTS[name](x)
+        return RETURNS[returned](x)
+
+    module = types.ModuleType("jaccli_fuzz_guest")
+    module.f = guest  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+    try:
+        run = jaccli(command, "--fn", "jaccli_fuzz_guest:f", "--shape", "3", "--json")
+    finally:
+        del sys.modules[module.__name__]
+    assert run.exit_code in (0, 1, 2, 3), (side_effects, returned, run.stderr)
+    assert "internal error" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert "printed by the function" not in run.stdout  # the document alone (validated)
+    if run.exit_code == 0:
+        assert run.json()["command"] == command
+    else:
+        assert run.stdout == ""
+        assert "never awaited" not in run.stderr

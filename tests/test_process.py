@@ -167,10 +167,10 @@ def test_ctrl_c_inside_torchs_import_is_recognised() -> None:
     the process ("terminate called …", seen once in CI); jaccli leaves with 130 instead."""
     import os
 
-    from jaccli.__main__ import _importing_torch
+    from jaccli.timeout import importing_torch
 
     namespace: dict = {}
     torch_init = os.path.join("somewhere", "torch", "__init__.py")
     exec(compile("import sys\nframe = sys._getframe()", torch_init, "exec"), namespace)
-    assert _importing_torch(namespace["frame"])
-    assert not _importing_torch(sys._getframe())
+    assert importing_torch(namespace["frame"])
+    assert not importing_torch(sys._getframe())

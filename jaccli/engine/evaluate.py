@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import sys
 import traceback
@@ -77,10 +78,18 @@ def _flatten(value: Any, path: str, named: dict[str, Any], function: str) -> Non
         _flatten(item, f"{path}.{key}" if path else key, named, function)
 
 
-def outputs_of(value: Any, name: str, input_names: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+def outputs_of(
+    value: Any, name: str, input_names: tuple[str, ...] = (), *, on_meta: bool = False
+) -> dict[str, torch.Tensor]:
     """The function's result as named floating tensors: `y` for a tensor; `y0`, `y1`… for a
-    tuple or list; a dict's keys; nested ones by dotted path (`y0.1`, `aux.0`)."""
+    tuple or list; a dict's keys; nested ones by dotted path (`y0.1`, `aux.0`); meta tensors
+    only for a call `on_meta` inputs, which asks for shapes alone."""
     named: dict[str, Any] = {}
+    if inspect.iscoroutine(value):  # closed, or Python warns it was never awaited
+        value.close()
+        raise ComputationError(
+            f"{name} returned a coroutine (an async def function?); expected a floating tensor"
+        )
     if isinstance(value, tuple | list) and not any(
         isinstance(item, torch.Tensor | tuple | list | Mapping) for item in value
     ):  # numbers, not tensors: say what the whole is
@@ -96,12 +105,33 @@ def outputs_of(value: Any, name: str, input_names: tuple[str, ...] = ()) -> dict
     else:
         _flatten(value, "", named, name)
     for output_name, output in named.items():
-        if not output.is_floating_point():
-            raise ComputationError(
-                f"{name} returned {output_name} as {_describe_value(output)}, not a floating "
-                "tensor; only floating outputs have derivatives"
-            )
+        _require_usable(output, output_name, name, on_meta)
     return named
+
+
+def _require_usable(output: torch.Tensor, output_name: str, function: str, on_meta: bool) -> None:
+    """An output J can be taken of: a dense floating tensor with values (unless only its shape
+    is asked for), and at least one."""
+    if output.layout != torch.strided:
+        raise ComputationError(
+            f"{function} returned {output_name} as a {output.layout} tensor; return a dense "
+            "one (.to_dense())"
+        )
+    if output.device.type == "meta" and not on_meta:
+        raise ComputationError(
+            f"{function} returned {output_name} on the meta device, which holds no values"
+        )
+    if not output.is_floating_point():
+        raise ComputationError(
+            f"{function} returned {output_name} as {_describe_value(output)}, not a floating "
+            "tensor; only floating outputs have derivatives"
+        )
+    if output.numel() == 0:
+        shape = "x".join(str(d) for d in output.shape)
+        raise ComputationError(
+            f"{function} returned {output_name} with no elements (shape {shape}); J of an "
+            "empty output is empty"
+        )
 
 
 def _where(error: BaseException, source_file: str | None) -> str:
@@ -224,7 +254,8 @@ def call_fresh(
     call = (function.vectorized_call if vectorized else None) or function.call
     with guest_code(function.name, function.source_file):
         value = call(**fresh)
-    outputs = outputs_of(value, function.name, function.input_names)
+    on_meta = any(t.device.type == "meta" for t in fresh.values())  # shapes only, for --plan
+    outputs = outputs_of(value, function.name, function.input_names, on_meta=on_meta)
     kept = function.selected_output
     if kept is None:
         return outputs

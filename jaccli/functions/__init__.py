@@ -15,15 +15,20 @@ from jaccli.functions.user import (
     looks_like_file,
     missing_function_error,
 )
+from jaccli.spec import DEFAULT_VALUE_LIMIT
 
 __all__ = ["PRESETS", "Function", "InputSpec", "resolve"]
 
 
 def resolve(
-    name: str | None, expression: str | None = None, given_names: Sequence[str] = ()
+    name: str | None,
+    expression: str | None = None,
+    given_names: Sequence[str] = (),
+    size_limit: int = DEFAULT_VALUE_LIMIT,
 ) -> Function:
     """The Function that `--fn` (a preset, `file.py:func`, `pkg.mod:func`) or `--expr` names;
-    `given_names`, the inputs named by --shape and --value, name a builtin's inputs."""
+    `given_names`, the inputs named by --shape and --value, name a builtin's inputs; a file
+    of the user's is read only up to `size_limit` bytes (--max-value-size)."""
     if (name is None) == (expression is None):
         raise UsageError("give one of --fn NAME or --expr EXPRESSION", code="no_function")
     if expression is not None:
@@ -32,9 +37,9 @@ def resolve(
     if name in PRESETS:
         return PRESETS[name]
     if looks_like_callable_reference(name):
-        return load_callable(name, given_names)
+        return load_callable(name, given_names, size_limit)
     if looks_like_file(name):
-        raise missing_function_error(name)
+        raise missing_function_error(name, size_limit)
     available = ", ".join(PRESETS)
     close = difflib.get_close_matches(name, PRESETS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import errno
 import importlib
 import importlib.util
 import inspect
 import os
 import re
-import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import Function, InputSpec
-from jaccli.spec import first_line
+from jaccli.spec import DEFAULT_VALUE_LIMIT, first_line
 
 
 def looks_like_callable_reference(text: str) -> bool:
@@ -35,12 +33,14 @@ def looks_like_file(text: str) -> bool:
     return text.endswith(".py") or os.sep in text or "/" in text
 
 
-def missing_function_error(reference: str) -> UsageError:
+def missing_function_error(reference: str, size_limit: int = DEFAULT_VALUE_LIMIT) -> UsageError:
     """`--fn model.py` names a file but no function in it: list the functions it defines,
-    read off its syntax tree (the file is not run)."""
+    read off its syntax tree (the file is not run); a file that cannot be read as source is
+    refused as `--fn file.py:func` would refuse it."""
     defined = []
+    source = _read_source(reference, size_limit) if os.path.lexists(reference) else b""
     try:
-        tree = ast.parse(Path(reference).read_text(encoding="utf-8"))
+        tree = ast.parse(source.decode("utf-8"))
         defined = [
             node.name
             for node in tree.body
@@ -58,9 +58,12 @@ def missing_function_error(reference: str) -> UsageError:
     )
 
 
-def load_callable(reference: str, given_names: Sequence[str] = ()) -> Function:
+def load_callable(
+    reference: str, given_names: Sequence[str] = (), size_limit: int = DEFAULT_VALUE_LIMIT
+) -> Function:
     """The Function for `file.py:func` or `pkg.mod:func`: inputs from the signature, or for
-    a builtin without one (`torch:sin`), from the names given on the command line."""
+    a builtin without one (`torch:sin`), from the names given on the command line; a file is
+    read only if it is a regular file of at most `size_limit` bytes."""
     target, _, attribute = reference.rpartition(":")
     if not target or not attribute:
         raise UsageError(
@@ -74,7 +77,7 @@ def load_callable(reference: str, given_names: Sequence[str] = ()) -> Function:
             code="bad_function",
         )
     is_file = looks_like_file(target)
-    module = _load_file(target) if is_file else _import_module(target, attribute)
+    module = _load_file(target, size_limit) if is_file else _import_module(target, attribute)
     source = getattr(module, "__file__", None) if is_file else None
     if not hasattr(module, attribute):
         defined = _defined_callables(module)
@@ -87,6 +90,18 @@ def load_callable(reference: str, given_names: Sequence[str] = ()) -> Function:
     if not callable(function):
         raise UsageError(
             f"--fn {reference!r}: {attribute!r} is a {type(function).__name__}, not callable",
+            code="bad_function",
+        )
+    if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+        raise UsageError(
+            f"--fn {reference!r}: {attribute!r} is an async def function, whose calls return "
+            "a coroutine, not tensors; make it a plain def",
+            code="bad_function",
+        )
+    if inspect.isgeneratorfunction(function):
+        raise UsageError(
+            f"--fn {reference!r}: {attribute!r} is a generator (it yields), whose calls return "
+            "a generator, not tensors; return the outputs instead",
             code="bad_function",
         )
     signature = _signature(function)
@@ -143,22 +158,26 @@ def _positional_call(
     return call
 
 
-def _load_file(path_text: str) -> ModuleType:
-    path = Path(path_text)
+def _read_source(path_text: str, size_limit: int) -> bytes:
+    """The bytes of the user's source file, with the checks of a --value file: a regular file
+    (a FIFO would block, /dev/zero never ends) of at most `size_limit` bytes."""
+    from jaccli.loaders import read_regular_file
+
     try:
-        status = path.stat()
-    except OSError as error:
-        reason = "does not exist" if error.errno == errno.ENOENT else f"({error.strerror})"
-        raise UsageError(f"--fn: file {path_text!r} {reason}", code="bad_function") from None
-    if not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
-        raise UsageError(f"--fn: {path_text!r} is not a regular file", code="bad_function")
-    if path.is_dir():
-        raise UsageError(f"--fn: {path_text!r} is a directory, not a .py file", code="bad_function")
-    if path.suffix != ".py":
+        return read_regular_file(path_text, size_limit, option="--fn ")
+    except UsageError as error:
+        raise UsageError(error.message, code="bad_function") from None
+
+
+def _load_file(path_text: str, size_limit: int) -> ModuleType:
+    path = Path(path_text)
+    if not os.path.lexists(path):
+        raise UsageError(f"--fn: file {path_text!r} does not exist", code="bad_function")
+    if path.suffix != ".py" and not _is_dir(path):
         raise UsageError(f"--fn: {path_text!r} is not a .py file", code="bad_function")
     try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        source = _read_source(path_text, size_limit).decode("utf-8")
+    except UnicodeDecodeError as error:
         raise UsageError(f"--fn: cannot read {path_text!r}: {error}", code="bad_function") from None
     try:
         code = compile(source, str(path.resolve()), "exec")
@@ -166,6 +185,8 @@ def _load_file(path_text: str) -> ModuleType:
         raise UsageError(
             f"--fn: syntax error in {path_text}:{error.lineno}: {error.msg}", code="bad_function"
         ) from None
+    except ValueError as error:  # a NUL byte
+        raise UsageError(f"--fn: cannot read {path_text!r}: {error}", code="bad_function") from None
     # A name of our own: the file never replaces, nor is replaced by, a module of the same name.
     module_name = f"jaccli_user_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path.resolve())
@@ -188,6 +209,13 @@ def _load_file(path_text: str) -> ModuleType:
             code="bad_function",
         ) from error
     return module
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _import_module(name: str, attribute: str) -> ModuleType:

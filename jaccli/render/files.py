@@ -21,6 +21,7 @@ from jaccli.errors import ComputationError, UsageError
 from jaccli.render.labels import index_label, visible
 from jaccli.render.numbers import json_values
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, Result, VjpResult
+from jaccli.spec import first_line
 
 SUFFIXES = (".npy", ".pt", ".safetensors", ".csv")
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
@@ -47,8 +48,9 @@ def _exists(path: Path) -> bool:
 def checked_out_path(path_text: str, force: bool, *, pictures: bool = False) -> Path:
     """The `--out` path, refused before any work when it cannot or should not be written
     (checked again when the file is published: see `publish`). `pictures`: whether the command
-    draws J, so .png, .svg and .pdf are welcome."""
-    path = Path(path_text)
+    draws J, so .png, .svg and .pdf are welcome. The path is made absolute at once: the
+    user's function may change the working directory before the file is written."""
+    path = Path(os.path.abspath(path_text))
     suffixes = SUFFIXES + (IMAGE_SUFFIXES if pictures else ())
     if path.suffix in IMAGE_SUFFIXES and not pictures:
         raise UsageError(
@@ -175,7 +177,12 @@ def publish(path: Path, write: Callable[[Path], None], force: bool = False) -> N
         raise ComputationError(f"cannot write --out {str(path)!r}: {error.strerror}") from None
     os.close(handle)
     try:
-        write(Path(temporary))
+        try:
+            write(Path(temporary))
+        except OSError:
+            raise
+        except Exception as error:  # torch.save, safetensors and matplotlib wrap a full disk
+            raise OSError(first_line(error)[:200]) from error
         os.chmod(temporary, _mode_for(path, force))
         if force:
             os.replace(temporary, path)
@@ -188,7 +195,8 @@ def publish(path: Path, write: Callable[[Path], None], force: bool = False) -> N
             code="bad_out",
         ) from None
     except OSError as error:
-        raise ComputationError(f"cannot write --out {str(path)!r}: {error.strerror}") from None
+        reason = error.strerror or str(error)
+        raise ComputationError(f"cannot write --out {str(path)!r}: {reason}") from None
     finally:
         if os.path.lexists(temporary):
             os.unlink(temporary)

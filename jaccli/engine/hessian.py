@@ -29,6 +29,7 @@ from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_directions, probe_products
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import Function
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import Check, Guard, HessianResult, HvpResult, JacobianResult
 from jaccli.spec import Direction, first_line, format_shape
 
@@ -238,6 +239,7 @@ def compute_hvp(problem: Problem, vector: Direction) -> HvpResult:
         try:
             results[method] = compute(f, primals, vs)
         except (ComputationError, RuntimeError, NotImplementedError) as error:
+            raise_if_out_of_memory(error)
             why = error.message if isinstance(error, ComputationError) else first_line(error)
             rejected.append(f"{method} failed: {why[:200]}")
     if not results:

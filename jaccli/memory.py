@@ -28,8 +28,9 @@ from collections.abc import Callable
 from jaccli.errors import ResourceError
 from jaccli.spec import format_bytes
 
-OUT_OF_MEMORY_MARKERS = ("can't allocate memory", "not enough memory", "out of memory")
-"""Words of torch's allocator failures (RuntimeError, torch.OutOfMemoryError)."""
+OUT_OF_MEMORY_MARKERS = ("can't allocate memory", "not enough memory", "out of memory", "bad_alloc")
+"""Words of torch's allocator failures (RuntimeError, torch.OutOfMemoryError; std::bad_alloc
+from its C++ code)."""
 
 
 CODE_RESERVE = 32 * 1024**2
@@ -216,10 +217,9 @@ def refusal(error: BaseException) -> ResourceError:
         from jaccli.engine.guard import budget_or_default
 
         budget = budget_or_default(None)
-    held = f"the memory budget of {format_bytes(budget)}"
     return ResourceError(
-        f"ran out of memory within {held} (the estimate before it missed what the computation "
-        "really allocates); raise --max-memory, or use smaller shapes, --batched or vjp",
+        f"ran out of memory: the computation needs more than the memory budget of "
+        f"{format_bytes(budget)}; raise --max-memory, or use smaller shapes, --batched or vjp",
         code="memory_budget",
     )
 

@@ -21,6 +21,10 @@ from jaccli.spec import ArrayData, format_shape, parse_json_array, split_named
 
 STREAM = "-"
 READ_BYTES = 1 << 16
+BATCH_BYTES = 4 * 1024**2
+"""Text a batch of waiting lines may hold: parsed, a number's few characters become a 32-byte
+float and then an array entry, so 4,096 long lines (4,000 of 25,000 numbers: 400 MB of text)
+would be gigabytes before the first point is computed."""
 
 
 @dataclass(frozen=True)
@@ -103,10 +107,13 @@ def _stacked(name: str, reference: str, points: list[ArrayData]) -> ArrayData:
 class PointStream:
     """Points from JSON Lines on stdin, one a line, in batches of the lines already waiting."""
 
-    def __init__(self, name: str, size_limit: int, max_batch: int = 4096) -> None:
+    def __init__(
+        self, name: str, size_limit: int, max_batch: int = 4096, max_bytes: int = BATCH_BYTES
+    ) -> None:
         self.name = name
         self.size_limit = size_limit
         self.max_batch = max_batch
+        self.max_bytes = max_bytes
         try:
             self._fd: int | None = sys.stdin.fileno()
         except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no descriptor
@@ -142,7 +149,12 @@ class PointStream:
         while not self._ended and b"\n" not in self._pending:
             self._read()
         lines = self._complete()
-        while not self._ended and len(lines) < self.max_batch and self._readable(0):
+        while (
+            not self._ended
+            and len(lines) < self.max_batch
+            and sum(map(len, lines)) + len(self._pending) < self.max_bytes
+            and self._readable(0)
+        ):
             self._read()
             lines += self._complete()
         if self._ended and self._pending.strip():

@@ -136,6 +136,15 @@ def fit_to_machine(budget: int) -> tuple[int, str | None]:
     return budget, None
 
 
+def trim() -> None:
+    """Hand the heap's free memory back to the kernel (malloc_trim), so the held limit counts
+    only what is in use after a computation's temporaries are gone."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def hold(budget: int) -> None:
     """From now until `release`, allocations past `budget` bytes more than the process holds
     now fail inside the process (NOTE [the budget holds for real]); torch is loaded and its

@@ -578,4 +578,5 @@ def _reverse_in_chunks(
                 sizing[0] = f"{sizing[0]}, halved to {size} when the kernel refused a chunk"
             continue
         start = stop
+    memory.trim()
     return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(jacobians, primals, strict=True)]

@@ -14,7 +14,9 @@ outputs) win by 60–150× over the wrong mode on lopsided shapes.
 Measured peaks above the inputs, as multiples of J's bytes: jacrev 2× (chunked: J plus two
 rows of VJPs per chunk row), jacfwd 3×, and the loops 1× because they fill a preallocated J.
 Over the budget, reverse mode is chunked and forward mode falls back to its loop; when J itself
-does not fit, nothing is computed (exit 3).
+does not fit, nothing is computed (exit 3). These multiples are the plan's estimate; computing,
+reverse mode sizes its chunks from a measured first chunk (NOTE [chunks from a measured first
+chunk]) and the kernel holds the budget (NOTE [the budget holds for real] in jaccli/memory.py).
 """
 
 from __future__ import annotations

@@ -125,8 +125,8 @@ def plan_jacobian(
         if method == "rev":
             chunk_size = max(1, (available - result_bytes) // (2 * row_bytes))
             reason += (
-                f"; chunks of {chunk_size} rows keep it within the budget (estimated; when "
-                "computed, the first chunk's measured peak sizes the rest)"
+                f"; chunks of {chunk_size} rows keep it within the budget (estimated; the "
+                "first chunk's measured peak sizes the rest)"
             )
         elif method == "fwd":
             method = "loop-fwd"

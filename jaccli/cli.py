@@ -11,7 +11,7 @@ import traceback as traceback_module
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -19,7 +19,7 @@ import typer
 from rich.console import RenderableType
 from typer.core import TyperGroup
 
-from jaccli import spec
+from jaccli import memory, spec
 from jaccli.errors import ExitCode, Interrupt, JaccliError, UsageError
 from jaccli.functions import PRESETS, resolve
 from jaccli.functions.presets import square_jacobian
@@ -180,6 +180,7 @@ def reporting(
                 with results_kept_apart(), time_limit(limit):
                     yield
         finally:
+            memory.release()
             for text in dict.fromkeys(_warning_line(w) for w in caught if _worth_showing(w)):
                 write(sys.stderr, f"{command}: warning: {text}\n")
 
@@ -237,6 +238,8 @@ def _report(command: str, error: Exception, as_json: bool, show_traceback: bool)
     """One line (and the JSON object) for the error, then its exit code."""
     if show_traceback:
         traceback_module.print_exc()
+    if memory.out_of_memory(error):
+        error = memory.refusal(error)
     if isinstance(error, JaccliError):
         report_error(command, error.code, error.message, as_json)
         raise typer.Exit(error.exit_code) from None
@@ -624,7 +627,6 @@ def _show_plan(
 ) -> None:
     """Print what computing J would take (at each of `points`: the problem at the first, and
     how many); exit 3 when it would not fit the budget."""
-    from dataclasses import replace
 
     from jaccli.engine import plan_report
 
@@ -659,7 +661,16 @@ def _check_options(rtol: float | None, atol: float | None, eps: float | None) ->
 
 
 def _budget(max_memory: str | None) -> int | None:
-    return None if max_memory is None else spec.parse_bytes(max_memory)
+    """--max-memory in bytes (None: the default), no more than the machine has."""
+    return None if max_memory is None else memory.fit_to_machine(spec.parse_bytes(max_memory))[0]
+
+
+def _hold_budget(budget: int | None) -> None:
+    """Let the kernel hold the budget from here on (NOTE [the budget holds for real] in
+    jaccli/memory.py); this imports torch."""
+    from jaccli.engine.guard import budget_or_default
+
+    memory.hold(budget_or_default(budget))
 
 
 def _strategy(name: str) -> Any:
@@ -929,8 +940,10 @@ class Computing:
         shapes_only: bool = False,
         values: Sequence[tuple[str, ArrayData]] = (),
     ) -> Problem:
-        """The Problem these options describe, with `values` for inputs already read."""
-        return _problem(
+        """The Problem these options describe, with `values` for inputs already read, and
+        the warning when --max-memory was reduced to the memory available."""
+        _hold_budget(budget)
+        problem = _problem(
             self.fn,
             self.expr,
             self.shape,
@@ -946,6 +959,10 @@ class Computing:
             device=self.device,
             output=self.output,
         )
+        reduced = None
+        if self.max_memory is not None:
+            reduced = memory.fit_to_machine(spec.parse_bytes(self.max_memory))[1]
+        return problem if reduced is None else replace(problem, notes=(reduced, *problem.notes))
 
 
 def _points(points: Sequence[str] | None, jsonl: bool, keep_going: bool, json_: bool) -> Any:

@@ -18,6 +18,7 @@ import numpy as np
 import typer
 from rich.console import RenderableType
 
+from jaccli import memory
 from jaccli.errors import ComputationError, ExitCode, JaccliError, UsageError
 from jaccli.output import emit_json, emit_rich, report_error, write, write_result
 from jaccli.points import STREAM, Batch, PointError, PointStream, load_points, parse_points_option
@@ -106,6 +107,9 @@ def run_at_points(
     """The command at every point; exits with the first failure's code (or 1 at the end when
     --keep-going saw any)."""
     sources = [parse_points_option(text) for text in request.points]
+    from jaccli.engine.guard import budget_or_default
+
+    memory.hold(budget_or_default(budget))  # before a line is read
     names = [name for name, _ in sources]
     if len(set(names)) != len(names):
         raise UsageError("--points given twice for the same input")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from jaccli.errors import UsageError
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.spec import MAX_NDIM, ArrayData, first_line, format_bytes, parse_json_array
 
 SUFFIXES = (".npy", ".pt", ".safetensors", ".json")
@@ -167,6 +168,7 @@ def _load_npy(data: bytes, where: str, size_limit: int) -> np.ndarray:
         else:
             raise _error(where, f".npy format version {version} is not supported")
     except Exception as error:  # numpy's header parser raises many kinds on a hostile header
+        raise_if_out_of_memory(error)
         raise _error(where, f"not a valid .npy file ({first_line(error)[:120]})") from None
     if not all(type(d) is int for d in shape):  # numpy takes (True,) for (1,)
         raise _error(where, f"header's shape {shape!r} is not a tuple of sizes; refused")
@@ -207,6 +209,7 @@ def _load_pt(data: bytes, where: str, size_limit: int) -> Any:
             warnings.simplefilter("ignore")
             loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # a corrupt or hostile archive: any failure is the file's
+        raise_if_out_of_memory(error)
         reason = _weights_only_reason(error)
         raise _error(
             where,
@@ -239,6 +242,7 @@ def _load_safetensors(data: bytes, where: str, key: str, size_limit: int) -> np.
     try:
         tensors = load(data)
     except Exception as error:  # a corrupt header, or a dtype numpy lacks (bfloat16, F8, F4)
+        raise_if_out_of_memory(error)
         raise _error(
             where, f"not a readable .safetensors file ({first_line(error)[:160]})"
         ) from None

@@ -21,6 +21,10 @@ from jaccli.spec import ArrayData, format_shape, parse_json_array, split_named
 
 STREAM = "-"
 READ_BYTES = 1 << 16
+BATCH_BYTES = 4 * 1024**2
+"""Text a batch of waiting lines may hold: parsed, a number's few characters become a 32-byte
+float and then an array entry, so 4,096 long lines (4,000 of 25,000 numbers: 400 MB of text)
+would be gigabytes before the first point is computed."""
 
 
 @dataclass(frozen=True)
@@ -107,10 +111,13 @@ class PointStream:
     Lines are numbered as a text editor does, blank ones (keep-alives) included; a line past
     --max-value-size stands as its point's error, and the stream goes on at the next line."""
 
-    def __init__(self, name: str, size_limit: int, max_batch: int = 4096) -> None:
+    def __init__(
+        self, name: str, size_limit: int, max_batch: int = 4096, max_bytes: int = BATCH_BYTES
+    ) -> None:
         self.name = name
         self.size_limit = size_limit
         self.max_batch = max_batch
+        self.max_bytes = max_bytes
         if sys.stdin is None:
             raise UsageError(
                 f"--points {name}=@-: standard input is closed (<&-); give the points on stdin "
@@ -158,12 +165,21 @@ class PointStream:
         if self._fd is None:  # a stdin without a descriptor (embedded): a line at a time
             return self._line_by_line()
         lines: list[tuple[int, bytes | None]] = []
+        waiting = 0  # bytes of the lines taken: a batch holds at most max_bytes of text
         while not lines and not self._ended:  # blank lines alone: wait for more
             self._read()
             lines += self._complete()
-            while not self._ended and len(lines) < self.max_batch and self._readable(0):
+            waiting = sum(len(line or b"") for _, line in lines)
+            while (
+                not self._ended
+                and len(lines) < self.max_batch
+                and waiting + len(self._pending) < self.max_bytes
+                and self._readable(0)
+            ):
                 self._read()
-                lines += self._complete()
+                more = self._complete()
+                lines += more
+                waiting += sum(len(line or b"") for _, line in more)
         if self._ended and (self._pending.strip() or self._skipping):
             self._line_number += 1
             lines.append((self._line_number, None if self._skipping else self._pending))

@@ -19,8 +19,8 @@ def _perturbing(broken: set[str]):
     """A stand-in for jacobian_of whose methods in `broken` return J with one entry moved."""
     real = jacobian_module.jacobian_of
 
-    def jacobian_of(f, primals, method, chunk_size=None, progress=None):
-        y, jacobians = real(f, primals, method, chunk_size, progress)
+    def jacobian_of(f, primals, method, chunk_size=None, progress=None, **options):
+        y, jacobians = real(f, primals, method, chunk_size, progress, **options)
         if method in broken:
             jacobians = [j.contiguous().clone() for j in jacobians]
             jacobians[0].view(-1)[1] += 0.01 * (1 + jacobians[0].abs().max())

@@ -26,6 +26,7 @@ from jaccli.engine.jacobian import (
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE, FD_TOLERANCE, Tolerance
 from jaccli.errors import ComputationError, UsageError
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import (
     Check,
     Comparison,
@@ -320,6 +321,7 @@ def check_jacobian(
             tolerance,
         )
     except (ComputationError, RuntimeError, NotImplementedError) as error:
+        raise_if_out_of_memory(error)
         modes = skipped(mode_name, _mode_name(other), tolerance, _reason(error))
     differences = _finite_difference_comparison(
         problem,
@@ -379,6 +381,7 @@ def check_vjp(
         try:
             jacobians = _jacobians(problem, method)
         except (ComputationError, RuntimeError, NotImplementedError) as error:
+            raise_if_out_of_memory(error)
             reasons.append(f"{_mode_name(method)}: {_reason(error)}")
             continue
         products = compare(name, f"v·J, J by {_mode_name(method)}", against(jacobians), tolerance)
@@ -472,6 +475,7 @@ def _product_check(
     try:
         by_ad = compare(name, reference, ad_blocks(), tolerance)
     except (ComputationError, RuntimeError, NotImplementedError) as error:
+        raise_if_out_of_memory(error)
         by_ad = skipped(name, reference, tolerance, _reason(error))
     difference_reference, difference_blocks = along
     by_difference = compare(

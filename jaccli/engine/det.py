@@ -111,7 +111,11 @@ def _conditioning(square: torch.Tensor, eps: float) -> tuple[np.ndarray, np.ndar
 
 
 def joint_matrix(jacobians: dict[str, np.ndarray], n_out: int) -> torch.Tensor:
-    """[J_a | J_b | …] as an n_out × n_in matrix, columns in `wrt` order."""
+    """[J_a | J_b | …] as an n_out × n_in matrix, columns in `wrt` order (J itself, not a
+    copy, for a single input)."""
+    if len(jacobians) == 1:
+        (j,) = jacobians.values()
+        return torch.from_numpy(j).reshape(n_out, -1)
     return torch.cat([torch.from_numpy(j).reshape(n_out, -1) for j in jacobians.values()], dim=1)
 
 

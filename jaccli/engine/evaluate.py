@@ -27,6 +27,7 @@ import torch
 
 from jaccli.errors import ComputationError
 from jaccli.functions.model import Function
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import Evaluation, InputValue
 from jaccli.spec import first_line
 
@@ -204,6 +205,7 @@ def guest_code(what: str, source_file: str | None = None) -> Iterator[None]:
             f"{what} called sys.exit({error.code!r}){_where(error, source_file)}"
         ) from None
     except Exception as error:  # the user's code: any failure is theirs to see
+        raise_if_out_of_memory(error)
         raise ComputationError(
             f"{what} raised {type(error).__name__}: {first_line(error)}{_where(error, source_file)}"
         ) from error
@@ -219,6 +221,7 @@ def blaming_user_code(function: Function) -> Iterator[None]:
     except ComputationError:
         raise
     except Exception as error:
+        raise_if_out_of_memory(error)
         where = _where(error, function.source_file)
         if not where:
             raise

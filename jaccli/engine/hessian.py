@@ -29,6 +29,7 @@ from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_directions, probe_products
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import Function
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import Check, Guard, HessianResult, HvpResult, JacobianResult
 from jaccli.spec import Direction, first_line, format_shape
 
@@ -119,12 +120,20 @@ def symmetry_error(
         for a, by_b in by_a.items():
             for b, h in by_b.items():
                 n_a, n_b = problem.inputs[a].numel(), problem.inputs[b].numel()
-                left = h.reshape(m, n_a, n_b).astype(np.float64)
-                right = hessians[y][b][a].reshape(m, n_b, n_a).astype(np.float64)
-                difference = np.abs(left - right.transpose(0, 2, 1))
-                if difference.size:
-                    largest = max(largest, float(np.nan_to_num(difference, nan=np.inf).max()))
+                left = h.reshape(m, n_a, n_b)
+                right = hessians[y][b][a].reshape(m, n_b, n_a)
+                for start in range(0, n_a, SYMMETRY_ROWS):  # float64 copies of a block only
+                    block = left[:, start : start + SYMMETRY_ROWS].astype(np.float64)
+                    mirror = right[:, :, start : start + SYMMETRY_ROWS].astype(np.float64)
+                    difference = np.abs(block - mirror.transpose(0, 2, 1))
+                    if difference.size:
+                        worst = float(np.nan_to_num(difference, nan=np.inf).max())
+                        largest = max(largest, worst)
     return largest
+
+
+SYMMETRY_ROWS = 256
+"""Rows of H compared at a time: two float64 copies of all of H would be 4× its float32 bytes."""
 
 
 def hessian_result(problem: Problem, gradient_jacobian: JacobianResult) -> HessianResult:
@@ -238,6 +247,7 @@ def compute_hvp(problem: Problem, vector: Direction) -> HvpResult:
         try:
             results[method] = compute(f, primals, vs)
         except (ComputationError, RuntimeError, NotImplementedError) as error:
+            raise_if_out_of_memory(error)
             why = error.message if isinstance(error, ComputationError) else first_line(error)
             rejected.append(f"{method} failed: {why[:200]}")
     if not results:

@@ -14,7 +14,9 @@ outputs) win by 60–150× over the wrong mode on lopsided shapes.
 Measured peaks above the inputs, as multiples of J's bytes: jacrev 2× (chunked: J plus two
 rows of VJPs per chunk row), jacfwd 3×, and the loops 1× because they fill a preallocated J.
 Over the budget, reverse mode is chunked and forward mode falls back to its loop; when J itself
-does not fit, nothing is computed (exit 3).
+does not fit, nothing is computed (exit 3). These multiples are the plan's estimate; computing,
+reverse mode sizes its chunks from a measured first chunk (NOTE [chunks from a measured first
+chunk]) and the kernel holds the budget (NOTE [the budget holds for real] in jaccli/memory.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from enum import Enum
 import numpy as np
 import torch
 
+from jaccli import memory
 from jaccli.engine.evaluate import (
     as_leaf,
     call_fresh,
@@ -42,6 +45,7 @@ from jaccli.engine.kinks import OpWatch, flat_ops, kink_notes, leaves_reached
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_jacobians
 from jaccli.errors import ComputationError, ResourceError
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import JacobianResult, Plan
 from jaccli.spec import format_bytes
 
@@ -121,7 +125,10 @@ def plan_jacobian(
     if _peak(method, result_bytes, row_bytes, None) > available and result_bytes < available:
         if method == "rev":
             chunk_size = max(1, (available - result_bytes) // (2 * row_bytes))
-            reason += f"; chunks of {chunk_size} rows keep it within the budget"
+            reason += (
+                f"; chunks of {chunk_size} rows keep it within the budget (estimated; the "
+                "first chunk's measured peak sizes the rest)"
+            )
         elif method == "fwd":
             method = "loop-fwd"
             reason += "; a loop of forward passes keeps it within the budget"
@@ -208,6 +215,7 @@ def compute_jacobian(
     """The same in a few words (for the warning on stderr)."""
     for candidate in _candidates(problem, strategy, plan, budget):
         method = candidate.method
+        sizing: list[str] = []
         try:
             joined_y, joined = jacobian_of(
                 f_vectorized if method in ("rev", "fwd") else f,
@@ -215,6 +223,7 @@ def compute_jacobian(
                 method,
                 candidate.chunk_size,
                 progress,
+                sizing=sizing,
             )
         except ComputationError as error:
             if strategy is not Strategy.AUTO or method == "loop-rev":
@@ -244,7 +253,11 @@ def compute_jacobian(
             f"correctness guard: {'; '.join(rejected)}",
             code="guard_failed",
         )
-    reason = candidate.reason
+    reason = (
+        candidate.reason
+        if not sizing
+        else f"{candidate.reason.split('; chunks of')[0]}; {sizing[0]}"
+    )
     notes = []
     if rejected:
         reason = f"{'; '.join(rejected)}; so {method}"
@@ -355,14 +368,30 @@ def jacobian_of(
     method: str,
     chunk_size: int | None = None,
     progress: Progress | None = None,
+    sizing: list[str] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """y = f(*primals) and J of y for each primal, by `method`: loop-rev, loop-fwd, rev, fwd."""
+    """y = f(*primals) and J of y for each primal, by `method`: loop-rev, loop-fwd, rev, fwd;
+    `sizing` gets how rev sized its chunks."""
+    if method in ("rev", "fwd"):
+        load_vectorizing()
     if method == "rev":
-        return _vectorized(f, primals, torch.func.jacrev, chunk_size=chunk_size)
+        return _reverse_in_chunks(f, primals, chunk_size, sizing)
     if method == "fwd":
         return _vectorized(f, primals, torch.func.jacfwd)
     loop = _loop_reverse if method == "loop-rev" else _loop_forward
     return loop(f, primals, progress)
+
+
+def load_vectorizing() -> None:
+    """Load torch.func's machinery (torch._dynamo) outside the held memory budget, once."""
+    if not vectorized_start_up_paid():
+        memory.outside_budget(_touch_vectorizing)
+
+
+def _touch_vectorizing() -> None:
+    """One tiny vmapped VJP: it imports what torch.func loads lazily."""
+    _, pull = torch.func.vjp(torch.sin, torch.zeros(2))
+    torch.func.vmap(pull)(torch.eye(2))
 
 
 def split_wrt(
@@ -455,7 +484,105 @@ def _vectorized(
     except ComputationError as error:
         raise ComputationError(f"{error.message}; try --strategy loop") from error
     except (RuntimeError, NotImplementedError) as error:
+        raise_if_out_of_memory(error)
         raise ComputationError(
             f"the function cannot be vectorized ({str(error).splitlines()[0]}); try --strategy loop"
         ) from error
     return y, list(jacobians)
+
+
+class _ChunkTooLarge(Exception):
+    """A chunk's allocation was refused under the held memory limit."""
+
+
+FIRST_CHUNK_ROWS = 32
+"""Rows of J whose real peak is measured before the rest are sized (NOTE [chunks from a
+measured first chunk])."""
+HEADROOM_USED = 0.75
+"""The share of the budget still free that the rest of the chunks may take."""
+
+
+def _reverse_in_chunks(
+    f: Callable[..., torch.Tensor],
+    primals: list[torch.Tensor],
+    chunk_size: int | None,
+    sizing: list[str] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """J by vmapped VJPs (what torch.func.jacrev does), a chunk of rows at a time written into
+    a preallocated J.
+
+    # NOTE [chunks from a measured first chunk]
+    The estimate of a row's cost (two rows of VJPs) misses what the function's backward really
+    allocates: a 1-D stencil's slices each pad a full row, six rows and more. So a first chunk
+    of FIRST_CHUNK_ROWS rows runs with the kernel's peak count reset, its real peak above the
+    resident memory before it gives the cost of a row, and the rest of the rows go in chunks
+    that take HEADROOM_USED of what the held limit (jaccli/memory.py) still leaves; where
+    nothing is held or measurable, the plan's chunk size (from the estimate) stands. The peak
+    can read low (a chunk reuses pages freed before it), so a chunk the kernel refuses is
+    halved and tried again: the refusal is the measurement that cannot be wrong. Unlike
+    jacrev(chunk_size=…), which concatenates its chunks (J twice) after building the whole
+    identity (n_out² elements), nothing here is bigger than J and one chunk.
+    """
+    try:
+        y, vjp_of = torch.func.vjp(f, *primals)
+    except ComputationError as error:
+        raise ComputationError(f"{error.message}; try --strategy loop") from error
+    except (RuntimeError, NotImplementedError) as error:
+        raise_if_out_of_memory(error)
+        raise ComputationError(
+            f"the function cannot be vectorized ({str(error).splitlines()[0]}); try --strategy loop"
+        ) from error
+    y = y.detach()
+    rows = y.numel()
+    jacobians = [torch.empty((rows, *p.shape), dtype=p.dtype) for p in primals]
+
+    def fill(start: int, stop: int) -> None:
+        basis = torch.zeros((stop - start, rows), dtype=y.dtype)
+        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        try:
+            parts = torch.func.vmap(vjp_of)(basis.reshape(stop - start, *y.shape))
+        except ComputationError as error:
+            raise ComputationError(f"{error.message}; try --strategy loop") from error
+        except (RuntimeError, NotImplementedError, MemoryError) as error:
+            if memory.out_of_memory(error):
+                raise _ChunkTooLarge from error
+            raise ComputationError(
+                f"the function cannot be vectorized ({str(error).splitlines()[0]}); try "
+                "--strategy loop"
+            ) from error
+        for j, part in zip(jacobians, parts, strict=True):
+            j[start:stop] = part
+
+    size = rows if chunk_size is None else chunk_size
+    start = 0
+    if memory.holding() and rows > FIRST_CHUNK_ROWS:
+        before = memory.resident_bytes()
+        first = min(FIRST_CHUNK_ROWS, size)
+        measured = memory.reset_peak()
+        fill(0, first)
+        start = first
+        peak, headroom = memory.peak_resident_bytes(), memory.headroom_bytes()
+        if measured and before is not None and peak is not None and headroom is not None:
+            per_row = max(1, (peak - before) // first)
+            size = max(1, min(rows, int(headroom * HEADROOM_USED) // per_row))
+            if sizing is not None:
+                sizing.append(
+                    f"chunks of {size} rows, sized from the first {first} rows' measured peak "
+                    f"({format_bytes(per_row)} a row)"
+                )
+    elif chunk_size is not None and sizing is not None:
+        sizing.append(f"chunks of {size} rows, sized from the estimate")
+    while start < rows:
+        stop = min(rows, start + size)
+        try:
+            fill(start, stop)
+        except _ChunkTooLarge as too_large:
+            if size == 1:
+                raise memory.refusal(too_large) from too_large
+            size //= 2  # the kernel refused it: a smaller chunk is the measurement that holds
+            if sizing:
+                sizing[0] = f"{sizing[0]}, halved to {size} when the kernel refused a chunk"
+            continue
+        start = stop
+    memory.trim()
+    return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(jacobians, primals, strict=True)]

@@ -20,6 +20,7 @@ from jaccli.engine.jacobian import split_outputs, split_wrt, watch_notes
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_jvp
 from jaccli.errors import ComputationError
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import JvpResult
 from jaccli.spec import Direction, first_line
 
@@ -70,6 +71,7 @@ def compute_jvp(problem: Problem, tangent: Direction) -> JvpResult:
         try:
             y, j_v = compute(f, primals, vs)
         except (ComputationError, RuntimeError, NotImplementedError) as error:
+            raise_if_out_of_memory(error)
             why = error.message if isinstance(error, ComputationError) else first_line(error)
             rejected.append(f"{method} failed: {why[:200]}")
             continue

@@ -34,11 +34,12 @@ from jaccli.engine.evaluate import call_function, to_numpy
 from jaccli.engine.finite import nonfinite_notes
 from jaccli.engine.guard import budget_or_default
 from jaccli.engine.hessian import symmetry_error
-from jaccli.engine.jacobian import vectorized_start_up_paid
+from jaccli.engine.jacobian import load_vectorizing, vectorized_start_up_paid
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE
 from jaccli.engine.trust import GUARD_SEED, guard_rtol
 from jaccli.errors import ComputationError, JaccliError, ResourceError
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import (
     Determinant,
     Evaluation,
@@ -175,6 +176,7 @@ def run_points(
                     problem, command, chunk, single, directions, first_index + chunk_start
                 )
             except (ComputationError, RuntimeError, NotImplementedError, ValueError) as error:
+                raise_if_out_of_memory(error)
                 why = error.message if isinstance(error, ComputationError) else first_line(error)
                 problem = replace(
                     problem,
@@ -231,6 +233,7 @@ def _vectorized_chunk(
     def at(*values: torch.Tensor) -> tuple:
         return kernel({**problem.inputs, **dict(zip(names, values, strict=True))})
 
+    load_vectorizing()
     outputs, products = torch.func.vmap(at)(*(chunk[n] for n in names))
     size = next(iter(chunk.values())).shape[0]
     if command in ("jacobian", "det"):

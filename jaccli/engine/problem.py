@@ -286,6 +286,12 @@ def _rule_output_shapes(function: Function, shapes: dict[str, Shape]) -> dict[st
         return None
 
 
+BYTES_PER_OUTPUT = 16 * 1024
+"""What one named output costs beyond its numbers, measured at about 5 KiB a function call
+(a tensor, its name, its graph node) and three more calls a run, plus its rows in the result:
+a function returning 10⁶ scalars in a dict took 5.6 GB and 166 s."""
+
+
 def _require_intermediates_fit(
     function: Function,
     shapes: dict[str, Shape],
@@ -388,6 +394,12 @@ def prepare(
     tensors = make_inputs(shapes, values, generator, torch_dtype, keep_integers)
     if out_shapes is None:
         outputs = _evaluate_with_hint(function, tensors, values, wrt_names, explicit=bool(wrt))
+        require_within_budget(
+            f"{len(outputs)} outputs (their names, tensors and a result each)",
+            len(outputs) * BYTES_PER_OUTPUT,
+            budget,
+            "return fewer outputs (one tensor stacks many)",
+        )
         out_shapes = {name: tuple(y.shape) for name, y in outputs.items()}
     if output is not None:
         function, out_shapes = select_output(function, out_shapes, output)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from jaccli.engine.evaluate import as_leaf, jacobian_vector, vector_jacobian
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import Guard
 from jaccli.spec import first_line
 
@@ -121,6 +122,7 @@ def probe_jacobians(
     try:
         reference, reference_scale = _reference(f, primals, u_full.reshape(tuple(y_shape)), vs)
     except Exception as error:  # the reference itself failed: say so rather than guess
+        raise_if_out_of_memory(error)
         why = f"the reverse pass failed ({first_line(error)[:160]})"
         return Guard(
             method, reference_name, value / unit, math.nan, math.nan, None, _count(rows), (), why
@@ -263,6 +265,7 @@ def probe_vjp(
             y = f(*leaves)
             j_w = jacobian_vector(y, leaves, ws) if y.requires_grad else torch.zeros_like(y)
     except Exception as error:  # no reference: the VJP stands as backward computed it
+        raise_if_out_of_memory(error)
         why = f"no second derivative graph ({first_line(error)[:160]})"
         return Guard("backward", reference_name, value, math.nan, math.nan, None, None, (), why)
     v64 = cotangent.detach().reshape(-1).to(torch.float64)
@@ -295,6 +298,7 @@ def probe_blocks(
     try:
         reference, reference_scale = _reference(f, primals, u, vs)
     except Exception as error:  # the reference itself failed: say so rather than guess
+        raise_if_out_of_memory(error)
         why = f"the reverse pass failed ({first_line(error)[:160]})"
         return Guard("per-sample", reference_name, value, math.nan, math.nan, None, None, (), why)
     tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
@@ -353,6 +357,7 @@ def probe_jvp(
     try:
         reference, reference_scale = _reference(f, primals, u, tangents)
     except Exception as error:  # the reference itself failed: say so rather than guess
+        raise_if_out_of_memory(error)
         why = f"the reverse pass failed ({first_line(error)[:160]})"
         return Guard(method, reference_name, value, math.nan, math.nan, None, None, (), why)
     tolerance, passed = _verdict(value, reference, max(scale, reference_scale), jvp.dtype)

@@ -20,6 +20,7 @@ from typing import Any
 
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import Function, InputSpec
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.spec import DEFAULT_VALUE_LIMIT, first_line
 
 
@@ -203,6 +204,7 @@ def _load_file(path_text: str, size_limit: int) -> ModuleType:
             f"--fn: importing {path_text} called sys.exit({error.code!r})", code="bad_function"
         ) from None
     except Exception as error:
+        raise_if_out_of_memory(error)
         del sys.modules[module_name]
         raise UsageError(
             f"--fn: importing {path_text} raised {type(error).__name__}: {first_line(error)}",
@@ -237,6 +239,7 @@ def _import_module(name: str, attribute: str) -> ModuleType:
             f"--fn: importing {name} called sys.exit({error.code!r})", code="bad_function"
         ) from None
     except Exception as error:
+        raise_if_out_of_memory(error)
         raise UsageError(
             f"--fn: importing {name} raised {type(error).__name__}: {first_line(error)}",
             code="bad_function",

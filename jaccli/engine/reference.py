@@ -85,6 +85,7 @@ from jaccli.engine.trust import (
     squared_terms,
 )
 from jaccli.errors import ComputationError
+from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import (
     FunctionReference,
     Guard,
@@ -342,7 +343,8 @@ def _autograd_value(
             products = gradient_at(weighted, primals)
         else:
             _, products = hvp_reverse_over_reverse(weighted, primals, ds)
-    except (ComputationError, RuntimeError):
+    except (ComputationError, RuntimeError) as error:
+        raise_if_out_of_memory(error)
         return math.nan, math.nan
     return _dot(list(zip(products, ds, strict=True)))
 

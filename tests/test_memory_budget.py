@@ -114,7 +114,7 @@ def test_a_stream_batches_waiting_lines_by_their_bytes(tmp_path: Path, monkeypat
         monkeypatch.setattr(sys, "stdin", stdin)
         batches = list(PointStream("x", 1 << 20).batches())
     assert max(len(batch) for batch in batches) * len(line) <= BATCH_BYTES + len(line)
-    firsts = [point.values[0] for batch in batches for _, point in batch]
+    firsts = [point.values[0] for batch in batches for _, _, point in batch]
     assert firsts == list(range(200))
 
 

@@ -127,11 +127,21 @@ def plan_jacobian(
     peak = _peak(method, result_bytes, row_bytes, chunk_size) + resident
     refused = None
     if peak > limit:
+        what = "Hessian" if is_gradient(problem) else "Jacobian"
         refused = (
-            f"the {n_out}×{n_in} Jacobian would need about {format_bytes(peak)} ({method}), over "
+            f"the {n_out}×{n_in} {what} would need about {format_bytes(peak)} ({method}), over "
             f"the memory budget of {format_bytes(limit)}; {_way_out(problem)}"
         )
     return Plan(method, reason, n_out, n_in, result_bytes, peak, limit, chunk_size, refused)
+
+
+GRADIENT_OF = "the gradient of "
+"""How the formula of a gradient problem begins (hessian.gradient_problem): its J is a Hessian."""
+
+
+def is_gradient(problem: Problem) -> bool:
+    """Whether `problem` is the gradient of another, whose J is that one's Hessian."""
+    return problem.function.formula.startswith(GRADIENT_OF)
 
 
 def plan_inputs_only(problem: Problem, budget: int | None = None) -> Plan:
@@ -157,9 +167,14 @@ def require_feasible(plan: Plan) -> Plan:
 
 def _way_out(problem: Problem) -> str:
     ways = []
-    if has_separable_axis(problem):
-        ways.append("--batched for only the diagonal blocks")
-    ways += ["vjp for one combination of rows", "smaller shapes", "a larger --max-memory"]
+    if is_gradient(problem):  # hessian has no --batched; hvp takes a scalar output
+        if problem.output_count == problem.input_count:
+            ways.append("hvp for H·v without forming H")
+    else:
+        if has_separable_axis(problem):
+            ways.append("--batched for only the diagonal blocks")
+        ways.append("vjp for one combination of rows")
+    ways += ["smaller shapes", "a larger --max-memory"]
     return "try " + ", ".join(ways)
 
 

@@ -32,7 +32,7 @@ def _on_interrupt(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     """Run jaccli; Ctrl-C exits 130 at any point, even while the imports are still loading."""
     signal.signal(signal.SIGINT, _on_interrupt)
-    if sys.argv[1:] == ["--help"]:  # the command list alone: no command needs building
+    if sys.argv[1:] in (["--help"], ["-h"]):  # the command list alone: nothing to build
         from jaccli.overview import print_overview
 
         print_overview()

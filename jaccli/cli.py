@@ -6,6 +6,7 @@ The only module that imports Typer. torch is imported inside the commands that c
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback as traceback_module
 import warnings
@@ -63,6 +64,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -245,7 +247,7 @@ FnOption = Annotated[
         "A file or module runs with your rights, as `python file.py` would.",
         show_default=False,
         rich_help_panel="Function and inputs",
-        metavar="NAME|FILE.py:FUNC",
+        metavar="FUNC",
     ),
 ]
 ExprOption = Annotated[
@@ -253,7 +255,7 @@ ExprOption = Annotated[
     typer.Option(
         "--expr",
         "-e",
-        help='A safe one-line expression of the inputs, like "x.exp().sum(dim=1)".',
+        help='A safe one-line expression of the inputs, such as "x.sin() * a" or "(x ** 2).sum()".',
         show_default=False,
         rich_help_panel="Function and inputs",
         metavar="EXPR",
@@ -303,7 +305,7 @@ DtypeOption = Annotated[
         help="float32 or float64.",
         autocompletion=_choices(*spec.DTYPES),
         rich_help_panel="Function and inputs",
-        metavar="[float32|float64]",
+        metavar="DTYPE",
     ),
 ]
 PrecisionOption = Annotated[
@@ -329,7 +331,7 @@ FormatOption = Annotated[
         show_default=False,
         autocompletion=_choices(*spec.TEXT_FORMATS),
         rich_help_panel="Output",
-        metavar="[markdown|latex]",
+        metavar="FORMAT",
     ),
 ]
 MaxMemoryOption = Annotated[
@@ -388,7 +390,7 @@ DeviceOption = Annotated[
         "live; results come back to the CPU. One not available here exits 2.",
         autocompletion=_choices("cpu", "cuda", "mps"),
         rich_help_panel="Function and inputs",
-        metavar="[cpu|cuda|cuda:N|mps]",
+        metavar="DEVICE",
     ),
 ]
 TracebackOption = Annotated[
@@ -417,6 +419,17 @@ OutOption = Annotated[
         metavar="FILE",
     ),
 ]
+PictureOutOption = Annotated[
+    str | None,
+    typer.Option(
+        "--out",
+        help="Also write the result to a .npy, .pt, .safetensors or .csv file, or draw its "
+        "heat map (its non-zeros with --view sparsity) to a .png, .svg or .pdf file.",
+        show_default=False,
+        rich_help_panel="Output",
+        metavar="FILE",
+    ),
+]
 ForceOption = Annotated[
     bool,
     typer.Option("--force", help="Let --out replace an existing file.", rich_help_panel="Output"),
@@ -424,13 +437,25 @@ ForceOption = Annotated[
 ViewOption = Annotated[
     str | None,
     typer.Option(
-        help="rows, cols or full: the result rebuilt slice by slice along a separable axis; "
-        "heatmap or sparsity (jacobian): J drawn, or its non-zeros and structure. "
-        "\\[default: jacobian full; vjp and jvp the natural view of a single input]",
+        "--view",
+        help="rows, cols or full: J rebuilt slice by slice along a separable axis; heatmap or "
+        "sparsity: J drawn, or its non-zeros and structure. \\[default: full]",
         show_default=False,
-        autocompletion=_choices("rows", "cols", "full", *spec.PICTURE_VIEWS),
+        autocompletion=_choices(*spec.SLICE_VIEWS, *spec.PICTURE_VIEWS),
         rich_help_panel="What to compute",
-        metavar="[rows|cols|full|heatmap|sparsity]",
+        metavar="VIEW",
+    ),
+]
+ProductViewOption = Annotated[
+    str | None,
+    typer.Option(
+        "--view",
+        help="rows, cols or full: the product rebuilt slice by slice along a separable axis. "
+        "\\[default: the natural view of a single input, else full]",
+        show_default=False,
+        autocompletion=_choices(*spec.SLICE_VIEWS),
+        rich_help_panel="What to compute",
+        metavar="VIEW",
     ),
 ]
 PictureViewOption = Annotated[
@@ -442,7 +467,7 @@ PictureViewOption = Annotated[
         show_default=False,
         autocompletion=_choices(*spec.PICTURE_VIEWS),
         rich_help_panel="What to compute",
-        metavar="[heatmap|sparsity]",
+        metavar="VIEW",
     ),
 ]
 CheckOption = Annotated[
@@ -489,9 +514,15 @@ StrategyOption = Annotated[
         help="auto, loop, rev (reverse mode) or fwd (forward mode).",
         autocompletion=_choices("auto", "loop", "rev", "fwd"),
         rich_help_panel="What to compute",
-        metavar="[auto|loop|rev|fwd]",
+        metavar="STRATEGY",
     ),
 ]
+DIRECTION_IN_INPUTS_HELP = (
+    "v in the shape of the input: ones, randn (seeded), a JSON array, a JSON object with an "
+    'array for each --wrt input ({"a": [...], "b": [...]}), or @FILE as for --value (@- for '
+    "JSON on stdin)."
+)
+"""The help of --tangent and --vector."""
 PlanOption = Annotated[
     bool,
     typer.Option(
@@ -787,7 +818,7 @@ def jacobian(
     full: FullOption = False,
     json_: JsonOption = False,
     text_format: FormatOption = None,
-    out: OutOption = None,
+    out: PictureOutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
@@ -1041,7 +1072,7 @@ def det(
     full: FullOption = False,
     json_: JsonOption = False,
     text_format: FormatOption = None,
-    out: OutOption = None,
+    out: PictureOutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
@@ -1110,6 +1141,14 @@ def _product_command(
         _check_format(text_format, json_, view)
         out_path = _out_path(out, force)
         limit = _value_limit(computing.max_value_size)
+        _one_reader_of_stdin(
+            product.option,
+            vector,
+            [
+                *(("--value", v) for v in computing.value or ()),
+                *(("--points", p) for p in points[0] or ()),
+            ],
+        )
         given = spec.parse_direction(vector, product.option, product.part, limit)
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(computing.max_memory)
@@ -1169,6 +1208,17 @@ def _product_command(
             force=force,
             budget=budget,
         )
+
+
+def _one_reader_of_stdin(option: str, vector: str, sources: Sequence[tuple[str, str]]) -> None:
+    """Refuse `option @-` beside a --value or --points (`sources`) that reads stdin too."""
+    if vector.strip() != "@-":
+        return
+    for source_option, source in sources:
+        if source.rpartition("=")[2].strip() == "@-":
+            raise UsageError(
+                f"{option} @- and {source_option} {source} both read stdin; give one a file"
+            )
 
 
 def _vjp_product() -> Product:
@@ -1236,15 +1286,17 @@ def vjp(
     cotangent: Annotated[
         str,
         typer.Option(
-            help="v in y's shape: ones, randn (seeded) or a JSON array.",
+            help="v in y's shape: ones, randn (seeded), a JSON array, a JSON object with an "
+            'array for each output ({"y0": [...], "y1": [...]}), or @FILE as for --value '
+            "(@- for JSON on stdin).",
             autocompletion=_choices("ones", "randn"),
             rich_help_panel="What to compute",
-            metavar="ones|randn|JSON|@FILE",
+            metavar="V",
         ),
     ] = "ones",
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
-    view: ViewOption = None,
+    view: ProductViewOption = None,
     check: CheckOption = False,
     rtol: RtolOption = None,
     atol: AtolOption = None,
@@ -1293,16 +1345,15 @@ def jvp(
     tangent: Annotated[
         str,
         typer.Option(
-            help="v in the shape of the input: ones, randn (seeded), a JSON array, or a JSON "
-            'object with an array for each --wrt input ({"a": [...], "b": [...]}).',
+            help=DIRECTION_IN_INPUTS_HELP,
             autocompletion=_choices("ones", "randn"),
             rich_help_panel="What to compute",
-            metavar="ones|randn|JSON|@FILE",
+            metavar="V",
         ),
     ] = "ones",
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
-    view: ViewOption = None,
+    view: ProductViewOption = None,
     check: CheckOption = False,
     rtol: RtolOption = None,
     atol: AtolOption = None,
@@ -1361,7 +1412,7 @@ def hessian(
     full: FullOption = False,
     json_: JsonOption = False,
     text_format: FormatOption = None,
-    out: OutOption = None,
+    out: PictureOutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
@@ -1477,11 +1528,10 @@ def hvp(
     vector: Annotated[
         str,
         typer.Option(
-            help="v in the shape of the input: ones, randn (seeded), a JSON array, or a JSON "
-            'object with an array for each --wrt input ({"a": [...], "b": [...]}).',
+            help=DIRECTION_IN_INPUTS_HELP,
             autocompletion=_choices("ones", "randn"),
             rich_help_panel="What to compute",
-            metavar="ones|randn|JSON|@FILE",
+            metavar="V",
         ),
     ] = "ones",
     seed: SeedOption = 0,
@@ -1612,6 +1662,17 @@ def presets(json_: JsonOption = False) -> None:
         from jaccli.render.tables import presets_renderable
 
         emit_rich(presets_renderable(functions, Console().width))
+
+
+def _unwrap_help_paragraphs() -> None:
+    """Each command's help is its docstring with the line breaks inside a paragraph joined:
+    Typer's Rich help keeps them, which broke sentences mid-line at any terminal width."""
+    for command in app.registered_commands:
+        paragraphs = inspect.cleandoc(command.callback.__doc__ or "").split("\n\n")
+        command.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+_unwrap_help_paragraphs()
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

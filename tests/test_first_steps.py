@@ -1,0 +1,214 @@
+"""What a new user meets first: the help at any width, files for the product vectors, and
+refusals that name the way out that works."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import jaccli_command, values_of
+
+COMMANDS = ["jacobian", "det", "vjp", "jvp", "hessian", "hvp", "check", "presets"]
+BOX = str.maketrans(dict.fromkeys("│╭╮╰╯─", " "))
+
+
+def _words(text: str) -> set[str]:
+    return set(text.translate(BOX).split())
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_at_80_and_60_columns_splits_no_word(jaccli, command: str) -> None:
+    """Every word of the help at a narrow width is a word of the help at a wide one: nothing
+    like `[rows|cols|full|heatmap|spa` / `rsity]`, and no word cut with `…`."""
+    wide = _words(jaccli(command, "--help", width=250).stdout)
+    for width in (80, 60):
+        run = jaccli(command, "--help", width=width)
+        assert run.exit_code == 0
+        assert max(len(line) for line in run.stdout.splitlines()) <= width
+        assert _words(run.stdout) <= wide, (width, sorted(_words(run.stdout) - wide))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_paragraphs_run_on_without_a_break_mid_sentence(jaccli, command: str) -> None:
+    """Each paragraph of the command's description is one line on a wide terminal: the line
+    breaks of the docstring do not reach the screen (check's help broke after 'passes and')."""
+    from jaccli.cli import app
+
+    (info,) = [c for c in app.registered_commands if (c.name or c.callback.__name__) == command]
+    lines = [line.strip() for line in jaccli(command, "--help", width=250).stdout.splitlines()]
+    for paragraph in (info.callback.__doc__ or "").split("\n\n"):
+        assert " ".join(paragraph.replace("\\[", "[").split()) in lines
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_dash_h_is_help_everywhere(jaccli, command: str) -> None:
+    long, short = jaccli(command, "--help"), jaccli(command, "-h")
+    assert short.exit_code == 0 and short.stdout == long.stdout
+
+
+def test_dash_h_is_the_fast_top_level_help() -> None:
+    done = subprocess.run(
+        [*jaccli_command(), "-h"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Usage: jaccli [OPTIONS] COMMAND [ARGS]..." in done.stdout
+    assert re.search(r"--help\s+-h\s+Show this message and exit", done.stdout)
+
+
+def _help_row(help_text: str, option: str) -> str:
+    """The text of `option`'s row in the help (its wrapped lines joined)."""
+    rows = re.split(r"\n│ (?=-)", help_text.translate(str.maketrans("╭╮╰╯", "    ")))
+    (row,) = [r for r in rows if r.split()[0] == option]
+    return " ".join(row.replace("│", " ").split())
+
+
+SMALL = {
+    "jacobian": ["--expr", "x.sin()", "--shape", "3x3"],
+    "det": ["--expr", "x.sin()", "--shape", "3x3"],
+    "vjp": ["--expr", "x.sin()", "--shape", "3x3"],
+    "jvp": ["--expr", "x.sin()", "--shape", "3x3"],
+    "hessian": ["--expr", "(x ** 3).sum()", "--shape", "3"],
+    "hvp": ["--expr", "(x ** 3).sum()", "--shape", "3"],
+}
+VIEWS = ("rows", "cols", "full", "heatmap", "sparsity")
+SUFFIXES = (".npy", ".pt", ".safetensors", ".csv", ".png", ".svg", ".pdf")
+
+
+@pytest.mark.parametrize("command", list(SMALL))
+def test_each_command_offers_exactly_the_views_and_files_it_accepts(
+    jaccli, command: str, tmp_path
+) -> None:
+    """vjp and jvp offered heatmap and sparsity, which they refuse; --out's help left out the
+    pictures jacobian, det and hessian draw. Every choice the help names must work, and
+    every choice it leaves out must be refused."""
+    text = jaccli(command, "--help", width=250).stdout
+    if "--view" in text:
+        offered = {v for v in VIEWS if re.search(rf"\b{v}\b", _help_row(text, "--view"))}
+        for view in VIEWS:
+            run = jaccli(command, *SMALL[command], "--view", view)
+            assert (run.exit_code == 0) == (view in offered), (view, run.stderr)
+    out_help = _help_row(text, "--out")
+    offered = {s for s in SUFFIXES if s in out_help}
+    assert offered >= set(SUFFIXES[:4])
+    for suffix in SUFFIXES:
+        run = jaccli(command, *SMALL[command], "--out", str(tmp_path / f"{command}{suffix}"))
+        refused = "pictures are drawn of" in run.stderr or "unknown kind of file" in run.stderr
+        assert refused == (suffix not in offered), (suffix, run.stderr)
+        several_arrays = "a .npy file holds one" in run.stderr or ".csv file holds" in run.stderr
+        assert refused or several_arrays or run.exit_code == 0, (suffix, run.stderr)
+
+
+def test_product_vectors_come_from_files_as_values_do(jaccli, tmp_path) -> None:
+    """--cotangent, --tangent and --vector @FILE were offered and always refused: they read
+    .npy, .json (an array, or an object by name) and stdin with --value's loaders."""
+    v = np.array([[1.0, 0.0], [0.0, 2.0]])
+    np.save(tmp_path / "v.npy", v)
+    (tmp_path / "v.json").write_text(json.dumps(v.tolist()))
+    inline = jaccli("vjp", "--fn", "matmul", "--cotangent", json.dumps(v.tolist()), "--json")
+    b = values_of(inline.json()["inputs"]["b"])
+    np.testing.assert_allclose(values_of(inline.json()["vjp"]["a"]), v @ b.T, rtol=1e-6)
+    for given in (f"@{tmp_path / 'v.npy'}", f"@{tmp_path / 'v.json'}"):
+        run = jaccli("vjp", "--fn", "matmul", "--cotangent", given, "--json")
+        assert run.exit_code == 0, run.stderr
+        assert run.json()["vjp"] == inline.json()["vjp"]
+    stdin = jaccli("vjp", "--fn", "matmul", "--cotangent", "@-", "--json", input="[[1,0],[0,2]]")
+    assert stdin.json()["vjp"] == inline.json()["vjp"]
+
+    (tmp_path / "t.json").write_text('{"a": [1, 0, 0], "b": [0, 0, 1]}')
+    jvp = jaccli("jvp", "--fn", "cross", "--tangent", f"@{tmp_path / 't.json'}", "--json")
+    assert jvp.exit_code == 0, jvp.stderr
+    a, b = (values_of(jvp.json()["inputs"][n]) for n in "ab")
+    expected = np.cross([1, 0, 0], b) + np.cross(a, [0, 0, 1])
+    np.testing.assert_allclose(values_of(jvp.json()["jvp"]["y"]), expected, rtol=1e-5)
+
+    np.save(tmp_path / "w.npy", np.array([1.0, -1.0, 2.0]))
+    hvp = jaccli("hvp", "--expr", "(x ** 3).sum()", "--value", "x=[1, 2, 3]",
+                 "--vector", f"@{tmp_path / 'w.npy'}", "--dtype", "float64", "--json")  # fmt: skip
+    assert values_of(hvp.json()["hvp"]["x"]).tolist() == [6.0, -12.0, 36.0]  # 6·x·v
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("@missing.npy", "vjp: --cotangent @missing.npy: no such file"),
+        ("@v.txt", "vjp: --cotangent @v.txt: unknown kind of file"),
+        ("@big.npy", "vjp: --cotangent @big.npy: 4.1 KiB is over the limit of 1.0 KiB"),
+        ("@bad.json", "vjp: --cotangent @bad.json '[1, 2' is not a JSON array of numbers"),
+    ],
+)
+def test_a_bad_vector_file_is_one_line_naming_the_option(
+    jaccli, tmp_path, monkeypatch, given: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    np.save("big.npy", np.zeros(512))
+    Path("bad.json").write_text("[1, 2")
+    run = jaccli("vjp", "--fn", "matmul", "--cotangent", given, "--max-value-size", "1KiB")
+    assert run.exit_code == 2
+    assert run.stderr.startswith(message) and len(run.stderr.splitlines()) == 1, run.stderr
+
+
+def test_batched_on_a_function_without_known_axes_names_batch_axis(jaccli, tmp_path) -> None:
+    source = tmp_path / "model.py"
+    source.write_text("def f(x):\n    return x.exp().sum(dim=1)\n")
+    run = jaccli("jacobian", "--fn", f"{source}:f", "--shape", "4x3", "--batched")
+    assert run.exit_code == 2
+    assert "declare it with --batch-axis x=AXIS" in run.stderr
+    declared = jaccli("jacobian", "--fn", f"{source}:f", "--shape", "4x3", "--batched",
+                      "--batch-axis", "x=0", "--json")  # fmt: skip
+    assert declared.exit_code == 0 and declared.json()["layout"] == "per-sample"
+
+
+def test_a_refused_hessian_suggests_hvp_not_vjp(jaccli) -> None:
+    run = jaccli("hessian", "--expr", "(x ** 3).sum()", "--shape", "4000", "--max-memory", "50MiB")
+    assert run.exit_code == 3
+    assert "the 4000×4000 Hessian would need" in run.stderr
+    assert "hvp for H·v" in run.stderr and "vjp" not in run.stderr
+    assert "--batched" not in run.stderr  # hessian has no --batched
+
+
+def test_a_function_returning_a_number_is_named_without_an_empty_location(jaccli, tmp_path):
+    source = tmp_path / "numbers.py"
+    source.write_text("def f(x):\n    return 3.0\n\ndef g(x):\n    return {}\n")
+    run = jaccli("jacobian", "--fn", f"{source}:f", "--shape", "3")
+    assert run.exit_code == 1
+    assert "f returned float; expected a floating tensor" in run.stderr
+    empty = jaccli("jacobian", "--fn", f"{source}:g", "--shape", "3")
+    assert empty.stderr.strip() == "jacobian: g returned an empty dict"
+
+
+def test_make_pictures_outside_the_venv_says_how_to_run_it(tmp_path) -> None:
+    """`python scripts/make_pictures.py` with a Python that has no jaccli installed."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "make_pictures.py"
+    done = subprocess.run(
+        [getattr(sys, "_base_executable", sys.executable), "-I", str(script)],  # not the venv
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert ".venv/bin/python scripts/make_pictures.py" in done.stderr
+
+
+def test_a_vector_and_an_input_cannot_both_read_stdin(jaccli) -> None:
+    for source in (["--value", "x=@-"], ["--points", "x=@-"]):
+        run = jaccli("vjp", "--fn", "polar", *source, "--cotangent", "@-", input="[1, 2]\n")
+        assert run.exit_code == 2
+        assert (
+            run.stderr
+            == f"vjp: --cotangent @- and {' '.join(source)} both read stdin; give one a file\n"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -300,7 +301,7 @@ def test_png_without_matplotlib_says_how_to_install_it(jaccli, tmp_path, monkeyp
     )
     run = jaccli("jacobian", "--fn", "expsum", "--out", str(tmp_path / "j.png"))
     assert run.exit_code == 2
-    assert "pip install 'jaccli[plot]'" in run.stderr
+    assert f"{sys.executable} -m pip install 'matplotlib>=3.7'" in run.stderr
     assert not (tmp_path / "j.png").exists()
 
 

@@ -6,6 +6,7 @@ matplotlib is imported only here, and only when such a file is asked for.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def require_matplotlib(path_text: str) -> None:
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError(
             f"--out {path_text!r} is drawn with matplotlib, which is not installed: "
-            "pip install 'jaccli[plot]'",
+            f"{sys.executable} -m pip install 'matplotlib>=3.7' (the plot extra)",
             code="missing_extra",
         )
 

@@ -212,3 +212,22 @@ def test_a_vector_and_an_input_cannot_both_read_stdin(jaccli) -> None:
             run.stderr
             == f"vjp: --cotangent @- and {' '.join(source)} both read stdin; give one a file\n"
         )
+
+
+def test_forward_mode_names_autograd_grad_inside_as_the_cause(jaccli) -> None:
+    """torch's own 'element 0 of tensors does not require grad' contradicted the README's
+    'autograd inside is fine'; the refusal says what forward mode cannot do, and where."""
+    force = str(Path(__file__).parent / "fixtures" / "realworld.py") + ":force"
+    run = jaccli("jacobian", "--fn", force, "--shape", "3", "--strategy", "fwd")
+    assert run.exit_code == 1
+    assert (
+        "forward mode (jacfwd) cannot run a function that calls torch.autograd.grad" in run.stderr
+    )
+    assert "realworld.py:19" in run.stderr and "use --strategy rev, loop or auto" in run.stderr
+    assert "does not require grad" not in run.stderr
+    for strategy in ("rev", "auto"):  # the Hessian of the energy, as the README says
+        ok = jaccli("jacobian", "--fn", force, "--value", "x=[1, 2, 3]", "--strategy", strategy,
+                    "--dtype", "float64", "--json")  # fmt: skip
+        assert ok.exit_code == 0, ok.stderr
+        hessian = [[2.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 6.0]]  # diag(2x) + couplings
+        assert values_of(ok.json()["jacobian"]["y"]["x"]).tolist() == hessian

@@ -20,7 +20,9 @@ does not fit, nothing is computed (exit 3).
 from __future__ import annotations
 
 import math
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
@@ -446,6 +448,20 @@ def _loop_forward(
     return y, jacobians
 
 
+def autograd_grad_call(error: BaseException) -> str | None:
+    """`file.py:12`, where the user's code called torch.autograd.grad, if that call raised the
+    error (or its cause); None otherwise."""
+    cause = error.__cause__ or error
+    frames = traceback.extract_tb(cause.__traceback__)
+    grad_file = os.path.join("torch", "autograd", "__init__.py")
+    for k, frame in enumerate(frames[1:], start=1):
+        if frame.name == "grad" and frame.filename.endswith(grad_file):
+            caller = frames[k - 1]
+            relative = os.path.relpath(caller.filename)
+            return f"{caller.filename if relative.startswith('..') else relative}:{caller.lineno}"
+    return None
+
+
 def _vectorized(
     f: Callable[..., torch.Tensor],
     primals: list[torch.Tensor],
@@ -462,6 +478,14 @@ def _vectorized(
     try:
         jacobians, y = transform(f_and_value, argnums=argnums, has_aux=True, **options)(*primals)  # type: ignore[misc]
     except ComputationError as error:
+        call = autograd_grad_call(error) if transform is torch.func.jacfwd else None
+        if call is not None:
+            raise ComputationError(
+                "forward mode (jacfwd) cannot run a function that calls torch.autograd.grad "
+                f"inside (at {call}): its inputs carry tangents, not a graph to differentiate; "
+                "use --strategy rev, loop or auto",
+                code="forward_mode_autograd",
+            ) from error
         raise ComputationError(f"{error.message}; try --strategy loop") from error
     except (RuntimeError, NotImplementedError) as error:
         raise ComputationError(

@@ -331,5 +331,20 @@ def _describe_json(node: object) -> str:
         return type(node).__name__
 
 
+def brief(text: str, limit: int) -> str:
+    """`text` in at most about `limit` characters, cut between words (never inside a file's
+    path) and keeping a trailing `(at file.py:12)` whole."""
+    head, at, location = text.rpartition(" (at ")
+    if not at or not location.endswith(")"):
+        head, location = text, ""
+    else:
+        location = f" (at {location}"
+    room = max(limit - len(location), 20)
+    if len(head) > room:
+        cut = head[: room - 2].rpartition(" ")[0] or head[: room - 2]
+        head = cut.rstrip(" ,;:") + " …"
+    return head + location
+
+
 def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

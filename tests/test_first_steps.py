@@ -231,3 +231,39 @@ def test_forward_mode_names_autograd_grad_inside_as_the_cause(jaccli) -> None:
         assert ok.exit_code == 0, ok.stderr
         hessian = [[2.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 6.0]]  # diag(2x) + couplings
         assert values_of(ok.json()["jacobian"]["y"]["x"]).tolist() == hessian
+
+
+def test_points_try_the_other_vectorized_mode_before_a_loop(jaccli, tmp_path) -> None:
+    """An autograd.Function without jvp stops vmap(jacfwd); vmap(jacrev) runs it, so the
+    points are not computed one by one."""
+    points = np.random.default_rng(3).standard_normal((5, 3))
+    np.save(tmp_path / "p.npy", points)
+    fixture = Path(__file__).parent / "fixtures" / "batching.py"
+    run = jaccli("jacobian", "--fn", f"{fixture}:cube_without_jvp", "--points",
+                 f"x=@{tmp_path / 'p.npy'}", "--dtype", "float64", "--jsonl")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "vmap(jacfwd) could not run" in run.stderr
+    assert "computed vmap(jacrev) instead" in run.stderr and "point by point" not in run.stderr
+    documents = [json.loads(line) for line in run.stdout.splitlines()]
+    assert documents[2]["strategy"] == "vmap(jacrev)"  # a point inside the chunk
+    for document, x in zip(documents, points, strict=True):  # y = x³·Σx
+        expected = np.diag(3 * x**2) * x.sum() + np.outer(x**3, np.ones(3))
+        np.testing.assert_allclose(values_of(document["jacobian"]["y"]["x"]), expected, rtol=1e-12)
+
+
+def test_the_points_fallback_note_keeps_the_files_path_whole(jaccli, tmp_path) -> None:
+    deep = tmp_path.joinpath(*["a_rather_long_directory_name"] * 6)
+    deep.mkdir(parents=True)
+    source = deep / "batching.py"
+    source.write_text((Path(__file__).parent / "fixtures" / "batching.py").read_text())
+    np.save(tmp_path / "p.npy", np.ones((3, 2)))
+    run = jaccli("jacobian", "--fn", f"{source}:item_scaled", "--points",
+                 f"x=@{tmp_path / 'p.npy'}")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    notes = [line for line in run.stderr.splitlines() if "could not run" in line]
+    assert notes and all(f"batching.py:{LINE_OF_ITEM})" in note for note in notes), notes
+    assert "computed point by point instead" in notes[-1]
+
+
+LINE_OF_ITEM = 35
+"""The line of tests/fixtures/batching.py that calls .item()."""

@@ -729,11 +729,13 @@ def _finish(
     out: Path | None = None,
     force: bool = False,
     budget: int | None = None,
+    picture_view: str | None = None,
 ) -> None:
-    """Write --out, print the result (the JSON document, refused past the memory budget, the
-    --format text, or the tables), then warnings; exit 1 when a check or a view failed."""
+    """Write --out (a picture file as `picture_view` draws it), print the result (the JSON
+    document, refused past the memory budget, the --format text, or the tables), then
+    warnings; exit 1 when a check or a view failed."""
     if out is not None:
-        _write_out(out, result, force)
+        _write_out(out, result, force, picture_view)
     if as_json:
         from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
         from jaccli.render.document import document_numbers
@@ -771,8 +773,9 @@ def _finish(
         raise typer.Exit(ExitCode.COMPUTATION)
 
 
-def _write_out(out: Path, result: Any, force: bool) -> None:
-    """The result's arrays, or for .png, .svg and .pdf its heat map, written to --out."""
+def _write_out(out: Path, result: Any, force: bool, picture_view: str | None = None) -> None:
+    """The result's arrays, or for .png, .svg and .pdf its heat map (a spy plot of its
+    non-zeros with --view sparsity), written to --out."""
     from jaccli.render.files import IMAGE_SUFFIXES, publish, result_arrays, write_out
 
     if out.suffix not in IMAGE_SUFFIXES:
@@ -781,7 +784,7 @@ def _write_out(out: Path, result: Any, force: bool) -> None:
     from jaccli.engine.structure import picture_of
     from jaccli.render.image import IMAGE_CELLS, draw_picture
 
-    picture = picture_of(result, "heatmap", IMAGE_CELLS, IMAGE_CELLS)
+    picture = picture_of(result, picture_view or "heatmap", IMAGE_CELLS, IMAGE_CELLS)
     publish(out, lambda path: draw_picture(picture, path, out.suffix[1:]), force)
 
 
@@ -1036,6 +1039,7 @@ def _jacobian_command(
             out=out_path,
             force=force,
             budget=budget,
+            picture_view=picture_view,
         )
 
 
@@ -1512,6 +1516,7 @@ def hessian(
             out=out_path,
             force=force,
             budget=budget,
+            picture_view=picture_view,
         )
 
 

@@ -267,3 +267,83 @@ def test_the_points_fallback_note_keeps_the_files_path_whole(jaccli, tmp_path) -
 
 LINE_OF_ITEM = 35
 """The line of tests/fixtures/batching.py that calls .item()."""
+
+
+BANDED = ["jacobian", "--expr", "x[2:] + x[1:-1] * x[:-2]", "--shape", "2000"]
+"""A 1998×2000 J with three diagonals: a thin band in a picture of 800×600 pixels."""
+
+
+def _axes_pixels(path: Path) -> np.ndarray:
+    """The pixels (RGB) inside the axes box of a picture file."""
+    from matplotlib.image import imread
+
+    from jaccli.render.image import AXES_BOX
+
+    pixels = imread(path)[..., :3]
+    height, width = pixels.shape[:2]
+    left, bottom, box_width, box_height = AXES_BOX
+    top = int((1 - bottom - box_height) * height) + 2
+    return pixels[
+        top : int((1 - bottom) * height) - 2,
+        int(left * width) + 2 : int((left + box_width) * width) - 2,
+    ]
+
+
+def test_a_large_banded_j_is_a_visible_band_with_index_ticks(jaccli, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    run = jaccli(*BANDED, "--out", str(tmp_path / "j.png"))
+    assert run.exit_code == 0, run.stderr
+    inside = _axes_pixels(tmp_path / "j.png")
+    grey = np.all(np.abs(inside - 0x6B / 255) < 0.02, axis=-1)
+    middle = ~grey[grey.shape[0] // 2]  # the band where it crosses the middle row
+    assert 4 <= middle.sum() <= 40, middle.sum()  # a line 1 pixel wide was hard to see
+
+    monkeypatch.setitem(matplotlib.rcParams, "svg.fonttype", "none")  # text stays text
+    assert jaccli(*BANDED, "--out", str(tmp_path / "j.svg")).exit_code == 0
+    svg = (tmp_path / "j.svg").read_text()
+    for tick in ("0", "500", "1000", "1500"):
+        assert f">{tick}</text>" in svg, tick
+    assert "a cell shows the largest |entry| of 16×16" in svg
+
+
+def test_sparsity_out_draws_a_spy_plot_not_the_heat_map(jaccli, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    run = jaccli(*BANDED, "--view", "sparsity", "--out", str(tmp_path / "s.png"))
+    assert run.exit_code == 0, run.stderr
+    inside = _axes_pixels(tmp_path / "s.png")
+    white = np.all(inside > 0.98, axis=-1)
+    black = np.all(inside < 0.02, axis=-1)
+    assert (white | black).mean() > 0.99  # black non-zeros on white, no colour scale
+    assert 0.005 < black.mean() < 0.1
+    assert black[0, :8].any() and black[-1, -8:].any() and not black[0, -8:].any()  # diagonal
+
+    monkeypatch.setitem(matplotlib.rcParams, "svg.fonttype", "none")
+    args = ["--view", "sparsity", "--out", str(tmp_path / "s.svg")]
+    assert jaccli(*BANDED, *args).exit_code == 0
+    assert "5,994 non-zeros (0.15%), banded" in (tmp_path / "s.svg").read_text()
+
+
+def test_det_in_markdown_is_one_compact_table(jaccli) -> None:
+    run = jaccli("det", "--fn", "spherical", "--value", "x=[2, 0.5, 1]", "--dtype", "float64",
+                 "--format", "markdown")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    tail = run.stdout[run.stdout.index("### det J") :].splitlines()
+    assert tail == [
+        "### det J (3×3 J)",
+        "",
+        "| det J | sign | log\\|det J\\| | trace J |",
+        "|---:|---:|---:|---:|",
+        "| 1.9177 | +1 | 0.6511 | 1.7360 |",  # r² sin θ = 4 sin 0.5
+    ]
+    batched = jaccli("det", "--fn", "polar", "--value", "x=[[2, 0.5], [3, 1]]", "--batched",
+                     "--dtype", "float64", "--format", "markdown")  # fmt: skip
+    assert batched.stdout.count("### det J") == 1
+    rows = batched.stdout[batched.stdout.index("### det J") :].splitlines()[4:]
+    assert rows == [  # det J = r, trace J = (1 + r) cos θ
+        "| sample[0] | 2.0000 | +1 | 0.6931 | 2.6327 |",
+        "| sample[1] | 3.0000 | +1 | 1.0986 | 2.1612 |",
+    ]

@@ -483,7 +483,7 @@ def _vectorized(
             raise ComputationError(
                 "forward mode (jacfwd) cannot run a function that calls torch.autograd.grad "
                 f"inside (at {call}): its inputs carry tangents, not a graph to differentiate; "
-                "use --strategy rev, loop or auto",
+                "try --strategy rev, loop or auto",
                 code="forward_mode_autograd",
             ) from error
         raise ComputationError(f"{error.message}; try --strategy loop") from error

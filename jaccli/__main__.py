@@ -56,7 +56,7 @@ def main() -> None:
     """Run jaccli; Ctrl-C exits 130 at any point, even while the imports are still loading."""
     signal.signal(signal.SIGINT, _on_interrupt)
     _standard_descriptors_taken()
-    if sys.argv[1:] == ["--help"]:  # the command list alone: no command needs building
+    if sys.argv[1:] in (["--help"], ["-h"]):  # the command list alone: no command needs building
         from jaccli.overview import print_overview
 
         print_overview()

@@ -6,6 +6,7 @@ The only module that imports Typer. torch is imported inside the commands that c
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback as traceback_module
 import warnings
@@ -81,6 +82,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -287,7 +289,7 @@ FnOption = Annotated[
         "A file or module runs with your rights, as `python file.py` would.",
         show_default=False,
         rich_help_panel="Function and inputs",
-        metavar="NAME|FILE.py:FUNC",
+        metavar="FUNC",
     ),
 ]
 ExprOption = Annotated[
@@ -295,7 +297,7 @@ ExprOption = Annotated[
     typer.Option(
         "--expr",
         "-e",
-        help='A safe one-line expression of the inputs, like "x.exp().sum(dim=1)".',
+        help='A safe one-line expression of the inputs, such as "x.sin() * a" or "(x ** 2).sum()".',
         show_default=False,
         rich_help_panel="Function and inputs",
         metavar="EXPR",
@@ -356,7 +358,7 @@ DtypeOption = Annotated[
         help="float32 or float64.",
         autocompletion=_choices(*spec.DTYPES),
         rich_help_panel="Function and inputs",
-        metavar="[float32|float64]",
+        metavar="DTYPE",
     ),
 ]
 PrecisionOption = Annotated[
@@ -382,7 +384,7 @@ FormatOption = Annotated[
         show_default=False,
         autocompletion=_choices(*spec.TEXT_FORMATS),
         rich_help_panel="Output",
-        metavar="[markdown|latex]",
+        metavar="FORMAT",
     ),
 ]
 MaxMemoryOption = Annotated[
@@ -441,7 +443,7 @@ DeviceOption = Annotated[
         "live; results come back to the CPU. One not available here exits 2.",
         autocompletion=_choices("cpu", "cuda", "mps"),
         rich_help_panel="Function and inputs",
-        metavar="[cpu|cuda|cuda:N|mps]",
+        metavar="DEVICE",
     ),
 ]
 TracebackOption = Annotated[
@@ -481,6 +483,17 @@ OutOption = Annotated[
         metavar="FILE",
     ),
 ]
+PictureOutOption = Annotated[
+    str | None,
+    typer.Option(
+        "--out",
+        help="Also write the result to a .npy, .pt, .safetensors or .csv file, or draw its "
+        "heat map (its non-zeros with --view sparsity) to a .png, .svg or .pdf file.",
+        show_default=False,
+        rich_help_panel="Output",
+        metavar="FILE",
+    ),
+]
 ForceOption = Annotated[
     bool,
     typer.Option("--force", help="Let --out replace an existing file.", rich_help_panel="Output"),
@@ -488,13 +501,25 @@ ForceOption = Annotated[
 ViewOption = Annotated[
     str | None,
     typer.Option(
-        help="rows, cols or full: the result rebuilt slice by slice along a separable axis; "
-        "heatmap or sparsity (jacobian): J drawn, or its non-zeros and structure. "
-        "\\[default: jacobian full; vjp and jvp the natural view of a single input]",
+        "--view",
+        help="rows, cols or full: J rebuilt slice by slice along a separable axis; heatmap or "
+        "sparsity: J drawn, or its non-zeros and structure. \\[default: full]",
         show_default=False,
-        autocompletion=_choices("rows", "cols", "full", *spec.PICTURE_VIEWS),
+        autocompletion=_choices(*spec.SLICE_VIEWS, *spec.PICTURE_VIEWS),
         rich_help_panel="What to compute",
-        metavar="[rows|cols|full|heatmap|sparsity]",
+        metavar="VIEW",
+    ),
+]
+ProductViewOption = Annotated[
+    str | None,
+    typer.Option(
+        "--view",
+        help="rows, cols or full: the product rebuilt slice by slice along a separable axis. "
+        "\\[default: the natural view of a single input, else full]",
+        show_default=False,
+        autocompletion=_choices(*spec.SLICE_VIEWS),
+        rich_help_panel="What to compute",
+        metavar="VIEW",
     ),
 ]
 PictureViewOption = Annotated[
@@ -506,7 +531,7 @@ PictureViewOption = Annotated[
         show_default=False,
         autocompletion=_choices(*spec.PICTURE_VIEWS),
         rich_help_panel="What to compute",
-        metavar="[heatmap|sparsity]",
+        metavar="VIEW",
     ),
 ]
 CheckOption = Annotated[
@@ -553,9 +578,15 @@ StrategyOption = Annotated[
         help="auto, loop, rev (reverse mode) or fwd (forward mode).",
         autocompletion=_choices("auto", "loop", "rev", "fwd"),
         rich_help_panel="What to compute",
-        metavar="[auto|loop|rev|fwd]",
+        metavar="STRATEGY",
     ),
 ]
+DIRECTION_IN_INPUTS_HELP = (
+    "v in the shape of the input: ones, randn (seeded), a JSON array, a JSON object with an "
+    'array for each --wrt input ({"a": [...], "b": [...]}), or @FILE as for --value (@- for '
+    "JSON on stdin)."
+)
+"""The help of --tangent and --vector."""
 PlanOption = Annotated[
     bool,
     typer.Option(
@@ -776,11 +807,13 @@ def _finish(
     out: Path | None = None,
     force: bool = False,
     budget: int | None = None,
+    picture_view: str | None = None,
 ) -> None:
-    """Write --out, print the result (the JSON document, refused past the memory budget, the
-    --format text, or the tables), then warnings; exit 1 when a check or a view failed."""
+    """Write --out (a picture file as `picture_view` draws it), print the result (the JSON
+    document, refused past the memory budget, the --format text, or the tables), then
+    warnings; exit 1 when a check or a view failed."""
     if out is not None:
-        _write_out(out, result, force)
+        _write_out(out, result, force, picture_view)
     if as_json:
         from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
         from jaccli.render.document import document_numbers
@@ -818,8 +851,9 @@ def _finish(
         raise typer.Exit(ExitCode.COMPUTATION)
 
 
-def _write_out(out: Path, result: Any, force: bool) -> None:
-    """The result's arrays, or for .png, .svg and .pdf its heat map, written to --out."""
+def _write_out(out: Path, result: Any, force: bool, picture_view: str | None = None) -> None:
+    """The result's arrays, or for .png, .svg and .pdf its heat map (a spy plot of its
+    non-zeros with --view sparsity), written to --out."""
     from jaccli.render.files import IMAGE_SUFFIXES, publish, result_arrays, write_out
 
     if out.suffix not in IMAGE_SUFFIXES:
@@ -828,7 +862,7 @@ def _write_out(out: Path, result: Any, force: bool) -> None:
     from jaccli.engine.structure import picture_of
     from jaccli.render.image import IMAGE_CELLS, draw_picture
 
-    picture = picture_of(result, "heatmap", IMAGE_CELLS, IMAGE_CELLS)
+    picture = picture_of(result, picture_view or "heatmap", IMAGE_CELLS, IMAGE_CELLS)
     publish(out, lambda path: draw_picture(picture, path, out.suffix[1:]), force)
 
 
@@ -866,7 +900,7 @@ def jacobian(
     full: FullOption = False,
     json_: JsonOption = False,
     text_format: FormatOption = None,
-    out: OutOption = None,
+    out: PictureOutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
@@ -1115,6 +1149,7 @@ def _jacobian_command(
             out=out_path,
             force=force,
             budget=budget,
+            picture_view=picture_view,
         )
 
 
@@ -1152,7 +1187,7 @@ def det(
     full: FullOption = False,
     json_: JsonOption = False,
     text_format: FormatOption = None,
-    out: OutOption = None,
+    out: PictureOutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
@@ -1234,6 +1269,14 @@ def _product_command(
         _check_format(text_format, json_, view)
         out_path = _out_path(out, force)
         limit = _value_limit(computing.max_value_size)
+        _one_reader_of_stdin(
+            product.option,
+            vector,
+            [
+                *(("--value", v) for v in computing.value or ()),
+                *(("--points", p) for p in points[0] or ()),
+            ],
+        )
         given = spec.parse_direction(vector, product.option, product.part, limit)
         check_options = _check_options(rtol, atol, eps)
         budget = _budget(computing.max_memory)
@@ -1293,6 +1336,17 @@ def _product_command(
             force=force,
             budget=budget,
         )
+
+
+def _one_reader_of_stdin(option: str, vector: str, sources: Sequence[tuple[str, str]]) -> None:
+    """Refuse `option @-` beside a --value or --points (`sources`) that reads stdin too."""
+    if vector.strip() != "@-":
+        return
+    for source_option, source in sources:
+        if source.rpartition("=")[2].strip() == "@-":
+            raise UsageError(
+                f"{option} @- and {source_option} {source} both read stdin; give one a file"
+            )
 
 
 def _vjp_product() -> Product:
@@ -1361,15 +1415,17 @@ def vjp(
     cotangent: Annotated[
         str,
         typer.Option(
-            help="v in y's shape: ones, randn (seeded) or a JSON array.",
+            help="v in y's shape: ones, randn (seeded), a JSON array, a JSON object with an "
+            'array for each output ({"y0": [...], "y1": [...]}), or @FILE as for --value '
+            "(@- for JSON on stdin).",
             autocompletion=_choices("ones", "randn"),
             rich_help_panel="What to compute",
-            metavar="ones|randn|JSON|@FILE",
+            metavar="V",
         ),
     ] = "ones",
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
-    view: ViewOption = None,
+    view: ProductViewOption = None,
     check: CheckOption = False,
     rtol: RtolOption = None,
     atol: AtolOption = None,
@@ -1432,16 +1488,15 @@ def jvp(
     tangent: Annotated[
         str,
         typer.Option(
-            help="v in the shape of the input: ones, randn (seeded), a JSON array, or a JSON "
-            'object with an array for each --wrt input ({"a": [...], "b": [...]}).',
+            help=DIRECTION_IN_INPUTS_HELP,
             autocompletion=_choices("ones", "randn"),
             rich_help_panel="What to compute",
-            metavar="ones|randn|JSON|@FILE",
+            metavar="V",
         ),
     ] = "ones",
     seed: SeedOption = 0,
     dtype: DtypeOption = "float32",
-    view: ViewOption = None,
+    view: ProductViewOption = None,
     check: CheckOption = False,
     rtol: RtolOption = None,
     atol: AtolOption = None,
@@ -1514,7 +1569,7 @@ def hessian(
     full: FullOption = False,
     json_: JsonOption = False,
     text_format: FormatOption = None,
-    out: OutOption = None,
+    out: PictureOutOption = None,
     force: ForceOption = False,
     max_memory: MaxMemoryOption = None,
     max_value_size: MaxValueSizeOption = None,
@@ -1626,6 +1681,7 @@ def hessian(
             out=out_path,
             force=force,
             budget=budget,
+            picture_view=picture_view,
         )
 
 
@@ -1643,11 +1699,10 @@ def hvp(
     vector: Annotated[
         str,
         typer.Option(
-            help="v in the shape of the input: ones, randn (seeded), a JSON array, or a JSON "
-            'object with an array for each --wrt input ({"a": [...], "b": [...]}).',
+            help=DIRECTION_IN_INPUTS_HELP,
             autocompletion=_choices("ones", "randn"),
             rich_help_panel="What to compute",
-            metavar="ones|randn|JSON|@FILE",
+            metavar="V",
         ),
     ] = "ones",
     seed: SeedOption = 0,
@@ -1805,6 +1860,17 @@ def presets(json_: JsonOption = False) -> None:
             from jaccli.render.tables import presets_renderable
 
             emit_rich(presets_renderable(functions, result_console().width))
+
+
+def _unwrap_help_paragraphs() -> None:
+    """Each command's help is its docstring with the line breaks inside a paragraph joined:
+    Typer's Rich help keeps them, which broke sentences mid-line at any terminal width."""
+    for command in app.registered_commands:
+        paragraphs = inspect.cleandoc(command.callback.__doc__ or "").split("\n\n")
+        command.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+_unwrap_help_paragraphs()
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

@@ -84,6 +84,13 @@ def read_regular_file(path_text: str, size_limit: int, option: str = "--value @"
     return _read_regular_file(Path(path_text), path_text, size_limit, option)
 
 
+def read_json_text(reference: str, size_limit: int) -> str:
+    """The text of a .json file, or of stdin for `-`, read as `--value @…` reads them."""
+    if reference == "-":
+        return _read_stdin(size_limit)
+    return read_regular_file(reference, size_limit).decode("utf-8", errors="replace")
+
+
 def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()

@@ -29,7 +29,7 @@ OPTIONS = {
     "--install-completion": "Install completion for the current shell.",
     "--show-completion": "Show completion for the current shell, to copy it or customize "
     "the installation.",
-    "--help": "Show this message and exit.",
+    "--help  -h": "Show this message and exit.",
 }
 
 

@@ -26,6 +26,8 @@ DTYPES = ("float32", "float64")
 _DIMENSION_SEPARATOR = re.compile(r"[x×]", re.IGNORECASE)
 PICTURE_VIEWS = ("heatmap", "sparsity")
 """The --view values that draw J (or H) rather than list its numbers."""
+SLICE_VIEWS = ("rows", "cols", "full")
+"""The --view values that rebuild a result slice by slice (full: not at all)."""
 TEXT_FORMATS = ("markdown", "latex")
 """The --format values: the result as text to paste."""
 
@@ -224,19 +226,44 @@ def parse_direction(
     text: str, option: str, parts: str, size_limit: int = DEFAULT_VALUE_LIMIT
 ) -> Direction:
     """The vector of a product, given to `option`: `ones`, `randn`, a JSON array of its one
-    part's shape, or a JSON object with an array for each of its `parts` (outputs for a
-    cotangent, inputs for a tangent) by name (`{"y0": [...], "y1": [...]}`)."""
+    part's shape, a JSON object with an array for each of its `parts` (outputs for a
+    cotangent, inputs for a tangent) by name (`{"y0": [...], "y1": [...]}`), or `@file` /
+    `@-` read as `--value` reads them (a .json file or stdin may hold such an object)."""
     stripped = text.strip()
     if stripped in ("ones", "randn"):
         return stripped  # type: ignore[return-value]
-    if stripped.startswith("{"):
-        document = _load_json(stripped, option, "ones, randn or ", size_limit)
+    if stripped.startswith("@"):
+        return _direction_from_file(stripped[1:], option, parts, size_limit)
+    return _direction_from_json(stripped, option, parts, "ones, randn or ", size_limit)
+
+
+def _direction_from_json(
+    text: str, option: str, parts: str, alternatives: str, size_limit: int
+) -> Direction:
+    """A JSON array, or a JSON object with an array for each of the `parts` by name."""
+    if text.lstrip().startswith("{"):
+        document = _load_json(text, option, alternatives, size_limit)
         if not isinstance(document, dict) or not document:
             raise UsageError(f"{option}: an object needs an array for each {parts}")
         return {str(name): _array_of(part, f"{option} {name}") for name, part in document.items()}
-    return parse_json_array(
-        stripped, what=option, alternatives="ones, randn or ", size_limit=size_limit
-    )
+    return parse_json_array(text, what=option, alternatives=alternatives, size_limit=size_limit)
+
+
+def _direction_from_file(reference: str, option: str, parts: str, size_limit: int) -> Direction:
+    """The vector in a file (or on stdin, `-`), read with --value's loaders and limits; errors
+    name `option`."""
+    from jaccli.loaders import load_array, read_json_text
+
+    try:
+        if reference == "-" or reference.endswith(".json"):
+            text = read_json_text(reference, size_limit)
+            return _direction_from_json(text, f"{option} @{reference}", parts, "", size_limit)
+        return load_array(reference, size_limit)
+    except UsageError as error:
+        if not error.message.startswith("--value @"):
+            raise
+        message = f"{option} @{error.message.removeprefix('--value @')}"
+        raise UsageError(message, code=error.code) from None
 
 
 def parse_cotangent(text: str, size_limit: int = DEFAULT_VALUE_LIMIT) -> Direction:
@@ -340,6 +367,21 @@ def _describe_json(node: object) -> str:
         return _shorten(json.dumps(node))
     except (ValueError, RecursionError):
         return type(node).__name__
+
+
+def brief(text: str, limit: int) -> str:
+    """`text` in at most about `limit` characters, cut between words (never inside a file's
+    path) and keeping a trailing `(at file.py:12)` whole."""
+    head, at, location = text.rpartition(" (at ")
+    if not at or not location.endswith(")"):
+        head, location = text, ""
+    else:
+        location = f" (at {location}"
+    room = max(limit - len(location), 20)
+    if len(head) > room:
+        cut = head[: room - 2].rpartition(" ")[0] or head[: room - 2]
+        head = cut.rstrip(" ,;:") + " …"
+    return head + location
 
 
 def _shorten(text: str, limit: int = 40) -> str:

@@ -348,9 +348,10 @@ def test_command_help_groups_options_in_panels_with_choices_and_examples(jaccli)
     panels = ["Function and inputs", "Many points", "What to compute", "Output", "Limits"]
     positions = [text.index(f"─ {panel} ─") for panel in panels]
     assert positions == sorted(positions)
-    for shown in ("[float32|float64]", "[auto|loop|rev|fwd]", "[markdown|latex]", "NAME=VALUE",
-                  "[NAME=]SHAPE", "SIZE", "[rows|cols|full|heatmap|sparsity]"):  # fmt: skip
-        assert shown in text, shown
+    for shown in ("DTYPE", "STRATEGY", "FORMAT", "NAME=VALUE", "[NAME=]SHAPE", "SIZE", "VIEW",
+                  "float32 or float64", "auto, loop, rev (reverse mode) or fwd", "markdown",
+                  "rows, cols or full", "heatmap or sparsity"):  # fmt: skip
+        assert shown in " ".join(text.replace("│", " ").split()), shown
     assert "<str>" not in text and "TEXT" not in text
     assert "Examples:" in text and "jaccli jacobian --fn expsum --shape 2x3" in text
     assert "J[i…, j…] = ∂y[i…]/∂x[j…]" in text  # brackets are not taken for markup

@@ -126,14 +126,21 @@ def test_a_joint_jacobian_of_two_inputs_is_square_where_each_alone_is_not(jaccli
     assert document["det"]["det"]["values"] == pytest.approx(np.linalg.det(joint), rel=1e-12)
     assert document["det"]["trace"]["values"] == pytest.approx(np.trace(joint), rel=1e-12)
     alone = jaccli("det", "--expr", "outer(x, y)", "--shape", "x=2", "--shape", "y=2", "--wrt", "x")
-    assert alone.exit_code == 2 and "(a joint J with --wrt y?)" in alone.stderr
+    assert alone.exit_code == 2 and "; --wrt x --wrt y gives a square J" in alone.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--fn", "expsum"], "J is not square: y has 2 elements and x has 6 (J is 2×6)"),
-        (["--fn", "matmul", "--wrt", "a"], "(a joint J with --wrt b?)"),
+        # no set of inputs has 4 elements (a 6, b 6): no hint, rather than a wrong one
+        (["--fn", "matmul", "--wrt", "a"], "(J is 4×6); det needs y.numel() == x.numel()\n"),
+        (["--fn", "matmul", "--shape", "a=2x2", "--shape", "b=2x2"],
+         "(J is 4×8); det needs y.numel() == x.numel(); --wrt a or --wrt b gives a square J"),
+        (["--expr", "x * q[0]", "--shape", "x=2", "--shape", "q=3"],
+         "(J is 2×5); det needs y.numel() == x.numel(); --wrt x gives a square J"),
+        (["--expr", "x * q[0]", "--shape", "x=2", "--shape", "q=3", "--wrt", "q"],
+         "(J is 2×3); det needs y.numel() == x.numel(); --wrt x gives a square J"),
         (["--fn", "expsum", "--shape", "2x3", "--batched"],
          "the diagonal blocks are not square: a sample of y has 1 elements and a sample of x "
          "has 3"),

@@ -120,7 +120,7 @@ def test_the_table_shows_h_as_a_labelled_matrix(jaccli) -> None:
 def test_the_memory_guard_refuses_a_hessian_that_cannot_fit(jaccli, tmp_path) -> None:
     run = jaccli("hessian", "--fn", "logsumexp", "--shape", "100000", "--max-memory", "1GiB")
     assert run.exit_code == 3
-    assert "100000×100000 Jacobian would need about" in run.stderr
+    assert "100000×100000 Hessian would need about" in run.stderr
     plan = jaccli("hessian", "--fn", "logsumexp", "--shape", "100000", "--plan", "--json")
     assert plan.exit_code == 3
     assert plan.json()["plan"]["result_bytes"] == 100000 * 100000 * 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -253,7 +254,7 @@ def test_colour_heatmap_draws_two_rows_a_character() -> None:
 def test_png_heat_map_follows_the_sign_of_j(jaccli, tmp_path) -> None:
     from matplotlib.image import imread
 
-    from jaccli.render.image import AXES_BOX, DPI, FIGURE_INCHES
+    from jaccli.render.image import AXES_BOX, DPI, FIGURE_INCHES, IMAGE_CELLS
 
     path = tmp_path / "j.png"
     args = ["jacobian", "--fn", "expsum", "--shape", "64x32"]
@@ -264,7 +265,8 @@ def test_png_heat_map_follows_the_sign_of_j(jaccli, tmp_path) -> None:
     pixels = imread(path)
     assert pixels.shape[:2] == (FIGURE_INCHES[1] * DPI, FIGURE_INCHES[0] * DPI)
     height, width = pixels.shape[:2]
-    rows, columns = 64, 512  # 64 × 2048 pooled 4 columns a cell
+    rows, columns = 64, IMAGE_CELLS  # 64 × 2048 pooled `per` columns a cell
+    per, half = 2048 // columns, columns // 2
     left, bottom, box_width, box_height = AXES_BOX
 
     def cell(row: int, column: int) -> np.ndarray:
@@ -273,9 +275,10 @@ def test_png_heat_map_follows_the_sign_of_j(jaccli, tmp_path) -> None:
         return pixels[int(y), int(x), :3]
 
     row, column = np.unravel_index(matrix.argmax(), matrix.shape)  # the top of the scale
-    assert matrix[row, column] > 0 and not matrix[row, 4 * ((column // 4 + 256) % 512) :][:4].any()
-    positive = cell(row, column // 4)  # 4 columns of J a cell
-    zero = cell(row, (column // 4 + 256) % 512)  # far from y[row]'s own block of x
+    far = (column // per + half) % columns  # a cell far from y[row]'s own block of x
+    assert matrix[row, column] > 0 and not matrix[row, per * far :][:per].any()
+    positive = cell(row, column // per)
+    zero = cell(row, far)
     assert positive[0] > 2 * positive[2] and positive[0] > positive[1] + 0.2  # red, not blue
     assert np.allclose(zero, [0x6B / 255] * 3, atol=0.02)  # the grey of exact zeros
 
@@ -300,7 +303,7 @@ def test_png_without_matplotlib_says_how_to_install_it(jaccli, tmp_path, monkeyp
     )
     run = jaccli("jacobian", "--fn", "expsum", "--out", str(tmp_path / "j.png"))
     assert run.exit_code == 2
-    assert "pip install 'jaccli[plot]'" in run.stderr
+    assert f"{sys.executable} -m pip install 'matplotlib>=3.7'" in run.stderr
     assert not (tmp_path / "j.png").exists()
 
 

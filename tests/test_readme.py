@@ -3,8 +3,10 @@
 Each `$ ` line of a fenced `sh` block is run with bash in a scratch directory, the venv's `bin`
 first on PATH (as after `source .venv/bin/activate`); `$ cat FILE` followed by lines writes FILE.
 An example whose shown output starts with `COMMAND:` is an error example and must fail with a
-one-line error; every other must succeed. Where `jq` is not installed, a pipeline into it runs
-without it and its output must be JSON.
+one-line error; every other must succeed. A pipeline into `jq` must read keys the documents
+have (`.jacobian.x.values` of a document keyed `.jacobian.y.x` printed `null`): every path in
+its filter is looked up in the JSON before `jq`, and where `jq` is installed its output must be
+the output shown, numbers within float32's rounding.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -69,6 +72,70 @@ def test_readme_points_nowhere_outside_the_repository() -> None:
             assert (ROOT / target).exists(), target
 
 
+def _run(command: str, workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+JQ_PATH = re.compile(r"(?<![\w\]\)])((?:\.[A-Za-z_]\w*)+)")
+"""A key path in a jq filter: `.jacobian.y.x` in `[.point, .jacobian.y.x.values][:3]`."""
+
+
+def jq_paths_missing(filter_text: str, document: object) -> list[str]:
+    """The key paths of a jq filter that the document does not have."""
+    missing = []
+    for path in JQ_PATH.findall(filter_text):
+        node = document
+        for key in path.split(".")[1:]:
+            if not isinstance(node, dict) or key not in node:
+                missing.append(path)
+                break
+            node = node[key]
+    return missing
+
+
+def same_json(shown: object, got: object) -> bool:
+    """Equal JSON, numbers within float32's rounding (the README shows a real run's output)."""
+    if isinstance(shown, bool) or isinstance(got, bool):
+        return shown == got
+    if isinstance(shown, int | float) and isinstance(got, int | float):
+        return abs(shown - got) <= 1e-6 + 1e-5 * abs(shown)
+    if isinstance(shown, list) and isinstance(got, list):
+        return len(shown) == len(got) and all(map(same_json, shown, got))
+    if isinstance(shown, dict) and isinstance(got, dict):
+        return shown.keys() == got.keys() and all(same_json(shown[k], got[k]) for k in shown)
+    return shown == got
+
+
+def _jq_problems(
+    example: Example, command: str, workdir: Path, env: dict[str, str]
+) -> tuple[list[str], subprocess.CompletedProcess]:
+    """Run the pipeline's JSON side, look its filter's paths up, then (with jq) compare."""
+    before, _, jq = command.partition(" | jq ")
+    done = _run(before, workdir, env)
+    if done.returncode != 0:
+        return [], done
+    filter_text = shlex.split(jq)[-1]
+    problems = []
+    for line in done.stdout.splitlines() if " --jsonl" in before else [done.stdout]:
+        for path in jq_paths_missing(filter_text, json.loads(line)):
+            problems.append(f"{command}: the document has no {path}")
+    if shutil.which("jq") is not None:
+        piped = _run(command, workdir, env)
+        got = piped.stdout.splitlines()
+        if len(got) != len(example.shown) or not all(
+            same_json(json.loads(a), json.loads(b)) for a, b in zip(example.shown, got, strict=True)
+        ):
+            problems.append(f"{command}: printed {got[:3]}, the README shows {example.shown[:3]}")
+    return problems, done
+
+
 def _run_block(examples: list[Example], workdir: Path, env: dict[str, str]) -> list[str]:
     """Run a block's examples in order; the problems found."""
     problems = []
@@ -77,17 +144,11 @@ def _run_block(examples: list[Example], workdir: Path, env: dict[str, str]) -> l
         if command.startswith("cat "):
             (workdir / command.split()[1]).write_text("\n".join(example.shown) + "\n")
             continue
-        piped_to_jq = " | jq " in command
-        if piped_to_jq and shutil.which("jq") is None:
-            command = command.split(" | jq ")[0]
-        done = subprocess.run(
-            ["bash", "-o", "pipefail", "-c", command],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        if " | jq " in command:
+            found, done = _jq_problems(example, command, workdir, env)
+            problems += found
+        else:
+            done = _run(command, workdir, env)
         name = command.split("jaccli ", 1)[-1].split()[0]
         error_example = bool(example.shown) and example.shown[0].startswith(f"{name}:")
         if "Traceback" in done.stderr:
@@ -97,10 +158,37 @@ def _run_block(examples: list[Example], workdir: Path, env: dict[str, str]) -> l
                 problems.append(f"{command}: expected one error line, got {done.returncode}")
         elif done.returncode != 0:
             problems.append(f"{command}: exit {done.returncode}: {done.stderr.strip()[-400:]}")
-        elif piped_to_jq and shutil.which("jq") is None:
-            for line in done.stdout.splitlines():
-                json.loads(line)
     return problems
+
+
+def test_jq_paths_are_looked_up_in_the_document() -> None:
+    document = {"jacobian": {"y": {"x": {"values": [[1]]}}}, "point": 0}
+    assert jq_paths_missing(".jacobian.x.values", document) == [".jacobian.x.values"]
+    assert jq_paths_missing("[.point, .jacobian.y.x.values][:3]", document) == []
+    assert not same_json([[0.8775825618903728]], None)  # what jq printed for a missing key
+
+
+def test_builtins_named_in_the_readme_run_as_written() -> None:
+    """The prose names builtins with their options (`--fn torch:sin --shape 3`): each runs."""
+    text = README.read_text(encoding="utf-8")
+    examples = re.findall(r"`(--fn torch[\w.]*:\w+[^`]*)`", text)
+    assert len(examples) >= 3
+    jaccli = Path(sys.executable).parent / "jaccli"
+    for example in examples:
+        done = subprocess.run(
+            [str(jaccli), "jacobian", *shlex.split(example), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"{example}: {done.stderr}"
+
+
+def test_no_readme_command_turns_the_editable_install_into_a_copy() -> None:
+    """`pip install '.[plot]'` into the editable set-up silently replaced it with a copy."""
+    text = README.read_text(encoding="utf-8")
+    for command in re.findall(r"pip install[^`\n]*\.\[\w+\][^`\n]*", text):
+        assert " -e " in f" {command} ", command
 
 
 def test_every_shell_example_in_the_readme_runs(tmp_path) -> None:

@@ -45,8 +45,10 @@ def batch_axes(problem: Problem) -> dict[str, AxisPair]:
         pairs = problem.function.input(wrt).separable.axes(problem.inputs[wrt].ndim, len(y_shape))
         if not pairs:
             raise UsageError(
-                f"--batched: {problem.function.name} does not act on {wrt} independently along "
-                "any axis, so its Jacobian has no diagonal blocks to keep (drop --batched)",
+                f"--batched: {problem.function.name} has no known axis along which it acts on "
+                f"{wrt} sample by sample, so its Jacobian has no diagonal blocks to keep; if it "
+                f"has one, declare it with --batch-axis {wrt}=AXIS (verified before it is "
+                "trusted), or drop --batched",
                 code="not_separable",
             )
         axes[wrt] = pairs[0]

@@ -20,6 +20,7 @@ a float64 SVD, so cond J is not limited by the dtype; it is Infinity when σ_min
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -49,12 +50,14 @@ def require_square(problem: Problem, batched: bool) -> int:
     joint = " + ".join(f"{w} ({problem.inputs[w].numel()})" for w in problem.wrt)
     if not batched:
         if problem.output_count != problem.input_count:
-            others = [n for n in problem.function.differentiable_names if n not in problem.wrt]
+            choices = " or ".join(
+                " ".join(f"--wrt {name}" for name in names) for names in square_choices(problem)
+            )
             raise UsageError(
                 f"J is not square: {output} has {problem.output_count} elements and "
                 f"{joint if len(problem.wrt) > 1 else problem.wrt[0]} has {problem.input_count} "
                 f"(J is {problem.output_count}×{problem.input_count}); det needs y.numel() == "
-                "x.numel()" + (f" (a joint J with --wrt {others[0]}?)" if others else ""),
+                "x.numel()" + (f"; {choices} gives a square J" if choices else ""),
                 code="not_square",
             )
         return problem.input_count
@@ -71,6 +74,28 @@ def require_square(problem: Problem, batched: bool) -> int:
             code="not_square",
         )
     return y_sample
+
+
+MAX_HINT_INPUTS = 12
+"""Inputs past this many are not searched for a square joint J (2^12 subsets at most)."""
+
+
+def square_choices(problem: Problem, most: int = 3) -> list[tuple[str, ...]]:
+    """The smallest sets of differentiable inputs whose joint J is square (up to `most`)."""
+    sizes = {
+        name: problem.inputs[name].numel()
+        for name in problem.function.differentiable_names[:MAX_HINT_INPUTS]
+        if name in problem.inputs and problem.inputs[name].is_floating_point()
+    }
+    for count in range(1, len(sizes) + 1):
+        found = [
+            names
+            for names in itertools.combinations(sizes, count)
+            if sum(sizes[n] for n in names) == problem.output_count
+        ]
+        if found:
+            return found[:most]
+    return []
 
 
 def determinant(

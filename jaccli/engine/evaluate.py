@@ -65,11 +65,11 @@ def _flatten(value: Any, path: str, named: dict[str, Any], function: str) -> Non
         items = list(value.items())
     else:
         raise ComputationError(
-            f"{function} returned {_describe_value(value)} at {path}; expected a floating "
+            f"{function} returned {_describe_value(value)}{_at(path)}; expected a floating "
             "tensor, or tuples, lists or dicts (with string keys) of them"
         )
     if not items:
-        raise ComputationError(f"{function} returned an empty {type(value).__name__} at {path}")
+        raise ComputationError(f"{function} returned an empty {type(value).__name__}{_at(path)}")
     for key, item in items:
         if not key or "." in key or any(c.isspace() for c in key) or not key.isprintable():
             raise ComputationError(
@@ -77,6 +77,11 @@ def _flatten(value: Any, path: str, named: dict[str, Any], function: str) -> Non
                 "dots, spaces or control characters"
             )
         _flatten(item, f"{path}.{key}" if path else key, named, function)
+
+
+def _at(path: str) -> str:
+    """` at aux.0`: where in the returned structure, or nothing for the whole of it."""
+    return f" at {path}" if path else ""
 
 
 def outputs_of(

@@ -24,7 +24,7 @@ import torch
 
 from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, call_function, describe, evaluate, to_numpy
-from jaccli.engine.jacobian import split_wrt, watch_notes
+from jaccli.engine.jacobian import GRADIENT_OF, split_wrt, watch_notes
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_directions, probe_products
 from jaccli.errors import ComputationError, UsageError
@@ -85,7 +85,7 @@ def gradient_problem(problem: Problem) -> Problem:
 
     gradient = Function(
         name=function.name,
-        formula=f"the gradient of {function.formula}",
+        formula=f"{GRADIENT_OF}{function.formula}",
         inputs=tuple(spec for spec in function.inputs if spec.name in problem.inputs),
         call=by_autograd,
         vectorized_call=by_torch_func,

@@ -22,7 +22,9 @@ chunk]) and the kernel holds the budget (NOTE [the budget holds for real] in jac
 from __future__ import annotations
 
 import math
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
@@ -135,11 +137,21 @@ def plan_jacobian(
     peak = _peak(method, result_bytes, row_bytes, chunk_size) + resident
     refused = None
     if peak > limit:
+        what = "Hessian" if is_gradient(problem) else "Jacobian"
         refused = (
-            f"the {n_out}×{n_in} Jacobian would need about {format_bytes(peak)} ({method}), over "
+            f"the {n_out}×{n_in} {what} would need about {format_bytes(peak)} ({method}), over "
             f"the memory budget of {format_bytes(limit)}; {_way_out(problem)}"
         )
     return Plan(method, reason, n_out, n_in, result_bytes, peak, limit, chunk_size, refused)
+
+
+GRADIENT_OF = "the gradient of "
+"""How the formula of a gradient problem begins (hessian.gradient_problem): its J is a Hessian."""
+
+
+def is_gradient(problem: Problem) -> bool:
+    """Whether `problem` is the gradient of another, whose J is that one's Hessian."""
+    return problem.function.formula.startswith(GRADIENT_OF)
 
 
 def plan_inputs_only(problem: Problem, budget: int | None = None) -> Plan:
@@ -165,9 +177,14 @@ def require_feasible(plan: Plan) -> Plan:
 
 def _way_out(problem: Problem) -> str:
     ways = []
-    if has_separable_axis(problem):
-        ways.append("--batched for only the diagonal blocks")
-    ways += ["vjp for one combination of rows", "smaller shapes", "a larger --max-memory"]
+    if is_gradient(problem):  # hessian has no --batched; hvp takes a scalar output
+        if problem.output_count == problem.input_count:
+            ways.append("hvp for H·v without forming H")
+    else:
+        if has_separable_axis(problem):
+            ways.append("--batched for only the diagonal blocks")
+        ways.append("vjp for one combination of rows")
+    ways += ["smaller shapes", "a larger --max-memory"]
     return "try " + ", ".join(ways)
 
 
@@ -466,6 +483,20 @@ def _loop_forward(
     return y, jacobians
 
 
+def autograd_grad_call(error: BaseException) -> str | None:
+    """`file.py:12`, where the user's code called torch.autograd.grad, if that call raised the
+    error (or its cause); None otherwise."""
+    cause = error.__cause__ or error
+    frames = traceback.extract_tb(cause.__traceback__)
+    grad_file = os.path.join("torch", "autograd", "__init__.py")
+    for k, frame in enumerate(frames[1:], start=1):
+        if frame.name == "grad" and frame.filename.endswith(grad_file):
+            caller = frames[k - 1]
+            relative = os.path.relpath(caller.filename)
+            return f"{caller.filename if relative.startswith('..') else relative}:{caller.lineno}"
+    return None
+
+
 def _vectorized(
     f: Callable[..., torch.Tensor],
     primals: list[torch.Tensor],
@@ -482,6 +513,14 @@ def _vectorized(
     try:
         jacobians, y = transform(f_and_value, argnums=argnums, has_aux=True, **options)(*primals)  # type: ignore[misc]
     except ComputationError as error:
+        call = autograd_grad_call(error) if transform is torch.func.jacfwd else None
+        if call is not None:
+            raise ComputationError(
+                "forward mode (jacfwd) cannot run a function that calls torch.autograd.grad "
+                f"inside (at {call}): its inputs carry tangents, not a graph to differentiate; "
+                "try --strategy rev, loop or auto",
+                code="forward_mode_autograd",
+            ) from error
         raise ComputationError(f"{error.message}; try --strategy loop") from error
     except (RuntimeError, NotImplementedError) as error:
         raise_if_out_of_memory(error)

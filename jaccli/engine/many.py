@@ -15,8 +15,10 @@ caught wherever it lies in the chunk; the cost is one vectorized reverse pass a 
 products are probed the same way at every point, each by another mode than its kernel's: (vᵀJ)·w
 against vᵀ(J w) by forward mode, u·(J t) against (uᵀJ)·t by reverse mode, and wᵀ(H v) or zᵀH w
 against reverse-over-reverse. A kernel
-that vmap cannot run, or that disagrees, gives way to a loop of the single-point engine, with a
-note. Each point's result is the same result object a single-point run gives.
+that vmap cannot run, or that disagrees, gives way to the kernel of the other mode where there is
+one (jacrev for jacfwd: a custom autograd.Function without `jvp`), then to a loop of the
+single-point engine, with a note either way. Each point's result is the same result object a
+single-point run gives.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from jaccli.result import (
     VjpResult,
     computed_arrays,
 )
-from jaccli.spec import first_line, format_bytes
+from jaccli.spec import brief, first_line, format_bytes
 
 VECTORIZED = frozenset({"jacobian", "det", "vjp", "jvp", "hessian", "hvp"})
 """The commands with a kernel; `check` goes point by point."""
@@ -110,17 +112,27 @@ def jacobian_mode(problem: Problem) -> str:
     return "jacrev"
 
 
-def method_name(problem: Problem, command: str) -> str:
-    names = {
-        "jacobian": f"vmap({jacobian_mode(problem)})",
-        "det": f"vmap({jacobian_mode(problem)}) + slogdet",
-        "vjp": "vmap(vjp)",
-        "jvp": "vmap(jvp)",
-        "hessian": "vmap(jacfwd(jacrev))",
-        "hvp": "vmap(jvp(grad))",
-        "check": "a loop of single-point checks",
+def kernel_modes(problem: Problem, command: str) -> tuple[str, ...]:
+    """The command's kernels, in the order they are tried: the preferred mode, then the other
+    one where there is one."""
+    if command in ("jacobian", "det"):
+        preferred = jacobian_mode(problem)
+        return (preferred, "jacrev" if preferred == "jacfwd" else "jacfwd")
+    modes = {
+        "vjp": ("vjp",),
+        "jvp": ("jvp",),
+        "hessian": ("jacfwd(jacrev)", "jacrev(jacrev)"),
+        "hvp": ("jvp(grad)", "grad(grad·v)"),
     }
-    return names[command]
+    return modes.get(command, ())
+
+
+def method_name(problem: Problem, command: str, mode: str | None = None) -> str:
+    """The vectorized method, by its first kernel mode or by `mode`."""
+    if command == "check":
+        return "a loop of single-point checks"
+    mode = mode or kernel_modes(problem, command)[0]
+    return f"vmap({mode}) + slogdet" if command == "det" else f"vmap({mode})"
 
 
 def plan_points(
@@ -166,27 +178,28 @@ def run_points(
     plan = plan_points(problem, command, count, budget)
     if plan.refused is not None:
         raise ResourceError(plan.refused, code="memory_budget")
-    vectorized = command in VECTORIZED
+    modes = list(kernel_modes(problem, command)) if command in VECTORIZED else []
+    # the kernels still to try: the first that runs and agrees serves the chunks after it
     for chunk_start in range(0, count, plan.chunk_size):
         chunk = {n: t[chunk_start : chunk_start + plan.chunk_size] for n, t in points.items()}
         outcomes: list[PointOutcome] | None = None
-        if vectorized:
+        while modes and outcomes is None:
             try:
                 outcomes = _vectorized_chunk(
-                    problem, command, chunk, single, directions, first_index + chunk_start
+                    problem, command, chunk, single, directions, first_index + chunk_start, modes[0]
                 )
             except (ComputationError, RuntimeError, NotImplementedError, ValueError) as error:
                 raise_if_out_of_memory(error)
                 why = error.message if isinstance(error, ComputationError) else first_line(error)
+                failed = method_name(problem, command, modes.pop(0))
+                instead = method_name(problem, command, modes[0]) if modes else "point by point"
                 problem = replace(
                     problem,
                     notes=(
                         *problem.notes,
-                        f"{method_name(problem, command)} could not run ({why[:160]}); "
-                        "computed point by point instead",
+                        f"{failed} could not run ({brief(why, 240)}); computed {instead} instead",
                     ),
                 )
-                vectorized = False
         if outcomes is None:
             outcomes = _loop_chunk(problem, chunk, single, first_index + chunk_start, keep_going)
         yield outcomes
@@ -224,11 +237,12 @@ def _vectorized_chunk(
     single: Single,
     directions: Mapping[str, torch.Tensor] | None,
     first_index: int,
+    mode: str,
 ) -> list[PointOutcome]:
-    """The chunk by vmap of the command's kernel, its first and last point checked against
-    the single-point engine."""
+    """The chunk by vmap of the command's kernel in `mode`, its first and last point checked
+    against the single-point engine."""
     names = list(chunk)
-    kernel = _kernel(problem, command, directions or {})
+    kernel = _kernel(problem, command, directions or {}, mode)
 
     def at(*values: torch.Tensor) -> tuple:
         return kernel({**problem.inputs, **dict(zip(names, values, strict=True))})
@@ -244,7 +258,7 @@ def _vectorized_chunk(
     references = {
         k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled
     }
-    arrays = _ChunkArrays(problem, command, chunk, outputs, products, directions or {})
+    arrays = _ChunkArrays(problem, command, chunk, outputs, products, directions or {}, mode)
     largest, tolerance = 0.0, 0.0
     for k, reference in references.items():
         difference, allowed = _difference(problem, arrays.result(k, None), reference)
@@ -256,7 +270,7 @@ def _vectorized_chunk(
             )
     indices = ", ".join(str(first_index + k) for k in sampled)
     guard = Guard(
-        method_name(problem, command),
+        method_name(problem, command, mode),
         f"the guarded single-point engine at points {indices} of this chunk (largest difference)"
         + ", and an independent product at every point",
         largest,
@@ -475,10 +489,10 @@ def _probe_every_product(
 
 
 def _kernel(
-    problem: Problem, command: str, directions: Mapping[str, torch.Tensor]
+    problem: Problem, command: str, directions: Mapping[str, torch.Tensor], mode: str
 ) -> Callable[[dict[str, torch.Tensor]], tuple]:
-    """The command's result at one point (its inputs given in full), in torch.func's terms:
-    (outputs, products), each a tuple."""
+    """The command's result at one point (its inputs given in full) in `mode` (kernel_modes),
+    in torch.func's terms: (outputs, products), each a tuple."""
     function, wrt = problem.function, problem.wrt
     output_names = list(problem.output_shapes)
     argnums = tuple(range(len(wrt)))
@@ -492,9 +506,7 @@ def _kernel(
 
         xs = tuple(inputs[w] for w in wrt)
         if command in ("jacobian", "det"):
-            transform = (
-                torch.func.jacfwd if jacobian_mode(problem) == "jacfwd" else torch.func.jacrev
-            )
+            transform = torch.func.jacfwd if mode == "jacfwd" else torch.func.jacrev
             return g(*xs), transform(g, argnums=argnums)(*xs)
         if command == "vjp":
             ys, pull = torch.func.vjp(g, *xs)
@@ -502,14 +514,23 @@ def _kernel(
         if command == "jvp":
             return torch.func.jvp(g, xs, tuple(directions[w] for w in wrt))
         if command == "hessian":
-            hessian = torch.func.jacfwd(torch.func.jacrev(g, argnums=argnums), argnums=argnums)
+            outer = torch.func.jacfwd if mode == "jacfwd(jacrev)" else torch.func.jacrev
+            hessian = outer(torch.func.jacrev(g, argnums=argnums), argnums=argnums)
             return g(*xs), hessian(*xs)
 
         def scalar(*ws: torch.Tensor) -> torch.Tensor:
             return g(*ws)[0].reshape(())
 
         gradient = torch.func.grad(scalar, argnums=argnums)
-        _, products = torch.func.jvp(gradient, xs, tuple(directions[w] for w in wrt))
+        vs = tuple(directions[w] for w in wrt)
+        if mode == "jvp(grad)":
+            _, products = torch.func.jvp(gradient, xs, vs)
+        else:  # reverse-over-reverse: H·v is the gradient of gradient·v
+
+            def along(*ws: torch.Tensor) -> torch.Tensor:
+                return sum((p * v).sum() for p, v in zip(gradient(*ws), vs, strict=True))
+
+            products = torch.func.grad(along, argnums=argnums)(*xs)
         return g(*xs), products
 
     return kernel
@@ -526,9 +547,10 @@ class _ChunkArrays:
         outputs: tuple,
         products: tuple,
         directions: Mapping[str, torch.Tensor],
+        mode: str,
     ) -> None:
         self.problem, self.command = problem, command
-        self.method = method_name(problem, command)
+        self.method = method_name(problem, command, mode)
         self.output_names = list(problem.output_shapes)
         self.at_points = {n: to_numpy(t) for n, t in chunk.items()}
         self.fixed = {n: to_numpy(t) for n, t in problem.inputs.items() if n not in chunk}

@@ -19,10 +19,10 @@ from jaccli.engine.tolerance import AD_TOLERANCE
 from jaccli.errors import UsageError
 from jaccli.functions.model import AxisPair
 from jaccli.result import SliceRow, View
-from jaccli.spec import PICTURE_VIEWS
+from jaccli.spec import PICTURE_VIEWS, SLICE_VIEWS
 
 VIEW_INPUT_AXIS = {"rows": 0, "cols": 1}
-VIEW_NAMES = ("rows", "cols", "full")
+VIEW_NAMES = SLICE_VIEWS
 MAX_SLICES = 4096
 
 

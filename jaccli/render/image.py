@@ -1,4 +1,5 @@
-"""J's heat map as a .png, .svg or .pdf file, drawn with matplotlib (the `plot` extra).
+"""J's heat map, or its non-zeros as a spy plot, in a .png, .svg or .pdf file, drawn with
+matplotlib (the `plot` extra).
 
 matplotlib is imported only here, and only when such a file is asked for.
 """
@@ -6,6 +7,7 @@ matplotlib is imported only here, and only when such a file is asked for.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,16 @@ from jaccli.render.picture import (
     POSITIVE_INFINITY_RGB,
     ZERO_RGB,
 )
-from jaccli.result import Picture
+from jaccli.result import Picture, PictureGroup
 
-IMAGE_CELLS = 512
-"""The most cells a picture file has down and across; larger J are pooled as on screen."""
+IMAGE_CELLS = 128
+"""The most cells a picture file has down and across; larger J are pooled as on screen (a cell
+holds the entry of largest magnitude it covers). At 128 a cell is about 4 pixels, so a band or
+a diagonal one cell wide stays visible in an 800×600 picture."""
+TICKS = 6
+"""About this many index ticks along each axis."""
+TEXT = {"parse_math": False}
+"""Every text drawn: names are drawn as written, never read as mathtext (`$…$`)."""
 FIGURE_INCHES = (8.0, 6.0)
 DPI = 100
 """A picture file is 800×600 pixels (or points in .svg and .pdf)."""
@@ -36,7 +44,7 @@ def require_matplotlib(path_text: str) -> None:
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError(
             f"--out {path_text!r} is drawn with matplotlib, which is not installed: "
-            "pip install 'jaccli[plot]'",
+            f"{sys.executable} -m pip install 'matplotlib>=3.7' (the plot extra)",
             code="missing_extra",
         )
 
@@ -46,6 +54,48 @@ def _hex(rgb: tuple[int, int, int]) -> str:
 
 
 def draw_picture(picture: Picture, path: Path, file_format: str) -> None:
+    """The picture's view: a heat map of J, or (sparsity) a spy plot of its non-zeros, with
+    index ticks along both axes and the outputs' and inputs' separators."""
+    if picture.view == "sparsity":
+        _draw_spy(picture, path, file_format)
+    else:
+        _draw_heatmap(picture, path, file_format)
+
+
+def _draw_spy(picture: Picture, path: Path, file_format: str) -> None:
+    """The non-zeros of J in black on white (a cell is white only where every entry it covers
+    is exactly 0), with the count, density and form in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    from matplotlib.colors import ListedColormap
+
+    structure = picture.structure
+    figure = pyplot.figure(figsize=FIGURE_INCHES, dpi=DPI)
+    axes = figure.add_axes(AXES_BOX)
+    try:
+        axes.imshow(
+            (picture.values != 0).astype(np.uint8),  # NaN is not 0: a non-zero
+            cmap=ListedColormap(["white", "black"]),
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+            aspect="auto",
+        )
+        _separate(axes, picture, color="#d62728")
+        axes.set_title(
+            f"Non-zeros of {visible(picture.title)}  ({structure.rows}×{structure.columns})\n"
+            f"{structure.nonzeros:,} non-zeros ({structure.density:.2%}), {structure.form}",
+            **TEXT,
+        )
+        _label_axes(axes, picture)
+        figure.savefig(path, format=file_format)
+    finally:
+        pyplot.close(figure)
+
+
+def _draw_heatmap(picture: Picture, path: Path, file_format: str) -> None:
     """The heat map with a colour bar centred on 0, labelled axes and the outputs' and inputs'
     separators; exact zeros in grey, ±Infinity and NaN in colours of their own (the terminal's),
     each named in a legend. Names are drawn as written (matplotlib's mathtext is off)."""
@@ -62,7 +112,6 @@ def draw_picture(picture: Picture, path: Path, file_format: str) -> None:
     scale = picture.scale if picture.scale > 0 else 1.0
     figure = pyplot.figure(figsize=FIGURE_INCHES, dpi=DPI)
     axes = figure.add_axes(AXES_BOX)
-    text = {"parse_math": False}
     try:
         image = axes.imshow(
             finite, cmap=colormap, vmin=-scale, vmax=scale, interpolation="nearest", aspect="auto"
@@ -85,31 +134,63 @@ def draw_picture(picture: Picture, path: Path, file_format: str) -> None:
         figure.legend(
             handles=legend, loc="lower right", fontsize="small", frameon=False, ncols=len(legend)
         )
-        _separate(axes, picture, text)
+        _separate(axes, picture)
         structure = picture.structure
         title = f"{visible(picture.title)}  ({structure.rows}×{structure.columns})"
-        axes.set_title(title, **text)
-        pooled = picture.cell_rows * picture.cell_columns > 1
-        suffix = f", {picture.cell_rows}×{picture.cell_columns} entries a cell" if pooled else ""
-        inputs = ", ".join(visible(g.label) for g in picture.column_groups)
-        axes.set_xlabel(f"inputs: {inputs}{suffix}", **text)
-        outputs = ", ".join(visible(g.label) for g in picture.row_groups)
-        axes.set_ylabel(f"outputs: {outputs}", **text)
+        axes.set_title(title, **TEXT)
+        _label_axes(axes, picture)
         figure.savefig(path, format=file_format)
     finally:
         pyplot.close(figure)
 
 
-def _separate(axes: Any, picture: Picture, text: dict[str, Any]) -> None:
-    """Lines where one input or output ends and the next begins, and ticks at their starts."""
+def _label_axes(axes: Any, picture: Picture) -> None:
+    """Axis titles (with the pooling, if any) and ticks at round indices of each output and
+    input, counted from 0 within it; where there are several, each one's first tick is its
+    name."""
+    pooled = picture.cell_rows * picture.cell_columns > 1
+    suffix = (
+        f"; a cell shows the largest |entry| of {picture.cell_rows}×{picture.cell_columns}"
+        if pooled
+        else ""
+    )
+    inputs = ", ".join(visible(g.label) for g in picture.column_groups)
+    axes.set_xlabel(f"inputs: {inputs}{suffix}", **TEXT)
+    outputs = ", ".join(visible(g.label) for g in picture.row_groups)
+    axes.set_ylabel(f"outputs: {outputs}", **TEXT)
+    axes.set_xticks(*_index_ticks(picture.column_groups, picture.cell_columns), **TEXT)
+    axes.set_yticks(*_index_ticks(picture.row_groups, picture.cell_rows), **TEXT)
+
+
+def _index_ticks(groups: tuple[PictureGroup, ...], per_cell: int) -> tuple[list[float], list[str]]:
+    """Tick positions (in cells) and labels at round entry indices of each group."""
+    step = _round_step(sum(g.size for g in groups) / TICKS)
+    positions: list[float] = []
+    labels: list[str] = []
+    start = 0
+    for group in groups:
+        for index in range(0, group.size, step):
+            positions.append(start + (index + 0.5) / per_cell - 0.5)
+            labels.append(visible(group.label) if index == 0 and len(groups) > 1 else str(index))
+        start += group.cells
+    return positions, labels
+
+
+def _round_step(raw: float) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, … at least `raw`."""
+    scale = 1
+    while True:
+        for multiple in (1, 2, 5):
+            if multiple * scale >= raw:
+                return multiple * scale
+        scale *= 10
+
+
+def _separate(axes: Any, picture: Picture, color: str = "black") -> None:
+    """Lines where one input or output ends and the next begins."""
     column_starts = np.cumsum([0] + [g.cells for g in picture.column_groups])
     row_starts = np.cumsum([0] + [g.cells for g in picture.row_groups])
     for x in column_starts[1:-1]:
-        axes.axvline(x - 0.5, color="black", linewidth=1)
+        axes.axvline(x - 0.5, color=color, linewidth=1)
     for y in row_starts[1:-1]:
-        axes.axhline(y - 0.5, color="black", linewidth=1)
-    columns = [visible(g.label) for g in picture.column_groups]
-    axes.set_xticks(column_starts[:-1] - 0.5, columns, ha="left", **text)
-    axes.set_yticks(
-        row_starts[:-1] - 0.5, [visible(g.label) for g in picture.row_groups], va="top", **text
-    )
+        axes.axhline(y - 0.5, color=color, linewidth=1)

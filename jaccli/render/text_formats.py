@@ -105,7 +105,11 @@ def markdown(result: Result, precision: int, full: bool) -> str:
         f"**{_md(evaluation.function_name)}** `{visible(evaluation.formula).replace('`', '')}` "
         f"({evaluation.dtype})",
     ]
-    for out in result_arrays(result):
+    arrays = result_arrays(result)
+    determinant = [out for out in arrays if out.key.startswith("det.")]
+    for out in arrays:
+        if out in determinant:
+            continue
         heading, _ = _heading(result, out)
         cells, row_names, column_names = _cut(out, precision, full)
         shape = "×".join(str(n) for n in out.array.shape) or "scalar"
@@ -117,7 +121,49 @@ def markdown(result: Result, precision: int, full: bool) -> str:
             label = "⋮" if name is None else _md(name)
             texts = ("⋮" if name is None else "…" if c is None else c for c in row)
             lines.append("| " + " | ".join([label, *texts]) + " |")
+    if determinant:
+        assert isinstance(result, JacobianResult) and result.determinant is not None
+        lines += _determinant_table(determinant, result.determinant.size, precision, full)
     return "\n".join(lines) + "\n"
+
+
+DETERMINANT_COLUMNS = {
+    "det.det": "det J",
+    "det.sign": "sign",
+    "det.logabsdet": "log\\|det J\\|",
+    "det.trace": "trace J",
+}
+"""The columns of det's one table, in the order the terminal shows them."""
+
+
+def _sign_text(value: float) -> str:
+    return "NaN" if np.isnan(value) else f"{int(value):+d}" if value else "0"
+
+
+def _determinant_table(arrays: list[OutArray], size: int, precision: int, full: bool) -> list[str]:
+    """det J, its sign, log|det J| and the trace as one table: a row, or a row per sample."""
+    by_key = {out.key: out.array for out in arrays}
+    shape = by_key["det.det"].shape
+    count = int(np.prod(shape, dtype=np.int64))
+    rows = window(count, None if full else ROWS_SHOWN)
+    shown = [r for r in rows if r is not None]
+    columns = {}
+    for key in DETERMINANT_COLUMNS:
+        flat = by_key[key].reshape(-1)[shown]
+        texts = (
+            [_sign_text(v) for v in flat] if key == "det.sign" else format_cells(flat, precision)
+        )
+        columns[key] = iter(texts)
+    heading = f"det J ({size}×{size} J" + (f", {count} samples)" if shape else ")")
+    lines = ["", f"### {heading}", ""]
+    header = [*([""] if shape else []), *DETERMINANT_COLUMNS.values()]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append(("|---|" if shape else "|") + "---:|" * len(DETERMINANT_COLUMNS))
+    for r in rows:
+        label = [] if not shape else ["⋮" if r is None else _md(index_label("sample", shape, r))]
+        texts = ["⋮" if r is None else next(columns[key]) for key in DETERMINANT_COLUMNS]
+        lines.append("| " + " | ".join([*label, *texts]) + " |")
+    return lines
 
 
 _TEX_SPECIAL = {

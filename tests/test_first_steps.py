@@ -344,6 +344,6 @@ def test_det_in_markdown_is_one_compact_table(jaccli) -> None:
     assert batched.stdout.count("### det J") == 1
     rows = batched.stdout[batched.stdout.index("### det J") :].splitlines()[4:]
     assert rows == [  # det J = r, trace J = (1 + r) cos θ
-        "| sample[0] | 2.0000 | +1 | 0.6931 | 2.6327 |",
-        "| sample[1] | 3.0000 | +1 | 1.0986 | 2.1612 |",
+        "| sample\\[0\\] | 2.0000 | +1 | 0.6931 | 2.6327 |",  # Markdown's brackets escaped
+        "| sample\\[1\\] | 3.0000 | +1 | 1.0986 | 2.1612 |",
     ]

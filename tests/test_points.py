@@ -387,7 +387,9 @@ def test_every_point_of_a_chunk_is_verified_not_only_its_ends(jaccli, tmp_path) 
     for k, point in enumerate(points):
         alone = jaccli("jacobian", "--fn", fn, "--value", f"x={json.dumps(point)}", "--json")
         np.testing.assert_array_equal(stacked[k], values_of(alone.json()["jacobian"]["y"]["x"]))
-    assert np.isnan(stacked[1]).any() and "point by point" in run.stderr
+    assert np.isnan(stacked[1]).any()
+    # the disagreeing chunk is not printed: another kernel, or the loop, computed it again
+    assert "could not run (at point 1" in run.stderr
 
 
 def _wrong_at_point_1(value):

@@ -439,3 +439,14 @@ def test_a_wrong_product_in_the_middle_of_a_chunk_is_caught(jaccli, tmp_path, mo
 
     for many_values, one in zip(leaves(stacked), leaves(single), strict=True):
         np.testing.assert_allclose(many_values[1], one, rtol=1e-12)
+
+
+def test_points_of_a_scalar_input_are_the_entries_of_a_1d_file(jaccli, tmp_path) -> None:
+    # one point of a 1-D .npy or JSON list is a number: it was an internal error
+    xs = np.array([0.5, 1.0, 2.0])
+    for source in (_save(tmp_path, "p.npy", xs), str(tmp_path / "p.json")):
+        (tmp_path / "p.json").write_text(json.dumps(xs.tolist()))
+        run = jaccli("jacobian", "--expr", "x.sin()", "--points", f"x=@{source}", "--dtype",
+                     "float64", "--json")  # fmt: skip
+        assert run.exit_code == 0, run.stderr
+        np.testing.assert_allclose(values_of(run.json()["jacobian"]["y"]["x"]), np.cos(xs))

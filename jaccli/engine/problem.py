@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from jaccli.engine.evaluate import evaluate, single_output_name
@@ -178,7 +179,8 @@ def make_inputs(
     for name, shape in shapes.items():
         if name in values:
             data = values[name]
-            tensor = torch.from_numpy(data.values).reshape(shape)
+            values_there = np.asarray(data.values)  # one point of a 1-D --points is a scalar
+            tensor = torch.from_numpy(values_there).reshape(shape)
             if not (data.is_integer and name in keep_integers):
                 tensor = tensor.to(dtype)
         else:

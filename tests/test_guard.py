@@ -123,3 +123,20 @@ def test_correct_jacobians_near_float32_s_limits_pass_the_guard(jaccli) -> None:
     assert run.exit_code == 0, run.stderr
     j = np.array(run.json()["jacobian"]["y"]["x"]["values"], dtype=np.float32)
     np.testing.assert_array_equal(j, np.eye(3, dtype=np.float32) * np.float32(1e-45))
+
+
+def test_a_float32_j_below_its_precision_is_refused_pointing_at_float64(jaccli) -> None:
+    # a sharp softmax: J = diag(p) − ppᵀ is of the order of float32's rounding of p, so the two
+    # AD modes differ by as much as J itself; float64 computes it
+    sharp = ["jacobian", "--expr", "(x*30).softmax(0)", "--shape", "50"]
+    refused = jaccli(*sharp)
+    assert refused.exit_code == 1 and "try --dtype float64" in refused.stderr, refused.stderr
+    run = jaccli(*sharp, "--dtype", "float64", "--json")
+    assert run.exit_code == 0, run.stderr
+    document = run.json()
+    x = np.array(document["inputs"]["x"]["values"])
+    p = np.exp(30 * x - (30 * x).max())
+    p /= p.sum()
+    expected = 30 * (np.diag(p) - np.outer(p, p))
+    got = np.array(document["jacobian"]["y"]["x"]["values"], dtype=float)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-14)

@@ -265,9 +265,15 @@ def compute_jacobian(
                 code="guard_failed",
             )
     else:
+        precision = (
+            f"; if {problem.function.name} is right, {problem.dtype} may lack the precision for "
+            "J here (a sharp softmax's J is rounding beside its outputs): try --dtype float64"
+            if problem.torch_dtype != torch.float64
+            else ""
+        )
         raise ComputationError(
             f"no method gives a Jacobian of {problem.function.name} that passes the "
-            f"correctness guard: {'; '.join(rejected)}",
+            f"correctness guard: {'; '.join(rejected)}{precision}",
             code="guard_failed",
         )
     reason = (

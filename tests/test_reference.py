@@ -237,3 +237,18 @@ def test_the_fd_reference_agrees_with_an_independent_float64_jacobian() -> None:
     np.testing.assert_allclose(j, finite_difference_jacobian(f, point), rtol=1e-7, atol=1e-9)
     reference = result.guard.function_reference
     assert math.isclose(reference.value, reference.difference, rel_tol=1e-8)
+
+
+def test_a_break_after_a_legitimate_branch_names_both_places(jaccli, tmp_path) -> None:
+    # the branch's .item() comes first; the refusal named it alone, not the line that broke J
+    (tmp_path / "mis.py").write_text(
+        "def f(x):\n"
+        "    if x.sum().item() > 0:\n"
+        "        s = x.sum().item()\n"
+        "        return x * s\n"
+        "    return x\n"
+    )
+    run = jaccli("jacobian", "--fn", f"{tmp_path / 'mis.py'}:f", "--value", "x=[1,2,3]",
+                 "--dtype", "float64")  # fmt: skip
+    assert run.exit_code == 1
+    assert "mis.py:2 .item()" in run.stderr and "mis.py:3 .item()" in run.stderr, run.stderr

@@ -75,9 +75,14 @@ def _location(source_file: str | None) -> str:
     return fallback or "the function"
 
 
+PLACES_NAMED = 3
+"""Places of one kind of break a refusal names."""
+
+
 class _Recorder(TorchFunctionMode):
-    """Records the first conversion, op without gradients and detach of a tensor that depends
-    on a differentiated input."""
+    """Records the conversions, ops without gradients and detaches of a tensor that depends on
+    a differentiated input: the first few places of each kind (a conversion that only chose a
+    branch may come before the one that broke the graph)."""
 
     def __init__(self, leaf_names: dict[int, str], source_file: str | None) -> None:
         super().__init__()
@@ -85,7 +90,7 @@ class _Recorder(TorchFunctionMode):
         self.source_file = source_file
         self.detached: dict[int, tuple[Any, str]] = {}
         """id → (the tensor, the input it was detached from): values autograd no longer sees."""
-        self.events: dict[str, _Event] = {}
+        self.events: dict[str, list[_Event]] = {}
 
     def _origin(self, tensor: torch.Tensor) -> str | None:
         """The differentiated input `tensor` depends on, by autograd's graph or by a detach."""
@@ -109,8 +114,10 @@ class _Recorder(TorchFunctionMode):
         return None
 
     def _note(self, kind: str, text: str) -> None:
-        if kind not in self.events:
-            self.events[kind] = _Event(kind, _location(self.source_file), text)
+        seen = self.events.setdefault(kind, [])
+        where = _location(self.source_file)
+        if len(seen) < PLACES_NAMED and all(event.where != where for event in seen):
+            seen.append(_Event(kind, where, text))
 
     def __torch_function__(
         self,
@@ -204,10 +211,9 @@ def describe_graph_break(problem: Problem, derivative: str) -> str | None:
     except ComputationError:
         return None
     for kind in ("conversion", "no_grad", "detach"):
-        event = recorder.events.get(kind)
-        if event is not None:
-            return (
-                f"{event.where} {event.text}; autograd cannot follow it, so {derivative} would be "
-                "wrong"
-            )
+        events = recorder.events.get(kind)
+        if events:
+            places = "; ".join(f"{event.where} {event.text}" for event in events)
+            which = "it" if len(events) == 1 else "one of them (a branch on a value is fine)"
+            return f"{places}; autograd cannot follow {which}, so {derivative} would be wrong"
     return None

@@ -228,7 +228,8 @@ def refusal(error: BaseException) -> ResourceError:
         budget = budget_or_default(None)
     return ResourceError(
         f"ran out of memory: the computation needs more than the memory budget of "
-        f"{format_bytes(budget)}; raise --max-memory, or use smaller shapes, --batched or vjp",
+        f"{format_bytes(budget)}; raise --max-memory, use smaller shapes, or compute less: a "
+        "product (vjp, jvp, hvp) instead of the whole J or H, or --batched where J has blocks",
         code="memory_budget",
     )
 

@@ -62,8 +62,8 @@ def parse_timeout(text: str | None) -> float | None:
         seconds = float("nan")
     if not 0 < seconds < 10**9:
         raise UsageError(
-            f"bad --timeout {text[:40]!r}: expected a number of seconds greater than 0, like 30 "
-            "or 0.5",
+            f"bad --timeout {text[:40]!r}: expected a number of seconds above 0 and below 1e9, "
+            "like 30 or 0.5",
             code="bad_timeout",
         )
     return seconds

@@ -359,3 +359,15 @@ def test_a_batch_of_flow_samples_has_the_flows_own_log_determinants(jaccli) -> N
     view = jaccli("jacobian", *common, "--view", "rows")
     assert view.exit_code == 0, view.stderr
     assert "block i of J" in view.stdout
+
+
+def test_a_binary_max_tied_at_zero_gets_its_kink_note(jaccli, tmp_path) -> None:
+    # the second argument, a tensor equal to 0, read as False: max(a, b) tied at 0 said nothing
+    (tmp_path / "k.py").write_text(
+        "import torch\n\ndef max2(x):\n    return torch.max(x[0], x[1]) * x[2]\n"
+    )
+    run = jaccli("jacobian", "--fn", f"{tmp_path / 'k.py'}:max2", "--value", "x=[0,0,-1]",
+                 "--dtype", "float64", "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "maximum at a tie" in run.stderr and "1/2–1/2" in run.stderr
+    assert run.json()["jacobian"]["y"]["x"]["values"] == [-0.5, -0.5, 0.0]

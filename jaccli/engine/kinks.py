@@ -186,7 +186,7 @@ class OpWatch(TorchFunctionMode):
             )
         elif func in CLAMPS:
             self._count(CONVENTIONS["clamp"], _at_bounds(func, x, args, kwargs))
-        elif func in PAIRWISE or (func in REDUCTIONS and _second_tensor(args, kwargs)):
+        elif func in PAIRWISE or (func in REDUCTIONS and _second_tensor(args, kwargs) is not None):
             other = _second_tensor(args, kwargs)
             op = PAIRWISE.get(func) or ("maximum" if REDUCTIONS[func] == "max" else "minimum")
             if other is not None:

@@ -266,3 +266,15 @@ def test_fn_and_expr_are_one_or_the_other(jaccli) -> None:
     for run in (both, neither):
         assert run.exit_code == 2
         assert "give one of --fn NAME or --expr EXPRESSION" in run.stderr
+
+
+def test_an_op_torch_cannot_differentiate_is_the_functions_not_an_internal_error(
+    jaccli, tmp_path
+) -> None:
+    (tmp_path / "hv.py").write_text(
+        "import torch\n\ndef f(x):\n    return torch.heaviside(x, torch.tensor(0.5)) * x\n"
+    )
+    run = jaccli("jacobian", "--fn", f"{tmp_path / 'hv.py'}:f", "--shape", "3")
+    assert run.exit_code == 1
+    assert "no derivative for" in run.stderr and "heaviside" in run.stderr
+    assert "internal error" not in run.stderr

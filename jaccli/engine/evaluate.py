@@ -228,12 +228,25 @@ def blaming_user_code(function: Function) -> Iterator[None]:
     except Exception as error:
         raise_if_out_of_memory(error)
         where = _where(error, function.source_file)
+        if not where and _no_derivative(error):
+            raise ComputationError(
+                f"{function.name} uses an operation torch has no derivative for "
+                f"({first_line(error)}): jaccli cannot differentiate it",
+                code="no_derivative",
+            ) from error
         if not where:
             raise
         raise ComputationError(
             f"differentiating {function.name} raised {type(error).__name__}: "
             f"{first_line(error)}{where}"
         ) from error
+
+
+def _no_derivative(error: Exception) -> bool:
+    """Whether torch refused to differentiate an op (`derivative for aten::heaviside is not
+    implemented`): the function's doing, not jaccli's."""
+    text = str(error)
+    return isinstance(error, RuntimeError) and "derivative for" in text and "implemented" in text
 
 
 def blames_user_code(

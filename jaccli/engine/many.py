@@ -315,13 +315,7 @@ def _probe_every_point(
             value += torch.einsum("i,kij->kj", u_flat, j)
             squares += torch.einsum("i,kij->kj", u_flat.square(), j.square())
         reference = references[a].detach().reshape(size, -1).to(torch.float64)
-        tolerance = rtol * (squares + reference.square()).sqrt()
-        finite = value.isfinite() & reference.isfinite()
-        agree = torch.where(
-            finite,
-            (value - reference).abs() <= tolerance,
-            (value.isnan() & reference.isnan()) | (value == reference),
-        )
+        agree = _agreeing(value, reference, rtol * (squares + reference.square()).sqrt())
         if not bool(agree.all()):
             k, column = (int(i) for i in (~agree).nonzero()[0])
             raise ComputationError(
@@ -329,6 +323,18 @@ def _probe_every_point(
                 f"at column {column} ({float(value[k, column]):.6g} against "
                 f"{float(reference[k, column]):.6g})"
             )
+
+
+def _agreeing(
+    value: torch.Tensor, reference: torch.Tensor, tolerance: torch.Tensor
+) -> torch.Tensor:
+    """Where a probe read off the result agrees with its reference: within `tolerance` where
+    both are finite, else NaN against NaN and an infinity against the same infinity."""
+    return torch.where(
+        value.isfinite() & reference.isfinite(),
+        (value - reference).abs() <= tolerance,
+        (value.isnan() & reference.isnan()) | (value == reference),
+    )
 
 
 def _calling(
@@ -474,12 +480,7 @@ def _probe_every_product(
         references = torch.func.vmap(reference_at)(*values)
         reference, reference_squares = terms(list(zip(references, z, strict=True)))
     tolerance = guard_rtol(problem.torch_dtype) * (value_squares + reference_squares).sqrt()
-    finite = value.isfinite() & reference.isfinite()
-    agree = torch.where(
-        finite,
-        (value - reference).abs() <= tolerance,
-        (value.isnan() & reference.isnan()) | (value == reference),
-    )
+    agree = _agreeing(value, reference, tolerance)
     if not bool(agree.all()):
         k = int((~agree).nonzero()[0])
         raise ComputationError(

@@ -503,6 +503,16 @@ def autograd_grad_call(error: BaseException) -> str | None:
     return None
 
 
+def _not_vectorizable(error: Exception) -> ComputationError:
+    """The refusal of a vectorized method that failed: the user's own error as it is, torch's
+    (a batching rule vmap lacks) as why it cannot be vectorized; either way, the loop may run."""
+    if isinstance(error, ComputationError):
+        return ComputationError(f"{error.message}; try --strategy loop")
+    return ComputationError(
+        f"the function cannot be vectorized ({str(error).splitlines()[0]}); try --strategy loop"
+    )
+
+
 def _vectorized(
     f: Callable[..., torch.Tensor],
     primals: list[torch.Tensor],
@@ -527,12 +537,10 @@ def _vectorized(
                 "try --strategy rev, loop or auto",
                 code="forward_mode_autograd",
             ) from error
-        raise ComputationError(f"{error.message}; try --strategy loop") from error
+        raise _not_vectorizable(error) from error
     except (RuntimeError, NotImplementedError) as error:
         raise_if_out_of_memory(error)
-        raise ComputationError(
-            f"the function cannot be vectorized ({str(error).splitlines()[0]}); try --strategy loop"
-        ) from error
+        raise _not_vectorizable(error) from error
     return y, list(jacobians)
 
 
@@ -570,13 +578,9 @@ def _reverse_in_chunks(
     """
     try:
         y, vjp_of = torch.func.vjp(f, *primals)
-    except ComputationError as error:
-        raise ComputationError(f"{error.message}; try --strategy loop") from error
-    except (RuntimeError, NotImplementedError) as error:
+    except (ComputationError, RuntimeError, NotImplementedError) as error:
         raise_if_out_of_memory(error)
-        raise ComputationError(
-            f"the function cannot be vectorized ({str(error).splitlines()[0]}); try --strategy loop"
-        ) from error
+        raise _not_vectorizable(error) from error
     y = y.detach()
     rows = y.numel()
     jacobians = [torch.empty((rows, *p.shape), dtype=p.dtype) for p in primals]
@@ -587,14 +591,11 @@ def _reverse_in_chunks(
         try:
             parts = torch.func.vmap(vjp_of)(basis.reshape(stop - start, *y.shape))
         except ComputationError as error:
-            raise ComputationError(f"{error.message}; try --strategy loop") from error
+            raise _not_vectorizable(error) from error
         except (RuntimeError, NotImplementedError, MemoryError) as error:
             if memory.out_of_memory(error):
                 raise _ChunkTooLarge from error
-            raise ComputationError(
-                f"the function cannot be vectorized ({str(error).splitlines()[0]}); try "
-                "--strategy loop"
-            ) from error
+            raise _not_vectorizable(error) from error
         for j, part in zip(jacobians, parts, strict=True):
             j[start:stop] = part
 

@@ -166,7 +166,7 @@ def parse_value_option(
     `x=@-` for JSON on stdin); unnamed for the only input."""
     name, value_text = split_named(text, "--value")
     if value_text.startswith("@"):
-        from jaccli.loaders import load_array
+        from jaccli.loaders import load_array  # numpy: only a value from a file needs it
 
         return name, load_array(value_text[1:], size_limit)
     return name, parse_json_array(value_text, what="--value", size_limit=size_limit)

@@ -225,7 +225,7 @@ def forkable(command: str) -> list[str] | None:
         else:
             unquoted.append(char)
     words = shlex.split(command)
-    if SHELL_SYNTAX & set(unquoted) or words[:1] != ["jaccli"] or words[1:] == ["--help"]:
+    if SHELL_SYNTAX & set(unquoted) or words[:1] != ["jaccli"] or words[1:] in (["--help"], ["-h"]):
         return None  # `jaccli --help` alone is drawn before the CLI starts
     return words[1:]
 
@@ -235,8 +235,8 @@ class ForkedJaccli:
 
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
-        requests_read, self._requests = os.pipe()
-        self._replies, replies_write = os.pipe()
+        requests_read, requests_write = os.pipe()
+        replies_read, replies_write = os.pipe()
         with open(scratch / "runner.log", "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(FORK_RUNNER), str(requests_read), str(replies_write)],
@@ -248,8 +248,8 @@ class ForkedJaccli:
             )
         os.close(requests_read)
         os.close(replies_write)
-        self.requests = open(self._requests, "w", encoding="utf-8")  # noqa: SIM115 (closed in close)
-        self.replies = open(self._replies, encoding="utf-8")  # noqa: SIM115
+        self.requests = open(requests_write, "w", encoding="utf-8")  # noqa: SIM115 (see close)
+        self.replies = open(replies_read, encoding="utf-8")  # noqa: SIM115
 
     def run(self, args: list[str], workdir: Path) -> Done:
         stdout, stderr = self.scratch / "stdout", self.scratch / "stderr"

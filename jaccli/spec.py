@@ -165,11 +165,16 @@ def parse_value_option(
     """One `--value`: JSON (`x=[[1,2],[3,4]]`), or a file (`x=@a.npy`, `x=@w.safetensors#key`,
     `x=@-` for JSON on stdin); unnamed for the only input."""
     name, value_text = split_named(text, "--value")
-    if value_text.startswith("@"):
+    return name, read_value(value_text, size_limit)
+
+
+def read_value(text: str, size_limit: int = DEFAULT_VALUE_LIMIT) -> ArrayData:
+    """The values of one `--value` after its `NAME=`: JSON, or `@file` (`@-`: JSON on stdin)."""
+    if text.startswith("@"):
         from jaccli.loaders import load_array  # numpy: only a value from a file needs it
 
-        return name, load_array(value_text[1:], size_limit)
-    return name, parse_json_array(value_text, what="--value", size_limit=size_limit)
+        return load_array(text[1:], size_limit)
+    return parse_json_array(text, what="--value", size_limit=size_limit)
 
 
 def parse_dtype(name: str) -> str:

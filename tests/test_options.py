@@ -40,4 +40,4 @@ def test_each_command_takes_each_option_once(command: str) -> None:
 def test_the_strategies_offered_are_the_engines() -> None:
     from jaccli.engine import Strategy
 
-    assert STRATEGIES == tuple(strategy.value for strategy in Strategy)
+    assert tuple(strategy.value for strategy in Strategy) == STRATEGIES

@@ -47,16 +47,15 @@ def run(request: Request, show_progress: ShowProgress = _no_progress) -> Outcome
         return _presets(request)
     command = COMMANDS[request.command]
     compute = request.compute
+    hold_budget(request)  # before anything is read
     direction = None
     if command.direction is not None:
-        hold_budget(request)  # before the vector is read
         direction = read_direction(request, *command.direction)
     if compute.points is not None and not compute.plan:
         return run_points(request, command, direction, show_progress)
     first: list[tuple[str, ArrayData]] = []
     count = 0
     if compute.plan and compute.points is not None:
-        hold_budget(request)
         first, count = first_points(request)
     problem = build_problem(request, shapes_only=compute.plan, values=first)
     planned = command.planned(problem, request) if command.planned is not None else None

@@ -20,7 +20,7 @@ from jaccli.points import STREAM, Batch, PointError, PointStream, load_points
 from jaccli.request import GivenPoints, Request
 from jaccli.runner.commands import Command
 from jaccli.runner.outcome import AtPoints, Streamed
-from jaccli.runner.problem import build_problem, hold_budget
+from jaccli.runner.problem import build_problem
 from jaccli.spec import Direction, format_shape, require_in_range, rounds_in_float32
 
 if TYPE_CHECKING:
@@ -58,7 +58,6 @@ def run_points(
     raised unless --keep-going), else every result, the first failure raised."""
     points = request.compute.points
     assert points is not None
-    hold_budget(request)  # before a line is read
     sources = points.sources
     names = [name for name, _ in sources]
     limit = request.limits.value_limit

@@ -40,10 +40,8 @@ def build_problem(
     values: Sequence[tuple[str, ArrayData]] = (),
 ) -> Problem:
     """The Problem the request describes, with `values` for inputs already read (the first of
-    --points), and the warning when --max-memory was reduced to the memory available.
-
-    Holds the budget first; starts --timeout's clock once torch has loaded."""
-    hold_budget(request)
+    --points), and the warning when --max-memory was reduced to the memory available; starts
+    --timeout's clock once torch has loaded, before the function is loaded."""
     inputs, limits = request.inputs, request.limits
     value_options = [
         (

@@ -465,8 +465,8 @@ def _picture_file(parsed: Parsed) -> str | None:
     out = parsed["show.out"]
     if out is None or out.suffix not in IMAGE_SUFFIXES:
         return None
-    for given, option in ((parsed["compute.batched"], "--batched"),
-                          (bool(parsed["points.sources"]), "--points")):  # fmt: skip
+    refused = [("--batched", parsed["compute.batched"]), ("--points", parsed["points.sources"])]
+    for option, given in refused:
         if given:
             return f"--out {str(out)!r} draws one whole J; drop {option}, or write .npy"
     return None

@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from jaccli.cli.boundary import reporting
-from jaccli.cli.commands import COMMANDS, EXAMPLES
+from jaccli.cli.commands import CALLBACKS, EXAMPLES
 from jaccli.errors import ExitCode
 from jaccli.output import report_error, write, write_result
 from jaccli.overview import COMMANDS as SUMMARIES
@@ -108,8 +108,8 @@ def _epilog(name: str) -> str:
 
 for _name in SUMMARIES:  # in the order `jaccli --help` lists them
     app.command(
-        _name, help=_help(COMMANDS[_name]), short_help=SUMMARIES[_name], epilog=_epilog(_name)
-    )(COMMANDS[_name])
+        _name, help=_help(CALLBACKS[_name]), short_help=SUMMARIES[_name], epilog=_epilog(_name)
+    )(CALLBACKS[_name])
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

@@ -13,7 +13,7 @@ from jaccli.options import parse
 
 EXAMPLES: dict[str, list[str]] = {}
 """Each command's examples, shown at the end of its help (and run by the tests)."""
-COMMANDS: dict[str, Callable[..., None]] = {}
+CALLBACKS: dict[str, Callable[..., None]] = {}
 """Each command's callback, by name."""
 
 
@@ -34,7 +34,7 @@ def _command(*examples: str) -> Callable[[Callable[..., None]], Callable[..., No
 
     def described(callback: Callable[..., None]) -> Callable[..., None]:
         EXAMPLES[callback.__name__] = list(examples)
-        COMMANDS[callback.__name__] = with_options(callback.__name__, callback)
+        CALLBACKS[callback.__name__] = with_options(callback.__name__, callback)
         return callback
 
     return described

@@ -17,7 +17,6 @@ from typing import Any
 
 from jaccli import memory, spec
 from jaccli.errors import UsageError
-from jaccli.points import STREAM, parse_points_option
 from jaccli.request import (
     Compute,
     FunctionChoice,
@@ -173,7 +172,9 @@ def _named_values(raw: Any, parsed: Parsed) -> tuple[tuple[str | None, Any], ...
 
 
 def _points(raw: Any, parsed: Parsed) -> tuple[tuple[str, Any], ...]:
-    return tuple(parse_points_option(item) if isinstance(item, str) else item for item in raw or ())
+    return tuple(
+        spec.parse_points_option(item) if isinstance(item, str) else item for item in raw or ()
+    )
 
 
 def _batch_axes(raw: Any, parsed: Parsed) -> tuple[tuple[str | None, int], ...]:
@@ -448,7 +449,7 @@ def _points_printing(parsed: Parsed) -> str | None:
 def _points_sources(parsed: Parsed) -> str | None:
     sources = parsed["points.sources"]
     names = [name for name, _ in sources]
-    streams = [name for name, source in sources if source == STREAM]
+    streams = [name for name, source in sources if source == spec.STREAM]
     if streams and parsed["compute.plan"]:
         return "--plan with --points NAME=@- would read the stream; give a file"
     if len(set(names)) != len(names):

@@ -33,6 +33,8 @@ SLICE_VIEWS = ("rows", "cols", "full")
 """The --view values that rebuild a result slice by slice (full: not at all)."""
 TEXT_FORMATS = ("markdown", "latex")
 """The --format values: the result as text to paste."""
+STREAM = "-"
+"""The source of `--points NAME=@-`: JSON Lines on stdin."""
 
 
 def require_in_range(what: str, data: ArrayData, dtype: str) -> None:
@@ -157,6 +159,17 @@ def parse_batch_axis_option(text: str) -> tuple[str | None, int]:
             f"bad --batch-axis {shorten(text)!r}: tensors have at most {MAX_NDIM} axes"
         )
     return name, axis
+
+
+def parse_points_option(text: str) -> tuple[str, str]:
+    """One `--points NAME=SOURCE`: the input's name and `@file` or `@-`."""
+    name, source = split_named(text, "--points")
+    if name is None or not source.startswith("@") or len(source) < 2:
+        raise UsageError(
+            f"bad --points {text[:60]!r}: expected NAME=@FILE (.npy, .pt, .safetensors, .json, "
+            ".jsonl) or NAME=@- (JSON Lines on stdin)"
+        )
+    return name, source[1:]
 
 
 def parse_value_option(

@@ -16,12 +16,12 @@ import numpy as np
 
 from jaccli.arrays import ArrayData
 from jaccli.errors import ComputationError, JaccliError, UsageError
-from jaccli.points import STREAM, Batch, PointError, PointStream, load_points
+from jaccli.points import Batch, PointError, PointStream, load_points
 from jaccli.request import GivenPoints, Request
 from jaccli.runner.commands import Command
 from jaccli.runner.outcome import AtPoints, Streamed
 from jaccli.runner.problem import build_problem
-from jaccli.spec import Direction, format_shape, require_in_range, rounds_in_float32
+from jaccli.spec import STREAM, Direction, format_shape, require_in_range, rounds_in_float32
 
 if TYPE_CHECKING:
     import torch

@@ -23,10 +23,16 @@ def run_command(command: str, given: dict[str, Any]) -> None:
         request = parse(command, given)
         with boundary.running(request):
             from jaccli.cli.show import show
-            from jaccli.render.progress import progress_bar
             from jaccli.runner import run
 
-            show(run(request, progress_bar))
+            show(run(request, _progress_bar))
+
+
+def _progress_bar(description: str, unit: str | None = None) -> Any:
+    """A progress bar on stderr for a long computation (Rich's progress loads when one runs)."""
+    from jaccli.render.progress import progress_bar
+
+    return progress_bar(description, unit)
 
 
 def _command(*examples: str) -> Callable[[Callable[..., None]], Callable[..., None]]:

@@ -18,9 +18,8 @@ import numpy as np
 
 from jaccli.arrays import ArrayData, parse_json_array
 from jaccli.errors import UsageError
-from jaccli.spec import format_shape, split_named
+from jaccli.spec import format_shape
 
-STREAM = "-"
 READ_BYTES = 1 << 16
 BATCH_BYTES = 4 * 1024**2
 """Text a batch of waiting lines may hold: parsed, a number's few characters become a 32-byte
@@ -39,17 +38,6 @@ class PointError:
 Batch = list[tuple[int, int, ArrayData | PointError]]
 """Points by index, in order, each with its line number and the values of the point or why it
 could not be read."""
-
-
-def parse_points_option(text: str) -> tuple[str, str]:
-    """One `--points NAME=SOURCE`: the input's name and `@file` or `@-`."""
-    name, source = split_named(text, "--points")
-    if name is None or not source.startswith("@") or len(source) < 2:
-        raise UsageError(
-            f"bad --points {text[:60]!r}: expected NAME=@FILE (.npy, .pt, .safetensors, .json, "
-            ".jsonl) or NAME=@- (JSON Lines on stdin)"
-        )
-    return name, source[1:]
 
 
 def load_points(name: str, reference: str, size_limit: int) -> ArrayData:

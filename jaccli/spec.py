@@ -33,6 +33,8 @@ SLICE_VIEWS = ("rows", "cols", "full")
 """The --view values that rebuild a result slice by slice (full: not at all)."""
 TEXT_FORMATS = ("markdown", "latex")
 """The --format values: the result as text to paste."""
+STREAM = "-"
+"""The source of `--points NAME=@-`: JSON Lines on stdin."""
 
 
 def require_in_range(what: str, data: ArrayData, dtype: str) -> None:
@@ -159,17 +161,33 @@ def parse_batch_axis_option(text: str) -> tuple[str | None, int]:
     return name, axis
 
 
+def parse_points_option(text: str) -> tuple[str, str]:
+    """One `--points NAME=SOURCE`: the input's name and `@file` or `@-`."""
+    name, source = split_named(text, "--points")
+    if name is None or not source.startswith("@") or len(source) < 2:
+        raise UsageError(
+            f"bad --points {text[:60]!r}: expected NAME=@FILE (.npy, .pt, .safetensors, .json, "
+            ".jsonl) or NAME=@- (JSON Lines on stdin)"
+        )
+    return name, source[1:]
+
+
 def parse_value_option(
     text: str, size_limit: int = DEFAULT_VALUE_LIMIT
 ) -> tuple[str | None, ArrayData]:
     """One `--value`: JSON (`x=[[1,2],[3,4]]`), or a file (`x=@a.npy`, `x=@w.safetensors#key`,
     `x=@-` for JSON on stdin); unnamed for the only input."""
     name, value_text = split_named(text, "--value")
-    if value_text.startswith("@"):
+    return name, read_value(value_text, size_limit)
+
+
+def read_value(text: str, size_limit: int = DEFAULT_VALUE_LIMIT) -> ArrayData:
+    """The values of one `--value` after its `NAME=`: JSON, or `@file` (`@-`: JSON on stdin)."""
+    if text.startswith("@"):
         from jaccli.loaders import load_array  # numpy: only a value from a file needs it
 
-        return name, load_array(value_text[1:], size_limit)
-    return name, parse_json_array(value_text, what="--value", size_limit=size_limit)
+        return load_array(text[1:], size_limit)
+    return parse_json_array(text, what="--value", size_limit=size_limit)
 
 
 def parse_dtype(name: str) -> str:

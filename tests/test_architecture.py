@@ -20,9 +20,12 @@ import pytest
 import jaccli
 
 PACKAGE_ROOT = Path(jaccli.__file__).parent
-CLI_MODULES = ("jaccli.cli", "jaccli.cli_points")
-"""Where the command line lives: these modules and everything under them (jaccli/cli/ once it
-is a package). Only they may import Typer, and no other module of jaccli may import them."""
+CLI_MODULES = ("jaccli.cli",)
+"""Where the command line lives: the jaccli/cli/ package. Only it may import Typer, and no other
+module of jaccli may import it."""
+PLAIN = ("jaccli.request", "jaccli.options", "jaccli.runner")
+"""The request, the table it is parsed from, and the runner: the CLI and the Python API share
+them, so they print nothing and draw nothing (no Typer, no Rich)."""
 ENTRY_POINT = "jaccli.__main__"
 """`python -m jaccli` and the console script: it starts the CLI, so it alone may import it."""
 ENGINE = "jaccli.engine"
@@ -245,6 +248,44 @@ def test_nothing_imports_the_cli(graph: ImportGraph) -> None:
         if _is_cli(edge.imported) and not _is_cli(edge.importer) and edge.importer != ENTRY_POINT
     )
     assert not offenders, offenders
+
+
+def test_the_request_and_the_runner_import_neither_typer_nor_rich(graph: ImportGraph) -> None:
+    offenders = sorted(
+        f"{name} imports {library}"
+        for name, libraries in graph.libraries.items()
+        if any(_inside(name, plain) for plain in PLAIN)
+        for library in libraries & set(TERMINAL_LIBRARIES)
+    )
+    assert not offenders, offenders
+
+
+def test_a_run_loads_neither_typer_nor_rich() -> None:
+    """What the request and the runner import when a command runs, in a fresh process (the
+    modules above may import others that do, inside functions the run never calls)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from jaccli.options import parse\n"
+        "from jaccli.runner import run\n"
+        "for command, given in [('jacobian', {'fn': 'matmul', 'view': 'heatmap'}),\n"
+        "                       ('vjp', {'fn': 'polar', 'points': ['x=@-']}),\n"
+        "                       ('hessian', {'fn': 'logsumexp', 'plan': True})]:\n"
+        "    outcome = run(parse(command, given))\n"
+        "    list(outcome.outcomes) if hasattr(outcome, 'outcomes') else outcome.document()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'click', 'rich'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input="[1, 2]\n[3, 4]\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[]\n"
 
 
 def _write_package(root: Path, files: Iterable[tuple[str, str]]) -> Path:

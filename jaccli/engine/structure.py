@@ -298,6 +298,28 @@ def _cells(groups: Sequence[tuple[str, int]], limit: int) -> tuple[int, list[Pic
     return low, [PictureGroup(label, n, -(-n // low)) for label, n in groups]
 
 
+def result_structure(
+    result: JacobianResult | HessianResult, *, batched_hint: str | None = None
+) -> Structure:
+    """The structure of the result's J (or H) as one matrix, as `picture_of` reports it."""
+    return _read(result, batched_hint)[2]
+
+
+def _read(
+    result: JacobianResult | HessianResult, batched_hint: str | None
+) -> tuple[Joint, RowProfile, Structure]:
+    """The result's J as one matrix, its row profile and its structure; `batched_hint` is the
+    option that would compute only its blocks, if any."""
+    joint = joint_matrix(result)
+    eps = float(np.finfo(np.dtype(result.evaluation.dtype)).eps)
+    samples = _shared_samples(result)
+    hint = None
+    if batched_hint is not None and samples is not None:
+        hint = f"{batched_hint} computes only the {samples} blocks"
+    profile = row_profile(joint)
+    return joint, profile, _structure(joint, profile, eps, samples, hint)
+
+
 def picture_of(
     result: JacobianResult | HessianResult,
     view: str,
@@ -309,14 +331,7 @@ def picture_of(
     """J of the result pooled into at most `max_rows` × `max_columns` cells, with its
     structure, to be drawn as `view`; `batched_hint` is the option that would compute only its
     blocks, if any."""
-    joint = joint_matrix(result)
-    eps = float(np.finfo(np.dtype(result.evaluation.dtype)).eps)
-    samples = _shared_samples(result)
-    hint = None
-    if batched_hint is not None and samples is not None:
-        hint = f"{batched_hint} computes only the {samples} blocks"
-    profile = row_profile(joint)
-    structure = _structure(joint, profile, eps, samples, hint)
+    joint, profile, structure = _read(result, batched_hint)
     cell_rows, rows = _cells(joint.row_groups, max_rows)
     cell_columns, columns = _cells(joint.column_groups, max_columns)
     values = np.concatenate(

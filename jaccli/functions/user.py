@@ -88,35 +88,60 @@ def load_callable(
             f"--fn {reference!r}: {target} has no {attribute!r} (callables it defines: {listed})",
             code="bad_function",
         )
-    function = getattr(module, attribute)
+    shown = f"{target}.{attribute}" if not is_file else attribute
+    return _function_of(
+        getattr(module, attribute), attribute, shown, f"--fn {reference!r}", given_names, source
+    )
+
+
+def callable_function(function: Any, given_names: Sequence[str] = ()) -> Function:
+    """The Function for a Python callable (the API's `jaccli.jacobian(f, …)`): inputs from its
+    signature, or for a builtin without one, from the names of the values given."""
+    name = getattr(function, "__name__", None) or type(function).__name__
+    try:
+        source = inspect.getsourcefile(function)
+    except TypeError:  # a builtin, or an object with __call__ defined in C
+        source = None
+    return _function_of(function, name, name, f"function {name!r}", given_names, source)
+
+
+def _function_of(
+    function: Any,
+    name: str,
+    shown: str,
+    where: str,
+    given_names: Sequence[str],
+    source: str | None,
+) -> Function:
+    """The Function that calls `function` (named `name`, shown as `shown` in its formula);
+    `where` names it in a refusal."""
     if not callable(function):
         raise UsageError(
-            f"--fn {reference!r}: {attribute!r} is a {type(function).__name__}, not callable",
+            f"{where}: {name!r} is a {type(function).__name__}, not callable",
             code="bad_function",
         )
     if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
         raise UsageError(
-            f"--fn {reference!r}: {attribute!r} is an async def function, whose calls return "
+            f"{where}: {name!r} is an async def function, whose calls return "
             "a coroutine, not tensors; make it a plain def",
             code="bad_function",
         )
     if inspect.isgeneratorfunction(function):
         raise UsageError(
-            f"--fn {reference!r}: {attribute!r} is a generator (it yields), whose calls return "
+            f"{where}: {name!r} is a generator (it yields), whose calls return "
             "a generator, not tensors; return the outputs instead",
             code="bad_function",
         )
     signature = _signature(function)
     if signature is None:  # a builtin: its inputs are positional, named x, x1, … by the user
         names = _positional_names(given_names)
-        inputs = tuple(InputSpec(name, default_shape=None) for name in names)
+        inputs = tuple(InputSpec(input_name, default_shape=None) for input_name in names)
         call = _positional_call(function, names, ())
     else:
-        inputs, positional = _inputs_of(signature, reference)
+        inputs, positional = _inputs_of(signature, where)
         call = _positional_call(function, positional, [s.name for s in inputs])
-    shown = f"{target}.{attribute}" if not is_file else attribute
     return Function(
-        name=attribute,
+        name=name,
         formula=f"y = {shown}({', '.join(spec.name for spec in inputs)})",
         inputs=inputs,
         call=call,
@@ -267,9 +292,7 @@ def _signature(function: Any) -> inspect.Signature | None:
         return None
 
 
-def _inputs_of(
-    signature: inspect.Signature, reference: str
-) -> tuple[tuple[InputSpec, ...], list[str]]:
+def _inputs_of(signature: inspect.Signature, where: str) -> tuple[tuple[InputSpec, ...], list[str]]:
     """One input per parameter, and the names of those passed positionally; a parameter with
     a default keeps it unless given a value."""
     inputs = []
@@ -277,8 +300,7 @@ def _inputs_of(
     for parameter in signature.parameters.values():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise UsageError(
-                f"--fn {reference!r}: *{parameter.name} parameters are not supported; "
-                "name each input",
+                f"{where}: *{parameter.name} parameters are not supported; name each input",
                 code="bad_function",
             )
         if parameter.kind is parameter.POSITIONAL_ONLY:

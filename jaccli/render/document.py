@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from jaccli.functions.model import Function
+from jaccli.messages import format_bytes
 from jaccli.render.labels import entry_label
 from jaccli.render.numbers import json_values
 from jaccli.result import (
@@ -21,6 +22,9 @@ from jaccli.result import (
     HvpResult,
     JacobianResult,
     JvpResult,
+    Plan,
+    PlanReport,
+    PointsPlan,
     Result,
     Structure,
     View,
@@ -409,3 +413,69 @@ def error_document(code: str, message: str) -> dict[str, Any]:
 def dumps(document: dict[str, Any], *, ensure_ascii: bool = False) -> str:
     """The document as one line of strict JSON (no bare NaN or Infinity)."""
     return json.dumps(document, allow_nan=False, ensure_ascii=ensure_ascii)
+
+
+LARGE_RESULT = 64 * 1024**2
+"""Past this size, a dense J with diagonal blocks earns a suggestion of --batched."""
+
+
+def batched_hint(report: PlanReport) -> list[str]:
+    """A suggestion of --batched when the dense J is large and has diagonal blocks, in lines
+    that fit 60 columns (none when it does not apply)."""
+    per_sample = report.per_sample
+    if report.batched or per_sample is None or per_sample.refused:
+        return []
+    if report.plan.result_bytes < LARGE_RESULT:
+        return []
+    return [
+        "J is block-diagonal: --batched keeps only its blocks",
+        f"({format_bytes(per_sample.result_bytes)} instead of "
+        f"{format_bytes(report.plan.result_bytes)})",
+    ]
+
+
+def _plan_entry(plan: Plan) -> dict[str, Any]:
+    return {
+        "method": plan.method,
+        "reason": plan.reason,
+        "outputs": plan.n_out,
+        "inputs": plan.n_in,
+        "result_bytes": plan.result_bytes,
+        "peak_bytes": plan.peak_bytes,
+        "budget_bytes": plan.budget,
+        "chunk_size": plan.chunk_size,
+        "refused": plan.refused,
+    }
+
+
+def _points_entry(points: PointsPlan) -> dict[str, Any]:
+    return {
+        "count": points.count,
+        "chunk_size": points.chunk_size,
+        "per_point_bytes": points.per_point_bytes,
+        "peak_bytes": points.peak_bytes,
+        "budget_bytes": points.budget,
+        "method": points.method,
+        "refused": points.refused,
+    }
+
+
+def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, Any]:
+    """`{"command": "jacobian", "plan": {...}}`: the same facts for scripts."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": command,
+        "function": {"name": report.function_name, "formula": report.formula},
+        "dtype": report.dtype,
+        "wrt": list(report.wrt),
+        "inputs": {name: {"shape": list(shape)} for name, shape in report.input_shapes.items()},
+        "outputs": {name: {"shape": list(shape)} for name, shape in report.output_shapes.items()},
+        "output_unknown": report.output_unknown,
+        "layout": "per-sample" if report.batched else "dense",
+        **({} if report.points is None else {"points": _points_entry(report.points)}),
+        "plan": {
+            **_plan_entry(report.plan),
+            "per_sample": None if report.per_sample is None else _plan_entry(report.per_sample),
+            "suggestion": " ".join(batched_hint(report)) or None,
+        },
+    }

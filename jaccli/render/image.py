@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from jaccli.errors import UsageError
-from jaccli.render.labels import visible
-from jaccli.render.picture import (
+from jaccli.render.colors import (
     NAN_RGB,
     NEGATIVE_INFINITY_RGB,
     POSITIVE_INFINITY_RGB,
     ZERO_RGB,
 )
+from jaccli.render.labels import visible
 from jaccli.result import Picture, PictureGroup
 
 IMAGE_CELLS = 128

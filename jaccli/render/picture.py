@@ -18,6 +18,15 @@ from rich.style import Style
 from rich.text import Text
 
 from jaccli.errors import UsageError
+from jaccli.render.colors import (
+    NAN_RGB,
+    NEGATIVE_INFINITY_RGB,
+    NEGATIVE_RGB,
+    NEUTRAL_RGB,
+    POSITIVE_INFINITY_RGB,
+    POSITIVE_RGB,
+    ZERO_RGB,
+)
 from jaccli.render.layout import Layout
 from jaccli.render.numbers import format_cells
 from jaccli.result import HessianResult, JacobianResult, Picture, PictureGroup, Structure
@@ -26,14 +35,6 @@ LABEL_LIMIT = 10
 """Row labels longer than this are shortened with `…`."""
 PICTURE_LINES = 24
 """The most lines a picture's frame takes."""
-ZERO_RGB = (107, 107, 107)
-NEUTRAL_RGB = (247, 247, 247)
-POSITIVE_RGB = (178, 24, 43)
-NEGATIVE_RGB = (33, 102, 172)
-NAN_RGB = (230, 171, 2)
-POSITIVE_INFINITY_RGB = (231, 41, 138)
-NEGATIVE_INFINITY_RGB = (27, 158, 119)
-"""±Infinity in colours of their own: not the grey of an exact 0, nor the ends of the scale."""
 INFINITY_SHADE = "∞"
 """±Infinity without colour (no sign, like the shades)."""
 ZOOM = 3

@@ -290,14 +290,14 @@ def _hvp_guard(
     """uᵀ(H v) from the result against the other composition: uᵀ(H v) by reverse-over-reverse
     for a forward-over-reverse result, or (H u)ᵀv (H is symmetric) for a reverse-over-reverse
     one, since then forward mode could not run."""
-    us = probe_directions([p.shape for p in primals])
-    pairs = list(zip(us, products, strict=True))
     dtype = products[0].dtype if products else torch.float64
+    us = probe_directions([p.shape for p in primals], dtype)
+    pairs = list(zip(us, products, strict=True))
 
     def typical_scale() -> float:
         """Σ (u_i (H w)_i)² for a random w of v's norm: H·v may cancel to nothing (H·1 of
         logsumexp is 0), and rounding then is of the order of H's terms, not of H·v."""
-        ws = probe_directions([p.shape for p in primals], draw=1)
+        ws = probe_directions([p.shape for p in primals], dtype, draw=1)
         norm_v = math.sqrt(sum(float(v.to(torch.float64).square().sum()) for v in vectors))
         norm_w = math.sqrt(sum(float(w.square().sum()) for w in ws)) or 1.0
         w_scaled = [(w * norm_v / norm_w).to(p.dtype) for w, p in zip(ws, primals, strict=True)]

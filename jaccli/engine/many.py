@@ -39,7 +39,7 @@ from jaccli.engine.hessian import symmetry_error
 from jaccli.engine.jacobian import load_vectorizing, vectorized_start_up_paid
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE
-from jaccli.engine.trust import GUARD_SEED, guard_rtol
+from jaccli.engine.trust import GUARD_SEED, guard_rtol, probe_draws
 from jaccli.errors import ComputationError, JaccliError, ResourceError
 from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import (
@@ -298,10 +298,8 @@ def _probe_every_point(
     points])."""
     wrt, output_names = problem.wrt, list(problem.output_shapes)
     generator = torch.Generator().manual_seed(GUARD_SEED)
-    us = [
-        torch.randn(problem.output_shapes[n], generator=generator, dtype=torch.float64)
-        for n in output_names
-    ]
+    dtype = jacobians[0][0].dtype
+    us = probe_draws([problem.output_shapes[n] for n in output_names], generator, dtype)
 
     references = _reverse_vjps(problem, chunk, us)
     size = next(iter(chunk.values())).shape[0]
@@ -406,7 +404,7 @@ def _probe_every_product(
     generator = torch.Generator().manual_seed(GUARD_SEED)
 
     def draw(shapes: list) -> list[torch.Tensor]:
-        return [torch.randn(sh, generator=generator, dtype=torch.float64) for sh in shapes]
+        return probe_draws(shapes, generator, problem.torch_dtype)
 
     def cast(vectors: list[torch.Tensor], like: tuple) -> tuple:
         return tuple(v.to(t.dtype) for v, t in zip(vectors, like, strict=True))

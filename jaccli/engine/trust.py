@@ -60,6 +60,16 @@ ROW_CHUNK_ENTRIES = 2**20
 """Entries of J turned into float64 at once while the probe reads it."""
 
 
+def probe_draws(
+    shapes: Sequence[Sequence[int] | int], generator: torch.Generator, dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """Standard-normal probe vectors, one in each shape, drawn in the result's `dtype` (torch
+    fills float32 ten times as fast as float64) and held in float64, exactly, for the sums."""
+    return [
+        torch.randn(shape, generator=generator, dtype=dtype).to(torch.float64) for shape in shapes
+    ]
+
+
 def rows_to_probe(n_out: int, n_in: int, generator: torch.Generator) -> torch.Tensor | None:
     """The rows of J the probe reads: None for all, else a sorted random subset."""
     if n_out * n_in <= PROBED_ENTRIES:
@@ -105,15 +115,15 @@ def probe_jacobians(
     generator = torch.Generator().manual_seed(GUARD_SEED)
     n_out = math.prod(y_shape)
     n_in = sum(p.numel() for p in primals)
+    dtype = jacobians[0].dtype if jacobians else torch.float64
     rows = rows_to_probe(n_out, n_in, generator)
-    u_full = torch.zeros(n_out, dtype=torch.float64)
+    (u_rows,) = probe_draws([n_out if rows is None else len(rows)], generator, dtype)
     if rows is None:
-        u_full.normal_(generator=generator)
-        u_rows = u_full
+        u_full = u_rows
     else:
-        u_rows = torch.randn(len(rows), generator=generator, dtype=torch.float64)
+        u_full = torch.zeros(n_out, dtype=torch.float64)
         u_full[rows] = u_rows
-    vs = [torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in primals]
+    vs = probe_draws([p.numel() for p in primals], generator, dtype)
     matrices = [as_matrix(j, n_out, rows) for j in jacobians]
     unit = _probe_unit(matrices)  # NOTE [the probe at the edges of the float range]
     u_rows, u_full = u_rows * unit, u_full * unit
@@ -127,7 +137,6 @@ def probe_jacobians(
         return Guard(
             method, reference_name, value / unit, math.nan, math.nan, None, _count(rows), (), why
         )
-    dtype = jacobians[0].dtype if jacobians else torch.float64
     floor = _subnormal_allowance(dtype, u_rows, vs)
     tolerance, passed = _verdict(value, reference, reference_scale, dtype, floor)
     if not passed:  # cancellation in uᵀJ can hide rounding: weigh it by J's own terms
@@ -252,7 +261,8 @@ def probe_vjp(
     of u ↦ (uᵀJ)·w, a pass through the graph of the backward pass rather than the function's.
     Skipped where the function has no second derivative graph (a custom backward)."""
     generator = torch.Generator().manual_seed(GUARD_SEED)
-    ws = [torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in primals]
+    dtype = vjps[0].dtype if vjps else torch.float64
+    ws = probe_draws([p.numel() for p in primals], generator, dtype)
     value = scale = 0.0
     for g, w in zip(vjps, ws, strict=True):
         g64 = g.detach().reshape(-1).to(torch.float64)
@@ -272,7 +282,6 @@ def probe_vjp(
     jw64 = j_w.detach().reshape(-1).to(torch.float64)
     reference = float(v64 @ jw64)
     reference_scale = float(v64.square() @ jw64.square())
-    dtype = vjps[0].dtype if vjps else torch.float64
     tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
     return Guard("backward", reference_name, value, reference, tolerance, passed)
 
@@ -348,8 +357,7 @@ def probe_jvp(
     method: str,
 ) -> Guard:
     """uᵀ(J v) from the computed J·v against (uᵀJ)·v from a fresh reverse pass."""
-    generator = torch.Generator().manual_seed(GUARD_SEED)
-    u = torch.randn(tuple(jvp.shape), generator=generator, dtype=torch.float64)
+    (u,) = probe_draws([tuple(jvp.shape)], torch.Generator().manual_seed(GUARD_SEED), jvp.dtype)
     jvp64 = jvp.detach().reshape(-1).to(torch.float64)
     value = float(u.reshape(-1) @ jvp64)
     scale = float(u.reshape(-1).square() @ jvp64.square())
@@ -364,11 +372,13 @@ def probe_jvp(
     return Guard(method, reference_name, value, reference, tolerance, passed)
 
 
-def probe_directions(shapes: Sequence[Sequence[int]], draw: int = 0) -> list[torch.Tensor]:
-    """Random probe vectors in float64, one in each shape, from the guard's own generator
-    (`draw` 0, 1, … for independent sets)."""
+def probe_directions(
+    shapes: Sequence[Sequence[int]], dtype: torch.dtype, draw: int = 0
+) -> list[torch.Tensor]:
+    """Random probe vectors drawn in `dtype` and held in float64, one in each shape, from the
+    guard's own generator (`draw` 0, 1, … for independent sets)."""
     generator = torch.Generator().manual_seed(GUARD_SEED + draw)
-    return [torch.randn(tuple(shape), generator=generator, dtype=torch.float64) for shape in shapes]
+    return probe_draws([tuple(shape) for shape in shapes], generator, dtype)
 
 
 def probe_products(

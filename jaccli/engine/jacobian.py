@@ -43,7 +43,7 @@ from jaccli.engine.evaluate import (
     to_numpy,
 )
 from jaccli.engine.guard import budget_or_default
-from jaccli.engine.kinks import OpWatch, flat_ops, kink_notes, leaves_reached
+from jaccli.engine.kinks import OpWatch, Watched, flat_ops, kink_notes, leaves_reached
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_jacobians
 from jaccli.errors import ComputationError, ResourceError
@@ -226,6 +226,8 @@ def compute_jacobian(
     plan = require_feasible(plan_jacobian(problem, strategy, budget))
     primals, f = split_wrt(problem)
     _, f_vectorized = split_wrt(problem, vectorized=True)
+    call_notes = CallNotes()
+    _, f_watched = split_wrt(problem, notes=call_notes)  # the guard's call gives the warnings
     rejected: list[str] = []
     """Why each method tried before the one used was not used, in full (for the JSON)."""
     briefly: list[str] = []
@@ -252,7 +254,7 @@ def compute_jacobian(
                 else f"{method} could not run"
             )
             continue
-        guard = probe_jacobians(f, primals, joined_y.shape, joined, method)
+        guard = probe_jacobians(f_watched, primals, joined_y.shape, joined, method)
         if guard.passed is not False:
             break
         rejected.append(f"{method} failed the correctness guard: {disagreement(guard)}")
@@ -291,7 +293,7 @@ def compute_jacobian(
         jacobians=jacobians,
         strategy=method,
         strategy_reason=reason,
-        notes=(*notes, *problem.notes, *watch_notes(problem)),
+        notes=(*notes, *problem.notes, *watched_notes(problem, call_notes)),
         guard=replace(guard, rejected=tuple(rejected)),
     )
 
@@ -323,36 +325,77 @@ def split_jacobians(
     return blocks
 
 
+class CallNotes:
+    """The warnings of one plain call (`watch_notes`), read off the calls of f that the guard
+    makes anyway: split_wrt(problem, notes=…) watches each call of its f, and `notes` holds the
+    last one's (None before any call)."""
+
+    def __init__(self) -> None:
+        self.notes: tuple[str, ...] | None = None
+
+    def call(
+        self, problem: Problem, inputs: dict[str, torch.Tensor], wrt_leaves: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """f's outputs at `inputs` (every input, the `wrt` ones being `wrt_leaves`), watched."""
+        given = fresh_copies(inputs) if problem.function.is_guest else inputs
+        watch = OpWatch()
+        with watch:
+            outputs = call_fresh(problem.function, given)
+        self.notes = _call_notes(problem, wrt_leaves, given, outputs, watch.seen)
+        return outputs
+
+
+def watched_notes(problem: Problem, call_notes: CallNotes) -> tuple[str, ...]:
+    """The warnings `call_notes` read off the guard's call, or watch_notes's own where the
+    guard made none."""
+    return watch_notes(problem) if call_notes.notes is None else call_notes.notes
+
+
 def watch_notes(problem: Problem) -> tuple[str, ...]:
     """Warnings from one plain call: an output that does not depend on an input at all (its
     Jacobian is zero), or only through piecewise-constant operations (zero almost everywhere),
     a point on a kink (NOTE [flat outputs and kinks]), and an input modified in place.
 
     Read off the autograd graph of one forward pass, the torch calls it made and the inputs'
-    version counters, not off J.
+    version counters, not off J. The guard's own fresh call gives them at no cost (CallNotes);
+    this makes a call of its own.
     """
-    leaves = leaves_of(problem.inputs)
-    fresh = fresh_copies(leaves)
-    watch = OpWatch()
-    with torch.enable_grad(), watch:
-        outputs = call_fresh(problem.function, fresh)
+    call_notes = CallNotes()
+    _, f = split_wrt(problem, notes=call_notes)
+    with torch.enable_grad():
+        f(*(as_leaf(problem.inputs[name]) for name in problem.wrt))
+    assert call_notes.notes is not None
+    return call_notes.notes
+
+
+def _call_notes(
+    problem: Problem,
+    wrt_leaves: dict[str, torch.Tensor],
+    given: dict[str, torch.Tensor],
+    outputs: dict[str, torch.Tensor],
+    seen: Watched,
+) -> tuple[str, ...]:
+    """watch_notes's warnings from one call on `given` (the user's fresh copies, whose version
+    counters tell an input modified in place), whose graph leads back to `wrt_leaves`."""
     notes = [
         f"{problem.function.name} modifies its input {name} in place; every call got a fresh "
         f"copy, and {name} is shown as given"
-        for name, tensor in fresh.items()
-        if tensor._version > 0
+        for name, tensor in given.items()
+        if problem.function.is_guest and tensor._version > 0
     ]
     for name, y in outputs.items():
         smooth, flat = leaves_reached(y)
-        taint = watch.seen.taint_of(y)
+        taint = seen.taint_of(y)
         cut_from, cut_by = taint if taint is not None else (frozenset(), frozenset())
         flat_inputs = [
             wrt
             for wrt in problem.wrt
-            if id(leaves[wrt]) not in smooth and id(leaves[wrt]) in flat | cut_from
+            if id(wrt_leaves[wrt]) not in smooth and id(wrt_leaves[wrt]) in flat | cut_from
         ]
         unused = [
-            wrt for wrt in problem.wrt if id(leaves[wrt]) not in smooth and wrt not in flat_inputs
+            wrt
+            for wrt in problem.wrt
+            if id(wrt_leaves[wrt]) not in smooth and wrt not in flat_inputs
         ]
         if flat_inputs:
             ops = ", ".join(sorted(flat_ops(y) | set(cut_by)))
@@ -370,7 +413,7 @@ def watch_notes(problem: Problem) -> tuple[str, ...]:
                 f"output {name} does not depend on {_listed(unused, 'input')}: their "
                 "Jacobians are zero"
             )
-    return (*notes, *kink_notes(watch.seen))
+    return (*notes, *kink_notes(seen))
 
 
 def _listed(names: list[str], what: str) -> str:
@@ -418,18 +461,23 @@ def _touch_vectorizing() -> None:
 
 
 def split_wrt(
-    problem: Problem, *, vectorized: bool = False
+    problem: Problem, *, vectorized: bool = False, notes: CallNotes | None = None
 ) -> tuple[list[torch.Tensor], Callable[..., torch.Tensor]]:
     """The wrt tensors, and f as a function of them alone (other inputs held fixed) that
     returns one tensor: the single output as it is, several flattened end to end. With
-    `vectorized`, f is the one for inside torch.func's transforms."""
+    `vectorized`, f is the one for inside torch.func's transforms; with `notes`, each call is
+    watched for the warnings of watch_notes."""
     wrt = problem.wrt
     fixed = leaves_of({name: t for name, t in problem.inputs.items() if name not in wrt})
     names = list(problem.output_shapes)
 
     def f_of_wrt(*wrt_values: torch.Tensor) -> torch.Tensor:
-        inputs = {**fixed, **dict(zip(wrt, wrt_values, strict=True))}
-        outputs = call_function(problem.function, inputs, vectorized=vectorized)
+        given = dict(zip(wrt, wrt_values, strict=True))
+        inputs = {**fixed, **given}
+        if notes is not None:
+            outputs = notes.call(problem, inputs, given)
+        else:
+            outputs = call_function(problem.function, inputs, vectorized=vectorized)
         if len(names) == 1:
             return outputs[names[0]]
         return torch.cat([outputs[name].reshape(-1) for name in names])

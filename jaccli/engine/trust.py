@@ -13,7 +13,8 @@ run may compute in float32 inside; a method that cannot see the function errs by
 The first test weighs the terms of (uᵀJ)·v, which costs nothing; only if it fails is J read
 again for its own terms, which cancellation in uᵀJ cannot hide.
 
-Cost: one forward and one backward pass, and one read of J. Past PROBED_ENTRIES entries, u is
+Cost: one forward and one backward pass, and one read of J; the forward pass also gives the
+warnings of watch_notes (jacobian.CallNotes), which would otherwise take a call of their own. Past PROBED_ENTRIES entries, u is
 nonzero on a random subset of rows only, so the read stays within PROBED_ENTRIES entries: a
 method that cannot see the function (forward mode blind to autograd inside it, a vmap batching
 rule gone wrong) is wrong on every row it computes, and is caught on any of them.

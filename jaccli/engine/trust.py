@@ -14,10 +14,11 @@ The first test weighs the terms of (uᵀJ)·v, which costs nothing; only if it f
 again for its own terms, which cancellation in uᵀJ cannot hide.
 
 Cost: one forward and one backward pass, and one read of J; the forward pass also gives the
-warnings of watch_notes (jacobian.CallNotes), which would otherwise take a call of their own. Past PROBED_ENTRIES entries, u is
-nonzero on a random subset of rows only, so the read stays within PROBED_ENTRIES entries: a
-method that cannot see the function (forward mode blind to autograd inside it, a vmap batching
-rule gone wrong) is wrong on every row it computes, and is caught on any of them.
+warnings of watch_notes (jacobian.CallNotes), which would otherwise take a call of their own.
+Past PROBED_ENTRIES entries, u is nonzero on a random subset of rows only, so the read stays
+within PROBED_ENTRIES entries: a method that cannot see the function (forward mode blind to
+autograd inside it, a vmap batching rule gone wrong) is wrong on every row it computes, and is
+caught on any of them.
 u and v come from a generator of their own, so the seeded inputs and cotangents are unchanged.
 
 # NOTE [the probe at the edges of the float range]

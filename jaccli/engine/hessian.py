@@ -24,7 +24,7 @@ import torch
 
 from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, call_function, describe, evaluate, to_numpy
-from jaccli.engine.jacobian import GRADIENT_OF, CallNotes, split_wrt, watched_notes
+from jaccli.engine.jacobian import GRADIENT_OF, CallNotes, split_wrt
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_directions, probe_products
 from jaccli.errors import ComputationError, UsageError
@@ -264,7 +264,7 @@ def compute_hvp(problem: Problem, vector: Direction) -> HvpResult:
             f"{disagreement(guard)}",
             code="guard_failed",
         )
-    notes = list(problem.notes) + list(watched_notes(problem, call_notes))
+    notes = list(problem.notes) + list(call_notes.made(problem).notes)
     if rejected:
         notes.insert(0, f"{'; '.join(rejected)}; computed H·v by {method} instead")
     reason = "the JVP of the gradient" if method == FORWARD_OVER_REVERSE else "; ".join(rejected)

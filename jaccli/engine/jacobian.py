@@ -293,7 +293,7 @@ def compute_jacobian(
         jacobians=jacobians,
         strategy=method,
         strategy_reason=reason,
-        notes=(*notes, *problem.notes, *watched_notes(problem, call_notes)),
+        notes=(*notes, *problem.notes, *call_notes.made(problem).notes),
         guard=replace(guard, rejected=tuple(rejected)),
     )
 
@@ -326,12 +326,19 @@ def split_jacobians(
 
 
 class CallNotes:
-    """The warnings of one plain call (`watch_notes`), read off the calls of f that the guard
-    makes anyway: split_wrt(problem, notes=…) watches each call of its f, and `notes` holds the
-    last one's (None before any call)."""
+    """Warnings from one plain call: an output that does not depend on an input at all (its
+    Jacobian is zero), or only through piecewise-constant operations (zero almost everywhere),
+    a point on a kink (NOTE [flat outputs and kinks]), and an input modified in place.
+
+    Read off the autograd graph of one forward pass, the torch calls it made and the inputs'
+    version counters, not off J; the pass is one the guard makes anyway: split_wrt(problem,
+    notes=…) watches each call of its f, and `notes` holds the last one's (None before any
+    call), `outputs` its outputs, detached.
+    """
 
     def __init__(self) -> None:
         self.notes: tuple[str, ...] | None = None
+        self.outputs: dict[str, torch.Tensor] = {}
 
     def call(
         self, problem: Problem, inputs: dict[str, torch.Tensor], wrt_leaves: dict[str, torch.Tensor]
@@ -342,30 +349,17 @@ class CallNotes:
         with watch:
             outputs = call_fresh(problem.function, given)
         self.notes = _call_notes(problem, wrt_leaves, given, outputs, watch.seen)
+        self.outputs = {name: y.detach() for name, y in outputs.items()}
         return outputs
 
-
-def watched_notes(problem: Problem, call_notes: CallNotes) -> tuple[str, ...]:
-    """The warnings `call_notes` read off the guard's call, or watch_notes's own where the
-    guard made none."""
-    return watch_notes(problem) if call_notes.notes is None else call_notes.notes
-
-
-def watch_notes(problem: Problem) -> tuple[str, ...]:
-    """Warnings from one plain call: an output that does not depend on an input at all (its
-    Jacobian is zero), or only through piecewise-constant operations (zero almost everywhere),
-    a point on a kink (NOTE [flat outputs and kinks]), and an input modified in place.
-
-    Read off the autograd graph of one forward pass, the torch calls it made and the inputs'
-    version counters, not off J. The guard's own fresh call gives them at no cost (CallNotes);
-    this makes a call of its own.
-    """
-    call_notes = CallNotes()
-    _, f = split_wrt(problem, notes=call_notes)
-    with torch.enable_grad():
-        f(*(as_leaf(problem.inputs[name]) for name in problem.wrt))
-    assert call_notes.notes is not None
-    return call_notes.notes
+    def made(self, problem: Problem) -> CallNotes:
+        """These notes, after a call of f of their own where the guard made none (its
+        reference pass failed before calling f)."""
+        if self.notes is None:
+            _, f = split_wrt(problem, notes=self)
+            with torch.enable_grad():
+                f(*(as_leaf(problem.inputs[name]) for name in problem.wrt))
+        return self
 
 
 def _call_notes(
@@ -375,7 +369,7 @@ def _call_notes(
     outputs: dict[str, torch.Tensor],
     seen: Watched,
 ) -> tuple[str, ...]:
-    """watch_notes's warnings from one call on `given` (the user's fresh copies, whose version
+    """CallNotes's warnings from one call on `given` (the user's fresh copies, whose version
     counters tell an input modified in place), whose graph leads back to `wrt_leaves`."""
     notes = [
         f"{problem.function.name} modifies its input {name} in place; every call got a fresh "
@@ -466,7 +460,7 @@ def split_wrt(
     """The wrt tensors, and f as a function of them alone (other inputs held fixed) that
     returns one tensor: the single output as it is, several flattened end to end. With
     `vectorized`, f is the one for inside torch.func's transforms; with `notes`, each call is
-    watched for the warnings of watch_notes."""
+    watched for the warnings of CallNotes."""
     wrt = problem.wrt
     fixed = leaves_of({name: t for name, t in problem.inputs.items() if name not in wrt})
     names = list(problem.output_shapes)

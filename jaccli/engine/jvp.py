@@ -16,7 +16,7 @@ import torch
 
 from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, describe, jacobian_vector, to_numpy
-from jaccli.engine.jacobian import CallNotes, split_outputs, split_wrt, watched_notes
+from jaccli.engine.jacobian import CallNotes, split_outputs, split_wrt
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_jvp
 from jaccli.errors import ComputationError
@@ -88,7 +88,7 @@ def compute_jvp(problem: Problem, tangent: Direction) -> JvpResult:
             code="guard_failed",
         )
     reason = "one pass carrying the tangents" if method == FORWARD else "forward mode failed"
-    notes = list(problem.notes) + list(watched_notes(problem, call_notes))
+    notes = list(problem.notes) + list(call_notes.made(problem).notes)
     if rejected:
         reason = "; ".join(rejected)
         notes.insert(0, f"{'; '.join(rejected)}; computed J·v by {method} instead")

@@ -88,7 +88,8 @@ from jaccli.engine.trust import (
     GUARD_SEED,
     as_matrix,
     bilinear,
-    block_products,
+    block_bilinear,
+    block_squared_terms,
     rows_to_probe,
     squared_terms,
 )
@@ -419,10 +420,9 @@ def check_jacobian_result(problem: Problem, result: JacobianResult) -> JacobianR
         ((_, by_wrt),) = result.jacobians.items()
         (shape,) = problem.output_shapes.values()
         blocks = [(torch.from_numpy(by_wrt[w]), *result.per_sample[w]) for w in problem.wrt]
-        value, scale = block_products(
-            blocks, u.reshape(shape), [directions[w] for w in problem.wrt]
-        )
-        squared: Callable[[], float] = lambda: scale  # noqa: E731
+        u_y, vs = u.reshape(shape), [directions[w] for w in problem.wrt]
+        value = block_bilinear(blocks, u_y, vs)
+        squared: Callable[[], float] = lambda: block_squared_terms(blocks, u_y, vs)  # noqa: E731
     else:
         vs = [directions[w].reshape(-1) for w in problem.wrt]
         parts = []

@@ -6,7 +6,7 @@ import torch
 
 from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, describe, to_numpy, vector_jacobian
-from jaccli.engine.jacobian import CallNotes, split_outputs, split_wrt, watched_notes
+from jaccli.engine.jacobian import CallNotes, split_outputs, split_wrt
 from jaccli.engine.problem import Problem
 from jaccli.engine.trust import disagreement, probe_vjp
 from jaccli.result import VjpResult
@@ -34,7 +34,7 @@ def compute_vjp(problem: Problem, cotangent: Cotangent) -> VjpResult:
         else:  # no output depends on any wrt input
             grads = tuple(torch.zeros_like(leaf) for leaf in leaves)
     guard = probe_vjp(f_watched, primals, joined_v, grads)
-    notes = list(problem.notes) + list(watched_notes(problem, call_notes))
+    notes = list(problem.notes) + list(call_notes.made(problem).notes)
     if guard.passed is False:
         notes.append(
             f"the correctness guard disagrees with backward(v): {disagreement(guard)}; the "

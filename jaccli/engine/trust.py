@@ -33,7 +33,7 @@ the tolerance adds that many multiples of it (GUARD_RTOL / eps) for every term o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -199,6 +199,21 @@ def _subnormal_allowance(dtype: torch.dtype, u: torch.Tensor, vs: Sequence[torch
     return ratio * smallest * float(u.norm()) * v_norm
 
 
+def dot_terms(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
+    """Σ a·b over the pairs (each flattened), and the sum of its terms' squares: each term
+    a_i b_i exact in float64 (float32 products are), summed in float64 a bounded number of
+    entries at a time."""
+    total = squares = 0.0
+    for a, b in pairs:
+        a, b = a.detach().reshape(-1), b.detach().reshape(-1)
+        for start in range(0, a.numel(), ROW_CHUNK_ENTRIES):
+            part = a[start : start + ROW_CHUNK_ENTRIES].to(torch.float64, copy=True)
+            terms = part.mul_(b[start : start + ROW_CHUNK_ENTRIES])
+            total += float(terms.sum())
+            squares += float(torch.dot(terms, terms))
+    return total, squares
+
+
 def _reference(
     f: Callable[..., torch.Tensor],
     primals: Sequence[torch.Tensor],
@@ -206,15 +221,7 @@ def _reference(
     vs: Sequence[torch.Tensor],
 ) -> tuple[float, float]:
     """(uᵀJ)·v from one reverse pass, and the sum of its terms' squares."""
-    reference = reference_scale = 0.0
-    for gradient, v in zip(_reverse_pass(f, primals, u), vs, strict=True):
-        g, v = gradient.detach().reshape(-1), v.reshape(-1)
-        for start in range(0, g.numel(), ROW_CHUNK_ENTRIES):
-            g_part = g[start : start + ROW_CHUNK_ENTRIES].to(torch.float64)
-            v_part = v[start : start + ROW_CHUNK_ENTRIES].to(torch.float64)
-            reference += float(g_part @ v_part)
-            reference_scale += float(g_part.square() @ v_part.square())
-    return reference, reference_scale
+    return dot_terms(zip(_reverse_pass(f, primals, u), vs, strict=True))
 
 
 def _verdict(
@@ -265,11 +272,7 @@ def probe_vjp(
     generator = torch.Generator().manual_seed(GUARD_SEED)
     dtype = vjps[0].dtype if vjps else torch.float64
     ws = probe_draws([p.numel() for p in primals], generator, dtype)
-    value = scale = 0.0
-    for g, w in zip(vjps, ws, strict=True):
-        g64 = g.detach().reshape(-1).to(torch.float64)
-        value += float(g64 @ w)
-        scale += float(g64.square() @ w.square())
+    value, scale = dot_terms(zip(vjps, ws, strict=True))
     reference_name = "vᵀ(J w) by reverse-over-reverse"
     leaves = [as_leaf(p) for p in primals]
     try:
@@ -280,10 +283,7 @@ def probe_vjp(
         raise_if_out_of_memory(error)
         why = f"no second derivative graph ({first_line(error)[:160]})"
         return Guard("backward", reference_name, value, math.nan, math.nan, None, None, (), why)
-    v64 = cotangent.detach().reshape(-1).to(torch.float64)
-    jw64 = j_w.detach().reshape(-1).to(torch.float64)
-    reference = float(v64 @ jw64)
-    reference_scale = float(v64.square() @ jw64.square())
+    reference, reference_scale = dot_terms([(j_w, cotangent)])
     tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
     return Guard("backward", reference_name, value, reference, tolerance, passed)
 
@@ -387,9 +387,7 @@ def probe_jvp(
 ) -> Guard:
     """uᵀ(J v) from the computed J·v against (uᵀJ)·v from a fresh reverse pass."""
     (u,) = probe_draws([tuple(jvp.shape)], torch.Generator().manual_seed(GUARD_SEED), jvp.dtype)
-    jvp64 = jvp.detach().reshape(-1).to(torch.float64)
-    value = float(u.reshape(-1) @ jvp64)
-    scale = float(u.reshape(-1).square() @ jvp64.square())
+    value, scale = dot_terms([(jvp, u)])
     reference_name = "(uᵀJ)·v by one reverse pass"
     try:
         reference, reference_scale = _reference(f, primals, u, tangents)
@@ -425,21 +423,10 @@ def probe_products(
     When they disagree beyond the rounding of their own terms, `typical_scale` (the squared
     terms of a product free of the cancellation the given vector may cause) may widen it."""
 
-    def dot(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
-        total = squares = 0.0
-        for a, b in parts:
-            a64, b64 = (
-                a.detach().reshape(-1).to(torch.float64),
-                b.detach().reshape(-1).to(torch.float64),
-            )
-            total += float(a64 @ b64)
-            squares += float(a64.square() @ b64.square())
-        return total, squares
-
-    value, scale = dot(pairs)
+    value, scale = dot_terms(pairs)
     if reference_pairs is None:
         return Guard(method, reference_name, value, math.nan, math.nan, None, None, (), skipped)
-    reference, reference_scale = dot(reference_pairs)
+    reference, reference_scale = dot_terms(reference_pairs)
     tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
     if not passed and typical_scale is not None:
         tolerance, passed = _verdict(

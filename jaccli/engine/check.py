@@ -18,7 +18,7 @@ import torch
 from jaccli.engine.evaluate import evaluate
 from jaccli.engine.jacobian import (
     Progress,
-    jacobian_of,
+    jacobian_by,
     method_in_mode,
     split_jacobians,
     split_wrt,
@@ -189,8 +189,7 @@ def _mode_name(method: str) -> str:
 
 
 def _jacobians(problem: Problem, method: str) -> dict[str, dict[str, np.ndarray]]:
-    primals, f = split_wrt(problem, vectorized=method in ("rev", "fwd"))
-    _, jacobians = jacobian_of(f, primals, method)
+    _, jacobians = jacobian_by(problem, method)
     return split_jacobians(problem, jacobians)
 
 

@@ -224,10 +224,8 @@ def compute_jacobian(
     to vectorized reverse mode; an explicit strategy that does either is refused (exit 1).
     """
     plan = require_feasible(plan_jacobian(problem, strategy, budget))
-    primals, f = split_wrt(problem)
-    _, f_vectorized = split_wrt(problem, vectorized=True)
     call_notes = CallNotes()
-    _, f_watched = split_wrt(problem, notes=call_notes)  # the guard's call gives the warnings
+    primals, f_watched = split_wrt(problem, notes=call_notes)  # the guard's call: warnings too
     rejected: list[str] = []
     """Why each method tried before the one used was not used, in full (for the JSON)."""
     briefly: list[str] = []
@@ -236,14 +234,7 @@ def compute_jacobian(
         method = candidate.method
         sizing: list[str] = []
         try:
-            joined_y, joined = jacobian_of(
-                f_vectorized if method in ("rev", "fwd") else f,
-                primals,
-                method,
-                candidate.chunk_size,
-                progress,
-                sizing=sizing,
-            )
+            joined_y, joined = jacobian_by(problem, method, candidate.chunk_size, progress, sizing)
         except ComputationError as error:
             if strategy is not Strategy.AUTO or method == "loop-rev":
                 raise
@@ -422,6 +413,28 @@ NAMES_LISTED = 4
 """Inputs named in one warning before `…`."""
 
 
+def jacobian_by(
+    problem: Problem,
+    method: str,
+    chunk_size: int | None = None,
+    progress: Progress | None = None,
+    sizing: list[str] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The joined y and J of it for each `wrt` input, by `method` (jacobian_of).
+
+    torch.func's transforms (rev, fwd) run the function's vectorized call, except for the
+    Jacobian of a gradient (a Hessian) by reverse mode: there the gradient's vectorized call
+    would nest torch.func.jacrev inside torch.func.vjp, while a plain backward pass through
+    the gradient's own graph, batched over J's rows (what torch.autograd.functional.hessian
+    does with vectorize=True), took a quarter of the time (logsumexp of 256, measured)."""
+    batched_backward = method == "rev" and is_gradient(problem)
+    vectorized = method in ("rev", "fwd") and not batched_backward
+    primals, f = split_wrt(problem, vectorized=vectorized)
+    return jacobian_of(
+        f, primals, method, chunk_size, progress, sizing=sizing, batched_backward=batched_backward
+    )
+
+
 def jacobian_of(
     f: Callable[..., torch.Tensor],
     primals: list[torch.Tensor],
@@ -429,13 +442,16 @@ def jacobian_of(
     chunk_size: int | None = None,
     progress: Progress | None = None,
     sizing: list[str] | None = None,
+    *,
+    batched_backward: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """y = f(*primals) and J of y for each primal, by `method`: loop-rev, loop-fwd, rev, fwd;
-    `sizing` gets how rev sized its chunks."""
+    `sizing` gets how rev sized its chunks. With `batched_backward`, rev runs f once as it is
+    and batches its plain backward pass over J's rows, rather than torch.func.vjp."""
     if method in ("rev", "fwd"):
         load_vectorizing()
     if method == "rev":
-        return _reverse_in_chunks(f, primals, chunk_size, sizing)
+        return _reverse_in_chunks(f, primals, chunk_size, sizing, batched_backward)
     if method == "fwd":
         return _vectorized(f, primals, torch.func.jacfwd)
     loop = _loop_reverse if method == "loop-rev" else _loop_forward
@@ -590,6 +606,9 @@ class _ChunkTooLarge(Exception):
     """A chunk's allocation was refused under the held memory limit."""
 
 
+TRIM_AFTER_BYTES = 64 * 1024**2
+"""A J this large leaves chunks' temporaries worth handing back to the kernel (memory.trim,
+0.2 ms a call); below it, malloc's own trimming is enough."""
 FIRST_CHUNK_ROWS = 32
 """Rows of J whose real peak is measured before the rest are sized (NOTE [chunks from a
 measured first chunk])."""
@@ -597,11 +616,49 @@ HEADROOM_USED = 0.75
 """The share of the budget still free that the rest of the chunks may take."""
 
 
+Pullback = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+"""Cotangents stacked along a leading axis -> the VJP of each, stacked, for each primal."""
+
+
+def _vmapped_vjp(
+    f: Callable[..., torch.Tensor], primals: list[torch.Tensor]
+) -> tuple[torch.Tensor, Pullback]:
+    """y, detached, and its VJPs by torch.func.vjp vmapped over the cotangents."""
+    y, vjp_of = torch.func.vjp(f, *primals)
+    return y.detach(), torch.func.vmap(vjp_of)
+
+
+def _batched_backward(
+    f: Callable[..., torch.Tensor], primals: list[torch.Tensor]
+) -> tuple[torch.Tensor, Pullback]:
+    """y, detached, and its VJPs by one plain backward pass through a call of f as it is,
+    batched over the cotangents (`is_grads_batched`)."""
+    leaves = [as_leaf(p) for p in primals]
+    with torch.enable_grad():
+        y = f(*leaves)
+
+    def pull(cotangents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        count = cotangents.shape[0]
+        if not y.requires_grad:
+            return tuple(torch.zeros((count, *leaf.shape), dtype=leaf.dtype) for leaf in leaves)
+        with torch.enable_grad():
+            grads = torch.autograd.grad(
+                y, leaves, cotangents, retain_graph=True, allow_unused=True, is_grads_batched=True
+            )
+        return tuple(
+            torch.zeros((count, *leaf.shape), dtype=leaf.dtype) if g is None else g
+            for g, leaf in zip(grads, leaves, strict=True)
+        )
+
+    return y.detach(), pull
+
+
 def _reverse_in_chunks(
     f: Callable[..., torch.Tensor],
     primals: list[torch.Tensor],
     chunk_size: int | None,
     sizing: list[str] | None = None,
+    batched_backward: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """J by vmapped VJPs (what torch.func.jacrev does), a chunk of rows at a time written into
     a preallocated J.
@@ -619,11 +676,10 @@ def _reverse_in_chunks(
     identity (n_out² elements), nothing here is bigger than J and one chunk.
     """
     try:
-        y, vjp_of = torch.func.vjp(f, *primals)
+        y, pull = (_batched_backward if batched_backward else _vmapped_vjp)(f, primals)
     except (ComputationError, RuntimeError, NotImplementedError) as error:
         raise_if_out_of_memory(error)
         raise _not_vectorizable(error) from error
-    y = y.detach()
     rows = y.numel()
     jacobians = [torch.empty((rows, *p.shape), dtype=p.dtype) for p in primals]
 
@@ -631,7 +687,7 @@ def _reverse_in_chunks(
         basis = torch.zeros((stop - start, rows), dtype=y.dtype)
         basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
         try:
-            parts = torch.func.vmap(vjp_of)(basis.reshape(stop - start, *y.shape))
+            parts = pull(basis.reshape(stop - start, *y.shape))
         except ComputationError as error:
             raise _not_vectorizable(error) from error
         except (RuntimeError, NotImplementedError, MemoryError) as error:
@@ -672,5 +728,6 @@ def _reverse_in_chunks(
                 sizing[0] = f"{sizing[0]}, halved to {size} when the kernel refused a chunk"
             continue
         start = stop
-    memory.trim()
+    if sum(j.numel() * j.element_size() for j in jacobians) >= TRIM_AFTER_BYTES:
+        memory.trim()
     return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(jacobians, primals, strict=True)]

@@ -119,7 +119,7 @@ def compute_batched(
             "sample alone (drop --batched for the dense J)",
             code="guard_failed",
         )
-    called = call_notes.made(problem)
+    called = call_notes.ensure(problem)
     return JacobianResult(
         evaluation=describe(problem, {output: called.outputs[output]}),
         jacobians={output: {wrt: to_numpy(block) for wrt, block in blocks.items()}},

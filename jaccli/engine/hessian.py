@@ -264,7 +264,7 @@ def compute_hvp(problem: Problem, vector: Direction) -> HvpResult:
             f"{disagreement(guard)}",
             code="guard_failed",
         )
-    notes = list(problem.notes) + list(call_notes.made(problem).notes)
+    notes = list(problem.notes) + list(call_notes.ensure(problem).notes)
     if rejected:
         notes.insert(0, f"{'; '.join(rejected)}; computed H·v by {method} instead")
     reason = "the JVP of the gradient" if method == FORWARD_OVER_REVERSE else "; ".join(rejected)

@@ -45,7 +45,7 @@ from jaccli.engine.evaluate import (
 from jaccli.engine.guard import budget_or_default
 from jaccli.engine.kinks import OpWatch, Watched, flat_ops, kink_notes, leaves_reached
 from jaccli.engine.problem import Problem
-from jaccli.engine.trust import disagreement, probe_jacobians
+from jaccli.engine.trust import Made, disagreement, probe_jacobians
 from jaccli.errors import ComputationError, ResourceError
 from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import JacobianResult, Plan
@@ -233,8 +233,11 @@ def compute_jacobian(
     for candidate in _candidates(problem, strategy, plan, budget):
         method = candidate.method
         sizing: list[str] = []
+        call_notes.made = None
         try:
-            joined_y, joined = jacobian_by(problem, method, candidate.chunk_size, progress, sizing)
+            joined_y, joined = jacobian_by(
+                problem, method, candidate.chunk_size, progress, sizing, call_notes
+            )
         except ComputationError as error:
             if strategy is not Strategy.AUTO or method == "loop-rev":
                 raise
@@ -245,7 +248,9 @@ def compute_jacobian(
                 else f"{method} could not run"
             )
             continue
-        guard = probe_jacobians(f_watched, primals, joined_y.shape, joined, method)
+        made = None if problem.function.is_guest else call_notes.made
+        guard = probe_jacobians(f_watched, primals, joined_y.shape, joined, method, made)
+        call_notes.made = None  # its graph is freed
         if guard.passed is not False:
             break
         rejected.append(f"{method} failed the correctness guard: {disagreement(guard)}")
@@ -284,7 +289,7 @@ def compute_jacobian(
         jacobians=jacobians,
         strategy=method,
         strategy_reason=reason,
-        notes=(*notes, *problem.notes, *call_notes.made(problem).notes),
+        notes=(*notes, *problem.notes, *call_notes.ensure(problem).notes),
         guard=replace(guard, rejected=tuple(rejected)),
     )
 
@@ -330,6 +335,8 @@ class CallNotes:
     def __init__(self) -> None:
         self.notes: tuple[str, ...] | None = None
         self.outputs: dict[str, torch.Tensor] = {}
+        self.made: Made | None = None
+        """The last call's joined output, with its graph, and the `wrt` leaves it took."""
 
     def call(
         self, problem: Problem, inputs: dict[str, torch.Tensor], wrt_leaves: dict[str, torch.Tensor]
@@ -343,7 +350,7 @@ class CallNotes:
         self.outputs = {name: y.detach() for name, y in outputs.items()}
         return outputs
 
-    def made(self, problem: Problem) -> CallNotes:
+    def ensure(self, problem: Problem) -> CallNotes:
         """These notes, after a call of f of their own where the guard made none (its
         reference pass failed before calling f)."""
         if self.notes is None:
@@ -419,8 +426,10 @@ def jacobian_by(
     chunk_size: int | None = None,
     progress: Progress | None = None,
     sizing: list[str] | None = None,
+    notes: CallNotes | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The joined y and J of it for each `wrt` input, by `method` (jacobian_of).
+    """The joined y and J of it for each `wrt` input, by `method` (jacobian_of); a method that
+    makes one plain call of f (loop-rev, rev of a gradient) makes it watched by `notes`.
 
     torch.func's transforms (rev, fwd) run the function's vectorized call, except for the
     Jacobian of a gradient (a Hessian) by reverse mode: there the gradient's vectorized call
@@ -429,7 +438,8 @@ def jacobian_by(
     does with vectorize=True), took a quarter of the time (logsumexp of 256, measured)."""
     batched_backward = method == "rev" and is_gradient(problem)
     vectorized = method in ("rev", "fwd") and not batched_backward
-    primals, f = split_wrt(problem, vectorized=vectorized)
+    one_plain_call = method == "loop-rev" or batched_backward
+    primals, f = split_wrt(problem, vectorized=vectorized, notes=notes if one_plain_call else None)
     return jacobian_of(
         f, primals, method, chunk_size, progress, sizing=sizing, batched_backward=batched_backward
     )
@@ -484,13 +494,18 @@ def split_wrt(
     def f_of_wrt(*wrt_values: torch.Tensor) -> torch.Tensor:
         given = dict(zip(wrt, wrt_values, strict=True))
         inputs = {**fixed, **given}
-        if notes is not None:
-            outputs = notes.call(problem, inputs, given)
-        else:
+        if notes is None:
             outputs = call_function(problem.function, inputs, vectorized=vectorized)
-        if len(names) == 1:
-            return outputs[names[0]]
-        return torch.cat([outputs[name].reshape(-1) for name in names])
+        else:
+            outputs = notes.call(problem, inputs, given)
+        joined = (
+            outputs[names[0]]
+            if len(names) == 1
+            else torch.cat([outputs[name].reshape(-1) for name in names])
+        )
+        if notes is not None:
+            notes.made = (joined, list(wrt_values))
+        return joined
 
     return [problem.inputs[name] for name in wrt], f_of_wrt
 

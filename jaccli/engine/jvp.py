@@ -88,7 +88,7 @@ def compute_jvp(problem: Problem, tangent: Direction) -> JvpResult:
             code="guard_failed",
         )
     reason = "one pass carrying the tangents" if method == FORWARD else "forward mode failed"
-    notes = list(problem.notes) + list(call_notes.made(problem).notes)
+    notes = list(problem.notes) + list(call_notes.ensure(problem).notes)
     if rejected:
         reason = "; ".join(rejected)
         notes.insert(0, f"{'; '.join(rejected)}; computed J·v by {method} instead")

@@ -14,7 +14,12 @@ The first test weighs the terms of (uᵀJ)·v, which costs nothing; only if it f
 again for its own terms, which cancellation in uᵀJ cannot hide.
 
 Cost: one forward and one backward pass, and one read of J; the forward pass also gives the
-warnings of jacobian.CallNotes, which would otherwise take a call of their own.
+warnings of jacobian.CallNotes, which would otherwise take a call of their own. Where J came
+from one plain call of a preset or an expression (a loop of reverse passes, a Hessian's batched
+backward pass), the reverse pass runs through that call's own graph: such a function computes
+the same graph at every call, so a fresh one would only repeat it, and the pass is still one
+unbatched reverse pass against J assembled from many. The user's own code always gets a fresh
+call: it may compute differently from one call to the next.
 Past PROBED_ENTRIES entries, u is nonzero on a random subset of rows only, so the read stays
 within PROBED_ENTRIES entries: a method that cannot see the function (forward mode blind to
 autograd inside it, a vmap batching rule gone wrong) is wrong on every row it computes, and is
@@ -111,9 +116,11 @@ def probe_jacobians(
     y_shape: Sequence[int],
     jacobians: Sequence[torch.Tensor],
     method: str,
+    made: Made | None = None,
 ) -> Guard:
     """uᵀ(J v) from `jacobians` (of f's one output, for each primal) against (uᵀJ)·v from a
-    fresh reverse pass."""
+    reverse pass of a fresh call of f, or of the plain call `made` that computed J (NOTE [the
+    correctness guard])."""
     generator = torch.Generator().manual_seed(GUARD_SEED)
     n_out = math.prod(y_shape)
     n_in = sum(p.numel() for p in primals)
@@ -132,7 +139,8 @@ def probe_jacobians(
     value = bilinear(matrices, u_rows, vs) if unit == 1.0 else _value64(matrices, u_rows, vs)
     reference_name = "(uᵀJ)·v by one reverse pass"
     try:
-        reference, reference_scale = _reference(f, primals, u_full.reshape(tuple(y_shape)), vs)
+        u_shaped = u_full.reshape(tuple(y_shape))
+        reference, reference_scale = _reference(f, primals, u_shaped, vs, made)
     except Exception as error:  # the reference itself failed: say so rather than guess
         raise_if_out_of_memory(error)
         why = f"the reverse pass failed ({first_line(error)[:160]})"
@@ -223,9 +231,11 @@ def _reference(
     primals: Sequence[torch.Tensor],
     u: torch.Tensor,
     vs: Sequence[torch.Tensor],
+    made: Made | None = None,
 ) -> tuple[float, float]:
-    """(uᵀJ)·v from one reverse pass, and the sum of its terms' squares."""
-    return dot_terms(zip(_reverse_pass(f, primals, u), vs, strict=True))
+    """(uᵀJ)·v from one reverse pass (of the call `made`, if given), and the sum of its terms'
+    squares."""
+    return dot_terms(zip(_reverse_pass(f, primals, u, made), vs, strict=True))
 
 
 def _verdict(
@@ -244,13 +254,23 @@ def _count(rows: torch.Tensor | None) -> int | None:
     return None if rows is None else len(rows)
 
 
+Made = tuple[torch.Tensor, list[torch.Tensor]]
+"""A call of f already made: its output, with its autograd graph, and the leaves it took."""
+
+
 def _reverse_pass(
-    f: Callable[..., torch.Tensor], primals: Sequence[torch.Tensor], u: torch.Tensor
+    f: Callable[..., torch.Tensor],
+    primals: Sequence[torch.Tensor],
+    u: torch.Tensor,
+    made: Made | None = None,
 ) -> list[torch.Tensor]:
-    """uᵀJ for each primal by one backward pass of a fresh call of f."""
-    leaves = [as_leaf(p) for p in primals]
+    """uᵀJ for each primal by one backward pass of a fresh call of f, or of the call `made`."""
     with torch.enable_grad():
-        y = f(*leaves)
+        if made is None:
+            leaves = [as_leaf(p) for p in primals]
+            y = f(*leaves)
+        else:
+            y, leaves = made
         if not y.requires_grad:
             return [torch.zeros_like(leaf) for leaf in leaves]
         return list(vector_jacobian(y, leaves, u.to(y.dtype)))

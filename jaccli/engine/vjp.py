@@ -34,7 +34,7 @@ def compute_vjp(problem: Problem, cotangent: Cotangent) -> VjpResult:
         else:  # no output depends on any wrt input
             grads = tuple(torch.zeros_like(leaf) for leaf in leaves)
     guard = probe_vjp(f_watched, primals, joined_v, grads)
-    notes = list(problem.notes) + list(call_notes.made(problem).notes)
+    notes = list(problem.notes) + list(call_notes.ensure(problem).notes)
     if guard.passed is False:
         notes.append(
             f"the correctness guard disagrees with backward(v): {disagreement(guard)}; the "

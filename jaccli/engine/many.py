@@ -14,11 +14,12 @@ the single-point engine's reverse mode part ways (NaN placement, a branch's deri
 caught wherever it lies in the chunk; the cost is one vectorized reverse pass a chunk. The
 products are probed the same way at every point, each by another mode than its kernel's: (vᵀJ)·w
 against vᵀ(J w) by forward mode, u·(J t) against (uᵀJ)·t by reverse mode, and wᵀ(H v) or zᵀH w
-against reverse-over-reverse. A kernel
-that vmap cannot run, or that disagrees, gives way to the kernel of the other mode where there is
-one (jacrev for jacfwd: a custom autograd.Function without `jvp`), then to a loop of the
-single-point engine, with a note either way. Each point's result is the same result object a
-single-point run gives.
+against reverse-over-reverse. A kernel that vmap cannot run, or that disagrees, gives way to
+the kernel of the other mode (jacrev for jacfwd: a custom autograd.Function without `jvp`; for
+vᵀJ, J's columns by forward mode contracted with v; for J·t, the VJP of the VJP), then to a loop
+of the single-point engine, with a note either way. Each point's result is the same result
+object a single-point run gives, made when it is asked for (ChunkOutcomes): ten thousand made
+up front cost more than the chunk's vectorized work.
 """
 
 from __future__ import annotations
@@ -149,13 +150,13 @@ def jacobian_mode(problem: Problem) -> str:
 
 def kernel_modes(problem: Problem, command: str) -> tuple[str, ...]:
     """The command's kernels, in the order they are tried: the preferred mode, then the other
-    one where there is one."""
+    one."""
     if command in ("jacobian", "det"):
         preferred = jacobian_mode(problem)
         return (preferred, "jacrev" if preferred == "jacfwd" else "jacfwd")
     modes = {
-        "vjp": ("vjp",),
-        "jvp": ("jvp",),
+        "vjp": ("vjp", "vᵀ·jacfwd"),
+        "jvp": ("jvp", "vjp(vjp)"),
         "hessian": ("jacfwd(jacrev)", "jacrev(jacrev)"),
         "hvp": ("jvp(grad)", "grad(grad·v)"),
     }
@@ -538,20 +539,35 @@ def _kernel(
             return tuple(values[n] for n in output_names)
 
         xs = tuple(inputs[w] for w in wrt)
-        if command in ("jacobian", "det"):
-            transform = torch.func.jacfwd if mode == "jacfwd" else torch.func.jacrev
 
-            def with_value(*ws: torch.Tensor) -> tuple:
-                ys = g(*ws)
-                return ys, ys  # the outputs come back beside J: one call of f, not two
+        def with_value(*ws: torch.Tensor) -> tuple:
+            ys = g(*ws)
+            return ys, ys  # the outputs come back beside J: one call of f, not two
 
+        if command in ("jacobian", "det") or mode == "vᵀ·jacfwd":
+            transform = torch.func.jacrev if mode == "jacrev" else torch.func.jacfwd
             jacobians, ys = transform(with_value, argnums=argnums, has_aux=True)(*xs)
-            return ys, jacobians
+            if command != "vjp":
+                return ys, jacobians
+            # forward mode, the other one to vjp's: J column by column, contracted with v
+            pairs = list(zip((directions[n] for n in output_names), jacobians, strict=True))
+            return ys, tuple(
+                sum(torch.tensordot(v, by_wrt[a], dims=v.ndim) for v, by_wrt in pairs)
+                for a in range(len(wrt))
+            )
         if command == "vjp":
             ys, pull = torch.func.vjp(g, *xs)
             return ys, pull(tuple(directions[n] for n in output_names))
         if command == "jvp":
-            return torch.func.jvp(g, xs, tuple(directions[w] for w in wrt))
+            tangents = tuple(directions[w] for w in wrt)
+            if mode == "jvp":
+                return torch.func.jvp(g, xs, tangents)
+            # reverse-over-reverse, the other one to jvp's: J·t is the VJP, with cotangent t,
+            # of the linear map u ↦ uᵀJ
+            ys, pull = torch.func.vjp(g, *xs)
+            _, pull_of_pull = torch.func.vjp(pull, tuple(torch.zeros_like(y) for y in ys))
+            (products,) = pull_of_pull(tangents)
+            return ys, products
         if command == "hessian":
             outer = torch.func.jacfwd if mode == "jacfwd(jacrev)" else torch.func.jacrev
             hessian = outer(torch.func.jacrev(g, argnums=argnums), argnums=argnums)

@@ -439,7 +439,8 @@ def jacobian_by(
     notes: CallNotes | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The joined y and J of it for each `wrt` input, by `method` (jacobian_of); a method that
-    makes one plain call of f (loop-rev, rev of a gradient) makes it watched by `notes`.
+    makes one plain call of a preset or an expression (loop-rev, rev of a gradient) makes it
+    watched by `notes`, for the guard to reuse (NOTE [the correctness guard]).
 
     torch.func's transforms (rev, fwd) run the function's vectorized call, except for the
     Jacobian of a gradient (a Hessian) by reverse mode: there the gradient's vectorized call
@@ -448,8 +449,8 @@ def jacobian_by(
     does with vectorize=True), took a quarter of the time (logsumexp of 256, measured)."""
     batched_backward = method == "rev" and is_gradient(problem)
     vectorized = method in ("rev", "fwd") and not batched_backward
-    one_plain_call = method == "loop-rev" or batched_backward
-    primals, f = split_wrt(problem, vectorized=vectorized, notes=notes if one_plain_call else None)
+    reusable = (method == "loop-rev" or batched_backward) and not problem.function.is_guest
+    primals, f = split_wrt(problem, vectorized=vectorized, notes=notes if reusable else None)
     return jacobian_of(
         f, primals, method, chunk_size, progress, sizing=sizing, batched_backward=batched_backward
     )

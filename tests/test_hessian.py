@@ -153,6 +153,39 @@ def test_hvp_is_the_hessian_times_v(vector) -> None:
     assert result.guard.passed is True and result.check.passed
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("vector", ["ones", "randn"])
+def test_a_wrong_hvp_is_refused_by_the_guard_even_where_h_v_cancels(
+    monkeypatch, vector: str, dtype: str
+) -> None:
+    # H·1 of logsumexp is 0: its probe u·(H v) is rounding alone, against (H u)·v by
+    # reverse-over-reverse, whose terms are of H's order
+    from jaccli.engine import hessian as hessian_module
+    from jaccli.errors import ComputationError
+
+    real = hessian_module.hvp_forward_over_reverse
+
+    def one_entry_off(f, primals, vectors):
+        y, products = real(f, primals, vectors)
+        wrong = products[0].clone()
+        wrong[7] += 0.05 * max(1.0, float(torch.linalg.vector_norm(wrong)))
+        return y, [wrong]
+
+    def ten_percent_too_much(f, primals, vectors):
+        y, products = real(f, primals, vectors)
+        return y, [products[0] * 1.1]
+
+    problem = prepare(PRESETS["logsumexp"], shape_options=[("x", (300,))], dtype=dtype)
+    assert run_hvp(problem, vector).guard.passed is True
+    wrong_ones = [one_entry_off] + ([ten_percent_too_much] if vector == "randn" else [])
+    for wrong in wrong_ones:
+        methods = {**hessian_module.HVP_METHODS, "forward-over-reverse": wrong}
+        monkeypatch.setattr(hessian_module, "HVP_METHODS", methods)
+        with pytest.raises(ComputationError, match="failed the correctness guard"):
+            run_hvp(problem, vector)
+        monkeypatch.undo()
+
+
 def test_hvp_of_two_inputs_sums_over_the_second_input() -> None:
     problem = _problem(_expression("(sin(x) * cos(y)).sum()", ["x", "y"]), "x=3", "y=3")
     result = run_hvp(problem, "randn")

@@ -441,6 +441,51 @@ def test_a_wrong_product_in_the_middle_of_a_chunk_is_caught(jaccli, tmp_path, mo
         np.testing.assert_allclose(many_values[1], one, rtol=1e-12)
 
 
+def test_a_jvp_forward_mode_cannot_run_is_vectorized_by_the_other_mode(jaccli, tmp_path) -> None:
+    # a custom autograd.Function without jvp: vmap(jvp) fails, a VJP of the VJP runs, no loop
+    points = np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [-0.4, 0.2, 1.5]])
+    source = _save(tmp_path, "p.npy", points)
+    run = jaccli("jvp", "--fn", f"{BATCHING}:cube_without_jvp", "--points", f"x=@{source}",
+                 "--tangent", "[1.0, -2.0, 0.5]", "--dtype", "float64", "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "computed vmap(vjp(vjp)) instead" in run.stderr
+    assert "point by point" not in run.stderr
+    t = np.array([1.0, -2.0, 0.5])  # y = x³·Σx: J·t = 3x²·t·Σx + x³·Σt
+    expected = [3 * x**2 * t * x.sum() + x**3 * t.sum() for x in points]
+    np.testing.assert_allclose(values_of(run.json()["jvp"]["y"]), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("command", "modes"), [("vjp", ("vjp", "vᵀ·jacfwd")),
+                                                ("jvp", ("jvp", "vjp(vjp)"))])  # fmt: skip
+def test_both_kernels_of_a_product_give_the_same_products(command, modes) -> None:
+    import torch
+
+    from jaccli.engine import prepare, run_jvp, run_vjp
+    from jaccli.engine.many import _vectorized_chunk, kernel_modes
+    from jaccli.functions import PRESETS
+    from jaccli.spec import ArrayData
+
+    assert kernel_modes(None, command) == modes  # type: ignore[arg-type]
+    problem = prepare(PRESETS["matmul"], shape_options=[("a", (2, 3)), ("b", (3, 2))],
+                      wrt=("a", "b"), dtype="float64")  # fmt: skip
+    points = {"a": torch.randn(4, 2, 3, dtype=torch.float64, generator=torch.Generator())}
+    shapes = problem.output_shapes if command == "vjp" else {"a": (2, 3), "b": (3, 2)}
+    directions = {n: torch.randn(s, dtype=torch.float64) for n, s in shapes.items()}
+    given = {n: ArrayData(tuple(v.shape), v.numpy()) for n, v in directions.items()}
+    run = run_vjp if command == "vjp" else run_jvp
+
+    def single(point):
+        return run(point, given)
+
+    products = []
+    for mode in modes:
+        chunk = _vectorized_chunk(problem, command, points, single, directions, 0, mode)
+        arrays = chunk.arrays
+        products.append([np.asarray(p) for p in arrays.products])
+    for first, second in zip(*products, strict=True):
+        np.testing.assert_allclose(first, second, rtol=1e-12, atol=1e-14)
+
+
 def test_points_of_a_scalar_input_are_the_entries_of_a_1d_file(jaccli, tmp_path) -> None:
     # one point of a 1-D .npy or JSON list is a number: it was an internal error
     xs = np.array([0.5, 1.0, 2.0])

@@ -34,6 +34,9 @@ def test_once_torch_func_has_loaded_only_a_few_passes_loop(monkeypatch: pytest.M
     monkeypatch.setattr("jaccli.engine.jacobian.vectorized_start_up_paid", lambda: True)
     assert choose_strategy(Strategy.AUTO, 64, 4096)[0] == "rev"
     assert choose_strategy(Strategy.AUTO, 8, 4096)[0] == "loop-rev"
+    # a Hessian's passes each go through a backward pass: batched, 16 took half the loop's time
+    assert choose_strategy(Strategy.AUTO, 16, 16, second_order=True)[0] == "rev"
+    assert choose_strategy(Strategy.AUTO, 4, 4, second_order=True)[0] == "loop-rev"
 
 
 @pytest.mark.parametrize("strategy", ["loop", "rev", "fwd", "auto"])

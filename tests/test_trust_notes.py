@@ -314,6 +314,16 @@ def test_a_point_on_a_kink_names_the_convention_j_follows(
     assert notes == [f"the point is on a kink: {convention}; the derivatives follow torch's choice"]
 
 
+def test_per_sample_blocks_on_a_kink_say_so_as_the_dense_j_does(jaccli) -> None:
+    run = jaccli("jacobian", "--expr", "x.relu()", "--value", "x=[0.0,1.0,-1.0]", "--batched",
+                 "--json")  # fmt: skip
+    np.testing.assert_array_equal(values_of(run.json()["jacobian"]["y"]["x"]), [0, 1, 0])
+    assert warnings_of(run) == [
+        "the point is on a kink: relu at exactly 0 (one-sided derivatives 0 and 1; torch uses "
+        "relu'(0) = 0), at 1 element; the derivatives follow torch's choice"
+    ]
+
+
 def test_maximum_at_a_tie_splits_the_derivative(jaccli) -> None:
     jacobians, notes = jacobian_and_warnings(
         jaccli, "--fn", fn("maximum_at_tie"), "--value", "a=[1.0,3.0]", "--value", "b=[1.0,2.0]"

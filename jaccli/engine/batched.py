@@ -15,8 +15,9 @@ import math
 
 import torch
 
-from jaccli.engine.evaluate import call_function, evaluate, leaves_of, to_numpy
+from jaccli.engine.evaluate import call_function, leaves_of, to_numpy
 from jaccli.engine.jacobian import (
+    CallNotes,
     Progress,
     jacobian_of,
     method_in_mode,
@@ -107,9 +108,10 @@ def compute_batched(
         # j: y_sample + x.shape; the sample axis of x moves to the front
         y_sample_ndim = j.ndim - problem.inputs[wrt].ndim
         blocks[wrt] = j.movedim(y_sample_ndim + input_axis, 0)
-    primals, f = split_wrt(problem)
-    y = evaluate(problem.function, problem.inputs)[output]
-    guard = probe_blocks(f, primals, y.shape, [(blocks[wrt], *axes[wrt]) for wrt in problem.wrt])
+    call_notes = CallNotes()
+    primals, f = split_wrt(problem, notes=call_notes)  # the guard's call gives y and warnings
+    by_wrt = [(blocks[wrt], *axes[wrt]) for wrt in problem.wrt]
+    guard = probe_blocks(f, primals, problem.output_shapes[output], by_wrt)
     if guard.passed is False:
         raise ComputationError(
             f"--batched: the per-sample blocks of {problem.function.name} failed the "
@@ -117,12 +119,13 @@ def compute_batched(
             "sample alone (drop --batched for the dense J)",
             code="guard_failed",
         )
+    called = call_notes.ensure(problem)
     return JacobianResult(
-        evaluation=describe(problem, {output: y}),
+        evaluation=describe(problem, {output: called.outputs[output]}),
         jacobians={output: {wrt: to_numpy(block) for wrt, block in blocks.items()}},
         strategy=f"per-sample {plan.method}",
         strategy_reason=plan.reason,
         per_sample=axes,
-        notes=problem.notes,
+        notes=(*problem.notes, *called.notes),
         guard=guard,
     )

@@ -19,7 +19,7 @@ from jaccli.engine.evaluate import evaluate
 from jaccli.engine.hessian import HVP_METHODS, gradient_at
 from jaccli.engine.jacobian import (
     Progress,
-    jacobian_of,
+    jacobian_by,
     method_in_mode,
     split_jacobians,
     split_wrt,
@@ -190,8 +190,7 @@ def _mode_name(method: str) -> str:
 
 
 def _jacobians(problem: Problem, method: str) -> dict[str, dict[str, np.ndarray]]:
-    primals, f = split_wrt(problem, vectorized=method in ("rev", "fwd"))
-    _, jacobians = jacobian_of(f, primals, method)
+    _, jacobians = jacobian_by(problem, method)
     return split_jacobians(problem, jacobians)
 
 

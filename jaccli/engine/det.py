@@ -109,7 +109,7 @@ def determinant(
     sign = torch.where(logabsdet.isnan(), torch.nan, sign)
     with np.errstate(over="ignore", under="ignore"):
         det = sign.numpy() * np.exp(logabsdet.numpy())
-    condition, singular = _conditioning(square, torch.finfo(working).eps)
+    condition, singular = _conditioning(square.numpy(), torch.finfo(working).eps)
     return Determinant(
         wrt=wrt,
         size=square.shape[-1],
@@ -122,17 +122,22 @@ def determinant(
     )
 
 
-def _conditioning(square: torch.Tensor, eps: float) -> tuple[np.ndarray, np.ndarray]:
+def _conditioning(square: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """cond J = σ_max/σ_min (Infinity for σ_min = 0, NaN where J is not finite) and whether
-    σ_min ≤ d·eps·σ_max, by a float64 SVD (NOTE [a singular J])."""
-    finite = torch.isfinite(square).all(dim=-1).all(dim=-1)
-    singular_values = torch.linalg.svdvals(torch.where(finite[..., None, None], square, 0.0))
-    largest, smallest = singular_values[..., 0].numpy(), singular_values[..., -1].numpy()
+    σ_min ≤ d·eps·σ_max, by a float64 SVD (NOTE [a singular J]).
+
+    NumPy's SVD rather than torch's: right after torch's own parallel work, on a busy machine,
+    torch's took 10 to 30 ms for a 64×64 J that it factors in 0.2 ms alone (measured)."""
+    finite = np.isfinite(square).all(axis=(-2, -1))
+    singular_values = np.linalg.svd(
+        np.where(finite[..., None, None], square, 0.0), compute_uv=False
+    )
+    largest, smallest = singular_values[..., 0], singular_values[..., -1]
     with np.errstate(divide="ignore", invalid="ignore"):
         condition = np.where(largest > 0, largest / smallest, np.inf)
     singular = smallest <= square.shape[-1] * eps * largest
-    condition = np.where(finite.numpy(), condition, np.nan)
-    return np.asarray(condition), np.asarray(singular & finite.numpy())
+    condition = np.where(finite, condition, np.nan)
+    return np.asarray(condition), np.asarray(singular & finite)
 
 
 def joint_matrix(jacobians: dict[str, np.ndarray], n_out: int) -> torch.Tensor:

@@ -1,14 +1,17 @@
 """Calling the function on tensors, turning its failures and odd outputs into clear errors.
 
 # NOTE [the user's function is a guest]
-Every call gets fresh (differentiable) copies of its inputs, so a function that mutates an
-input in place changes neither jaccli's inputs nor the next call's; whatever it prints goes to
-stderr, so stdout keeps carrying the result only; `sys.exit` inside it is a failure of the
-function (exit 1), never jaccli's own exit status; and torch's global state it changes (grad
-mode, default dtype, anomaly mode, deterministic algorithms, `torch.autograd.grad` and
-`backward` replaced) is put back when it returns, so jaccli's own passes run as jaccli set them.
+Every call of the user's own code gets fresh (differentiable) copies of its inputs, so a
+function that mutates an input in place changes neither jaccli's inputs nor the next call's;
+whatever it prints goes to stderr, so stdout keeps carrying the result only; `sys.exit` inside
+it is a failure of the function (exit 1), never jaccli's own exit status; and torch's global
+state it changes (grad mode, default dtype, anomaly mode, deterministic algorithms,
+`torch.autograd.grad` and `backward` replaced) is put back when it returns, so jaccli's own
+passes run as jaccli set them.
 What the function does to its own computation inside (gradients off, a patched autograd) is
 left to the function as the reference (NOTE [the function as the reference]) to catch.
+Presets and expressions, which only compute new tensors, print nothing and leave torch's state
+alone, are called as they are: only their failures are named (`Function.is_guest`).
 """
 
 from __future__ import annotations
@@ -186,9 +189,17 @@ def guest_code(what: str, source_file: str | None = None) -> Iterator[None]:
     """Run the user's code with its prints on stderr, torch's global state kept, and its
     failures and `sys.exit` calls turned into ComputationError naming `what` (see NOTE [the
     user's function is a guest])."""
+    redirected = contextlib.redirect_stdout(sys.stderr)
+    with failures_named(what, source_file), redirected, kept_torch_state():
+        yield
+
+
+@contextlib.contextmanager
+def failures_named(what: str, source_file: str | None = None) -> Iterator[None]:
+    """Turn a failure or a `sys.exit` call of the code inside into ComputationError naming
+    `what`, with the line of `source_file` it came from."""
     try:
-        with contextlib.redirect_stdout(sys.stderr), kept_torch_state():
-            yield
+        yield
     except ComputationError:
         raise
     except SystemExit as error:
@@ -241,13 +252,17 @@ def fresh_copies(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def call_fresh(
-    function: Function, fresh: dict[str, torch.Tensor], *, vectorized: bool = False
+    function: Function, fresh: Mapping[str, torch.Tensor], *, vectorized: bool = False
 ) -> dict[str, torch.Tensor]:
     """The outputs of f on tensors that are the function's to mutate (its `vectorized_call`,
-    if it has one, inside torch.func's transforms)."""
+    if it has one, inside torch.func's transforms); the user's own code runs as a guest."""
     call = (function.vectorized_call if vectorized else None) or function.call
-    with guest_code(function.name, function.source_file):
-        value = call(**fresh)
+    if function.is_guest:
+        with guest_code(function.name, function.source_file):
+            value = call(**fresh)
+    else:
+        with failures_named(function.name):
+            value = call(**fresh)
     on_meta = any(t.device.type == "meta" for t in fresh.values())  # shapes only, for --plan
     outputs = outputs_of(value, function.name, function.input_names, on_meta=on_meta)
     kept = function.selected_output
@@ -264,8 +279,10 @@ def call_fresh(
 def call_function(
     function: Function, inputs: Mapping[str, torch.Tensor], *, vectorized: bool = False
 ) -> dict[str, torch.Tensor]:
-    """The outputs of f(inputs), each a floating tensor; f gets fresh copies of the inputs."""
-    return call_fresh(function, fresh_copies(inputs), vectorized=vectorized)
+    """The outputs of f(inputs), each a floating tensor; the user's own code gets fresh copies
+    of the inputs (presets and expressions change none)."""
+    given = fresh_copies(inputs) if function.is_guest else inputs
+    return call_fresh(function, given, vectorized=vectorized)
 
 
 def as_leaf(tensor: torch.Tensor) -> torch.Tensor:

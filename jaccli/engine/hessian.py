@@ -24,7 +24,7 @@ import torch
 
 from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, call_function, evaluate, to_numpy
-from jaccli.engine.jacobian import GRADIENT_OF, split_wrt, watch_notes
+from jaccli.engine.jacobian import GRADIENT_OF, CallNotes, split_wrt
 from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import disagreement, probe_directions, probe_products
 from jaccli.errors import ComputationError, UsageError
@@ -123,18 +123,18 @@ def symmetry_error(
                 n_a, n_b = problem.inputs[a].numel(), problem.inputs[b].numel()
                 left = h.reshape(m, n_a, n_b)
                 right = hessians[y][b][a].reshape(m, n_b, n_a)
-                for start in range(0, n_a, SYMMETRY_ROWS):  # float64 copies of a block only
-                    block = left[:, start : start + SYMMETRY_ROWS].astype(np.float64)
-                    mirror = right[:, :, start : start + SYMMETRY_ROWS].astype(np.float64)
-                    difference = np.abs(block - mirror.transpose(0, 2, 1))
+                for start in range(0, n_a, SYMMETRY_ROWS):  # a float64 block at a time
+                    block = left[:, start : start + SYMMETRY_ROWS]
+                    mirror = right[:, :, start : start + SYMMETRY_ROWS].transpose(0, 2, 1)
+                    difference = np.subtract(block, mirror, dtype=np.float64)
                     if difference.size:
-                        worst = float(np.nan_to_num(difference, nan=np.inf).max())
-                        largest = max(largest, worst)
+                        worst = float(np.abs(difference, out=difference).max())
+                        largest = max(largest, math.inf if math.isnan(worst) else worst)
     return largest
 
 
 SYMMETRY_ROWS = 256
-"""Rows of H compared at a time: two float64 copies of all of H would be 4× its float32 bytes."""
+"""Rows of H compared at a time: a float64 difference of all of H would be 2× its float32 bytes."""
 
 
 def hessian_result(problem: Problem, gradient_jacobian: JacobianResult) -> HessianResult:
@@ -235,36 +235,37 @@ def require_scalar(problem: Problem) -> None:
 
 def compute_hvp(problem: Problem, vector: Direction) -> HvpResult:
     """H·v for each `wrt` input, (H·v)_a = Σ_b H_ab v_b, without forming H: forward-over-reverse,
-    verified against reverse-over-reverse (the correctness guard), which also stands in where
-    forward mode fails."""
+    or reverse-over-reverse where forward mode fails, verified by the correctness guard against
+    (H u)·v by reverse-over-reverse."""
     require_scalar(problem)
     shapes = {name: tuple(problem.inputs[name].shape) for name in problem.wrt}
     vectors = make_directions(problem, vector, shapes, "--vector", "input")
     primals, f = split_wrt(problem)
+    call_notes = CallNotes()
+    _, f_watched = split_wrt(problem, notes=call_notes)  # the guard's call gives the warnings
     vs = [vectors[name] for name in problem.wrt]
     rejected: list[str] = []
-    results = {}
     for method, compute in HVP_METHODS.items():
         try:
-            results[method] = compute(f, primals, vs)
+            y, products = compute(f, primals, vs)
         except (ComputationError, RuntimeError, NotImplementedError) as error:
             raise_if_out_of_memory(error)
             why = error.message if isinstance(error, ComputationError) else first_line(error)
             rejected.append(f"{method} failed: {why[:200]}")
-    if not results:
+            continue
+        break
+    else:
         raise ComputationError(
             f"cannot compute H·v of {problem.function.name}: {'; '.join(rejected)}"
         )
-    method = next(iter(results))
-    y, products = results[method]
-    guard = _hvp_guard(f, primals, vs, products, results.get(REVERSE_OVER_REVERSE), method)
+    guard = _hvp_guard(f_watched, primals, vs, products, method)
     if guard.passed is False:
         raise ComputationError(
             f"H·v of {problem.function.name} by {method} failed the correctness guard: "
             f"{disagreement(guard)}",
             code="guard_failed",
         )
-    notes = list(problem.notes) + list(watch_notes(problem))
+    notes = list(problem.notes) + list(call_notes.ensure(problem).notes)
     if rejected:
         notes.insert(0, f"{'; '.join(rejected)}; computed H·v by {method} instead")
     reason = "the JVP of the gradient" if method == FORWARD_OVER_REVERSE else "; ".join(rejected)
@@ -285,20 +286,30 @@ def _hvp_guard(
     primals: list[torch.Tensor],
     vectors: list[torch.Tensor],
     products: list[torch.Tensor],
-    reverse: tuple[torch.Tensor, list[torch.Tensor]] | None,
     method: str,
 ) -> Guard:
-    """uᵀ(H v) from the result against the other composition: uᵀ(H v) by reverse-over-reverse
-    for a forward-over-reverse result, or (H u)ᵀv (H is symmetric) for a reverse-over-reverse
-    one, since then forward mode could not run."""
-    us = probe_directions([p.shape for p in primals])
-    pairs = list(zip(us, products, strict=True))
+    """uᵀ(H v) from the result against (H u)ᵀv (H is symmetric) by reverse-over-reverse over a
+    fresh call of f: the other composition for a forward-over-reverse result, another vector
+    for a reverse-over-reverse one (which is used only where forward mode cannot run).
+
+    The reference's terms (H u)_i v_i are of H's order even where H·v cancels to nothing (H·1
+    of logsumexp is 0), so its rounding is weighed at H's scale."""
     dtype = products[0].dtype if products else torch.float64
+    us = probe_directions([p.shape for p in primals], dtype)
+    pairs = list(zip(us, products, strict=True))
+    name = f"(H u)ᵀv by {REVERSE_OVER_REVERSE}, H symmetric"
+    try:
+        u_as = [u.to(p.dtype) for u, p in zip(us, primals, strict=True)]
+        _, h_u = hvp_reverse_over_reverse(f, primals, u_as)
+    except (ComputationError, RuntimeError, NotImplementedError) as error:
+        raise_if_out_of_memory(error)
+        why = f"{REVERSE_OVER_REVERSE} could not run ({first_line(error)[:160]})"
+        return probe_products(method, name, pairs, None, dtype, why)
 
     def typical_scale() -> float:
-        """Σ (u_i (H w)_i)² for a random w of v's norm: H·v may cancel to nothing (H·1 of
-        logsumexp is 0), and rounding then is of the order of H's terms, not of H·v."""
-        ws = probe_directions([p.shape for p in primals], draw=1)
+        """Σ (u_i (H w)_i)² for a random w of v's norm: rounding of the order of H's terms,
+        should (H u)·v cancel too."""
+        ws = probe_directions([p.shape for p in primals], dtype, draw=1)
         norm_v = math.sqrt(sum(float(v.to(torch.float64).square().sum()) for v in vectors))
         norm_w = math.sqrt(sum(float(w.square().sum()) for w in ws)) or 1.0
         w_scaled = [(w * norm_v / norm_w).to(p.dtype) for w, p in zip(ws, primals, strict=True)]
@@ -308,17 +319,7 @@ def _hvp_guard(
             for u, h in zip(us, h_w, strict=True)
         )
 
-    if method == FORWARD_OVER_REVERSE:
-        if reverse is None:
-            why = f"{REVERSE_OVER_REVERSE} could not run"
-            return probe_products(method, REVERSE_OVER_REVERSE, pairs, None, dtype, why)
-        reference = list(zip(us, reverse[1], strict=True))
-        name = f"uᵀ(H v) by {REVERSE_OVER_REVERSE}"
-        return probe_products(method, name, pairs, reference, dtype, None, typical_scale)
-    u_as = [u.to(p.dtype) for u, p in zip(us, primals, strict=True)]
-    _, h_u = hvp_reverse_over_reverse(f, primals, u_as)
     reference = list(zip(vectors, h_u, strict=True))
-    name = f"(H u)ᵀv by {REVERSE_OVER_REVERSE}, H symmetric"
     return probe_products(method, name, pairs, reference, dtype, None, typical_scale)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, jacobian_vector, to_numpy
-from jaccli.engine.jacobian import split_outputs, split_wrt, watch_notes
+from jaccli.engine.jacobian import CallNotes, split_outputs, split_wrt
 from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import disagreement, probe_jvp
 from jaccli.errors import ComputationError
@@ -66,6 +66,8 @@ def compute_jvp(problem: Problem, tangent: Direction) -> JvpResult:
     shapes = {name: tuple(problem.inputs[name].shape) for name in problem.wrt}
     tangents = make_directions(problem, tangent, shapes, "--tangent", "input")
     primals, f = split_wrt(problem)
+    call_notes = CallNotes()
+    _, f_watched = split_wrt(problem, notes=call_notes)  # the guard's call gives the warnings
     vs = [tangents[name] for name in problem.wrt]
     rejected: list[str] = []
     for method, compute in METHODS.items():
@@ -76,7 +78,7 @@ def compute_jvp(problem: Problem, tangent: Direction) -> JvpResult:
             why = error.message if isinstance(error, ComputationError) else first_line(error)
             rejected.append(f"{method} failed: {why[:200]}")
             continue
-        guard = probe_jvp(f, primals, vs, j_v, method)
+        guard = probe_jvp(f_watched, primals, vs, j_v, method)
         if guard.passed is not False:
             break
         rejected.append(f"{method} failed the correctness guard: {disagreement(guard)}")
@@ -87,7 +89,7 @@ def compute_jvp(problem: Problem, tangent: Direction) -> JvpResult:
             code="guard_failed",
         )
     reason = "one pass carrying the tangents" if method == FORWARD else "forward mode failed"
-    notes = list(problem.notes) + list(watch_notes(problem))
+    notes = list(problem.notes) + list(call_notes.ensure(problem).notes)
     if rejected:
         reason = "; ".join(rejected)
         notes.insert(0, f"{'; '.join(rejected)}; computed J·v by {method} instead")

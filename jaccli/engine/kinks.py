@@ -28,8 +28,9 @@ a tie of a full max/min/amax/amin (or amax/amin over dims) splits evenly among t
 entries, max/min over a dim gives it all to the index returned, clamp at a bound passes 1,
 hardtanh and relu6 at a bound give 0, leaky_relu at 0 gives its negative slope.
 
-The watch costs one call of the function (the one watch_notes makes anyway) and, per torch
-call, a lookup; the element counts run only for the ops above.
+The watch rides on a call of the function made anyway, the correctness guard's fresh one
+(jacobian.CallNotes), and costs per torch call a lookup; the element counts run only for the
+ops above.
 """
 
 from __future__ import annotations

@@ -14,19 +14,21 @@ the single-point engine's reverse mode part ways (NaN placement, a branch's deri
 caught wherever it lies in the chunk; the cost is one vectorized reverse pass a chunk. The
 products are probed the same way at every point, each by another mode than its kernel's: (vᵀJ)·w
 against vᵀ(J w) by forward mode, u·(J t) against (uᵀJ)·t by reverse mode, and wᵀ(H v) or zᵀH w
-against reverse-over-reverse. A kernel
-that vmap cannot run, or that disagrees, gives way to the kernel of the other mode where there is
-one (jacrev for jacfwd: a custom autograd.Function without `jvp`), then to a loop of the
-single-point engine, with a note either way. Each point's result is the same result object a
-single-point run gives.
+against reverse-over-reverse. A kernel that vmap cannot run, or that disagrees, gives way to
+the kernel of the other mode (jacrev for jacfwd: a custom autograd.Function without `jvp`; for
+vᵀJ, J's columns by forward mode contracted with v; for J·t, the VJP of the VJP), then to a loop
+of the single-point engine, with a note either way. Each point's result is the same result
+object a single-point run gives, made when it is asked for (ChunkOutcomes): ten thousand made
+up front cost more than the chunk's vectorized work.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import overload
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ from jaccli.engine.hessian import symmetry_error
 from jaccli.engine.jacobian import load_vectorizing, vectorized_start_up_paid
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE
-from jaccli.engine.trust import GUARD_SEED, guard_rtol
+from jaccli.engine.trust import GUARD_SEED, guard_rtol, probe_draws
 from jaccli.errors import ComputationError, JaccliError, ResourceError
 from jaccli.memory import budget_or_default, raise_if_out_of_memory
 from jaccli.messages import brief, first_line, format_bytes
@@ -83,6 +85,40 @@ class PointOutcome:
         return self.made  # type: ignore[return-value]
 
 
+class ChunkOutcomes(Sequence[PointOutcome]):
+    """A vectorized chunk's outcomes, each made when it is asked for: none has an error, and
+    making ten thousand of them at once cost more than the chunk's vectorized work."""
+
+    def __init__(
+        self,
+        first_index: int,
+        size: int,
+        arrays: _ChunkArrays,
+        guard: Guard,
+        references: Mapping[int, Result],
+    ) -> None:
+        self.first_index, self.size = first_index, size
+        self.arrays, self.guard, self.references = arrays, guard, references
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, k: int) -> PointOutcome: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> list[PointOutcome]: ...
+
+    def __getitem__(self, k: int | slice) -> PointOutcome | list[PointOutcome]:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self.size))]
+        if not -self.size <= k < self.size:
+            raise IndexError(k)
+        k %= self.size
+        made = self.references.get(k) or functools.partial(self.arrays.result, k, self.guard)
+        return PointOutcome(self.first_index + k, made)
+
+
 KEPT_POINT_OVERHEAD = 2048
 """Bytes of Python objects around one point's arrays when every point is kept in memory."""
 
@@ -113,13 +149,13 @@ def jacobian_mode(problem: Problem) -> str:
 
 def kernel_modes(problem: Problem, command: str) -> tuple[str, ...]:
     """The command's kernels, in the order they are tried: the preferred mode, then the other
-    one where there is one."""
+    one."""
     if command in ("jacobian", "det"):
         preferred = jacobian_mode(problem)
         return (preferred, "jacrev" if preferred == "jacfwd" else "jacfwd")
     modes = {
-        "vjp": ("vjp",),
-        "jvp": ("jvp",),
+        "vjp": ("vjp", "vᵀ·jacfwd"),
+        "jvp": ("jvp", "vjp(vjp)"),
         "hessian": ("jacfwd(jacrev)", "jacrev(jacrev)"),
         "hvp": ("jvp(grad)", "grad(grad·v)"),
     }
@@ -168,7 +204,7 @@ def run_points(
     first_index: int = 0,
     budget: int | None = None,
     keep_going: bool = False,
-) -> Iterator[list[PointOutcome]]:
+) -> Iterator[Sequence[PointOutcome]]:
     """Each chunk's outcomes in order, as soon as the chunk is done (NOTE [many points]).
 
     `points` holds the values of the inputs that vary, along a leading point axis; `directions`
@@ -181,7 +217,7 @@ def run_points(
     # the kernels still to try: the first that runs and agrees serves the chunks after it
     for chunk_start in range(0, count, plan.chunk_size):
         chunk = {n: t[chunk_start : chunk_start + plan.chunk_size] for n, t in points.items()}
-        outcomes: list[PointOutcome] | None = None
+        outcomes: Sequence[PointOutcome] | None = None
         while modes and outcomes is None:
             try:
                 outcomes = _vectorized_chunk(
@@ -202,7 +238,10 @@ def run_points(
         if outcomes is None:
             outcomes = _loop_chunk(problem, chunk, single, first_index + chunk_start, keep_going)
         yield outcomes
-        if any(o.error is not None for o in outcomes) and not keep_going:
+        failed = not isinstance(outcomes, ChunkOutcomes) and any(
+            o.error is not None for o in outcomes
+        )
+        if failed and not keep_going:
             return
 
 
@@ -237,7 +276,7 @@ def _vectorized_chunk(
     directions: Mapping[str, torch.Tensor] | None,
     first_index: int,
     mode: str,
-) -> list[PointOutcome]:
+) -> ChunkOutcomes:
     """The chunk by vmap of the command's kernel in `mode`, its first and last point checked
     against the single-point engine."""
     names = list(chunk)
@@ -277,13 +316,7 @@ def _vectorized_chunk(
         tolerance,
         True,
     )
-    return [
-        PointOutcome(
-            first_index + k,
-            references[k] if k in references else functools.partial(arrays.result, k, guard),
-        )
-        for k in range(size)
-    ]
+    return ChunkOutcomes(first_index, size, arrays, guard, references)
 
 
 def _probe_every_point(
@@ -297,24 +330,24 @@ def _probe_every_point(
     points])."""
     wrt, output_names = problem.wrt, list(problem.output_shapes)
     generator = torch.Generator().manual_seed(GUARD_SEED)
-    us = [
-        torch.randn(problem.output_shapes[n], generator=generator, dtype=torch.float64)
-        for n in output_names
-    ]
+    dtype = jacobians[0][0].dtype
+    us = probe_draws([problem.output_shapes[n] for n in output_names], generator, dtype)
 
     references = _reverse_vjps(problem, chunk, us)
     size = next(iter(chunk.values())).shape[0]
     rtol = guard_rtol(problem.torch_dtype)
     for a, w in enumerate(wrt):
-        value = torch.zeros(size, problem.inputs[w].numel(), dtype=torch.float64)
-        squares = torch.zeros_like(value)
-        for i, u in enumerate(us):
-            j = jacobians[i][a].detach().reshape(size, u.numel(), -1).to(torch.float64)
-            u_flat = u.reshape(-1)
-            value += torch.einsum("i,kij->kj", u_flat, j)
-            squares += torch.einsum("i,kij->kj", u_flat.square(), j.square())
+        blocks = [(u.reshape(-1), jacobians[i][a].detach()) for i, u in enumerate(us)]
+        by_point = [(u, j.reshape(size, u.numel(), -1)) for u, j in blocks]
+        # uᵀJ in J's dtype, as the single-point guard's bilinear takes J v
+        value = sum(torch.matmul(u.to(j.dtype), j).to(torch.float64) for u, j in by_point)
         reference = references[a].detach().reshape(size, -1).to(torch.float64)
-        agree = _agreeing(value, reference, rtol * (squares + reference.square()).sqrt())
+        agree = _agreeing(value, reference, rtol * reference.abs())
+        if not bool(agree.all()):  # cancellation in uᵀJ: weigh by the terms (u_i J_ij)²
+            squares = sum(
+                torch.matmul(u.square(), j.to(torch.float64).square()) for u, j in by_point
+            )
+            agree = _agreeing(value, reference, rtol * (squares + reference.square()).sqrt())
         if not bool(agree.all()):
             k, column = (int(i) for i in (~agree).nonzero()[0])
             raise ComputationError(
@@ -405,7 +438,7 @@ def _probe_every_product(
     generator = torch.Generator().manual_seed(GUARD_SEED)
 
     def draw(shapes: list) -> list[torch.Tensor]:
-        return [torch.randn(sh, generator=generator, dtype=torch.float64) for sh in shapes]
+        return probe_draws(shapes, generator, problem.torch_dtype)
 
     def cast(vectors: list[torch.Tensor], like: tuple) -> tuple:
         return tuple(v.to(t.dtype) for v, t in zip(vectors, like, strict=True))
@@ -505,14 +538,35 @@ def _kernel(
             return tuple(values[n] for n in output_names)
 
         xs = tuple(inputs[w] for w in wrt)
-        if command in ("jacobian", "det"):
-            transform = torch.func.jacfwd if mode == "jacfwd" else torch.func.jacrev
-            return g(*xs), transform(g, argnums=argnums)(*xs)
+
+        def with_value(*ws: torch.Tensor) -> tuple:
+            ys = g(*ws)
+            return ys, ys  # the outputs come back beside J: one call of f, not two
+
+        if command in ("jacobian", "det") or mode == "vᵀ·jacfwd":
+            transform = torch.func.jacrev if mode == "jacrev" else torch.func.jacfwd
+            jacobians, ys = transform(with_value, argnums=argnums, has_aux=True)(*xs)
+            if command != "vjp":
+                return ys, jacobians
+            # forward mode, the other one to vjp's: J column by column, contracted with v
+            pairs = list(zip((directions[n] for n in output_names), jacobians, strict=True))
+            return ys, tuple(
+                sum(torch.tensordot(v, by_wrt[a], dims=v.ndim) for v, by_wrt in pairs)
+                for a in range(len(wrt))
+            )
         if command == "vjp":
             ys, pull = torch.func.vjp(g, *xs)
             return ys, pull(tuple(directions[n] for n in output_names))
         if command == "jvp":
-            return torch.func.jvp(g, xs, tuple(directions[w] for w in wrt))
+            tangents = tuple(directions[w] for w in wrt)
+            if mode == "jvp":
+                return torch.func.jvp(g, xs, tangents)
+            # reverse-over-reverse, the other one to jvp's: J·t is the VJP, with cotangent t,
+            # of the linear map u ↦ uᵀJ
+            ys, pull = torch.func.vjp(g, *xs)
+            _, pull_of_pull = torch.func.vjp(pull, tuple(torch.zeros_like(y) for y in ys))
+            (products,) = pull_of_pull(tangents)
+            return ys, products
         if command == "hessian":
             outer = torch.func.jacfwd if mode == "jacfwd(jacrev)" else torch.func.jacrev
             hessian = outer(torch.func.jacrev(g, argnums=argnums), argnums=argnums)
@@ -567,11 +621,16 @@ class _ChunkArrays:
                 dim=2,
             )
             self.dets = determinant(matrices, problem.wrt, problem.torch_dtype)
+        self.finite = _finite_points([*self.ys, *_leaves(self.products)], len(self.ys[0]))
+        """Whether each point's outputs and products are all finite: only the others need
+        nonfinite_notes."""
 
     def result(self, k: int, guard: Guard | None) -> Result:
         """Point k's result object, as the single-point engine would make it (without telling
         structural zeros apart: NOTE [a NaN that is a structural zero])."""
         made = self._made(k, guard)
+        if self.finite[k]:
+            return made
         return replace(made, notes=(*made.notes, *nonfinite_notes(made)))
 
     def _made(self, k: int, guard: Guard | None) -> Result:
@@ -668,6 +727,24 @@ class _ChunkArrays:
             notes=notes,
             guard=guard,
         )
+
+
+def _leaves(value: object) -> list[np.ndarray]:
+    """The arrays of nested tuples of arrays."""
+    if isinstance(value, tuple):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]  # type: ignore[list-item]
+
+
+def _finite_points(arrays: list[np.ndarray], size: int) -> np.ndarray:
+    """For each of `size` points (the arrays' leading axis), whether all its entries are
+    finite: by a float64 sum a point, which a NaN or ±Infinity anywhere makes one too."""
+    finite = np.ones(size, dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for array in arrays:
+            if np.issubdtype(array.dtype, np.floating):
+                finite &= np.isfinite(array.reshape(size, -1).sum(axis=1, dtype=np.float64))
+    return finite
 
 
 def _as_numpy(value: object) -> object:

@@ -88,7 +88,9 @@ from jaccli.engine.trust import (
     GUARD_SEED,
     as_matrix,
     bilinear,
-    block_products,
+    block_bilinear,
+    block_squared_terms,
+    dot_terms,
     rows_to_probe,
     squared_terms,
 )
@@ -360,7 +362,7 @@ def _autograd_value(
     except (ComputationError, RuntimeError) as error:
         raise_if_out_of_memory(error)
         return math.nan, math.nan
-    return _dot(list(zip(products, ds, strict=True)))
+    return dot_terms(list(zip(products, ds, strict=True)))
 
 
 def _random_directions(problem: Problem, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -419,10 +421,9 @@ def check_jacobian_result(problem: Problem, result: JacobianResult) -> JacobianR
         ((_, by_wrt),) = result.jacobians.items()
         (shape,) = problem.output_shapes.values()
         blocks = [(torch.from_numpy(by_wrt[w]), *result.per_sample[w]) for w in problem.wrt]
-        value, scale = block_products(
-            blocks, u.reshape(shape), [directions[w] for w in problem.wrt]
-        )
-        squared: Callable[[], float] = lambda: scale  # noqa: E731
+        u_y, vs = u.reshape(shape), [directions[w] for w in problem.wrt]
+        value = block_bilinear(blocks, u_y, vs)
+        squared: Callable[[], float] = lambda: block_squared_terms(blocks, u_y, vs)  # noqa: E731
     else:
         vs = [directions[w].reshape(-1) for w in problem.wrt]
         parts = []
@@ -439,23 +440,15 @@ def check_jacobian_result(problem: Problem, result: JacobianResult) -> JacobianR
     return _with_reference(result, problem, reference)
 
 
-def _dot(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
-    """Σ a·b over the pairs (flat float64), and the sum of its terms' squares."""
-    value = scale = 0.0
-    for a, b in pairs:
-        a64, b64 = _flat64(a), _flat64(b)
-        value += float(a64 @ b64)
-        scale += float(a64.square() @ b64.square())
-    return value, scale
-
-
 def check_vjp_result(problem: Problem, result: VjpResult) -> VjpResult:
     """(cᵀJ)·d against d/dt cᵀf(x + t·d), c the cotangent."""
     if not _applies(problem):
         return result
     generator = torch.Generator().manual_seed(REFERENCE_SEED)
     directions = _random_directions(problem, generator)
-    value, scale = _dot([(torch.from_numpy(result.vjps[w]), directions[w]) for w in problem.wrt])
+    value, scale = dot_terms(
+        [(torch.from_numpy(result.vjps[w]), directions[w]) for w in problem.wrt]
+    )
     c = torch.cat([_flat64(result.cotangents[y]) for y in problem.output_shapes])
     reference = compare_along(problem, "(cᵀJ)·v", value, lambda: scale, c, directions, 1)
     return _with_reference(result, problem, reference)
@@ -468,7 +461,7 @@ def check_jvp_result(problem: Problem, result: JvpResult) -> JvpResult:
     generator = torch.Generator().manual_seed(REFERENCE_SEED)
     u = _output_weights(problem, generator)
     j_t = torch.cat([_flat64(result.jvps[y]) for y in problem.output_shapes])
-    value, scale = _dot([(u, j_t)])
+    value, scale = dot_terms([(u, j_t)])
     tangents = {w: torch.from_numpy(result.tangents[w]) for w in problem.wrt}
     reference = compare_along(problem, "uᵀ(J t)", value, lambda: scale, u, tangents, 1)
     return _with_reference(result, problem, reference)
@@ -503,7 +496,7 @@ def check_hvp_result(problem: Problem, result: HvpResult) -> HvpResult:
     if not _applies(problem):
         return result
     vectors = {w: torch.from_numpy(result.vectors[w]) for w in problem.wrt}
-    value, scale = _dot([(torch.from_numpy(result.hvps[w]), vectors[w]) for w in problem.wrt])
+    value, scale = dot_terms([(torch.from_numpy(result.hvps[w]), vectors[w]) for w in problem.wrt])
     weights = torch.ones(problem.output_count, dtype=torch.float64)
     reference = compare_along(problem, "vᵀ(H v)", value, lambda: scale, weights, vectors, 2)
     return _with_reference(result, problem, reference)

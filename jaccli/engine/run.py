@@ -223,8 +223,7 @@ def run_vjp(
     """vᵀ·J, with the per-slice view `view` (None: the natural one of a single input that
     decomposes, unless it has more than DEFAULT_VIEW_SLICES slices) and the check when asked."""
     chosen, notes = _product_view(problem, view)
-    result = check_vjp_result(problem, compute_vjp(problem, cotangent))
-    result = replace(result, notes=(*result.notes, *notes))
+    result = _noted(check_vjp_result(problem, compute_vjp(problem, cotangent)), notes)
     if chosen is not None:
         wrt, name, axes = chosen
         (v,) = result.cotangents.values()
@@ -253,8 +252,7 @@ def run_jvp(
     if check:  # the check forms J by reverse mode
         result_bytes = problem.output_count * problem.input_count * problem.torch_dtype.itemsize
         require_within_budget("--check (J by reverse mode)", result_bytes, budget, "drop --check")
-    result = check_jvp_result(problem, compute_jvp(problem, tangent))
-    result = replace(result, notes=(*result.notes, *notes))
+    result = _noted(check_jvp_result(problem, compute_jvp(problem, tangent)), notes)
     if chosen is not None:
         wrt, name, axes = chosen
         (output,) = result.jvps
@@ -319,4 +317,9 @@ def run_hvp(
 def _warned(result: ResultType, problem: Problem | None = None) -> ResultType:
     """The result with a warning for each output or computed array that is not finite (with
     `problem`, telling structural zeros apart: NOTE [a NaN that is a structural zero])."""
-    return replace(result, notes=(*result.notes, *nonfinite_notes(result, problem)))
+    return _noted(result, nonfinite_notes(result, problem))
+
+
+def _noted(result: ResultType, notes: tuple[str, ...]) -> ResultType:
+    """The result with `notes` added to its own (itself when there are none)."""
+    return replace(result, notes=(*result.notes, *notes)) if notes else result

@@ -70,7 +70,7 @@ def verify_declared(
                 (y,) = call_function(function, leaves).values()
                 if not y.requires_grad:
                     return
-                (u,) = probe_directions([y.shape])
+                (u,) = probe_directions([y.shape], y.dtype)
                 first = torch.zeros_like(u)
                 first.select(output_axis, 0).copy_(u.select(output_axis, 0))
                 cotangent = first if on_first else u - first

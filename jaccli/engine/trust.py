@@ -13,10 +13,17 @@ run may compute in float32 inside; a method that cannot see the function errs by
 The first test weighs the terms of (uᵀJ)·v, which costs nothing; only if it fails is J read
 again for its own terms, which cancellation in uᵀJ cannot hide.
 
-Cost: one forward and one backward pass, and one read of J. Past PROBED_ENTRIES entries, u is
-nonzero on a random subset of rows only, so the read stays within PROBED_ENTRIES entries: a
-method that cannot see the function (forward mode blind to autograd inside it, a vmap batching
-rule gone wrong) is wrong on every row it computes, and is caught on any of them.
+Cost: one forward and one backward pass, and one read of J; the forward pass also gives the
+warnings of jacobian.CallNotes, which would otherwise take a call of their own. Where J came
+from one plain call of a preset or an expression (a loop of reverse passes, a Hessian's batched
+backward pass), the reverse pass runs through that call's own graph: such a function computes
+the same graph at every call, so a fresh one would only repeat it, and the pass is still one
+unbatched reverse pass against J assembled from many. The user's own code always gets a fresh
+call: it may compute differently from one call to the next.
+Past PROBED_ENTRIES entries, u is nonzero on a random subset of rows only, so the read stays
+within PROBED_ENTRIES entries: a method that cannot see the function (forward mode blind to
+autograd inside it, a vmap batching rule gone wrong) is wrong on every row it computes, and is
+caught on any of them.
 u and v come from a generator of their own, so the seeded inputs and cotangents are unchanged.
 
 # NOTE [the probe at the edges of the float range]
@@ -31,7 +38,7 @@ the tolerance adds that many multiples of it (GUARD_RTOL / eps) for every term o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -58,6 +65,16 @@ def guard_rtol(dtype: torch.dtype) -> float:
 
 ROW_CHUNK_ENTRIES = 2**20
 """Entries of J turned into float64 at once while the probe reads it."""
+
+
+def probe_draws(
+    shapes: Sequence[Sequence[int] | int], generator: torch.Generator, dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """Standard-normal probe vectors, one in each shape, drawn in the result's `dtype` (torch
+    fills float32 ten times as fast as float64) and held in float64, exactly, for the sums."""
+    return [
+        torch.randn(shape, generator=generator, dtype=dtype).to(torch.float64) for shape in shapes
+    ]
 
 
 def rows_to_probe(n_out: int, n_in: int, generator: torch.Generator) -> torch.Tensor | None:
@@ -99,35 +116,37 @@ def probe_jacobians(
     y_shape: Sequence[int],
     jacobians: Sequence[torch.Tensor],
     method: str,
+    made: Made | None = None,
 ) -> Guard:
     """uᵀ(J v) from `jacobians` (of f's one output, for each primal) against (uᵀJ)·v from a
-    fresh reverse pass."""
+    reverse pass of a fresh call of f, or of the plain call `made` that computed J (NOTE [the
+    correctness guard])."""
     generator = torch.Generator().manual_seed(GUARD_SEED)
     n_out = math.prod(y_shape)
     n_in = sum(p.numel() for p in primals)
+    dtype = jacobians[0].dtype if jacobians else torch.float64
     rows = rows_to_probe(n_out, n_in, generator)
-    u_full = torch.zeros(n_out, dtype=torch.float64)
+    (u_rows,) = probe_draws([n_out if rows is None else len(rows)], generator, dtype)
     if rows is None:
-        u_full.normal_(generator=generator)
-        u_rows = u_full
+        u_full = u_rows
     else:
-        u_rows = torch.randn(len(rows), generator=generator, dtype=torch.float64)
+        u_full = torch.zeros(n_out, dtype=torch.float64)
         u_full[rows] = u_rows
-    vs = [torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in primals]
+    vs = probe_draws([p.numel() for p in primals], generator, dtype)
     matrices = [as_matrix(j, n_out, rows) for j in jacobians]
     unit = _probe_unit(matrices)  # NOTE [the probe at the edges of the float range]
     u_rows, u_full = u_rows * unit, u_full * unit
     value = bilinear(matrices, u_rows, vs) if unit == 1.0 else _value64(matrices, u_rows, vs)
     reference_name = "(uᵀJ)·v by one reverse pass"
     try:
-        reference, reference_scale = _reference(f, primals, u_full.reshape(tuple(y_shape)), vs)
+        u_shaped = u_full.reshape(tuple(y_shape))
+        reference, reference_scale = _reference(f, primals, u_shaped, vs, made)
     except Exception as error:  # the reference itself failed: say so rather than guess
         raise_if_out_of_memory(error)
         why = f"the reverse pass failed ({first_line(error)[:160]})"
         return Guard(
             method, reference_name, value / unit, math.nan, math.nan, None, _count(rows), (), why
         )
-    dtype = jacobians[0].dtype if jacobians else torch.float64
     floor = _subnormal_allowance(dtype, u_rows, vs)
     tolerance, passed = _verdict(value, reference, reference_scale, dtype, floor)
     if not passed:  # cancellation in uᵀJ can hide rounding: weigh it by J's own terms
@@ -155,8 +174,12 @@ def _probe_unit(matrices: Sequence[torch.Tensor]) -> float:
     largest = 0.0
     for matrix in matrices:
         if matrix.numel():
-            finite = matrix.detach().abs().nan_to_num(nan=0.0, posinf=0.0)
-            largest = max(largest, float(finite.max()))
+            entries = matrix.detach()
+            low, high = torch.aminmax(entries)  # one read, no copy (vector_norm's is slower)
+            most = max(-float(low), float(high))
+            if not math.isfinite(most):  # NaN or ±Infinity in J: the largest finite entry
+                most = float(entries.abs().nan_to_num(nan=0.0, posinf=0.0).max())
+            largest = max(largest, most)
     if largest == 0.0 or 1 / UNIT_RANGE <= largest <= UNIT_RANGE:
         return 1.0
     return min(UNIT_LIMIT, max(1 / UNIT_LIMIT, 2.0 ** -math.frexp(largest)[1]))
@@ -184,8 +207,23 @@ def _subnormal_allowance(dtype: torch.dtype, u: torch.Tensor, vs: Sequence[torch
     finfo32 = torch.finfo(torch.float32)
     ratio = GUARD_RTOL / finfo32.eps
     smallest = max(torch.finfo(dtype).tiny, finfo32.tiny) * finfo32.eps  # 2⁻¹⁴⁹ for float32
-    v_norm = math.sqrt(sum(float(v.square().sum()) for v in vs))
-    return ratio * smallest * float(u.norm()) * v_norm
+    squares = float(torch.dot(u, u)) * sum(float(torch.dot(v, v)) for v in vs)  # u, v flat
+    return ratio * smallest * math.sqrt(squares)
+
+
+def dot_terms(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
+    """Σ a·b over the pairs (each flattened), and the sum of its terms' squares: each term
+    a_i b_i exact in float64 (float32 products are), summed in float64 a bounded number of
+    entries at a time."""
+    total = squares = 0.0
+    for a, b in pairs:
+        a, b = a.detach().reshape(-1), b.detach().reshape(-1)
+        for start in range(0, a.numel(), ROW_CHUNK_ENTRIES):
+            part = a[start : start + ROW_CHUNK_ENTRIES].to(torch.float64, copy=True)
+            terms = part.mul_(b[start : start + ROW_CHUNK_ENTRIES])
+            total += float(terms.sum())
+            squares += float(torch.dot(terms, terms))
+    return total, squares
 
 
 def _reference(
@@ -193,17 +231,11 @@ def _reference(
     primals: Sequence[torch.Tensor],
     u: torch.Tensor,
     vs: Sequence[torch.Tensor],
+    made: Made | None = None,
 ) -> tuple[float, float]:
-    """(uᵀJ)·v from one reverse pass, and the sum of its terms' squares."""
-    reference = reference_scale = 0.0
-    for gradient, v in zip(_reverse_pass(f, primals, u), vs, strict=True):
-        g, v = gradient.detach().reshape(-1), v.reshape(-1)
-        for start in range(0, g.numel(), ROW_CHUNK_ENTRIES):
-            g_part = g[start : start + ROW_CHUNK_ENTRIES].to(torch.float64)
-            v_part = v[start : start + ROW_CHUNK_ENTRIES].to(torch.float64)
-            reference += float(g_part @ v_part)
-            reference_scale += float(g_part.square() @ v_part.square())
-    return reference, reference_scale
+    """(uᵀJ)·v from one reverse pass (of the call `made`, if given), and the sum of its terms'
+    squares."""
+    return dot_terms(zip(_reverse_pass(f, primals, u, made), vs, strict=True))
 
 
 def _verdict(
@@ -222,13 +254,23 @@ def _count(rows: torch.Tensor | None) -> int | None:
     return None if rows is None else len(rows)
 
 
+Made = tuple[torch.Tensor, list[torch.Tensor]]
+"""A call of f already made: its output, with its autograd graph, and the leaves it took."""
+
+
 def _reverse_pass(
-    f: Callable[..., torch.Tensor], primals: Sequence[torch.Tensor], u: torch.Tensor
+    f: Callable[..., torch.Tensor],
+    primals: Sequence[torch.Tensor],
+    u: torch.Tensor,
+    made: Made | None = None,
 ) -> list[torch.Tensor]:
-    """uᵀJ for each primal by one backward pass of a fresh call of f."""
-    leaves = [as_leaf(p) for p in primals]
+    """uᵀJ for each primal by one backward pass of a fresh call of f, or of the call `made`."""
     with torch.enable_grad():
-        y = f(*leaves)
+        if made is None:
+            leaves = [as_leaf(p) for p in primals]
+            y = f(*leaves)
+        else:
+            y, leaves = made
         if not y.requires_grad:
             return [torch.zeros_like(leaf) for leaf in leaves]
         return list(vector_jacobian(y, leaves, u.to(y.dtype)))
@@ -252,12 +294,9 @@ def probe_vjp(
     of u ↦ (uᵀJ)·w, a pass through the graph of the backward pass rather than the function's.
     Skipped where the function has no second derivative graph (a custom backward)."""
     generator = torch.Generator().manual_seed(GUARD_SEED)
-    ws = [torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in primals]
-    value = scale = 0.0
-    for g, w in zip(vjps, ws, strict=True):
-        g64 = g.detach().reshape(-1).to(torch.float64)
-        value += float(g64 @ w)
-        scale += float(g64.square() @ w.square())
+    dtype = vjps[0].dtype if vjps else torch.float64
+    ws = probe_draws([p.numel() for p in primals], generator, dtype)
+    value, scale = dot_terms(zip(vjps, ws, strict=True))
     reference_name = "vᵀ(J w) by reverse-over-reverse"
     leaves = [as_leaf(p) for p in primals]
     try:
@@ -268,11 +307,7 @@ def probe_vjp(
         raise_if_out_of_memory(error)
         why = f"no second derivative graph ({first_line(error)[:160]})"
         return Guard("backward", reference_name, value, math.nan, math.nan, None, None, (), why)
-    v64 = cotangent.detach().reshape(-1).to(torch.float64)
-    jw64 = j_w.detach().reshape(-1).to(torch.float64)
-    reference = float(v64 @ jw64)
-    reference_scale = float(v64.square() @ jw64.square())
-    dtype = vjps[0].dtype if vjps else torch.float64
+    reference, reference_scale = dot_terms([(j_w, cotangent)])
     tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
     return Guard("backward", reference_name, value, reference, tolerance, passed)
 
@@ -288,12 +323,13 @@ def probe_blocks(
     really acts on each sample alone, since any block off the diagonal would show in J.
 
     u and v are drawn in the blocks' dtype and the sums taken a bounded number of samples at a
-    time in float64, so the probe holds about one more input's worth of memory."""
+    time, so the probe holds about one more input's worth of memory; as for a dense J, the
+    blocks' own terms are weighed only when the first test fails."""
     generator = torch.Generator().manual_seed(GUARD_SEED)
     dtype = blocks[0][0].dtype if blocks else torch.float64
     u = torch.randn(tuple(y_shape), generator=generator, dtype=dtype)
     vs = [torch.randn(p.shape, generator=generator, dtype=dtype) for p in primals]
-    value, scale = block_products(blocks, u, vs)
+    value = block_bilinear(blocks, u, vs)
     reference_name = "(uᵀJ)·v by one reverse pass of the whole function"
     try:
         reference, reference_scale = _reference(f, primals, u, vs)
@@ -301,33 +337,59 @@ def probe_blocks(
         raise_if_out_of_memory(error)
         why = f"the reverse pass failed ({first_line(error)[:160]})"
         return Guard("per-sample", reference_name, value, math.nan, math.nan, None, None, (), why)
-    tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
+    tolerance, passed = _verdict(value, reference, reference_scale, dtype)
+    if not passed:  # cancellation in uᵀJ can hide rounding: weigh it by the blocks' own terms
+        scale = max(reference_scale, block_squared_terms(blocks, u, vs))
+        tolerance, passed = _verdict(value, reference, scale, dtype)
     return Guard("per-sample", reference_name, value, reference, tolerance, passed)
 
 
-def block_products(
+def _sample_chunks(
     blocks: Sequence[tuple[torch.Tensor, int, int]],
     u: torch.Tensor,
     vs: Sequence[torch.Tensor],
-) -> tuple[float, float]:
-    """Σ_b u_bᵀ J_b v_b over per-sample blocks (each with its input and output axis), and the
-    sum of its terms' squares, in float64 a bounded number of samples at a time."""
-    value = scale = 0.0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(J, u, v) of a bounded number of samples at a time, J as (samples, outputs, inputs) in
+    its own dtype, u and v flat by sample."""
     for (block, input_axis, output_axis), v in zip(blocks, vs, strict=True):
         count = block.shape[0]
         u_b, v_b = u.movedim(output_axis, 0), v.movedim(input_axis, 0)
         step = max(1, ROW_CHUNK_ENTRIES // max(block[0].numel(), 1))
         for start in range(0, count, step):
             stop = min(count, start + step)
-            j = block[start:stop].detach().to(torch.float64)
-            j = j.reshape(stop - start, -1, v_b[0].numel())
-            u_part = u_b[start:stop].reshape(stop - start, -1).to(torch.float64)
-            v_part = v_b[start:stop].reshape(stop - start, -1).to(torch.float64)
-            value += float(torch.einsum("bi,bij,bj->", u_part, j, v_part))
-            scale += float(
-                torch.einsum("bi,bij,bj->", u_part.square(), j.square(), v_part.square())
-            )
-    return value, scale
+            j = block[start:stop].detach().reshape(stop - start, -1, v_b[0].numel())
+            u_part = u_b[start:stop].reshape(stop - start, -1)
+            v_part = v_b[start:stop].reshape(stop - start, -1)
+            yield j, u_part, v_part
+
+
+def block_bilinear(
+    blocks: Sequence[tuple[torch.Tensor, int, int]],
+    u: torch.Tensor,
+    vs: Sequence[torch.Tensor],
+) -> float:
+    """Σ_b u_bᵀ J_b v_b over per-sample blocks (each with its input and output axis): J_b v_b
+    in J's dtype, as `bilinear` takes it, and the rest in float64 (`block_squared_terms` gives
+    the sum of its terms' squares)."""
+    value = 0.0
+    for j, u_part, v_part in _sample_chunks(blocks, u, vs):
+        j_v = torch.bmm(j, v_part.to(j.dtype).unsqueeze(-1)).squeeze(-1)
+        value += float((u_part.to(torch.float64) * j_v.to(torch.float64)).sum())
+    return value
+
+
+def block_squared_terms(
+    blocks: Sequence[tuple[torch.Tensor, int, int]],
+    u: torch.Tensor,
+    vs: Sequence[torch.Tensor],
+) -> float:
+    """Σ_b Σ (u_i J_ij v_j)² over per-sample blocks, in float64."""
+    scale = 0.0
+    for j, u_part, v_part in _sample_chunks(blocks, u, vs):
+        v2 = v_part.to(torch.float64).square().unsqueeze(-1)
+        j2_v2 = torch.bmm(j.to(torch.float64).square(), v2).squeeze(-1)
+        scale += float((u_part.to(torch.float64).square() * j2_v2).sum())
+    return scale
 
 
 def bilinear(
@@ -348,11 +410,8 @@ def probe_jvp(
     method: str,
 ) -> Guard:
     """uᵀ(J v) from the computed J·v against (uᵀJ)·v from a fresh reverse pass."""
-    generator = torch.Generator().manual_seed(GUARD_SEED)
-    u = torch.randn(tuple(jvp.shape), generator=generator, dtype=torch.float64)
-    jvp64 = jvp.detach().reshape(-1).to(torch.float64)
-    value = float(u.reshape(-1) @ jvp64)
-    scale = float(u.reshape(-1).square() @ jvp64.square())
+    (u,) = probe_draws([tuple(jvp.shape)], torch.Generator().manual_seed(GUARD_SEED), jvp.dtype)
+    value, scale = dot_terms([(jvp, u)])
     reference_name = "(uᵀJ)·v by one reverse pass"
     try:
         reference, reference_scale = _reference(f, primals, u, tangents)
@@ -364,11 +423,13 @@ def probe_jvp(
     return Guard(method, reference_name, value, reference, tolerance, passed)
 
 
-def probe_directions(shapes: Sequence[Sequence[int]], draw: int = 0) -> list[torch.Tensor]:
-    """Random probe vectors in float64, one in each shape, from the guard's own generator
-    (`draw` 0, 1, … for independent sets)."""
+def probe_directions(
+    shapes: Sequence[Sequence[int]], dtype: torch.dtype, draw: int = 0
+) -> list[torch.Tensor]:
+    """Random probe vectors drawn in `dtype` and held in float64, one in each shape, from the
+    guard's own generator (`draw` 0, 1, … for independent sets)."""
     generator = torch.Generator().manual_seed(GUARD_SEED + draw)
-    return [torch.randn(tuple(shape), generator=generator, dtype=torch.float64) for shape in shapes]
+    return probe_draws([tuple(shape) for shape in shapes], generator, dtype)
 
 
 def probe_products(
@@ -386,21 +447,10 @@ def probe_products(
     When they disagree beyond the rounding of their own terms, `typical_scale` (the squared
     terms of a product free of the cancellation the given vector may cause) may widen it."""
 
-    def dot(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
-        total = squares = 0.0
-        for a, b in parts:
-            a64, b64 = (
-                a.detach().reshape(-1).to(torch.float64),
-                b.detach().reshape(-1).to(torch.float64),
-            )
-            total += float(a64 @ b64)
-            squares += float(a64.square() @ b64.square())
-        return total, squares
-
-    value, scale = dot(pairs)
+    value, scale = dot_terms(pairs)
     if reference_pairs is None:
         return Guard(method, reference_name, value, math.nan, math.nan, None, None, (), skipped)
-    reference, reference_scale = dot(reference_pairs)
+    reference, reference_scale = dot_terms(reference_pairs)
     tolerance, passed = _verdict(value, reference, max(scale, reference_scale), dtype)
     if not passed and typical_scale is not None:
         tolerance, passed = _verdict(

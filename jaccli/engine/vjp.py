@@ -6,7 +6,7 @@ import torch
 
 from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, to_numpy, vector_jacobian
-from jaccli.engine.jacobian import split_outputs, split_wrt, watch_notes
+from jaccli.engine.jacobian import CallNotes, split_outputs, split_wrt
 from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import disagreement, probe_vjp
 from jaccli.result import VjpResult
@@ -22,6 +22,8 @@ def compute_vjp(problem: Problem, cotangent: Cotangent) -> VjpResult:
     """
     cotangents = make_directions(problem, cotangent, problem.output_shapes, "--cotangent", "output")
     primals, f = split_wrt(problem)
+    call_notes = CallNotes()
+    _, f_watched = split_wrt(problem, notes=call_notes)  # the guard's call gives the warnings
     joined_v = torch.cat([v.reshape(-1) for v in cotangents.values()])
     leaves = [as_leaf(p) for p in primals]
     with torch.enable_grad():
@@ -31,8 +33,8 @@ def compute_vjp(problem: Problem, cotangent: Cotangent) -> VjpResult:
             grads = vector_jacobian(y, leaves, joined_v)
         else:  # no output depends on any wrt input
             grads = tuple(torch.zeros_like(leaf) for leaf in leaves)
-    guard = probe_vjp(f, primals, joined_v, grads)
-    notes = list(problem.notes) + list(watch_notes(problem))
+    guard = probe_vjp(f_watched, primals, joined_v, grads)
+    notes = list(problem.notes) + list(call_notes.ensure(problem).notes)
     if guard.passed is False:
         notes.append(
             f"the correctness guard disagrees with backward(v): {disagreement(guard)}; the "

@@ -130,6 +130,13 @@ class Function:
     every output."""
 
     @property
+    def is_guest(self) -> bool:
+        """Whether the callable is the user's own code, which may change its inputs in place,
+        print, or change torch's global state (NOTE [the user's function is a guest] in
+        engine/evaluate.py); presets and expressions do none of that."""
+        return self.may_break_graph
+
+    @property
     def input_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.inputs)
 

@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit statuses, as the README documents them."""
+    """Process exit statuses, as docs/limits.md documents them."""
 
     OK = 0
     COMPUTATION = 1

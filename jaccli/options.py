@@ -51,13 +51,18 @@ VIEW_FIELDS = ("compute.view", "compute.picture")
 
 class Parsed:
     """The Request's fields parsed so far (`inputs.seed`, `show.json`…), each option parsed
-    once; a field no option of the command fills reads as the Request's default."""
+    once, when first asked for; a field no option of the command fills reads as the Request's
+    default."""
 
-    def __init__(self, command: str, given: Mapping[str, Any]) -> None:
+    def __init__(self, command: str, raw: Mapping[str, Any]) -> None:
         self.command = command
-        self.given = given
+        self.raw = raw
         self.fields: dict[str, Any] = {}
         self._done: set[str] = set()
+
+    def has(self, name: str) -> bool:
+        """Whether the option was given (a repeatable one at least once)."""
+        return bool(self.raw.get(name))
 
     def __getitem__(self, field: str) -> Any:
         if field not in self.fields:
@@ -69,7 +74,7 @@ class Parsed:
 
     def _parse(self, option: Option) -> None:
         self._done.add(option.name)
-        raw = self.given.get(option.name, option.default)
+        raw = self.raw.get(option.name, option.default)
         value = option.parse(raw, self) if option.parse is not None else raw
         values = value if len(option.fields) > 1 else (value,)
         self.fields.update(zip(option.fields, values, strict=True))
@@ -397,7 +402,7 @@ def _stdin_twice(parsed: Parsed) -> str | None:
         return None
     option = next(o for o in options_of(parsed.command) if "compute.direction" in o.fields)
     for source_option, name in (("--value", "value"), ("--points", "points")):
-        for text in parsed.given.get(name) or ():
+        for text in parsed.raw.get(name) or ():
             if isinstance(text, str) and text.rpartition("=")[2].strip() == "@-":
                 return (
                     f"{option.flags[0]} @- and {source_option} {text} both read stdin; "
@@ -436,7 +441,7 @@ def _batched_beside(parsed: Parsed) -> str | None:
 
 
 def _points_printing(parsed: Parsed) -> str | None:
-    points, jsonl = parsed["points.sources"], parsed["points.jsonl"]
+    points, jsonl = parsed.has("points"), parsed["points.jsonl"]
     if parsed["points.keep_going"] and not jsonl:
         return "--keep-going goes on past a failed point of a --jsonl stream; add --jsonl"
     if jsonl and not points:
@@ -466,7 +471,7 @@ def _picture_file(parsed: Parsed) -> str | None:
     out = parsed["show.out"]
     if out is None or out.suffix not in IMAGE_SUFFIXES:
         return None
-    refused = [("--batched", parsed["compute.batched"]), ("--points", parsed["points.sources"])]
+    refused = [("--batched", parsed["compute.batched"]), ("--points", parsed.has("points"))]
     for option, given in refused:
         if given:
             return f"--out {str(out)!r} draws one whole J; drop {option}, or write .npy"
@@ -475,7 +480,7 @@ def _picture_file(parsed: Parsed) -> str | None:
 
 def _one_point_only(parsed: Parsed) -> str | None:
     """What works at one point, refused with --points (but for --plan, which reads one)."""
-    if not parsed["points.sources"] or parsed["compute.plan"]:
+    if not parsed.has("points") or parsed["compute.plan"]:
         return None
     picture = parsed["compute.picture"]
     for given, option in (
@@ -497,11 +502,12 @@ REFUSALS: tuple[Refusal, ...] = (
     Refusal((JACOBIAN, DET), _picture_batched),
     Refusal((JACOBIAN, DET), _batched_beside),
     Refusal(COMPUTING, _points_printing),
-    Refusal(COMPUTING, _points_sources),
     Refusal(DRAWING, _picture_file, code="bad_out"),
     Refusal(COMPUTING, _one_point_only),
+    Refusal(COMPUTING, _points_sources),
 )
-"""Checked in this order, after every option has parsed."""
+"""Checked in this order, before the options they do not need are parsed: a combination that
+cannot mean anything is named first, whatever else is wrong."""
 
 _GROUPS = {
     "function": FunctionChoice,
@@ -515,18 +521,18 @@ _GROUPS = {
 
 def parse(command: str, given: Mapping[str, Any]) -> Request:
     """The Request `given` asks for: `given` maps option names to raw values (Typer's, or the
-    API's keyword arguments); an option not given takes its default. Every option of the
-    command is parsed, in the table's order, then every refusal is checked."""
+    API's keyword arguments); an option not given takes its default. The command's refusals
+    are checked first (parsing what they look at), then every option, in the table's order."""
     parsed = Parsed(command, given)
     for field, value in FIXED.get(command, {}).items():
         parsed.fields[field] = value
-    for option in options_of(command):
-        parsed[option.fields[0]]
     for refusal in REFUSALS:
         if command in refusal.commands:
             message = refusal.refused(parsed)
             if message is not None:
                 raise UsageError(message, code=refusal.code)
+    for option in options_of(command):
+        parsed[option.fields[0]]
     return _request(command, parsed.fields)
 
 

@@ -20,7 +20,7 @@ import typer
 from rich.console import RenderableType
 from typer.core import TyperGroup
 
-from jaccli import memory, spec
+from jaccli import memory, messages, spec
 from jaccli.errors import ExitCode, Interrupt, JaccliError, UsageError
 from jaccli.functions import PRESETS, resolve
 from jaccli.functions.presets import square_jacobian
@@ -246,7 +246,7 @@ def _report(command: str, error: Exception, as_json: bool, show_traceback: bool)
         report_error(command, error.code, error.message, as_json)
         raise typer.Exit(error.exit_code) from None
     message = (
-        f"internal error: {type(error).__name__}: {spec.first_line(error)[:300]} "
+        f"internal error: {type(error).__name__}: {messages.first_line(error)[:300]} "
         "(run with --traceback)"
     )
     report_error(command, "internal", message, as_json)

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from jaccli.arrays import MAX_NDIM, ArrayData, parse_json_array
 from jaccli.errors import UsageError
 from jaccli.memory import raise_if_out_of_memory
-from jaccli.spec import MAX_NDIM, ArrayData, first_line, format_bytes, parse_json_array
+from jaccli.messages import first_line, format_bytes
 
 SUFFIXES = (".npy", ".pt", ".safetensors", ".json")
 READ_CHUNK = 1024**2

@@ -22,17 +22,19 @@ theirs).
 from __future__ import annotations
 
 import contextlib
+import functools
 import resource
 from collections.abc import Callable
 
 from jaccli.errors import ResourceError
-from jaccli.spec import format_bytes
+from jaccli.messages import format_bytes
 
 OUT_OF_MEMORY_MARKERS = ("can't allocate memory", "not enough memory", "out of memory", "bad_alloc")
 """Words of torch's allocator failures (RuntimeError, torch.OutOfMemoryError; std::bad_alloc
 from its C++ code)."""
 
-
+DEFAULT_CAP = 4 * 1024**3
+"""The default budget at most: 4 GiB (less when half the available memory is less)."""
 CODE_RESERVE = 32 * 1024**2
 """Kept back from the data limit (an eighth of a small budget): pages of code and file mappings
 a run touches later count in its resident memory, not in its data segment."""
@@ -112,6 +114,24 @@ def machine_memory() -> tuple[int | None, int | None]:
         total = cgroup if total is None else min(total, cgroup)
         available = cgroup if available is None else min(available, cgroup)
     return total, available
+
+
+@functools.lru_cache(maxsize=1)
+def available_memory() -> int | None:
+    """Bytes the kernel reported as available (MemAvailable) when first asked in this process,
+    or None where it cannot be read."""
+    return _meminfo().get("MemAvailable")
+
+
+def default_budget() -> int:
+    """The smaller of 4 GiB and half the available memory."""
+    available = available_memory()
+    return DEFAULT_CAP if available is None else min(DEFAULT_CAP, available // 2)
+
+
+def budget_or_default(budget: int | None) -> int:
+    """The budget given with --max-memory, else the default."""
+    return default_budget() if budget is None else budget
 
 
 def fit_to_machine(budget: int) -> tuple[int, str | None]:
@@ -223,9 +243,7 @@ def refusal(error: BaseException) -> ResourceError:
     budget = _Held.budget
     release()
     if budget is None:
-        from jaccli.engine.guard import budget_or_default
-
-        budget = budget_or_default(None)
+        budget = default_budget()
     return ResourceError(
         f"ran out of memory: the computation needs more than the memory budget of "
         f"{format_bytes(budget)}; raise --max-memory, use smaller shapes, or compute less: a "

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jaccli.arrays import ArrayData, parse_json_array
 from jaccli.errors import UsageError
-from jaccli.spec import ArrayData, format_shape, parse_json_array, split_named
+from jaccli.spec import format_shape, split_named
 
 STREAM = "-"
 READ_BYTES = 1 << 16

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from jaccli.errors import ExitCode
+from jaccli.messages import shown_path
 
 STATUS = b"jaccli-worker-status "
 """What starts the worker's declaration of its exit status on the pipe."""
@@ -281,8 +282,6 @@ def _where_stopped(said: bytes, function: str) -> str | None:
     for frame in frames.finditer(said.decode("utf-8", errors="replace")):
         filename = frame.group("file")
         if filename == wanted or (wanted is None and "jaccli" not in filename):
-            from jaccli.timeout import shown_path
-
             return f"{shown_path(filename)}:{frame.group('line')} in {frame.group('name')}"
     return None
 

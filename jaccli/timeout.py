@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from types import FrameType
 
 from jaccli.errors import ComputationError, UsageError
+from jaccli.messages import shown_path
+from jaccli.supervisor import clock_started
 
 REPEAT_SECONDS = 0.5
 """After the first, TimedOut is raised again this often, in case the user's code caught it."""
@@ -124,8 +126,6 @@ def start_clock() -> None:
     """Start --timeout's clock: once torch has loaded (its start-up is not the function's
     time), before the function is first loaded or called."""
     if _Clock.pending is not None:
-        from jaccli.supervisor import clock_started
-
         signal.setitimer(signal.ITIMER_REAL, _Clock.pending.seconds)
         _Clock.pending = None
         clock_started()
@@ -172,12 +172,3 @@ def user_location(frame: FrameType | None) -> str | None:
         return None
     filename = shown_path(chosen.f_code.co_filename)
     return f"{filename}:{chosen.f_lineno} in {chosen.f_code.co_name}"
-
-
-def shown_path(filename: str) -> str:
-    """A file's path as the user would type it: relative to here, unless it is elsewhere."""
-    try:
-        relative = os.path.relpath(filename)
-    except ValueError:  # another drive
-        return filename
-    return filename if relative.startswith("..") else relative

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jaccli.spec import format_bytes
+from jaccli.messages import format_bytes
 
 # torch and the engine are imported in main(), after the whole-process runs: a child forked
 # from a process holding big tensors would report the parent's peak memory as its own.
@@ -654,7 +654,7 @@ def main() -> None:
     cold = [] if only else cold_table(args.cold_repeats)
     import torch
 
-    from jaccli.engine.guard import default_budget
+    from jaccli.memory import default_budget
 
     budget = default_budget()
     print(

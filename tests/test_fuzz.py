@@ -277,7 +277,8 @@ def test_output_names_are_text_in_every_format(tmp_path_factory, name: str) -> N
 
     from jaccli.render.files import result_arrays, write_out
     from jaccli.render.labels import visible
-    from jaccli.render.tables import Layout, jacobian_renderable
+    from jaccli.render.layout import Layout
+    from jaccli.render.tables import jacobian_renderable
     from jaccli.render.text_formats import formatted
 
     result = _named_result(name)

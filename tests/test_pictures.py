@@ -237,8 +237,8 @@ def test_colour_heatmap_draws_two_rows_a_character() -> None:
     from jaccli.engine import prepare, run_jacobian
     from jaccli.engine.structure import picture_of
     from jaccli.functions import PRESETS
+    from jaccli.render.layout import Layout
     from jaccli.render.picture import picture_renderable
-    from jaccli.render.tables import Layout
 
     result = run_jacobian(prepare(PRESETS["expsum"], shape_options=[(None, (4, 3))]))
     picture = picture_of(result, "heatmap", 48, 60)
@@ -449,8 +449,8 @@ def test_terminal_legends_name_infinities_and_nan_and_a_j_without_a_scale() -> N
 
     from rich.console import Console
 
+    from jaccli.render.layout import Layout
     from jaccli.render.picture import picture_renderable
-    from jaccli.render.tables import Layout
 
     def drawn(picture, color: bool) -> str:
         console = Console(width=80, color_system=None)  # the legend's words, not its colours

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from jaccli.arrays import ArrayData
 from jaccli.engine import prepare, run_hessian, run_hvp, run_jacobian, run_jvp, run_vjp
 from jaccli.engine.reference import SAFETY
 from jaccli.functions.user import load_callable
-from jaccli.spec import ArrayData
 from tests.conftest import finite_difference_jacobian, values_of
 
 FIXTURES = Path(__file__).parent / "fixtures"

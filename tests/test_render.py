@@ -10,8 +10,9 @@ from rich.console import Console
 
 from jaccli.functions.model import Function, InputSpec
 from jaccli.render.document import dumps, presets_document
+from jaccli.render.layout import Layout
 from jaccli.render.numbers import format_cells, json_values
-from jaccli.render.tables import Layout, array_table, evaluation_renderables, presets_table
+from jaccli.render.tables import array_table, evaluation_renderables, presets_table
 from jaccli.result import Evaluation, InputValue
 
 

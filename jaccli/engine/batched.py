@@ -15,8 +15,7 @@ import math
 
 import torch
 
-from jaccli.engine.evaluate import call_function, describe, leaves_of, to_numpy
-from jaccli.engine.guard import budget_or_default
+from jaccli.engine.evaluate import call_function, leaves_of, to_numpy
 from jaccli.engine.jacobian import (
     CallNotes,
     Progress,
@@ -25,12 +24,13 @@ from jaccli.engine.jacobian import (
     require_feasible,
     split_wrt,
 )
-from jaccli.engine.problem import Problem
+from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import disagreement, probe_blocks
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import AxisPair
+from jaccli.memory import budget_or_default
+from jaccli.messages import format_bytes
 from jaccli.result import JacobianResult, Plan
-from jaccli.spec import format_bytes
 
 
 def batch_axes(problem: Problem) -> dict[str, AxisPair]:

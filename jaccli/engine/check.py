@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from jaccli.engine.evaluate import evaluate
+from jaccli.engine.hessian import HVP_METHODS, gradient_at
 from jaccli.engine.jacobian import (
     Progress,
     jacobian_by,
@@ -27,6 +28,7 @@ from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE, FD_TOLERANCE, Tolerance
 from jaccli.errors import ComputationError, UsageError
 from jaccli.memory import raise_if_out_of_memory
+from jaccli.messages import first_line
 from jaccli.result import (
     Check,
     Comparison,
@@ -36,7 +38,6 @@ from jaccli.result import (
     JvpResult,
     VjpResult,
 )
-from jaccli.spec import first_line
 
 FD_STEP = 1e-6
 """Central-difference step for x[j], times max(1, |x[j]|)."""
@@ -526,8 +527,6 @@ def gradient_differences(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """H·v by one central difference of the gradient along v in float64,
     (∇f(x + h v) − ∇f(x − h v)) / 2h, and each entry's rounding error bound."""
-    from jaccli.engine.hessian import gradient_at
-
     problem64 = _in_float64(problem)
     primals, f = split_wrt(problem64)
     v = [torch.from_numpy(vectors[name]).to(torch.float64) for name in problem.wrt]
@@ -546,8 +545,6 @@ def check_hvp(
 ) -> Check:
     """H·v against the other composition, and against a central difference of the gradient
     along v."""
-    from jaccli.engine.hessian import HVP_METHODS
-
     (other,) = (m for m in HVP_METHODS if m != result.method)
 
     def by_other_composition() -> list[Block]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from jaccli.arrays import ArrayData
 from jaccli.engine.problem import Problem
 from jaccli.errors import UsageError
-from jaccli.spec import ArrayData, Direction, Shape, format_shape
+from jaccli.spec import Direction, Shape, format_shape
 
 
 def make_directions(

@@ -17,13 +17,11 @@ alone, are called as they are: only their failures are named (`Function.is_guest
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
-import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,14 +29,8 @@ import torch
 from jaccli.errors import ComputationError
 from jaccli.functions.model import Function
 from jaccli.memory import raise_if_out_of_memory
-from jaccli.result import Evaluation, InputValue
-from jaccli.spec import first_line
+from jaccli.messages import first_line, shown_path
 
-if TYPE_CHECKING:
-    from jaccli.engine.problem import Problem
-
-Params = ParamSpec("Params")
-Returned = TypeVar("Returned")
 SINGLE_OUTPUT_NAMES = ("y", "out", "output", "result")
 
 
@@ -153,12 +145,6 @@ def _where(error: BaseException, source_file: str | None) -> str:
     return f" (at {shown_path(source_file)}:{frames[-1].lineno})"
 
 
-def shown_path(path: str) -> str:
-    """A file's path as messages show it: relative to the current directory when inside it."""
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
-
-
 AUTOGRAD_ENTRY_POINTS = (
     (torch.autograd, "grad"),
     (torch.autograd, "backward"),
@@ -260,19 +246,6 @@ def _no_derivative(error: Exception) -> bool:
     return isinstance(error, RuntimeError) and "derivative for" in text and "implemented" in text
 
 
-def blames_user_code(
-    run: Callable[Concatenate[Problem, Params], Returned],
-) -> Callable[Concatenate[Problem, Params], Returned]:
-    """`run(problem, …)` under `blaming_user_code(problem.function)`."""
-
-    @functools.wraps(run)
-    def wrapper(problem: Problem, *args: Params.args, **kwargs: Params.kwargs) -> Returned:
-        with blaming_user_code(problem.function):
-            return run(problem, *args, **kwargs)
-
-    return wrapper
-
-
 def fresh_copies(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Differentiable copies of the inputs, the function's to mutate."""
     return {name: t.clone() for name, t in inputs.items()}
@@ -370,26 +343,3 @@ def jacobian_vector(
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
-
-
-def describe(problem: Problem, outputs: Mapping[str, torch.Tensor]) -> Evaluation:
-    """The function, its inputs and its outputs as plain data for the renderers."""
-    function = problem.function
-    return Evaluation(
-        function_name=function.name,
-        formula=function.formula,
-        dtype=problem.dtype,
-        inputs=tuple(
-            InputValue(
-                spec.name,
-                to_numpy(problem.inputs[spec.name]),
-                spec.name in problem.wrt,
-                spec.differentiable,
-            )
-            for spec in function.inputs
-            if spec.name in problem.inputs
-        ),
-        outputs={name: to_numpy(output) for name, output in outputs.items()},
-        wrt=problem.wrt,
-        jacobian_formula=function.jacobian_formula,
-    )

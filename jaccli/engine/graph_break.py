@@ -23,14 +23,10 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from jaccli.engine.evaluate import (
-    AUTOGRAD_ENTRY_POINTS,
-    call_function,
-    leaves_of,
-    shown_path,
-)
+from jaccli.engine.evaluate import AUTOGRAD_ENTRY_POINTS, call_function, leaves_of
 from jaccli.engine.problem import Problem
 from jaccli.errors import ComputationError
+from jaccli.messages import shown_path
 
 CONVERSIONS = {
     "item": (".item()", "a Python number"),

@@ -23,15 +23,16 @@ import numpy as np
 import torch
 
 from jaccli.engine.directions import make_directions
-from jaccli.engine.evaluate import as_leaf, call_function, describe, evaluate, to_numpy
+from jaccli.engine.evaluate import as_leaf, call_function, evaluate, to_numpy
 from jaccli.engine.jacobian import GRADIENT_OF, CallNotes, split_wrt
-from jaccli.engine.problem import Problem
+from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import disagreement, probe_directions, probe_products
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import Function
 from jaccli.memory import raise_if_out_of_memory
+from jaccli.messages import first_line
 from jaccli.result import Check, Guard, HessianResult, HvpResult, JacobianResult
-from jaccli.spec import Direction, first_line, format_shape
+from jaccli.spec import Direction, format_shape
 
 
 def gradient_name(output: str, wrt: str) -> str:

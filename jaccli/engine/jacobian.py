@@ -37,19 +37,17 @@ from jaccli.engine.evaluate import (
     as_leaf,
     call_fresh,
     call_function,
-    describe,
     fresh_copies,
     leaves_of,
     to_numpy,
 )
-from jaccli.engine.guard import budget_or_default
 from jaccli.engine.kinks import OpWatch, Watched, flat_ops, kink_notes, leaves_reached
-from jaccli.engine.problem import Problem
+from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import Made, disagreement, probe_jacobians
 from jaccli.errors import ComputationError, ResourceError
-from jaccli.memory import raise_if_out_of_memory
+from jaccli.memory import budget_or_default, raise_if_out_of_memory
+from jaccli.messages import format_bytes
 from jaccli.result import JacobianResult, Plan
-from jaccli.spec import format_bytes
 
 COLD_LOOP_LIMIT = 256
 """Passes a loop may take while torch.func's start-up is unpaid in this process."""

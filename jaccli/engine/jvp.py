@@ -15,14 +15,15 @@ from dataclasses import replace
 import torch
 
 from jaccli.engine.directions import make_directions
-from jaccli.engine.evaluate import as_leaf, describe, jacobian_vector, to_numpy
+from jaccli.engine.evaluate import as_leaf, jacobian_vector, to_numpy
 from jaccli.engine.jacobian import CallNotes, split_outputs, split_wrt
-from jaccli.engine.problem import Problem
+from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import disagreement, probe_jvp
 from jaccli.errors import ComputationError
 from jaccli.memory import raise_if_out_of_memory
+from jaccli.messages import first_line
 from jaccli.result import JvpResult
-from jaccli.spec import Direction, first_line
+from jaccli.spec import Direction
 
 FORWARD = "forward mode"
 DOUBLE_BACKWARD = "reverse-over-reverse"

@@ -36,14 +36,14 @@ import torch
 from jaccli.engine.det import determinant, determinant_notes
 from jaccli.engine.evaluate import call_function, to_numpy
 from jaccli.engine.finite import nonfinite_notes
-from jaccli.engine.guard import budget_or_default
 from jaccli.engine.hessian import symmetry_error
 from jaccli.engine.jacobian import load_vectorizing, vectorized_start_up_paid
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE
 from jaccli.engine.trust import GUARD_SEED, guard_rtol, probe_draws
 from jaccli.errors import ComputationError, JaccliError, ResourceError
-from jaccli.memory import raise_if_out_of_memory
+from jaccli.memory import budget_or_default, raise_if_out_of_memory
+from jaccli.messages import brief, first_line, format_bytes
 from jaccli.result import (
     Determinant,
     Evaluation,
@@ -58,7 +58,6 @@ from jaccli.result import (
     VjpResult,
     computed_arrays,
 )
-from jaccli.spec import brief, first_line, format_bytes
 
 VECTORIZED = frozenset({"jacobian", "det", "vjp", "jvp", "hessian", "hvp"})
 """The commands with a kernel; `check` goes point by point."""

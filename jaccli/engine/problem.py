@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from jaccli.engine.evaluate import evaluate, single_output_name
+from jaccli.arrays import ArrayData
+from jaccli.engine.evaluate import evaluate, single_output_name, to_numpy
 from jaccli.engine.guard import require_within_budget
 from jaccli.engine.separable import declared_axes, verify_declared
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import AxisPair, Function, ShapeUnknown
-from jaccli.spec import ArrayData, Shape, format_shape, require_in_range, rounds_in_float32
+from jaccli.result import Evaluation, InputValue
+from jaccli.spec import Shape, format_shape, require_in_range, rounds_in_float32
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 RESIDENT_MULTIPLE = 3
@@ -446,3 +448,26 @@ def _with_separable_axes(
     declared = declared_axes(function, batch_axes, shapes, output_shapes) if batch_axes else {}
     axes = {**axes, **declared}
     return (function.with_separable(axes, shapes) if axes else function), declared
+
+
+def describe(problem: Problem, outputs: Mapping[str, torch.Tensor]) -> Evaluation:
+    """The function, its inputs and its outputs as plain data for the renderers."""
+    function = problem.function
+    return Evaluation(
+        function_name=function.name,
+        formula=function.formula,
+        dtype=problem.dtype,
+        inputs=tuple(
+            InputValue(
+                spec.name,
+                to_numpy(problem.inputs[spec.name]),
+                spec.name in problem.wrt,
+                spec.differentiable,
+            )
+            for spec in function.inputs
+            if spec.name in problem.inputs
+        ),
+        outputs={name: to_numpy(output) for name, output in outputs.items()},
+        wrt=problem.wrt,
+        jacobian_formula=function.jacobian_formula,
+    )

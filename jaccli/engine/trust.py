@@ -44,8 +44,8 @@ import torch
 
 from jaccli.engine.evaluate import as_leaf, jacobian_vector, vector_jacobian
 from jaccli.memory import raise_if_out_of_memory
+from jaccli.messages import first_line
 from jaccli.result import Guard
-from jaccli.spec import first_line
 
 GUARD_SEED = 0x6A6163
 PROBED_ENTRIES = 2**20

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from jaccli.engine.directions import make_directions
-from jaccli.engine.evaluate import as_leaf, describe, to_numpy, vector_jacobian
+from jaccli.engine.evaluate import as_leaf, to_numpy, vector_jacobian
 from jaccli.engine.jacobian import CallNotes, split_outputs, split_wrt
-from jaccli.engine.problem import Problem
+from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import disagreement, probe_vjp
 from jaccli.result import VjpResult
 from jaccli.spec import Cotangent

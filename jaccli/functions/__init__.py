@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
+from jaccli.arrays import DEFAULT_VALUE_LIMIT
 from jaccli.errors import UsageError
 from jaccli.functions.expression import compile_expression
 from jaccli.functions.model import Function, InputSpec
@@ -15,7 +16,6 @@ from jaccli.functions.user import (
     looks_like_file,
     missing_function_error,
 )
-from jaccli.spec import DEFAULT_VALUE_LIMIT
 
 __all__ = ["PRESETS", "Function", "InputSpec", "resolve"]
 

@@ -18,10 +18,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from jaccli.arrays import DEFAULT_VALUE_LIMIT
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import Function, InputSpec
 from jaccli.memory import raise_if_out_of_memory
-from jaccli.spec import DEFAULT_VALUE_LIMIT, first_line
+from jaccli.messages import first_line
 
 
 def looks_like_callable_reference(text: str) -> bool:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from jaccli.errors import ComputationError, UsageError
+from jaccli.messages import first_line
 from jaccli.render.labels import index_label, visible
 from jaccli.render.numbers import json_values
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, Result, VjpResult
-from jaccli.spec import first_line
 
 SUFFIXES = (".npy", ".pt", ".safetensors", ".csv")
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")

@@ -18,8 +18,8 @@ from rich.style import Style
 from rich.text import Text
 
 from jaccli.errors import UsageError
+from jaccli.render.layout import Layout
 from jaccli.render.numbers import format_cells
-from jaccli.render.tables import Layout
 from jaccli.result import HessianResult, JacobianResult, Picture, PictureGroup, Structure
 
 LABEL_LIMIT = 10

@@ -9,9 +9,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from jaccli.messages import format_bytes
 from jaccli.render.document import SCHEMA_VERSION
 from jaccli.result import Plan, PlanReport, PointsPlan
-from jaccli.spec import format_bytes, format_shape
+from jaccli.spec import format_shape
 
 LARGE_RESULT = 64 * 1024**2
 """Past this size, a dense J with diagonal blocks earns a suggestion of --batched."""

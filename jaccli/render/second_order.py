@@ -7,10 +7,10 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from jaccli.render.labels import index_label
+from jaccli.render.layout import Layout
 from jaccli.render.picture import picture_renderable
 from jaccli.render.tables import (
     Grid,
-    Layout,
     evaluation_renderables,
     function_reference_line,
     grid_table,

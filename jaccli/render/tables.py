@@ -18,8 +18,11 @@ from rich.text import Text
 
 from jaccli.errors import UsageError
 from jaccli.functions.model import Function
+from jaccli.render.checks import check_renderable, view_renderable
 from jaccli.render.labels import index_label, slice_label
+from jaccli.render.layout import Layout, window
 from jaccli.render.numbers import format_cells
+from jaccli.render.picture import picture_renderable
 from jaccli.result import Evaluation, Guard, JacobianResult, JvpResult, Picture, VjpResult
 from jaccli.spec import format_shape
 
@@ -27,25 +30,6 @@ PER_ELEMENT_LIMIT = 12
 """Up to this many output elements, J is shown as one grid per element ∂y[i] / ∂x."""
 FULL_CELL_LIMIT = 40_000
 """--full prints at most this many numbers in one table (Rich takes about 2 s for them)."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How much fits: decimals shown, terminal width, and whether to truncate big grids."""
-
-    precision: int = 4
-    width: int = 80
-    full: bool = False
-    max_rows: int = 20
-    color: bool = False
-    """Whether the terminal shows colour (not NO_COLOR, not a pipe)."""
-
-
-def window(count: int, limit: int | None) -> list[int | None]:
-    """The positions shown of `count`: all, or the first ones, an ellipsis (None), the last."""
-    if limit is None or count <= limit:
-        return list(range(count))
-    return [*range(max(limit - 2, 1)), None, count - 1]
 
 
 @dataclass(frozen=True)
@@ -249,8 +233,6 @@ def jacobian_table(
 def view_and_check(
     result: JacobianResult | VjpResult | JvpResult, layout: Layout
 ) -> list[RenderableType]:
-    from jaccli.render.checks import check_renderable, view_renderable
-
     parts: list[RenderableType] = []
     if result.view is not None:
         y_ndim = result.evaluation.outputs[result.view.output].ndim
@@ -268,8 +250,6 @@ def jacobian_renderable(
     view, or the picture asked for), the strategy used, and the check when one was made."""
     parts = evaluation_renderables(result.evaluation, layout)
     if picture is not None:
-        from jaccli.render.picture import picture_renderable
-
         parts.append(picture_renderable(picture, layout))
     elif result.per_sample is not None:
         parts += per_sample_renderables(result, layout)
@@ -358,8 +338,6 @@ def dense_renderables(result: JacobianResult, layout: Layout) -> list[Renderable
 
 def check_command_renderable(result: JacobianResult, layout: Layout) -> Group:
     """The evaluation, then the check with its worst entries (J itself is not shown)."""
-    from jaccli.render.checks import check_renderable
-
     assert result.check is not None
     parts = evaluation_renderables(result.evaluation, layout)
     parts.append(check_renderable(result.check, worst_entries=True))

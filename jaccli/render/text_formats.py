@@ -13,8 +13,9 @@ import numpy as np
 from jaccli.errors import UsageError
 from jaccli.render.files import OutArray, result_arrays
 from jaccli.render.labels import index_label, visible
+from jaccli.render.layout import window
 from jaccli.render.numbers import format_cells
-from jaccli.render.tables import FULL_CELL_LIMIT, window
+from jaccli.render.tables import FULL_CELL_LIMIT
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, Result, VjpResult
 
 ROWS_SHOWN = 20

@@ -1,0 +1,297 @@
+"""The direction of imports, read from the source: no rings, an engine without Typer or Rich,
+Typer in the CLI alone, and nothing importing the CLI.
+
+Every `import` statement counts, wherever it stands: at module level, inside a function (an
+import put there to dodge a ring is still a ring) or under `if TYPE_CHECKING:`. Importing
+`jaccli.engine.problem` from outside jaccli/engine also runs jaccli/engine/__init__.py, so that
+counts as an import of the package too.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import jaccli
+
+PACKAGE_ROOT = Path(jaccli.__file__).parent
+CLI_MODULES = ("jaccli.cli", "jaccli.cli_points")
+"""Where the command line lives: these modules and everything under them (jaccli/cli/ once it
+is a package). Only they may import Typer, and no other module of jaccli may import them."""
+ENTRY_POINT = "jaccli.__main__"
+"""`python -m jaccli` and the console script: it starts the CLI, so it alone may import it."""
+ENGINE = "jaccli.engine"
+TERMINAL_LIBRARIES = ("typer", "rich")
+
+
+@dataclass(frozen=True)
+class Import:
+    """One module naming another in an import statement, at a line of its source."""
+
+    importer: str
+    imported: str
+    line: int
+
+
+@dataclass
+class ImportGraph:
+    """The modules of a package and the imports among them, with every library they import."""
+
+    root: Path
+    modules: dict[str, Path]
+    imports: list[Import]
+    libraries: dict[str, set[str]]
+    """Top-level names of what each module imports from outside the package (`typer`, `rich`)."""
+
+    def imported_by(self, importer: str) -> dict[str, int]:
+        """The modules `importer` imports, each with the first line that does."""
+        found: dict[str, int] = {}
+        for edge in self.imports:
+            if edge.importer == importer:
+                found.setdefault(edge.imported, edge.line)
+        return found
+
+    def where(self, edge_importer: str, line: int) -> str:
+        """`jaccli/engine/evaluate.py:35`."""
+        return f"{self.modules[edge_importer].relative_to(self.root.parent)}:{line}"
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def import_graph(root: Path) -> ImportGraph:
+    """The import graph of the package in folder `root`, from its source files alone."""
+    modules = {_module_name(path, root): path for path in sorted(root.rglob("*.py"))}
+    graph = ImportGraph(root, modules, [], {name: set() for name in modules})
+    for importer, path in modules.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            for imported in _named_by(node, importer, is_package):
+                if imported.split(".")[0] != root.name:
+                    graph.libraries[importer].add(imported.split(".")[0])
+                    continue
+                for target in _with_packages_run(_known(imported, modules), importer, modules):
+                    if target != importer:
+                        graph.imports.append(Import(importer, target, node.lineno))
+    return graph
+
+
+def _named_by(node: ast.AST, importer: str, is_package: bool) -> Iterator[str]:
+    """The dotted names an import statement imports: `from a import b` names a.b, which is the
+    module a.b or else the name b in module a."""
+    if isinstance(node, ast.Import):
+        yield from (alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom):
+        if node.level:
+            here = importer.split(".") if is_package else importer.split(".")[:-1]
+            base = ".".join([*here[: len(here) - node.level + 1], node.module or ""]).strip(".")
+        else:
+            base = node.module or ""
+        yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def _known(name: str, modules: dict[str, Path]) -> str:
+    """The module a dotted name is in: itself, or the package holding the attribute it names."""
+    while name not in modules and "." in name:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def _with_packages_run(target: str, importer: str, modules: dict[str, Path]) -> Iterator[str]:
+    """`target` and each package whose __init__ importing it runs first: those the importer is
+    not itself inside (its own packages are initialised before it is)."""
+    yield target
+    parts = target.split(".")
+    for end in range(1, len(parts)):
+        package = ".".join(parts[:end])
+        if package in modules and not _inside(importer, package):
+            yield package
+
+
+def import_rings(graph: ImportGraph) -> list[tuple[list[str], list[str]]]:
+    """Each group of modules that import one another, directly or around a longer loop: the
+    shortest loop through its first module ([a, b, c, a]), and all its modules."""
+    successors = {name: graph.imported_by(name) for name in graph.modules}
+    return [
+        (_loop_through(group, successors), sorted(group))
+        for group in _strongly_connected(successors)
+        if len(group) > 1
+    ]
+
+
+def _strongly_connected(successors: dict[str, dict[str, int]]) -> list[set[str]]:
+    """Tarjan's strongly connected components."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for successor in successors[node]:
+            if successor not in index:
+                visit(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in on_stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            group = set()
+            while not group or node not in group:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+            groups.append(group)
+
+    for node in sorted(successors):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def _loop_through(group: set[str], successors: dict[str, dict[str, int]]) -> list[str]:
+    """The shortest loop from the group's first module back to itself (breadth first)."""
+    start = min(group)
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for successor in sorted(successors[node]):
+                if successor == start:
+                    loop = [start, node]
+                    while loop[-1] != start:
+                        loop.append(came_from[loop[-1]])
+                    return loop[::-1] if len(loop) > 2 else [start, start]
+                if successor in group and successor not in came_from:
+                    came_from[successor] = node
+                    following.append(successor)
+        frontier = following
+    raise AssertionError(f"no loop through {sorted(group)}")
+
+
+def describe_ring(loop: list[str], graph: ImportGraph) -> str:
+    """`p.a -> p.b (p/a.py:12) -> p.a (p/b.py:3)`: each import of the loop with its line."""
+    steps = [loop[0]]
+    for importer, imported in itertools.pairwise(loop):
+        line = graph.imported_by(importer)[imported]
+        steps.append(f"{imported} ({graph.where(importer, line)})")
+    return " -> ".join(steps)
+
+
+def _is_cli(module: str) -> bool:
+    return any(_inside(module, cli) for cli in CLI_MODULES)
+
+
+@pytest.fixture(scope="module")
+def graph() -> ImportGraph:
+    return import_graph(PACKAGE_ROOT)
+
+
+def test_the_graph_sees_the_imports_it_checks(graph: ImportGraph) -> None:
+    """A parser that found nothing would pass every check below."""
+    assert len(graph.modules) > 50
+    assert "jaccli.engine.evaluate" in graph.imported_by("jaccli.engine.problem")
+    assert "typer" in graph.libraries["jaccli.cli"]
+    assert any(_is_cli(name) for name in graph.modules)
+
+
+def test_no_modules_import_each_other(graph: ImportGraph) -> None:
+    rings = [
+        f"{describe_ring(loop, graph)}\n  (the ring: {', '.join(members)})"
+        for loop, members in import_rings(graph)
+    ]
+    assert not rings, "import rings (move the shared piece to the module it belongs in):\n" + (
+        "\n".join(rings)
+    )
+
+
+def test_the_engine_imports_neither_typer_nor_rich(graph: ImportGraph) -> None:
+    offenders = sorted(
+        f"{name} imports {library}"
+        for name, libraries in graph.libraries.items()
+        if _inside(name, ENGINE)
+        for library in libraries & set(TERMINAL_LIBRARIES)
+    )
+    assert not offenders, offenders
+
+
+def test_typer_is_imported_only_by_the_cli(graph: ImportGraph) -> None:
+    offenders = sorted(
+        name
+        for name, libraries in graph.libraries.items()
+        if "typer" in libraries and not _is_cli(name)
+    )
+    assert not offenders, f"{offenders} import typer outside {CLI_MODULES}"
+
+
+def test_nothing_imports_the_cli(graph: ImportGraph) -> None:
+    offenders = sorted(
+        f"{edge.importer} imports {edge.imported} ({graph.where(edge.importer, edge.line)})"
+        for edge in graph.imports
+        if _is_cli(edge.imported) and not _is_cli(edge.importer) and edge.importer != ENTRY_POINT
+    )
+    assert not offenders, offenders
+
+
+def _write_package(root: Path, files: Iterable[tuple[str, str]]) -> Path:
+    package = root / "pkg"
+    for relative, source in files:
+        path = package / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+    return package
+
+
+def test_a_ring_through_a_function_level_import_is_found_and_named(tmp_path: Path) -> None:
+    package = _write_package(
+        tmp_path,
+        [
+            ("__init__.py", ""),
+            ("a.py", "from pkg.b import f\n"),
+            ("b.py", "import os\n\n\ndef f():\n    from pkg import c\n    return c\n"),
+            ("c.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n"),
+            ("d.py", "from pkg import a\n"),
+        ],
+    )
+    graph = import_graph(package)
+    ((loop, members),) = import_rings(graph)
+    assert members == ["pkg.a", "pkg.b", "pkg.c"]
+    named = "pkg.a -> pkg.b (pkg/a.py:1) -> pkg.c (pkg/b.py:5) -> pkg.a (pkg/c.py:3)"
+    assert describe_ring(loop, graph) == named
+    assert graph.libraries["pkg.b"] == {"os"}
+
+
+def test_importing_a_submodule_from_outside_runs_its_package(tmp_path: Path) -> None:
+    """`import pkg.sub.x` from pkg.y runs pkg/sub/__init__.py, which imports pkg.y back."""
+    package = _write_package(
+        tmp_path,
+        [
+            ("__init__.py", ""),
+            ("sub/__init__.py", "from pkg.sub.x import X\n"),
+            ("sub/x.py", "from pkg.sub.z import Z\n"),
+            ("sub/z.py", "from pkg.y import Y\n"),
+            ("y.py", "import os\n\n\ndef g():\n    import pkg.sub.x\n"),
+        ],
+    )
+    graph = import_graph(package)
+    ((loop, _),) = import_rings(graph)
+    named = (
+        "pkg.sub -> pkg.sub.x (pkg/sub/__init__.py:1) -> pkg.sub.z (pkg/sub/x.py:1) "
+        "-> pkg.y (pkg/sub/z.py:1) -> pkg.sub (pkg/y.py:5)"
+    )
+    assert describe_ring(loop, graph) == named
+    assert "pkg.sub" not in graph.imported_by("pkg.sub.x")  # its own package is already running

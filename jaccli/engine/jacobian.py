@@ -1,13 +1,13 @@
 """The Jacobian J of y = f(inputs) for each `wrt` input, with `J.shape == y.shape + x.shape`.
 
 # NOTE [choosing a strategy]
-Start-up dominates small problems (measured: docs/performance.md, Benchmarks): the first `torch.func` call in a
-process imports torch._dynamo (+1.0–1.5 s), the first forward-mode dual tensor costs about
-0.2 s, and a plain `torch.autograd.grad` costs nothing extra. So while that start-up is still
-unpaid, a Python loop of single passes along the smaller side of J wins up to a few hundred
-passes: one backward pass per output element (`loop-rev`), or one forward pass per input element
-(`loop-fwd`). Once paid (torch._dynamo is loaded), only a handful of passes beat vmap. Past that,
-the vectorized `torch.func.jacrev` (fewer outputs than inputs) or `torch.func.jacfwd` (more
+Start-up dominates small problems (measured: docs/performance.md, Benchmarks): the first
+`torch.func` call in a process imports torch._dynamo (+1.0–1.5 s), the first forward-mode dual
+tensor costs about 0.2 s, and a plain `torch.autograd.grad` costs nothing extra. So while that
+start-up is still unpaid, a Python loop of single passes along the smaller side of J wins up to a
+few hundred passes: one backward pass per output element (`loop-rev`), or one forward pass per input
+element (`loop-fwd`). Once paid (torch._dynamo is loaded), only a handful of passes beat vmap. Past
+that, the vectorized `torch.func.jacrev` (fewer outputs than inputs) or `torch.func.jacfwd` (more
 outputs) win by 60–150× over the wrong mode on lopsided shapes.
 
 # NOTE [memory]

@@ -67,6 +67,10 @@ INTERMEDIATE_MULTIPLE = 4
 
 Single = Callable[[Problem], Result]
 """The command at one point, by the single-point engine (guarded)."""
+SAMPLED_POINTS = (0, -1)
+"""The points of a vectorized chunk checked against, and given as, the single-point engine's
+results: a chunk of no more points than these is that engine's alone, without vmap, which
+would only recompute them (a coprocess's point at a time answers without loading torch.func)."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,8 @@ def run_points(
     for chunk_start in range(0, count, plan.chunk_size):
         chunk = {n: t[chunk_start : chunk_start + plan.chunk_size] for n, t in points.items()}
         outcomes: Sequence[PointOutcome] | None = None
-        while modes and outcomes is None:
+        few = next(iter(chunk.values())).shape[0] <= len(SAMPLED_POINTS)
+        while modes and outcomes is None and not few:
             try:
                 outcomes = _vectorized_chunk(
                     problem, command, chunk, single, directions, first_index + chunk_start, modes[0]
@@ -292,7 +297,7 @@ def _vectorized_chunk(
         _probe_every_point(problem, chunk, products, first_index)
     else:
         _probe_every_product(problem, command, chunk, products, directions or {}, first_index)
-    sampled = sorted({0, size - 1})
+    sampled = sorted({k % size for k in SAMPLED_POINTS})
     references = {
         k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled
     }

@@ -97,7 +97,7 @@ class Result(JupyterMixin):
             per_point = [_arrays(result) for result in self.outcome.results]
             return _stacked(per_point)
         if isinstance(self.outcome, Planned):
-            raise AttributeError("a plan computes no arrays; see .data or .document()")
+            raise ValueError("a plan computes no arrays; see .data or .document()")
         return _arrays(self.data)
 
     @property
@@ -107,7 +107,7 @@ class Result(JupyterMixin):
         leaves = list(_leaves(self.arrays[key], (key,)))
         if len(leaves) != 1:
             names = ", ".join(".".join(path) for path, _ in leaves)
-            raise AttributeError(f"{len(leaves)} arrays were computed ({names}); see .arrays")
+            raise ValueError(f"{len(leaves)} arrays were computed ({names}); see .arrays")
         return leaves[0][1]
 
     @property

@@ -82,9 +82,14 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+STATISTIC: Callable[[list[float]], float] = statistics.median
+"""What interleaved_medians reports of each run's times: the median, or with --fastest the
+minimum (on a busy machine the run least delayed by other processes)."""
+
+
 def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Each run's median seconds after a warm-up call of each, the runs taken in turn so that
-    the machine's drift hits them all alike."""
+    """Each run's median seconds (STATISTIC) after a warm-up call of each, the runs taken in
+    turn so that the machine's drift hits them all alike."""
     for run in runs.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -93,7 +98,7 @@ def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> 
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: STATISTIC(t) for name, t in times.items()}
 
 
 SMALL_CASE = 1e-3
@@ -633,7 +638,15 @@ def main() -> None:
     )
     parser.add_argument("--cold-only", action="store_true", help="only whole processes")
     parser.add_argument("--pictures-only", action="store_true", help="only --view heatmap")
+    parser.add_argument(
+        "--fastest",
+        action="store_true",
+        help="in-process rows interleaved run by run report the fastest run, not the median",
+    )
     args = parser.parse_args()
+    if args.fastest:
+        global STATISTIC
+        STATISTIC = min
     if args.cold_only:
         print("\n".join(cold_table(args.cold_repeats)))
         return
@@ -660,7 +673,8 @@ def main() -> None:
     print(
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads); memory budget "
-        f"{format_bytes(budget)}; in-process medians of {args.repeats} runs (3 for the slowest), "
+        f"{format_bytes(budget)}; in-process {'fastest' if args.fastest else 'medians'} of "
+        f"{args.repeats} runs (3 for the slowest), "
         f"float32; whole-process medians of {args.cold_repeats} interleaved runs.\n"
     )
     if args.guard_only:

@@ -18,11 +18,12 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
-
-from rich.console import Console, RenderableType
+from typing import TYPE_CHECKING, Any
 
 from jaccli.errors import ComputationError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
 
 _results: Any = None
 """The stream results go to while user code may run (NOTE [only jaccli writes to stdout])."""
@@ -140,6 +141,8 @@ FULL_WIDTH = 1_000_000
 
 def result_console(**options: Any) -> Console:
     """A Console that measures and colours for the stream results go to."""
+    from rich.console import Console  # only for tables and pictures: --json never draws
+
     return Console(file=result_stream(), **options)
 
 

@@ -1,26 +1,26 @@
 """One command at many points: vectorized over a point axis with torch.func.vmap, in chunks.
 
 # NOTE [many points]
-Each command has a kernel: its result at one point, written with torch.func's transforms (jacfwd
-or jacrev for J, vjp, jvp, jacfwd(jacrev) for H, jvp of grad for H·v), so that `vmap` runs it
-for a whole chunk of points at once. Forward mode is preferred for J while the per-point J has
-no more inputs than outputs, or few, because torch.func's reverse mode imports torch._dynamo
-(about 1 s) the first time in a process. The correctness guard checks the first and last point
-of each chunk against the single-point engine, itself guarded, and every point of a J (jacobian,
-det) against one vmapped reverse pass: uᵀJ for a random u, read off each point's J, must equal
-the VJP column by column, within the single-point guard's tolerance (NOTE [the correctness
-guard]), with NaN and ±Infinity in the same columns, so a point where vmap's forward mode and
-the single-point engine's reverse mode part ways (NaN placement, a branch's derivative) is
-caught wherever it lies in the chunk; the cost is one vectorized reverse pass a chunk. The
-products are probed the same way at every point, each by another mode than its kernel's: (vᵀJ)·w
-against vᵀ(J w) by forward mode, u·(J t) against (uᵀJ)·t by reverse mode, and wᵀ(H v) or zᵀH w
-against reverse-over-reverse. A kernel that vmap cannot run, or that disagrees, gives way to
-the kernel of the other mode (jacrev for jacfwd: a custom autograd.Function without `jvp`; for
-vᵀJ, J's columns by forward mode contracted with v; for J·t, the VJP of the VJP), then to a loop
-of the single-point engine, with a note either way. Each point's result is the same result
-object a single-point run gives, made when it is asked for (ChunkOutcomes): ten thousand made
-up front cost more than the chunk's vectorized work.
-"""
+Each command has a kernel: its result at one point, written with torch.func's transforms (jacfwd or
+jacrev for J, vjp, jvp, jacfwd(jacrev) for H, jvp of grad for H·v), so that `vmap` runs it for a
+whole chunk of points at once. Forward mode is preferred for J while the per-point J has no more
+inputs than outputs, or few, because torch.func's reverse mode imports torch._dynamo (about 1 s) the
+first time in a process. The correctness guard checks the first and last point of each chunk against
+the single-point engine, itself guarded (a chunk of no more points than that is the single-point
+engine's alone: a coprocess's point at a time answers without torch._dynamo), and every point of a J
+(jacobian, det) against one vmapped reverse pass: uᵀJ for a random u, read off each point's J, must
+equal the VJP column by column, within the single-point guard's tolerance (NOTE [the correctness
+guard]), with NaN and ±Infinity in the same columns, so a point where vmap's forward mode and the
+single-point engine's reverse mode part ways (NaN placement, a branch's derivative) is caught
+wherever it lies in the chunk; the cost is one vectorized reverse pass a chunk. The products are
+probed the same way at every point, each by another mode than its kernel's: (vᵀJ)·w against vᵀ(J w)
+by forward mode, u·(J t) against (uᵀJ)·t by reverse mode, and wᵀ(H v) or zᵀH w against
+reverse-over-reverse. A kernel that vmap cannot run, or that disagrees, gives way to the kernel of
+the other mode (jacrev for jacfwd: a custom autograd.Function without `jvp`; for vᵀJ, J's columns by
+forward mode contracted with v; for J·t, the VJP of the VJP), then to a loop of the single-point
+engine, with a note either way. Each point's result is the same result object a single-point run
+gives, made when it is asked for (ChunkOutcomes): ten thousand made up front cost more than the
+chunk's vectorized work."""
 
 from __future__ import annotations
 

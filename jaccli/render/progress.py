@@ -6,9 +6,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 DELAY_SECONDS = 1.0
 
@@ -31,6 +32,10 @@ class DelayedProgress:
         if self.bar is None:
             if time.monotonic() - self.started < DELAY_SECONDS:
                 return
+            # Rich's progress, only when a bar is drawn: a --json run would pay for it at start
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
             self.bar = Progress(
                 TextColumn(self.description),
                 BarColumn(),

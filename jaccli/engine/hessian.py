@@ -26,7 +26,7 @@ from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, call_function, evaluate, to_numpy
 from jaccli.engine.jacobian import GRADIENT_OF, CallNotes, split_wrt
 from jaccli.engine.problem import Problem, describe
-from jaccli.engine.trust import disagreement, probe_directions, probe_products
+from jaccli.engine.trust import disagreement, dot_terms, probe_directions, probe_products
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import Function
 from jaccli.memory import raise_if_out_of_memory
@@ -314,10 +314,7 @@ def _hvp_guard(
         norm_w = math.sqrt(sum(float(w.square().sum()) for w in ws)) or 1.0
         w_scaled = [(w * norm_v / norm_w).to(p.dtype) for w, p in zip(ws, primals, strict=True)]
         _, h_w = hvp_reverse_over_reverse(f, primals, w_scaled)
-        return sum(
-            float(u.square().reshape(-1) @ h.to(torch.float64).square().reshape(-1))
-            for u, h in zip(us, h_w, strict=True)
-        )
+        return dot_terms(zip(us, h_w, strict=True))[1]
 
     reference = list(zip(vectors, h_u, strict=True))
     return probe_products(method, name, pairs, reference, dtype, None, typical_scale)

@@ -350,7 +350,8 @@ def _probe_every_point(
         agree = _agreeing(value, reference, rtol * reference.abs())
         if not bool(agree.all()):  # cancellation in uᵀJ: weigh by the terms (u_i J_ij)²
             squares = sum(
-                torch.matmul(u.square(), j.to(torch.float64).square()) for u, j in by_point
+                torch.matmul(u.to(torch.float64).square(), j.to(torch.float64).square())
+                for u, j in by_point
             )
             agree = _agreeing(value, reference, rtol * (squares + reference.square()).sqrt())
         if not bool(agree.all()):

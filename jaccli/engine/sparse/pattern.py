@@ -1,0 +1,148 @@
+"""J's sparsity pattern: which entries of J can be non-zero, found by running the function
+once on its real values while tracking, for every element of every tensor, the input elements
+it depends on (tracer.py, with one small rule per kind of aten op in rules.py).
+
+The interface (what colouring and compressed AD build on):
+
+    @dataclass(frozen=True)
+    class SparsityPattern:
+        matrix: scipy.sparse.csr_array  # bool, (m, n): rows = the outputs flattened, in
+                                        # order; columns = the wrt inputs flattened and
+                                        # concatenated in wrt order (J as one matrix)
+        exact: bool                     # every op had an exact rule
+        value_dependent: bool           # data-dependent selection seen: holds at this point
+        notes: tuple[str, ...]          # what the pattern cannot promise, and why
+
+    detect_pattern(problem, budget=None) -> SparsityPattern
+    hessian_pattern(problem, budget=None) -> SparsityPattern   # n × n, symmetric
+    read_pattern(path, shape, budget=None) -> SparsityPattern  # pattern_file.py
+
+The contract: the pattern never misses a non-zero of J as autograd computes it; it may hold
+more (a superset is always allowed, and `exact=False` with a note says where). `budget`
+(bytes; None: the default budget) bounds the pattern's own size: a pattern too dense to hold
+is refused (exit 3) rather than built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import scipy.sparse as sp
+import torch
+
+from jaccli.engine.evaluate import blaming_user_code, leaves_of
+from jaccli.engine.problem import Problem
+from jaccli.engine.sparse.tracer import Tracer
+from jaccli.errors import ComputationError, UsageError
+from jaccli.spec import format_shape
+
+
+@dataclass(frozen=True)
+class SparsityPattern:
+    """Where J can be non-zero: J as one matrix (rows: outputs flattened in order, columns:
+    the `wrt` inputs flattened and concatenated), True at every entry that may be non-zero."""
+
+    matrix: sp.csr_array
+    exact: bool
+    """Every op had an exact rule: no entry is there only because a rule had to be safe."""
+    value_dependent: bool
+    """An index, mask or sort chosen by the inputs' values selected elements: the pattern
+    holds at this point only."""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, columns = self.matrix.shape
+        return int(rows), int(columns)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.matrix.nnz)
+
+    @property
+    def density(self) -> float:
+        rows, columns = self.shape
+        return self.nnz / (rows * columns) if rows and columns else 0.0
+
+    def __repr__(self) -> str:
+        rows, columns = self.shape
+        kind = "exact" if self.exact else "superset"
+        where = ", at this point only" if self.value_dependent else ""
+        return f"SparsityPattern({rows}×{columns}, nnz={self.nnz}, {kind}{where})"
+
+
+def detect_pattern(problem: Problem, budget: int | None = None) -> SparsityPattern:
+    """J's sparsity pattern at the problem's point, by one traced call of the function."""
+    tracer = Tracer(problem.input_count, budget)
+    with torch.enable_grad():
+        outputs = tracer.call(problem.function, _watched_copies(problem, tracer))
+    _require_same_outputs(problem, outputs)
+    rows = [tracer.dependencies(outputs[name]) for name in problem.output_shapes]
+    return _pattern(sp.vstack(rows, format="csr"), tracer)
+
+
+def hessian_pattern(problem: Problem, budget: int | None = None) -> SparsityPattern:
+    """The sparsity pattern of the Hessian of a scalar function (n × n over the `wrt` inputs,
+    symmetric), by tracing the computation of its gradient: one call and one backward pass.
+
+    The gradient is an ordinary computation of x, so its traced dependencies contain the
+    non-zeros of its Jacobian, H; the pattern is made symmetric (H is), which only adds.
+    """
+    shapes = problem.output_shapes
+    if len(shapes) != 1 or math.prod(next(iter(shapes.values()))) != 1:
+        described = ", ".join(f"{name} {format_shape(shape)}" for name, shape in shapes.items())
+        raise UsageError(
+            f"the Hessian's sparsity pattern is of a scalar function; {problem.function.name} "
+            f"returns {described}",
+            code="not_scalar",
+        )
+    tracer = Tracer(problem.input_count, budget)
+    with torch.enable_grad():
+        fresh = _watched_copies(problem, tracer)
+        outputs = tracer.call(problem.function, fresh)
+        _require_same_outputs(problem, outputs)
+        (output,) = outputs.values()
+        xs = [fresh[name] for name in problem.wrt]
+        if output.requires_grad:
+            with tracer, blaming_user_code(problem.function):
+                gradients = torch.autograd.grad(
+                    output.reshape(()), xs, allow_unused=True, materialize_grads=True
+                )
+        else:  # a constant: H = 0
+            gradients = tuple(torch.zeros_like(x) for x in xs)
+    rows = sp.vstack([tracer.dependencies(g) for g in gradients], format="csr")
+    symmetric = (rows + rows.T).tocsr()
+    symmetric.sum_duplicates()
+    return _pattern(symmetric, tracer)
+
+
+def _watched_copies(problem: Problem, tracer: Tracer) -> dict[str, torch.Tensor]:
+    """Copies of the inputs for the function to use (and mutate), made outside the tracer,
+    each `wrt` input watched: its element k is column (its first column) + k."""
+    fresh = {name: leaf.clone() for name, leaf in leaves_of(problem.inputs).items()}
+    first = 0
+    for name in problem.wrt:
+        tracer.watch(fresh[name], first)
+        first += fresh[name].numel()
+    return fresh
+
+
+def _require_same_outputs(problem: Problem, outputs: dict[str, torch.Tensor]) -> None:
+    """The traced call must return what the problem's first call did."""
+    shapes = {name: tuple(output.shape) for name, output in outputs.items()}
+    if shapes != problem.output_shapes:
+        raise ComputationError(
+            f"{problem.function.name} returned outputs of other shapes when traced for its "
+            f"sparsity pattern ({_described(shapes)}, not {_described(problem.output_shapes)})"
+        )
+
+
+def _described(shapes: dict[str, tuple[int, ...]]) -> str:
+    return ", ".join(f"{name} {format_shape(shape)}" for name, shape in shapes.items())
+
+
+def _pattern(matrix: sp.csr_array, tracer: Tracer) -> SparsityPattern:
+    matrix = sp.csr_array(matrix, dtype=bool)
+    matrix.sum_duplicates()
+    return SparsityPattern(matrix, tracer.exact, tracer.value_dependent, tuple(tracer.notes))

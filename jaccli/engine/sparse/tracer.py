@@ -1,0 +1,335 @@
+"""The tracer of pattern detection: the function runs once, on its real values, under a torch
+dispatch mode that sees every aten op and keeps, for every element the op writes, the set of
+`wrt`-input elements it depends on.
+
+# NOTE [dependencies live with storages]
+Dependencies are kept for the elements of a storage, not of a tensor. A view (a slice, a
+transpose, an expand, `.data`, a reshape that does not copy) reads its storage's rows through
+its own strides, so views need no rule at all, and a write through a view (`u[1:-1] = …`,
+`x[i] += …`, an `out=`) changes what every other view of that storage reads. A storage the
+tracer has never written holds constants: it depends on nothing. The tracer holds storages
+by weak reference only, so the function's temporaries are freed as they would be without it.
+
+Each op is handled in three steps: its operands' dependencies are read (as they were before
+the op: a rule sees an in-place op's operand as it was), the op runs on the real values,
+then its rule (rules.py) gives each output's dependencies, which are written to the storage
+positions the output covers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from jaccli.engine.evaluate import call_fresh
+from jaccli.engine.guard import require_within_budget
+from jaccli.engine.sparse import dependencies as deps
+from jaccli.engine.sparse.dependencies import Dependencies
+from jaccli.engine.sparse.rules import Call, Rule, everything, everything_rows, rule_for
+from jaccli.errors import JaccliError
+from jaccli.functions.model import Function
+
+BYTES_PER_ENTRY = 24
+"""What one entry of a dependency matrix costs while a rule builds it: its column index and
+flag, the pair of indices it was built from, and the sort that merges duplicates."""
+SWEEP_EVERY = 256
+"""Writes between two sweeps of the storages that have been freed."""
+
+
+@dataclass
+class _Storage:
+    """The dependencies of one storage's elements (rows in memory order)."""
+
+    reference: StorageWeakRef
+    itemsize: int
+    rows: Dependencies | None
+    """None: no element depends on anything."""
+    varies: bool
+    """Whether some element's value depends on the inputs' values, with or without a
+    derivative (an index computed from x, a mask x > 0): such a tensor's zeros hold at this
+    point only."""
+
+
+class Tracer(TorchDispatchMode):
+    """Tracks, op by op, which of `columns` input elements every element depends on."""
+
+    def __init__(self, columns: int, budget: int | None) -> None:
+        super().__init__()
+        self.columns = columns
+        self.budget = budget
+        self._storages: dict[int, _Storage] = {}
+        self._writes = 0
+        self.exact = True
+        self.value_dependent = False
+        self.notes: dict[str, None] = {}
+        """Warnings, in the order first met, each once."""
+        self.refusal: JaccliError | None = None
+        """A refusal (the pattern past the budget) raised inside the function's call, which
+        the function may have caught or wrapped: it stands whatever the function did."""
+
+    # The inputs and the outputs.
+
+    def watch(self, tensor: torch.Tensor, first_column: int) -> None:
+        """Make element k of `tensor` (logical order) depend on column first_column + k."""
+        count = tensor.numel()
+        columns = np.arange(first_column, first_column + count, dtype=np.int64)
+        rows = deps.from_pairs(np.arange(count, dtype=np.int64), columns, (count, self.columns))
+        self._write(tensor, rows, varies=True)
+
+    def dependencies(self, tensor: torch.Tensor) -> Dependencies:
+        """Each element's dependencies (rows in logical order); no entry for a constant."""
+        rows = self.read(tensor)
+        return deps.no_dependencies(tensor.numel(), self.columns) if rows is None else rows
+
+    # What rules ask for.
+
+    def read(self, tensor: torch.Tensor, shape: Sequence[int] | None = None) -> Dependencies | None:
+        """The dependencies of `tensor`'s elements, broadcast to `shape` if given (rows in
+        logical order); None where none depends on anything."""
+        storage = self._storage(tensor)
+        if storage is None or storage.rows is None:
+            return None
+        strides = list(tensor.stride())
+        sizes = list(tensor.shape)
+        if shape is not None and tuple(shape) != tuple(sizes):
+            sizes, strides = _broadcast_strides(sizes, strides, shape)
+        if storage.itemsize != tensor.element_size():
+            return self._reinterpreted(storage, int(np.prod(sizes)), tensor)
+        if _covers(tensor, storage.rows.shape[0]) and tuple(sizes) == tuple(tensor.shape):
+            rows = storage.rows
+        else:
+            positions = deps.index_map(sizes, strides, tensor.storage_offset())
+            rows = deps.take_rows(storage.rows, positions)
+        return rows if rows.nnz else None
+
+    def varies(self, tensor: torch.Tensor) -> bool:
+        storage = self._storage(tensor)
+        return storage is not None and storage.varies
+
+    def tracked(self, tensor: torch.Tensor) -> bool:
+        return self._storage(tensor) is not None
+
+    def require_entries(self, count: int, what: str) -> None:
+        """Refuse (exit 3) a dependency matrix of `count` entries past the memory budget."""
+        try:
+            require_within_budget(
+                f"the sparsity pattern ({what}: {count} dependencies)",
+                count * BYTES_PER_ENTRY,
+                self.budget,
+                "the pattern is too dense for sparse differentiation; compute J densely",
+            )
+        except JaccliError as error:
+            self.refusal = error
+            raise
+
+    def note(self, text: str, *, exact: bool = True, value_dependent: bool = False) -> None:
+        """A warning; `exact=False` when the pattern may now hold more than J's non-zeros,
+        `value_dependent` when it holds at this point only."""
+        self.notes.setdefault(text)
+        self.exact = self.exact and exact
+        self.value_dependent = self.value_dependent or value_dependent
+
+    # The dispatch mode.
+
+    def call(self, function: Function, fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The function's outputs on `fresh`, traced; a refusal raised while tracing stands
+        even where the function caught or wrapped it."""
+        try:
+            with self:
+                outputs = call_fresh(function, fresh)
+        except JaccliError:
+            if self.refusal is not None:
+                raise self.refusal from None
+            raise
+        if self.refusal is not None:
+            raise self.refusal
+        return outputs
+
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: Sequence[type],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if not any(self.tracked(t) for t in tensors):
+            return func(*args, **kwargs)  # constants in, constants out
+        call = Call(self, func, args, kwargs)
+        result = func(*args, **kwargs)
+        call.finish(result)
+        self._record(call, rule_for(func), result)
+        return result
+
+    def _record(self, call: Call, rule: Rule, result: Any) -> None:
+        """Write the dependencies `rule` gives each output of `call` where the output lies."""
+        varies = any(self.varies(t) for t in call.operands)
+        if varies and not call.outputs and result is not None:
+            self.note(
+                f"{call.op_name} turned a value that depends on the inputs into a Python "
+                "number (.item(), float(), an `if` on a tensor): the pattern holds at this "
+                "point only",
+                value_dependent=True,
+            )
+        written = {id(t) for t in call.written}
+        targets = [
+            fresh or id(t) in written for t, fresh in zip(call.outputs, call.fresh, strict=True)
+        ]
+        if call.only_metadata or not any(targets):  # views read their storage: no rule
+            return
+        try:
+            found = rule(call)
+        except JaccliError:
+            raise
+        except Exception as error:  # a rule that cannot follow this call: safe, not exact
+            found = everything(call)
+            self.note(
+                f"{call.op_name}: its sparsity rule failed ({type(error).__name__}), so its "
+                "outputs depend on all of its inputs' elements",
+                exact=False,
+            )
+        for output, rows, target in zip(call.outputs, found, targets, strict=True):
+            if target:
+                self._write(output, rows if output.is_floating_point() else None, varies)
+        returned = {id(t) for t in call.outputs}
+        for tensor in call.written:  # written, but not returned: be safe
+            if id(tensor) not in returned:
+                rows = everything_rows(call, tensor.numel()) if tensor.is_floating_point() else None
+                self._write(tensor, rows, varies)
+
+    # Storage bookkeeping.
+
+    def _storage(self, tensor: torch.Tensor) -> _Storage | None:
+        if tensor.layout != torch.strided or tensor.device.type == "meta":
+            return None
+        storage = tensor.untyped_storage()
+        found = self._storages.get(storage._cdata)
+        if found is None:
+            return None
+        elements = storage.nbytes() // found.itemsize
+        if found.rows is not None and found.rows.shape[0] != elements:  # resized
+            found.rows = _resized(found.rows, elements)
+        return found
+
+    def _write(self, tensor: torch.Tensor, rows: Dependencies | None, varies: bool) -> None:
+        """Make the elements `tensor` covers depend on `rows` (None: on nothing)."""
+        if tensor.layout != torch.strided or tensor.device.type == "meta":
+            return
+        varies = varies or rows is not None
+        storage = self._storage(tensor)
+        if storage is None:
+            if rows is None and not varies:
+                return
+            untyped = tensor.untyped_storage()
+            storage = _Storage(StorageWeakRef(untyped), tensor.element_size(), None, False)
+            self._storages[untyped._cdata] = storage
+            self._sweep()
+        if storage.itemsize != tensor.element_size():
+            self._write_reinterpreted(storage, tensor, rows)
+        elif rows is not None or storage.rows is not None:
+            elements = tensor.untyped_storage().nbytes() // storage.itemsize
+            if _covers(tensor, elements):
+                storage.rows = rows
+            else:
+                current = storage.rows
+                if current is None:
+                    current = deps.no_dependencies(elements, self.columns)
+                positions = deps.index_map(tensor.shape, tensor.stride(), tensor.storage_offset())
+                storage.rows = deps.replace_rows(current, positions, rows)
+        storage.varies = storage.varies or varies
+
+    def _reinterpreted(self, storage: _Storage, count: int, tensor: torch.Tensor) -> Dependencies:
+        """A tensor that reads a storage as another dtype: each of its elements may depend on
+        anything the storage's elements depend on."""
+        self.note(
+            f"a {tensor.dtype} view of a storage of {storage.itemsize}-byte elements: its "
+            "elements depend on all of the storage's",
+            exact=False,
+        )
+        everything = _all_rows(storage.rows, 1, self.columns)  # type: ignore[arg-type]
+        self.require_entries(count * everything.nnz, "a reinterpreted storage")
+        return deps.take_rows(everything, np.zeros(count, dtype=np.int64))
+
+    def _write_reinterpreted(
+        self, storage: _Storage, tensor: torch.Tensor, rows: Dependencies | None
+    ) -> None:
+        """A write through a view of another dtype: the storage becomes one of that dtype whose
+        every element depends on everything it or the write depended on."""
+        self.note(
+            f"a {tensor.dtype} view of a storage of {storage.itemsize}-byte elements was "
+            "written: its elements depend on all of the storage's",
+            exact=False,
+        )
+        together = deps.union(
+            [_all_rows(storage.rows, 1, self.columns), _all_rows(rows, 1, self.columns)]
+        )
+        elements = tensor.untyped_storage().nbytes() // tensor.element_size()
+        storage.itemsize = tensor.element_size()
+        if together is None:
+            storage.rows = None
+            return
+        self.require_entries(elements * together.nnz, "a reinterpreted storage")
+        storage.rows = deps.take_rows(together, np.zeros(elements, dtype=np.int64))
+
+    def _sweep(self) -> None:
+        self._writes += 1
+        if self._writes % SWEEP_EVERY == 0:
+            self._storages = {
+                key: s for key, s in self._storages.items() if not s.reference.expired()
+            }
+
+
+def _covers(tensor: torch.Tensor, elements: int) -> bool:
+    """Whether `tensor` is its whole storage in memory order."""
+    return tensor.storage_offset() == 0 and tensor.numel() == elements and tensor.is_contiguous()
+
+
+def _broadcast_strides(
+    sizes: list[int], strides: list[int], shape: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """Sizes and strides of the tensor expanded to `shape` (torch's broadcasting)."""
+    pad = len(shape) - len(sizes)
+    sizes, strides = [1] * pad + sizes, [0] * pad + strides
+    return list(shape), [
+        0 if size == 1 and target != 1 else stride
+        for size, stride, target in zip(sizes, strides, shape, strict=True)
+    ]
+
+
+def _resized(rows: Dependencies, elements: int) -> Dependencies:
+    """`rows` for a storage resized to `elements`: kept where it was, empty past it."""
+    if elements <= rows.shape[0]:
+        return deps.take_rows(rows, np.arange(elements, dtype=np.int64))
+    import scipy.sparse as sp
+
+    extra = deps.no_dependencies(elements - rows.shape[0], rows.shape[1])
+    return sp.vstack([rows, extra], format="csr")
+
+
+def _all_rows(rows: Dependencies | None, count: int, columns: int) -> Dependencies | None:
+    """`count` rows, each the union of every row of `rows`."""
+    if rows is None or not rows.nnz:
+        return None
+    union = np.unique(rows.indices)
+    return deps.from_pairs(
+        np.repeat(np.arange(count, dtype=np.int64), len(union)),
+        np.tile(union.astype(np.int64), count),
+        (count, columns),
+    )
+
+
+@contextlib.contextmanager
+def tracing(columns: int, budget: int | None) -> Iterator[Tracer]:
+    """A tracer, active for the block."""
+    tracer = Tracer(columns, budget)
+    with tracer:
+        yield tracer

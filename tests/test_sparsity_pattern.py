@@ -527,3 +527,22 @@ def test_random_moves_and_writes(
         return out.reshape(-1)[::2]
 
     check(Case("moves", f, {"x": (rows, columns)}))
+
+
+# scipy is for sparse paths only.
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["jacobian", "--fn", "expsum", "--shape", "2x3", "--json"],
+        ["hessian", "--fn", "logsumexp", "--shape", "4", "--view", "sparsity"],
+    ],
+)
+def test_help_and_dense_runs_never_import_scipy(args: list[str]) -> None:
+    from tests.test_process import _modules_loaded_by
+
+    modules = _modules_loaded_by(args)
+    assert ("jaccli.engine" in modules) == (args[0] != "--help")  # the probe really ran
+    assert not {m for m in modules if m.split(".")[0] == "scipy"}

@@ -33,6 +33,7 @@ import torch
 
 from jaccli.engine.evaluate import blaming_user_code, leaves_of
 from jaccli.engine.problem import Problem
+from jaccli.engine.sparse import dependencies as deps
 from jaccli.engine.sparse.tracer import Tracer
 from jaccli.errors import ComputationError, UsageError
 from jaccli.spec import format_shape
@@ -79,7 +80,7 @@ def detect_pattern(problem: Problem, budget: int | None = None) -> SparsityPatte
         outputs = tracer.call(problem.function, _watched_copies(problem, tracer))
     _require_same_outputs(problem, outputs)
     rows = [tracer.dependencies(outputs[name]) for name in problem.output_shapes]
-    return _pattern(sp.vstack(rows, format="csr"), tracer)
+    return _pattern(deps.stack(rows), tracer)
 
 
 def hessian_pattern(problem: Problem, budget: int | None = None) -> SparsityPattern:
@@ -111,7 +112,7 @@ def hessian_pattern(problem: Problem, budget: int | None = None) -> SparsityPatt
                 )
         else:  # a constant: H = 0
             gradients = tuple(torch.zeros_like(x) for x in xs)
-    rows = sp.vstack([tracer.dependencies(g) for g in gradients], format="csr")
+    rows = deps.stack([tracer.dependencies(g) for g in gradients])
     symmetric = (rows + rows.T).tocsr()
     symmetric.sum_duplicates()
     return _pattern(symmetric, tracer)
@@ -143,6 +144,7 @@ def _described(shapes: dict[str, tuple[int, ...]]) -> str:
 
 
 def _pattern(matrix: sp.csr_array, tracer: Tracer) -> SparsityPattern:
-    matrix = sp.csr_array(matrix, dtype=bool)
-    matrix.sum_duplicates()
+    if matrix.dtype != bool or not matrix.has_canonical_format:  # never sort a shared array
+        matrix = sp.csr_array(matrix, dtype=bool, copy=True)
+        matrix.sum_duplicates()
     return SparsityPattern(matrix, tracer.exact, tracer.value_dependent, tuple(tracer.notes))

@@ -189,7 +189,7 @@ def multiply(call: Call) -> Found:
         if rows is None:
             continue
         nonzero = call.may_be_nonzero(partner, output.shape)
-        parts.append(rows if nonzero is None else deps.keep_rows(rows, nonzero))
+        parts.append(rows if nonzero is None or nonzero.all() else deps.keep_rows(rows, nonzero))
     return [deps.union(parts)]
 
 

@@ -77,7 +77,8 @@ def detect_pattern(problem: Problem, budget: int | None = None) -> SparsityPatte
     """J's sparsity pattern at the problem's point, by one traced call of the function."""
     tracer = Tracer(problem.input_count, budget)
     with torch.enable_grad():
-        outputs = tracer.call(problem.function, _watched_copies(problem, tracer))
+        leaves = leaves_of(problem.inputs)
+        outputs = tracer.call(problem.function, _watched_copies(leaves, problem.wrt, tracer))
     _require_same_outputs(problem, outputs)
     rows = [tracer.dependencies(outputs[name]) for name in problem.output_shapes]
     return _pattern(deps.stack(rows), tracer)
@@ -100,16 +101,17 @@ def hessian_pattern(problem: Problem, budget: int | None = None) -> SparsityPatt
         )
     tracer = Tracer(problem.input_count, budget)
     with torch.enable_grad():
-        fresh = _watched_copies(problem, tracer)
-        outputs = tracer.call(problem.function, fresh)
+        leaves = leaves_of(problem.inputs)
+        outputs = tracer.call(problem.function, _watched_copies(leaves, problem.wrt, tracer))
         _require_same_outputs(problem, outputs)
         (output,) = outputs.values()
-        xs = [fresh[name] for name in problem.wrt]
+        xs = [leaves[name] for name in problem.wrt]  # not the copies, which f may overwrite
         if output.requires_grad:
             with tracer, blaming_user_code(problem.function):
                 gradients = torch.autograd.grad(
                     output.reshape(()), xs, allow_unused=True, materialize_grads=True
                 )
+            tracer.require_no_refusal()
         else:  # a constant: H = 0
             gradients = tuple(torch.zeros_like(x) for x in xs)
     rows = deps.stack([tracer.dependencies(g) for g in gradients])
@@ -118,12 +120,14 @@ def hessian_pattern(problem: Problem, budget: int | None = None) -> SparsityPatt
     return _pattern(symmetric, tracer)
 
 
-def _watched_copies(problem: Problem, tracer: Tracer) -> dict[str, torch.Tensor]:
+def _watched_copies(
+    leaves: dict[str, torch.Tensor], wrt: tuple[str, ...], tracer: Tracer
+) -> dict[str, torch.Tensor]:
     """Copies of the inputs for the function to use (and mutate), made outside the tracer,
     each `wrt` input watched: its element k is column (its first column) + k."""
-    fresh = {name: leaf.clone() for name, leaf in leaves_of(problem.inputs).items()}
+    fresh = {name: leaf.clone() for name, leaf in leaves.items()}
     first = 0
-    for name in problem.wrt:
+    for name in wrt:
         tracer.watch(fresh[name], first)
         first += fresh[name].numel()
     return fresh

@@ -315,10 +315,18 @@ def move(call: Call) -> Found:
     )
     if len(stacked) == 1:
         return [None] * len(call.outputs)
+    dtype = torch.int64
     try:
-        moved = _apply_to_ids(call, identities, torch.int64)
+        moved = _apply_to_ids(call, identities, dtype)
     except (RuntimeError, NotImplementedError):  # an op for floating tensors only
-        moved = _apply_to_ids(call, identities, torch.float64)
+        dtype = torch.float64  # exact for ids below 2⁵³
+        moved = _apply_to_ids(call, identities, dtype)
+    # Every id shifted by the count of ids must come out shifted by as much, fills staying 0:
+    # an op that sums or scales elements (a rule listed wrongly) is caught here, not trusted.
+    shifted = _apply_to_ids(call, identities, dtype, shift=first_id)
+    for ids, moved_again in zip(moved, shifted, strict=True):
+        if not torch.equal(moved_again, torch.where(ids != 0, ids + first_id, ids)):
+            raise RuntimeError(f"{call.op_name} does not only move elements")
     every = deps.stack(stacked)
     found: Found = []
     for output, ids in zip(call.outputs, moved, strict=True):
@@ -332,10 +340,13 @@ def move(call: Call) -> Found:
 
 
 def _apply_to_ids(
-    call: Call, identities: dict[int, tuple[int, torch.Tensor]], dtype: torch.dtype
+    call: Call,
+    identities: dict[int, tuple[int, torch.Tensor]],
+    dtype: torch.dtype,
+    shift: int = 0,
 ) -> list[torch.Tensor]:
     """The op's outputs when each floating operand is replaced by its element ids (its first
-    id onwards, or zeros for a constant) and each number argument by 0."""
+    id onwards, plus `shift`; or zeros for a constant) and each number argument by 0."""
 
     def ids_of(value: Any) -> Any:
         if not isinstance(value, torch.Tensor) or not (
@@ -345,6 +356,7 @@ def _apply_to_ids(
         first, tensor = identities.get(id(value), (0, value))
         if first == 0:
             return torch.zeros(tensor.shape, dtype=dtype, device=tensor.device)
+        first += shift
         ids = torch.arange(first, first + tensor.numel(), dtype=dtype, device=tensor.device)
         return ids.reshape(tensor.shape)
 
@@ -547,78 +559,138 @@ def _nonzero_positions(
     return b.astype(np.int64), i.astype(np.int64), j.astype(np.int64)
 
 
-def convolution(call: Call) -> Found:
-    """Each output element depends on the input elements its kernel covers where the weight
-    may be non-zero, on those weights where the input may be non-zero, and on its bias."""
-    source, weight = call.arguments["input"], call.arguments["weight"]
-    bias = call.argument("bias")
-    output = call.outputs[0]
+def _convolution_triples(
+    call: Call,
+    input_shape: Sequence[int],
+    weight: torch.Tensor,
+    output_shape: Sequence[int],
+    weight_nonzero: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(output, input, weight) flat positions of every product a convolution sums, for the
+    weights that may be non-zero (all for None)."""
     transposed = bool(call.arguments["transposed"])
     groups = int(call.arguments["groups"])
-    spatial = source.dim() - 2
+    spatial = len(input_shape) - 2
     stride = _per_dim(call.arguments["stride"], spatial)
     padding = _per_dim(call.arguments["padding"], spatial)
     dilation = _per_dim(call.arguments["dilation"], spatial)
     kernel = tuple(weight.shape[2:])
-    batch, in_channels = source.shape[:2]
-    out_channels = output.shape[1]
-    in_sizes, out_sizes = tuple(source.shape[2:]), tuple(output.shape[2:])
+    taps = int(np.prod(kernel))
+    batch, in_channels = input_shape[0], input_shape[1]
+    out_channels = output_shape[1]
+    in_sizes, out_sizes = tuple(input_shape[2:]), tuple(output_shape[2:])
     # A kernel offset joins position o of the strided side with p = o·s − pad + k·d of the
     # other: the output is the strided side of a convolution, the input of a transposed one.
     strided, other = (in_sizes, out_sizes) if transposed else (out_sizes, in_sizes)
-    weight_nonzero = call.may_be_nonzero(weight)
-    positions = _nonzero_positions(
-        weight_nonzero, (weight.shape[0], weight.shape[1], int(np.prod(kernel)))
+    first, second, offset = _nonzero_positions(
+        weight_nonzero, (weight.shape[0], weight.shape[1], taps)
     )
-    first, second, offset = positions
-    in_per_group = in_channels // groups
-    out_per_group = out_channels // groups
+    in_per_group, out_per_group = in_channels // groups, out_channels // groups
     if transposed:
         in_channel = first
         out_channel = (first // in_per_group) * out_per_group + second
     else:
         out_channel = first
         in_channel = (first // out_per_group) * in_per_group + second
-    weight_flat = (first * weight.shape[1] + second) * int(np.prod(kernel)) + offset
-    out_index, in_index, weight_index = [], [], []
-    spatial_pairs = _spatial_pairs(strided, other, kernel, stride, padding, dilation)
+    weight_flat = (first * weight.shape[1] + second) * taps + offset
     in_count, out_count = int(np.prod(in_sizes)), int(np.prod(out_sizes))
     images = np.arange(batch, dtype=np.int64)
-    for k, (strided_at, other_at) in enumerate(spatial_pairs):
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for k, (strided_at, other_at) in enumerate(
+        _spatial_pairs(strided, other, kernel, stride, padding, dilation)
+    ):
         here = offset == k
-        if not here.any() or not len(strided_at):
+        count = int(here.sum())
+        if not count or not len(strided_at):
             continue
         out_at, in_at = (other_at, strided_at) if transposed else (strided_at, other_at)
-        call.tracer.require_entries(batch * int(here.sum()) * len(out_at), "a convolution")
+        call.tracer.require_entries(batch * count * len(out_at), "a convolution")
         o = (images[:, None] * out_channels + out_channel[here][None, :]) * out_count
         i = (images[:, None] * in_channels + in_channel[here][None, :]) * in_count
-        out_index.append((o[:, :, None] + out_at[None, None, :]).reshape(-1))
-        in_index.append((i[:, :, None] + in_at[None, None, :]).reshape(-1))
-        w = np.broadcast_to(weight_flat[here][None, :, None], (batch, int(here.sum()), len(out_at)))
-        weight_index.append(w.reshape(-1))
+        w = np.broadcast_to(weight_flat[here][None, :, None], (batch, count, len(out_at)))
+        found.append(
+            (
+                (o[:, :, None] + out_at[None, None, :]).reshape(-1),
+                (i[:, :, None] + in_at[None, None, :]).reshape(-1),
+                w.reshape(-1),
+            )
+        )
+    if not found:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    outs, ins, weights = (np.concatenate(part) for part in zip(*found, strict=True))
+    return outs, ins, weights
+
+
+def _summed_products(
+    call: Call,
+    rows: int,
+    targets: np.ndarray,
+    factors: tuple[tuple[Any, np.ndarray], tuple[Any, np.ndarray]],
+) -> Dependencies | None:
+    """Dependencies of T[t] = Σ A[a]·B[b] over the triples (t, a, b): each factor's elements
+    where the other may be non-zero."""
     parts = []
-    if out_index:
-        outs, ins, weights = (np.concatenate(a) for a in (out_index, in_index, weight_index))
-        from_input = call.read(source)
-        if from_input is not None:
-            call.tracer.require_entries(deps.entries_bound(ins, from_input), "a convolution")
-            parts.append(deps.combine((outs, ins), output.numel(), from_input))
-        from_weight = call.read(weight)
-        if from_weight is not None:
-            input_nonzero = call.may_be_nonzero(source)
-            if input_nonzero is not None:
-                outs, weights = outs[input_nonzero[ins]], weights[input_nonzero[ins]]
-            call.tracer.require_entries(deps.entries_bound(weights, from_weight), "a convolution")
-            parts.append(deps.combine((outs, weights), output.numel(), from_weight))
+    for (tensor, positions), (partner, partner_positions) in (factors, factors[::-1]):
+        own = call.read(tensor) if isinstance(tensor, torch.Tensor) else None
+        if own is None:
+            continue
+        nonzero = call.may_be_nonzero(partner)
+        kept = slice(None) if nonzero is None else nonzero[partner_positions]
+        at, source = targets[kept], positions[kept]
+        call.tracer.require_entries(deps.entries_bound(source, own), call.op_name)
+        parts.append(deps.combine((at, source), rows, own))
+    return deps.union(parts)
+
+
+def _channel_sums(call: Call, grad: torch.Tensor) -> Dependencies | None:
+    """Dependencies of the per-channel sums of a batch of images (dim 1): a bias's gradient."""
+    rows = call.read(grad)
+    if rows is None:
+        return None
+    groups, count = _groups(tuple(grad.shape), [d for d in range(grad.dim()) if d != 1])
+    return deps.group_union(rows, groups, count)
+
+
+def convolution(call: Call) -> Found:
+    """Each output element depends on the input elements its kernel covers where the weight
+    may be non-zero, on those weights where the input may be non-zero, and on its bias."""
+    source, weight = call.arguments["input"], call.arguments["weight"]
+    output = call.outputs[0]
+    full = call.read(weight) is not None
+    outs, ins, weights = _convolution_triples(
+        call, source.shape, weight, output.shape, None if full else call.may_be_nonzero(weight)
+    )
+    parts = [_summed_products(call, output.numel(), outs, ((source, ins), (weight, weights)))]
+    bias = call.argument("bias")
     if isinstance(bias, torch.Tensor):
+        channels = _groups(tuple(output.shape), [d for d in range(output.dim()) if d != 1])[0]
         from_bias = call.read(bias)
         if from_bias is not None:
-            channel = np.broadcast_to(
-                np.arange(out_channels, dtype=np.int64)[None, :, None],
-                (batch, out_channels, out_count),
-            )
-            parts.append(deps.take_rows(from_bias, channel.reshape(-1)))
+            parts.append(deps.take_rows(from_bias, channels))
     return [deps.union(parts)]
+
+
+def convolution_backward(call: Call) -> Found:
+    """The gradients of a convolution, for the Hessian: grad_input[i] sums grad_out[o]·w over
+    the same (o, i, w) products as the convolution, grad_weight[w] sums grad_out[o]·x[i], and
+    grad_bias sums grad_out per channel."""
+    grad, source, weight = (call.arguments[n] for n in ("grad_output", "input", "weight"))
+    wanted = list(call.arguments["output_mask"])
+    full = wanted[1] or call.read(weight) is not None
+    outs, ins, weights = _convolution_triples(
+        call, source.shape, weight, grad.shape, None if full else call.may_be_nonzero(weight)
+    )
+    found: Found = []
+    if wanted[0]:
+        factors = ((grad, outs), (weight, weights))
+        found.append(_summed_products(call, source.numel(), ins, factors))
+    if wanted[1]:
+        factors = ((grad, outs), (source, ins))
+        found.append(_summed_products(call, weight.numel(), weights, factors))
+    if wanted[2]:
+        found.append(_channel_sums(call, grad))
+    return found
 
 
 def _per_dim(values: Sequence[int], count: int) -> tuple[int, ...]:
@@ -780,6 +852,7 @@ RULES: dict[str, Rule] = {
     "topk": sorted_values,
     "native_layer_norm": layer_norm,
     "convolution": convolution,
+    "convolution_backward": convolution_backward,
     "scatter.value": move,
 }
 

@@ -146,12 +146,15 @@ class Tracer(TorchDispatchMode):
             with self, self._custom_functions_traced():
                 outputs = call_fresh(function, fresh)
         except JaccliError:
-            if self.refusal is not None:
-                raise self.refusal from None
+            self.require_no_refusal()
             raise
-        if self.refusal is not None:
-            raise self.refusal
+        self.require_no_refusal()
         return outputs
+
+    def require_no_refusal(self) -> None:
+        """Raise the refusal met while tracing, if any."""
+        if self.refusal is not None:
+            raise self.refusal from None
 
     @contextlib.contextmanager
     def _custom_functions_traced(self) -> Iterator[None]:

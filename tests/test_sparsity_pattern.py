@@ -5,13 +5,14 @@ their union where every rule is exact."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.utils._pytree as pytree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -210,7 +211,7 @@ CASES = [
     Case(
         "conv2d of x, w and b: strided, grouped",
         lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, groups=2),
-        {"x": (1, 4, 5, 5), "w": (4, 2, 3, 3), "b": (4,)},
+        {"x": (1, 4, 4, 4), "w": (4, 2, 3, 3), "b": (4,)},
     ),
     Case(
         "conv1d dilated, x and w",
@@ -263,12 +264,23 @@ CASES = [
         {"x": (6,)},
     ),
     Case(
-        "an op without a rule (max_pool1d)",
-        lambda x: F.max_pool1d(x[None, None], 2),
+        "an op without a rule (linear interpolation)",
+        lambda x: F.interpolate(x[None, None], scale_factor=2, mode="linear").reshape(-1),
         {"x": (8,)},
         equal=False,
         exact=False,
-        notes=("has no sparsity rule",),
+        notes=("aten.upsample_linear1d has no sparsity rule",),
+    ),
+    Case(
+        "max_pool2d",
+        lambda x: F.max_pool2d(x[None], 2, stride=1, padding=1),
+        {"x": (4, 5)},
+        equal=False,
+    ),
+    Case(
+        "avg_pool2d, strided",
+        lambda x: F.avg_pool2d(x[None], 3, stride=2, padding=1),
+        {"x": (5, 6)},
     ),
     Case("MLP: dense", mlp, {"x": (5,)}),
     Case(
@@ -455,13 +467,21 @@ def energy_2d(u: torch.Tensor) -> torch.Tensor:
 
 
 def dense_hessian(problem: Problem) -> np.ndarray:
-    (name,) = problem.wrt
+    """H as one matrix (wrt inputs flattened, both ways), by torch.autograd."""
+    fixed = {n: t for n, t in problem.inputs.items() if n not in problem.wrt}
 
-    def scalar(x: torch.Tensor) -> torch.Tensor:
-        return next(iter(call_function(problem.function, {name: x}).values())).reshape(())
+    def scalar(*xs: torch.Tensor) -> torch.Tensor:
+        inputs = {**fixed, **dict(zip(problem.wrt, xs, strict=True))}
+        return next(iter(call_function(problem.function, inputs).values())).reshape(())
 
-    x = problem.inputs[name]
-    return torch.autograd.functional.hessian(scalar, x).reshape(x.numel(), x.numel()).numpy()
+    xs = tuple(problem.inputs[n] for n in problem.wrt)
+    blocks = torch.autograd.functional.hessian(scalar, xs)
+    return torch.cat(
+        [
+            torch.cat([blocks[i][j].reshape(a.numel(), b.numel()) for j, b in enumerate(xs)], 1)
+            for i, a in enumerate(xs)
+        ]
+    ).numpy()
 
 
 @pytest.mark.parametrize(
@@ -485,6 +505,25 @@ def test_the_hessian_pattern_holds_every_nonzero_of_H(case: Case, nnz: int | Non
     assert (seen == found).all()
     if nnz is not None:
         assert pattern.nnz == nnz
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_the_hessian_pattern_of_each_function_s_energy_holds_H(case: Case) -> None:
+    """The Hessian of Σ f(x)² traces the backward of every op above: its pattern holds H's
+    non-zeros at every point (at the first only where f's pattern depends on the values)."""
+
+    def energy(**inputs: torch.Tensor) -> torch.Tensor:
+        leaves = pytree.tree_leaves(case.call(**inputs))
+        return sum((leaf**2).sum() for leaf in leaves if isinstance(leaf, torch.Tensor))
+
+    squared = replace(case, call=energy)
+    pattern = hessian_pattern(problem_of(squared, 0))
+    found = pattern.matrix.toarray()
+    for seed in range(1 if case.value_dependent else POINTS):
+        nonzero = dense_hessian(problem_of(squared, seed)) != 0
+        missed = np.argwhere(nonzero & ~found)
+        assert not len(missed), f"{case.name}: H is non-zero at {missed[:5].tolist()}"
+    assert pattern.exact == case.exact, pattern.notes
 
 
 def test_the_hessian_pattern_is_of_a_scalar_function() -> None:
@@ -536,7 +575,6 @@ def test_random_moves_and_writes(
     "args",
     [
         ["--help"],
-        ["jacobian", "--fn", "expsum", "--shape", "2x3", "--json"],
         ["hessian", "--fn", "logsumexp", "--shape", "4", "--view", "sparsity"],
     ],
 )
@@ -546,3 +584,19 @@ def test_help_and_dense_runs_never_import_scipy(args: list[str]) -> None:
     modules = _modules_loaded_by(args)
     assert ("jaccli.engine" in modules) == (args[0] != "--help")  # the probe really ran
     assert not {m for m in modules if m.split(".")[0] == "scipy"}
+
+
+def test_an_op_wrongly_listed_as_a_move_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cumsum sums its ids: the second run with shifted ids shows it, and the pattern falls
+    back to a safe superset instead of reading sums as ids."""
+    from jaccli.engine.sparse import rules
+
+    monkeypatch.setitem(rules.RULES, "cumsum", rules.move)
+    case = Case(
+        "cumsum as a move",
+        lambda x: x.cumsum(0),
+        {"x": (6,)},
+        exact=False,
+        notes=("aten.cumsum: its sparsity rule failed",),
+    )
+    assert check(case).nnz == 36

@@ -730,6 +730,134 @@ def _spatial_pairs(
     return pairs
 
 
+def _window_pairs(
+    call: Call, input_shape: Sequence[int], output_shape: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(output, input) flat positions of every pooling window's elements, over the last
+    len(kernel_size) dims, each plane (the dims before) on its own."""
+    kernel = tuple(int(k) for k in call.arguments["kernel_size"])
+    spatial = len(kernel)
+    stride = _per_dim(call.arguments.get("stride") or kernel, spatial)
+    padding = _per_dim(call.argument("padding", [0]), spatial)
+    dilation = _per_dim(call.argument("dilation", [1]), spatial)
+    in_sizes, out_sizes = tuple(input_shape[-spatial:]), tuple(output_shape[-spatial:])
+    pairs = _spatial_pairs(out_sizes, in_sizes, kernel, stride, padding, dilation)
+    outs = np.concatenate([o for o, _ in pairs])
+    ins = np.concatenate([i for _, i in pairs])
+    planes = np.arange(int(np.prod(input_shape[:-spatial])), dtype=np.int64)
+    in_count, out_count = int(np.prod(in_sizes)), int(np.prod(out_sizes))
+    call.tracer.require_entries(len(planes) * len(outs), "a pooling window")
+    return (
+        (planes[:, None] * out_count + outs[None, :]).reshape(-1),
+        (planes[:, None] * in_count + ins[None, :]).reshape(-1),
+    )
+
+
+def pooling(call: Call) -> Found:
+    """max_pool, avg_pool: each output element depends on its window (for max_pool, every
+    element of it: which one is the largest changes from point to point)."""
+    source, output = call.arguments["self"], call.outputs[0]
+    rows = call.read(source)
+    if rows is None:
+        return [None] * len(call.outputs)
+    outs, ins = _window_pairs(call, source.shape, output.shape)
+    call.tracer.require_entries(deps.entries_bound(ins, rows), call.op_name)
+    return [deps.combine((outs, ins), output.numel(), rows)] + [None] * (len(call.outputs) - 1)
+
+
+def pooling_backward(call: Call) -> Found:
+    """The gradient of a pooling: each input element's from the windows it lies in."""
+    grad, source = call.arguments["grad_output"], call.arguments["self"]
+    rows = call.read(grad)
+    if rows is None:
+        return [None]
+    outs, ins = _window_pairs(call, source.shape, grad.shape)
+    call.tracer.require_entries(deps.entries_bound(outs, rows), call.op_name)
+    return [deps.combine((ins, outs), source.numel(), rows)]
+
+
+def _forward_of_move(call: Call) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the backward of a move, the ids its forward move puts where its gradient comes
+    from (ids of the input the backward returns, from 1; 0 for a fill), and the gradient."""
+    name = call.name.rstrip("_").removesuffix("_backward")
+    aten = torch.ops.aten
+
+    def ids(shape: Sequence[int]) -> torch.Tensor:
+        return torch.arange(1, int(np.prod(shape)) + 1, dtype=torch.float64).reshape(tuple(shape))
+
+    if name.startswith(("reflection_pad", "replication_pad")):
+        source = call.arguments["self"]
+        moved = getattr(aten, name)(ids(source.shape), call.arguments["padding"])
+        return moved, call.arguments["grad_output"]
+    if "upsample_nearest" in name:
+        scales = [v for k, v in call.arguments.items() if k.startswith("scales")]
+        forward = getattr(aten, name).default
+        moved = forward(ids(call.arguments["input_size"]), call.arguments["output_size"], *scales)
+        return moved, call.arguments["grad_output"]
+    if name == "unfold":
+        size, step = call.arguments["size"], call.arguments["step"]
+        moved = ids(call.arguments["input_sizes"]).unfold(call.arguments["dim"], size, step)
+        return moved, call.arguments["grad_in"]
+    if name == "embedding_dense":
+        grad = call.arguments["grad_output"]
+        table = ids((call.arguments["num_weights"], grad.shape[-1]))
+        return aten.embedding(table, call.arguments["indices"].cpu()), grad
+    if name == "col2im":
+        columns = call.arguments["self"]
+        kernel = call.arguments["kernel_size"]
+        channels = columns.shape[-2] // int(np.prod(kernel))
+        image = ids((*columns.shape[:-2], channels, *call.arguments["output_size"]))
+        arguments = (call.arguments[n] for n in ("dilation", "padding", "stride"))
+        return aten.im2col(image, kernel, *arguments), columns
+    raise NotImplementedError(call.name)
+
+
+def unmove(call: Call) -> Found:
+    """The backward of a move (a pad's, an upsampling's, unfold's, embedding's; col2im, the
+    adjoint of im2col): each element gathers the gradient from everywhere its forward move
+    copied it to."""
+    moved, grad = _forward_of_move(call)
+    rows = call.read(grad)
+    if rows is None:
+        return [None]
+    sources = moved.reshape(-1).to(torch.int64).numpy()
+    kept = np.flatnonzero(sources)
+    call.tracer.require_entries(deps.entries_bound(kept, rows), call.op_name)
+    count = call.outputs[0].numel()
+    return [deps.combine((sources[kept] - 1, kept), count, rows)]
+
+
+def layer_norm_backward(call: Call) -> Found:
+    """The gradients of layer_norm: the input's from its whole block (of the gradient, the
+    input, the statistics and the weight), the weight's and bias's from every block."""
+    grad, source = call.arguments["grad_out"], call.arguments["input"]
+    kept = source.dim() - len(call.arguments["normalized_shape"])
+    dims = list(range(kept, source.dim()))
+    operands = [
+        t
+        for t in (
+            grad,
+            source,
+            call.argument("weight"),
+            call.arguments["mean"],
+            call.arguments["rstd"],
+        )
+        if isinstance(t, torch.Tensor)
+    ]
+    block = _within_groups(call, source, dims, operands=operands)
+    across, count = _groups(tuple(source.shape), list(range(kept)))
+    found: Found = []
+    wanted = list(call.arguments["output_mask"])
+    if wanted[0]:
+        found.append(block)
+    if wanted[1]:
+        found.append(None if block is None else deps.group_union(block, across, count))
+    if wanted[2]:
+        rows = call.read(grad, source.shape)
+        found.append(None if rows is None else deps.group_union(rows, across, count))
+    return found
+
+
 def everything_rows(call: Call, count: int) -> Dependencies | None:
     """`count` rows, each depending on every element any operand depends on."""
     columns: list[np.ndarray] = []
@@ -833,6 +961,14 @@ LOSSES = (
 )
 ALONG_DIM = "_softmax _log_softmax _softmax_backward_data _log_softmax_backward_data"
 PREFIXES = "cumsum cumprod logcumsumexp cummax cummin"
+POOLINGS = "max_pool2d_with_indices max_pool3d_with_indices avg_pool2d avg_pool3d"
+UNMOVES = (
+    "reflection_pad1d_backward reflection_pad2d_backward reflection_pad3d_backward "
+    "replication_pad1d_backward replication_pad2d_backward replication_pad3d_backward "
+    "upsample_nearest1d_backward upsample_nearest2d_backward upsample_nearest3d_backward "
+    "_upsample_nearest_exact1d_backward _upsample_nearest_exact2d_backward "
+    "_upsample_nearest_exact3d_backward unfold_backward embedding_dense_backward col2im"
+)
 PRODUCTS = "mm bmm mv dot vdot addmm addmv baddbmm addbmm addr _addmm_activation"
 
 RULES: dict[str, Rule] = {
@@ -853,6 +989,10 @@ RULES: dict[str, Rule] = {
     "native_layer_norm": layer_norm,
     "convolution": convolution,
     "convolution_backward": convolution_backward,
+    "native_layer_norm_backward": layer_norm_backward,
+    **dict.fromkeys(POOLINGS.split(), pooling),
+    **dict.fromkeys((f"{name}_backward" for name in POOLINGS.split()), pooling_backward),
+    **dict.fromkeys(UNMOVES.split(), unmove),
     "scatter.value": move,
 }
 

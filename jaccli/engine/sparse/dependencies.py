@@ -26,9 +26,16 @@ def no_dependencies(rows: int, columns: int) -> Dependencies:
 def from_pairs(rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int]) -> Dependencies:
     """The matrix with an entry at each (rows[k], columns[k]), duplicates merged."""
     data = np.ones(len(rows), dtype=bool)
-    matrix = sp.csr_array((data, (rows, columns)), shape=shape)
+    index = index_dtype(shape, len(rows))
+    matrix = sp.csr_array((data, (rows.astype(index), columns.astype(index))), shape=shape)
     matrix.sum_duplicates()
     return matrix
+
+
+def index_dtype(shape: tuple[int, int], entries: int) -> type[np.signedinteger]:
+    """int32 where every index and the entry count fit, as scipy's own results have them:
+    half the memory of int64."""
+    return np.int32 if max(*shape, entries) < 2**31 else np.int64
 
 
 def index_map(shape: Sequence[int], strides: Sequence[int], offset: int) -> np.ndarray:
@@ -57,14 +64,15 @@ def take_rows(matrix: Dependencies, rows: np.ndarray) -> Dependencies:
             shape=(count, matrix.shape[1]),
         )
     indptr = matrix.indptr
-    starts = indptr[rows]
+    starts = indptr[rows].astype(np.int64)
     lengths = indptr[rows + 1] - starts
-    new_indptr = np.zeros(count + 1, dtype=indptr.dtype)
+    total = int(lengths.sum())
+    index = index_dtype(matrix.shape, total)
+    new_indptr = np.zeros(count + 1, dtype=index)
     np.cumsum(lengths, out=new_indptr[1:])
-    total = int(new_indptr[-1])
-    positions = np.repeat(starts - new_indptr[:-1], lengths) + np.arange(total, dtype=indptr.dtype)
+    positions = np.repeat(starts - new_indptr[:-1], lengths) + np.arange(total, dtype=np.int64)
     return sp.csr_array(
-        (matrix.data[positions], matrix.indices[positions], new_indptr),
+        (matrix.data[positions], matrix.indices[positions].astype(index, copy=False), new_indptr),
         shape=(count, matrix.shape[1]),
     )
 
@@ -138,6 +146,7 @@ def stack(matrices: Sequence[Dependencies]) -> Dependencies:
 
 def repeated_row(columns: np.ndarray, count: int, width: int) -> Dependencies:
     """`count` rows, each with entries at `columns` (sorted, unique)."""
-    indptr = np.arange(count + 1, dtype=np.int64) * len(columns)
-    indices = np.tile(columns, count)
+    index = index_dtype((count, width), count * len(columns))
+    indptr = np.arange(count + 1, dtype=index) * len(columns)
+    indices = np.tile(columns.astype(index), count)
     return sp.csr_array((np.ones(len(indices), dtype=bool), indices, indptr), shape=(count, width))

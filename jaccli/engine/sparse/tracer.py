@@ -75,6 +75,12 @@ class Tracer(TorchDispatchMode):
         """A refusal (the pattern past the budget) raised inside the function's call, which
         the function may have caught or wrapped: it stands whatever the function did."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """False: torch would otherwise wrap __torch_dispatch__ to keep torch.compile out of
+        it, importing torch._dynamo on the first op (2–3 s); nothing here is compiled."""
+        return False
+
     # The inputs and the outputs.
 
     def watch(self, tensor: torch.Tensor, first_column: int) -> None:

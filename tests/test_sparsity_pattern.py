@@ -168,6 +168,21 @@ class CubeInNumPy(torch.autograd.Function):
         return 3 * x**2 * grad
 
 
+class ShiftWithoutBackward(torch.autograd.Function):
+    """x rolled by one, whose backward cannot run: the pattern must stay safe."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.roll(x.detach().numpy(), 1))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("no backward here")
+
+
+CUBE_IN_NUMPY = CubeInNumPy.apply  # bound before any tracing, as a library would
+
+
 TRIDIAGONAL = torch.diag(torch.full((8,), -2.0, dtype=torch.float64)) + torch.diag(
     torch.ones(7, dtype=torch.float64), 1
 ) + torch.diag(torch.ones(7, dtype=torch.float64), -1)  # fmt: skip
@@ -258,6 +273,11 @@ CASES = [
         {"x": (8,)},
     ),
     Case("custom autograd.Function", lambda x: Cube.apply(x[1:] - x[:-1]), {"x": (6,)}),
+    Case(
+        "custom autograd.Function computing in NumPy, bound early",
+        lambda x: CUBE_IN_NUMPY(x.roll(2)) * x,
+        {"x": (6,)},
+    ),
     Case(
         "custom autograd.Function computing in NumPy",
         lambda x: CubeInNumPy.apply(x[1:] - x[:-1]).roll(1),
@@ -431,6 +451,13 @@ def test_a_rule_that_cannot_follow_its_op_is_safe_and_says_so(
         )
     )
     assert pattern.nnz == 25
+
+
+def test_a_custom_function_whose_backward_fails_depends_on_everything() -> None:
+    pattern = detect_pattern(problem_of(Case("shift", ShiftWithoutBackward.apply, {"x": (4,)}), 0))
+    assert pattern.nnz == 16
+    assert not pattern.exact
+    assert any("the backward pass of shift failed" in note for note in pattern.notes)
 
 
 def test_a_pattern_past_the_budget_is_refused_before_it_is_built() -> None:

@@ -26,8 +26,11 @@ is refused (exit 3) rather than built.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 
@@ -35,7 +38,7 @@ from jaccli.engine.evaluate import blaming_user_code, leaves_of
 from jaccli.engine.problem import Problem
 from jaccli.engine.sparse import dependencies as deps
 from jaccli.engine.sparse.tracer import Tracer
-from jaccli.errors import ComputationError, UsageError
+from jaccli.errors import ComputationError, JaccliError, UsageError
 from jaccli.spec import format_shape
 
 
@@ -79,9 +82,79 @@ def detect_pattern(problem: Problem, budget: int | None = None) -> SparsityPatte
     with torch.enable_grad():
         leaves = leaves_of(problem.inputs)
         outputs = tracer.call(problem.function, _watched_copies(leaves, problem.wrt, tracer))
-    _require_same_outputs(problem, outputs)
-    rows = [tracer.dependencies(outputs[name]) for name in problem.output_shapes]
-    return _pattern(deps.stack(rows), tracer)
+        _require_same_outputs(problem, outputs)
+        matrix = deps.stack([tracer.dependencies(outputs[n]) for n in problem.output_shapes])
+        if _has_custom_functions(outputs.values()):
+            matrix = deps.union([matrix, _through_backward(problem, leaves, outputs, tracer)])
+    return _pattern(matrix, tracer)  # type: ignore[arg-type]
+
+
+def _has_custom_functions(outputs: Iterable[torch.Tensor]) -> bool:
+    """Whether autograd's graph of the outputs holds a custom autograd.Function."""
+    seen: set[Any] = set()
+    nodes = [o.grad_fn for o in outputs]
+    while nodes:
+        node = nodes.pop()
+        if node is None or node in seen:
+            continue
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            return True
+        seen.add(node)
+        nodes.extend(following for following, _ in node.next_functions)
+    return False
+
+
+def _through_backward(
+    problem: Problem,
+    leaves: dict[str, torch.Tensor],
+    outputs: dict[str, torch.Tensor],
+    tracer: Tracer,
+) -> sp.csr_array:
+    """J's pattern as autograd's backward pass has it: one traced backward pass whose columns
+    are the outputs' elements (each cotangent watched) gives Jᵀ's rows.
+
+    # NOTE [custom autograd Functions]
+    A custom Function's forward may compute outside torch (NumPy, a solver), where the tracer
+    cannot see, and autograd's J then comes from its own backward. So where the graph holds
+    one, the backward pass is traced too and its pattern added: what every backward formula
+    (the custom ones included) sends each output's cotangent to.
+    """
+    reverse = Tracer(problem.output_count, tracer.budget)
+    watched, cotangents, first = [], [], 0
+    for name in problem.output_shapes:
+        output = outputs[name]
+        if output.requires_grad:
+            cotangent = torch.ones_like(output)
+            reverse.watch(cotangent, first)
+            watched.append(output)
+            cotangents.append(cotangent)
+        first += output.numel()
+    xs = [leaves[name] for name in problem.wrt]
+    try:
+        with reverse:
+            gradients = torch.autograd.grad(watched, xs, cotangents, allow_unused=True)
+    except JaccliError:
+        reverse.require_no_refusal()
+        raise
+    except Exception as error:  # the user's backward: any failure, be safe
+        tracer.note(
+            f"the backward pass of {problem.function.name} failed when asked for J's pattern "
+            f"({type(error).__name__}): every output depends on every input element",
+            exact=False,
+        )
+        tracer.require_entries(problem.output_count * problem.input_count, "a failed backward")
+        columns = np.arange(problem.input_count)
+        return deps.repeated_row(columns, problem.output_count, problem.input_count)
+    reverse.require_no_refusal()
+    for text in reverse.notes:
+        tracer.note(text, exact=reverse.exact, value_dependent=reverse.value_dependent)
+    transposed = deps.stack(
+        [
+            reverse.dependencies(g) if g is not None else deps.no_dependencies(x.numel(), first)
+            for g, x in zip(gradients, xs, strict=True)
+        ]
+    )
+    return transposed.T.tocsr()
 
 
 def hessian_pattern(problem: Problem, budget: int | None = None) -> SparsityPattern:

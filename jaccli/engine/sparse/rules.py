@@ -860,16 +860,8 @@ def layer_norm_backward(call: Call) -> Found:
 
 def everything_rows(call: Call, count: int) -> Dependencies | None:
     """`count` rows, each depending on every element any operand depends on."""
-    columns: list[np.ndarray] = []
-    for tensor in call.operands:
-        rows = call.read(tensor)
-        if rows is not None:
-            columns.append(rows.indices)
-    if not columns:
-        return None
-    union = np.unique(np.concatenate(columns)).astype(np.int64)
-    call.tracer.require_entries(count * len(union), f"{call.op_name} without a sparsity rule")
-    return deps.repeated_row(union, count, call.tracer.columns)
+    sources = [call.read(t) for t in call.operands]
+    return call.tracer.everything(sources, count, f"{call.op_name} without a sparsity rule")
 
 
 def everything(call: Call) -> Found:

@@ -18,8 +18,7 @@ positions the output covers.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from jaccli.engine.evaluate import call_fresh
 from jaccli.engine.guard import require_within_budget
@@ -136,6 +135,18 @@ class Tracer(TorchDispatchMode):
             self.refusal = error
             raise
 
+    def everything(
+        self, sources: Sequence[Dependencies | None], count: int, what: str
+    ) -> Dependencies | None:
+        """`count` rows, each depending on every column any of `sources` depends on (None:
+        on nothing), within the budget."""
+        columns = [rows.indices for rows in sources if rows is not None and rows.nnz]
+        if not columns:
+            return None
+        union = np.unique(np.concatenate(columns))
+        self.require_entries(count * len(union), what)
+        return deps.repeated_row(union, count, self.columns)
+
     def note(self, text: str, *, exact: bool = True, value_dependent: bool = False) -> None:
         """A warning; `exact=False` when the pattern may now hold more than J's non-zeros,
         `value_dependent` when it holds at this point only."""
@@ -149,7 +160,7 @@ class Tracer(TorchDispatchMode):
         """The function's outputs on `fresh`, traced; a refusal raised while tracing stands
         even where the function caught or wrapped it."""
         try:
-            with self, self._custom_functions_traced():
+            with self:
                 outputs = call_fresh(function, fresh)
         except JaccliError:
             self.require_no_refusal()
@@ -161,89 +172,6 @@ class Tracer(TorchDispatchMode):
         """Raise the refusal met while tracing, if any."""
         if self.refusal is not None:
             raise self.refusal from None
-
-    @contextlib.contextmanager
-    def _custom_functions_traced(self) -> Iterator[None]:
-        """Every custom autograd.Function applied in the block has its outputs' dependencies
-        joined with those its own backward implies (NOTE [custom autograd Functions])."""
-        original = torch.autograd.Function.__dict__["apply"]
-        tracer = self
-
-        def apply(cls: type[torch.autograd.Function], *args: Any, **kwargs: Any) -> Any:
-            result = original.__get__(None, cls)(*args, **kwargs)
-            tracer._through_backward(cls, args, result)
-            return result
-
-        torch.autograd.Function.apply = classmethod(apply)  # type: ignore[assignment,method-assign]
-        try:
-            yield
-        finally:
-            torch.autograd.Function.apply = original  # type: ignore[method-assign]
-
-    def _through_backward(self, cls: type, args: Sequence[Any], result: Any) -> None:
-        """Join each output of a custom Function with the input elements its backward sends
-        a cotangent to: the local pattern comes from tracing that backward once, with the
-        cotangents as the watched columns.
-
-        # NOTE [custom autograd Functions]
-        A custom Function's forward may compute outside torch (NumPy, a solver), where the
-        tracer cannot see, and autograd's J then comes from its own backward: so the
-        backward is asked which inputs each output element reaches (the transpose of its
-        local pattern) and that is added to what the traced forward found.
-        """
-        inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-        outputs = [
-            o for o in pytree.tree_leaves(result) if isinstance(o, torch.Tensor) and o.requires_grad
-        ]
-        input_rows = [self.read(a) for a in inputs]
-        if not outputs or all(rows is None for rows in input_rows):
-            return
-        name = getattr(cls, "__qualname__", "a custom autograd.Function")
-        local = Tracer(sum(o.numel() for o in outputs), self.budget)
-        cotangents = [torch.ones_like(o) for o in outputs]
-        first = 0
-        for cotangent in cotangents:
-            local.watch(cotangent, first)
-            first += cotangent.numel()
-        try:
-            with _disable_current_modes(), local:
-                gradients = torch.autograd.grad(
-                    outputs, inputs, cotangents, allow_unused=True, retain_graph=True
-                )
-        except JaccliError:
-            raise
-        except Exception as error:  # the user's backward: any failure, be safe
-            rows = deps.union([_all_rows(r, 1, self.columns) for r in input_rows])
-            self.note(
-                f"the backward of {name} failed when asked for its pattern "
-                f"({type(error).__name__}): its outputs depend on all of its inputs' elements",
-                exact=False,
-            )
-            for output in outputs:
-                if rows is not None:
-                    self.require_entries(output.numel() * rows.nnz, name)
-                    every = deps.take_rows(rows, np.zeros(output.numel(), dtype=np.int64))
-                    self._write(output, deps.union([self.read(output), every]), True)
-            return
-        for text in local.notes:
-            self.note(text, exact=local.exact, value_dependent=local.value_dependent)
-        reached = [
-            local.dependencies(g) if g is not None else deps.no_dependencies(a.numel(), first)
-            for g, a in zip(gradients, inputs, strict=True)
-        ]
-        stacked_inputs = deps.stack(
-            [
-                rows if rows is not None else deps.no_dependencies(a.numel(), self.columns)
-                for rows, a in zip(input_rows, inputs, strict=True)
-            ]
-        )
-        local_pattern = deps.stack(reached).T.tocsr()  # outputs × inputs
-        through = deps.canonical(local_pattern @ stacked_inputs)
-        start = 0
-        for output in outputs:
-            rows = deps.take_rows(through, np.arange(start, start + output.numel()))
-            start += output.numel()
-            self._write(output, deps.union([self.read(output), rows]), True)
 
     def __torch_dispatch__(
         self,
@@ -347,9 +275,7 @@ class Tracer(TorchDispatchMode):
             "elements depend on all of the storage's",
             exact=False,
         )
-        everything = _all_rows(storage.rows, 1, self.columns)  # type: ignore[arg-type]
-        self.require_entries(count * everything.nnz, "a reinterpreted storage")
-        return deps.take_rows(everything, np.zeros(count, dtype=np.int64))
+        return self.everything([storage.rows], count, "a reinterpreted storage")  # type: ignore[return-value]
 
     def _write_reinterpreted(
         self, storage: _Storage, tensor: torch.Tensor, rows: Dependencies | None
@@ -361,16 +287,9 @@ class Tracer(TorchDispatchMode):
             "written: its elements depend on all of the storage's",
             exact=False,
         )
-        together = deps.union(
-            [_all_rows(storage.rows, 1, self.columns), _all_rows(rows, 1, self.columns)]
-        )
         elements = tensor.untyped_storage().nbytes() // tensor.element_size()
         storage.itemsize = tensor.element_size()
-        if together is None:
-            storage.rows = None
-            return
-        self.require_entries(elements * together.nnz, "a reinterpreted storage")
-        storage.rows = deps.take_rows(together, np.zeros(elements, dtype=np.int64))
+        storage.rows = self.everything([storage.rows, rows], elements, "a reinterpreted storage")
 
     def _sweep(self) -> None:
         self._writes += 1
@@ -405,23 +324,3 @@ def _resized(rows: Dependencies, elements: int) -> Dependencies:
 
     extra = deps.no_dependencies(elements - rows.shape[0], rows.shape[1])
     return sp.vstack([rows, extra], format="csr")
-
-
-def _all_rows(rows: Dependencies | None, count: int, columns: int) -> Dependencies | None:
-    """`count` rows, each the union of every row of `rows`."""
-    if rows is None or not rows.nnz:
-        return None
-    union = np.unique(rows.indices)
-    return deps.from_pairs(
-        np.repeat(np.arange(count, dtype=np.int64), len(union)),
-        np.tile(union.astype(np.int64), count),
-        (count, columns),
-    )
-
-
-@contextlib.contextmanager
-def tracing(columns: int, budget: int | None) -> Iterator[Tracer]:
-    """A tracer, active for the block."""
-    tracer = Tracer(columns, budget)
-    with tracer:
-        yield tracer

@@ -276,19 +276,17 @@ def sorted_values(call: Call) -> Found:
     chose: exact at this point only."""
     source = call.arguments["self"]
     rows = call.read(source)
-    values, indices = call.outputs[0], call.outputs[1]
     if rows is None:
         return [None, None]
     call.tracer.note(
         f"{call.op_name} chooses elements by their values: the pattern holds at this point only",
         value_dependent=True,
     )
-    ids = torch.arange(source.numel()).reshape(source.shape)
     if source.dim() == 0:
         return [rows, None]
+    indices = call.outputs[1].cpu()
     dim = _dims(call.argument("dim", -1), source.dim())[0]
-    chosen = ids.gather(dim, indices.cpu())
-    del values
+    chosen = torch.arange(source.numel()).reshape(source.shape).gather(dim, indices)
     return [deps.take_rows(rows, chosen.reshape(-1).numpy()), None]
 
 

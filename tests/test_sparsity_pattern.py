@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from jaccli.engine.evaluate import call_function
 from jaccli.engine.problem import Problem, prepare
+from jaccli.engine.sparse.call import Call, Found
+from jaccli.engine.sparse.moves import move
 from jaccli.engine.sparse.pattern import SparsityPattern, detect_pattern, hessian_pattern
 from jaccli.errors import ResourceError, UsageError
 from jaccli.functions.model import Function, InputSpec
@@ -436,7 +438,7 @@ def test_a_rule_that_cannot_follow_its_op_is_safe_and_says_so(
 ) -> None:
     from jaccli.engine.sparse import rules
 
-    def broken(call: rules.Call) -> rules.Found:
+    def broken(call: Call) -> Found:
         raise IndexError("no")
 
     monkeypatch.setitem(rules.RULES, "roll", broken)
@@ -618,7 +620,7 @@ def test_an_op_wrongly_listed_as_a_move_is_caught(monkeypatch: pytest.MonkeyPatc
     back to a safe superset instead of reading sums as ids."""
     from jaccli.engine.sparse import rules
 
-    monkeypatch.setitem(rules.RULES, "cumsum", rules.move)
+    monkeypatch.setitem(rules.RULES, "cumsum", move)
     case = Case(
         "cumsum as a move",
         lambda x: x.cumsum(0),

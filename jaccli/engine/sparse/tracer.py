@@ -31,8 +31,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from jaccli.engine.evaluate import call_fresh
 from jaccli.engine.guard import require_within_budget
 from jaccli.engine.sparse import dependencies as deps
+from jaccli.engine.sparse.call import Call, Rule, everything, everything_rows
 from jaccli.engine.sparse.dependencies import Dependencies
-from jaccli.engine.sparse.rules import Call, Rule, everything, everything_rows, rule_for
+from jaccli.engine.sparse.rules import rule_for
 from jaccli.errors import JaccliError
 from jaccli.functions.model import Function
 

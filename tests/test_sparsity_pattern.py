@@ -394,6 +394,26 @@ CASES = [
     ),
     Case("dtype changes", lambda x: x.float().double() * x, {"x": (5,)}),
     Case(
+        "complex intermediates: rfft",
+        lambda x: torch.fft.rfft(x).abs(),
+        {"x": (6,)},
+        exact=False,
+        notes=("aten._fft_r2c has no sparsity rule",),
+    ),
+    Case(
+        "complex viewed as real",
+        lambda x: torch.view_as_real(torch.complex(x, x.roll(1) ** 2)).sum(-1),
+        {"x": (5,)},
+        equal=False,
+        exact=False,
+        notes=("a torch.float64 view of a storage of 16-byte elements",),
+    ),
+    Case(
+        "trace and block_diag",
+        lambda x: torch.block_diag(x, x.T[:1]) + torch.trace(x),
+        {"x": (2, 2)},
+    ),
+    Case(
         "nearest upsampling",
         lambda x: F.interpolate(x[None, None], scale_factor=2, mode="nearest").reshape(-1),
         {"x": (4,)},

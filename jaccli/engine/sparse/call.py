@@ -24,6 +24,11 @@ Rule = Callable[["Call"], Found]
 METADATA_ONLY = {"set_", "resize_", "resize_as_", "record_stream", "_resize_output_"}
 
 
+def differentiable(tensor: torch.Tensor) -> bool:
+    """Whether a tensor has derivatives: floating or complex (integers and booleans not)."""
+    return tensor.is_floating_point() or tensor.is_complex()
+
+
 class Call:
     """One call of an aten op as a rule sees it: its arguments by name (defaults filled in),
     its operands' dependencies as they were before it ran, and its outputs."""
@@ -116,7 +121,7 @@ class Call:
         return None
 
     def floating_operands(self) -> list[torch.Tensor]:
-        return [t for t in self.operands if t.is_floating_point() or t.is_complex()]
+        return [t for t in self.operands if differentiable(t)]
 
     def depends_on_values(self, tensors: Sequence[Any], how: str) -> None:
         """Note that the pattern holds at this point only when one of `tensors` (indices, a
@@ -172,6 +177,4 @@ def everything_rows(call: Call, count: int) -> Dependencies | None:
 
 def everything(call: Call) -> Found:
     """Each floating output element depends on every element its operands depend on."""
-    return [
-        everything_rows(call, o.numel()) if o.is_floating_point() else None for o in call.outputs
-    ]
+    return [everything_rows(call, o.numel()) if differentiable(o) else None for o in call.outputs]

@@ -12,7 +12,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from jaccli.engine.sparse import dependencies as deps
-from jaccli.engine.sparse.call import Call, Found, dims_of
+from jaccli.engine.sparse.call import Call, Found, differentiable, dims_of
 from jaccli.engine.sparse.dependencies import Dependencies
 
 SCALAR_TYPES = ("number", "Optional[number]")
@@ -36,7 +36,7 @@ def move(call: Call) -> Found:
         identities[id(tensor)] = (first_id, tensor)
         first_id += tensor.numel()
     call.depends_on_values(
-        [t for t in call.operands if not (t.is_floating_point() or t.is_complex())],
+        [t for t in call.operands if not differentiable(t)],
         "selects with indices or masks",
     )
     if len(stacked) == 1:
@@ -56,7 +56,7 @@ def move(call: Call) -> Found:
     every = deps.stack(stacked)
     found: Found = []
     for output, ids in zip(call.outputs, moved, strict=True):
-        if not output.is_floating_point():
+        if not differentiable(output):
             found.append(None)
             continue
         positions = ids.detach().reshape(-1).cpu().to(torch.int64).numpy()
@@ -75,9 +75,7 @@ def _apply_to_ids(
     id onwards, plus `shift`; or zeros for a constant) and each number argument by 0."""
 
     def ids_of(value: Any) -> Any:
-        if not isinstance(value, torch.Tensor) or not (
-            value.is_floating_point() or value.is_complex()
-        ):
+        if not isinstance(value, torch.Tensor) or not differentiable(value):
             return value
         first, tensor = identities.get(id(value), (0, value))
         if first == 0:

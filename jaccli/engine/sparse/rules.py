@@ -47,6 +47,7 @@ from jaccli.engine.sparse.call import (
     Call,
     Found,
     Rule,
+    differentiable,
     dims_of,
     everything,
     groups_of,
@@ -109,7 +110,7 @@ def reduction(call: Call) -> Found:
     dims = dims_of(call.arguments.get("dim"), source.dim())
     groups, count = groups_of(tuple(source.shape), dims)
     reduced = deps.group_union(rows, groups, count)
-    return [reduced if o.is_floating_point() else None for o in call.outputs]
+    return [reduced if differentiable(o) else None for o in call.outputs]
 
 
 def loss(call: Call) -> Found:
@@ -199,7 +200,7 @@ def prefix(call: Call) -> Found:
     pairs = (lines[:, later].reshape(-1), lines[:, earlier].reshape(-1))
     call.tracer.require_entries(deps.entries_bound(pairs[1], rows), call.op_name)
     found = deps.combine(pairs, source.numel(), rows)
-    return [found if o.is_floating_point() else None for o in call.outputs]
+    return [found if differentiable(o) else None for o in call.outputs]
 
 
 def sorted_values(call: Call) -> Found:
@@ -219,6 +220,18 @@ def sorted_values(call: Call) -> Found:
     dim = dims_of(call.argument("dim", -1), source.dim())[0]
     chosen = torch.arange(source.numel()).reshape(source.shape).gather(dim, indices)
     return [deps.take_rows(rows, chosen.reshape(-1).numpy()), None]
+
+
+def trace(call: Call) -> Found:
+    """The trace: the union over the diagonal."""
+    source = call.arguments["self"]
+    rows = call.read(source)
+    if rows is None:
+        return [None]
+    columns = source.shape[1]
+    diagonal = np.arange(min(source.shape), dtype=np.int64) * (columns + 1)
+    on_it = deps.take_rows(rows, diagonal)
+    return [deps.group_union(on_it, np.zeros(len(diagonal), dtype=np.int64), 1)]
 
 
 def unknown(call: Call) -> Found:
@@ -247,7 +260,7 @@ POINTWISE = (
     "hardsigmoid_backward hardswish_backward hardswish _prelu_kernel relu6"
 )
 MOVES = (
-    "cat stack roll flip rot90 constant_pad_nd reflection_pad1d reflection_pad2d "
+    "cat stack block_diag roll flip rot90 constant_pad_nd reflection_pad1d reflection_pad2d "
     "reflection_pad3d replication_pad1d replication_pad2d replication_pad3d repeat "
     "repeat_interleave index index_select gather take masked_select masked_scatter "
     "index_fill fill zero copy slice_scatter select_scatter diagonal_scatter "
@@ -292,6 +305,7 @@ RULES: dict[str, Rule] = {
     "where": where,
     "masked_fill": where,
     "sort": sorted_values,
+    "trace": trace,
     "topk": sorted_values,
     "native_layer_norm": layer_norm,
     "convolution": convolution,

@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from jaccli.engine.evaluate import call_fresh
 from jaccli.engine.guard import require_within_budget
 from jaccli.engine.sparse import dependencies as deps
-from jaccli.engine.sparse.call import Call, Rule, everything, everything_rows
+from jaccli.engine.sparse.call import Call, Rule, differentiable, everything, everything_rows
 from jaccli.engine.sparse.dependencies import Dependencies
 from jaccli.engine.sparse.rules import rule_for
 from jaccli.errors import JaccliError
@@ -220,11 +220,11 @@ class Tracer(TorchDispatchMode):
             )
         for output, rows, target in zip(call.outputs, found, targets, strict=True):
             if target:
-                self._write(output, rows if output.is_floating_point() else None, varies)
+                self._write(output, rows if differentiable(output) else None, varies)
         returned = {id(t) for t in call.outputs}
         for tensor in call.written:  # written, but not returned: be safe
             if id(tensor) not in returned:
-                rows = everything_rows(call, tensor.numel()) if tensor.is_floating_point() else None
+                rows = everything_rows(call, tensor.numel()) if differentiable(tensor) else None
                 self._write(tensor, rows, varies)
 
     # Storage bookkeeping.

@@ -195,6 +195,22 @@ W1 = torch.randn(6, 5, generator=GENERATOR, dtype=torch.float64)
 W2 = torch.randn(3, 6, generator=GENERATOR, dtype=torch.float64)
 KERNEL_5POINT = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64)
 MASK = torch.tensor([True, False, True, True, False, False, True, False])
+_BAND = torch.arange(8)
+LAPLACIAN_COO = torch.sparse_coo_tensor(
+    torch.stack(
+        [torch.cat([_BAND, _BAND[1:], _BAND[:-1]]), torch.cat([_BAND, _BAND[:-1], _BAND[1:]])]
+    ),
+    torch.cat([torch.full((8,), -2.0), torch.ones(14)]).double(),
+    (8, 8),
+).coalesce()
+
+
+def sparse_matrix_of(x: torch.Tensor) -> torch.Tensor:
+    """A torch.sparse matrix whose values are x's: a product with it depends on x."""
+    indices = LAPLACIAN_COO.indices()
+    return torch.sparse_coo_tensor(indices, torch.cat([x, x[1:], x[:-1]]), (8, 8)) @ x.roll(3)
+
+
 GATHER_INDEX = torch.tensor([[0, 4, 4], [1, 0, 2], [3, 3, 3], [2, 1, 0]])
 
 

@@ -111,6 +111,8 @@ class Call:
         if self.varies(value):
             return None
         if isinstance(value, torch.Tensor):
+            if value.layout != torch.strided:  # a torch.sparse constant: see nonzero_positions
+                return None
             mask = (self.values(value).detach() != 0).cpu()
             if shape is not None:
                 mask = mask.expand(tuple(shape))
@@ -119,6 +121,20 @@ class Call:
             size = int(np.prod(shape)) if shape is not None else 1
             return np.full(size, value != 0)
         return None
+
+    def nonzero_positions(self, value: Any) -> np.ndarray | None:
+        """The flat positions (logical order) of the elements that may be non-zero, read from
+        a torch.sparse constant's indices without densifying it; None: every element."""
+        if not isinstance(value, torch.Tensor) or self.varies(value):
+            return None
+        if value.layout == torch.strided:
+            return np.flatnonzero(self.may_be_nonzero(value))
+        stored = value.detach().to_sparse_coo().coalesce()
+        if stored.dense_dim():  # blocks of dense values: every element of the shape, safely
+            return None
+        kept = (stored.values() != 0).cpu().numpy()
+        indices = stored.indices().cpu().numpy()[:, kept]
+        return np.ravel_multi_index(tuple(indices), tuple(value.shape)).astype(np.int64)
 
     def floating_operands(self) -> list[torch.Tensor]:
         return [t for t in self.operands if differentiable(t)]
@@ -171,7 +187,7 @@ def within_groups(
 
 def everything_rows(call: Call, count: int) -> Dependencies | None:
     """`count` rows, each depending on every element any operand depends on."""
-    sources = [call.read(t) for t in call.operands]
+    sources = [call.tracer.columns_of(t) for t in call.operands]
     return call.tracer.everything(sources, count, f"{call.op_name} without a sparsity rule")
 
 

@@ -25,6 +25,8 @@ PRODUCT_OPERANDS = {
     "dot": ("self", "tensor", None),
     "vdot": ("self", "other", None),
     "addr": ("vec1", "vec2", "self"),
+    "_sparse_mm": ("sparse", "dense", None),
+    "_sparse_addmm": ("mat1", "mat2", "self"),
 }
 """Each product's factors A and B and the term it adds, by argument name."""
 
@@ -63,7 +65,7 @@ def _batched_product(
         own = call.read(tensor)
         if own is None:
             continue
-        nonzero = call.may_be_nonzero(partner)
+        nonzero = call.nonzero_positions(partner)
         if from_first:  # C[b,i,j] ← A[b,i,s] where B[b,s,j] may be non-zero
             b, s, j = _nonzero_positions(nonzero, (batch, k, n))
             out = (b * m * n + j)[:, None] + (np.arange(m, dtype=np.int64) * n)[None, :]
@@ -80,13 +82,13 @@ def _batched_product(
 
 
 def _nonzero_positions(
-    nonzero: np.ndarray | None, shape: tuple[int, int, int]
+    positions: np.ndarray | None, shape: tuple[int, int, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The (batch, row, column) of each element that may be non-zero (every one for None)."""
-    if nonzero is None:
+    """The (batch, row, column) of each flat position (of every element for None)."""
+    if positions is None:
         grid = np.indices(shape, dtype=np.int64).reshape(3, -1)
         return grid[0], grid[1], grid[2]
-    b, i, j = np.nonzero(nonzero.reshape(shape))
+    b, i, j = np.unravel_index(positions, shape)
     return b.astype(np.int64), i.astype(np.int64), j.astype(np.int64)
 
 
@@ -113,9 +115,8 @@ def _convolution_triples(
     # A kernel offset joins position o of the strided side with p = o·s − pad + k·d of the
     # other: the output is the strided side of a convolution, the input of a transposed one.
     strided, other = (in_sizes, out_sizes) if transposed else (out_sizes, in_sizes)
-    first, second, offset = _nonzero_positions(
-        weight_nonzero, (weight.shape[0], weight.shape[1], taps)
-    )
+    positions = None if weight_nonzero is None else np.flatnonzero(weight_nonzero)
+    first, second, offset = _nonzero_positions(positions, (weight.shape[0], weight.shape[1], taps))
     in_per_group, out_per_group = in_channels // groups, out_channels // groups
     if transposed:
         in_channel = first

@@ -22,11 +22,13 @@ them, NOTE [dependencies live with storages]). The table, by kind of op:
 | cumsum, cumprod, logcumsumexp, cummax, cummin    | union over each prefix: a triangle       |
 | sort, topk                                       | the element chosen: at this point only   |
 | mm, bmm, mv, dot, addmm, baddbmm, addr, …        | structural product: a constant factor's  |
-|                                                  | exact zeros are zeros (products.py)      |
+|   (a constant factor may be torch.sparse)        | exact zeros are zeros (products.py)      |
 | convolution (1-D to 3-D, strided, dilated,       | structural pattern, likewise             |
 |   grouped, transposed) and its backward          |                                          |
 | max_pool, avg_pool (2-D, 3-D) and backward       | union over each window                   |
 | factories and *_like (zeros_like, randn_like…)   | none                                     |
+| anything on a torch.sparse tensor built from the | every element depends on everything the  |
+|   inputs (tracer.py)                             | operands do: a superset, noted           |
 | anything else                                    | every output element depends on every    |
 |                                                  | operand element: a superset, named in a  |
 |                                                  | note                                     |
@@ -289,7 +291,9 @@ UNMOVES = (
     "_upsample_nearest_exact1d_backward _upsample_nearest_exact2d_backward "
     "_upsample_nearest_exact3d_backward unfold_backward embedding_dense_backward col2im"
 )
-PRODUCTS = "mm bmm mv dot vdot addmm addmv baddbmm addbmm addr _addmm_activation"
+PRODUCTS = (
+    "mm bmm mv dot vdot addmm addmv baddbmm addbmm addr _addmm_activation _sparse_mm _sparse_addmm"
+)
 
 RULES: dict[str, Rule] = {
     **dict.fromkeys(NOTHING.split(), nothing),

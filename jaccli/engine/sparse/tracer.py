@@ -27,6 +27,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from jaccli.engine.evaluate import call_fresh
 from jaccli.engine.guard import require_within_budget
@@ -66,6 +67,9 @@ class Tracer(TorchDispatchMode):
         self.columns = columns
         self.budget = budget
         self._storages: dict[int, _Storage] = {}
+        self._sparse = WeakTensorKeyDictionary()
+        """torch.sparse tensors built from tracked values: every column any of their elements
+        may depend on (they have no storage to keep rows with)."""
         self._writes = 0
         self.exact = True
         self.value_dependent = False
@@ -117,11 +121,17 @@ class Tracer(TorchDispatchMode):
         return rows if rows.nnz else None
 
     def varies(self, tensor: torch.Tensor) -> bool:
+        if tensor.layout != torch.strided:
+            return tensor in self._sparse
         storage = self._storage(tensor)
         return storage is not None and storage.varies
 
     def tracked(self, tensor: torch.Tensor) -> bool:
-        return self._storage(tensor) is not None
+        return (
+            tensor in self._sparse
+            if tensor.layout != torch.strided
+            else bool(self._storage(tensor))
+        )
 
     def require_entries(self, count: int, what: str) -> None:
         """Refuse (exit 3) a dependency matrix of `count` entries past the memory budget."""
@@ -136,12 +146,19 @@ class Tracer(TorchDispatchMode):
             self.refusal = error
             raise
 
+    def columns_of(self, tensor: torch.Tensor) -> np.ndarray | None:
+        """Every column some element of `tensor` depends on; None: none."""
+        if tensor.layout != torch.strided:
+            return self._sparse.get(tensor)
+        rows = self.read(tensor)
+        return None if rows is None else rows.indices
+
     def everything(
-        self, sources: Sequence[Dependencies | None], count: int, what: str
+        self, sources: Sequence[np.ndarray | None], count: int, what: str
     ) -> Dependencies | None:
-        """`count` rows, each depending on every column any of `sources` depends on (None:
-        on nothing), within the budget."""
-        columns = [rows.indices for rows in sources if rows is not None and rows.nnz]
+        """`count` rows, each depending on every column in `sources` (None: on nothing),
+        within the budget."""
+        columns = [c for c in sources if c is not None and len(c)]
         if not columns:
             return None
         union = np.unique(np.concatenate(columns))
@@ -207,6 +224,11 @@ class Tracer(TorchDispatchMode):
         ]
         if call.only_metadata or not any(targets):  # views read their storage: no rule
             return
+        if any(t.layout != torch.strided and self.varies(t) for t in call.operands) or (
+            varies and any(t.layout != torch.strided for t in call.outputs)
+        ):
+            self._record_sparse(call)
+            return
         try:
             found = rule(call)
         except JaccliError:
@@ -226,6 +248,22 @@ class Tracer(TorchDispatchMode):
             if id(tensor) not in returned:
                 rows = everything_rows(call, tensor.numel()) if differentiable(tensor) else None
                 self._write(tensor, rows, varies)
+
+    def _record_sparse(self, call: Call) -> None:
+        """An op on or making a torch.sparse tensor built from tracked values: every output
+        element depends on everything the operands depend on (rows for a strided output,
+        columns for a sparse one), a superset named in a note."""
+        self.note(
+            f"{call.op_name} works on a torch.sparse tensor built from the inputs: its outputs "
+            "depend on all of its inputs' elements",
+            exact=False,
+        )
+        sources = [self.columns_of(t) for t in call.operands]
+        for output in call.outputs:
+            if output.layout == torch.strided:
+                self._write(output, self.everything(sources, output.numel(), call.op_name), True)
+            else:
+                self._sparse[output] = self.everything(sources, 1, call.op_name).indices  # type: ignore[union-attr]
 
     # Storage bookkeeping.
 
@@ -276,7 +314,7 @@ class Tracer(TorchDispatchMode):
             "elements depend on all of the storage's",
             exact=False,
         )
-        return self.everything([storage.rows], count, "a reinterpreted storage")  # type: ignore[return-value]
+        return self.everything([storage.rows.indices], count, "a reinterpreted storage")  # type: ignore[return-value]
 
     def _write_reinterpreted(
         self, storage: _Storage, tensor: torch.Tensor, rows: Dependencies | None
@@ -290,7 +328,8 @@ class Tracer(TorchDispatchMode):
         )
         elements = tensor.untyped_storage().nbytes() // tensor.element_size()
         storage.itemsize = tensor.element_size()
-        storage.rows = self.everything([storage.rows, rows], elements, "a reinterpreted storage")
+        sources = [None if r is None else r.indices for r in (storage.rows, rows)]
+        storage.rows = self.everything(sources, elements, "a reinterpreted storage")
 
     def _sweep(self) -> None:
         self._writes += 1

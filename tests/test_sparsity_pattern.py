@@ -24,6 +24,8 @@ from jaccli.engine.sparse.pattern import SparsityPattern, detect_pattern, hessia
 from jaccli.errors import ResourceError, UsageError
 from jaccli.functions.model import Function, InputSpec
 
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+
 POINTS = 3
 """Random points J is computed at, for each function."""
 
@@ -202,13 +204,16 @@ LAPLACIAN_COO = torch.sparse_coo_tensor(
     ),
     torch.cat([torch.full((8,), -2.0), torch.ones(14)]).double(),
     (8, 8),
+    check_invariants=True,
 ).coalesce()
 
 
 def sparse_matrix_of(x: torch.Tensor) -> torch.Tensor:
     """A torch.sparse matrix whose values are x's: a product with it depends on x."""
     indices = LAPLACIAN_COO.indices()
-    return torch.sparse_coo_tensor(indices, torch.cat([x, x[1:], x[:-1]]), (8, 8)) @ x.roll(3)
+    values = torch.cat([x, x[1:], x[:-1]])
+    matrix = torch.sparse_coo_tensor(indices, values, (8, 8), check_invariants=True)
+    return matrix @ x.roll(3)
 
 
 GATHER_INDEX = torch.tensor([[0, 4, 4], [1, 0, 2], [3, 3, 3], [2, 1, 0]])

@@ -441,6 +441,28 @@ CASES = [
     ),
     Case("sliding windows by unfold", lambda x: x.unfold(0, 3, 1).sum(-1), {"x": (7,)}),
     Case(
+        "indices from an input outside wrt",
+        lambda x, idx: x[idx.abs().long() % 5] * 2,
+        {"x": (5,), "idx": (3,)},
+        wrt=("x",),
+        value_dependent=True,
+        notes=("selects elements with indices or masks that come from idx (not differentiated)",),
+    ),
+    Case(
+        "zeros of an input outside wrt",
+        lambda x, a: torch.triu(a) @ x + a.sum() * x,
+        {"x": (4,), "a": (4, 4)},
+        wrt=("x",),
+        value_dependent=True,
+        notes=("uses the zeros of a constant that come from a (not differentiated)",),
+    ),
+    Case(
+        "an input outside wrt without zeros",
+        lambda x, a: a @ x,
+        {"x": (3,), "a": (2, 3)},
+        wrt=("x",),
+    ),
+    Case(
         "bmm with a constant",
         lambda x: torch.bmm(x, DENSE_4x5[None].expand(2, 4, 5)),
         {"x": (2, 3, 4)},

@@ -116,7 +116,10 @@ class Call:
             mask = (self.values(value).detach() != 0).cpu()
             if shape is not None:
                 mask = mask.expand(tuple(shape))
-            return np.ascontiguousarray(mask.numpy()).reshape(-1)
+            nonzero = np.ascontiguousarray(mask.numpy()).reshape(-1)
+            if not nonzero.all():
+                self.depends_on_values([value], "uses the zeros of a constant")
+            return nonzero
         if isinstance(value, int | float | bool | complex):
             size = int(np.prod(shape)) if shape is not None else 1
             return np.full(size, value != 0)
@@ -141,11 +144,22 @@ class Call:
 
     def depends_on_values(self, tensors: Sequence[Any], how: str) -> None:
         """Note that the pattern holds at this point only when one of `tensors` (indices, a
-        mask) was chosen by the inputs' values."""
+        mask, a constant's zeros) came from the values of the differentiated inputs, or of
+        inputs outside `wrt` (which another of --points may change)."""
+        tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
         if any(self.varies(t) for t in tensors):
             self.tracer.note(
-                f"{self.op_name} {how} that depend on the inputs' values: the pattern holds at "
-                "this point only",
+                f"{self.op_name} {how} that depend on the differentiated inputs' values: the "
+                "pattern holds at this point only",
+                value_dependent=True,
+            )
+            return
+        names = sorted(frozenset().union(*(self.tracer.inputs_of(t) for t in tensors)))
+        if names:
+            listed = ", ".join(names)
+            self.tracer.note(
+                f"{self.op_name} {how} that come from {listed} (not differentiated): the "
+                f"pattern holds for these values of {listed} only",
                 value_dependent=True,
             )
 

@@ -37,7 +37,7 @@ def move(call: Call) -> Found:
         first_id += tensor.numel()
     call.depends_on_values(
         [t for t in call.operands if not differentiable(t)],
-        "selects with indices or masks",
+        "selects elements with indices or masks",
     )
     if len(stacked) == 1:
         return [None] * len(call.outputs)

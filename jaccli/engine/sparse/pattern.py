@@ -197,12 +197,15 @@ def _watched_copies(
     leaves: dict[str, torch.Tensor], wrt: tuple[str, ...], tracer: Tracer
 ) -> dict[str, torch.Tensor]:
     """Copies of the inputs for the function to use (and mutate), made outside the tracer,
-    each `wrt` input watched: its element k is column (its first column) + k."""
+    each `wrt` input watched (its element k is column (its first column) + k), the others
+    remembered as the inputs whose values a structural zero or an index may come from."""
     fresh = {name: leaf.clone() for name, leaf in leaves.items()}
     first = 0
     for name in wrt:
         tracer.watch(fresh[name], first)
         first += fresh[name].numel()
+    for name in fresh.keys() - set(wrt):
+        tracer.watch_constant(fresh[name], name)
     return fresh
 
 

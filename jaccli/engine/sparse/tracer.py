@@ -57,6 +57,9 @@ class _Storage:
     """Whether some element's value depends on the inputs' values, with or without a
     derivative (an index computed from x, a mask x > 0): such a tensor's zeros hold at this
     point only."""
+    inputs: frozenset[str] = frozenset()
+    """The inputs outside `wrt` whose values reached some element: its zeros, or the indices
+    it holds, are those of these values only (another of --points may have others)."""
 
 
 class Tracer(TorchDispatchMode):
@@ -94,6 +97,10 @@ class Tracer(TorchDispatchMode):
         rows = deps.from_pairs(np.arange(count, dtype=np.int64), columns, (count, self.columns))
         self._write(tensor, rows, varies=True)
 
+    def watch_constant(self, tensor: torch.Tensor, name: str) -> None:
+        """Remember that `tensor` holds the values of input `name`, not differentiated."""
+        self._write(tensor, None, varies=False, inputs=frozenset({name}))
+
     def dependencies(self, tensor: torch.Tensor) -> Dependencies:
         """Each element's dependencies (rows in logical order); no entry for a constant."""
         rows = self.read(tensor)
@@ -125,6 +132,11 @@ class Tracer(TorchDispatchMode):
             return tensor in self._sparse
         storage = self._storage(tensor)
         return storage is not None and storage.varies
+
+    def inputs_of(self, tensor: torch.Tensor) -> frozenset[str]:
+        """The inputs outside `wrt` whose values reached `tensor`'s storage."""
+        storage = self._storage(tensor) if tensor.layout == torch.strided else None
+        return frozenset() if storage is None else storage.inputs
 
     def tracked(self, tensor: torch.Tensor) -> bool:
         return (
@@ -211,12 +223,10 @@ class Tracer(TorchDispatchMode):
     def _record(self, call: Call, rule: Rule, result: Any) -> None:
         """Write the dependencies `rule` gives each output of `call` where the output lies."""
         varies = any(self.varies(t) for t in call.operands)
-        if varies and not call.outputs and result is not None:
-            self.note(
-                f"{call.op_name} turned a value that depends on the inputs into a Python "
-                "number (.item(), float(), an `if` on a tensor): the pattern holds at this "
-                "point only",
-                value_dependent=True,
+        inputs = frozenset().union(*(self.inputs_of(t) for t in call.operands))
+        if not call.outputs and result is not None:
+            call.depends_on_values(
+                call.operands, "makes a Python number (.item(), float(), an `if`) of values"
             )
         written = {id(t) for t in call.written}
         targets = [
@@ -242,12 +252,12 @@ class Tracer(TorchDispatchMode):
             )
         for output, rows, target in zip(call.outputs, found, targets, strict=True):
             if target:
-                self._write(output, rows if differentiable(output) else None, varies)
+                self._write(output, rows if differentiable(output) else None, varies, inputs)
         returned = {id(t) for t in call.outputs}
         for tensor in call.written:  # written, but not returned: be safe
             if id(tensor) not in returned:
                 rows = everything_rows(call, tensor.numel()) if differentiable(tensor) else None
-                self._write(tensor, rows, varies)
+                self._write(tensor, rows, varies, inputs)
 
     def _record_sparse(self, call: Call) -> None:
         """An op on or making a torch.sparse tensor built from tracked values: every output
@@ -279,14 +289,20 @@ class Tracer(TorchDispatchMode):
             found.rows = _resized(found.rows, elements)
         return found
 
-    def _write(self, tensor: torch.Tensor, rows: Dependencies | None, varies: bool) -> None:
+    def _write(
+        self,
+        tensor: torch.Tensor,
+        rows: Dependencies | None,
+        varies: bool,
+        inputs: frozenset[str] = frozenset(),
+    ) -> None:
         """Make the elements `tensor` covers depend on `rows` (None: on nothing)."""
         if tensor.layout != torch.strided or tensor.device.type == "meta":
             return
         varies = varies or rows is not None
         storage = self._storage(tensor)
         if storage is None:
-            if rows is None and not varies:
+            if rows is None and not varies and not inputs:
                 return
             untyped = tensor.untyped_storage()
             storage = _Storage(StorageWeakRef(untyped), tensor.element_size(), None, False)
@@ -305,6 +321,7 @@ class Tracer(TorchDispatchMode):
                 positions = deps.index_map(tensor.shape, tensor.stride(), tensor.storage_offset())
                 storage.rows = deps.replace_rows(current, positions, rows)
         storage.varies = storage.varies or varies
+        storage.inputs = storage.inputs | inputs
 
     def _reinterpreted(self, storage: _Storage, count: int, tensor: torch.Tensor) -> Dependencies:
         """A tensor that reads a storage as another dtype: each of its elements may depend on

@@ -4,7 +4,9 @@ operands depend on."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +31,42 @@ def differentiable(tensor: torch.Tensor) -> bool:
     return tensor.is_floating_point() or tensor.is_complex()
 
 
+@dataclass(frozen=True)
+class Signature:
+    """What a call needs of an op's schema, read once per op (schemas are slow to walk)."""
+
+    name: str
+    arguments: tuple[tuple[str, bool, Any, bool], ...]
+    """Each argument: its name, whether it has a default, the default, whether the op writes
+    into it."""
+    returns_fresh: tuple[bool, ...]
+    """Each return: whether it is a new tensor (not a view or a written argument)."""
+    writes_only: bool
+    """An `out=` op: the arguments it writes are not read."""
+    only_metadata: bool
+
+    @staticmethod
+    @functools.cache
+    def of(func: torch._ops.OpOverload) -> Signature:
+        schema = func._schema
+        name = schema.name.split("::")[-1]
+        return Signature(
+            name,
+            tuple(
+                (
+                    a.name,
+                    a.has_default_value(),
+                    a.default_value if a.has_default_value() else None,
+                    a.alias_info is not None and a.alias_info.is_write,
+                )
+                for a in schema.arguments
+            ),
+            tuple(r.alias_info is None for r in schema.returns),
+            torch.Tag.out in func.tags,
+            torch.Tag.inplace_view in func.tags or name in METADATA_ONLY,
+        )
+
+
 class Call:
     """One call of an aten op as a rule sees it: its arguments by name (defaults filled in),
     its operands' dependencies as they were before it ran, and its outputs."""
@@ -44,31 +82,36 @@ class Call:
         self.func = func
         self.args = tuple(args)
         self.kwargs = kwargs
-        schema = func._schema
-        self.name = schema.name.split("::")[-1]
+        signature = Signature.of(func)
+        self.signature = signature
+        self.name = signature.name
         self.op_name = f"aten.{self.name}"
-        given = dict(zip((a.name for a in schema.arguments), args, strict=False)) | kwargs
+        self.only_metadata = signature.only_metadata
         self.arguments: dict[str, Any] = {}
         self.written: list[torch.Tensor] = []
         """The tensors the op writes into (in place, or `out=`)."""
         self.operands: list[torch.Tensor] = []
         """The tensors whose values the op reads."""
-        writes_only = torch.Tag.out in func.tags
-        for argument in schema.arguments:
-            if argument.name in given:
-                value = given[argument.name]
-            elif argument.has_default_value():
-                value = argument.default_value
+        for position, (name, has_default, default, is_write) in enumerate(signature.arguments):
+            if position < len(args):
+                value = args[position]
+            elif name in kwargs:
+                value = kwargs[name]
+            elif has_default:
+                value = default
             else:
                 continue
-            self.arguments[argument.name] = value
-            tensors = [t for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
-            is_write = argument.alias_info is not None and argument.alias_info.is_write
+            self.arguments[name] = value
+            if isinstance(value, torch.Tensor):
+                tensors = [value]
+            elif isinstance(value, list | tuple):
+                tensors = [t for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+            else:
+                continue
             if is_write:
                 self.written.extend(tensors)
-            if not (is_write and writes_only):
+            if not (is_write and signature.writes_only):
                 self.operands.extend(tensors)
-        self.only_metadata = torch.Tag.inplace_view in func.tags or self.name in METADATA_ONLY
         read = {id(t) for t in self.operands}
         self._before = {
             id(t): t.clone() for t in self.written if id(t) in read and not tracer.varies(t)
@@ -80,12 +123,15 @@ class Call:
 
     def finish(self, result: Any) -> None:
         """Take the op's result: its tensors are the outputs."""
-        returns = self.func._schema.returns
+        returns = self.signature.returns_fresh
         parts = [result] if len(returns) == 1 else list(result)
-        for value, part in zip(returns, parts, strict=False):
-            tensors = [t for t in pytree.tree_leaves(part) if isinstance(t, torch.Tensor)]
+        for fresh, part in zip(returns, parts, strict=False):
+            if isinstance(part, torch.Tensor):
+                tensors = [part]
+            else:
+                tensors = [t for t in pytree.tree_leaves(part) if isinstance(t, torch.Tensor)]
             self.outputs.extend(tensors)
-            self.fresh.extend([value.alias_info is None] * len(tensors))
+            self.fresh.extend([fresh] * len(tensors))
 
     # What rules read.
 

@@ -1,6 +1,6 @@
 """J's sparsity pattern: which entries of J can be non-zero, found by running the function
 once on its real values while tracking, for every element of every tensor, the input elements
-it depends on (tracer.py, with one small rule per kind of aten op in rules.py).
+it depends on (tracer.py, with one small rule per kind of aten op: the table in rules.py).
 
 The interface (what colouring and compressed AD build on):
 
@@ -15,12 +15,16 @@ The interface (what colouring and compressed AD build on):
 
     detect_pattern(problem, budget=None) -> SparsityPattern
     hessian_pattern(problem, budget=None) -> SparsityPattern   # n × n, symmetric
-    read_pattern(path, shape, budget=None) -> SparsityPattern  # pattern_file.py
+    read_pattern(path, shape, size_limit=…, budget=None) -> SparsityPattern  # pattern_file.py
 
 The contract: the pattern never misses a non-zero of J as autograd computes it; it may hold
-more (a superset is always allowed, and `exact=False` with a note says where). `budget`
-(bytes; None: the default budget) bounds the pattern's own size: a pattern too dense to hold
-is refused (exit 3) rather than built.
+more. `exact` is structural: with it, no entry is there only because a rule had to be safe,
+but an entry whose terms cancel (x − x) or that a branch not taken at this point feeds (where,
+max, relu) is kept, as in every structural method. `value_dependent`: an index, mask, sort or
+Python number taken from the differentiated inputs' values, or a zero or index taken from an
+input outside wrt, shaped it: it holds at this point (for these values) only, and a note says
+which op. `budget` (bytes; None: the default budget) bounds the pattern's own size: a pattern
+too dense to hold is refused (exit 3) rather than built.
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ class SparsityPattern:
     exact: bool
     """Every op had an exact rule: no entry is there only because a rule had to be safe."""
     value_dependent: bool
-    """An index, mask or sort chosen by the inputs' values selected elements: the pattern
-    holds at this point only."""
+    """Values shaped it (an index, mask or sort chosen by the inputs' values; the zeros or
+    indices of an input outside wrt): it holds at this point only."""
     notes: tuple[str, ...] = ()
 
     @property
@@ -117,9 +121,11 @@ def _through_backward(
     A custom Function's forward may compute outside torch (NumPy, a solver), where the tracer
     cannot see, and autograd's J then comes from its own backward. So where the graph holds
     one, the backward pass is traced too and its pattern added: what every backward formula
-    (the custom ones included) sends each output's cotangent to.
+    (the custom ones included) sends each output's cotangent to. The tensors the backward
+    saved are not known to this trace: their zeros are taken as values of this point, never
+    as structure.
     """
-    reverse = Tracer(problem.output_count, tracer.budget)
+    reverse = Tracer(problem.output_count, tracer.budget, unseen_vary=True)
     watched, cotangents, first = [], [], 0
     for name in problem.output_shapes:
         output = outputs[name]

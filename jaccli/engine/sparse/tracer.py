@@ -65,10 +65,13 @@ class _Storage:
 class Tracer(TorchDispatchMode):
     """Tracks, op by op, which of `columns` input elements every element depends on."""
 
-    def __init__(self, columns: int, budget: int | None) -> None:
+    def __init__(self, columns: int, budget: int | None, *, unseen_vary: bool = False) -> None:
         super().__init__()
         self.columns = columns
         self.budget = budget
+        self.unseen_vary = unseen_vary
+        """Whether a tensor the tracer never wrote may hold values that vary (a backward
+        pass's saved tensors), so that its zeros are never taken as structural."""
         self._storages: dict[int, _Storage] = {}
         self._sparse = WeakTensorKeyDictionary()
         """torch.sparse tensors built from tracked values: every column any of their elements
@@ -131,7 +134,7 @@ class Tracer(TorchDispatchMode):
         if tensor.layout != torch.strided:
             return tensor in self._sparse
         storage = self._storage(tensor)
-        return storage is not None and storage.varies
+        return self.unseen_vary if storage is None else storage.varies
 
     def inputs_of(self, tensor: torch.Tensor) -> frozenset[str]:
         """The inputs outside `wrt` whose values reached `tensor`'s storage."""

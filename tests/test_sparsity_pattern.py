@@ -302,6 +302,11 @@ CASES = [
         {"x": (6,)},
     ),
     Case(
+        "custom autograd.Function of a constant",
+        lambda x: CUBE_IN_NUMPY(torch.ones(3, dtype=torch.float64, requires_grad=True)),
+        {"x": (3,)},
+    ),
+    Case(
         # the backward multiplies by 3·relu(x)², 0 at this point where x < 0, not elsewhere
         "custom autograd.Function of relu(x)",
         lambda x: CUBE_IN_NUMPY(torch.relu(x)),

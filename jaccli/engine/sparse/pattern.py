@@ -89,8 +89,16 @@ def detect_pattern(problem: Problem, budget: int | None = None) -> SparsityPatte
         _require_same_outputs(problem, outputs)
         matrix = deps.stack([tracer.dependencies(outputs[n]) for n in problem.output_shapes])
         if _has_custom_functions(outputs.values()):
-            matrix = deps.union([matrix, _through_backward(problem, leaves, outputs, tracer)])
-    return _pattern(matrix, tracer)  # type: ignore[arg-type]
+            ys = [outputs[n] for n in problem.output_shapes]
+            xs = [leaves[n] for n in problem.wrt]
+            matrix = _joined(matrix, _through_backward(ys, xs, tracer, problem.function.name))
+    return _pattern(matrix, tracer)
+
+
+def _joined(matrix: sp.csr_array, more: sp.csr_array) -> sp.csr_array:
+    """The entries of both (of one shape)."""
+    joined = deps.union([matrix, more])
+    return matrix if joined is None else joined
 
 
 def _has_custom_functions(outputs: Iterable[torch.Tensor]) -> bool:
@@ -109,54 +117,51 @@ def _has_custom_functions(outputs: Iterable[torch.Tensor]) -> bool:
 
 
 def _through_backward(
-    problem: Problem,
-    leaves: dict[str, torch.Tensor],
-    outputs: dict[str, torch.Tensor],
-    tracer: Tracer,
+    ys: list[torch.Tensor], xs: list[torch.Tensor], tracer: Tracer, what: str
 ) -> sp.csr_array:
-    """J's pattern as autograd's backward pass has it: one traced backward pass whose columns
-    are the outputs' elements (each cotangent watched) gives Jᵀ's rows.
+    """The pattern of ∂y/∂x (rows: every y's elements in turn, columns: the xs') as autograd's
+    backward pass has it: one traced backward pass, each y's cotangent watched (its elements
+    the columns), gives its transpose.
 
     # NOTE [custom autograd Functions]
     A custom Function's forward may compute outside torch (NumPy, a solver), where the tracer
     cannot see, and autograd's J then comes from its own backward. So where the graph holds
     one, the backward pass is traced too and its pattern added: what every backward formula
-    (the custom ones included) sends each output's cotangent to. The tensors the backward
-    saved are not known to this trace: their zeros are taken as values of this point, never
-    as structure.
+    (the custom ones included) sends each output's cotangent to; for H, the backward of the
+    gradient. The tensors the backward saved are not known to this trace: their zeros are
+    taken as values of this point, never as structure.
     """
-    reverse = Tracer(problem.output_count, tracer.budget, unseen_vary=True)
-    watched, cotangents, first = [], [], 0
-    for name in problem.output_shapes:
-        output = outputs[name]
-        if output.requires_grad:
-            cotangent = torch.ones_like(output)
+    rows = sum(y.numel() for y in ys)
+    columns = sum(x.numel() for x in xs)
+    reverse = Tracer(rows, tracer.budget, unseen_vary=True)
+    pulled, cotangents, first = [], [], 0
+    for y in ys:
+        if y.requires_grad:
+            cotangent = torch.ones_like(y)
             reverse.watch(cotangent, first)
-            watched.append(output)
+            pulled.append(y)
             cotangents.append(cotangent)
-        first += output.numel()
-    xs = [leaves[name] for name in problem.wrt]
+        first += y.numel()
     try:
         with reverse:
-            gradients = torch.autograd.grad(watched, xs, cotangents, allow_unused=True)
+            gradients = torch.autograd.grad(pulled, xs, cotangents, allow_unused=True)
     except JaccliError:
         reverse.require_no_refusal()
         raise
     except Exception as error:  # the user's backward: any failure, be safe
         tracer.note(
-            f"the backward pass of {problem.function.name} failed when asked for J's pattern "
+            f"the backward pass of {what} failed when asked for the pattern "
             f"({type(error).__name__}): every output depends on every input element",
             exact=False,
         )
-        tracer.require_entries(problem.output_count * problem.input_count, "a failed backward")
-        columns = np.arange(problem.input_count)
-        return deps.repeated_row(columns, problem.output_count, problem.input_count)
+        tracer.require_entries(rows * columns, "a failed backward")
+        return deps.repeated_row(np.arange(columns), rows, columns)
     reverse.require_no_refusal()
     for text in reverse.notes:
         tracer.note(text, exact=reverse.exact, value_dependent=reverse.value_dependent)
     transposed = deps.stack(
         [
-            reverse.dependencies(g) if g is not None else deps.no_dependencies(x.numel(), first)
+            reverse.dependencies(g) if g is not None else deps.no_dependencies(x.numel(), rows)
             for g, x in zip(gradients, xs, strict=True)
         ]
     )
@@ -185,15 +190,23 @@ def hessian_pattern(problem: Problem, budget: int | None = None) -> SparsityPatt
         _require_same_outputs(problem, outputs)
         (output,) = outputs.values()
         xs = [leaves[name] for name in problem.wrt]  # not the copies, which f may overwrite
+        custom = _has_custom_functions([output])
         if output.requires_grad:
             with tracer, blaming_user_code(problem.function):
                 gradients = torch.autograd.grad(
-                    output.reshape(()), xs, allow_unused=True, materialize_grads=True
+                    output.reshape(()),
+                    xs,
+                    allow_unused=True,
+                    materialize_grads=True,
+                    create_graph=custom,
                 )
             tracer.require_no_refusal()
         else:  # a constant: H = 0
             gradients = tuple(torch.zeros_like(x) for x in xs)
-    rows = deps.stack([tracer.dependencies(g) for g in gradients])
+        rows = deps.stack([tracer.dependencies(g) for g in gradients])
+        if custom:  # NOTE [custom autograd Functions]: H as autograd has it, too
+            name = f"the gradient of {problem.function.name}"
+            rows = _joined(rows, _through_backward(list(gradients), xs, tracer, name))
     symmetric = (rows + rows.T).tocsr()
     symmetric.sum_duplicates()
     return _pattern(symmetric, tracer)

@@ -20,8 +20,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jaccli.messages import format_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 # torch and the engine are imported in main(), after the whole-process runs: a child forked
 # from a process holding big tensors would report the parent's peak memory as its own.
@@ -437,6 +441,63 @@ def pictures_table(repeats: int, budget: int) -> list[str]:
     return rows
 
 
+def _burgers(u: torch.Tensor) -> torch.Tensor:
+    dx = 1e-3
+    return u[1:-1] * (u[2:] - u[:-2]) / (2 * dx) - (u[2:] - 2 * u[1:-1] + u[:-2]) / dx**2
+
+
+def _reaction_diffusion(u: torch.Tensor) -> torch.Tensor:
+    lap = u[1:-1, 2:] + u[1:-1, :-2] + u[2:, 1:-1] + u[:-2, 1:-1] - 4 * u[1:-1, 1:-1]
+    return lap - u[1:-1, 1:-1] ** 3 + 0.5 * u[1:-1, 1:-1]
+
+
+def _reaction_diffusion_conv(u: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    kernel = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=u.dtype)[None, None]
+    lap = torch.nn.functional.conv2d(u[None, None], kernel, padding=1)[0, 0]
+    return lap - u**3 + 0.5 * u
+
+
+def _rosenbrock(u: torch.Tensor) -> torch.Tensor:
+    return (100 * (u[1:] - u[:-1] ** 2) ** 2 + (1 - u[:-1]) ** 2).sum()
+
+
+def pattern_table(repeats: int, budget: int) -> list[str]:
+    """Sparsity pattern detection (one traced call of f), float64, against one plain call."""
+    from jaccli.engine import prepare
+    from jaccli.engine.evaluate import evaluate
+    from jaccli.engine.sparse.pattern import detect_pattern, hessian_pattern
+    from jaccli.functions.model import Function, InputSpec
+
+    cases = [
+        ("Burgers residual", _burgers, (10_000,), detect_pattern),
+        ("Burgers residual", _burgers, (100_000,), detect_pattern),
+        ("Burgers residual", _burgers, (1_000_000,), detect_pattern),
+        ("2-D reaction-diffusion, slices", _reaction_diffusion, (1000, 1000), detect_pattern),
+        ("2-D reaction-diffusion, conv2d", _reaction_diffusion_conv, (1000, 1000), detect_pattern),
+        ("chained Rosenbrock, Hessian", _rosenbrock, (100_000,), hessian_pattern),
+    ]
+    rows = [
+        "| f | unknowns | pattern | nnz | detection | one call of f | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, call, shape, detect in cases:
+        function = Function(label, label, (InputSpec("u", shape),), call)
+        problem = prepare(function, shape_options=[(None, shape)], dtype="float64", budget=budget)
+        pattern = detect(problem, budget)
+        t_detect = median_seconds(lambda p=problem, d=detect: d(p, budget), repeats)
+        t_call = median_seconds(lambda p=problem: evaluate(p.function, p.inputs), repeats)
+        unknowns = problem.input_count
+        rows.append(
+            f"| {label} | {unknowns:,} | {pattern.shape[0]:,}×{pattern.shape[1]:,} | "
+            f"{pattern.nnz:,} | {t_detect * 1e3:.4g} ms | {t_call * 1e3:.3g} ms | "
+            f"{t_detect / t_call:.0f}× |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def derivatives_table(repeats: int, budget: int) -> list[str]:
     """det, jvp, hessian and hvp by jaccli's engine against the torch methods that compute the
     same thing, timed in this process after a warm-up of each."""
@@ -556,6 +617,7 @@ def main() -> None:
     parser.add_argument("--points-only", action="store_true", help="only many points")
     parser.add_argument("--cold-only", action="store_true", help="only whole processes")
     parser.add_argument("--pictures-only", action="store_true", help="only --view heatmap")
+    parser.add_argument("--pattern-only", action="store_true", help="only sparsity patterns")
     args = parser.parse_args()
     if args.cold_only:
         print("\n".join(cold_table(args.cold_repeats)))
@@ -566,6 +628,7 @@ def main() -> None:
         or args.derivatives_only
         or args.points_only
         or args.pictures_only
+        or args.pattern_only
     )
     points_rows: list[str] = []
     if args.points_only or not only:
@@ -597,6 +660,9 @@ def main() -> None:
     if args.pictures_only:
         print("\n".join(pictures_table(args.repeats, budget)))
         return
+    if args.pattern_only:
+        print("\n".join(pattern_table(args.repeats, budget)))
+        return
     if args.points_only:
         print("\n".join(points_rows) + "\n")
         print("\n".join(points_compute_table(args.repeats, budget)))
@@ -608,6 +674,7 @@ def main() -> None:
         print("\n".join(dense_table(args.repeats, budget)) + "\n")
         print("\n".join(batched_table(args.repeats, budget)) + "\n")
         print("\n".join(derivatives_table(args.repeats, budget)) + "\n")
+        print("\n".join(pattern_table(args.repeats, budget)) + "\n")
         print("\n".join(points_rows) + "\n")
         print("\n".join(points_compute_table(args.repeats, budget)))
 

@@ -587,12 +587,14 @@ def _reverse_in_chunks(
     return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(jacobians, primals, strict=True)]
 
 
-def vectorized_call(function: Callable[..., Returned], *batches: torch.Tensor) -> Returned:
-    """torch.func.vmap(function) over the leading axis of `batches`: ChunkTooLarge where the
-    held limit refuses its memory, the refusal of a method that cannot be vectorized where vmap
-    or the function fails."""
+def vectorized_call(
+    function: Callable[..., Returned], *batches: torch.Tensor, out_dims: object = 0
+) -> Returned:
+    """torch.func.vmap(function, out_dims=…) over the leading axis of `batches`: ChunkTooLarge
+    where the held limit refuses its memory, the refusal of a method that cannot be vectorized
+    where vmap or the function fails."""
     try:
-        return torch.func.vmap(function)(*batches)
+        return torch.func.vmap(function, out_dims=out_dims)(*batches)  # type: ignore[arg-type]
     except ComputationError as error:
         raise _not_vectorizable(error) from error
     except (RuntimeError, NotImplementedError, MemoryError) as error:

@@ -33,6 +33,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 from jaccli.engine.evaluate import as_leaf, jacobian_vector, vector_jacobian
@@ -407,3 +409,93 @@ def probe_products(
             value, reference, max(scale, reference_scale, typical_scale()), dtype
         )
     return Guard(method, reference_name, value, reference, tolerance, passed)
+
+
+def probe_sparse(
+    f: Callable[..., torch.Tensor],
+    primals: Sequence[torch.Tensor],
+    y_shape: Sequence[int],
+    matrix: sp.csr_array,
+    method: str,
+    mode: str,
+) -> tuple[Guard, int]:
+    """A sparse J (NOTE [compressed AD]) against one pass of the other mode, entry by entry:
+    each column of uᵀJ against one reverse pass for a J from JVPs (`mode` fwd), each row of J v
+    against one forward pass for a J from VJPs (rev), within GUARD_RTOL of the root sum of
+    squares of that entry's terms. A scalar uᵀJv would let a single wrong entry of a large J
+    hide under rounding of the whole; an entry of uᵀJ or J v holds a handful of terms.
+
+    Returns the verdict (value and reference of the entry furthest outside its tolerance, or
+    nearest to it) and that entry's index: a column for fwd, a row for rev."""
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+    n_out = math.prod(y_shape)
+    dtype = _dtype_of(matrix)
+    values = torch.from_numpy(matrix.data)
+    unit = _probe_unit([values]) if values.numel() else 1.0
+    squared = matrix.copy()
+    squared.data = np.square(matrix.data.astype(np.float64))
+    if mode == "fwd":
+        u = torch.randn(n_out, generator=generator, dtype=torch.float64) * unit
+        reference_name = "uᵀJ by one reverse pass, column by column"
+        computed = matrix.T @ u.numpy()
+        scale = squared.T @ np.square(u.numpy())
+        try:
+            gradients = _reverse_pass(f, primals, u.reshape(tuple(y_shape)))
+        except Exception as error:  # the reference itself failed: say so rather than guess
+            raise_if_out_of_memory(error)
+            return _skipped(method, reference_name, first_line(error)), 0
+        reference = np.concatenate(
+            [g.detach().reshape(-1).to(torch.float64).numpy() for g in gradients]
+        )
+    else:
+        from jaccli.engine.jvp import METHODS
+
+        v = [torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in primals]
+        v_flat = torch.cat(v).numpy() * unit
+        reference_name = "J v by one forward pass, row by row"
+        computed = matrix @ v_flat
+        scale = squared @ np.square(v_flat)
+        tangents = [(part * unit).reshape(p.shape) for part, p in zip(v, primals, strict=True)]
+        failures = []
+        for name, jvp in METHODS.items():
+            try:
+                _, j_v = jvp(f, list(primals), tangents)
+                break
+            except Exception as error:
+                raise_if_out_of_memory(error)
+                failures.append(f"{name}: {first_line(error)}")
+        else:
+            return _skipped(method, reference_name, "; ".join(failures)), 0
+        reference = j_v.detach().reshape(-1).to(torch.float64).numpy()
+    tolerance = guard_rtol(dtype) * np.sqrt(scale)
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(computed) & np.isfinite(reference)
+        excess = np.where(
+            finite,
+            np.abs(computed - reference) - tolerance,
+            np.where(np.isfinite(computed) == np.isfinite(reference), -np.inf, np.inf),
+        )
+    worst = int(np.argmax(excess)) if excess.size else 0
+    passed = bool(excess.size == 0 or excess[worst] <= 0)
+    if not excess.size:
+        return Guard(method, reference_name, 0.0, 0.0, 0.0, True), 0
+    return (
+        Guard(
+            method,
+            reference_name,
+            float(computed[worst]) / unit,
+            float(reference[worst]) / unit,
+            float(tolerance[worst]) / unit,
+            passed,
+        ),
+        worst,
+    )
+
+
+def _dtype_of(matrix: sp.csr_array) -> torch.dtype:
+    return torch.float64 if matrix.dtype == np.float64 else torch.float32
+
+
+def _skipped(method: str, reference_name: str, why: str) -> Guard:
+    reason = f"the reference pass failed ({why[:160]})"
+    return Guard(method, reference_name, math.nan, math.nan, math.nan, None, None, (), reason)

@@ -94,6 +94,8 @@ class ColouredPattern:
 def as_pattern(matrix: sp.sparray | sp.spmatrix) -> sp.csr_array:
     """The pattern as a canonical boolean CSR array (sorted indices, no duplicates), True where
     `matrix` stores an entry, whatever its value."""
+    if isinstance(matrix, sp.csr_array) and matrix.dtype == bool and matrix.has_canonical_format:
+        return matrix
     csr = sp.csr_array(matrix, copy=True)
     csr.sum_duplicates()
     csr.sort_indices()

@@ -421,79 +421,86 @@ def probe_sparse(
 ) -> tuple[Guard, int]:
     """A sparse J (NOTE [compressed AD]) against one pass of the other mode, entry by entry:
     each column of uᵀJ against one reverse pass for a J from JVPs (`mode` fwd), each row of J v
-    against one forward pass for a J from VJPs (rev), within GUARD_RTOL of the root sum of
-    squares of that entry's terms. A scalar uᵀJv would let a single wrong entry of a large J
-    hide under rounding of the whole; an entry of uᵀJ or J v holds a handful of terms.
+    against one forward pass for a J from VJPs (rev), each within GUARD_RTOL of the root sum of
+    squares of its terms. A scalar uᵀJv would let a single wrong entry of a large J hide under
+    the rounding of the whole; an entry of uᵀJ or J v holds a handful of terms.
 
     Returns the verdict (value and reference of the entry furthest outside its tolerance, or
     nearest to it) and that entry's index: a column for fwd, a row for rev."""
     generator = torch.Generator().manual_seed(GUARD_SEED)
     n_out = math.prod(y_shape)
-    dtype = _dtype_of(matrix)
-    values = torch.from_numpy(matrix.data)
-    unit = _probe_unit([values]) if values.numel() else 1.0
-    squared = matrix.copy()
-    squared.data = np.square(matrix.data.astype(np.float64))
+    unit = _probe_unit([torch.from_numpy(matrix.data)]) if matrix.nnz else 1.0
     if mode == "fwd":
         u = torch.randn(n_out, generator=generator, dtype=torch.float64) * unit
         reference_name = "uᵀJ by one reverse pass, column by column"
-        computed = matrix.T @ u.numpy()
-        scale = squared.T @ np.square(u.numpy())
         try:
             gradients = _reverse_pass(f, primals, u.reshape(tuple(y_shape)))
         except Exception as error:  # the reference itself failed: say so rather than guess
             raise_if_out_of_memory(error)
             return _skipped(method, reference_name, first_line(error)), 0
-        reference = np.concatenate(
-            [g.detach().reshape(-1).to(torch.float64).numpy() for g in gradients]
-        )
+        reference = torch.cat([g.detach().reshape(-1).to(torch.float64) for g in gradients])
+        return probe_entries(method, reference_name, matrix.T, u.numpy(), reference.numpy(), unit)
+    from jaccli.engine.jvp import METHODS
+
+    v = torch.randn(matrix.shape[1], generator=generator, dtype=torch.float64) * unit
+    reference_name = "J v by one forward pass, row by row"
+    tangents = [part.reshape(p.shape) for part, p in zip(_split(v, primals), primals, strict=True)]
+    failures = []
+    for name, jvp in METHODS.items():
+        try:
+            _, j_v = jvp(f, list(primals), tangents)
+            break
+        except Exception as error:
+            raise_if_out_of_memory(error)
+            failures.append(f"{name}: {first_line(error)}")
     else:
-        from jaccli.engine.jvp import METHODS
+        return _skipped(method, reference_name, "; ".join(failures)), 0
+    reference = j_v.detach().reshape(-1).to(torch.float64).numpy()
+    return probe_entries(method, reference_name, matrix, v.numpy(), reference, unit)
 
-        v = [torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in primals]
-        v_flat = torch.cat(v).numpy() * unit
-        reference_name = "J v by one forward pass, row by row"
-        computed = matrix @ v_flat
-        scale = squared @ np.square(v_flat)
-        tangents = [(part * unit).reshape(p.shape) for part, p in zip(v, primals, strict=True)]
-        failures = []
-        for name, jvp in METHODS.items():
-            try:
-                _, j_v = jvp(f, list(primals), tangents)
-                break
-            except Exception as error:
-                raise_if_out_of_memory(error)
-                failures.append(f"{name}: {first_line(error)}")
-        else:
-            return _skipped(method, reference_name, "; ".join(failures)), 0
-        reference = j_v.detach().reshape(-1).to(torch.float64).numpy()
-    tolerance = guard_rtol(dtype) * np.sqrt(scale)
-    with np.errstate(invalid="ignore"):
-        finite = np.isfinite(computed) & np.isfinite(reference)
-        excess = np.where(
-            finite,
-            np.abs(computed - reference) - tolerance,
-            np.where(np.isfinite(computed) == np.isfinite(reference), -np.inf, np.inf),
-        )
-    worst = int(np.argmax(excess)) if excess.size else 0
-    passed = bool(excess.size == 0 or excess[worst] <= 0)
-    if not excess.size:
+
+def _split(flat: torch.Tensor, primals: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return flat.split([p.numel() for p in primals])
+
+
+def probe_entries(
+    method: str,
+    reference_name: str,
+    matrix: sp.sparray,
+    vector: np.ndarray,
+    reference: np.ndarray,
+    unit: float = 1.0,
+) -> tuple[Guard, int]:
+    """matrix @ vector (float64) against `reference`, entry by entry, each within GUARD_RTOL
+    of the root sum of squares of its own terms (NaN and infinities where both have them);
+    the verdict at the entry furthest outside its tolerance (or nearest), and its index.
+    `unit`: the power of two the vector was scaled by (NOTE [the probe at the edges of the
+    float range]), divided out of the numbers reported."""
+    dtype = torch.float64 if matrix.dtype == np.float64 else torch.float32
+    computed = matrix @ vector
+    squared = matrix.copy()
+    squared.data = np.square(squared.data.astype(np.float64))
+    tolerance = guard_rtol(dtype) * np.sqrt(squared @ np.square(vector))
+    if computed.size == 0:
         return Guard(method, reference_name, 0.0, 0.0, 0.0, True), 0
-    return (
-        Guard(
-            method,
-            reference_name,
-            float(computed[worst]) / unit,
-            float(reference[worst]) / unit,
-            float(tolerance[worst]) / unit,
-            passed,
-        ),
-        worst,
+    with np.errstate(invalid="ignore"):
+        both_finite = np.isfinite(computed) & np.isfinite(reference)
+        alike = np.isfinite(computed) == np.isfinite(reference)
+        excess = np.where(
+            both_finite,
+            np.abs(computed - reference) - tolerance,
+            np.where(alike, -np.inf, np.inf),
+        )
+    worst = int(np.argmax(excess))
+    guard = Guard(
+        method,
+        reference_name,
+        float(computed[worst]) / unit,
+        float(reference[worst]) / unit,
+        float(tolerance[worst]) / unit,
+        bool(excess[worst] <= 0),
     )
-
-
-def _dtype_of(matrix: sp.csr_array) -> torch.dtype:
-    return torch.float64 if matrix.dtype == np.float64 else torch.float32
+    return guard, worst
 
 
 def _skipped(method: str, reference_name: str, why: str) -> Guard:

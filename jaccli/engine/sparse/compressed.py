@@ -41,8 +41,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from jaccli.engine.evaluate import as_leaf, blames_user_code, describe
+from jaccli.engine.evaluate import as_leaf, blames_user_code, describe, evaluate
 from jaccli.engine.guard import budget_or_default
+from jaccli.engine.hessian import hvp_forward_over_reverse, hvp_reverse_over_reverse
 from jaccli.engine.jacobian import (
     ChunkTooLarge,
     Progress,
@@ -60,12 +61,19 @@ from jaccli.engine.sparse.colouring import (
     Colouring,
     as_pattern,
     colour_pattern,
+    symmetric_colouring,
 )
-from jaccli.engine.trust import probe_sparse
+from jaccli.engine.trust import GUARD_SEED, probe_entries, probe_sparse
 from jaccli.errors import ComputationError, ResourceError, UsageError
 from jaccli.memory import out_of_memory, raise_if_out_of_memory
-from jaccli.result import Plan, SparseJacobianResult, SparsePlan
-from jaccli.spec import first_line, format_bytes, indexed
+from jaccli.result import (
+    Guard,
+    Plan,
+    SparseHessianResult,
+    SparseJacobianResult,
+    SparsePlan,
+)
+from jaccli.spec import first_line, format_bytes, format_shape, indexed
 
 Returned = TypeVar("Returned")
 
@@ -224,17 +232,18 @@ def _compressed_jacobian(
     vectorized: bool,
     sizing: list[str],
     progress: Progress | None,
+    mode: str | None = None,
 ) -> _Compressed:
     """The passes of NOTE [compressed AD], a chunk of colours at a time, gathered into the
-    pattern's entries."""
+    pattern's entries; `mode` `hvp` for H·s of a scalar f, with the columns coloured."""
     pattern, colouring = coloured.pattern, coloured.colouring
     m, n = coloured.shape
     dtype = primals[0].dtype
     entry_rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(pattern.indptr))
-    if colouring.mode == "fwd":  # B[:, c]: the entry (i, j) is read at (colour(j), i)
-        entry_colours, entry_at = colouring.colours[pattern.indices], entry_rows
-    else:  # C[c, :]: the entry (i, j) is read at (colour(i), j)
+    if colouring.mode == "rev":  # C[c, :]: the entry (i, j) is read at (colour(i), j)
         entry_colours, entry_at = colouring.colours[entry_rows], pattern.indices
+    else:  # B[:, c] (H·s_c for hvp): the entry (i, j) is read at (colour(j), i)
+        entry_colours, entry_at = colouring.colours[pattern.indices], entry_rows
     del entry_rows
     narrow = np.int16 if colouring.count < 2**15 else np.int64  # a radix sort for few colours
     in_colour_order = np.argsort(entry_colours.astype(narrow), kind="stable")
@@ -242,10 +251,10 @@ def _compressed_jacobian(
     values = np.zeros(pattern.nnz, dtype=np.float64 if dtype == torch.float64 else np.float32)
     stray: list[tuple[int, int]] = []
     seeded = colouring.colours
-    width = m if colouring.mode == "fwd" else n  # a JVP gives a column of B, a VJP a row of C
+    width = n if colouring.mode == "rev" else m  # a JVP (HVP) gives a column of B, a VJP a row
     if vectorized:
         load_vectorizing()
-    passes = _Passes(f, primals, colouring.mode, vectorized)
+    passes = _Passes(f, primals, mode or colouring.mode, vectorized)
 
     def fill(start: int, stop: int) -> None:
         count = stop - start
@@ -322,7 +331,29 @@ class _Passes:
     def block(self, seeds: torch.Tensor) -> torch.Tensor:
         if self.mode == "fwd":
             return self._jvps(seeds)
+        if self.mode == "hvp":
+            return self._hvps(seeds)
         return self._vjps(seeds)
+
+    def _hvps(self, seeds: torch.Tensor) -> torch.Tensor:
+        """H·s for each row s of the seeds: the JVP of the gradient (forward-over-reverse)."""
+        if self.vectorized:
+            argnums = tuple(range(len(self.primals)))
+            gradient = torch.func.grad(lambda *xs: self.f(*xs).reshape(()), argnums=argnums)
+
+            def hvp_of(*tangents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                return torch.func.jvp(gradient, tuple(self.primals), tangents)[1]
+
+            parts = vectorized_call(hvp_of, *self.tangents(seeds))
+            return torch.cat([p.reshape(seeds.shape[0], -1) for p in parts], dim=1).detach()
+        rows = []
+        for s in seeds:
+            y, products = _guarded(
+                lambda s=s: hvp_forward_over_reverse(self.f, self.primals, self.tangents(s))
+            )
+            self.y = y
+            rows.append(torch.cat([p.reshape(-1) for p in products]))
+        return torch.stack(rows)
 
     def _jvps(self, seeds: torch.Tensor) -> torch.Tensor:
         if self.vectorized:
@@ -374,13 +405,20 @@ def _guarded(run: Callable[[], Returned]) -> Returned:
         raise
 
 
-def _refuse_stray(problem: Problem, compressed: _Compressed, colouring: Colouring) -> None:
+def _refuse_stray(
+    problem: Problem, compressed: _Compressed, colouring: Colouring, what: str = "J"
+) -> None:
     """Refuse J where a compressed number no entry reads is not 0: the pattern misses a
     non-zero there (NOTE [a pattern that misses a non-zero])."""
     if compressed.stray is None:
         return
     colour, at = compressed.stray
-    if colouring.mode == "fwd":
+    if what == "H":
+        where = (
+            f"the gradient at {_column_label(problem, at)} changes along the inputs of colour "
+            f"{colour}, none of which it depends on by the pattern"
+        )
+    elif colouring.mode == "fwd":
         where = (
             f"output {_row_label(problem, at)} changes along the inputs of colour {colour}, "
             "none of which it depends on by the pattern"
@@ -391,7 +429,7 @@ def _refuse_stray(problem: Problem, compressed: _Compressed, colouring: Colourin
             "which depends on it by the pattern"
         )
     raise ComputationError(
-        f"the sparsity pattern misses a non-zero of J: {where}; J is not printed (give a "
+        f"the sparsity pattern misses a non-zero of {what}: {where}; {what} is not printed (give a "
         "pattern that holds every non-zero, or let jaccli detect it)",
         code="pattern_misses",
     )
@@ -418,12 +456,125 @@ def _column_label(problem: Problem, column: int) -> str:
     return str(column)
 
 
-def _mismatch(problem: Problem, guard: object, index: int, mode: str) -> str:
+def _mismatch(problem: Problem, guard: Guard, index: int, mode: str) -> str:
     """What the guard saw: the column (row) of uᵀJ (J v) furthest from its reference."""
     label = _column_label(problem, index) if mode == "fwd" else _row_label(problem, index)
     what = "uᵀJ" if mode == "fwd" else "J v"
     return (
-        f"{what} at {label} is {guard.value:.6g} from the sparse J where "  # type: ignore[attr-defined]
-        f"{guard.reference} gives {guard.reference_value:.6g} "  # type: ignore[attr-defined]
-        f"(tolerance {guard.tolerance:.2g})"  # type: ignore[attr-defined]
+        f"{what} at {label} is {guard.value:.6g} from the sparse J where "
+        f"{guard.reference} gives {guard.reference_value:.6g} (tolerance {guard.tolerance:.2g})"
     )
+
+
+def _require_scalar(problem: Problem) -> None:
+    shapes = problem.output_shapes
+    if len(shapes) != 1 or math.prod(next(iter(shapes.values()))) != 1:
+        described = ", ".join(f"{name} {format_shape(shape)}" for name, shape in shapes.items())
+        raise UsageError(
+            f"hessian --sparse needs a scalar output; {problem.function.name} returns "
+            f"{described} (reduce it to one number, or drop --sparse for H of each element)",
+            code="not_scalar",
+        )
+
+
+@blames_user_code
+def compute_sparse_hessian(
+    problem: Problem,
+    pattern: sp.sparray,
+    *,
+    budget: int | None = None,
+    progress: Progress | None = None,
+) -> SparseHessianResult:
+    """H of the scalar output at the entries of `pattern` (n × n over the `wrt` inputs
+    flattened and concatenated, made symmetric), by one Hessian-vector product per colour of
+    its columns (NOTE [recovering H]), verified row by row against H v by reverse-over-reverse."""
+    _require_scalar(problem)
+    _require_shape(problem, pattern, "H")
+    symmetric = as_pattern(sp.csr_array(pattern) + sp.csr_array(pattern).T)
+    colouring = symmetric_colouring(symmetric)
+    coloured = ColouredPattern(symmetric, colouring, colouring.count, "")
+    plan = plan_sparse_jacobian(problem, coloured, budget).plan
+    if plan.refused is not None:
+        raise ResourceError(plan.refused.replace("Jacobian", "Hessian"), code="memory_budget")
+    primals, f = split_wrt(problem)
+    _, f_vectorized = split_wrt(problem, vectorized=True)
+    rejected: list[str] = []
+    for vectorized in (True, False):
+        sizing: list[str] = []
+        try:
+            compressed = _compressed_jacobian(
+                f_vectorized if vectorized else f,
+                primals,
+                coloured,
+                plan.chunk_size if vectorized else 1,
+                vectorized,
+                sizing,
+                progress,
+                mode="hvp",
+            )
+        except ComputationError as error:
+            if not vectorized:
+                raise
+            rejected.append(f"vectorized products failed: {error.message}")
+            continue
+        _refuse_stray(problem, compressed, colouring, "H")
+        guard, worst = _probe_hessian(f, primals, compressed.matrix)
+        if guard.passed is not False:
+            break
+        mismatch = (
+            f"H v at {_column_label(problem, worst)} is {guard.value:.6g} from the sparse H "
+            f"where {guard.reference} gives {guard.reference_value:.6g} "
+            f"(tolerance {guard.tolerance:.2g})"
+        )
+        rejected.append(f"the H of vectorized products failed the guard: {mismatch}")
+        if not vectorized:
+            raise ComputationError(
+                f"the sparse H of {problem.function.name} failed the correctness guard: "
+                f"{mismatch}; the Hessian's sparsity pattern may miss a non-zero",
+                code="guard_failed",
+            )
+    matrix = compressed.matrix
+    method = "sparse-hvp" + ("" if vectorized else "-loop")
+    reason = (
+        f"{colouring.count} Hessian-vector products (forward-over-reverse), one per colour of "
+        f"H's columns ({colouring.method}); {matrix.nnz} non-zeros"
+    )
+    if sizing:
+        reason += f"; {sizing[0]}"
+    notes = [*problem.notes, *watch_notes(problem)]
+    if rejected:
+        reason = f"{'; '.join(rejected)}; so one product a colour"
+    mirror = matrix - matrix.T
+    symmetry = float(np.abs(mirror.data).max(initial=0.0)) if mirror.nnz else 0.0
+    return SparseHessianResult(
+        evaluation=describe(problem, evaluate(problem.function, problem.inputs)),
+        matrix=matrix,
+        colours=colouring.count,
+        colouring=colouring.method,
+        strategy=method,
+        strategy_reason=reason,
+        symmetry_error=symmetry,
+        notes=tuple(notes),
+        guard=replace(guard, method=method, rejected=tuple(rejected)),
+    )
+
+
+def _probe_hessian(
+    f: Callable[..., torch.Tensor], primals: list[torch.Tensor], matrix: sp.csr_array
+) -> tuple[Guard, int]:
+    """H v from the sparse H against H v by one reverse-over-reverse product, row by row."""
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+    v = torch.randn(matrix.shape[1], generator=generator, dtype=torch.float64)
+    vectors = [
+        part.reshape(p.shape)
+        for part, p in zip(v.split([p.numel() for p in primals]), primals, strict=True)
+    ]
+    name = "H v by one reverse-over-reverse product, row by row"
+    try:
+        _, products = hvp_reverse_over_reverse(f, primals, vectors)
+    except Exception as error:  # no reference: the H stands as the products gave it
+        raise_if_out_of_memory(error)
+        why = f"the reference product failed ({first_line(error)[:160]})"
+        return Guard("", name, math.nan, math.nan, math.nan, None, None, (), why), 0
+    reference = torch.cat([p.reshape(-1).to(torch.float64) for p in products]).numpy()
+    return probe_entries("", name, matrix, v.numpy(), reference)

@@ -378,9 +378,10 @@ def sparse_picture_of(
     pooled = np.zeros((sum(g.cells for g in row_cells), width), dtype=np.float64)
     magnitude = np.where(np.isnan(values), np.inf, np.abs(values))
     cell = down * width + across
-    order = np.lexsort((magnitude, cell))  # by cell, the largest magnitude last
-    last = np.flatnonzero(np.append(np.diff(cell[order]) != 0, True))
-    pooled.flat[cell[order][last]] = values[order][last]
+    # by cell, then the largest magnitude first, then the first entry (as the dense pooling)
+    order = np.lexsort((np.arange(cell.size), -magnitude, cell))
+    first = np.flatnonzero(np.diff(cell[order], prepend=-1) != 0)
+    pooled.flat[cell[order][first]] = values[order][first]
     return Picture(
         view=view,
         title=title,

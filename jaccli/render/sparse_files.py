@@ -84,7 +84,10 @@ def _write_pt(path: Path, matrix: csr_array, note: str) -> None:
 
     indices, values = _coo_parts(matrix)
     tensor = torch.sparse_coo_tensor(
-        torch.from_numpy(indices), torch.from_numpy(values), tuple(matrix.shape)
+        torch.from_numpy(indices),
+        torch.from_numpy(values),
+        tuple(matrix.shape),
+        check_invariants=True,
     ).coalesce()
     torch.save(tensor, path)
 

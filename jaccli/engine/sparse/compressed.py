@@ -150,15 +150,24 @@ def compute_sparse_jacobian(
     Vectorized passes that fail, or fail the guard, give way to a loop of single passes; a
     pattern shown to miss a non-zero is refused at once (exit 1)."""
     _require_shape(problem, pattern)
-    coloured = colour_pattern(as_pattern(pattern), mode)
+    pattern = as_pattern(pattern)
+    coloured = colour_pattern(pattern, mode)
     plan = plan_sparse_jacobian(problem, coloured, budget).plan
     if plan.refused is not None:
         raise ResourceError(plan.refused, code="memory_budget")
     primals, f = split_wrt(problem)
     _, f_vectorized = split_wrt(problem, vectorized=True)
-    colouring = coloured.colouring
     rejected: list[str] = []
-    for vectorized in (True, False):
+    """Why each way tried before the one used was not used."""
+    guard = None
+    mismatches: list[str] = []
+    ways = ["vectorized", "loop"] + (["loop in the other mode"] if mode == "auto" else [])
+    for way in ways:
+        if way == "loop in the other mode":
+            other = "rev" if coloured.colouring.mode == "fwd" else "fwd"
+            coloured = colour_pattern(pattern, other)
+        colouring = coloured.colouring
+        vectorized = way == "vectorized"
         sizing: list[str] = []
         try:
             compressed = _compressed_jacobian(
@@ -171,32 +180,39 @@ def compute_sparse_jacobian(
                 progress,
             )
         except ComputationError as error:
-            if not vectorized:
-                raise
-            rejected.append(f"vectorized passes failed: {error.message}")
+            rejected.append(f"{_passes_of(colouring, vectorized)} failed: {error.message}")
             continue
         _refuse_stray(problem, compressed, colouring)
-        y_shape = (problem.output_count,)
+        y_shape = tuple(compressed.y.shape)
         guard, worst = probe_sparse(f, primals, y_shape, compressed.matrix, "", colouring.mode)
         if guard.passed is not False:
             break
         mismatch = _mismatch(problem, guard, worst, colouring.mode)
-        rejected.append(f"the J of vectorized passes failed the guard: {mismatch}")
-        if not vectorized:
-            raise ComputationError(
-                f"the sparse J of {problem.function.name} failed the correctness guard: "
-                f"{mismatch}; the sparsity pattern may "
-                "miss a non-zero of J (a --sparsity file that is wrong), or the function hides "
-                "part of its computation from autograd",
-                code="guard_failed",
-            )
+        passes = _passes_of(colouring, vectorized)
+        if mismatches and mismatches[-1] == mismatch:
+            rejected.append(f"{passes} gave the same J")
+        else:
+            rejected.append(f"the J of {passes} failed the correctness guard: {mismatch}")
+        mismatches.append(mismatch)
+        guard = None
+    if guard is None:
+        raise ComputationError(
+            f"cannot compute the sparse J of {problem.function.name}: {'; '.join(rejected)}"
+            + (
+                "; the sparsity pattern may miss a non-zero of J (a --sparsity file that is "
+                "wrong), or the function hides part of its computation from autograd"
+                if mismatches
+                else ""
+            ),
+            code="guard_failed" if mismatches else "computation",
+        )
     method = f"sparse-{colouring.mode}" + ("" if vectorized else "-loop")
     reason = f"{coloured.reason} ({colouring.method}); {compressed.matrix.nnz} non-zeros"
     if sizing:
         reason += f"; {sizing[0]}"
     notes = [*problem.notes, *watch_notes(problem)]
     if rejected:
-        reason = f"{'; '.join(rejected)}; so one pass a colour"
+        reason = f"{'; '.join(rejected)}; so {_passes_of(colouring, vectorized)}"
         notes.insert(
             0,
             f"could not vectorize the passes of {problem.function.name}; one pass a colour instead",
@@ -212,6 +228,12 @@ def compute_sparse_jacobian(
         notes=tuple(notes),
         guard=replace(guard, method=method, rejected=tuple(rejected)),
     )
+
+
+def _passes_of(colouring: Colouring, vectorized: bool) -> str:
+    """`vmapped JVPs`, `one VJP a colour`: how the passes of a way are made."""
+    kind = "JVP" if colouring.mode == "fwd" else "VJP"
+    return f"vmapped {kind}s" if vectorized else f"one {kind} a colour"
 
 
 class _Compressed:

@@ -455,7 +455,11 @@ def test_files_read_back_with_scipy_and_torch(two_block_result, tmp_path: Path, 
         with safe_open(str(path), framework="pt") as file:
             shape = json.loads(file.metadata()["shape"])
             indices, values = file.get_tensor("indices"), file.get_tensor("values")
-        read = torch.sparse_coo_tensor(indices, values, shape).to_dense().numpy()
+        read = (
+            torch.sparse_coo_tensor(indices, values, shape, check_invariants=True)
+            .to_dense()
+            .numpy()
+        )
     np.testing.assert_array_equal(read, dense)
     with pytest.raises(ComputationError, match="appeared while computing"):
         write_sparse_out(path, result)  # an existing file is replaced only with force

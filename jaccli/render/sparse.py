@@ -16,12 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jaccli.errors import UsageError
-from jaccli.render.document import (
-    _number,
-    determinant_entry,
-    evaluation_entry,
-    guard_entry,
-)
+from jaccli.render.document import determinant_entry, evaluation_entry, guard_entry
 from jaccli.render.labels import index_label
 from jaccli.render.numbers import format_cells, json_values
 from jaccli.render.tables import (
@@ -235,7 +230,7 @@ def sparse_hessian_document(result: SparseHessianResult) -> dict[str, Any]:
             for y, by_a in result.blocks().items()
         },
         "colouring": _colouring_entry("hvp", result.colours, result.colouring),
-        "symmetry_error": _number(result.symmetry_error),
+        "symmetry_error": json_values(np.asarray(result.symmetry_error, dtype=np.float64)),
         "strategy": result.strategy,
         "strategy_reason": result.strategy_reason,
         "guard": guard_entry(result.guard),

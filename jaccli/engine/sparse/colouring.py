@@ -292,9 +292,7 @@ def _popcount(words: np.ndarray) -> np.ndarray:
 
 
 def symmetric_colouring(pattern: sp.csr_array) -> Colouring:
-    """A colouring of the columns of a symmetric pattern (a Hessian's) from which H is
-    recovered directly: each H[i, j] is read off H·s of the colour of j in row i, or of the
-    colour of i in row j, where that column is the only one of its colour (NOTE [recovering
-    H]). The distance-2 colouring of the columns has that property in every row."""
-    symmetric = as_pattern(pattern + pattern.T)
-    return colour_columns(symmetric)
+    """A colouring of the columns of a symmetric pattern (a Hessian's) from which H is read
+    directly off one product per colour: the distance-2 colouring of its columns (NOTE
+    [recovering H] in compressed.py)."""
+    return colour_columns(pattern)

@@ -22,12 +22,14 @@ its neighbour moves that column of uᵀJ by u_i·J[i, j] (that row of J v by J[i
 far beyond rounding. Either way the result is refused (exit 1), never printed.
 
 # NOTE [recovering H]
-A Hessian is symmetric, so each H[i, j] is read off a product twice over: in row i of H·s for
-the colour of j, and in row j of H·s for the colour of i. A colouring of H's columns is enough
-when, for every entry, one of the two is the only column of its colour in that row (a star
-colouring has that property with fewer colours than a distance-2 one, which has it in every
-row). The entry is read where it stands alone, and the other reading, where it exists, gives
-the symmetry error the result reports.
+H·s for the seed s of a colour of H's columns is a JVP of the gradient (forward-over-reverse),
+so H is recovered as J is from JVPs: with a distance-2 colouring of the columns of the
+symmetrized pattern, H[i, j] = (H·s_colour(j))[i] for every entry. H being symmetric, each
+off-diagonal entry is so read twice, as H[i, j] and as H[j, i]; their largest gap is the
+symmetry error the result reports. A star colouring (every path of four vertices on three
+colours or more) would need fewer colours where H has a dense row, each entry then read where
+it alone has its colour; it is not done: a band of half-width b takes 2b + 1 products either way
+(a chained Rosenbrock's H, 3).
 """
 
 from __future__ import annotations
@@ -147,8 +149,9 @@ def compute_sparse_jacobian(
     `fwd`, `rev` or `auto` (the fewer colours), verified entry by entry against a pass of the
     other mode (NOTE [compressed AD], NOTE [a pattern that misses a non-zero]).
 
-    Vectorized passes that fail, or fail the guard, give way to a loop of single passes; a
-    pattern shown to miss a non-zero is refused at once (exit 1)."""
+    Vectorized passes that fail, or fail the guard, give way to a loop of single passes, and
+    under `auto` a loop that fails to one in the other mode (a custom backward without a
+    forward-mode rule); a pattern shown to miss a non-zero is refused at once (exit 1)."""
     _require_shape(problem, pattern)
     pattern = as_pattern(pattern)
     coloured = colour_pattern(pattern, mode)

@@ -589,8 +589,8 @@ def sparse_table(repeats: int, budget: int) -> list[str]:
         p = torch.nn.functional.pad(u, (1, 1, 1, 1))
         return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * u + u * (1 - u**2)
 
-    def rosenbrock(x: torch.Tensor) -> torch.Tensor:
-        return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+    def rosenbrock(u: torch.Tensor) -> torch.Tensor:
+        return (100 * (u[1:] - u[:-1] ** 2) ** 2 + (1 - u[:-1]) ** 2).sum()
 
     cases = [
         ("Burgers, n = 10⁶", burgers, (10**6,), burgers_pattern(10**6), "J"),

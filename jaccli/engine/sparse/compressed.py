@@ -101,10 +101,10 @@ def _require_shape(problem: Problem, pattern: sp.sparray, what: str = "J") -> No
 def plan_sparse_jacobian(
     problem: Problem, coloured: ColouredPattern, budget: int | None = None
 ) -> SparsePlan:
-    """The memory plan of compressed AD: the result (values and indices of the pattern's
-    entries), the gathering, one call of the function, and as many colours a vmapped batch
-    as the budget leaves room for (each holding a call's intermediates, a seed and a
-    compressed row); `plan.refused` says why it cannot fit."""
+    """The memory plan of compressed AD: the pattern and its colouring, the result (values and
+    indices of the pattern's entries), the gathering, one call of the function, and as many
+    colours a vmapped batch as the budget leaves room for (each holding a call's intermediates,
+    a seed and a compressed row); `plan.refused` says why it cannot fit."""
     colouring = coloured.colouring
     m, n = coloured.shape
     nnz = coloured.pattern.nnz
@@ -112,7 +112,8 @@ def plan_sparse_jacobian(
     index_size = coloured.pattern.indices.dtype.itemsize
     limit = budget_or_default(budget)
     result_bytes = nnz * (itemsize + index_size) + (m + 1) * index_size
-    fixed = problem.resident_bytes + result_bytes + nnz * ASSEMBLY_BYTES_PER_ENTRY
+    pattern_bytes = nnz * (1 + index_size) + (m + 1) * index_size + (m + n) * 8  # and colours
+    fixed = problem.resident_bytes + pattern_bytes + result_bytes + nnz * ASSEMBLY_BYTES_PER_ENTRY
     per_colour = problem.resident_bytes + 2 * (m + n) * itemsize
     chunk = max(1, min(colouring.count, (limit - fixed) // max(per_colour, 1)))
     peak = fixed + chunk * per_colour

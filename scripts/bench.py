@@ -602,6 +602,104 @@ def derivatives_table(repeats: int, budget: int) -> list[str]:
     return rows
 
 
+def burgers_pattern(n: int):
+    """The pattern of the 1-D Burgers residual: row i depends on u[i], u[i+1], u[i+2]."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    rows = np.repeat(np.arange(n - 2), 3)
+    columns = (np.arange(n - 2)[:, None] + np.arange(3)).ravel()
+    return sp.csr_array((np.ones(rows.size, dtype=bool), (rows, columns)), shape=(n - 2, n))
+
+
+def stencil_pattern(side: int):
+    """The 5-point stencil on a side × side grid, flattened row by row."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    index = np.arange(side * side).reshape(side, side)
+    pairs = [(index, index), (index[1:], index[:-1]), (index[:-1], index[1:])]
+    pairs += [(index[:, 1:], index[:, :-1]), (index[:, :-1], index[:, 1:])]
+    rows = np.concatenate([a.ravel() for a, _ in pairs])
+    columns = np.concatenate([b.ravel() for _, b in pairs])
+    shape = (side * side, side * side)
+    return sp.csr_array((np.ones(rows.size, dtype=bool), (rows, columns)), shape=shape)
+
+
+def sparse_table(repeats: int, budget: int) -> list[str]:
+    """Sparse J given its pattern (engine/sparse), float64, in-process: colouring both modes,
+    then the whole compressed computation (passes, guard, warnings), and its peak memory above
+    the process before it against the plan."""
+    import torch
+
+    from jaccli import memory
+    from jaccli.engine import prepare
+    from jaccli.engine.sparse.colouring import colour_pattern
+    from jaccli.engine.sparse.compressed import (
+        compute_sparse_hessian,
+        compute_sparse_jacobian,
+        plan_sparse_jacobian,
+    )
+    from jaccli.functions.model import Function, InputSpec
+
+    def burgers(u: torch.Tensor) -> torch.Tensor:
+        dx = 1e-3
+        return u[1:-1] * (u[2:] - u[:-2]) / (2 * dx) - (u[2:] - 2 * u[1:-1] + u[:-2]) / dx**2
+
+    def reaction_diffusion(u: torch.Tensor) -> torch.Tensor:
+        p = torch.nn.functional.pad(u, (1, 1, 1, 1))
+        return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * u + u * (1 - u**2)
+
+    def rosenbrock(u: torch.Tensor) -> torch.Tensor:
+        return (100 * (u[1:] - u[:-1] ** 2) ** 2 + (1 - u[:-1]) ** 2).sum()
+
+    cases = [
+        ("Burgers, n = 10⁶", burgers, (10**6,), burgers_pattern(10**6), "J"),
+        (
+            "reaction–diffusion, 1000×1000",
+            reaction_diffusion,
+            (1000, 1000),
+            stencil_pattern(1000),
+            "J",
+        ),
+        ("chained Rosenbrock H, n = 10⁵", rosenbrock, (10**5,), None, "H"),
+    ]
+    rows = [
+        "| case | non-zeros | colouring (both modes) | colours | compressed J or H, in all | peak above start (plan) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, call, shape, pattern, what in cases:
+        function = Function(label, label, (InputSpec("u", shape),), call)
+        problem = prepare(function, dtype="float64", budget=budget)
+        if pattern is None:
+            import scipy.sparse as sp
+
+            n = shape[0]
+            pattern = sp.csr_array(
+                sp.diags_array([1.0, 1.0, 1.0], offsets=[-1, 0, 1], shape=(n, n)) != 0
+            )
+            compute = lambda p=problem, q=pattern: compute_sparse_hessian(p, q, budget=budget)  # noqa: E731
+        else:
+            compute = lambda p=problem, q=pattern: compute_sparse_jacobian(p, q, budget=budget)  # noqa: E731
+        coloured = colour_pattern(pattern)
+        t_colour = median_seconds(lambda q=pattern: colour_pattern(q), repeats)
+        plan = plan_sparse_jacobian(problem, coloured, budget).plan
+        before = memory.resident_bytes() or 0
+        memory.reset_peak()
+        result = compute()
+        peak = (memory.peak_resident_bytes() or 0) - before
+        del result
+        t_all = median_seconds(compute, repeats)
+        colours = coloured.colouring.count if what == "J" else compute().colours
+        rows.append(
+            f"| {label} | {pattern.nnz:,} | {t_colour * 1e3:.0f} ms | {colours} "
+            f"({'HVPs' if what == 'H' else coloured.colouring.mode}) | {t_all:.2f} s | "
+            f"{format_bytes(peak)} ({format_bytes(plan.peak_bytes)}) |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -618,6 +716,7 @@ def main() -> None:
     parser.add_argument("--cold-only", action="store_true", help="only whole processes")
     parser.add_argument("--pictures-only", action="store_true", help="only --view heatmap")
     parser.add_argument("--pattern-only", action="store_true", help="only sparsity patterns")
+    parser.add_argument("--sparse-only", action="store_true", help="only sparse J and H")
     args = parser.parse_args()
     if args.cold_only:
         print("\n".join(cold_table(args.cold_repeats)))
@@ -629,6 +728,7 @@ def main() -> None:
         or args.points_only
         or args.pictures_only
         or args.pattern_only
+        or args.sparse_only
     )
     points_rows: list[str] = []
     if args.points_only or not only:
@@ -663,6 +763,9 @@ def main() -> None:
     if args.pattern_only:
         print("\n".join(pattern_table(args.repeats, budget)))
         return
+    if args.sparse_only:
+        print("\n".join(sparse_table(args.repeats, budget)))
+        return
     if args.points_only:
         print("\n".join(points_rows) + "\n")
         print("\n".join(points_compute_table(args.repeats, budget)))
@@ -675,6 +778,7 @@ def main() -> None:
         print("\n".join(batched_table(args.repeats, budget)) + "\n")
         print("\n".join(derivatives_table(args.repeats, budget)) + "\n")
         print("\n".join(pattern_table(args.repeats, budget)) + "\n")
+        print("\n".join(sparse_table(args.repeats, budget)) + "\n")
         print("\n".join(points_rows) + "\n")
         print("\n".join(points_compute_table(args.repeats, budget)))
 

@@ -70,7 +70,7 @@ def structure_document(structure: Structure) -> dict[str, Any]:
     }
 
 
-def _evaluation(command: str, evaluation: Evaluation, notes: Iterable[str]) -> dict[str, Any]:
+def evaluation_entry(command: str, evaluation: Evaluation, notes: Iterable[str]) -> dict[str, Any]:
     """What every computing command's document starts with: the function, the point (inputs
     and outputs, each keyed by name), what was differentiated, and the warnings."""
     return {
@@ -219,7 +219,7 @@ def jacobian_document(result: JacobianResult) -> dict[str, Any]:
     per_sample = result.per_sample
     command = "jacobian" if result.determinant is None else "det"
     return {
-        **_evaluation(command, result.evaluation, result.notes),
+        **evaluation_entry(command, result.evaluation, result.notes),
         "layout": "dense" if per_sample is None else "per-sample",
         "jacobian": {
             output: {
@@ -261,7 +261,7 @@ def check_document(result: JacobianResult) -> dict[str, Any]:
     """The `check` command's document: the point, the strategy and the check (not J itself)."""
     assert result.check is not None
     return {
-        **_evaluation("check", result.evaluation, result.notes),
+        **evaluation_entry("check", result.evaluation, result.notes),
         "strategy": result.strategy,
         "guard": guard_entry(result.guard),
         "check": check_entry(result.check),
@@ -271,7 +271,7 @@ def check_document(result: JacobianResult) -> dict[str, Any]:
 def vjp_document(result: VjpResult) -> dict[str, Any]:
     """The `vjp` command's document: the cotangent keyed by output, vᵀ·J keyed by input."""
     return {
-        **_evaluation("vjp", result.evaluation, result.notes),
+        **evaluation_entry("vjp", result.evaluation, result.notes),
         "cotangent": {name: tensor_entry(v) for name, v in result.cotangents.items()},
         "vjp": {name: tensor_entry(v) for name, v in result.vjps.items()},
         "guard": guard_entry(result.guard),
@@ -282,7 +282,7 @@ def vjp_document(result: VjpResult) -> dict[str, Any]:
 def jvp_document(result: JvpResult) -> dict[str, Any]:
     """The `jvp` command's document: the tangent keyed by input, J·v keyed by output."""
     return {
-        **_evaluation("jvp", result.evaluation, result.notes),
+        **evaluation_entry("jvp", result.evaluation, result.notes),
         "tangent": {name: tensor_entry(v) for name, v in result.tangents.items()},
         "jvp": {name: tensor_entry(v) for name, v in result.jvps.items()},
         "method": result.method,
@@ -295,7 +295,7 @@ def jvp_document(result: JvpResult) -> dict[str, Any]:
 def hessian_document(result: HessianResult) -> dict[str, Any]:
     """The `hessian` command's document: H keyed by output, then input, then input."""
     return {
-        **_evaluation("hessian", result.evaluation, result.notes),
+        **evaluation_entry("hessian", result.evaluation, result.notes),
         "hessian": {
             y: {a: {b: tensor_entry(h) for b, h in by_b.items()} for a, by_b in by_a.items()}
             for y, by_a in result.hessians.items()
@@ -311,7 +311,7 @@ def hessian_document(result: HessianResult) -> dict[str, Any]:
 def hvp_document(result: HvpResult) -> dict[str, Any]:
     """The `hvp` command's document: the vector and H·v, each keyed by input."""
     return {
-        **_evaluation("hvp", result.evaluation, result.notes),
+        **evaluation_entry("hvp", result.evaluation, result.notes),
         "vector": {name: tensor_entry(v) for name, v in result.vectors.items()},
         "hvp": {name: tensor_entry(v) for name, v in result.hvps.items()},
         "method": result.method,

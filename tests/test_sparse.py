@@ -31,12 +31,8 @@ from jaccli.engine.sparse.sparse_det import compute_sparse_det, sparse_determina
 from jaccli.engine.structure import picture_of, sparse_picture_of
 from jaccli.errors import ComputationError, UsageError
 from jaccli.functions.model import Function, InputSpec
-from jaccli.render.sparse import (
-    sparse_hessian_document,
-    sparse_hessian_renderable,
-    sparse_jacobian_document,
-    sparse_jacobian_renderable,
-)
+from jaccli.render.document import sparse_hessian_document, sparse_jacobian_document
+from jaccli.render.sparse import sparse_hessian_renderable, sparse_jacobian_renderable
 from jaccli.render.sparse_files import require_sparse_suffix, write_sparse_out
 from jaccli.render.tables import Layout
 

@@ -1,6 +1,5 @@
-"""A sparse J or H for people and programs without densifying it: each row's non-zeros as
-`y[i]: x[j] value` lines, and the JSON documents with each block as
-`{"format": "coo", "shape", "indices", "values"}`.
+"""A sparse J or H for people without densifying it: each row's non-zeros as
+`y[i]: x[j] value` lines (its JSON documents are in document.py).
 
 scipy is imported only where a sparse result is drawn.
 """
@@ -16,9 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from jaccli.errors import UsageError
-from jaccli.render.document import determinant_entry, evaluation_entry, guard_entry
+from jaccli.render.checks import check_renderable
 from jaccli.render.labels import index_label
-from jaccli.render.numbers import format_cells, json_values
+from jaccli.render.numbers import format_cells
 from jaccli.render.tables import (
     FULL_CELL_LIMIT,
     Layout,
@@ -152,6 +151,8 @@ def sparse_jacobian_renderable(
         parts += determinant_renderables(result, layout)
     parts.append(how_computed("strategy", result.strategy, result.strategy_reason))
     parts += function_reference_line(result.guard)
+    if result.check is not None:
+        parts.append(check_renderable(result.check))
     return Group(*parts)
 
 
@@ -174,73 +175,11 @@ def sparse_hessian_renderable(
     parts.append(Text(f"max |H[i, j] − H[j, i]| = {result.symmetry_error:.3g}", style="dim"))
     parts.append(how_computed("strategy", result.strategy, result.strategy_reason))
     parts += function_reference_line(result.guard)
+    if result.check is not None:
+        parts.append(check_renderable(result.check))
     return Group(*parts)
 
 
 def _names(groups: Groups) -> str:
     names = [name for name, _ in groups]
     return names[0] if len(names) == 1 else f"({', '.join(names)})"
-
-
-def sparse_block(matrix: csr_array) -> dict[str, Any]:
-    """`{"format": "coo", "shape": [m, n], "indices": [[rows…], [columns…]], "values": […]}`,
-    entries row by row."""
-    coo = matrix.tocoo()
-    return {
-        "format": "coo",
-        "shape": [int(matrix.shape[0]), int(matrix.shape[1])],
-        "indices": [coo.row.tolist(), coo.col.tolist()],
-        "values": json_values(coo.data),
-    }
-
-
-def _colouring_entry(mode: str, colours: int, method: str) -> dict[str, Any]:
-    return {"mode": mode, "colours": colours, "method": method}
-
-
-def sparse_jacobian_document(result: SparseJacobianResult) -> dict[str, Any]:
-    """The `jacobian --sparse` document (`det` with det J): each block of J, by output then
-    input, as a COO block of (output elements × input elements)."""
-    command = "jacobian" if result.determinant is None else "det"
-    document = {
-        **evaluation_entry(command, result.evaluation, result.notes),
-        "layout": "sparse",
-        "jacobian": {
-            output: {wrt: sparse_block(block) for wrt, block in by_wrt.items()}
-            for output, by_wrt in result.blocks().items()
-        },
-        "colouring": _colouring_entry(result.mode, result.colours, result.colouring),
-        "strategy": result.strategy,
-        "strategy_reason": result.strategy_reason,
-        "guard": guard_entry(result.guard),
-    }
-    if result.determinant is not None:
-        document["det"] = determinant_entry(result.determinant)
-    return document
-
-
-def sparse_hessian_document(result: SparseHessianResult) -> dict[str, Any]:
-    """The `hessian --sparse` document: H by output, then input, then input, each block a COO
-    block of (a elements × b elements)."""
-    return {
-        **evaluation_entry("hessian", result.evaluation, result.notes),
-        "layout": "sparse",
-        "hessian": {
-            y: {a: {b: sparse_block(h) for b, h in by_b.items()} for a, by_b in by_a.items()}
-            for y, by_a in result.blocks().items()
-        },
-        "colouring": _colouring_entry("hvp", result.colours, result.colouring),
-        "symmetry_error": json_values(np.asarray(result.symmetry_error, dtype=np.float64)),
-        "strategy": result.strategy,
-        "strategy_reason": result.strategy_reason,
-        "guard": guard_entry(result.guard),
-    }
-
-
-def sparse_document_numbers(result: SparseJacobianResult | SparseHessianResult) -> int:
-    """How many numbers the document holds: the inputs and outputs, and three a non-zero
-    (its row, column and value)."""
-    evaluation = result.evaluation
-    dense = sum(v.values.size for v in evaluation.inputs)
-    dense += sum(y.size for y in evaluation.outputs.values())
-    return int(dense + 3 * result.matrix.nnz)

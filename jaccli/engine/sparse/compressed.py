@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from jaccli.engine.evaluate import as_leaf, blames_user_code, describe, evaluate
+from jaccli.engine.evaluate import as_leaf, blames_user_code, evaluate
 from jaccli.engine.guard import budget_or_default
 from jaccli.engine.hessian import hvp_forward_over_reverse, hvp_reverse_over_reverse
 from jaccli.engine.jacobian import (
@@ -57,7 +57,7 @@ from jaccli.engine.jacobian import (
     watch_notes,
 )
 from jaccli.engine.jvp import forward_jvp
-from jaccli.engine.problem import Problem
+from jaccli.engine.problem import Problem, describe
 from jaccli.engine.sparse.colouring import (
     ColouredPattern,
     Colouring,
@@ -68,6 +68,7 @@ from jaccli.engine.sparse.colouring import (
 from jaccli.engine.trust import GUARD_SEED, probe_entries, probe_sparse
 from jaccli.errors import ComputationError, ResourceError, UsageError
 from jaccli.memory import out_of_memory, raise_if_out_of_memory
+from jaccli.messages import first_line, format_bytes
 from jaccli.result import (
     Guard,
     Plan,
@@ -75,7 +76,7 @@ from jaccli.result import (
     SparseJacobianResult,
     SparsePlan,
 )
-from jaccli.spec import first_line, format_bytes, format_shape, indexed
+from jaccli.spec import format_shape, indexed
 
 Returned = TypeVar("Returned")
 
@@ -144,6 +145,7 @@ def compute_sparse_jacobian(
     budget: int | None = None,
     mode: str = "auto",
     progress: Progress | None = None,
+    coloured: ColouredPattern | None = None,
 ) -> SparseJacobianResult:
     """J at the entries of `pattern` (bool, outputs flattened × `wrt` inputs flattened and
     concatenated) by one JVP (columns coloured) or VJP (rows coloured) per colour, `mode`
@@ -152,10 +154,12 @@ def compute_sparse_jacobian(
 
     Vectorized passes that fail, or fail the guard, give way to a loop of single passes, and
     under `auto` a loop that fails to one in the other mode (a custom backward without a
-    forward-mode rule); a pattern shown to miss a non-zero is refused at once (exit 1)."""
+    forward-mode rule); a pattern shown to miss a non-zero is refused at once (exit 1).
+    `coloured`: the pattern's colouring in `mode`, already made (at another point)."""
     _require_shape(problem, pattern)
     pattern = as_pattern(pattern)
-    coloured = colour_pattern(pattern, mode)
+    if coloured is None:
+        coloured = colour_pattern(pattern, mode)
     plan = plan_sparse_jacobian(problem, coloured, budget).plan
     if plan.refused is not None:
         raise ResourceError(plan.refused, code="memory_budget")

@@ -26,7 +26,8 @@ from jaccli.engine.sparse.pattern import SparsityPattern
 from jaccli.errors import UsageError
 from jaccli.loaders import read_regular_file
 from jaccli.memory import raise_if_out_of_memory
-from jaccli.spec import DEFAULT_VALUE_LIMIT, first_line
+from jaccli.messages import first_line
+from jaccli.spec import DEFAULT_VALUE_LIMIT
 
 OPTION = "--sparsity"
 SUFFIXES = (".npz", ".mtx")

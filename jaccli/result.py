@@ -150,6 +150,10 @@ class SparseJacobianResult:
     guard: Guard | None = None
     determinant: Determinant | None = None
     """With `jaccli det --sparse`: det J of the square J above, from its sparse LU."""
+    check: Check | None = None
+    """With --check (and `jaccli check --sparse`): J·v against a JVP and a difference."""
+    view: None = None
+    """A sparse J has no per-slice view."""
 
     def blocks(self) -> dict[str, dict[str, csr_array]]:
         """J of each output for each `wrt` input, as (output elements × input elements)
@@ -172,6 +176,10 @@ class SparseHessianResult:
     """max |H[i, j] − H[j, i]| over the pattern: both are read off the products."""
     notes: tuple[str, ...] = ()
     guard: Guard | None = None
+    check: Check | None = None
+    """With --check: H·v against reverse-over-reverse and a difference of the gradient."""
+    view: None = None
+    """A sparse H has no per-slice view."""
 
     def blocks(self) -> dict[str, dict[str, dict[str, csr_array]]]:
         """H[y][a][b] for the output y and each pair of `wrt` inputs, as (a elements × b
@@ -420,6 +428,10 @@ class PlanReport:
     """Why the output shapes are unknown (the function cannot run without values), if so."""
     points: PointsPlan | None = None
     """With --points: how they are chunked."""
+    sparse: SparsePlan | None = None
+    """With --sparse: the pattern, its colouring and the compressed passes (`plan` is theirs)."""
+    notes: tuple[str, ...] = ()
+    """What the sparsity pattern says of itself (--sparse)."""
 
 
 Result = JacobianResult | VjpResult | JvpResult | HessianResult | HvpResult

@@ -176,7 +176,7 @@ def require_feasible(plan: Plan) -> Plan:
 
 
 def _way_out(problem: Problem) -> str:
-    ways = []
+    ways = ["--sparse for only the non-zeros (when most entries are zero)"]
     if is_gradient(problem):  # hessian has no --batched; hvp takes a scalar output
         if problem.output_count == problem.input_count:
             ways.append("hvp for H·v without forming H")

@@ -12,6 +12,7 @@ never run by the tests.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -700,6 +701,106 @@ def sparse_table(repeats: int, budget: int) -> list[str]:
     return rows
 
 
+SPARSE_FNS = str(Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "sparse_fns.py")
+
+
+def _plan_json(args: list[str]) -> dict:
+    """The --plan --json document of a jaccli command."""
+    done = subprocess.run([JACCLI, *args, "--plan", "--json"], capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def targets_table(repeats: int, workdir: Path) -> list[str]:
+    """The issue's targets for --sparse, whole processes through the CLI (medians of CPU
+    seconds, user + system), each with the target beside the measured figure; ratios are of
+    runs made in the same loop."""
+    import numpy as np
+    import torch
+
+    def fn(name: str, shape: str) -> list[str]:
+        return ["--fn", f"{SPARSE_FNS}:{name}", "--shape", f"u={shape}", "--dtype", "float64"]
+
+    def median_run(command: list[str], count: int = repeats) -> tuple[float, int]:
+        """Median CPU seconds (user + system: the machine is shared, wall time is not ours)
+        and peak RSS."""
+        runs = [_cpu_process(command) for _ in range(count)]
+        return statistics.median(t for t, _ in runs), int(statistics.median(r for _, r in runs))
+
+    out = str(workdir / "j.npz")
+    rows = ["| target | measured | goal |", "|---|---|---|"]
+
+    def row(target: str, measured: str, goal: str) -> None:
+        rows.append(f"| {target} | {measured} | {goal} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+
+    burgers = ["jacobian", *fn("burgers", "1000000"), "--sparse"]
+    t, rss = median_run([JACCLI, *burgers, "--out", out, "--force"])
+    passes = _plan_json(burgers)["sparse"]["passes"]
+    row("Burgers n = 10⁶ `--sparse --out j.npz`, whole process", f"{t:.1f} s, {passes} passes, "
+        f"{format_bytes(rss)}", "≤ 5 s, ≤ 4 passes")  # fmt: skip
+
+    small = ["jacobian", *fn("burgers", "10000"), "--out", str(workdir / "d.npy"), "--force"]
+    t_dense, rss_dense = median_run([JACCLI, *small], 1)
+    small_sparse = [JACCLI, *small[:-3], "--sparse", "--out", out, "--force"]
+    t_sparse, rss_sparse = median_run(small_sparse)
+    row("Burgers n = 10⁴, dense ÷ sparse", f"{t_dense / t_sparse:.0f}× faster "
+        f"({t_dense:.1f} s / {t_sparse:.2f} s), {rss_dense / rss_sparse:.1f}× less peak "
+        f"({format_bytes(rss_dense)} / {format_bytes(rss_sparse)})", "≥ 100×, ≥ 20×")  # fmt: skip
+
+    diffusion = ["jacobian", *fn("reaction_diffusion", "1000x1000"), "--sparse",
+                 "--max-memory", "2GiB"]  # fmt: skip
+    t, rss = median_run([JACCLI, *diffusion, "--out", out, "--force"])
+    colours = _plan_json(diffusion)["sparse"]["passes"]
+    row("reaction–diffusion 1000², `--max-memory 2GiB`", f"{t:.1f} s, {colours} colours, "
+        f"{format_bytes(rss)}", "≤ 15 s, ≤ 6 colours")  # fmt: skip
+
+    mlp = ["jacobian", "--fn", f"{SPARSE_FNS}:mlp", "--shape", "x=512", "--dtype", "float64"]
+    t_auto, _ = median_run([JACCLI, *mlp, "--out", str(workdir / "m.npy"), "--force"])
+    t_mlp, _ = median_run([JACCLI, *mlp, "--sparse", "--out", out, "--force"])
+    row("MLP 512 → 512, `--sparse` ÷ `auto`", f"{t_mlp / t_auto:.2f}× ({t_mlp:.2f} s / "
+        f"{t_auto:.2f} s)", "≤ 1.5×")  # fmt: skip
+
+    rosenbrock = ["hessian", "--fn", f"{SPARSE_FNS}:rosenbrock", "--shape", "x=100000",
+                  "--dtype", "float64", "--sparse"]  # fmt: skip
+    t, _ = median_run([JACCLI, *rosenbrock, "--out", out, "--force"])
+    products = _plan_json(rosenbrock)["sparse"]["passes"]
+    row("hessian Rosenbrock n = 10⁵", f"{products} HVPs, {t:.1f} s", "≤ 5 HVPs")
+
+    points = workdir / "points.npy"
+    np.save(points, np.random.default_rng(0).standard_normal((10_000, 100)))
+    many = ["jacobian", *fn("tridiagonal", "100"), "--sparse", "--points", f"u=@{points}",
+            "--jsonl"]  # fmt: skip
+    t_points, _ = median_run([JACCLI, *many], 1)
+    t_vmap = _vmapped_tridiagonal(torch, 10_000, repeats)
+    row("10,000 points, 100-unknown tridiagonal, `--points --sparse`", f"{t_points:.1f} s; "
+        f"vmap of the compressed JVPs in-process {t_vmap:.3f} s: {t_points / t_vmap:.0f}×",
+        "≤ 2×")  # fmt: skip
+    return rows
+
+
+def _cpu_process(command: list[str]) -> tuple[float, int]:
+    """CPU seconds (user + system) and peak RSS (bytes) of one whole process."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command} failed")
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
+def _vmapped_tridiagonal(torch, count: int, repeats: int) -> float:
+    """The in-process vmap over the points of the 3 compressed JVPs of the tridiagonal J."""
+    sys.path.insert(0, str(Path(SPARSE_FNS).parent))
+    from sparse_fns import tridiagonal
+
+    u = torch.randn(count, 100, dtype=torch.float64)
+    seeds = torch.stack([(torch.arange(100) % 3 == c).to(torch.float64) for c in range(3)])
+
+    def compressed(x):
+        return torch.func.vmap(lambda s: torch.func.jvp(tridiagonal, (x,), (s,))[1])(seeds)
+
+    return median_seconds(lambda: torch.func.vmap(compressed)(u), repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -717,6 +818,9 @@ def main() -> None:
     parser.add_argument("--pictures-only", action="store_true", help="only --view heatmap")
     parser.add_argument("--pattern-only", action="store_true", help="only sparsity patterns")
     parser.add_argument("--sparse-only", action="store_true", help="only sparse J and H")
+    parser.add_argument(
+        "--targets-only", action="store_true", help="only the --sparse targets, whole processes"
+    )
     args = parser.parse_args()
     if args.cold_only:
         print("\n".join(cold_table(args.cold_repeats)))
@@ -729,6 +833,7 @@ def main() -> None:
         or args.pictures_only
         or args.pattern_only
         or args.sparse_only
+        or args.targets_only
     )
     points_rows: list[str] = []
     if args.points_only or not only:
@@ -765,6 +870,12 @@ def main() -> None:
         return
     if args.sparse_only:
         print("\n".join(sparse_table(args.repeats, budget)))
+        return
+    if args.targets_only:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as workdir:
+            print("\n".join(targets_table(args.repeats, Path(workdir))))
         return
     if args.points_only:
         print("\n".join(points_rows) + "\n")

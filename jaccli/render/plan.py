@@ -85,4 +85,4 @@ def _layout(report: PlanReport) -> str:
 
 def _share(nonzeros: int, plan: Plan) -> str:
     entries = plan.n_out * plan.n_in
-    return f"{nonzeros / entries:.3%}" if entries else "0%"
+    return f"{100 * nonzeros / entries:.2g}%" if entries else "0%"

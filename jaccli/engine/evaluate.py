@@ -14,12 +14,11 @@ left to the function as the reference (NOTE [the function as the reference]) to 
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,12 +27,6 @@ from jaccli.errors import ComputationError
 from jaccli.functions.model import Function
 from jaccli.memory import raise_if_out_of_memory
 from jaccli.messages import first_line, shown_path
-
-if TYPE_CHECKING:
-    from jaccli.engine.problem import Problem
-
-Params = ParamSpec("Params")
-Returned = TypeVar("Returned")
 
 SINGLE_OUTPUT_NAMES = ("y", "out", "output", "result")
 
@@ -333,16 +326,3 @@ def jacobian_vector(
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
-
-
-def blames_user_code(
-    run: Callable[Concatenate[Problem, Params], Returned],
-) -> Callable[Concatenate[Problem, Params], Returned]:
-    """`run(problem, …)` under `blaming_user_code(problem.function)`."""
-
-    @functools.wraps(run)
-    def wrapper(problem: Problem, *args: Params.args, **kwargs: Params.kwargs) -> Returned:
-        with blaming_user_code(problem.function):
-            return run(problem, *args, **kwargs)
-
-    return wrapper

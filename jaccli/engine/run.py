@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from jaccli.engine.batched import compute_batched, plan_batched
 from jaccli.engine.check import (
@@ -16,7 +18,7 @@ from jaccli.engine.check import (
 )
 from jaccli.engine.det import determinant as compute_determinant
 from jaccli.engine.det import determinant_notes, joint_blocks, joint_matrix, require_square
-from jaccli.engine.evaluate import blames_user_code
+from jaccli.engine.evaluate import blaming_user_code
 from jaccli.engine.finite import nonfinite_notes
 from jaccli.engine.guard import JSON_BYTES_PER_NUMBER, require_within_budget
 from jaccli.engine.hessian import as_compositions, compute_hvp, gradient_problem, hessian_result
@@ -44,6 +46,8 @@ from jaccli.functions.model import AxisPair
 from jaccli.result import HessianResult, HvpResult, JacobianResult, JvpResult, PlanReport, VjpResult
 from jaccli.spec import Cotangent, Direction
 
+Params = ParamSpec("Params")
+Returned = TypeVar("Returned")
 ResultType = TypeVar("ResultType", JacobianResult, VjpResult, JvpResult, HessianResult, HvpResult)
 
 DEFAULT_VIEW_SLICES = 64
@@ -99,6 +103,19 @@ def plan_report(
         per_sample=per_sample,
         batched=batched,
     )
+
+
+def blames_user_code(
+    run: Callable[Concatenate[Problem, Params], Returned],
+) -> Callable[Concatenate[Problem, Params], Returned]:
+    """`run(problem, …)` under `blaming_user_code(problem.function)`."""
+
+    @functools.wraps(run)
+    def wrapper(problem: Problem, *args: Params.args, **kwargs: Params.kwargs) -> Returned:
+        with blaming_user_code(problem.function):
+            return run(problem, *args, **kwargs)
+
+    return wrapper
 
 
 @blames_user_code

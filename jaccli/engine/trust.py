@@ -31,7 +31,7 @@ the tolerance adds that many multiples of it (GUARD_RTOL / eps) for every term o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -418,12 +418,15 @@ def probe_sparse(
     matrix: sp.csr_array,
     method: str,
     mode: str,
+    forward_passes: Mapping[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]],
 ) -> tuple[Guard, int]:
     """A sparse J (NOTE [compressed AD]) against one pass of the other mode, entry by entry:
     each column of uᵀJ against one reverse pass for a J from JVPs (`mode` fwd), each row of J v
     against one forward pass for a J from VJPs (rev), each within GUARD_RTOL of the root sum of
     squares of its terms. A scalar uᵀJv would let a single wrong entry of a large J hide under
     the rounding of the whole; an entry of uᵀJ or J v holds a handful of terms.
+
+    `forward_passes`: the ways to make J v (by name, tried in order), for rev.
 
     Returns the verdict (value and reference of the entry furthest outside its tolerance, or
     nearest to it) and that entry's index: a column for fwd, a row for rev."""
@@ -440,13 +443,11 @@ def probe_sparse(
             return _skipped(method, reference_name, first_line(error)), 0
         reference = torch.cat([g.detach().reshape(-1).to(torch.float64) for g in gradients])
         return probe_entries(method, reference_name, matrix.T, u.numpy(), reference.numpy(), unit)
-    from jaccli.engine.jvp import METHODS
-
     v = torch.randn(matrix.shape[1], generator=generator, dtype=torch.float64) * unit
     reference_name = "J v by one forward pass, row by row"
     tangents = [part.reshape(p.shape) for part, p in zip(_split(v, primals), primals, strict=True)]
     failures = []
-    for name, jvp in METHODS.items():
+    for name, jvp in forward_passes.items():
         try:
             _, j_v = jvp(f, list(primals), tangents)
             break

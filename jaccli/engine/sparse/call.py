@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -16,8 +16,31 @@ import torch.utils._pytree as pytree
 from jaccli.engine.sparse import dependencies as deps
 from jaccli.engine.sparse.dependencies import Dependencies
 
-if TYPE_CHECKING:
-    from jaccli.engine.sparse.tracer import Tracer
+
+class Tracer(Protocol):
+    """What a rule may ask of the tracer (tracer.py's Tracer; named here so that rules need
+    not import the module that calls them)."""
+
+    columns: int
+
+    def read(
+        self, tensor: torch.Tensor, shape: Sequence[int] | None = None
+    ) -> Dependencies | None: ...
+
+    def varies(self, tensor: torch.Tensor) -> bool: ...
+
+    def inputs_of(self, tensor: torch.Tensor) -> frozenset[str]: ...
+
+    def require_entries(self, count: int, what: str) -> None: ...
+
+    def columns_of(self, tensor: torch.Tensor) -> np.ndarray | None: ...
+
+    def everything(
+        self, sources: Sequence[np.ndarray | None], count: int, what: str
+    ) -> Dependencies | None: ...
+
+    def note(self, text: str, *, exact: bool = True, value_dependent: bool = False) -> None: ...
+
 
 Found = list[Dependencies | None]
 """Each output's dependencies, in the order of Call.outputs."""

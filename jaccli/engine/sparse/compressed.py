@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from jaccli.engine.evaluate import as_leaf, blames_user_code, evaluate
+from jaccli.engine.evaluate import as_leaf, evaluate
 from jaccli.engine.guard import budget_or_default
 from jaccli.engine.hessian import hvp_forward_over_reverse, hvp_reverse_over_reverse
 from jaccli.engine.jacobian import (
@@ -56,8 +56,10 @@ from jaccli.engine.jacobian import (
     vectorized_call,
     watch_notes,
 )
+from jaccli.engine.jvp import METHODS as JVP_METHODS
 from jaccli.engine.jvp import forward_jvp
 from jaccli.engine.problem import Problem, describe
+from jaccli.engine.run import blames_user_code
 from jaccli.engine.sparse.colouring import (
     ColouredPattern,
     Colouring,
@@ -192,7 +194,9 @@ def compute_sparse_jacobian(
             continue
         _refuse_stray(problem, compressed, colouring)
         y_shape = tuple(compressed.y.shape)
-        guard, worst = probe_sparse(f, primals, y_shape, compressed.matrix, "", colouring.mode)
+        guard, worst = probe_sparse(
+            f, primals, y_shape, compressed.matrix, "", colouring.mode, JVP_METHODS
+        )
         if guard.passed is not False:
             break
         mismatch = _mismatch(problem, guard, worst, colouring.mode)

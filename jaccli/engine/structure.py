@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
-import scipy.sparse as sp
 
 from jaccli.result import (
     BlockDiagonal,
@@ -371,6 +370,8 @@ def sparse_picture_of(
 ) -> Picture:
     """The picture and structure of a sparse J (or H) read off its stored entries, never
     densified (NOTE [pictures of J]): a cell keeps the entry of largest magnitude it covers."""
+    import scipy.sparse as sp  # sparse results only: a dense run never loads scipy
+
     matrix = sp.csr_array(result.matrix)
     rows, columns = matrix.shape
     entry_rows = np.repeat(np.arange(rows, dtype=np.int64), np.diff(matrix.indptr))

@@ -32,15 +32,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from jaccli.engine.evaluate import as_leaf, jacobian_vector, vector_jacobian
 from jaccli.memory import raise_if_out_of_memory
 from jaccli.messages import first_line
 from jaccli.result import Guard
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 GUARD_SEED = 0x6A6163
 PROBED_ENTRIES = 2**20

@@ -229,9 +229,14 @@ def test_the_api_gives_the_clis_document(jaccli) -> None:
     assert cli.exit_code == 0, cli.stderr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", api.JaccliWarning)
-        document = api.jacobian(BURGERS_EXPR, shape={"u": 12}, sparse=True).document()
+        result = api.jacobian(BURGERS_EXPR, shape={"u": 12}, sparse=True)
+    document = result.document()
     validate_document(document)
     assert json.loads(dumps(document)) == cli.json()
+    block = result.arrays["jacobian"]["y"]["u"]
+    assert sp.issparse(block)
+    expected = coo_matrix(document["jacobian"]["y"]["u"]).toarray()
+    np.testing.assert_allclose(block.toarray(), expected, rtol=1e-6)  # float32 as JSON has it
 
 
 def test_the_peak_of_a_million_unknown_burgers_j_keeps_to_its_plan(tmp_path: Path) -> None:

@@ -50,6 +50,8 @@ from jaccli.result import (
     HvpResult,
     JacobianResult,
     JvpResult,
+    SparseHessianResult,
+    SparseJacobianResult,
     VjpResult,
 )
 from jaccli.runner import AtPoints, Computed, Outcome, Planned, run
@@ -187,6 +189,13 @@ def _arrays(result: Any) -> dict[str, Any]:
         arrays["hessian"] = result.hessians
     elif isinstance(result, HvpResult):
         arrays.update(hvp=result.hvps, vector=result.vectors)
+    elif isinstance(result, SparseJacobianResult):
+        arrays["jacobian"] = result.blocks()  # scipy.sparse CSR blocks, never densified
+        if result.determinant is not None:
+            det = result.determinant
+            arrays["det"] = {"sign": det.sign, "logabsdet": det.logabsdet, "det": det.det}
+    elif isinstance(result, SparseHessianResult):
+        arrays["hessian"] = result.blocks()
     return arrays
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jaccli import memory, spec
@@ -38,6 +39,8 @@ SHOWING = (JACOBIAN, DET, VJP, JVP, HESSIAN, HVP)
 PRODUCTS = (VJP, JVP, HVP)
 DRAWING = (JACOBIAN, DET, HESSIAN)
 """The commands that draw J or H (--view heatmap|sparsity, --out j.png) and --plan it."""
+SPARSE = (JACOBIAN, DET, HESSIAN, CHECK)
+"""The commands that compute J (or H) as a sparse matrix with --sparse."""
 STRATEGIES = ("auto", "loop", "rev", "fwd")
 """engine.Strategy's values, in its order."""
 
@@ -211,12 +214,24 @@ def _text_format(raw: str | None, parsed: Parsed) -> str | None:
 
 
 def _out(raw: str | None, parsed: Parsed) -> Any:
-    """--out, checked before any work (not with --plan, which writes nothing)."""
+    """--out, checked before any work (not with --plan, which writes nothing); with --sparse,
+    a file that holds a sparse matrix."""
     if raw is None or parsed["compute.plan"]:
         return None
     from jaccli.render.files import checked_out_path
 
-    return checked_out_path(raw, parsed["show.force"], pictures=parsed.command in DRAWING)
+    pictures = parsed.command in DRAWING
+    if not parsed["compute.sparse"]:
+        return checked_out_path(raw, parsed["show.force"], pictures=pictures)
+    from jaccli.render.sparse_files import SPARSE_SUFFIXES, require_sparse_suffix
+
+    require_sparse_suffix(Path(raw), pictures=pictures)
+    return checked_out_path(raw, parsed["show.force"], pictures=pictures, more=SPARSE_SUFFIXES)
+
+
+def _sparse(raw: bool, parsed: Parsed) -> bool:
+    """--sparse, which --sparsity implies."""
+    return bool(raw) or parsed["compute.sparsity"] is not None
 
 
 def _budget(raw: str | int | None, parsed: Parsed) -> tuple[int | None, str | None]:
@@ -341,6 +356,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("--batched", "compute.batched", (DET,), COMPUTE, default=False,
            help="det of each diagonal block along the function's separable axis, shape (B,): "
            "the log|det J| of a normalizing flow, without the dense J."),
+    Option("--sparse", "compute.sparse", SPARSE, COMPUTE, default=False, parse=_sparse,
+           help="J (H for hessian) as a sparse matrix: its pattern traced through the function, "
+           "one JVP or VJP per colour of its columns or rows, never densified. Tables list each "
+           "row's non-zeros; --json gives COO blocks; --out writes .npz, .mtx, .pt or "
+           ".safetensors."),
+    Option("--sparsity", "compute.sparsity", SPARSE, COMPUTE, metavar="FILE",
+           help="J's sparsity pattern from a file (.npz as scipy.sparse.save_npz writes it, or "
+           ".mtx), rows the outputs flattened, columns the --wrt inputs flattened; implies "
+           "--sparse. A pattern that misses a non-zero is refused, never printed."),
     Option("--plan", "compute.plan", DRAWING, COMPUTE, default=False,
            help="Show sizes, memory and the strategy, and why, without computing."),
     Option("--precision", "show.precision", SHOWING, OUTPUT, default=4, metavar="0-17",
@@ -496,6 +520,28 @@ def _one_point_only(parsed: Parsed) -> str | None:
     return None
 
 
+def _sparse_beside(parsed: Parsed) -> str | None:
+    """What a sparse J cannot give: blocks, slices, dense text, a loop of passes."""
+    if not parsed["compute.sparse"]:
+        return None
+    if parsed.command in (JACOBIAN, DET) and parsed["compute.batched"]:
+        return "--sparse computes the whole J from its non-zeros; drop --batched"
+    view = parsed["compute.view"]
+    if view is not None:
+        return f"--view {view} rebuilds J slice by slice; with --sparse use --view sparsity|heatmap"
+    text_format = parsed["show.text_format"]
+    if text_format is not None:
+        return (
+            f"--format {text_format} prints a dense J; with --sparse use --json (COO blocks) or "
+            "--out j.mtx"
+        )
+    if parsed["points.sources"] and parsed["show.out"] is not None:
+        return "--out holds one sparse J; with --points use --json or --jsonl (COO blocks)"
+    if parsed.command in DRAWING and parsed["compute.strategy"] == "loop":
+        return "--sparse makes one pass a colour; use --strategy auto, fwd or rev"
+    return None
+
+
 REFUSALS: tuple[Refusal, ...] = (
     Refusal(PRODUCTS, _stdin_twice),
     Refusal(SHOWING, _format_beside),
@@ -505,6 +551,7 @@ REFUSALS: tuple[Refusal, ...] = (
     Refusal(DRAWING, _picture_file, code="bad_out"),
     Refusal(COMPUTING, _one_point_only),
     Refusal(COMPUTING, _points_sources),
+    Refusal(SPARSE, _sparse_beside),
 )
 """Checked in this order, before the options they do not need are parsed: a combination that
 cannot mean anything is named first, whatever else is wrong."""

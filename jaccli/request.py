@@ -92,6 +92,11 @@ class Compute:
     """The vector of vjp (cotangent), jvp (tangent) or hvp (vector); None for the others."""
     points: Points | None = None
     """None without --points."""
+    sparse: bool = False
+    """--sparse (or --sparsity): J or H as a sparse matrix from its pattern and colouring."""
+    sparsity: str | None = None
+    """--sparsity: the path of a file (.npz, .mtx) giving J's pattern, read by the runner;
+    None to detect the pattern by tracing the function."""
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_array
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,103 @@ class JacobianResult:
     guard: Guard | None = None
     determinant: Determinant | None = None
     """With `jaccli det`: det J of the (joint, or per-sample) J above."""
+
+
+@dataclass(frozen=True)
+class SparseJacobianResult:
+    """J as one sparse matrix, never densified: rows are the outputs flattened in order,
+    columns the `wrt` inputs flattened and concatenated in `wrt` order; one JVP or VJP per
+    colour (NOTE [compressed AD] in engine/sparse/compressed.py)."""
+
+    evaluation: Evaluation
+    matrix: csr_array
+    """Values in the problem's dtype, at the entries of the sparsity pattern."""
+    mode: str
+    """`fwd` (columns coloured, one JVP a colour) or `rev` (rows coloured, one VJP a colour)."""
+    colours: int
+    colouring: str
+    """How the colouring was found (`natural order`, `periodic (P = 6)`, …)."""
+    strategy: str
+    strategy_reason: str
+    notes: tuple[str, ...] = ()
+    guard: Guard | None = None
+    determinant: Determinant | None = None
+    """With `jaccli det --sparse`: det J of the square J above, from its sparse LU."""
+    check: Check | None = None
+    """With --check (and `jaccli check --sparse`): J·v against a JVP and a difference."""
+    view: None = None
+    """A sparse J has no per-slice view."""
+
+    def blocks(self) -> dict[str, dict[str, csr_array]]:
+        """J of each output for each `wrt` input, as (output elements × input elements)
+        sparse matrices: blocks[output][wrt]."""
+        return sparse_blocks(self.matrix, self.evaluation)
+
+
+@dataclass(frozen=True)
+class SparseHessianResult:
+    """H of a scalar output as one sparse symmetric matrix, never densified: rows and columns
+    are the `wrt` inputs flattened and concatenated; one Hessian-vector product per colour."""
+
+    evaluation: Evaluation
+    matrix: csr_array
+    colours: int
+    colouring: str
+    strategy: str
+    strategy_reason: str
+    symmetry_error: float
+    """max |H[i, j] − H[j, i]| over the pattern: both are read off the products."""
+    notes: tuple[str, ...] = ()
+    guard: Guard | None = None
+    check: Check | None = None
+    """With --check: H·v against reverse-over-reverse and a difference of the gradient."""
+    view: None = None
+    """A sparse H has no per-slice view."""
+
+    def blocks(self) -> dict[str, dict[str, dict[str, csr_array]]]:
+        """H[y][a][b] for the output y and each pair of `wrt` inputs, as (a elements × b
+        elements) sparse matrices."""
+        (output,) = self.evaluation.outputs
+        by_a = sparse_blocks(self.matrix, self.evaluation, rows_by_input=True)
+        return {output: by_a}
+
+
+def sparse_blocks(
+    matrix: csr_array, evaluation: Evaluation, *, rows_by_input: bool = False
+) -> dict[str, dict[str, csr_array]]:
+    """The blocks of a joint sparse matrix: rows split by output (or, `rows_by_input`, by
+    `wrt` input), columns by `wrt` input, each block a CSR matrix of its own."""
+    sizes = {value.name: value.values.size for value in evaluation.inputs}
+    column_sizes = [(name, sizes[name]) for name in evaluation.wrt]
+    if rows_by_input:
+        row_sizes = column_sizes
+    else:
+        row_sizes = [(name, output.size) for name, output in evaluation.outputs.items()]
+    blocks: dict[str, dict[str, csr_array]] = {}
+    top = 0
+    for row_name, height in row_sizes:
+        rows = matrix[top : top + height]
+        left = 0
+        blocks[row_name] = {}
+        for column_name, width in column_sizes:
+            blocks[row_name][column_name] = rows[:, left : left + width].tocsr()
+            left += width
+        top += height
+    return blocks
+
+
+@dataclass(frozen=True)
+class SparsePlan:
+    """How a sparse J will be computed: its pattern's size, the colouring, and the memory plan
+    (`plan.chunk_size` colours a vmapped batch)."""
+
+    plan: Plan
+    nonzeros: int
+    mode: str
+    colours: int
+    colouring: str
+    other_colours: int
+    """The colours the other mode needed."""
 
 
 @dataclass(frozen=True)
@@ -327,6 +428,10 @@ class PlanReport:
     """Why the output shapes are unknown (the function cannot run without values), if so."""
     points: PointsPlan | None = None
     """With --points: how they are chunked."""
+    sparse: SparsePlan | None = None
+    """With --sparse: the pattern, its colouring and the compressed passes (`plan` is theirs)."""
+    notes: tuple[str, ...] = ()
+    """What the sparsity pattern says of itself (--sparse)."""
 
 
 Result = JacobianResult | VjpResult | JvpResult | HessianResult | HvpResult

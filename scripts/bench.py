@@ -12,6 +12,7 @@ never run by the tests.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -20,8 +21,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jaccli.messages import format_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 # torch and the engine are imported in main(), after the whole-process runs: a child forked
 # from a process holding big tensors would report the parent's peak memory as its own.
@@ -556,6 +561,63 @@ def pictures_table(repeats: int, budget: int) -> list[str]:
     return rows
 
 
+def _burgers(u: torch.Tensor) -> torch.Tensor:
+    dx = 1e-3
+    return u[1:-1] * (u[2:] - u[:-2]) / (2 * dx) - (u[2:] - 2 * u[1:-1] + u[:-2]) / dx**2
+
+
+def _reaction_diffusion(u: torch.Tensor) -> torch.Tensor:
+    lap = u[1:-1, 2:] + u[1:-1, :-2] + u[2:, 1:-1] + u[:-2, 1:-1] - 4 * u[1:-1, 1:-1]
+    return lap - u[1:-1, 1:-1] ** 3 + 0.5 * u[1:-1, 1:-1]
+
+
+def _reaction_diffusion_conv(u: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    kernel = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=u.dtype)[None, None]
+    lap = torch.nn.functional.conv2d(u[None, None], kernel, padding=1)[0, 0]
+    return lap - u**3 + 0.5 * u
+
+
+def _rosenbrock(u: torch.Tensor) -> torch.Tensor:
+    return (100 * (u[1:] - u[:-1] ** 2) ** 2 + (1 - u[:-1]) ** 2).sum()
+
+
+def pattern_table(repeats: int, budget: int) -> list[str]:
+    """Sparsity pattern detection (one traced call of f), float64, against one plain call."""
+    from jaccli.engine import prepare
+    from jaccli.engine.evaluate import evaluate
+    from jaccli.engine.sparse.pattern import detect_pattern, hessian_pattern
+    from jaccli.functions.model import Function, InputSpec
+
+    cases = [
+        ("Burgers residual", _burgers, (10_000,), detect_pattern),
+        ("Burgers residual", _burgers, (100_000,), detect_pattern),
+        ("Burgers residual", _burgers, (1_000_000,), detect_pattern),
+        ("2-D reaction-diffusion, slices", _reaction_diffusion, (1000, 1000), detect_pattern),
+        ("2-D reaction-diffusion, conv2d", _reaction_diffusion_conv, (1000, 1000), detect_pattern),
+        ("chained Rosenbrock, Hessian", _rosenbrock, (100_000,), hessian_pattern),
+    ]
+    rows = [
+        "| f | unknowns | pattern | nnz | detection | one call of f | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, call, shape, detect in cases:
+        function = Function(label, label, (InputSpec("u", shape),), call)
+        problem = prepare(function, shape_options=[(None, shape)], dtype="float64", budget=budget)
+        pattern = detect(problem, budget)
+        t_detect = median_seconds(lambda p=problem, d=detect: d(p, budget), repeats)
+        t_call = median_seconds(lambda p=problem: evaluate(p.function, p.inputs), repeats)
+        unknowns = problem.input_count
+        rows.append(
+            f"| {label} | {unknowns:,} | {pattern.shape[0]:,}×{pattern.shape[1]:,} | "
+            f"{pattern.nnz:,} | {t_detect * 1e3:.4g} ms | {t_call * 1e3:.3g} ms | "
+            f"{t_detect / t_call:.0f}× |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def derivatives_table(repeats: int, budget: int) -> list[str]:
     """det, jvp, hessian and hvp by jaccli's engine (the call the CLI makes) against the torch
     methods that compute the same thing, timed in this process after a warm-up of each,
@@ -668,6 +730,204 @@ def derivatives_table(repeats: int, budget: int) -> list[str]:
     return rows
 
 
+def burgers_pattern(n: int):
+    """The pattern of the 1-D Burgers residual: row i depends on u[i], u[i+1], u[i+2]."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    rows = np.repeat(np.arange(n - 2), 3)
+    columns = (np.arange(n - 2)[:, None] + np.arange(3)).ravel()
+    return sp.csr_array((np.ones(rows.size, dtype=bool), (rows, columns)), shape=(n - 2, n))
+
+
+def stencil_pattern(side: int):
+    """The 5-point stencil on a side × side grid, flattened row by row."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    index = np.arange(side * side).reshape(side, side)
+    pairs = [(index, index), (index[1:], index[:-1]), (index[:-1], index[1:])]
+    pairs += [(index[:, 1:], index[:, :-1]), (index[:, :-1], index[:, 1:])]
+    rows = np.concatenate([a.ravel() for a, _ in pairs])
+    columns = np.concatenate([b.ravel() for _, b in pairs])
+    shape = (side * side, side * side)
+    return sp.csr_array((np.ones(rows.size, dtype=bool), (rows, columns)), shape=shape)
+
+
+def sparse_table(repeats: int, budget: int) -> list[str]:
+    """Sparse J given its pattern (engine/sparse), float64, in-process: colouring both modes,
+    then the whole compressed computation (passes, guard, warnings), and its peak memory above
+    the process before it against the plan."""
+    import torch
+
+    from jaccli import memory
+    from jaccli.engine import prepare
+    from jaccli.engine.sparse.colouring import colour_pattern
+    from jaccli.engine.sparse.compressed import (
+        compute_sparse_hessian,
+        compute_sparse_jacobian,
+        plan_sparse_jacobian,
+    )
+    from jaccli.functions.model import Function, InputSpec
+
+    def burgers(u: torch.Tensor) -> torch.Tensor:
+        dx = 1e-3
+        return u[1:-1] * (u[2:] - u[:-2]) / (2 * dx) - (u[2:] - 2 * u[1:-1] + u[:-2]) / dx**2
+
+    def reaction_diffusion(u: torch.Tensor) -> torch.Tensor:
+        p = torch.nn.functional.pad(u, (1, 1, 1, 1))
+        return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * u + u * (1 - u**2)
+
+    def rosenbrock(u: torch.Tensor) -> torch.Tensor:
+        return (100 * (u[1:] - u[:-1] ** 2) ** 2 + (1 - u[:-1]) ** 2).sum()
+
+    cases = [
+        ("Burgers, n = 10⁶", burgers, (10**6,), burgers_pattern(10**6), "J"),
+        (
+            "reaction–diffusion, 1000×1000",
+            reaction_diffusion,
+            (1000, 1000),
+            stencil_pattern(1000),
+            "J",
+        ),
+        ("chained Rosenbrock H, n = 10⁵", rosenbrock, (10**5,), None, "H"),
+    ]
+    rows = [
+        "| case | non-zeros | colouring (both modes) | colours | compressed J or H, in all | peak above start (plan) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, call, shape, pattern, what in cases:
+        function = Function(label, label, (InputSpec("u", shape),), call)
+        problem = prepare(function, dtype="float64", budget=budget)
+        if pattern is None:
+            import scipy.sparse as sp
+
+            n = shape[0]
+            pattern = sp.csr_array(
+                sp.diags_array([1.0, 1.0, 1.0], offsets=[-1, 0, 1], shape=(n, n)) != 0
+            )
+            compute = lambda p=problem, q=pattern: compute_sparse_hessian(p, q, budget=budget)  # noqa: E731
+        else:
+            compute = lambda p=problem, q=pattern: compute_sparse_jacobian(p, q, budget=budget)  # noqa: E731
+        coloured = colour_pattern(pattern)
+        t_colour = median_seconds(lambda q=pattern: colour_pattern(q), repeats)
+        plan = plan_sparse_jacobian(problem, coloured, budget).plan
+        before = memory.resident_bytes() or 0
+        memory.reset_peak()
+        result = compute()
+        peak = (memory.peak_resident_bytes() or 0) - before
+        del result
+        t_all = median_seconds(compute, repeats)
+        colours = coloured.colouring.count if what == "J" else compute().colours
+        rows.append(
+            f"| {label} | {pattern.nnz:,} | {t_colour * 1e3:.0f} ms | {colours} "
+            f"({'HVPs' if what == 'H' else coloured.colouring.mode}) | {t_all:.2f} s | "
+            f"{format_bytes(peak)} ({format_bytes(plan.peak_bytes)}) |"
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+SPARSE_FNS = str(Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "sparse_fns.py")
+
+
+def _plan_json(args: list[str]) -> dict:
+    """The --plan --json document of a jaccli command."""
+    done = subprocess.run([JACCLI, *args, "--plan", "--json"], capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def targets_table(repeats: int, workdir: Path) -> list[str]:
+    """The issue's targets for --sparse, whole processes through the CLI (medians of CPU
+    seconds, user + system), each with the target beside the measured figure; ratios are of
+    runs made in the same loop."""
+    import numpy as np
+    import torch
+
+    def fn(name: str, shape: str) -> list[str]:
+        return ["--fn", f"{SPARSE_FNS}:{name}", "--shape", f"u={shape}", "--dtype", "float64"]
+
+    def median_run(command: list[str], count: int = repeats) -> tuple[float, int]:
+        """Median CPU seconds (user + system: the machine is shared, wall time is not ours)
+        and peak RSS."""
+        runs = [_cpu_process(command) for _ in range(count)]
+        return statistics.median(t for t, _ in runs), int(statistics.median(r for _, r in runs))
+
+    out = str(workdir / "j.npz")
+    rows = ["| target | measured | goal |", "|---|---|---|"]
+
+    def row(target: str, measured: str, goal: str) -> None:
+        rows.append(f"| {target} | {measured} | {goal} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+
+    burgers = ["jacobian", *fn("burgers", "1000000"), "--sparse"]
+    t, rss = median_run([JACCLI, *burgers, "--out", out, "--force"])
+    passes = _plan_json(burgers)["sparse"]["passes"]
+    row("Burgers n = 10⁶ `--sparse --out j.npz`, whole process", f"{t:.1f} s, {passes} passes, "
+        f"{format_bytes(rss)}", "≤ 5 s, ≤ 4 passes")  # fmt: skip
+
+    small = ["jacobian", *fn("burgers", "10000"), "--out", str(workdir / "d.npy"), "--force"]
+    t_dense, rss_dense = median_run([JACCLI, *small], 1)
+    small_sparse = [JACCLI, *small[:-3], "--sparse", "--out", out, "--force"]
+    t_sparse, rss_sparse = median_run(small_sparse)
+    row("Burgers n = 10⁴, dense ÷ sparse", f"{t_dense / t_sparse:.0f}× faster "
+        f"({t_dense:.1f} s / {t_sparse:.2f} s), {rss_dense / rss_sparse:.1f}× less peak "
+        f"({format_bytes(rss_dense)} / {format_bytes(rss_sparse)})", "≥ 100×, ≥ 20×")  # fmt: skip
+
+    diffusion = ["jacobian", *fn("reaction_diffusion", "1000x1000"), "--sparse",
+                 "--max-memory", "2GiB"]  # fmt: skip
+    t, rss = median_run([JACCLI, *diffusion, "--out", out, "--force"])
+    colours = _plan_json(diffusion)["sparse"]["passes"]
+    row("reaction–diffusion 1000², `--max-memory 2GiB`", f"{t:.1f} s, {colours} colours, "
+        f"{format_bytes(rss)}", "≤ 15 s, ≤ 6 colours")  # fmt: skip
+
+    mlp = ["jacobian", "--fn", f"{SPARSE_FNS}:mlp", "--shape", "x=512", "--dtype", "float64"]
+    t_auto, _ = median_run([JACCLI, *mlp, "--out", str(workdir / "m.npy"), "--force"])
+    t_mlp, _ = median_run([JACCLI, *mlp, "--sparse", "--out", out, "--force"])
+    row("MLP 512 → 512, `--sparse` ÷ `auto`", f"{t_mlp / t_auto:.2f}× ({t_mlp:.2f} s / "
+        f"{t_auto:.2f} s)", "≤ 1.5×")  # fmt: skip
+
+    rosenbrock = ["hessian", "--fn", f"{SPARSE_FNS}:rosenbrock", "--shape", "x=100000",
+                  "--dtype", "float64", "--sparse"]  # fmt: skip
+    t, _ = median_run([JACCLI, *rosenbrock, "--out", out, "--force"])
+    products = _plan_json(rosenbrock)["sparse"]["passes"]
+    row("hessian Rosenbrock n = 10⁵", f"{products} HVPs, {t:.1f} s", "≤ 5 HVPs")
+
+    points = workdir / "points.npy"
+    np.save(points, np.random.default_rng(0).standard_normal((10_000, 100)))
+    many = ["jacobian", *fn("tridiagonal", "100"), "--sparse", "--points", f"u=@{points}",
+            "--jsonl"]  # fmt: skip
+    t_points, _ = median_run([JACCLI, *many], 1)
+    t_vmap = _vmapped_tridiagonal(torch, 10_000, repeats)
+    row("10,000 points, 100-unknown tridiagonal, `--points --sparse`", f"{t_points:.1f} s; "
+        f"vmap of the compressed JVPs in-process {t_vmap:.3f} s: {t_points / t_vmap:.0f}×",
+        "≤ 2×")  # fmt: skip
+    return rows
+
+
+def _cpu_process(command: list[str]) -> tuple[float, int]:
+    """CPU seconds (user + system) and peak RSS (bytes) of one whole process."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command} failed")
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
+def _vmapped_tridiagonal(torch, count: int, repeats: int) -> float:
+    """The in-process vmap over the points of the 3 compressed JVPs of the tridiagonal J."""
+    sys.path.insert(0, str(Path(SPARSE_FNS).parent))
+    from sparse_fns import tridiagonal
+
+    u = torch.randn(count, 100, dtype=torch.float64)
+    seeds = torch.stack([(torch.arange(100) % 3 == c).to(torch.float64) for c in range(3)])
+
+    def compressed(x):
+        return torch.func.vmap(lambda s: torch.func.jvp(tridiagonal, (x,), (s,))[1])(seeds)
+
+    return median_seconds(lambda: torch.func.vmap(compressed)(u), repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -693,6 +953,13 @@ def main() -> None:
         action="store_true",
         help="in-process rows interleaved run by run report the fastest run, not the median",
     )
+    parser.add_argument("--pattern-only", action="store_true", help="only sparsity patterns")
+    parser.add_argument("--sparse-only", action="store_true", help="only sparse J and H")
+    parser.add_argument(
+        "--sparse-targets-only",
+        action="store_true",
+        help="only the --sparse targets, whole processes",
+    )
     args = parser.parse_args()
     if args.fastest:
         global STATISTIC
@@ -707,6 +974,9 @@ def main() -> None:
         or args.derivatives_only
         or args.points_only
         or args.pictures_only
+        or args.pattern_only
+        or args.sparse_only
+        or args.sparse_targets_only
         or args.targets_only
     )
     points_rows: list[str] = []
@@ -744,6 +1014,18 @@ def main() -> None:
         print("\n".join(derivatives_table(args.repeats, budget)) + "\n")
         print("\n".join(points_compute_table(args.repeats, budget)))
         return
+    if args.pattern_only:
+        print("\n".join(pattern_table(args.repeats, budget)))
+        return
+    if args.sparse_only:
+        print("\n".join(sparse_table(args.repeats, budget)))
+        return
+    if args.sparse_targets_only:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as workdir:
+            print("\n".join(targets_table(args.repeats, Path(workdir))))
+        return
     if args.points_only:
         print("\n".join(points_rows) + "\n")
         print("\n".join(points_compute_table(args.repeats, budget)))
@@ -755,6 +1037,8 @@ def main() -> None:
         print("\n".join(dense_table(args.repeats, budget)) + "\n")
         print("\n".join(batched_table(args.repeats, budget)) + "\n")
         print("\n".join(derivatives_table(args.repeats, budget)) + "\n")
+        print("\n".join(pattern_table(args.repeats, budget)) + "\n")
+        print("\n".join(sparse_table(args.repeats, budget)) + "\n")
         print("\n".join(points_rows) + "\n")
         print("\n".join(points_compute_table(args.repeats, budget)))
 

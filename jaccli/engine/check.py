@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 
 from jaccli.engine.evaluate import evaluate
-from jaccli.engine.hessian import HVP_METHODS, gradient_at
+from jaccli.engine.hessian import HVP_METHODS, REVERSE_OVER_REVERSE, gradient_at
 from jaccli.engine.jacobian import (
     Progress,
     jacobian_by,
@@ -563,5 +564,69 @@ def check_hvp(
         result.method,
         (f"{result.method} vs {other}", other, by_other_composition),
         ("a central difference of the gradient along v (float64)", by_difference),
+        options,
+    )
+
+
+SPARSE_CHECK_SEED = 20
+"""The seed of the vector a sparse J or H is checked along."""
+
+
+def check_sparse(
+    problem: Problem, matrix: Any, what: str, options: CheckOptions = DEFAULT_CHECK_OPTIONS
+) -> Check:
+    """A sparse J (`what` J) or H (H) checked along one random v without densifying it: J·v
+    against one forward-mode JVP and a central difference along v; H·v against the
+    reverse-over-reverse product and a central difference of the gradient along v."""
+    generator = torch.Generator().manual_seed(SPARSE_CHECK_SEED)
+    flat = torch.randn(matrix.shape[1], generator=generator, dtype=torch.float64)
+    sizes = [problem.inputs[name].numel() for name in problem.wrt]
+    vectors = {
+        name: part.reshape(problem.inputs[name].shape).to(problem.torch_dtype).numpy()
+        for name, part in zip(problem.wrt, flat.split(sizes), strict=True)
+    }
+    v = np.concatenate([vectors[name].reshape(-1).astype(np.float64) for name in problem.wrt])
+    product = torch.from_numpy(np.asarray(matrix.astype(np.float64) @ v))
+    primals, f = split_wrt(problem)
+    tangents = [torch.from_numpy(vectors[name]) for name in problem.wrt]
+    if what == "H":
+        products = {
+            name: part.reshape(problem.inputs[name].shape).numpy()
+            for name, part in zip(problem.wrt, product.split(sizes), strict=True)
+        }
+
+        def by_other_mode() -> list[Block]:
+            _, reference = HVP_METHODS[REVERSE_OVER_REVERSE](f, primals, tangents)
+            by_name = {w: r.numpy() for w, r in zip(problem.wrt, reference, strict=True)}
+            return vjp_blocks(products, by_name)
+
+        def by_gradient_difference() -> list[Block]:
+            differences, rounding = gradient_differences(problem, vectors, options.step)
+            return vjp_blocks(products, differences, rounding)
+
+        return _product_check(
+            problem,
+            "H·v of the sparse H",
+            ("H·v of the sparse H vs reverse-over-reverse", "reverse-over-reverse", by_other_mode),
+            ("a central difference of the gradient along v (float64)", by_gradient_difference),
+            options,
+        )
+    by_output = _by_output(problem, product)
+
+    def by_forward_mode() -> list[Block]:
+        from jaccli.engine.jvp import forward_jvp
+
+        _, reference = forward_jvp(f, primals, tangents)
+        return jvp_blocks(by_output, _by_output(problem, reference.reshape(-1).double()))
+
+    def by_difference() -> list[Block]:
+        differences, rounding = directional_differences(problem, vectors, options.step)
+        return jvp_blocks(by_output, differences, rounding)
+
+    return _product_check(
+        problem,
+        "J·v of the sparse J",
+        ("J·v of the sparse J vs one JVP", "J·v by forward mode", by_forward_mode),
+        ("a central difference along v (float64)", by_difference),
         options,
     )

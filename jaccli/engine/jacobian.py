@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -58,6 +59,7 @@ WARM_SECOND_ORDER_LOOP_LIMIT = 4
 reverse mode batches them all into one (logsumexp: 16 passes 2.2 ms, batched 1.1 ms; 4 passes
 1.3 ms against 1.2 ms, measured)."""
 
+Returned = TypeVar("Returned")
 Progress = Callable[[int, int], None]
 """Called with (passes done, passes in all) as a loop goes."""
 
@@ -184,7 +186,7 @@ def require_feasible(plan: Plan) -> Plan:
 
 
 def _way_out(problem: Problem) -> str:
-    ways = []
+    ways = ["--sparse for only the non-zeros (when most entries are zero)"]
     if is_gradient(problem):  # hessian has no --batched; hvp takes a scalar output
         if problem.output_count == problem.input_count:
             ways.append("hvp for H·v without forming H")
@@ -626,7 +628,7 @@ def _vectorized(
     return y, list(jacobians)
 
 
-class _ChunkTooLarge(Exception):
+class ChunkTooLarge(Exception):
     """A chunk's allocation was refused under the held memory limit."""
 
 
@@ -685,20 +687,9 @@ def _reverse_in_chunks(
     batched_backward: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """J by vmapped VJPs (what torch.func.jacrev does), a chunk of rows at a time written into
-    a preallocated J.
-
-    # NOTE [chunks from a measured first chunk]
-    The estimate of a row's cost (two rows of VJPs) misses what the function's backward really
-    allocates: a 1-D stencil's slices each pad a full row, six rows and more. So a first chunk
-    of FIRST_CHUNK_ROWS rows runs with the kernel's peak count reset, its real peak above the
-    resident memory before it gives the cost of a row, and the rest of the rows go in chunks
-    that take HEADROOM_USED of what the held limit (jaccli/memory.py) still leaves; where
-    nothing is held or measurable, the plan's chunk size (from the estimate) stands. The peak
-    can read low (a chunk reuses pages freed before it), so a chunk the kernel refuses is
-    halved and tried again: the refusal is the measurement that cannot be wrong. Unlike
+    a preallocated J (NOTE [chunks from a measured first chunk]). Unlike
     jacrev(chunk_size=…), which concatenates its chunks (J twice) after building the whole
-    identity (n_out² elements), nothing here is bigger than J and one chunk.
-    """
+    identity (n_out² elements), nothing here is bigger than J and one chunk."""
     try:
         y, pull = (_batched_backward if batched_backward else _vmapped_vjp)(f, primals)
     except (ComputationError, RuntimeError, NotImplementedError) as error:
@@ -716,14 +707,57 @@ def _reverse_in_chunks(
             raise _not_vectorizable(error) from error
         except (RuntimeError, NotImplementedError, MemoryError) as error:
             if memory.out_of_memory(error):
-                raise _ChunkTooLarge from error
+                raise ChunkTooLarge from error
             raise _not_vectorizable(error) from error
         for j, part in zip(jacobians, parts, strict=True):
             j[start:stop] = part
 
-    size = rows if chunk_size is None else chunk_size
+    fill_in_chunks(rows, fill, chunk_size, sizing)
+    if sum(j.numel() * j.element_size() for j in jacobians) >= TRIM_AFTER_BYTES:
+        memory.trim()
+    return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(jacobians, primals, strict=True)]
+
+
+def vectorized_call(
+    function: Callable[..., Returned], *batches: torch.Tensor, out_dims: object = 0
+) -> Returned:
+    """torch.func.vmap(function, out_dims=…) over the leading axis of `batches`: ChunkTooLarge
+    where the held limit refuses its memory, the refusal of a method that cannot be vectorized
+    where vmap or the function fails."""
+    try:
+        return torch.func.vmap(function, out_dims=out_dims)(*batches)  # type: ignore[arg-type]
+    except ComputationError as error:
+        raise _not_vectorizable(error) from error
+    except (RuntimeError, NotImplementedError, MemoryError) as error:
+        if memory.out_of_memory(error):
+            raise ChunkTooLarge from error
+        raise _not_vectorizable(error) from error
+
+
+def fill_in_chunks(
+    total: int,
+    fill: Callable[[int, int], None],
+    chunk_size: int | None,
+    sizing: list[str] | None = None,
+    unit: str = "rows",
+) -> None:
+    """fill(start, stop) over 0…total in chunks of `chunk_size` (all at once for None), the
+    chunks sized again from a measured first chunk; `sizing` gets how they were sized.
+
+    # NOTE [chunks from a measured first chunk]
+    The estimate of a row's cost (two rows of VJPs) misses what the function's backward really
+    allocates: a 1-D stencil's slices each pad a full row, six rows and more. So a first chunk
+    of FIRST_CHUNK_ROWS rows runs with the kernel's peak count reset, its real peak above the
+    resident memory before it gives the cost of a row, and the rest of the rows go in chunks
+    that take HEADROOM_USED of what the held limit (jaccli/memory.py) still leaves; where
+    nothing is held or measurable, the plan's chunk size (from the estimate) stands. The peak
+    can read low (a chunk reuses pages freed before it), so a chunk the kernel refuses
+    (`fill` raises ChunkTooLarge) is halved and tried again: the refusal is the measurement
+    that cannot be wrong. The same holds for the colours of a sparse J (engine/sparse).
+    """
+    size = total if chunk_size is None else chunk_size
     start = 0
-    if memory.holding() and rows > FIRST_CHUNK_ROWS:
+    if memory.holding() and total > FIRST_CHUNK_ROWS:
         before = memory.resident_bytes()
         first = min(FIRST_CHUNK_ROWS, size)
         measured = memory.reset_peak()
@@ -732,19 +766,19 @@ def _reverse_in_chunks(
         peak, headroom = memory.peak_resident_bytes(), memory.headroom_bytes()
         if measured and before is not None and peak is not None and headroom is not None:
             per_row = max(1, (peak - before) // first)
-            size = max(1, min(rows, int(headroom * HEADROOM_USED) // per_row))
+            size = max(1, min(total, int(headroom * HEADROOM_USED) // per_row))
             if sizing is not None:
                 sizing.append(
-                    f"chunks of {size} rows, sized from the first {first} rows' measured peak "
-                    f"({format_bytes(per_row)} a row)"
+                    f"chunks of {size} {unit}, sized from the first {first} {unit}' measured "
+                    f"peak ({format_bytes(per_row)} a {unit.rstrip('s')})"
                 )
     elif chunk_size is not None and sizing is not None:
-        sizing.append(f"chunks of {size} rows, sized from the estimate")
-    while start < rows:
-        stop = min(rows, start + size)
+        sizing.append(f"chunks of {size} {unit}, sized from the estimate")
+    while start < total:
+        stop = min(total, start + size)
         try:
             fill(start, stop)
-        except _ChunkTooLarge as too_large:
+        except ChunkTooLarge as too_large:
             if size == 1:
                 raise memory.refusal(too_large) from too_large
             size //= 2  # the kernel refused it: a smaller chunk is the measurement that holds
@@ -752,6 +786,3 @@ def _reverse_in_chunks(
                 sizing[0] = f"{sizing[0]}, halved to {size} when the kernel refused a chunk"
             continue
         start = stop
-    if sum(j.numel() * j.element_size() for j in jacobians) >= TRIM_AFTER_BYTES:
-        memory.trim()
-    return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(jacobians, primals, strict=True)]

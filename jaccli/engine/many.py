@@ -166,8 +166,12 @@ def kernel_modes(problem: Problem, command: str) -> tuple[str, ...]:
     return modes.get(command, ())
 
 
-def method_name(problem: Problem, command: str, mode: str | None = None) -> str:
+def method_name(
+    problem: Problem, command: str, mode: str | None = None, *, sparse: bool = False
+) -> str:
     """The vectorized method, by its first kernel mode or by `mode`."""
+    if sparse:
+        return "a loop of compressed passes, the pattern and its colouring found once"
     if command == "check":
         return "a loop of single-point checks"
     mode = mode or kernel_modes(problem, command)[0]
@@ -175,11 +179,19 @@ def method_name(problem: Problem, command: str, mode: str | None = None) -> str:
 
 
 def plan_points(
-    problem: Problem, command: str, count: int | None, budget: int | None = None
+    problem: Problem,
+    command: str,
+    count: int | None,
+    budget: int | None = None,
+    *,
+    sparse: bool = False,
 ) -> PointsPlan:
-    """The chunk size that keeps a vmapped chunk within the memory budget, or why none does."""
+    """The chunk size that keeps a vmapped chunk within the memory budget, or why none does;
+    `sparse`: points one at a time, each J held as its non-zeros (planned by the single point)."""
     limit = budget_or_default(budget)
-    per_point = per_point_numbers(problem, command) * problem.torch_dtype.itemsize
+    numbers = 2 * (problem.output_count + problem.input_count) if sparse else None
+    numbers = numbers or per_point_numbers(problem, command)
+    per_point = numbers * problem.torch_dtype.itemsize
     per_point_peak = INTERMEDIATE_MULTIPLE * per_point + problem.resident_bytes
     available = limit - problem.resident_bytes
     chunk = max(1, min(MAX_CHUNK, available // max(per_point_peak, 1), count or MAX_CHUNK))
@@ -190,7 +202,8 @@ def plan_points(
             f"one point of {command} would need about {format_bytes(peak)}, over the memory "
             f"budget of {format_bytes(limit)}; try smaller shapes or a larger --max-memory"
         )
-    return PointsPlan(count, chunk, per_point, peak, limit, method_name(problem, command), refused)
+    method = method_name(problem, command, sparse=sparse)
+    return PointsPlan(count, chunk, per_point, peak, limit, method, refused)
 
 
 def at_point(problem: Problem, values: Mapping[str, torch.Tensor]) -> Problem:
@@ -208,16 +221,19 @@ def run_points(
     first_index: int = 0,
     budget: int | None = None,
     keep_going: bool = False,
+    sparse: bool = False,
 ) -> Iterator[Sequence[PointOutcome]]:
     """Each chunk's outcomes in order, as soon as the chunk is done (NOTE [many points]).
 
     `points` holds the values of the inputs that vary, along a leading point axis; `directions`
-    the cotangent, tangent or vector every point shares (vjp, jvp, hvp)."""
+    the cotangent, tangent or vector every point shares (vjp, jvp, hvp); `sparse`: each point's
+    sparse J by `single` (NOTE [a pattern found once] in sparse/run.py)."""
     count = next(iter(points.values())).shape[0]
-    plan = plan_points(problem, command, count, budget)
+    plan = plan_points(problem, command, count, budget, sparse=sparse)
     if plan.refused is not None:
         raise ResourceError(plan.refused, code="memory_budget")
-    modes = list(kernel_modes(problem, command)) if command in VECTORIZED else []
+    vectorized = command in VECTORIZED and not sparse
+    modes = list(kernel_modes(problem, command)) if vectorized else []
     # the kernels still to try: the first that runs and agrees serves the chunks after it
     for chunk_start in range(0, count, plan.chunk_size):
         chunk = {n: t[chunk_start : chunk_start + plan.chunk_size] for n, t in points.items()}

@@ -104,6 +104,8 @@ from jaccli.result import (
     JacobianResult,
     JvpResult,
     Result,
+    SparseHessianResult,
+    SparseJacobianResult,
     VjpResult,
 )
 
@@ -438,6 +440,34 @@ def check_jacobian_result(problem: Problem, result: JacobianResult) -> JacobianR
         squared = lambda: sum(squared_terms(m, u_y, vs) for m, u_y in parts)  # noqa: E731
     reference = compare_along(problem, "uᵀJv", value, squared, u, directions, 1)
     return _with_reference(result, problem, reference)
+
+
+def check_sparse_result(
+    problem: Problem, result: SparseJacobianResult | SparseHessianResult
+) -> SparseJacobianResult | SparseHessianResult:
+    """uᵀJd against d/dt uᵀf(x + t·d) for a sparse J, or dᵀHd against the second difference of
+    f along d for a sparse H, read off the sparse matrix (every entry: it holds only the
+    pattern's)."""
+    if not _applies(problem):
+        return result
+    generator = torch.Generator().manual_seed(REFERENCE_SEED)
+    matrix = result.matrix
+    if isinstance(result, SparseHessianResult):
+        weights = torch.ones(problem.output_count, dtype=torch.float64)
+        directions = _random_directions(problem, generator)
+        u = torch.cat([directions[w].reshape(-1) for w in problem.wrt]).numpy()
+        quantity, order = "vᵀH v", 2
+    else:
+        weights = _output_weights(problem, generator)
+        directions = _random_directions(problem, generator)
+        u = weights.numpy()
+        quantity, order = "uᵀJv", 1
+    d = torch.cat([directions[w].reshape(-1) for w in problem.wrt]).numpy()
+    terms = matrix.multiply(u[:, None]).multiply(d[None, :])
+    value = float(terms.sum())
+    scale = float(np.square(terms.data).sum())
+    reference = compare_along(problem, quantity, value, lambda: scale, weights, directions, order)
+    return _with_reference(result, problem, reference)  # type: ignore[return-value]
 
 
 def check_vjp_result(problem: Problem, result: VjpResult) -> VjpResult:

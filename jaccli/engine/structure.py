@@ -13,7 +13,7 @@ already as large as --max-memory lets it be, and a picture must not double it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -25,6 +25,8 @@ from jaccli.result import (
     JacobianResult,
     Picture,
     PictureGroup,
+    SparseHessianResult,
+    SparseJacobianResult,
     Structure,
 )
 
@@ -224,14 +226,20 @@ def structure_of(
     """
     rows, columns = matrix.shape
     joint = Joint([[matrix]], [("y", rows)], [("x", columns)], "J")
-    return _structure(joint, row_profile(joint), eps, samples, hint)
+    return _structure(joint.shape, joint.dense, row_profile(joint), eps, samples, hint)
 
 
 def _structure(
-    joint: Joint, profile: RowProfile, eps: float, samples: int | None, hint: str | None
+    shape: tuple[int, int],
+    dense: Callable[[], np.ndarray],
+    profile: RowProfile,
+    eps: float,
+    samples: int | None,
+    hint: str | None,
 ) -> Structure:
-    """`structure_of` for the joint matrix, from its row profile."""
-    rows, columns = joint.shape
+    """`structure_of` for a matrix of this shape, from its row profile; `dense` gives the
+    matrix as a float64 array, asked for only when the rank is computed (small matrices)."""
+    rows, columns = shape
     count = int(profile.counts.sum())
     has = profile.counts > 0
     index = np.arange(rows)[has]
@@ -253,7 +261,7 @@ def _structure(
     elif count == 0:
         rank, tolerance = 0, 0.0
     else:
-        singular = np.linalg.svd(joint.dense(), compute_uv=False)
+        singular = np.linalg.svd(dense(), compute_uv=False)
         tolerance = float(singular[0] * max(rows, columns) * eps)
         rank = int((singular > tolerance).sum())
     blocks = None if diagonal else _blocks(profile, columns, samples, hint)
@@ -317,7 +325,7 @@ def _read(
     if batched_hint is not None and samples is not None:
         hint = f"{batched_hint} computes only the {samples} blocks"
     profile = row_profile(joint)
-    return joint, profile, _structure(joint, profile, eps, samples, hint)
+    return joint, profile, _structure(joint.shape, joint.dense, profile, eps, samples, hint)
 
 
 def picture_of(
@@ -352,3 +360,92 @@ def picture_of(
         scale=profile.largest,
         structure=structure,
     )
+
+
+def sparse_picture_of(
+    result: SparseJacobianResult | SparseHessianResult,
+    view: str,
+    max_rows: int,
+    max_columns: int,
+) -> Picture:
+    """The picture and structure of a sparse J (or H) read off its stored entries, never
+    densified (NOTE [pictures of J]): a cell keeps the entry of largest magnitude it covers."""
+    import scipy.sparse as sp  # sparse results only: a dense run never loads scipy
+
+    matrix = sp.csr_array(result.matrix)
+    rows, columns = matrix.shape
+    entry_rows = np.repeat(np.arange(rows, dtype=np.int64), np.diff(matrix.indptr))
+    kept = matrix.data != 0  # NaN is not 0: a non-zero
+    values, entry_rows = matrix.data[kept].astype(np.float64), entry_rows[kept]
+    entry_columns = matrix.indices[kept].astype(np.int64)
+    profile = _sparse_profile(rows, columns, entry_rows, entry_columns, values)
+    eps = float(np.finfo(np.dtype(result.evaluation.dtype)).eps)
+
+    def dense() -> np.ndarray:
+        return matrix.toarray().astype(np.float64)
+
+    structure = _structure((rows, columns), dense, profile, eps, None, None)
+    row_groups, column_groups, title = _sparse_groups(result)
+    cell_rows, row_cells = _cells(row_groups, max_rows)
+    cell_columns, column_cells = _cells(column_groups, max_columns)
+    down = _cell_of(entry_rows, row_groups, cell_rows)
+    across = _cell_of(entry_columns, column_groups, cell_columns)
+    width = sum(g.cells for g in column_cells)
+    pooled = np.zeros((sum(g.cells for g in row_cells), width), dtype=np.float64)
+    magnitude = np.where(np.isnan(values), np.inf, np.abs(values))
+    cell = down * width + across
+    # by cell, then the largest magnitude first, then the first entry (as the dense pooling)
+    order = np.lexsort((np.arange(cell.size), -magnitude, cell))
+    first = np.flatnonzero(np.diff(cell[order], prepend=-1) != 0)
+    pooled.flat[cell[order][first]] = values[order][first]
+    return Picture(
+        view=view,
+        title=title,
+        values=pooled,
+        cell_rows=cell_rows,
+        cell_columns=cell_columns,
+        row_groups=tuple(row_cells),
+        column_groups=tuple(column_cells),
+        scale=profile.largest,
+        structure=structure,
+    )
+
+
+def _sparse_profile(
+    rows: int, columns: int, entry_rows: np.ndarray, entry_columns: np.ndarray, values: np.ndarray
+) -> RowProfile:
+    """The row profile of the entries (row by row, columns ascending within a row)."""
+    counts = np.bincount(entry_rows, minlength=rows).astype(np.int64)
+    first = np.full(rows, columns, dtype=np.int64)
+    last = np.full(rows, -1, dtype=np.int64)
+    if entry_rows.size:
+        starts = np.flatnonzero(np.diff(entry_rows, prepend=-1) != 0)
+        ends = np.append(starts[1:], entry_rows.size) - 1
+        first[entry_rows[starts]] = entry_columns[starts]
+        last[entry_rows[ends]] = entry_columns[ends]
+    finite = np.isfinite(values)
+    largest = float(np.abs(values[finite]).max()) if finite.any() else 0.0
+    return RowProfile(counts, first, last, largest, bool(finite.all()))
+
+
+def _sparse_groups(
+    result: SparseJacobianResult | SparseHessianResult,
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]], str]:
+    """The row groups (outputs, or for H the inputs), the column groups (inputs) and the title."""
+    evaluation = result.evaluation
+    sizes = {value.name: value.values.size for value in evaluation.inputs}
+    column_groups = [(name, sizes[name]) for name in evaluation.wrt]
+    if isinstance(result, SparseHessianResult):
+        title = f"∂²{_names(evaluation.outputs)}/∂{_names(evaluation.wrt)}²"
+        return column_groups, column_groups, title
+    row_groups = [(name, output.size) for name, output in evaluation.outputs.items()]
+    return row_groups, column_groups, f"∂{_names(evaluation.outputs)}/∂{_names(evaluation.wrt)}"
+
+
+def _cell_of(index: np.ndarray, groups: Sequence[tuple[str, int]], per_cell: int) -> np.ndarray:
+    """The cell (across all groups, each pooled on its own) of each row or column index."""
+    sizes = np.array([n for _, n in groups], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    cell_starts = np.concatenate([[0], np.cumsum(-(-sizes // per_cell))[:-1]])
+    group = np.searchsorted(starts, index, side="right") - 1
+    return cell_starts[group] + (index - starts[group]) // per_cell

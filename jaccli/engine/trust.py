@@ -38,14 +38,19 @@ the tolerance adds that many multiples of it (GUARD_RTOL / eps) for every term o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from jaccli.engine.evaluate import as_leaf, jacobian_vector, vector_jacobian
 from jaccli.memory import raise_if_out_of_memory
 from jaccli.messages import first_line
 from jaccli.result import Guard
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 GUARD_SEED = 0x6A6163
 PROBED_ENTRIES = 2**20
@@ -459,3 +464,101 @@ def probe_products(
             value, reference, max(scale, reference_scale, typical_scale()), dtype
         )
     return Guard(method, reference_name, value, reference, tolerance, passed)
+
+
+def probe_sparse(
+    f: Callable[..., torch.Tensor],
+    primals: Sequence[torch.Tensor],
+    y_shape: Sequence[int],
+    matrix: sp.csr_array,
+    method: str,
+    mode: str,
+    forward_passes: Mapping[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]],
+) -> tuple[Guard, int]:
+    """A sparse J (NOTE [compressed AD]) against one pass of the other mode, entry by entry:
+    each column of uᵀJ against one reverse pass for a J from JVPs (`mode` fwd), each row of J v
+    against one forward pass for a J from VJPs (rev), each within GUARD_RTOL of the root sum of
+    squares of its terms. A scalar uᵀJv would let a single wrong entry of a large J hide under
+    the rounding of the whole; an entry of uᵀJ or J v holds a handful of terms.
+
+    `forward_passes`: the ways to make J v (by name, tried in order), for rev.
+
+    Returns the verdict (value and reference of the entry furthest outside its tolerance, or
+    nearest to it) and that entry's index: a column for fwd, a row for rev."""
+    generator = torch.Generator().manual_seed(GUARD_SEED)
+    n_out = math.prod(y_shape)
+    unit = _probe_unit([torch.from_numpy(matrix.data)]) if matrix.nnz else 1.0
+    if mode == "fwd":
+        u = torch.randn(n_out, generator=generator, dtype=torch.float64) * unit
+        reference_name = "uᵀJ by one reverse pass, column by column"
+        try:
+            gradients = _reverse_pass(f, primals, u.reshape(tuple(y_shape)))
+        except Exception as error:  # the reference itself failed: say so rather than guess
+            raise_if_out_of_memory(error)
+            return _skipped(method, reference_name, first_line(error)), 0
+        reference = torch.cat([g.detach().reshape(-1).to(torch.float64) for g in gradients])
+        return probe_entries(method, reference_name, matrix.T, u.numpy(), reference.numpy(), unit)
+    v = torch.randn(matrix.shape[1], generator=generator, dtype=torch.float64) * unit
+    reference_name = "J v by one forward pass, row by row"
+    tangents = [part.reshape(p.shape) for part, p in zip(_split(v, primals), primals, strict=True)]
+    failures = []
+    for name, jvp in forward_passes.items():
+        try:
+            _, j_v = jvp(f, list(primals), tangents)
+            break
+        except Exception as error:
+            raise_if_out_of_memory(error)
+            failures.append(f"{name}: {first_line(error)}")
+    else:
+        return _skipped(method, reference_name, "; ".join(failures)), 0
+    reference = j_v.detach().reshape(-1).to(torch.float64).numpy()
+    return probe_entries(method, reference_name, matrix, v.numpy(), reference, unit)
+
+
+def _split(flat: torch.Tensor, primals: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return flat.split([p.numel() for p in primals])
+
+
+def probe_entries(
+    method: str,
+    reference_name: str,
+    matrix: sp.sparray,
+    vector: np.ndarray,
+    reference: np.ndarray,
+    unit: float = 1.0,
+) -> tuple[Guard, int]:
+    """matrix @ vector (float64) against `reference`, entry by entry, each within GUARD_RTOL
+    of the root sum of squares of its own terms (NaN and infinities where both have them);
+    the verdict at the entry furthest outside its tolerance (or nearest), and its index.
+    `unit`: the power of two the vector was scaled by (NOTE [the probe at the edges of the
+    float range]), divided out of the numbers reported."""
+    dtype = torch.float64 if matrix.dtype == np.float64 else torch.float32
+    computed = matrix @ vector
+    squared = matrix.copy()
+    squared.data = np.square(squared.data.astype(np.float64))
+    tolerance = guard_rtol(dtype) * np.sqrt(squared @ np.square(vector))
+    if computed.size == 0:
+        return Guard(method, reference_name, 0.0, 0.0, 0.0, True), 0
+    with np.errstate(invalid="ignore"):
+        both_finite = np.isfinite(computed) & np.isfinite(reference)
+        alike = np.isfinite(computed) == np.isfinite(reference)
+        excess = np.where(
+            both_finite,
+            np.abs(computed - reference) - tolerance,
+            np.where(alike, -np.inf, np.inf),
+        )
+    worst = int(np.argmax(excess))
+    guard = Guard(
+        method,
+        reference_name,
+        float(computed[worst]) / unit,
+        float(reference[worst]) / unit,
+        float(tolerance[worst]) / unit,
+        bool(excess[worst] <= 0),
+    )
+    return guard, worst
+
+
+def _skipped(method: str, reference_name: str, why: str) -> Guard:
+    reason = f"the reference pass failed ({why[:160]})"
+    return Guard(method, reference_name, math.nan, math.nan, math.nan, None, None, (), reason)

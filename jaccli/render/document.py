@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,12 +26,17 @@ from jaccli.result import (
     PlanReport,
     PointsPlan,
     Result,
+    SparseHessianResult,
+    SparseJacobianResult,
     Structure,
     View,
     VjpResult,
     computed_arrays,
     direction_arrays,
 )
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_array
 
 SCHEMA_VERSION = 2
 """Bumped when an existing key changes meaning; the JSON Schemas in schema/ describe it."""
@@ -70,7 +75,7 @@ def structure_document(structure: Structure) -> dict[str, Any]:
     }
 
 
-def _evaluation(command: str, evaluation: Evaluation, notes: Iterable[str]) -> dict[str, Any]:
+def evaluation_entry(command: str, evaluation: Evaluation, notes: Iterable[str]) -> dict[str, Any]:
     """What every computing command's document starts with: the function, the point (inputs
     and outputs, each keyed by name), what was differentiated, and the warnings."""
     return {
@@ -219,7 +224,7 @@ def jacobian_document(result: JacobianResult) -> dict[str, Any]:
     per_sample = result.per_sample
     command = "jacobian" if result.determinant is None else "det"
     return {
-        **_evaluation(command, result.evaluation, result.notes),
+        **evaluation_entry(command, result.evaluation, result.notes),
         "layout": "dense" if per_sample is None else "per-sample",
         "jacobian": {
             output: {
@@ -261,7 +266,7 @@ def check_document(result: JacobianResult) -> dict[str, Any]:
     """The `check` command's document: the point, the strategy and the check (not J itself)."""
     assert result.check is not None
     return {
-        **_evaluation("check", result.evaluation, result.notes),
+        **evaluation_entry("check", result.evaluation, result.notes),
         "strategy": result.strategy,
         "guard": guard_entry(result.guard),
         "check": check_entry(result.check),
@@ -271,7 +276,7 @@ def check_document(result: JacobianResult) -> dict[str, Any]:
 def vjp_document(result: VjpResult) -> dict[str, Any]:
     """The `vjp` command's document: the cotangent keyed by output, vᵀ·J keyed by input."""
     return {
-        **_evaluation("vjp", result.evaluation, result.notes),
+        **evaluation_entry("vjp", result.evaluation, result.notes),
         "cotangent": {name: tensor_entry(v) for name, v in result.cotangents.items()},
         "vjp": {name: tensor_entry(v) for name, v in result.vjps.items()},
         "guard": guard_entry(result.guard),
@@ -282,7 +287,7 @@ def vjp_document(result: VjpResult) -> dict[str, Any]:
 def jvp_document(result: JvpResult) -> dict[str, Any]:
     """The `jvp` command's document: the tangent keyed by input, J·v keyed by output."""
     return {
-        **_evaluation("jvp", result.evaluation, result.notes),
+        **evaluation_entry("jvp", result.evaluation, result.notes),
         "tangent": {name: tensor_entry(v) for name, v in result.tangents.items()},
         "jvp": {name: tensor_entry(v) for name, v in result.jvps.items()},
         "method": result.method,
@@ -295,7 +300,7 @@ def jvp_document(result: JvpResult) -> dict[str, Any]:
 def hessian_document(result: HessianResult) -> dict[str, Any]:
     """The `hessian` command's document: H keyed by output, then input, then input."""
     return {
-        **_evaluation("hessian", result.evaluation, result.notes),
+        **evaluation_entry("hessian", result.evaluation, result.notes),
         "hessian": {
             y: {a: {b: tensor_entry(h) for b, h in by_b.items()} for a, by_b in by_a.items()}
             for y, by_a in result.hessians.items()
@@ -311,7 +316,7 @@ def hessian_document(result: HessianResult) -> dict[str, Any]:
 def hvp_document(result: HvpResult) -> dict[str, Any]:
     """The `hvp` command's document: the vector and H·v, each keyed by input."""
     return {
-        **_evaluation("hvp", result.evaluation, result.notes),
+        **evaluation_entry("hvp", result.evaluation, result.notes),
         "vector": {name: tensor_entry(v) for name, v in result.vectors.items()},
         "hvp": {name: tensor_entry(v) for name, v in result.hvps.items()},
         "method": result.method,
@@ -324,6 +329,8 @@ def hvp_document(result: HvpResult) -> dict[str, Any]:
 def document_numbers(result: Result, *, jacobians: bool = True) -> int:
     """How many numbers the result's JSON document holds: its arrays and view slices (and J,
     unless `jacobians` is False, as in the check command's document)."""
+    if isinstance(result, (SparseJacobianResult, SparseHessianResult)):
+        return sparse_document_numbers(result)
     evaluation = result.evaluation
     arrays = [v.values for v in evaluation.inputs] + list(evaluation.outputs.values())
     arrays += direction_arrays(result)
@@ -471,11 +478,95 @@ def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, An
         "inputs": {name: {"shape": list(shape)} for name, shape in report.input_shapes.items()},
         "outputs": {name: {"shape": list(shape)} for name, shape in report.output_shapes.items()},
         "output_unknown": report.output_unknown,
-        "layout": "per-sample" if report.batched else "dense",
+        "layout": "sparse" if report.sparse else "per-sample" if report.batched else "dense",
         **({} if report.points is None else {"points": _points_entry(report.points)}),
+        **({} if report.sparse is None else {"sparse": _sparse_plan_entry(report)}),
         "plan": {
             **_plan_entry(report.plan),
             "per_sample": None if report.per_sample is None else _plan_entry(report.per_sample),
             "suggestion": " ".join(batched_hint(report)) or None,
         },
     }
+
+
+def _sparse_plan_entry(report: PlanReport) -> dict[str, Any]:
+    """What --plan --sparse found: the pattern's non-zeros, the colouring and its passes."""
+    sparse = report.sparse
+    assert sparse is not None
+    return {
+        "nonzeros": sparse.nonzeros,
+        "colouring": _colouring_entry(sparse.mode, sparse.colours, sparse.colouring),
+        "passes": sparse.colours,
+        "other_mode_colours": sparse.other_colours,
+        "notes": list(report.notes),
+    }
+
+
+# Sparse results (--sparse): each block as {"format": "coo", "shape", "indices", "values"}.
+
+
+def sparse_block(matrix: csr_array) -> dict[str, Any]:
+    """`{"format": "coo", "shape": [m, n], "indices": [[rows…], [columns…]], "values": […]}`,
+    entries row by row."""
+    coo = matrix.tocoo()
+    return {
+        "format": "coo",
+        "shape": [int(matrix.shape[0]), int(matrix.shape[1])],
+        "indices": [coo.row.tolist(), coo.col.tolist()],
+        "values": json_values(coo.data),
+    }
+
+
+def _colouring_entry(mode: str, colours: int, method: str) -> dict[str, Any]:
+    return {"mode": mode, "colours": colours, "method": method}
+
+
+def sparse_jacobian_document(result: SparseJacobianResult) -> dict[str, Any]:
+    """The `jacobian --sparse` document (`det` with det J): each block of J, by output then
+    input, as a COO block of (output elements × input elements)."""
+    command = "jacobian" if result.determinant is None else "det"
+    document = {
+        **evaluation_entry(command, result.evaluation, result.notes),
+        "layout": "sparse",
+        "jacobian": {
+            output: {wrt: sparse_block(block) for wrt, block in by_wrt.items()}
+            for output, by_wrt in result.blocks().items()
+        },
+        "colouring": _colouring_entry(result.mode, result.colours, result.colouring),
+        "strategy": result.strategy,
+        "strategy_reason": result.strategy_reason,
+        "guard": guard_entry(result.guard),
+    }
+    if result.determinant is not None:
+        document["det"] = determinant_entry(result.determinant)
+    if result.check is not None:
+        document["check"] = check_entry(result.check)
+    return document
+
+
+def sparse_hessian_document(result: SparseHessianResult) -> dict[str, Any]:
+    """The `hessian --sparse` document: H by output, then input, then input, each block a COO
+    block of (a elements × b elements)."""
+    return {
+        **evaluation_entry("hessian", result.evaluation, result.notes),
+        "layout": "sparse",
+        "hessian": {
+            y: {a: {b: sparse_block(h) for b, h in by_b.items()} for a, by_b in by_a.items()}
+            for y, by_a in result.blocks().items()
+        },
+        "colouring": _colouring_entry("hvp", result.colours, result.colouring),
+        "symmetry_error": json_values(np.asarray(result.symmetry_error, dtype=np.float64)),
+        "strategy": result.strategy,
+        "strategy_reason": result.strategy_reason,
+        "guard": guard_entry(result.guard),
+        **({} if result.check is None else {"check": check_entry(result.check)}),
+    }
+
+
+def sparse_document_numbers(result: SparseJacobianResult | SparseHessianResult) -> int:
+    """How many numbers the document holds: the inputs and outputs, and three a non-zero
+    (its row, column and value)."""
+    evaluation = result.evaluation
+    dense = sum(v.values.size for v in evaluation.inputs)
+    dense += sum(y.size for y in evaluation.outputs.values())
+    return int(dense + 3 * result.matrix.nnz)

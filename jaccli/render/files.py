@@ -45,13 +45,16 @@ def _exists(path: Path) -> bool:
     return os.path.lexists(path)
 
 
-def checked_out_path(path_text: str, force: bool, *, pictures: bool = False) -> Path:
+def checked_out_path(
+    path_text: str, force: bool, *, pictures: bool = False, more: tuple[str, ...] = ()
+) -> Path:
     """The `--out` path, refused before any work when it cannot or should not be written
     (checked again when the file is published: see `publish`). `pictures`: whether the command
     draws J, so .png, .svg and .pdf are welcome. The path is made absolute at once: the
-    user's function may change the working directory before the file is written."""
+    user's function may change the working directory before the file is written; `more`: other
+    suffixes welcome (a sparse result's)."""
     path = Path(os.path.abspath(path_text))
-    suffixes = SUFFIXES + (IMAGE_SUFFIXES if pictures else ())
+    suffixes = SUFFIXES + more + (IMAGE_SUFFIXES if pictures else ())
     if path.suffix in IMAGE_SUFFIXES and not pictures:
         raise UsageError(
             f"--out {path_text!r}: pictures are drawn of J and H (jacobian, det, hessian); "

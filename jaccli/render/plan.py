@@ -9,7 +9,7 @@ from rich.text import Text
 
 from jaccli.messages import format_bytes
 from jaccli.render.document import batched_hint
-from jaccli.result import PlanReport
+from jaccli.result import Plan, PlanReport
 from jaccli.spec import format_shape
 
 
@@ -33,7 +33,7 @@ def plan_renderable(report: PlanReport) -> RenderableType:
             else _shapes(report.output_shapes),
         ),
         ("differentiate", ", ".join(report.wrt)),
-        ("layout", "per-sample (diagonal blocks)" if report.batched else "dense"),
+        ("layout", _layout(report)),
         ("J", f"{plan.n_out} outputs × {plan.n_in} inputs"),
         ("result", format_bytes(plan.result_bytes)),
         (
@@ -42,6 +42,15 @@ def plan_renderable(report: PlanReport) -> RenderableType:
         ),
         ("strategy", f"{plan.method}: {plan.reason}"),
     ]
+    sparse = report.sparse
+    if sparse is not None:
+        passes = {"fwd": "JVPs", "rev": "VJPs", "hvp": "Hessian-vector products"}[sparse.mode]
+        rows[6:6] = [  # after J
+            ("non-zeros", f"{sparse.nonzeros:,} ({_share(sparse.nonzeros, plan)} of the entries)"),
+            ("colours", f"{sparse.colours} ({sparse.colouring}); the other mode: "
+             f"{sparse.other_colours}"),
+            ("passes", f"{sparse.colours} {passes}"),
+        ]  # fmt: skip
     if plan.chunk_size is not None:
         rows.append(("chunk size", str(plan.chunk_size)))
     points = report.points
@@ -63,5 +72,17 @@ def plan_renderable(report: PlanReport) -> RenderableType:
         else Text("fits the memory budget; nothing was computed", style="green")
     )
     parts: list[RenderableType] = [Text("Plan", style="bold underline"), table, verdict]
+    parts += [Text(f"note: {note}", style="yellow") for note in report.notes]
     parts += [Text(line, style="yellow") for line in batched_hint(report)]
     return Group(*parts)
+
+
+def _layout(report: PlanReport) -> str:
+    if report.sparse is not None:
+        return "sparse (the non-zeros only)"
+    return "per-sample (diagonal blocks)" if report.batched else "dense"
+
+
+def _share(nonzeros: int, plan: Plan) -> str:
+    entries = plan.n_out * plan.n_in
+    return f"{100 * nonzeros / entries:.2g}%" if entries else "0%"

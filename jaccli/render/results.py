@@ -16,13 +16,21 @@ from jaccli.render.tables import (
     jvp_renderable,
     vjp_renderable,
 )
-from jaccli.result import Picture, Result
+from jaccli.result import Picture, Result, SparseHessianResult, SparseJacobianResult
 
 
 def result_renderable(
     command: str, result: Result, layout: Layout, picture: Picture | None = None
 ) -> RenderableType:
     """The tables of one command's result, with the picture of J or H asked for."""
+    if isinstance(result, SparseJacobianResult) and command != "check":
+        from jaccli.render.sparse import sparse_jacobian_renderable
+
+        return sparse_jacobian_renderable(result, layout, picture)
+    if isinstance(result, SparseHessianResult):
+        from jaccli.render.sparse import sparse_hessian_renderable
+
+        return sparse_hessian_renderable(result, layout, picture)
     if command in ("jacobian", "det"):
         return jacobian_renderable(result, layout, picture)  # type: ignore[arg-type]
     if command == "hessian":

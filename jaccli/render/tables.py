@@ -23,7 +23,15 @@ from jaccli.render.labels import index_label, slice_label
 from jaccli.render.layout import Layout, window
 from jaccli.render.numbers import format_cells
 from jaccli.render.picture import picture_renderable
-from jaccli.result import Evaluation, Guard, JacobianResult, JvpResult, Picture, VjpResult
+from jaccli.result import (
+    Evaluation,
+    Guard,
+    JacobianResult,
+    JvpResult,
+    Picture,
+    SparseJacobianResult,
+    VjpResult,
+)
 from jaccli.spec import format_shape
 
 PER_ELEMENT_LIMIT = 12
@@ -267,11 +275,13 @@ DETERMINANT_ROWS = 12
 """Per-sample determinants shown without --full."""
 
 
-def determinant_renderables(result: JacobianResult, layout: Layout) -> list[RenderableType]:
+def determinant_renderables(
+    result: JacobianResult | SparseJacobianResult, layout: Layout
+) -> list[RenderableType]:
     """det J, its sign, log|det J| and the trace: one column of them, or a row per sample."""
     det = result.determinant
     assert det is not None
-    (y_name,) = result.jacobians
+    (y_name,) = result.evaluation.outputs
     x_names = ", ".join(det.wrt)
     of = f"∂{y_name}/∂{x_names}" if len(det.wrt) == 1 else f"∂{y_name}/∂({x_names}) joint"
     quantities = {

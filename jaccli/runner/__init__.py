@@ -22,6 +22,7 @@ from jaccli.runner.problem import build_problem, hold_budget, read_direction
 
 if TYPE_CHECKING:
     from jaccli.engine import Problem
+    from jaccli.result import PlanReport
 
 __all__ = [
     "AtPoints",
@@ -57,17 +58,19 @@ def run(request: Request, show_progress: ShowProgress = _no_progress) -> Outcome
     count = 0
     if compute.plan and compute.points is not None:
         first, count = first_points(request)
-    problem = build_problem(request, shapes_only=compute.plan, values=first)
+    # a sparse plan traces the function: it needs the values
+    shapes_only = compute.plan and not compute.sparse
+    problem = build_problem(request, shapes_only=shapes_only, values=first)
     planned = command.planned(problem, request) if command.planned is not None else None
     if compute.plan:
         assert planned is not None
         return _plan(request, problem, planned, count)
     out = request.show.out
-    if out is not None:
+    if out is not None and not compute.sparse:  # a sparse file holds the one joint matrix
         from jaccli.render.files import check_array_count
 
         check_array_count(out, command.out_keys(problem))
-    if request.show.json and planned is not None:
+    if request.show.json and planned is not None and not compute.sparse:
         from jaccli.engine import require_json_fits
 
         require_json_fits(planned, request.limits.budget, batched=compute.batched)
@@ -85,11 +88,26 @@ def _plan(request: Request, problem: Problem, planned: Problem, count: int) -> P
     report = plan_report(
         planned, Strategy(compute.strategy), budget=budget, batched=compute.batched
     )
+    if compute.sparse:
+        report = _sparse_plan(request, problem, report)
     if compute.points is not None:
         from jaccli.engine.many import plan_points
 
-        report = replace(report, points=plan_points(problem, request.command, count, budget))
+        points = plan_points(problem, request.command, count, budget, sparse=compute.sparse)
+        report = replace(report, points=points)
     return Planned(request, report)
+
+
+def _sparse_plan(request: Request, problem: Problem, report: PlanReport) -> PlanReport:
+    """The report with the plan of the compressed passes instead of the dense J's."""
+    from jaccli.engine.sparse.run import plan_sparse
+    from jaccli.runner.commands import prepared_pattern, sparse_mode
+
+    prepared = prepared_pattern(problem, request)
+    sparse = plan_sparse(problem, prepared, sparse_mode(request), request.limits.budget)
+    reason = f"{prepared.description()}; {sparse.plan.reason}"
+    plan = replace(sparse.plan, reason=reason)
+    return replace(report, plan=plan, sparse=replace(sparse, plan=plan), notes=prepared.notes())
 
 
 def _batched_hint(problem: Problem) -> str | None:

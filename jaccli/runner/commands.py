@@ -17,6 +17,8 @@ from jaccli.render.document import (
     hvp_document,
     jacobian_document,
     jvp_document,
+    sparse_hessian_document,
+    sparse_jacobian_document,
     vjp_document,
 )
 from jaccli.request import Request
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from jaccli.engine import Problem
     from jaccli.engine.check import CheckOptions
     from jaccli.engine.jacobian import Progress
+    from jaccli.engine.sparse.run import Prepared
     from jaccli.result import Result
 
 
@@ -62,6 +65,89 @@ def _strategy(request: Request) -> Any:
     return Strategy(request.compute.strategy)
 
 
+# Sparse J and H (--sparse): the pattern found once for every point it holds at.
+
+
+_kept: dict[str, Any] = {}
+"""The request whose pattern was found last, and that pattern (NOTE [a pattern found once] in
+engine/sparse/run.py)."""
+
+
+def sparse_mode(request: Request) -> str:
+    """The compressed passes' mode: `fwd` or `rev` as --strategy asks, else `auto`."""
+    strategy = request.compute.strategy
+    return strategy if strategy in ("fwd", "rev") else "auto"
+
+
+def prepared_pattern(problem: Problem, request: Request) -> Prepared:
+    """J's pattern (H's for hessian) with J's colouring, kept for the request's next points
+    where it holds at every point."""
+    from jaccli.engine.sparse.run import coloured, prepare_pattern
+
+    kept = _kept.get("prepared")
+    if _kept.get("request") is request and kept is not None and kept.reusable:
+        return kept  # type: ignore[no-any-return]
+    hessian = request.command == "hessian"
+    prepared = prepare_pattern(
+        problem,
+        request.compute.sparsity,
+        hessian=hessian,
+        budget=request.limits.budget,
+        value_limit=request.limits.value_limit,
+    )
+    prepared = coloured(prepared, sparse_mode(request))
+    _kept.update(request=request, prepared=prepared)
+    return prepared
+
+
+def _sparse_jacobian(
+    problem: Problem, request: Request, progress: Progress | None, *, check: bool
+) -> Result:
+    from jaccli.engine.sparse.run import run_sparse_jacobian
+
+    return run_sparse_jacobian(  # type: ignore[return-value]
+        problem,
+        prepared_pattern(problem, request),
+        mode=sparse_mode(request),
+        budget=request.limits.budget,
+        det=request.command == "det",
+        check=check,
+        check_options=_check_options(request),
+        progress=progress,
+    )
+
+
+def _sparse_hessian(
+    problem: Problem, request: Request, progress: Progress | None, *, check: bool
+) -> Result:
+    from jaccli.engine.sparse.run import run_sparse_hessian
+
+    return run_sparse_hessian(  # type: ignore[return-value]
+        problem,
+        prepared_pattern(problem, request),
+        budget=request.limits.budget,
+        check=check,
+        check_options=_check_options(request),
+        progress=progress,
+    )
+
+
+def _jacobian_or_sparse_document(result: Result) -> dict[str, Any]:
+    from jaccli.result import SparseJacobianResult
+
+    if isinstance(result, SparseJacobianResult):
+        return sparse_jacobian_document(result)
+    return jacobian_document(result)  # type: ignore[arg-type]
+
+
+def _hessian_or_sparse_document(result: Result) -> dict[str, Any]:
+    from jaccli.result import SparseHessianResult
+
+    if isinstance(result, SparseHessianResult):
+        return sparse_hessian_document(result)
+    return hessian_document(result)  # type: ignore[arg-type]
+
+
 # First order: J, det J, and the gradient check.
 
 
@@ -69,6 +155,8 @@ def _jacobian(problem: Problem, request: Request, _: Any, progress: Progress | N
     from jaccli.engine import run_jacobian
 
     compute = request.compute
+    if compute.sparse:
+        return _sparse_jacobian(problem, request, progress, check=compute.check)
     return run_jacobian(
         problem,
         _strategy(request),
@@ -85,6 +173,8 @@ def _det(problem: Problem, request: Request, _: Any, progress: Progress | None) 
     from jaccli.engine import run_det
 
     compute = request.compute
+    if compute.sparse:
+        return _sparse_jacobian(problem, request, progress, check=compute.check)
     return run_det(
         problem,
         _strategy(request),
@@ -99,6 +189,8 @@ def _det(problem: Problem, request: Request, _: Any, progress: Progress | None) 
 def _jacobian_at_point(problem: Problem, request: Request, _: Any) -> Result:
     from jaccli.engine import run_det, run_jacobian
 
+    if request.compute.sparse:
+        return _sparse_jacobian(problem, request, None, check=False)
     run = run_det if request.command == "det" else run_jacobian
     return run(problem, _strategy(request), budget=request.limits.budget)
 
@@ -127,6 +219,8 @@ def _det_keys(problem: Problem) -> list[str]:
 def _check(problem: Problem, request: Request, _: Any, progress: Progress | None) -> Result:
     from jaccli.engine import run_jacobian
 
+    if request.compute.sparse:
+        return _sparse_jacobian(problem, request, progress, check=True)
     return run_jacobian(
         problem,
         budget=request.limits.budget,
@@ -139,6 +233,8 @@ def _check(problem: Problem, request: Request, _: Any, progress: Progress | None
 def _check_at_point(problem: Problem, request: Request, _: Any) -> Result:
     from jaccli.engine import run_jacobian
 
+    if request.compute.sparse:
+        return _sparse_jacobian(problem, request, None, check=True)
     check_options = _check_options(request)
     return run_jacobian(
         problem, budget=request.limits.budget, check=True, check_options=check_options
@@ -215,6 +311,8 @@ def _output_keys(problem: Problem) -> list[str]:
 def _hessian(problem: Problem, request: Request, _: Any, progress: Progress | None) -> Result:
     from jaccli.engine import run_hessian
 
+    if request.compute.sparse:
+        return _sparse_hessian(problem, request, progress, check=request.compute.check)
     return run_hessian(
         problem,
         _strategy(request),
@@ -228,6 +326,8 @@ def _hessian(problem: Problem, request: Request, _: Any, progress: Progress | No
 def _hessian_at_point(problem: Problem, request: Request, _: Any) -> Result:
     from jaccli.engine import run_hessian
 
+    if request.compute.sparse:
+        return _sparse_hessian(problem, request, None, check=False)
     return run_hessian(problem, _strategy(request), budget=request.limits.budget)
 
 
@@ -250,9 +350,15 @@ def _no_keys(problem: Problem) -> list[str]:
 
 COMMANDS = {
     "jacobian": Command(
-        _jacobian, _jacobian_at_point, jacobian_document, _jacobian_keys, _square_planned
+        _jacobian,
+        _jacobian_at_point,
+        _jacobian_or_sparse_document,
+        _jacobian_keys,
+        _square_planned,
     ),
-    "det": Command(_det, _jacobian_at_point, jacobian_document, _det_keys, _square_planned),
+    "det": Command(
+        _det, _jacobian_at_point, _jacobian_or_sparse_document, _det_keys, _square_planned
+    ),
     "check": Command(
         _check, _check_at_point, check_document, _no_keys, jacobians_in_document=False
     ),
@@ -264,7 +370,11 @@ COMMANDS = {
     ),
     "hvp": Command(_hvp, _hvp_at_point, hvp_document, _wrt_keys, direction=("--vector", "input")),
     "hessian": Command(
-        _hessian, _hessian_at_point, hessian_document, _hessian_keys, _gradient_planned
+        _hessian,
+        _hessian_at_point,
+        _hessian_or_sparse_document,
+        _hessian_keys,
+        _gradient_planned,
     ),
 }
 """Every computing command, by name."""

@@ -75,19 +75,29 @@ class Computed:
             "use --out for the numbers, or --view full",
         )
         document = self.document_of(self.result)
-        if self.request.compute.picture is None:
+        view = self.request.compute.picture
+        if view is None:
             return document
-        from jaccli.engine.structure import result_structure
+        if self.request.compute.sparse:
+            structure = self._picture(view, 1, 1).structure
+        else:
+            from jaccli.engine.structure import result_structure
 
-        structure = result_structure(self.result, batched_hint=self.batched_hint)  # type: ignore[arg-type]
+            structure = result_structure(self.result, batched_hint=self.batched_hint)  # type: ignore[arg-type]
         return {**document, "structure": structure_document(structure)}
 
     def picture(self, rows: int, columns: int) -> Picture | None:
         """J pooled into at most rows × columns cells, as --view asks it drawn; None without
         a picture view."""
         view = self.request.compute.picture
-        if view is None:
-            return None
+        return None if view is None else self._picture(view, rows, columns)
+
+    def _picture(self, view: str, rows: int, columns: int) -> Picture:
+        """J (or H) pooled into at most rows × columns cells; a sparse one from its entries."""
+        if self.request.compute.sparse:
+            from jaccli.engine.structure import sparse_picture_of
+
+            return sparse_picture_of(self.result, view, rows, columns)  # type: ignore[arg-type]
         from jaccli.engine.structure import picture_of
 
         return picture_of(self.result, view, rows, columns, batched_hint=self.batched_hint)  # type: ignore[arg-type]
@@ -101,14 +111,18 @@ class Computed:
         from jaccli.render.files import IMAGE_SUFFIXES, publish, result_arrays, write_out
 
         force = self.request.show.force
+        if out.suffix not in IMAGE_SUFFIXES and self.request.compute.sparse:
+            from jaccli.render.sparse_files import write_sparse_out
+
+            write_sparse_out(out, self.result, force)  # type: ignore[arg-type]
+            return out
         if out.suffix not in IMAGE_SUFFIXES:
             write_out(out, result_arrays(self.result), force)
             return out
-        from jaccli.engine.structure import picture_of
         from jaccli.render.image import IMAGE_CELLS, draw_picture
 
         view = self.request.compute.picture or "heatmap"
-        picture = picture_of(self.result, view, IMAGE_CELLS, IMAGE_CELLS)  # type: ignore[arg-type]
+        picture = self._picture(view, IMAGE_CELLS, IMAGE_CELLS)
         publish(out, lambda path: draw_picture(picture, path, out.suffix[1:]), force)
         return out
 

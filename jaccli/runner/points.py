@@ -275,6 +275,7 @@ class _Engine:
             first_index=first_index,
             budget=self.request.limits.budget,
             keep_going=self.keep_going,
+            sparse=self.request.compute.sparse,
         ):
             yield from chunk
 

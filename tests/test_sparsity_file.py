@@ -1,0 +1,140 @@
+"""--sparsity FILE: a pattern given as scipy's .npz or Matrix Market, read back exactly, and
+every hostile or mismatched file refused in one line (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import scipy.sparse as sp
+
+from jaccli.engine.sparse.pattern_file import read_pattern
+from jaccli.errors import ExitCode, ResourceError, UsageError
+
+SHAPE = (5, 7)
+MATRIX = sp.random_array(SHAPE, density=0.3, format="csr", rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("layout", ["csr", "csc", "coo"])
+def test_an_npz_pattern_reads_back_exactly(tmp_path: Path, layout: str) -> None:
+    path = tmp_path / "pattern.npz"
+    sp.save_npz(path, MATRIX.asformat(layout))
+    pattern = read_pattern(str(path), SHAPE)
+    assert pattern.shape == SHAPE
+    assert (pattern.matrix.toarray() == (MATRIX.toarray() != 0)).all()
+    assert not pattern.exact  # a user's pattern promises nothing: the guard checks it
+
+
+@pytest.mark.parametrize("field", ["real", "pattern"])
+def test_a_matrix_market_pattern_reads_back_exactly(tmp_path: Path, field: str) -> None:
+    path = tmp_path / "pattern.mtx"
+    scipy.io.mmwrite(path, MATRIX, field=field)
+    pattern = read_pattern(str(path), SHAPE)
+    assert (pattern.matrix.toarray() == (MATRIX.toarray() != 0)).all()
+
+
+def test_every_stored_entry_counts_even_a_zero(tmp_path: Path) -> None:
+    path = tmp_path / "pattern.npz"
+    stored_zero = sp.csr_array((np.array([0.0, 1.0]), ([0, 4], [0, 6])), shape=SHAPE)
+    sp.save_npz(path, stored_zero)
+    assert read_pattern(str(path), SHAPE).nnz == 2
+
+
+def _csr_npz(path: Path, **arrays: object) -> Path:
+    fields = {
+        "format": np.array("csr"),
+        "shape": np.array(SHAPE),
+        "indptr": np.array([0, 1, 1, 1, 1, 1]),
+        "indices": np.array([1]),
+        "data": np.array([1.0]),
+    }
+    fields.update(arrays)  # type: ignore[arg-type]
+    np.savez(path, **fields)  # type: ignore[arg-type]
+    return path
+
+
+HOSTILE = [
+    ("x.npz", b"not a zip", "is not an .npz file"),
+    (
+        "x.mtx",
+        b"%%MatrixMarket matrix coordinate real general\n5 7 100000000\n",
+        "claims 100000000 entries",
+    ),
+    ("x.mtx", b"hello\n", "is not a Matrix Market file"),
+    (
+        "x.mtx",
+        b"%%MatrixMarket matrix coordinate real general\n5 7 2\n1 1 1.0\n9 9 1.0\n",
+        "cannot be read as Matrix Market",
+    ),
+    ("x.csv", b"1,2\n", "unknown kind of file"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), HOSTILE)
+def test_a_hostile_file_is_refused_in_one_line(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=message) as refused:
+        read_pattern(str(path), SHAPE)
+    assert refused.value.exit_code == ExitCode.USAGE
+    assert "\n" not in refused.value.message
+    assert refused.value.message.startswith(f"--sparsity {path}: ")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"indices": np.array([99])}, "column index outside 0…6"),
+        ({"indptr": np.array([0, 2, 1, 1, 1, 1])}, "invalid 'indptr'"),
+        ({"indices": np.array([1.5])}, "no valid 'indices'"),
+        ({"shape": np.array([5, 7, 1])}, "no valid 'shape'"),
+        ({"format": np.array("dia")}, "stores a 'dia' matrix"),
+        ({"indices": np.array([1], dtype=object)}, "cannot be read as an .npz file"),
+    ],
+)
+def test_an_npz_with_bad_arrays_is_refused_before_scipy_sees_it(
+    tmp_path: Path, arrays: dict[str, object], message: str
+) -> None:
+    path = _csr_npz(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(UsageError, match=message):
+        read_pattern(str(path), SHAPE)
+
+
+def test_a_pattern_of_another_shape_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pattern.npz"
+    sp.save_npz(path, MATRIX)
+    with pytest.raises(UsageError, match=r"is a 5×7 pattern; J here is 5×8"):
+        read_pattern(str(path), (5, 8))
+
+
+def test_a_directory_a_fifo_and_a_missing_file_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "dir.npz").mkdir()
+    fifo = tmp_path / "fifo.mtx"
+    import os
+
+    os.mkfifo(fifo)
+    for path, message in [
+        (tmp_path / "dir.npz", "is a directory"),
+        (fifo, "not a regular file"),
+        (tmp_path / "missing.npz", "no such file"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            read_pattern(str(path), SHAPE)
+
+
+def test_a_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pattern.npz"
+    sp.save_npz(path, MATRIX)
+    with pytest.raises(UsageError, match="over the limit"):
+        read_pattern(str(path), SHAPE, size_limit=100)
+
+
+def test_a_pattern_past_the_memory_budget_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pattern.npz"
+    sp.save_npz(path, sp.eye_array(1000, format="csr"))
+    with pytest.raises(ResourceError, match="memory budget"):
+        read_pattern(str(path), (1000, 1000), budget=1000)

@@ -44,12 +44,18 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
     path = Path(path_text)
     if not path_text:
         raise _error(reference, "no file named after @")
+    if path.suffix == ".zarr":  # a directory of chunks, read by zarr (jaccli[zarr])
+        from jaccli.blocks.inputs import load_zarr_value
+
+        return load_zarr_value(path_text, key, size_limit)
     if path.suffix not in SUFFIXES:
         if _is_dir(path):
             raise _error(path_text, "is a directory, not a file")
         raise _error(path_text, f"unknown kind of file (use {', '.join(SUFFIXES)})")
     if key and path.suffix != ".safetensors":
-        raise _error(reference, "#key selects a tensor in a .safetensors file only")
+        raise _error(
+            reference, "#key selects a tensor in a .safetensors file or a .zarr group only"
+        )
     data = _read_regular_file(path, path_text, size_limit)
     if path.suffix == ".json":
         text = data.decode("utf-8", errors="replace")

@@ -16,11 +16,12 @@ SIGKILL, a power cut) keeps every block marked done; a resumed run computes the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -90,8 +91,9 @@ class Executor(Protocol):
         """Refuse, before anything is computed, a run the executor cannot do (a store its
         workers cannot reach)."""
 
-    def run(self, job: Job, indices: Sequence[int]) -> Iterable[BlockReport]:
-        """Each block's report as it finishes, in any order."""
+    def run(self, job: Job, indices: Sequence[int]) -> Iterator[BlockReport]:
+        """Each block's report as it finishes, in any order; closing it early stops the
+        blocks still to run."""
 
 
 class Sequential:
@@ -102,7 +104,7 @@ class Sequential:
     def prepare(self, job: Job) -> None:
         pass
 
-    def run(self, job: Job, indices: Sequence[int]) -> Iterable[BlockReport]:
+    def run(self, job: Job, indices: Sequence[int]) -> Iterator[BlockReport]:
         for index in indices:
             yield compute_block(job, index)
 
@@ -305,12 +307,14 @@ def run_job(
         executor.prepare(job)
         methods: list[str] = []
         notes: list[str] = []
-        for done, report in enumerate(executor.run(job, missing), start=1):
-            if report.method not in methods:
-                methods.append(report.method)
-            notes.extend(n for n in report.notes if n not in notes)
-            if on_progress is not None:
-                on_progress(Progress(done, len(missing), time.monotonic() - began))
+        reports = executor.run(job, missing)
+        with contextlib.closing(reports):  # type: ignore[type-var]  # a stop cancels its tasks
+            for done, report in enumerate(reports, start=1):
+                if report.method not in methods:
+                    methods.append(report.method)
+                notes.extend(n for n in report.notes if n not in notes)
+                if on_progress is not None:
+                    on_progress(Progress(done, len(missing), time.monotonic() - began))
     finally:
         forget(job)
     store.finish(job.store)

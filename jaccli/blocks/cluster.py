@@ -73,8 +73,9 @@ class DaskExecutor:
     """Blocks as tasks on a Dask cluster; a context manager that starts or connects to it and
     lets it go (a LocalCluster's workers end with it)."""
 
-    def __init__(self, spec: ClusterSpec) -> None:
+    def __init__(self, spec: ClusterSpec, connect_seconds: float = CONNECT_SECONDS) -> None:
         self.spec = spec
+        self.connect_seconds = connect_seconds
         self.workers = spec.workers or os.cpu_count() or 1
         self.threads: int | None = None
         """torch's threads in each local worker: the cores shared out (None for a scheduler's
@@ -98,9 +99,9 @@ class DaskExecutor:
             return self
         try:
             self._client = distributed.Client(
-                self.spec.address, timeout=CONNECT_SECONDS, set_as_default=False
+                self.spec.address, timeout=self.connect_seconds, set_as_default=False
             )
-            self._client.wait_for_workers(1, timeout=CONNECT_SECONDS)
+            self._client.wait_for_workers(1, timeout=self.connect_seconds)
         except (OSError, TimeoutError) as error:
             self.__exit__(None, None, None)
             why = "it has no workers" if self._client is not None else f"{error}"
@@ -173,9 +174,10 @@ class DaskExecutor:
         try:
             while pending:
                 try:
-                    finished, pending = distributed.wait(
-                        pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED"
-                    )
+                    with self._client.as_current():  # wait() asks for the current client
+                        finished, pending = distributed.wait(
+                            pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED"
+                        )
                 except TimeoutError:
                     alone_since = self._require_workers(alone_since)
                     continue

@@ -348,3 +348,57 @@ def test_a_plain_run_imports_neither_zarr_nor_dask() -> None:
     modules = set(done.stderr.split())
     assert "jaccli.engine" in modules  # it really computed
     assert not modules & {"zarr", "dask", "distributed"}
+
+
+OUT_OF_CORE = """\
+import sys
+from jaccli import memory
+from jaccli.blocks.job import FunctionSource
+from jaccli.blocks.run import make_job, run_job
+from jaccli.engine import prepare
+
+budget = int(sys.argv[2])
+peaks = []
+reset_peak = memory.reset_peak
+
+def kept_reset_peak():  # the engine restarts the kernel's count for each block: keep each
+    peaks.append(memory.peak_resident_bytes())
+    return reset_peak()
+
+memory.reset_peak = kept_reset_peak
+
+def run(n, out):
+    source = FunctionSource.of(None, "softmax(x, dim=0)")
+    problem = prepare(source.resolve(), shape_options=[("x", (n,))], dtype="float32")
+    job = make_job(problem, source, out, budget=budget, shape_options=[("x", (n,))])
+    return run_job(job, problem)
+
+run(64, sys.argv[1] + "/warm.zarr")  # a plain run's baseline: everything loaded, a tiny J
+baseline = memory.peak_resident_bytes()
+memory.trim()
+memory.reset_peak()
+peaks.clear()
+outcome = run(6000, sys.argv[1] + "/j.zarr")
+print(baseline, max([memory.peak_resident_bytes(), *peaks]), outcome.plan.count)
+"""
+
+
+def test_an_out_of_core_j_peaks_within_the_budget(tmp_path: Path) -> None:
+    budget = 32 * 1024**2  # J is 6000² float32 numbers: 137 MiB
+    done = subprocess.run(
+        [sys.executable, "-c", OUT_OF_CORE, str(tmp_path), str(budget)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    baseline, peak, blocks = (int(word) for word in done.stdout.split())
+    assert blocks > 4
+    assert peak - baseline <= budget  # the kernel's VmHWM, above the resident baseline
+    stored = zarr.open_group(str(tmp_path / "j.zarr"), mode="r")
+    x = stored["inputs/x"][...].astype(np.float64)
+    y = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
+    for row in (0, 2999, 5999):  # rows of different blocks against J = diag(y) − y yᵀ
+        expected = -y[row] * y
+        expected[row] += y[row]
+        np.testing.assert_allclose(stored["J"][row], expected, rtol=1e-4, atol=1e-9)

@@ -2,15 +2,18 @@
 block's working memory fits the memory budget.
 
 # NOTE [the size of a block]
-A block of rows holds its part of J, about twice that in vmapped VJPs while it is computed
-(NOTE [memory] in engine/jacobian.py; measured and re-chunked inside when the budget is held:
-NOTE [chunks from a measured first chunk]) and one more copy while zarr encodes it: ROW_MULTIPLE
-times its bytes above what the function itself holds. A block of columns holds, per column, its
-JVPs, their transpose, the stored copy and the encoding (COLUMN_MULTIPLE) and one basis vector
-of the inputs. A block of points is sized by the engine of many points (plan_points) for its
-vmapped chunks. Within that, a block is at most MAX_BLOCK_BYTES of J (what a crash can lose,
-and a comfortable zarr chunk), and when W workers share the work there are at least
-TASKS_PER_WORKER blocks for each, so no worker waits while another finishes a large block.
+A block of rows holds its part of J; while it is computed, a quarter of its rows at a time
+(CHUNKS_A_BLOCK in engine/blocks.py) go through vmap with their basis, VJPs and the function's
+backward intermediates (NOTE [memory] in engine/jacobian.py; fewer when the held budget says
+so: NOTE [chunks from a measured first chunk]), and zarr's encoding takes one more copy.
+Measured (softmax's 6000² float32 J under a 32 MiB budget, tests/test_blocks.py): the peak
+above a plain run's is about four times a block's bytes; ROW_MULTIPLE leaves room above that.
+A block of columns holds, per column, its JVPs, their transpose, the stored copy and the
+encoding (COLUMN_MULTIPLE) and one basis vector of the inputs. A block of points is sized by
+the engine of many points (plan_points) for its vmapped chunks. Within that, a block is at
+most MAX_BLOCK_BYTES of J (what a crash can lose, and a comfortable zarr chunk), and when W
+workers share the work there are at least TASKS_PER_WORKER blocks for each, so no worker waits
+while another finishes a large block.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
     from jaccli.engine.problem import Problem
 
 KINDS = ("rows", "columns", "points")
-ROW_MULTIPLE = 4
+ROW_MULTIPLE = 6
 COLUMN_MULTIPLE = 4
 MAX_BLOCK_BYTES = 64 * 1024**2
 TASKS_PER_WORKER = 4

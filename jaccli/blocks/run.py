@@ -125,6 +125,11 @@ def compute_block(job: Job, index: int) -> BlockReport:
         memory.hold(job.budget)  # type: ignore[arg-type]
     try:
         block = _computed(job, problem, index)
+        guard = (block.guard.value, block.guard.reference_value, block.guard.tolerance)
+        method, notes = block.method, block.notes
+        store.write_block(job.store, job.plan, index, block.values, guard)  # its encoding too
+        del block
+        memory.trim()  # zarr's threads free what they encoded into heaps of their own
     except BaseException as error:
         if memory.out_of_memory(error):
             raise memory.refusal(error) from None
@@ -132,9 +137,7 @@ def compute_block(job: Job, index: int) -> BlockReport:
     finally:
         if held:
             memory.release()
-    guard = (block.guard.value, block.guard.reference_value, block.guard.tolerance)
-    store.write_block(job.store, job.plan, index, block.values, guard)
-    return BlockReport(index, time.monotonic() - began, block.method, block.notes)
+    return BlockReport(index, time.monotonic() - began, method, notes)
 
 
 def _computed(job: Job, problem: Problem, index: int) -> Any:

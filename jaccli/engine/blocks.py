@@ -38,6 +38,10 @@ from jaccli.memory import raise_if_out_of_memory
 from jaccli.result import Guard, JacobianResult
 from jaccli.spec import brief
 
+CHUNKS_A_BLOCK = 4
+"""A block's rows (columns) go through vmap in this many chunks: its VJPs (JVPs), their basis
+and the function's backward intermediates take a fraction of the block beside it."""
+
 
 @dataclass(frozen=True)
 class Block:
@@ -58,7 +62,8 @@ def joined_rows(problem: Problem, start: int, stop: int, chunk_size: int | None 
     notes: tuple[str, ...] = ()
     try:
         load_vectorizing()
-        _, parts = reverse_rows(f_vectorized, primals, (start, stop), chunk_size)
+        chunk = chunk_size or max(1, -(-(stop - start) // CHUNKS_A_BLOCK))
+        _, parts = reverse_rows(f_vectorized, primals, (start, stop), chunk, largest_chunk=chunk)
         method = "rev"
     except ComputationError as error:
         _, parts = loop_reverse_rows(f, primals, (start, stop))
@@ -67,8 +72,9 @@ def joined_rows(problem: Problem, start: int, stop: int, chunk_size: int | None 
             f"could not vectorize {problem.function.name} ({brief(error.message, 160)}); "
             "computed its rows with a loop of backward passes",
         )
-    matrix = torch.cat([p.reshape(stop - start, -1) for p in parts], dim=1)
-    del parts
+    flat = [p.reshape(stop - start, -1) for p in parts]
+    matrix = flat[0] if len(flat) == 1 else torch.cat(flat, dim=1)  # one input: no copy
+    del parts, flat
     guard = _verified(problem, f, primals, matrix, (start, stop), (0, problem.input_count), method)
     return Block(matrix.numpy(), method, guard, notes)
 
@@ -81,7 +87,8 @@ def joined_columns(problem: Problem, start: int, stop: int, chunk_size: int | No
     notes: tuple[str, ...] = ()
     try:
         load_vectorizing()
-        matrix = _forward_columns(f_vectorized, primals, start, stop, chunk_size, vmapped=True)
+        chunk = chunk_size or max(1, -(-(stop - start) // CHUNKS_A_BLOCK))
+        matrix = _forward_columns(f_vectorized, primals, start, stop, chunk, vmapped=True)
         method = "fwd"
     except ComputationError as error:
         matrix = _forward_columns(f, primals, start, stop, 1, vmapped=False)

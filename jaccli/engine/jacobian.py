@@ -584,9 +584,12 @@ def reverse_rows(
     rows: tuple[int, int] | None,
     chunk_size: int | None,
     sizing: list[str] | None = None,
+    *,
+    largest_chunk: int | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """y = f(*primals) and rows `rows` (start, stop; None: all) of J for each primal, each
-    (stop − start, *primal.shape), by vmapped VJPs a chunk of rows at a time.
+    (stop − start, *primal.shape), by vmapped VJPs a chunk of rows at a time, at most
+    `largest_chunk` rows however much the budget leaves.
 
     # NOTE [chunks from a measured first chunk]
     The estimate of a row's cost (two rows of VJPs) misses what the function's backward really
@@ -635,7 +638,7 @@ def reverse_rows(
         peak, headroom = memory.peak_resident_bytes(), memory.headroom_bytes()
         if measured and before is not None and peak is not None and headroom is not None:
             per_row = max(1, (peak - before) // first)
-            size = max(1, min(count, int(headroom * HEADROOM_USED) // per_row))
+            size = max(1, min(largest_chunk or count, int(headroom * HEADROOM_USED) // per_row))
             if sizing is not None:
                 sizing.append(
                     f"chunks of {size} rows, sized from the first {first} rows' measured peak "

@@ -426,20 +426,27 @@ def probe_block(
     """u_Rᵀ(J[R, C] v_C) from one block of J as a matrix (rows R of the outputs flattened end to
     end, columns C of the `wrt` inputs flattened end to end) against (uᵀJ)·v by one reverse
     pass of the whole function, u zero outside R and v outside C (NOTE [the correctness
-    guard]). Each block draws its own u and v; the block is read in place, a bounded number of
-    rows at a time, so the probe holds vectors, not copies of the block."""
+    guard]). Each block draws its own u and v, and reads at most PROBED_ENTRIES of its entries
+    (u is zero on the other rows), copying no more than those."""
     start, stop = rows
     generator = torch.Generator().manual_seed(GUARD_SEED + 1_000_003 * start + columns[0])
     n_out, n_in = math.prod(y_shape), sum(p.numel() for p in primals)
-    matrix = block.detach()
-    u_block = torch.randn(stop - start, generator=generator, dtype=torch.float64)
+    probed = rows_to_probe(stop - start, columns[1] - columns[0], generator)
+    u_block = torch.zeros(stop - start, dtype=torch.float64)
+    if probed is None:
+        u_block.normal_(generator=generator)
+        u_rows, matrix = u_block, block.detach()
+    else:
+        u_rows = torch.randn(len(probed), generator=generator, dtype=torch.float64)
+        u_block[probed] = u_rows
+        matrix = block.detach()[probed]
     v_block = torch.randn(columns[1] - columns[0], generator=generator, dtype=torch.float64)
     unit = _unit_of(_largest_finite(matrix))  # NOTE [the probe at the edges of the float range]
-    u_block = u_block * unit
+    u_rows, u_block = u_rows * unit, u_block * unit
     value = (
-        bilinear([matrix], u_block, [v_block])
+        bilinear([matrix], u_rows, [v_block])
         if unit == 1.0
-        else _value64([matrix], u_block, [v_block])
+        else _value64([matrix], u_rows, [v_block])
     )
     u_full = torch.zeros(n_out, dtype=torch.float64)
     u_full[start:stop] = u_block
@@ -453,22 +460,26 @@ def probe_block(
         raise_if_out_of_memory(error)
         why = f"the reverse pass failed ({first_line(error)[:160]})"
         return Guard(method, reference_name, value / unit, math.nan, math.nan, None, None, (), why)
-    floor = _subnormal_allowance(block.dtype, u_block, [v_block])
+    floor = _subnormal_allowance(block.dtype, u_rows, [v_block])
     tolerance, passed = _verdict(value, reference, reference_scale, block.dtype, floor)
     if not passed:  # cancellation in uᵀJ can hide rounding: weigh it by J's own terms
-        scale = max(reference_scale, squared_terms([matrix], u_block, [v_block]))
+        scale = max(reference_scale, squared_terms([matrix], u_rows, [v_block]))
         tolerance, passed = _verdict(value, reference, scale, block.dtype, floor)
-    return Guard(method, reference_name, value / unit, reference / unit, tolerance / unit, passed)
-
-
-FINITE_CHUNK_ENTRIES = 2**16
-"""Entries of a block looked at once for its largest finite |entry|."""
+    return Guard(
+        method,
+        reference_name,
+        value / unit,
+        reference / unit,
+        tolerance / unit,
+        passed,
+        _count(probed),
+    )
 
 
 def _largest_finite(matrix: torch.Tensor) -> float:
     """The largest finite |entry| of a matrix, a bounded number of rows at a time."""
     largest = 0.0
-    step = max(1, FINITE_CHUNK_ENTRIES // max(matrix.shape[1], 1))
+    step = max(1, ROW_CHUNK_ENTRIES // max(matrix.shape[1], 1))
     for start in range(0, matrix.shape[0], step):
         part = matrix[start : start + step].abs().nan_to_num(nan=0.0, posinf=0.0)
         if part.numel():

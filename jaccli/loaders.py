@@ -66,7 +66,7 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
         array = _load_pt(data, path_text, size_limit)
     else:
         array = _load_safetensors(data, path_text, key, size_limit)
-    return _as_array(array, path_text)
+    return as_array_data(array, path_text)
 
 
 def _read_stdin(size_limit: int) -> str:
@@ -153,7 +153,7 @@ def _too_large_text(size: str, size_limit: int) -> str:
     return f"{size} is over the limit of {format_bytes(size_limit)}; raise it with --max-value-size"
 
 
-def _check_count(where: str, shape: tuple[int, ...], itemsize: int, size_limit: int) -> None:
+def check_count(where: str, shape: tuple[int, ...], itemsize: int, size_limit: int) -> None:
     """Refuse a shape with too many dimensions, or more numbers than the limit allows, before
     any of them is made (a 1.5 KB .pt can hold a view of 10¹² numbers)."""
     if len(shape) > MAX_NDIM:
@@ -188,7 +188,7 @@ def _load_npy(data: bytes, where: str, size_limit: int) -> np.ndarray:
     if dtype.hasobject:
         raise _error(where, "holds Python objects, which would need pickle; refused")
     _check_dtype_kind(dtype.kind, where)
-    _check_count(where, tuple(shape), dtype.itemsize, size_limit)
+    check_count(where, tuple(shape), dtype.itemsize, size_limit)
     claimed = math.prod(shape) * dtype.itemsize
     present = len(data) - file.tell()
     if claimed != present:
@@ -242,7 +242,7 @@ def _load_pt(data: bytes, where: str, size_limit: int) -> Any:
         raise _error(where, "holds complex numbers; jaccli works with real tensors")
     if loaded.dtype == torch.bool:
         raise _error(where, "holds booleans, not numbers")
-    _check_count(where, tuple(loaded.shape), loaded.element_size(), size_limit)
+    check_count(where, tuple(loaded.shape), loaded.element_size(), size_limit)
     if loaded.is_floating_point() and loaded.dtype not in (torch.float32, torch.float64):
         loaded = loaded.to(torch.float64)  # float16, bfloat16: numpy has no bfloat16
     return loaded.detach().numpy()
@@ -270,7 +270,7 @@ def _load_safetensors(data: bytes, where: str, key: str, size_limit: int) -> np.
         )
     else:
         array = tensors[keys[0]]
-    _check_count(where, tuple(array.shape), array.dtype.itemsize, size_limit)
+    check_count(where, tuple(array.shape), array.dtype.itemsize, size_limit)
     return array
 
 
@@ -283,7 +283,7 @@ def _check_dtype_kind(kind: str, where: str) -> None:
         raise _error(where, f"holds data of kind {kind!r}, not numbers")
 
 
-def _as_array(array: Any, where: str) -> ArrayData:
+def as_array_data(array: Any, where: str) -> ArrayData:
     """The file's numbers as float32 or float64 (kept), other floats as float64, and integers
     as int64; the count was checked before."""
     array = np.asarray(array)

@@ -103,8 +103,8 @@ class DaskExecutor:
             )
             self._client.wait_for_workers(1, timeout=self.connect_seconds)
         except (OSError, TimeoutError) as error:
+            why = "it has no workers" if self._client is not None else str(error)
             self.__exit__(None, None, None)
-            why = "it has no workers" if self._client is not None else f"{error}"
             raise UsageError(
                 f"--cluster {self.spec.address}: cannot use the Dask scheduler there "
                 f"({why.splitlines()[0] if why else type(error).__name__})"

@@ -66,12 +66,12 @@ def _open_array(path_text: str, key: str, option: str) -> zarr.Array:
 def load_zarr_value(path_text: str, key: str, size_limit: int) -> ArrayData:
     """`--value NAME=@x.zarr` (or `x.zarr#name` in a group): the whole array, refused before
     it is read when it holds more than `size_limit` bytes."""
-    from jaccli.loaders import _as_array, _check_count
+    from jaccli.loaders import as_array_data, check_count
 
     array = _open_array(path_text, key, "--value @")
     where = path_text + (f"#{key}" if key else "")
-    _check_count(where, tuple(array.shape), array.dtype.itemsize, size_limit)
-    return _as_array(array[...], where)
+    check_count(where, tuple(array.shape), array.dtype.itemsize, size_limit)
+    return as_array_data(array[...], where)
 
 
 def points_source(name: str, path_text: str) -> PointsSource:

@@ -11,7 +11,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from jaccli.blocks.plan import BlockPlan
@@ -47,9 +47,9 @@ class FunctionSource:
         if name is not None and looks_like_callable_reference(name):
             target = name.rpartition(":")[0]
             if looks_like_file(target):
-                from jaccli.functions.user import _read_source
+                from jaccli.functions.user import read_source
 
-                file_bytes = _read_source(target, size_limit)
+                file_bytes = read_source(target, size_limit)
         return cls(name, expression, tuple(given_names), file_bytes)
 
     @property
@@ -124,7 +124,7 @@ class Job:
     points: PointsSource | None = None
     threads: int | None = None
     """torch's intra-op threads in a worker (None: torch's default)."""
-    command: str = field(default="jacobian")
+    command: str = "jacobian"
 
 
 _PROBLEMS: dict[str, Problem] = {}

@@ -32,6 +32,7 @@ from jaccli.errors import ResourceError
 from jaccli.spec import ArrayData, Shape
 
 if TYPE_CHECKING:
+    from jaccli.engine.blocks import Block
     from jaccli.engine.problem import Problem
 
 
@@ -140,7 +141,7 @@ def compute_block(job: Job, index: int) -> BlockReport:
     return BlockReport(index, time.monotonic() - began, method, notes)
 
 
-def _computed(job: Job, problem: Problem, index: int) -> Any:
+def _computed(job: Job, problem: Problem, index: int) -> Block:
     from jaccli.engine.blocks import joined_at_points, joined_columns, joined_rows
 
     start, stop = job.plan.bounds(index)

@@ -228,10 +228,10 @@ def _create(
         root.attrs[ATTRIBUTE] = _json(
             {**header, "blocks": blocks, "complete": False, "jaccli_store": STORE_FORMAT}
         )
-        if replace:
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else (
-                os.unlink(path)
-            )
+        if replace and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif replace:
+            os.unlink(path)
         os.rename(building, path)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)

@@ -633,7 +633,7 @@ def main() -> None:
     if args.blocks_only is not None:
         import tempfile
 
-        with tempfile.TemporaryDirectory(dir=ROOT) as workdir:
+        with tempfile.TemporaryDirectory(prefix="jaccli-bench-") as workdir:
             rows = blocks_table(args.repeats, Path(workdir), args.blocks_only or [20000])
         print("\n".join(rows))
         return

@@ -402,3 +402,15 @@ def test_an_out_of_core_j_peaks_within_the_budget(tmp_path: Path) -> None:
         expected = -y[row] * y
         expected[row] += y[row]
         np.testing.assert_allclose(stored["J"][row], expected, rtol=1e-4, atol=1e-9)
+
+
+def test_resume_refuses_a_store_jaccli_did_not_write(tmp_path: Path) -> None:
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").attrs["jaccli"] = {"blocks": 0}
+    with pytest.raises(UsageError, match="is not a store jaccli wrote; use --force"):
+        _run(
+            FunctionSource.of("softmax"),
+            tmp_path / "other.zarr",
+            [("x", (4,))],
+            largest_block=1 << 20,
+            resume=True,
+        )

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jaccli.blocks import require
-from jaccli.blocks.plan import BlockPlan
+from jaccli.blocks.plan import KINDS, BlockPlan
 from jaccli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -89,8 +89,14 @@ def start(
         root = _open_jaccli_store(zarr, path)
         stored = root.attrs[ATTRIBUTE]
         _require_same_run(path, stored, header)
-        plan = plan_of(stored, plan)
+        plan = plan_of(path, stored, plan)
         done = np.asarray(root["done"][...], dtype=bool)
+        if done.shape != (plan.count,) or tuple(root["J"].shape) != plan.shape:
+            raise UsageError(
+                f"--resume: {path} does not hold the blocks its attributes describe (damaged?); "
+                "use --force to replace it",
+                code="store_mismatch",
+            )
         return plan, [int(i) for i in np.flatnonzero(~done)]
     if exists and not force:
         raise UsageError(
@@ -103,12 +109,20 @@ def start(
     return plan, list(range(plan.count))
 
 
-def plan_of(stored: dict[str, Any], plan: BlockPlan) -> BlockPlan:
-    """`plan` with the stored blocks' kind and size."""
+def plan_of(path: str, stored: dict[str, Any], plan: BlockPlan) -> BlockPlan:
+    """`plan` with the stored blocks' kind and size (UsageError where they make no sense)."""
     from dataclasses import replace
 
-    blocks = stored["blocks"]
-    return replace(plan, kind=blocks["kind"], size=int(blocks["size"]))
+    blocks = stored.get("blocks")
+    kind = blocks.get("kind") if isinstance(blocks, dict) else None
+    size = blocks.get("size") if isinstance(blocks, dict) else None
+    if kind not in KINDS or not isinstance(size, int) or size < 1:
+        raise UsageError(
+            f"--resume: {path} describes no blocks jaccli could have written; use --force to "
+            "replace it",
+            code="store_mismatch",
+        )
+    return replace(plan, kind=kind, size=size)
 
 
 def _open_jaccli_store(zarr: Any, path: str) -> zarr.Group:

@@ -541,6 +541,72 @@ def derivatives_table(repeats: int, budget: int) -> list[str]:
     return rows
 
 
+BLOCKS_RUN = """
+import sys, time
+import numpy as np
+from jaccli import memory
+from jaccli.engine import compute_jacobian, prepare
+from jaccli.blocks.job import FunctionSource
+from jaccli.blocks.run import make_job, run_job
+
+mode, n, out, budget = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+source = FunctionSource.of(None, "softmax(x, dim=0)")
+problem = prepare(source.resolve(), shape_options=[("x", (n,))], dtype="float32", budget=budget)
+memory.hold(budget)  # as the CLI holds --max-memory
+start = time.perf_counter()
+if mode == "memory":
+    result = compute_jacobian(problem, budget=budget)
+    np.save(out, result.jacobians["y"]["x"])
+else:
+    job = make_job(problem, source, out, budget=budget, shape_options=[("x", (n,))])
+    outcome = run_job(job, problem)
+print(time.perf_counter() - start)
+"""
+
+
+def blocks_table(repeats: int, workdir: Path, sizes: list[int]) -> list[str]:
+    """Softmax's dense J to zarr in blocks under a 1 GiB budget against J in memory saved as
+    .npy (budget 4 GiB), each a whole process: seconds of compute and write (median), ns an
+    entry, and peak RSS above a plain run's (the same process computing a 64² J)."""
+    import shutil
+
+    python = sys.executable
+    gib = 1024**3
+
+    def one(mode: str, n: int, budget: int) -> tuple[float, int]:
+        out = workdir / ("j.npy" if mode == "memory" else "j.zarr")
+        command = [python, "-c", BLOCKS_RUN, mode, str(n), str(out), str(budget)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert process.stdout is not None
+        seconds = float(process.stdout.read().decode() or "nan")
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{mode} {n} failed")
+        shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
+        return seconds, usage.ru_maxrss * 1024
+
+    _, baseline = one("memory", 64, 4 * gib)
+    rows = [
+        f"Plain run's peak RSS (softmax 64², in memory): {format_bytes(baseline)}",
+        "",
+        "| J (float32) | where | budget | seconds | ns / entry | peak RSS above plain |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        modes = [("zarr", gib)] + ([("memory", 4 * gib)] if n * n * 4 * 2 < 4 * gib else [])
+        for mode, budget in modes:
+            runs = [one(mode, n, budget) for _ in range(repeats)]
+            seconds = statistics.median(r[0] for r in runs)
+            peak = max(r[1] for r in runs)
+            where = "j.zarr, blocks" if mode == "zarr" else "j.npy, in memory"
+            rows.append(
+                f"| {n}×{n} | {where} | {format_bytes(budget)} | {seconds:.1f} | "
+                f"{seconds / (n * n) * 1e9:.2f} | {format_bytes(peak - baseline)} |"
+            )
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -556,7 +622,21 @@ def main() -> None:
     parser.add_argument("--points-only", action="store_true", help="only many points")
     parser.add_argument("--cold-only", action="store_true", help="only whole processes")
     parser.add_argument("--pictures-only", action="store_true", help="only --view heatmap")
+    parser.add_argument(
+        "--blocks-only",
+        type=int,
+        nargs="*",
+        metavar="N",
+        help="only J to zarr in blocks against J in memory, for N×N softmax (default 20000)",
+    )
     args = parser.parse_args()
+    if args.blocks_only is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="jaccli-bench-") as workdir:
+            rows = blocks_table(args.repeats, Path(workdir), args.blocks_only or [20000])
+        print("\n".join(rows))
+        return
     if args.cold_only:
         print("\n".join(cold_table(args.cold_repeats)))
         return

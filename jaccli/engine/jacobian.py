@@ -439,21 +439,32 @@ def _loop_reverse(
     f: Callable[..., torch.Tensor], primals: list[torch.Tensor], progress: Progress | None
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One backward pass per output element: row i of J is ∂y[i]/∂x, written in place."""
+    y, rows = loop_reverse_rows(f, primals, None, progress)
+    return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(rows, primals, strict=True)]
+
+
+def loop_reverse_rows(
+    f: Callable[..., torch.Tensor],
+    primals: list[torch.Tensor],
+    rows: tuple[int, int] | None = None,
+    progress: Progress | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """y = f(*primals) and rows `rows` (start, stop; None: all) of J for each primal, one
+    backward pass a row, each (stop − start, *primal.shape)."""
     leaves = [as_leaf(p) for p in primals]
     with torch.enable_grad():
         y = f(*leaves)
         flat = y.reshape(-1)
-        rows = [torch.zeros((flat.numel(), *leaf.shape), dtype=leaf.dtype) for leaf in leaves]
-        for i in range(flat.numel() if flat.requires_grad else 0):
+        start, stop = rows if rows is not None else (0, flat.numel())
+        jacobians = [torch.zeros((stop - start, *leaf.shape), dtype=leaf.dtype) for leaf in leaves]
+        for i in range(start, stop if flat.requires_grad else start):
             grads = torch.autograd.grad(flat[i], leaves, retain_graph=True, allow_unused=True)
-            for row, grad in zip(rows, grads, strict=True):
+            for j, grad in zip(jacobians, grads, strict=True):
                 if grad is not None:
-                    row[i] = grad
+                    j[i - start] = grad
             if progress is not None:
-                progress(i + 1, flat.numel())
-    return y.detach(), [
-        j.reshape((*y.shape, *leaf.shape)) for j, leaf in zip(rows, leaves, strict=True)
-    ]
+                progress(i + 1 - start, stop - start)
+    return y.detach(), jacobians
 
 
 def _loop_forward(
@@ -560,7 +571,23 @@ def _reverse_in_chunks(
     sizing: list[str] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """J by vmapped VJPs (what torch.func.jacrev does), a chunk of rows at a time written into
-    a preallocated J.
+    a preallocated J (`reverse_rows` over every row)."""
+    y, jacobians = reverse_rows(f, primals, None, chunk_size, sizing)
+    return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(jacobians, primals, strict=True)]
+
+
+def reverse_rows(
+    f: Callable[..., torch.Tensor],
+    primals: list[torch.Tensor],
+    rows: tuple[int, int] | None,
+    chunk_size: int | None,
+    sizing: list[str] | None = None,
+    *,
+    largest_chunk: int | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """y = f(*primals) and rows `rows` (start, stop; None: all) of J for each primal, each
+    (stop − start, *primal.shape), by vmapped VJPs a chunk of rows at a time, at most
+    `largest_chunk` rows however much the budget leaves.
 
     # NOTE [chunks from a measured first chunk]
     The estimate of a row's cost (two rows of VJPs) misses what the function's backward really
@@ -580,12 +607,13 @@ def _reverse_in_chunks(
         raise_if_out_of_memory(error)
         raise _not_vectorizable(error) from error
     y = y.detach()
-    rows = y.numel()
-    jacobians = [torch.empty((rows, *p.shape), dtype=p.dtype) for p in primals]
+    first_row, last_row = rows if rows is not None else (0, y.numel())
+    count = last_row - first_row
+    jacobians = [torch.empty((count, *p.shape), dtype=p.dtype) for p in primals]
 
     def fill(start: int, stop: int) -> None:
-        basis = torch.zeros((stop - start, rows), dtype=y.dtype)
-        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        basis = torch.zeros((stop - start, y.numel()), dtype=y.dtype)
+        basis[torch.arange(stop - start), torch.arange(first_row + start, first_row + stop)] = 1
         try:
             parts = torch.func.vmap(vjp_of)(basis.reshape(stop - start, *y.shape))
         except ComputationError as error:
@@ -597,9 +625,9 @@ def _reverse_in_chunks(
         for j, part in zip(jacobians, parts, strict=True):
             j[start:stop] = part
 
-    size = rows if chunk_size is None else chunk_size
+    size = count if chunk_size is None else chunk_size
     start = 0
-    if memory.holding() and rows > FIRST_CHUNK_ROWS:
+    if memory.holding() and count > FIRST_CHUNK_ROWS:
         before = memory.resident_bytes()
         first = min(FIRST_CHUNK_ROWS, size)
         measured = memory.reset_peak()
@@ -608,7 +636,7 @@ def _reverse_in_chunks(
         peak, headroom = memory.peak_resident_bytes(), memory.headroom_bytes()
         if measured and before is not None and peak is not None and headroom is not None:
             per_row = max(1, (peak - before) // first)
-            size = max(1, min(rows, int(headroom * HEADROOM_USED) // per_row))
+            size = max(1, min(largest_chunk or count, int(headroom * HEADROOM_USED) // per_row))
             if sizing is not None:
                 sizing.append(
                     f"chunks of {size} rows, sized from the first {first} rows' measured peak "
@@ -616,8 +644,8 @@ def _reverse_in_chunks(
                 )
     elif chunk_size is not None and sizing is not None:
         sizing.append(f"chunks of {size} rows, sized from the estimate")
-    while start < rows:
-        stop = min(rows, start + size)
+    while start < count:
+        stop = min(count, start + size)
         try:
             fill(start, stop)
         except _ChunkTooLarge as too_large:
@@ -629,4 +657,4 @@ def _reverse_in_chunks(
             continue
         start = stop
     memory.trim()
-    return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(jacobians, primals, strict=True)]
+    return y, jacobians

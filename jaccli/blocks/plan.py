@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jaccli.spec import format_bytes
+from jaccli.messages import format_bytes
 
 if TYPE_CHECKING:
     from jaccli.engine.problem import Problem

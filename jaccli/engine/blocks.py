@@ -35,8 +35,8 @@ from jaccli.engine.reference import check_block
 from jaccli.engine.trust import disagreement, probe_block
 from jaccli.errors import ComputationError
 from jaccli.memory import raise_if_out_of_memory
+from jaccli.messages import brief
 from jaccli.result import Guard, JacobianResult
-from jaccli.spec import brief
 
 CHUNKS_A_BLOCK = 4
 """A block's rows (columns) go through vmap in this many chunks: its VJPs (JVPs), their basis

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jaccli.spec import DEFAULT_VALUE_LIMIT, ArrayData, Direction, Shape
+
+if TYPE_CHECKING:
+    from jaccli.blocks.cluster import ClusterSpec
 
 GivenValue = str | ArrayData
 """An input's values: the text of a --value (JSON, or @file), read by the runner within the
@@ -92,6 +95,10 @@ class Compute:
     """The vector of vjp (cotangent), jvp (tangent) or hvp (vector); None for the others."""
     points: Points | None = None
     """None without --points."""
+    resume: bool = False
+    """--resume: complete the --out .zarr store of a run that stopped."""
+    cluster: ClusterSpec | None = None
+    """--cluster: where the blocks of --out .zarr run; None for this process."""
 
 
 @dataclass(frozen=True)

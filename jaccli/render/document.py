@@ -26,6 +26,7 @@ from jaccli.result import (
     PlanReport,
     PointsPlan,
     Result,
+    StorePlan,
     Structure,
     View,
     VjpResult,
@@ -460,6 +461,23 @@ def _points_entry(points: PointsPlan) -> dict[str, Any]:
     }
 
 
+def _store_entry(store: StorePlan) -> dict[str, Any]:
+    blocks = store.blocks
+    return {
+        "kind": blocks.kind,
+        "count": blocks.count,
+        "size": blocks.size,
+        "shape": list(blocks.shape),
+        "block_bytes": blocks.block_bytes,
+        "peak_bytes": blocks.peak_bytes,
+        "budget_bytes": blocks.budget,
+        "store_bytes": blocks.store_bytes,
+        "workers": store.workers,
+        "cluster": store.cluster,
+        "refused": blocks.refused,
+    }
+
+
 def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, Any]:
     """`{"command": "jacobian", "plan": {...}}`: the same facts for scripts."""
     return {
@@ -473,6 +491,7 @@ def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, An
         "output_unknown": report.output_unknown,
         "layout": "per-sample" if report.batched else "dense",
         **({} if report.points is None else {"points": _points_entry(report.points)}),
+        **({} if report.store is None else {"store": _store_entry(report.store)}),
         "plan": {
             **_plan_entry(report.plan),
             "per_sample": None if report.per_sample is None else _plan_entry(report.per_sample),

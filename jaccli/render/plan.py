@@ -9,12 +9,31 @@ from rich.text import Text
 
 from jaccli.messages import format_bytes
 from jaccli.render.document import batched_hint
-from jaccli.result import PlanReport
+from jaccli.result import PlanReport, StorePlan
 from jaccli.spec import format_shape
 
 
 def _shapes(shapes: dict[str, tuple[int, ...]]) -> str:
     return ", ".join(f"{name} {format_shape(shape)}" for name, shape in shapes.items())
+
+
+def _store_rows(store: StorePlan) -> list[tuple[str, str]]:
+    """The blocks of --out NAME.zarr, the store's size, and the blocks each process takes."""
+    blocks = store.blocks
+    if store.cluster is None:
+        split = "this process, one block after another"
+    elif store.workers is None:
+        split = f"the workers of {store.cluster}, about {blocks.count} tasks shared out"
+    else:
+        split = (
+            f"{store.workers} worker processes, at most {blocks.per_worker(store.workers)} "
+            "blocks each"
+        )
+    return [
+        ("blocks", blocks.describe()),
+        ("store", f"{format_bytes(blocks.store_bytes)} on disk at most (less compressed)"),
+        ("split over", split),
+    ]
 
 
 def plan_renderable(report: PlanReport) -> RenderableType:
@@ -54,9 +73,11 @@ def plan_renderable(report: PlanReport) -> RenderableType:
                 f"about {format_bytes(points.peak_bytes)} (budget {format_bytes(points.budget)})",
             )
         )
+    if report.store is not None:
+        rows += _store_rows(report.store)
     for key, value in rows:
         table.add_row(key, Text(value))
-    refused = plan.refused or (points.refused if points is not None else None)
+    refused = report.refused
     verdict = (
         Text(f"refused: {refused}", style="bold red")
         if refused

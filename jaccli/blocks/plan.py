@@ -6,8 +6,9 @@ A block of rows holds its part of J; while it is computed, a quarter of its rows
 (CHUNKS_A_BLOCK in engine/blocks.py) go through vmap with their basis, VJPs and the function's
 backward intermediates (NOTE [memory] in engine/jacobian.py; fewer when the held budget says
 so: NOTE [chunks from a measured first chunk]), and zarr's encoding takes one more copy.
-Measured (softmax's 6000² float32 J under a 32 MiB budget, tests/test_blocks.py): the peak
-above a plain run's is about four times a block's bytes; ROW_MULTIPLE leaves room above that.
+Measured (softmax's 6000² float32 J under budgets of 32 and 64 MiB, tests/test_blocks.py):
+the peak above a plain run's is 4 to 6 times a block's bytes, and moves by a block from one run
+to the next (freed pages reused or not); ROW_MULTIPLE leaves room above that.
 A block of columns holds, per column, its JVPs, their transpose, the stored copy and the
 encoding (COLUMN_MULTIPLE) and one basis vector of the inputs. A block of points is sized by
 the engine of many points (plan_points) for its vmapped chunks. Within that, a block is at
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from jaccli.engine.problem import Problem
 
 KINDS = ("rows", "columns", "points")
-ROW_MULTIPLE = 6
+ROW_MULTIPLE = 8
 COLUMN_MULTIPLE = 4
 MAX_BLOCK_BYTES = 64 * 1024**2
 TASKS_PER_WORKER = 4

@@ -477,11 +477,18 @@ def probe_block(
 
 
 def _largest_finite(matrix: torch.Tensor) -> float:
-    """The largest finite |entry| of a matrix, a bounded number of rows at a time."""
+    """The largest finite |entry| of a matrix, a bounded number of rows at a time: by
+    reductions that copy nothing, unless a part holds NaN or an infinity."""
     largest = 0.0
     step = max(1, ROW_CHUNK_ENTRIES // max(matrix.shape[1], 1))
     for start in range(0, matrix.shape[0], step):
-        part = matrix[start : start + step].abs().nan_to_num(nan=0.0, posinf=0.0)
-        if part.numel():
-            largest = max(largest, float(part.max()))
+        part = matrix[start : start + step]
+        if not part.numel():
+            continue
+        low, high = torch.aminmax(part)
+        extreme = max(abs(float(low)), abs(float(high)))
+        if not math.isfinite(extreme):
+            finite = part.abs().nan_to_num(nan=0.0, posinf=0.0)
+            extreme = float(finite.max())
+        largest = max(largest, extreme)
     return largest

@@ -252,24 +252,6 @@ def _create(
         raise
 
 
-WARM_CHUNKS = 64
-"""Chunks written at once by `start_threads`: more than zarr's encoding threads can be."""
-
-
-def start_threads() -> None:
-    """zarr's IO thread and its pool of encoding threads, started now by writing a small
-    compressed array in memory: their stacks count as data, and once the memory budget holds
-    (NOTE [the budget holds for real] in memory.py) they belong to a plain run's baseline."""
-    zarr = _zarr("the store")
-    from zarr.storage import MemoryStore
-
-    array = zarr.create_array(
-        MemoryStore(), shape=(WARM_CHUNKS * 64,), chunks=(64,), dtype=np.float32,
-        compressors=_compressor(),
-    )  # fmt: skip
-    array[...] = np.ones(WARM_CHUNKS * 64, dtype=np.float32)
-
-
 def write_block(
     path: str, plan: BlockPlan, index: int, values: np.ndarray, guard: tuple[float, float, float]
 ) -> None:

@@ -223,6 +223,9 @@ def _out(raw: str | None, parsed: Parsed) -> Any:
             )
         from pathlib import Path
 
+        from jaccli.blocks import require
+
+        require("zarr", f"--out {raw}")  # before any work: exit 2 with the pip line
         return Path(os.path.abspath(raw.rstrip("/")))
     if parsed["compute.plan"]:
         return None
@@ -240,6 +243,9 @@ def _cluster(raw: str | None, parsed: Parsed) -> Any:
     """--cluster as a ClusterSpec (Dask itself is imported only when the run starts)."""
     if raw is None:
         return None
+    from jaccli.blocks import require
+
+    require("distributed", "--cluster")  # before any work: exit 2 with the pip line
     from jaccli.blocks.cluster import parse_cluster
 
     return parse_cluster(raw)

@@ -5,6 +5,7 @@ in-memory J, a worker killed mid-run changes nothing, an interrupted run resumes
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -207,3 +208,33 @@ def test_bad_cluster_names_are_refused(text: str, message: str) -> None:
 def test_an_unreachable_scheduler_is_refused_in_one_line() -> None:
     with pytest.raises(UsageError, match="cannot use the Dask scheduler there"):
         DaskExecutor(parse_cluster(f"tcp://127.0.0.1:{_free_port()}"), 2.0).__enter__()
+
+
+@pytest.mark.parametrize("kind", ["preset", "expression", "user file"])
+def test_the_cli_on_a_scheduler_equals_the_in_memory_j(
+    scheduler: tuple[str, list],
+    tmp_path: Path,
+    jaccli,
+    kind: str,  # type: ignore[no-untyped-def]
+) -> None:
+    address, _ = scheduler
+    if kind == "preset":
+        function, shapes = ["--fn", "matmul"], [("a", (4, 4)), ("b", (4, 8))]
+    elif kind == "expression":
+        function, shapes = ["--expr", "softmax(x, dim=0)"], [("x", (32,))]
+    else:
+        model = tmp_path / "model.py"
+        model.write_text(MODEL, encoding="utf-8")
+        function, shapes = ["--fn", f"{model}:f"], [("x", (32,))]
+    source = FunctionSource.of(function[1] if kind != "expression" else None,
+                               function[1] if kind == "expression" else None)  # fmt: skip
+    problem = prepare(source.resolve(), shape_options=shapes, dtype="float64")
+    shape_options = [f"--shape={name}={'x'.join(map(str, s))}" for name, s in shapes]
+    out = tmp_path / "j.zarr"
+    run = jaccli(
+        "jacobian", *function, *shape_options, "--dtype", "float64", "--out", str(out),
+        "--cluster", address,
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert re.search(r"computed on [23] workers", run.stderr)  # the scheduler's, not this process
+    _equal_to_in_memory(problem, out)

@@ -185,33 +185,54 @@ def test_the_api_stores_j_and_resumes(tmp_path: Path) -> None:
         again.array  # noqa: B018
 
 
-def test_a_cli_run_killed_by_sigkill_resumes_to_the_same_j(jaccli: Cli, tmp_path: Path) -> None:
-    model = f"{_model(tmp_path)}:slow"
-    out = tmp_path / "j.zarr"
-    args = ["jacobian", "--fn", model, "--shape", "2000", "--dtype", "float64",
-            "--max-memory", "40MiB", "--out", str(out)]  # fmt: skip
+def _stop_after(args: list[str], out: Path, blocks: int, signal_number: int) -> tuple[int, str]:
+    """jaccli ARGS in a process group of its own, sent `signal_number` once `blocks` blocks
+    of the store are marked done: its exit status and stderr."""
     running = subprocess.Popen(
-        [sys.executable, "-m", "jaccli", *args], stderr=subprocess.PIPE, start_new_session=True
+        [sys.executable, "-m", "jaccli", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and running.poll() is None:
-            if out.exists() and store.done_blocks(str(out)).sum() >= 2:
+            if out.exists() and store.done_blocks(str(out)).sum() >= blocks:
                 break
             time.sleep(0.02)
-        assert running.poll() is None, running.stderr.read().decode()  # type: ignore[union-attr]
-        os.killpg(running.pid, signal.SIGKILL)  # jaccli and the worker it forked for model.py
+        assert running.poll() is None, running.stderr.read()  # type: ignore[union-attr]
+        os.killpg(running.pid, signal_number)  # jaccli and the worker it forked for model.py
+        _, stderr = running.communicate(timeout=60)
     finally:
         running.kill()
         running.wait(timeout=30)
+    return running.returncode, stderr
+
+
+def test_a_run_stopped_by_ctrl_c_then_sigkill_resumes_to_the_same_j(
+    jaccli: Cli, tmp_path: Path
+) -> None:
+    model = f"{_model(tmp_path)}:slow"
+    out = tmp_path / "j.zarr"
+    args = ["jacobian", "--fn", model, "--shape", "1000", "--dtype", "float64",
+            "--max-memory", "12MiB", "--out", str(out)]  # fmt: skip
+    status, stderr = _stop_after(args, out, 1, signal.SIGINT)
+    assert status == 130
+    assert stderr.endswith(
+        f"jacobian: interrupted; the blocks done are kept in {out}: run the same command with "
+        "--resume to compute the rest\n"
+    )
+    interrupted = store.done_blocks(str(out)).sum()
+    status, _ = _stop_after([*args, "--resume"], out, interrupted + 1, signal.SIGKILL)
+    assert status == -signal.SIGKILL
     marked = store.done_blocks(str(out))
-    assert 2 <= marked.sum() < marked.size
+    assert interrupted < marked.sum() < marked.size
     resumed = jaccli(*args, "--resume")
     assert resumed.exit_code == 0, resumed.stderr  # type: ignore[attr-defined]
     computed = marked.size - marked.sum()
     assert f"{computed} computed in" in resumed.stderr  # type: ignore[attr-defined]
     assert f"{marked.sum()} kept from before" in resumed.stderr  # type: ignore[attr-defined]
-    expected = _in_memory(model, None, [("x", (2000,))], dtype="float64")
+    expected = _in_memory(model, None, [("x", (1000,))], dtype="float64")
     np.testing.assert_allclose(_stored(out), expected, rtol=1e-12)
 
 

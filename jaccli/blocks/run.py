@@ -123,6 +123,7 @@ def compute_block(job: Job, index: int) -> BlockReport:
     problem = problem_of(job)
     held = job.budget is not None and not memory.holding()
     if held:
+        store.start_threads()  # before the budget holds: they are the baseline's
         memory.hold(job.budget)  # type: ignore[arg-type]
     try:
         block = _computed(job, problem, index)

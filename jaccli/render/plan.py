@@ -56,7 +56,7 @@ def plan_renderable(report: PlanReport) -> RenderableType:
         ("J", f"{plan.n_out} outputs × {plan.n_in} inputs"),
         ("result", format_bytes(plan.result_bytes)),
         (
-            "peak memory",
+            "peak in memory" if report.store is not None else "peak memory",
             f"about {format_bytes(plan.peak_bytes)} (budget {format_bytes(plan.budget)})",
         ),
         ("strategy", f"{plan.method}: {plan.reason}"),

@@ -40,9 +40,9 @@ PRODUCTS = (VJP, JVP, HVP)
 DRAWING = (JACOBIAN, DET, HESSIAN)
 """The commands that draw J or H (--view heatmap|sparsity, --out j.png) and --plan it."""
 STRATEGIES = ("auto", "loop", "rev", "fwd")
+"""engine.Strategy's values, in its order."""
 STORE_SUFFIX = ".zarr"
 """--out NAME.zarr: J computed in blocks into a zarr store (jaccli/blocks), for jacobian only."""
-"""engine.Strategy's values, in its order."""
 
 INPUTS, POINTS, COMPUTE, OUTPUT, LIMITS = (
     "Function and inputs", "Many points", "What to compute", "Output", "Limits",
@@ -240,7 +240,8 @@ def is_store(path: str) -> bool:
 
 
 def _cluster(raw: str | None, parsed: Parsed) -> Any:
-    """--cluster as a ClusterSpec (Dask itself is imported only when the run starts)."""
+    """--cluster as a ClusterSpec; Dask's distributed scheduler is imported now, so that a
+    missing extra is refused before any work (`jaccli --help` imports none of it)."""
     if raw is None:
         return None
     from jaccli.blocks import require

@@ -158,7 +158,7 @@ class Result(JupyterMixin):
         if isinstance(self.outcome, Planned):
             from jaccli.render.plan import plan_renderable
 
-            yield plan_renderable(self.outcome.report)
+            yield plan_renderable(self.outcome.report, self.outcome.store)
         elif isinstance(self.outcome, Stored):
             from rich.text import Text
 

@@ -19,6 +19,7 @@ from typing import Any
 from jaccli import memory, spec
 from jaccli.errors import UsageError
 from jaccli.request import (
+    STORE_SUFFIX,
     Compute,
     FunctionChoice,
     Inputs,
@@ -41,8 +42,6 @@ DRAWING = (JACOBIAN, DET, HESSIAN)
 """The commands that draw J or H (--view heatmap|sparsity, --out j.png) and --plan it."""
 STRATEGIES = ("auto", "loop", "rev", "fwd")
 """engine.Strategy's values, in its order."""
-STORE_SUFFIX = ".zarr"
-"""--out NAME.zarr: J computed in blocks into a zarr store (jaccli/blocks), for jacobian only."""
 
 INPUTS, POINTS, COMPUTE, OUTPUT, LIMITS = (
     "Function and inputs", "Many points", "What to compute", "Output", "Limits",
@@ -247,9 +246,7 @@ def _cluster(raw: str | None, parsed: Parsed) -> Any:
     from jaccli.blocks import require
 
     require("distributed", "--cluster")  # before any work: exit 2 with the pip line
-    from jaccli.blocks.cluster import parse_cluster
-
-    return parse_cluster(raw)
+    return spec.parse_cluster(raw)
 
 
 def _budget(raw: str | int | None, parsed: Parsed) -> tuple[int | None, str | None]:
@@ -546,8 +543,7 @@ def _store_options(parsed: Parsed) -> str | None:
     """--resume and --cluster need --out .zarr; what needs the whole J in memory, or one
     process, is refused beside it."""
     out = parsed["show.out"]
-    store = out is not None and out.suffix == STORE_SUFFIX
-    if not store:
+    if out is None or out.suffix != STORE_SUFFIX:
         for option, given in (("--resume", parsed["compute.resume"]),
                               ("--cluster", parsed["compute.cluster"] is not None)):  # fmt: skip
             if given:

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from jaccli.blocks.plan import BlockPlan
 
 
 @dataclass(frozen=True)
@@ -331,28 +327,6 @@ class PlanReport:
     """Why the output shapes are unknown (the function cannot run without values), if so."""
     points: PointsPlan | None = None
     """With --points: how they are chunked."""
-    store: StorePlan | None = None
-    """With --out NAME.zarr: the blocks J is computed and stored in."""
-
-    @property
-    def refused(self) -> str | None:
-        """Why the run would not fit the memory budget: its blocks' reason with a store (J
-        need not fit), else J's or a chunk of points'."""
-        if self.store is not None:
-            return self.store.blocks.refused
-        return self.plan.refused or (self.points.refused if self.points is not None else None)
-
-
-@dataclass(frozen=True)
-class StorePlan:
-    """With --out NAME.zarr: the blocks of J, and the processes they are shared by."""
-
-    blocks: BlockPlan
-    workers: int | None
-    """Processes computing blocks: 1 (this one), N of --cluster local:N, or None for a
-    scheduler's workers (counted when the run connects)."""
-    cluster: str | None
-    """--cluster as given, or None."""
 
 
 Result = JacobianResult | VjpResult | JvpResult | HessianResult | HvpResult

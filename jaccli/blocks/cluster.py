@@ -19,11 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -31,42 +29,15 @@ from jaccli.blocks import require, store
 from jaccli.blocks.job import Job
 from jaccli.blocks.run import BlockReport, compute_block
 from jaccli.errors import ComputationError, UsageError
+from jaccli.spec import ClusterSpec, parse_cluster
+
+__all__ = ["ClusterSpec", "DaskExecutor", "parse_cluster", "reach_probe"]
 
 CONNECT_SECONDS = 10.0
 """How long to wait for a scheduler to answer, and for it to have a worker."""
 POLL_SECONDS = 2.0
 """How often a run with no task finishing looks whether it still has workers."""
 NO_WORKERS_GRACE = 60.0
-MAX_LOCAL_WORKERS = 256
-_LOCAL = re.compile(r"local(?::(\d{1,4}))?")
-_ADDRESS = re.compile(r"(tcp|tls)://[^\s/]+:\d{1,5}")
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """`--cluster local[:N]` (a LocalCluster of N processes; None: one a core) or
-    `--cluster tcp://HOST:PORT` (a scheduler)."""
-
-    address: str | None = None
-    workers: int | None = None
-
-
-def parse_cluster(text: str) -> ClusterSpec:
-    """The cluster `--cluster TEXT` names; UsageError for anything else."""
-    local = _LOCAL.fullmatch(text)
-    if local is not None:
-        count = None if local.group(1) is None else int(local.group(1))
-        if count is not None and not 1 <= count <= MAX_LOCAL_WORKERS:
-            raise UsageError(
-                f"--cluster {text}: the number of workers must be 1 to {MAX_LOCAL_WORKERS}"
-            )
-        return ClusterSpec(None, count)
-    if _ADDRESS.fullmatch(text):
-        return ClusterSpec(text, None)
-    raise UsageError(
-        f"bad --cluster {text[:60]!r}: expected local, local:N (N worker processes) or "
-        "tcp://HOST:PORT (a running Dask scheduler)"
-    )
 
 
 class DaskExecutor:
@@ -127,8 +98,7 @@ class DaskExecutor:
     def prepare(self, job: Job) -> None:
         """Refuse a store (or points file) the workers cannot reach, and workers that lack
         jaccli or run another version of it (NOTE [what the workers must share])."""
-        from jaccli import __version__
-
+        __version__ = _jaccli_version()
         token = uuid.uuid4().hex
         store.write_probe(job.store, token)
         points = None if job.points is None else job.points.path.partition("#")[0]
@@ -217,12 +187,18 @@ def _result(future: Any, distributed: Any) -> BlockReport:
     return report
 
 
+def _jaccli_version() -> str:
+    """jaccli's installed version (the package's own `__version__` would import the API)."""
+    from importlib.metadata import version
+
+    return version("jaccli")
+
+
 def reach_probe(path: str, token: str, points: str | None) -> tuple[str, str | None]:
     """On a worker: its jaccli version, and what it cannot do with the store at `path` (read
     the client's probe file holding `token`, write and read one of its own) or the points file
     (read it); None when it can do all of it."""
-    from jaccli import __version__
-
+    __version__ = _jaccli_version()
     try:
         with open(os.path.join(path, f"{store.PROBE_PREFIX}{token}"), encoding="ascii") as file:
             if file.read() != token:

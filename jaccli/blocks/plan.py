@@ -102,6 +102,18 @@ class BlockPlan:
         )
 
 
+@dataclass(frozen=True)
+class StorePlan:
+    """For --plan with --out NAME.zarr: the blocks of J, and the processes they are shared by."""
+
+    blocks: BlockPlan
+    workers: int | None
+    """Processes computing blocks: 1 (this one), N of --cluster local:N, or None for a
+    scheduler's workers (counted when the run connects)."""
+    cluster: str | None
+    """--cluster as given, or None."""
+
+
 def plan_blocks(
     problem: Problem,
     budget: int,

@@ -11,7 +11,7 @@ from typing import Any
 
 from jaccli.cli.boundary import reporting
 from jaccli.cli.parameters import with_options
-from jaccli.options import STORE_SUFFIX, parse
+from jaccli.options import parse
 from jaccli.output import write
 from jaccli.request import Request
 
@@ -39,7 +39,7 @@ def _resumable(request: Request) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         out = request.show.out
-        if out is not None and out.suffix == STORE_SUFFIX and out.exists():
+        if request.show.to_store and out is not None and out.exists():
             write(
                 sys.stderr,
                 f"{request.command}: interrupted; the blocks done are kept in {out}: run the "

@@ -57,7 +57,7 @@ def _show_plan(outcome: Planned) -> None:
     else:
         from jaccli.render.plan import plan_renderable
 
-        emit_rich(plan_renderable(outcome.report))
+        emit_rich(plan_renderable(outcome.report, outcome.store))
     if outcome.refused is not None:
         report_error(request.command, "memory_budget", outcome.refused, request.show.json)
         raise typer.Exit(ExitCode.RESOURCE)

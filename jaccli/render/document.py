@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,13 +26,15 @@ from jaccli.result import (
     PlanReport,
     PointsPlan,
     Result,
-    StorePlan,
     Structure,
     View,
     VjpResult,
     computed_arrays,
     direction_arrays,
 )
+
+if TYPE_CHECKING:
+    from jaccli.blocks.plan import StorePlan
 
 SCHEMA_VERSION = 2
 """Bumped when an existing key changes meaning; the JSON Schemas in schema/ describe it."""
@@ -478,7 +480,9 @@ def _store_entry(store: StorePlan) -> dict[str, Any]:
     }
 
 
-def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, Any]:
+def plan_document(
+    report: PlanReport, command: str = "jacobian", store: StorePlan | None = None
+) -> dict[str, Any]:
     """`{"command": "jacobian", "plan": {...}}`: the same facts for scripts."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -491,7 +495,7 @@ def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, An
         "output_unknown": report.output_unknown,
         "layout": "per-sample" if report.batched else "dense",
         **({} if report.points is None else {"points": _points_entry(report.points)}),
-        **({} if report.store is None else {"store": _store_entry(report.store)}),
+        **({} if store is None else {"store": _store_entry(store)}),
         "plan": {
             **_plan_entry(report.plan),
             "per_sample": None if report.per_sample is None else _plan_entry(report.per_sample),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -9,8 +11,11 @@ from rich.text import Text
 
 from jaccli.messages import format_bytes
 from jaccli.render.document import batched_hint
-from jaccli.result import PlanReport, StorePlan
+from jaccli.result import PlanReport
 from jaccli.spec import format_shape
+
+if TYPE_CHECKING:
+    from jaccli.blocks.plan import StorePlan
 
 
 def _shapes(shapes: dict[str, tuple[int, ...]]) -> str:
@@ -36,7 +41,7 @@ def _store_rows(store: StorePlan) -> list[tuple[str, str]]:
     ]
 
 
-def plan_renderable(report: PlanReport) -> RenderableType:
+def plan_renderable(report: PlanReport, store: StorePlan | None = None) -> RenderableType:
     """The plan as a two-column table, with the verdict and any suggestion below it."""
     plan = report.plan
     table = Table(box=box.SIMPLE, show_header=False, show_edge=False, pad_edge=False)
@@ -56,7 +61,7 @@ def plan_renderable(report: PlanReport) -> RenderableType:
         ("J", f"{plan.n_out} outputs × {plan.n_in} inputs"),
         ("result", format_bytes(plan.result_bytes)),
         (
-            "peak in memory" if report.store is not None else "peak memory",
+            "peak in memory" if store is not None else "peak memory",
             f"about {format_bytes(plan.peak_bytes)} (budget {format_bytes(plan.budget)})",
         ),
         ("strategy", f"{plan.method}: {plan.reason}"),
@@ -73,11 +78,14 @@ def plan_renderable(report: PlanReport) -> RenderableType:
                 f"about {format_bytes(points.peak_bytes)} (budget {format_bytes(points.budget)})",
             )
         )
-    if report.store is not None:
-        rows += _store_rows(report.store)
+    if store is not None:
+        rows += _store_rows(store)
     for key, value in rows:
         table.add_row(key, Text(value))
-    refused = report.refused
+    if store is not None:
+        refused = store.blocks.refused  # J need not fit, only a block
+    else:
+        refused = plan.refused or (points.refused if points is not None else None)
     verdict = (
         Text(f"refused: {refused}", style="bold red")
         if refused

@@ -14,7 +14,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from jaccli.arrays import ArrayData
-from jaccli.options import STORE_SUFFIX
 from jaccli.request import Request
 from jaccli.runner.commands import COMMANDS
 from jaccli.runner.outcome import AtPoints, Computed, Listed, Outcome, Planned, Stored, Streamed
@@ -53,8 +52,7 @@ def run(request: Request, show_progress: ShowProgress = _no_progress) -> Outcome
     direction = None
     if command.direction is not None:
         direction = read_direction(request, *command.direction)
-    out = request.show.out
-    if out is not None and out.suffix == STORE_SUFFIX and not compute.plan:
+    if request.show.to_store and not compute.plan:
         from jaccli.runner.stored import run_stored
 
         return run_stored(request, show_progress)
@@ -69,6 +67,7 @@ def run(request: Request, show_progress: ShowProgress = _no_progress) -> Outcome
     if compute.plan:
         assert planned is not None
         return _plan(request, problem, planned, count)
+    out = request.show.out
     if out is not None:
         from jaccli.render.files import check_array_count
 
@@ -95,11 +94,10 @@ def _plan(request: Request, problem: Problem, planned: Problem, count: int) -> P
         from jaccli.engine.many import plan_points
 
         report = replace(report, points=plan_points(problem, request.command, count, budget))
-    out = request.show.out
-    if out is not None and out.suffix == STORE_SUFFIX:
+    if request.show.to_store:
         from jaccli.runner.stored import store_plan
 
-        report = replace(report, store=store_plan(request, planned, count or None))
+        return Planned(request, report, store_plan(request, planned, count or None))
     return Planned(request, report)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from jaccli.request import Request
 
 if TYPE_CHECKING:
+    from jaccli.blocks.plan import StorePlan
     from jaccli.blocks.run import Outcome as BlocksOutcome
     from jaccli.engine.many import PointOutcome
     from jaccli.functions import Function
@@ -39,16 +40,21 @@ class Planned:
 
     request: Request
     report: PlanReport
+    store: StorePlan | None = None
+    """With --out NAME.zarr: the blocks J would be stored in."""
 
     def document(self) -> Document:
         from jaccli.render.document import plan_document
 
-        return plan_document(self.report, self.request.command)
+        return plan_document(self.report, self.request.command, self.store)
 
     @property
     def refused(self) -> str | None:
         """Why the computation would not fit the memory budget, if it would not."""
-        return self.report.refused
+        if self.store is not None:  # J need not fit, only a block
+            return self.store.blocks.refused
+        points = self.report.points
+        return self.report.plan.refused or (points.refused if points is not None else None)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from jaccli.runner.problem import build_problem
 
 if TYPE_CHECKING:
     from jaccli.blocks.job import FunctionSource, Job, PointsSource
+    from jaccli.blocks.plan import StorePlan
     from jaccli.blocks.run import Executor
     from jaccli.engine import Problem
-    from jaccli.result import StorePlan
 
 BLOCK_KINDS = {"auto": "auto", "rev": "rows", "fwd": "columns"}
 """--strategy as the blocks J is split into: rows (one reverse pass each) or columns (one
@@ -127,8 +127,7 @@ def store_plan(request: Request, problem: Problem, points: int | None) -> StoreP
     scheduler's workers are counted only when a run connects)."""
     import os
 
-    from jaccli.blocks.plan import plan_blocks
-    from jaccli.result import StorePlan
+    from jaccli.blocks.plan import StorePlan, plan_blocks
 
     cluster = request.compute.cluster
     workers: int | None = 1

@@ -46,9 +46,7 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
     if not path_text:
         raise _error(reference, "no file named after @")
     if path.suffix == ".zarr":  # a directory of chunks, read by zarr (jaccli[zarr])
-        from jaccli.blocks.inputs import load_zarr_value
-
-        return load_zarr_value(path_text, key, size_limit)
+        return _load_zarr(path_text, key, size_limit)
     if path.suffix not in SUFFIXES:
         if _is_dir(path):
             raise _error(path_text, "is a directory, not a file")
@@ -298,3 +296,14 @@ def as_array_data(array: Any, where: str) -> ArrayData:
     elif array.dtype not in (np.float32, np.float64):
         array = array.astype(np.float64)
     return ArrayData(shape=tuple(int(d) for d in array.shape), values=array, from_file=True)
+
+
+def _load_zarr(path_text: str, key: str, size_limit: int) -> ArrayData:
+    """`--value NAME=@x.zarr` (or `x.zarr#name` in a group): the whole array, refused before
+    it is read when it holds more than `size_limit` bytes."""
+    from jaccli.blocks.arrays import open_array
+
+    array = open_array(path_text, key, "--value @")
+    where = path_text + (f"#{key}" if key else "")
+    check_count(where, tuple(array.shape), array.dtype.itemsize, size_limit)
+    return as_array_data(array[...], where)

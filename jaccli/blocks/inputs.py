@@ -6,17 +6,17 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaccli.blocks import require
-from jaccli.blocks.job import PointsSource
+from jaccli.blocks.arrays import open_array
 from jaccli.errors import UsageError
-from jaccli.spec import ArrayData, format_shape
+from jaccli.spec import Shape, format_shape
 
 if TYPE_CHECKING:
-    import zarr
+    pass
 
 POINTS_SUFFIXES = (".zarr", ".npy")
 """The files of points a block can be read from without reading the rest."""
@@ -24,54 +24,16 @@ DIGEST_BYTES = 16 * 1024**2
 """Bytes of points read at once while they are hashed."""
 
 
-def _open_array(path_text: str, key: str, option: str) -> zarr.Array:
-    """The zarr array at `path_text` (or `key` in the group there), opened to read."""
-    zarr = require("zarr", f"{option}{path_text}")
-    where = f"{option}{path_text}" + (f"#{key}" if key else "")
-    if not os.path.isdir(path_text):
-        why = "does not exist" if not os.path.lexists(path_text) else "is not a directory"
-        raise UsageError(f"{where}: {why}; a .zarr store is a directory", code="bad_value")
-    try:
-        node = zarr.open(store=path_text, mode="r")
-        if isinstance(node, zarr.Group):
-            arrays = sorted(name for name, _ in node.arrays())
-            if not key and len(arrays) != 1:
-                listed = ", ".join(arrays) or "none"
-                raise UsageError(
-                    f"{where}: a group of {len(arrays)} arrays; name one as "
-                    f"{option}{path_text}#NAME (arrays: {listed})",
-                    code="bad_value",
-                )
-            node = node[key or arrays[0]]
-        elif key:
-            raise UsageError(f"{where}: #{key} selects an array in a group only", code="bad_value")
-    except UsageError:
-        raise
-    except Exception as error:  # zarr's own errors for a damaged or foreign store
-        raise UsageError(
-            f"{where}: cannot read it as a zarr array ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no detail'})",
-            code="bad_value",
-        ) from None
-    if not isinstance(node, zarr.Array):
-        raise UsageError(f"{where}: #{key} is a group, not an array", code="bad_value")
-    kind = node.dtype.kind if isinstance(node.dtype, np.dtype) else "?"
-    if kind not in "fiu":
-        raise UsageError(
-            f"{where}: holds {node.dtype} numbers; expected floats or integers", code="bad_value"
-        )
-    return node
+@dataclass(frozen=True)
+class PointsSource:
+    """`--points NAME=@FILE` read a block at a time: a .zarr array, or a .npy file mapped."""
 
-
-def load_zarr_value(path_text: str, key: str, size_limit: int) -> ArrayData:
-    """`--value NAME=@x.zarr` (or `x.zarr#name` in a group): the whole array, refused before
-    it is read when it holds more than `size_limit` bytes."""
-    from jaccli.loaders import as_array_data, check_count
-
-    array = _open_array(path_text, key, "--value @")
-    where = path_text + (f"#{key}" if key else "")
-    check_count(where, tuple(array.shape), array.dtype.itemsize, size_limit)
-    return as_array_data(array[...], where)
+    name: str
+    path: str
+    count: int
+    point_shape: Shape
+    digest: str
+    """sha256 of the points' bytes, read once when the run starts."""
 
 
 def points_source(name: str, path_text: str) -> PointsSource:
@@ -103,7 +65,7 @@ def points_source(name: str, path_text: str) -> PointsSource:
 
 def _open_points(path: str, key: str, name: str) -> Any:
     if path.rstrip("/").endswith(".zarr"):
-        return _open_array(path, key, f"--points {name}=@")
+        return open_array(path, key, f"--points {name}=@")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from jaccli.blocks.inputs import PointsSource
 from jaccli.blocks.plan import BlockPlan
 from jaccli.functions.user import looks_like_callable_reference, looks_like_file
 from jaccli.spec import DEFAULT_VALUE_LIMIT, ArrayData, Shape
@@ -89,18 +90,6 @@ def _private_copy(basename: str, contents: bytes, digest: str) -> str:
             copy.write(contents)
         _COPIES[digest] = folder
     return os.path.join(_COPIES[digest], basename)
-
-
-@dataclass(frozen=True)
-class PointsSource:
-    """`--points NAME=@FILE` read a block at a time: a .zarr array, or a .npy file mapped."""
-
-    name: str
-    path: str
-    count: int
-    point_shape: Shape
-    digest: str
-    """sha256 of the points' bytes, read once when the run starts."""
 
 
 @dataclass(frozen=True)

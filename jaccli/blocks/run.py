@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jaccli.blocks import store
-from jaccli.blocks.job import FunctionSource, Job, PointsSource, forget, problem_of, remember
+from jaccli.blocks.inputs import PointsSource
+from jaccli.blocks.job import FunctionSource, Job, forget, problem_of, remember
 from jaccli.blocks.plan import MAX_BLOCK_BYTES, BlockPlan, plan_blocks
 from jaccli.errors import ResourceError
 from jaccli.spec import ArrayData, Shape

@@ -19,7 +19,8 @@ from jaccli.runner.points import ShowProgress
 from jaccli.runner.problem import build_problem
 
 if TYPE_CHECKING:
-    from jaccli.blocks.job import FunctionSource, Job, PointsSource
+    from jaccli.blocks.inputs import PointsSource
+    from jaccli.blocks.job import FunctionSource, Job
     from jaccli.blocks.plan import StorePlan
     from jaccli.blocks.run import Executor
     from jaccli.engine import Problem

@@ -54,7 +54,7 @@ from jaccli.result import (
     SparseJacobianResult,
     VjpResult,
 )
-from jaccli.runner import AtPoints, Computed, Outcome, Planned, run
+from jaccli.runner import AtPoints, Computed, Outcome, Planned, Stored, run
 from jaccli.spec import format_shape
 from jaccli.timeout import Expired, TimedOut, Timeout, time_limit, timeout_error
 
@@ -81,9 +81,12 @@ class Result(JupyterMixin):
     @property
     def data(self) -> Any:
         """The engine's result (JacobianResult, VjpResult, …; a PlanReport for `plan=True`;
-        a list of results, one a point, for `points=`)."""
+        a list of results, one a point, for `points=`; for `out="j.zarr"` the blocks'
+        outcome, J being in the store)."""
         if isinstance(self.outcome, Planned):
             return self.outcome.report
+        if isinstance(self.outcome, Stored):
+            return self.outcome.blocks
         if isinstance(self.outcome, AtPoints):
             return self.outcome.results
         assert isinstance(self.outcome, Computed)
@@ -100,6 +103,12 @@ class Result(JupyterMixin):
             return _stacked(per_point)
         if isinstance(self.outcome, Planned):
             raise ValueError("a plan computes no arrays; see .data or .document()")
+        if isinstance(self.outcome, Stored):
+            path = self.outcome.blocks.path
+            raise ValueError(
+                f"J is in the store {path}, not in memory: zarr.open_group({path!r})['J'] "
+                "(rows × columns of J as a matrix)"
+            )
         return _arrays(self.data)
 
     @property
@@ -124,10 +133,17 @@ class Result(JupyterMixin):
             return self.outcome.passed
         if isinstance(self.outcome, AtPoints):
             return all(result.check is None or result.check.passed for result in self.data)
+        if isinstance(self.outcome, Stored):
+            return True  # a block that fails its guard ends the run
         return self.outcome.refused is None
 
     def document(self) -> dict[str, Any]:
-        """The JSON document the CLI prints with --json (json.dumps it with allow_nan=False)."""
+        """The JSON document the CLI prints with --json (json.dumps it with allow_nan=False);
+        for `out="j.zarr"`, the run as the store's attributes describe it."""
+        if isinstance(self.outcome, Stored):
+            from jaccli.blocks.store import read_header
+
+            return read_header(self.outcome.blocks.path)
         return self.outcome.document()
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -144,7 +160,11 @@ class Result(JupyterMixin):
         if isinstance(self.outcome, Planned):
             from jaccli.render.plan import plan_renderable
 
-            yield plan_renderable(self.outcome.report)
+            yield plan_renderable(self.outcome.report, self.outcome.store)
+        elif isinstance(self.outcome, Stored):
+            from rich.text import Text
+
+            yield Text(self.outcome.summary())
         elif isinstance(self.outcome, AtPoints):
             from jaccli.render.results import points_renderable
 

@@ -30,12 +30,28 @@ class JaccliError(Exception):
         self.message = message
         self.code = code or self.default_code
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled whole, code included: a block computed in another process (a Dask worker)
+        raises the same error there as here."""
+        return (_rebuilt, (type(self), self.message, self.code))
+
+
+def _rebuilt(kind: type[JaccliError], message: str, code: str) -> JaccliError:
+    return kind(message, code=code)
+
 
 class UsageError(JaccliError):
     """A bad option, name, shape or value: the user can fix the command line (exit 2)."""
 
     exit_code = ExitCode.USAGE
     default_code = "usage"
+
+
+class MissingDependencyError(UsageError):
+    """An option needs an optional extra that is not installed (exit 2); the message names the
+    pip line that installs it."""
+
+    default_code = "missing_dependency"
 
 
 class ComputationError(JaccliError):

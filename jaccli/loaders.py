@@ -45,12 +45,16 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
     path = Path(path_text)
     if not path_text:
         raise _error(reference, "no file named after @")
+    if path.suffix == ".zarr":  # a directory of chunks, read by zarr (jaccli[zarr])
+        return _load_zarr(path_text, key, size_limit)
     if path.suffix not in SUFFIXES:
         if _is_dir(path):
             raise _error(path_text, "is a directory, not a file")
         raise _error(path_text, f"unknown kind of file (use {', '.join(SUFFIXES)})")
     if key and path.suffix != ".safetensors":
-        raise _error(reference, "#key selects a tensor in a .safetensors file only")
+        raise _error(
+            reference, "#key selects a tensor in a .safetensors file or a .zarr group only"
+        )
     data = _read_regular_file(path, path_text, size_limit)
     if path.suffix == ".json":
         text = data.decode("utf-8", errors="replace")
@@ -61,7 +65,7 @@ def load_array(reference: str, size_limit: int) -> ArrayData:
         array = _load_pt(data, path_text, size_limit)
     else:
         array = _load_safetensors(data, path_text, key, size_limit)
-    return _as_array(array, path_text)
+    return as_array_data(array, path_text)
 
 
 def _read_stdin(size_limit: int) -> str:
@@ -148,7 +152,7 @@ def _too_large_text(size: str, size_limit: int) -> str:
     return f"{size} is over the limit of {format_bytes(size_limit)}; raise it with --max-value-size"
 
 
-def _check_count(where: str, shape: tuple[int, ...], itemsize: int, size_limit: int) -> None:
+def check_count(where: str, shape: tuple[int, ...], itemsize: int, size_limit: int) -> None:
     """Refuse a shape with too many dimensions, or more numbers than the limit allows, before
     any of them is made (a 1.5 KB .pt can hold a view of 10¹² numbers)."""
     if len(shape) > MAX_NDIM:
@@ -183,7 +187,7 @@ def _load_npy(data: bytes, where: str, size_limit: int) -> np.ndarray:
     if dtype.hasobject:
         raise _error(where, "holds Python objects, which would need pickle; refused")
     _check_dtype_kind(dtype.kind, where)
-    _check_count(where, tuple(shape), dtype.itemsize, size_limit)
+    check_count(where, tuple(shape), dtype.itemsize, size_limit)
     claimed = math.prod(shape) * dtype.itemsize
     present = len(data) - file.tell()
     if claimed != present:
@@ -237,7 +241,7 @@ def _load_pt(data: bytes, where: str, size_limit: int) -> Any:
         raise _error(where, "holds complex numbers; jaccli works with real tensors")
     if loaded.dtype == torch.bool:
         raise _error(where, "holds booleans, not numbers")
-    _check_count(where, tuple(loaded.shape), loaded.element_size(), size_limit)
+    check_count(where, tuple(loaded.shape), loaded.element_size(), size_limit)
     if loaded.is_floating_point() and loaded.dtype not in (torch.float32, torch.float64):
         loaded = loaded.to(torch.float64)  # float16, bfloat16: numpy has no bfloat16
     return loaded.detach().numpy()
@@ -265,7 +269,7 @@ def _load_safetensors(data: bytes, where: str, key: str, size_limit: int) -> np.
         )
     else:
         array = tensors[keys[0]]
-    _check_count(where, tuple(array.shape), array.dtype.itemsize, size_limit)
+    check_count(where, tuple(array.shape), array.dtype.itemsize, size_limit)
     return array
 
 
@@ -278,7 +282,7 @@ def _check_dtype_kind(kind: str, where: str) -> None:
         raise _error(where, f"holds data of kind {kind!r}, not numbers")
 
 
-def _as_array(array: Any, where: str) -> ArrayData:
+def as_array_data(array: Any, where: str) -> ArrayData:
     """The file's numbers as float32 or float64 (kept), other floats as float64, and integers
     as int64; the count was checked before."""
     array = np.asarray(array)
@@ -292,3 +296,14 @@ def _as_array(array: Any, where: str) -> ArrayData:
     elif array.dtype not in (np.float32, np.float64):
         array = array.astype(np.float64)
     return ArrayData(shape=tuple(int(d) for d in array.shape), values=array, from_file=True)
+
+
+def _load_zarr(path_text: str, key: str, size_limit: int) -> ArrayData:
+    """`--value NAME=@x.zarr` (or `x.zarr#name` in a group): the whole array, refused before
+    it is read when it holds more than `size_limit` bytes."""
+    from jaccli.blocks.arrays import open_array
+
+    array = open_array(path_text, key, "--value @")
+    where = path_text + (f"#{key}" if key else "")
+    check_count(where, tuple(array.shape), array.dtype.itemsize, size_limit)
+    return as_array_data(array[...], where)

@@ -11,6 +11,7 @@ the runner. No Typer, Rich or torch here: `jaccli --help` imports this module.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from jaccli import memory, spec
 from jaccli.errors import UsageError
 from jaccli.request import (
+    STORE_SUFFIX,
     Compute,
     FunctionChoice,
     Inputs,
@@ -214,9 +216,24 @@ def _text_format(raw: str | None, parsed: Parsed) -> str | None:
 
 
 def _out(raw: str | None, parsed: Parsed) -> Any:
-    """--out, checked before any work (not with --plan, which writes nothing); with --sparse,
-    a file that holds a sparse matrix."""
-    if raw is None or parsed["compute.plan"]:
+    """--out, checked before any work (not with --plan, which writes nothing but tells how a
+    .zarr store would be split); a .zarr store's replacement is the store's to check; with
+    --sparse, a file that holds a sparse matrix."""
+    if raw is None:
+        return None
+    if is_store(raw):
+        if parsed.command != JACOBIAN:
+            raise UsageError(
+                f"--out {raw!r}: a .zarr store holds J computed block by block, by jaccli "
+                f"jacobian (with or without --points); write {parsed.command}'s result to .npy, "
+                ".pt, .safetensors or .csv",
+                code="bad_out",
+            )
+        from jaccli.blocks import require
+
+        require("zarr", f"--out {raw}")  # before any work: exit 2 with the pip line
+        return Path(os.path.abspath(raw.rstrip("/")))
+    if parsed["compute.plan"]:
         return None
     from jaccli.render.files import checked_out_path
 
@@ -232,6 +249,22 @@ def _out(raw: str | None, parsed: Parsed) -> Any:
 def _sparse(raw: bool, parsed: Parsed) -> bool:
     """--sparse, which --sparsity implies."""
     return bool(raw) or parsed["compute.sparsity"] is not None
+
+
+def is_store(path: str) -> bool:
+    """Whether --out names a zarr store (a directory `NAME.zarr`) rather than a file."""
+    return path.rstrip("/").endswith(STORE_SUFFIX)
+
+
+def _cluster(raw: str | None, parsed: Parsed) -> Any:
+    """--cluster as a ClusterSpec; Dask's distributed scheduler is imported now, so that a
+    missing extra is refused before any work (`jaccli --help` imports none of it)."""
+    if raw is None:
+        return None
+    from jaccli.blocks import require
+
+    require("distributed", "--cluster")  # before any work: exit 2 with the pip line
+    return spec.parse_cluster(raw)
 
 
 def _budget(raw: str | int | None, parsed: Parsed) -> tuple[int | None, str | None]:
@@ -376,13 +409,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("--format", "show.text_format", SHOWING, OUTPUT, name="text_format",
            parse=_text_format, metavar="FORMAT", choices=spec.TEXT_FORMATS, api=False,
            help="markdown (GitHub tables) or latex (bmatrix): the result as text to paste."),
-    Option("--out", "show.out", DRAWING, OUTPUT, parse=_out, metavar="FILE",
+    Option("--out", "show.out", (JACOBIAN,), OUTPUT, parse=_out, metavar="FILE",
+           help="Also write the result to a .npy, .pt, .safetensors or .csv file, or draw its "
+           "heat map (its non-zeros with --view sparsity) to a .png, .svg or .pdf file; or "
+           "compute J (at every --points) block by block into a .zarr store, within "
+           "--max-memory whatever its size (pip install 'jaccli[zarr]')."),
+    Option("--out", "show.out", (DET, HESSIAN), OUTPUT, parse=_out, metavar="FILE",
            help="Also write the result to a .npy, .pt, .safetensors or .csv file, or draw its "
            "heat map (its non-zeros with --view sparsity) to a .png, .svg or .pdf file."),
     Option("--out", "show.out", PRODUCTS, OUTPUT, parse=_out, metavar="FILE",
            help="Also write the result to a .npy, .pt, .safetensors or .csv file."),
     Option("--force", "show.force", SHOWING, OUTPUT, default=False,
-           help="Let --out replace an existing file."),
+           help="Let --out replace an existing file (a .zarr store only if jaccli wrote it)."),
+    Option("--resume", "compute.resume", (JACOBIAN,), OUTPUT, default=False,
+           help="Complete the --out .zarr store a stopped or killed run of the same computation "
+           "left: its finished blocks are kept, the rest computed."),
+    Option("--cluster", "compute.cluster", (JACOBIAN,), COMPUTE, parse=_cluster,
+           metavar="local[:N]|tcp://HOST:PORT",
+           help="Compute the blocks of --out .zarr as Dask tasks: on N worker processes here "
+           "(local: one a core), or on the workers of a running scheduler "
+           "(pip install 'jaccli[dask]')."),
     Option("--max-memory", ("limits.budget", "limits.budget_note"), COMPUTING, LIMITS,
            parse=_budget, metavar="SIZE",
            help="Refuse work estimated above this size, like 2GiB. "
@@ -542,6 +588,41 @@ def _sparse_beside(parsed: Parsed) -> str | None:
     return None
 
 
+def _store_options(parsed: Parsed) -> str | None:
+    """--resume and --cluster need --out .zarr; what needs the whole J in memory, or one
+    process, is refused beside it."""
+    out = parsed["show.out"]
+    if out is None or out.suffix != STORE_SUFFIX:
+        for option, given in (("--resume", parsed["compute.resume"]),
+                              ("--cluster", parsed["compute.cluster"] is not None)):  # fmt: skip
+            if given:
+                return f"{option} works with --out NAME.zarr (J stored block by block); add one"
+        return None
+    if parsed["compute.resume"] and parsed["show.force"]:
+        return "give one of --resume and --force: resume keeps the store, force replaces it"
+    sources = parsed["points.sources"]
+    in_memory = (
+        (parsed["show.json"] and not parsed["compute.plan"], "--json (J is in the store)"),
+        (parsed["show.text_format"] is not None, "--format"),
+        (parsed["compute.view"] is not None or parsed["compute.picture"] is not None, "--view"),
+        (parsed["compute.check"], "--check (each block is guarded; see the store's guard)"),
+        (parsed["compute.batched"], "--batched"),
+        (parsed["compute.sparse"], "--sparse (a sparse J goes to .npz, .mtx or .pt)"),
+        (parsed["compute.strategy"] == "loop", "--strategy loop"),
+        (parsed["inputs.device"] != "cpu", "--device"),
+        (parsed["points.jsonl"], "--jsonl"),
+        (len(sources) > 1, "more than one --points"),
+        (any(source == spec.STREAM for _, source in sources), "--points NAME=@-"),
+    )
+    for given, option in in_memory:
+        if given:
+            return f"--out {out.name} stores J block by block; {option} does not go with it"
+    replaced = parsed["compute.plan"] or parsed["compute.resume"] or parsed["show.force"]
+    if not replaced and os.path.lexists(out):
+        return f"--out {out} exists; add --resume to complete it, or --force to replace it"
+    return None
+
+
 REFUSALS: tuple[Refusal, ...] = (
     Refusal(PRODUCTS, _stdin_twice),
     Refusal(SHOWING, _format_beside),
@@ -552,6 +633,7 @@ REFUSALS: tuple[Refusal, ...] = (
     Refusal(COMPUTING, _one_point_only),
     Refusal(COMPUTING, _points_sources),
     Refusal(SPARSE, _sparse_beside),
+    Refusal((JACOBIAN,), _store_options, code="bad_out"),
 )
 """Checked in this order, before the options they do not need are parsed: a combination that
 cannot mean anything is named first, whatever else is wrong."""

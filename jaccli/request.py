@@ -11,10 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jaccli.spec import DEFAULT_VALUE_LIMIT, ArrayData, Direction, Shape
 
+if TYPE_CHECKING:
+    from jaccli.spec import ClusterSpec
+
+STORE_SUFFIX = ".zarr"
+"""--out NAME.zarr: J computed in blocks into a zarr store (jaccli/blocks), for jacobian only."""
 GivenValue = str | ArrayData
 """An input's values: the text of a --value (JSON, or @file), read by the runner within the
 limits once the memory budget holds; or an array the Python API was given."""
@@ -97,6 +102,10 @@ class Compute:
     sparsity: str | None = None
     """--sparsity: the path of a file (.npz, .mtx) giving J's pattern, read by the runner;
     None to detect the pattern by tracing the function."""
+    resume: bool = False
+    """--resume: complete the --out .zarr store of a run that stopped."""
+    cluster: ClusterSpec | None = None
+    """--cluster: where the blocks of --out .zarr run; None for this process."""
 
 
 @dataclass(frozen=True)
@@ -109,9 +118,14 @@ class Show:
     precision: int = 4
     full: bool = False
     out: Path | None = None
-    """--out, checked up front (it exists only with --force; its suffix is known)."""
+    """--out, checked up front (a file exists only with --force; its suffix is known)."""
     force: bool = False
     traceback: bool = False
+
+    @property
+    def to_store(self) -> bool:
+        """Whether --out is a .zarr store that J is computed into block by block."""
+        return self.out is not None and self.out.suffix == STORE_SUFFIX
 
 
 @dataclass(frozen=True)

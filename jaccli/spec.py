@@ -8,6 +8,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from jaccli.arrays import (
@@ -266,3 +267,35 @@ def _direction_from_file(reference: str, option: str, parts: str, size_limit: in
 def parse_cotangent(text: str, size_limit: int = DEFAULT_VALUE_LIMIT) -> Direction:
     """The cotangent v of a VJP, in the outputs' shapes (see `parse_direction`)."""
     return parse_direction(text, "--cotangent", "output", size_limit)
+
+
+MAX_LOCAL_WORKERS = 256
+_LOCAL_CLUSTER = re.compile(r"local(?::(\d{1,4}))?")
+_SCHEDULER = re.compile(r"(tcp|tls)://[^\s/]+:\d{1,5}")
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """`--cluster local[:N]` (a LocalCluster of N processes; None: one a core) or
+    `--cluster tcp://HOST:PORT` (a scheduler)."""
+
+    address: str | None = None
+    workers: int | None = None
+
+
+def parse_cluster(text: str) -> ClusterSpec:
+    """The cluster `--cluster TEXT` names; UsageError for anything else."""
+    local = _LOCAL_CLUSTER.fullmatch(text)
+    if local is not None:
+        count = None if local.group(1) is None else int(local.group(1))
+        if count is not None and not 1 <= count <= MAX_LOCAL_WORKERS:
+            raise UsageError(
+                f"--cluster {text}: the number of workers must be 1 to {MAX_LOCAL_WORKERS}"
+            )
+        return ClusterSpec(None, count)
+    if _SCHEDULER.fullmatch(text):
+        return ClusterSpec(text, None)
+    raise UsageError(
+        f"bad --cluster {text[:60]!r}: expected local, local:N (N worker processes) or "
+        "tcp://HOST:PORT (a running Dask scheduler)"
+    )

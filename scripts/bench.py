@@ -928,6 +928,198 @@ def _vmapped_tridiagonal(torch, count: int, repeats: int) -> float:
     return median_seconds(lambda: torch.func.vmap(compressed)(u), repeats)
 
 
+BLOCKS_RUN = """
+import sys, time
+import numpy as np
+from jaccli import memory
+from jaccli.engine import compute_jacobian, prepare
+from jaccli.blocks.job import FunctionSource
+from jaccli.blocks.run import make_job, run_job
+
+mode, n, out, budget = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+source = FunctionSource.of(None, "softmax(x, dim=0)")
+problem = prepare(source.resolve(), shape_options=[("x", (n,))], dtype="float32", budget=budget)
+memory.hold(budget)  # as the CLI holds --max-memory
+start = time.perf_counter()
+if mode == "memory":
+    result = compute_jacobian(problem, budget=budget)
+    np.save(out, result.jacobians["y"]["x"])
+else:
+    job = make_job(problem, source, out, budget=budget, shape_options=[("x", (n,))])
+    outcome = run_job(job, problem)
+print(time.perf_counter() - start)
+"""
+
+
+def blocks_table(repeats: int, workdir: Path, sizes: list[int]) -> list[str]:
+    """Softmax's dense J to zarr in blocks under a 1 GiB budget against J in memory saved as
+    .npy (budget 4 GiB), each a whole process: seconds of compute and write (median), ns an
+    entry, and peak RSS above a plain run's (the same process computing a 64² J)."""
+    import shutil
+
+    python = sys.executable
+    gib = 1024**3
+
+    def one(mode: str, n: int, budget: int) -> tuple[float, int]:
+        out = workdir / ("j.npy" if mode == "memory" else "j.zarr")
+        command = [python, "-c", BLOCKS_RUN, mode, str(n), str(out), str(budget)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert process.stdout is not None
+        seconds = float(process.stdout.read().decode() or "nan")
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{mode} {n} failed")
+        shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
+        return seconds, usage.ru_maxrss * 1024
+
+    _, baseline = one("memory", 64, 4 * gib)
+    rows = [
+        f"Plain run's peak RSS (softmax 64², in memory): {format_bytes(baseline)}",
+        "",
+        "| J (float32) | where | budget | seconds | ns / entry | peak RSS above plain |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        modes = [("zarr", gib)] + ([("memory", 4 * gib)] if n * n * 4 * 2 < 4 * gib else [])
+        for mode, budget in modes:
+            runs = [one(mode, n, budget) for _ in range(repeats)]
+            seconds = statistics.median(r[0] for r in runs)
+            peak = max(r[1] for r in runs)
+            where = "j.zarr, blocks" if mode == "zarr" else "j.npy, in memory"
+            rows.append(
+                f"| {n}×{n} | {where} | {format_bytes(budget)} | {seconds:.1f} | "
+                f"{seconds / (n * n) * 1e9:.2f} | {format_bytes(peak - baseline)} |"
+            )
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+LOOPED = """\
+import torch
+
+def bounce(x):
+    # data-dependent Python control flow: vmap cannot run it, so the points engine loops
+    y = x
+    for _ in range(20):
+        y = torch.sin(y) * 1.5 if float(y.sum()) > 0 else torch.cos(y) - 0.5
+    return y
+"""
+
+
+def _cli(args: list[str], workdir: Path) -> tuple[float, int, str]:
+    """`jaccli ARGS` as a whole process: wall seconds, the largest peak RSS of it and of every
+    process it waited for (LocalCluster workers included), and its stderr."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [JACCLI, *args], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"jaccli {' '.join(args)} failed: {stderr.strip()[-300:]}")
+    return seconds, usage.ru_maxrss * 1024, stderr
+
+
+def store_targets_table(repeats: int, workdir: Path, n: int, points: int, polar: int) -> list[str]:
+    """Issue 21's targets through the CLI, target beside measured (medians of `repeats`)."""
+    import shutil
+
+    import numpy as np
+
+    gib = 1024**3
+    rows = ["| target | wanted | measured |", "|---|---|---|"]
+
+    def median_run(args: list[str], store: str | None) -> tuple[float, int, str]:
+        runs = []
+        for _ in range(repeats):
+            if store is not None:
+                shutil.rmtree(workdir / store, ignore_errors=True)
+            runs.append(_cli(args, workdir))
+        return statistics.median(r[0] for r in runs), max(r[1] for r in runs), runs[-1][2]
+
+    _, baseline, _ = _cli(["jacobian", "--expr", "softmax(x, dim=0)", "--shape", "64"], workdir)
+    softmax = ["jacobian", "--expr", "softmax(x, dim=0)", "--shape", str(n)]
+    zarr_s, zarr_peak, _ = median_run(
+        [*softmax, "--max-memory", "1GiB", "--out", "j.zarr"], "j.zarr"
+    )
+    m = min(n, 20000)
+    npy_s, _, _ = median_run(
+        ["jacobian", "--expr", "softmax(x, dim=0)", "--shape", str(m), "--out", "j.npy",
+         "--force", "--max-memory", "8GiB"], None,
+    )  # fmt: skip
+    per_zarr, per_npy = zarr_s / n**2 * 1e9, npy_s / m**2 * 1e9
+    rows.append(
+        f"| softmax {n}² float32 → j.zarr, --max-memory 1GiB: peak RSS above a plain run "
+        f"| ≤ 1 GiB | {format_bytes(zarr_peak - baseline)} |"
+    )
+    rows.append(
+        f"| time an entry, j.zarr ({n}²) ÷ in-memory j.npy ({m}²) | ≤ 1.5 "
+        f"| {per_zarr:.2f} ns ÷ {per_npy:.2f} ns = {per_zarr / per_npy:.2f} |"
+    )
+    print("\n".join(rows[-2:]), file=sys.stderr, flush=True)
+
+    (workdir / "bounce.py").write_text(LOOPED, encoding="utf-8")
+    np.save(workdir / "p.npy", np.random.default_rng(0).standard_normal((points, 8)))
+    looped = ["jacobian", "--fn", "bounce.py:bounce", "--points", "x=@p.npy", "--out", "pj.zarr"]
+    one_s, _, _ = median_run(looped, "pj.zarr")
+    two_s, _, _ = median_run([*looped, "--cluster", "local:2"], "pj.zarr")
+    rows.append(
+        f"| looped points function ({points} points), --cluster local:2 ÷ one process, "
+        f"points/s (whole runs, cluster start-up included) | ≥ 1.6 | {one_s / two_s:.2f} "
+        f"({points / one_s:.0f} vs {points / two_s:.0f} points/s) |"
+    )
+    print(rows[-1], file=sys.stderr, flush=True)
+
+    import zarr
+
+    zarr.create_array(str(workdir / "polar.zarr"), shape=(polar, 2), chunks=(65536, 2),
+                      dtype="f8", overwrite=True)[...] = np.abs(
+        np.random.default_rng(1).standard_normal((polar, 2))) + 0.1  # fmt: skip
+    budget = 256 * 1024**2
+    _, polar_peak, _ = median_run(
+        ["jacobian", "--fn", "polar", "--points", "x=@polar.zarr", "--out", "polarj.zarr",
+         "--cluster", "local:2", "--max-memory", "256MiB"], "polarj.zarr",
+    )  # fmt: skip
+    rows.append(
+        f"| {polar} polar points .zarr → .zarr, --cluster local:2, --max-memory 256MiB: the "
+        f"largest peak RSS of any process, above a plain run | ≤ {format_bytes(budget)} "
+        f"| {format_bytes(max(0, polar_peak - baseline))} |"
+    )
+    print(rows[-1], file=sys.stderr, flush=True)
+    rows.append(_resume_row(workdir, gib))
+    print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def _resume_row(workdir: Path, gib: int) -> str:
+    """SIGKILL at a random moment, then --resume: blocks recomputed against those in flight."""
+    import random
+    import re
+    import shutil
+    import signal
+
+    import zarr
+
+    shutil.rmtree(workdir / "r.zarr", ignore_errors=True)
+    args = ["jacobian", "--expr", "softmax(x, dim=0)", "--shape", "8000", "--max-memory",
+            "128MiB", "--out", "r.zarr"]  # fmt: skip
+    running = subprocess.Popen([JACCLI, *args], cwd=workdir, stderr=subprocess.DEVNULL)
+    time.sleep(random.uniform(8.0, 20.0))  # torch's start-up, then some blocks
+    running.send_signal(signal.SIGKILL)
+    running.wait()
+    done = zarr.open_group(str(workdir / "r.zarr"), mode="r")["done"][...]
+    kept = int(done.sum())
+    _, _, stderr = _cli([*args, "--resume"], workdir)
+    computed = int(re.search(r"(\d+) computed", stderr).group(1))  # type: ignore[union-attr]
+    return (
+        f"| SIGKILL at a random moment ({kept} of {done.size} blocks marked done), then "
+        f"--resume: blocks computed again beyond those not marked | ≤ blocks in flight (1) "
+        f"| {computed - (done.size - kept)} ({computed} computed, {kept} kept) |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -960,10 +1152,39 @@ def main() -> None:
         action="store_true",
         help="only the --sparse targets, whole processes",
     )
+    parser.add_argument(
+        "--blocks-only",
+        type=int,
+        nargs="*",
+        metavar="N",
+        help="only J to zarr in blocks against J in memory, for N×N softmax (default 20000)",
+    )
+    parser.add_argument(
+        "--store-targets-only",
+        type=int,
+        nargs=3,
+        metavar=("N", "POINTS", "POLAR"),
+        help="only issue 21's targets through the CLI: softmax N² to zarr (the issue: 50000), "
+        "POINTS looped points on local:2, POLAR polar points zarr to zarr (the issue: 1000000)",
+    )
     args = parser.parse_args()
     if args.fastest:
         global STATISTIC
         STATISTIC = min
+    if args.store_targets_only is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="jaccli-bench-") as workdir:
+            rows = store_targets_table(args.repeats, Path(workdir), *args.store_targets_only)
+        print("\n".join(rows))
+        return
+    if args.blocks_only is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="jaccli-bench-") as workdir:
+            rows = blocks_table(args.repeats, Path(workdir), args.blocks_only or [20000])
+        print("\n".join(rows))
+        return
     if args.cold_only:
         print("\n".join(cold_table(args.cold_repeats)) + "\n")
         print("\n".join(coprocess_table(args.cold_repeats)))

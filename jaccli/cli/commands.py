@@ -4,12 +4,16 @@ the table, and its help is its docstring and examples."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jaccli.cli.boundary import reporting
 from jaccli.cli.parameters import with_options
 from jaccli.options import parse
+from jaccli.output import write
+from jaccli.request import Request
 
 EXAMPLES: dict[str, list[str]] = {}
 """Each command's examples, shown at the end of its help (and run by the tests)."""
@@ -21,11 +25,27 @@ def run_command(command: str, given: dict[str, Any]) -> None:
     """Parse → run → show, inside the error boundary."""
     with reporting(command, given.get("json_", False), given.get("traceback", False)) as boundary:
         request = parse(command, given)
-        with boundary.running(request):
+        with boundary.running(request), _resumable(request):
             from jaccli.cli.show import show
             from jaccli.runner import run
 
             show(run(request, _progress_bar))
+
+
+@contextlib.contextmanager
+def _resumable(request: Request) -> Iterator[None]:
+    """Ctrl-C during a run into a .zarr store says how to finish it (the exit is still 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        out = request.show.out
+        if request.show.to_store and out is not None and out.exists():
+            write(
+                sys.stderr,
+                f"{request.command}: interrupted; the blocks done are kept in {out}: run the "
+                "same command with --resume to compute the rest\n",
+            )
+        raise
 
 
 def _progress_bar(description: str, unit: str | None = None) -> Any:

@@ -12,7 +12,7 @@ from jaccli.errors import ExitCode, JaccliError
 from jaccli.output import emit_json, emit_rich, report_error, result_console, write, write_result
 from jaccli.render.layout import Layout
 from jaccli.result import Result
-from jaccli.runner import AtPoints, Computed, Listed, Outcome, Planned, Streamed
+from jaccli.runner import AtPoints, Computed, Listed, Outcome, Planned, Stored, Streamed
 
 
 def show(outcome: Outcome) -> None:
@@ -26,6 +26,8 @@ def show(outcome: Outcome) -> None:
         _show_result(outcome)
     elif isinstance(outcome, AtPoints):
         _show_points(outcome)
+    elif isinstance(outcome, Stored):
+        _show_stored(outcome)
     else:
         _stream_lines(outcome)
 
@@ -55,7 +57,7 @@ def _show_plan(outcome: Planned) -> None:
     else:
         from jaccli.render.plan import plan_renderable
 
-        emit_rich(plan_renderable(outcome.report))
+        emit_rich(plan_renderable(outcome.report, outcome.store))
     if outcome.refused is not None:
         report_error(request.command, "memory_budget", outcome.refused, request.show.json)
         raise typer.Exit(ExitCode.RESOURCE)
@@ -113,6 +115,13 @@ def _show_points(outcome: AtPoints) -> None:
     ]
     if failed:
         raise typer.Exit(ExitCode.COMPUTATION)
+
+
+def _show_stored(outcome: Stored) -> None:
+    """J is in the store: its warnings, then what was written, computed and kept, on stderr."""
+    command = outcome.request.command
+    _warnings(command, outcome.notes, None)
+    write(sys.stderr, f"{command}: {outcome.summary()}\n")
 
 
 def _stream_lines(outcome: Streamed) -> None:

@@ -525,21 +525,32 @@ def _loop_reverse(
     f: Callable[..., torch.Tensor], primals: list[torch.Tensor], progress: Progress | None
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One backward pass per output element: row i of J is ∂y[i]/∂x, written in place."""
+    y, rows = loop_reverse_rows(f, primals, None, progress)
+    return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(rows, primals, strict=True)]
+
+
+def loop_reverse_rows(
+    f: Callable[..., torch.Tensor],
+    primals: list[torch.Tensor],
+    rows: tuple[int, int] | None = None,
+    progress: Progress | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """y = f(*primals) and rows `rows` (start, stop; None: all) of J for each primal, one
+    backward pass a row, each (stop − start, *primal.shape)."""
     leaves = [as_leaf(p) for p in primals]
     with torch.enable_grad():
         y = f(*leaves)
         flat = y.reshape(-1)
-        rows = [torch.zeros((flat.numel(), *leaf.shape), dtype=leaf.dtype) for leaf in leaves]
-        for i in range(flat.numel() if flat.requires_grad else 0):
+        start, stop = rows if rows is not None else (0, flat.numel())
+        jacobians = [torch.zeros((stop - start, *leaf.shape), dtype=leaf.dtype) for leaf in leaves]
+        for i in range(start, stop if flat.requires_grad else start):
             grads = torch.autograd.grad(flat[i], leaves, retain_graph=True, allow_unused=True)
-            for row, grad in zip(rows, grads, strict=True):
+            for j, grad in zip(jacobians, grads, strict=True):
                 if grad is not None:
-                    row[i] = grad
+                    j[i - start] = grad
             if progress is not None:
-                progress(i + 1, flat.numel())
-    return y.detach(), [
-        j.reshape((*y.shape, *leaf.shape)) for j, leaf in zip(rows, leaves, strict=True)
-    ]
+                progress(i + 1 - start, stop - start)
+    return y.detach(), jacobians
 
 
 def _loop_forward(
@@ -687,20 +698,40 @@ def _reverse_in_chunks(
     batched_backward: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """J by vmapped VJPs (what torch.func.jacrev does), a chunk of rows at a time written into
-    a preallocated J (NOTE [chunks from a measured first chunk]). Unlike
-    jacrev(chunk_size=…), which concatenates its chunks (J twice) after building the whole
-    identity (n_out² elements), nothing here is bigger than J and one chunk."""
+    a preallocated J (`reverse_rows` over every row). Unlike jacrev(chunk_size=…), which
+    concatenates its chunks (J twice) after building the whole identity (n_out² elements),
+    nothing here is bigger than J and one chunk."""
+    y, jacobians = reverse_rows(
+        f, primals, None, chunk_size, sizing, batched_backward=batched_backward
+    )
+    return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(jacobians, primals, strict=True)]
+
+
+def reverse_rows(
+    f: Callable[..., torch.Tensor],
+    primals: list[torch.Tensor],
+    rows: tuple[int, int] | None,
+    chunk_size: int | None,
+    sizing: list[str] | None = None,
+    *,
+    largest_chunk: int | None = None,
+    batched_backward: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """y = f(*primals) and rows `rows` (start, stop; None: all) of J for each primal, each
+    (stop − start, *primal.shape), by vectorized VJPs a chunk of rows at a time, at most
+    `largest_chunk` rows however much the budget leaves."""
     try:
         y, pull = (_batched_backward if batched_backward else _vmapped_vjp)(f, primals)
     except (ComputationError, RuntimeError, NotImplementedError) as error:
         raise_if_out_of_memory(error)
         raise _not_vectorizable(error) from error
-    rows = y.numel()
-    jacobians = [torch.empty((rows, *p.shape), dtype=p.dtype) for p in primals]
+    first_row, last_row = rows if rows is not None else (0, y.numel())
+    count = last_row - first_row
+    jacobians = [torch.empty((count, *p.shape), dtype=p.dtype) for p in primals]
 
     def fill(start: int, stop: int) -> None:
-        basis = torch.zeros((stop - start, rows), dtype=y.dtype)
-        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        basis = torch.zeros((stop - start, y.numel()), dtype=y.dtype)
+        basis[torch.arange(stop - start), torch.arange(first_row + start, first_row + stop)] = 1
         try:
             parts = pull(basis.reshape(stop - start, *y.shape))
         except ComputationError as error:
@@ -712,10 +743,10 @@ def _reverse_in_chunks(
         for j, part in zip(jacobians, parts, strict=True):
             j[start:stop] = part
 
-    fill_in_chunks(rows, fill, chunk_size, sizing)
-    if sum(j.numel() * j.element_size() for j in jacobians) >= TRIM_AFTER_BYTES:
-        memory.trim()
-    return y, [j.reshape((*y.shape, *p.shape)) for j, p in zip(jacobians, primals, strict=True)]
+    fill_in_chunks(count, fill, chunk_size, sizing, largest_chunk=largest_chunk)
+    if rows is not None or sum(j.numel() * j.element_size() for j in jacobians) >= TRIM_AFTER_BYTES:
+        memory.trim()  # a stored block's heaps too: the next block reuses them
+    return y, jacobians
 
 
 def vectorized_call(
@@ -740,9 +771,12 @@ def fill_in_chunks(
     chunk_size: int | None,
     sizing: list[str] | None = None,
     unit: str = "rows",
+    *,
+    largest_chunk: int | None = None,
 ) -> None:
     """fill(start, stop) over 0…total in chunks of `chunk_size` (all at once for None), the
-    chunks sized again from a measured first chunk; `sizing` gets how they were sized.
+    chunks sized again from a measured first chunk, at most `largest_chunk`; `sizing` gets how
+    they were sized.
 
     # NOTE [chunks from a measured first chunk]
     The estimate of a row's cost (two rows of VJPs) misses what the function's backward really
@@ -766,7 +800,7 @@ def fill_in_chunks(
         peak, headroom = memory.peak_resident_bytes(), memory.headroom_bytes()
         if measured and before is not None and peak is not None and headroom is not None:
             per_row = max(1, (peak - before) // first)
-            size = max(1, min(total, int(headroom * HEADROOM_USED) // per_row))
+            size = max(1, min(largest_chunk or total, int(headroom * HEADROOM_USED) // per_row))
             if sizing is not None:
                 sizing.append(
                     f"chunks of {size} {unit}, sized from the first {first} {unit}' measured "

@@ -386,6 +386,14 @@ def _output_weights(problem: Problem, generator: torch.Generator) -> torch.Tenso
 def _with_reference(result: Result, problem: Problem, reference: FunctionReference) -> Result:
     """The result with `reference` on its guard, or ComputationError (exit 1) naming the likely
     cause when the result disagrees with the function."""
+    refuse_disagreement(problem, reference)
+    guard = result.guard or Guard("", "", math.nan, math.nan, math.nan, None)
+    return replace(result, guard=replace(guard, function_reference=reference))  # type: ignore[return-value]
+
+
+def refuse_disagreement(problem: Problem, reference: FunctionReference) -> None:
+    """ComputationError (exit 1) naming the likely cause when a result disagrees with the
+    function's own differences; nothing when it agrees or could not be checked."""
     if reference.passed is False:
         derivative = "H" if "H" in reference.quantity else "J"
         found = describe_graph_break(problem, derivative)
@@ -399,8 +407,6 @@ def _with_reference(result: Result, problem: Problem, reference: FunctionReferen
             "autograd.Function, or steps finer than the differences' (round, floor)",
             code="function_reference_failed",
         )
-    guard = result.guard or Guard("", "", math.nan, math.nan, math.nan, None)
-    return replace(result, guard=replace(guard, function_reference=reference))  # type: ignore[return-value]
 
 
 def _by_output(problem: Problem, u: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -535,3 +541,41 @@ def check_hvp_result(problem: Problem, result: HvpResult) -> HvpResult:
 def _applies(problem: Problem) -> bool:
     """Whether the function may hide a computation from autograd, and J has entries."""
     return problem.function.may_break_graph and problem.output_count * problem.input_count > 0
+
+
+def check_block(
+    problem: Problem, block: torch.Tensor, rows: tuple[int, int], columns: tuple[int, int]
+) -> FunctionReference | None:
+    """u_Rᵀ J[R, C] d_C from one block of J as a matrix (rows R, columns C: NOTE [the
+    correctness guard]'s layout) against d/dt uᵀf(x + t·d), u zero outside R and d outside C;
+    ComputationError (exit 1) where they disagree, None where the function cannot hide anything
+    from autograd (NOTE [the function as the reference])."""
+    if not _applies(problem):
+        return None
+    generator = torch.Generator().manual_seed(REFERENCE_SEED + 1_000_003 * rows[0] + columns[0])
+    u = torch.zeros(problem.output_count, dtype=torch.float64)
+    u[rows[0] : rows[1]] = torch.randn(rows[1] - rows[0], generator=generator, dtype=torch.float64)
+    directions = _random_directions(problem, generator)
+    flat = torch.cat([directions[w].reshape(-1) for w in problem.wrt])
+    outside = torch.ones_like(flat, dtype=torch.bool)
+    outside[columns[0] : columns[1]] = False
+    flat[outside] = 0.0
+    sizes = [problem.inputs[w].numel() for w in problem.wrt]
+    directions = {
+        w: part.reshape(problem.inputs[w].shape)
+        for w, part in zip(problem.wrt, flat.split(sizes), strict=True)
+    }
+    u_rows, d_columns = u[rows[0] : rows[1]], flat[columns[0] : columns[1]]
+    matrix = block.detach()
+    value = bilinear([matrix], u_rows, [d_columns])
+    reference = compare_along(
+        problem,
+        "uᵀJv",
+        value,
+        lambda: squared_terms([matrix], u_rows, [d_columns]),
+        u,
+        directions,
+        1,
+    )
+    refuse_disagreement(problem, reference)
+    return reference

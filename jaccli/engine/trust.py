@@ -187,6 +187,11 @@ def _probe_unit(matrices: Sequence[torch.Tensor]) -> float:
             if not math.isfinite(most):  # NaN or ±Infinity in J: the largest finite entry
                 most = float(entries.abs().nan_to_num(nan=0.0, posinf=0.0).max())
             largest = max(largest, most)
+    return _unit_of(largest)
+
+
+def _unit_of(largest: float) -> float:
+    """The power of two that brings `largest` near 1 (1 when it is near enough already)."""
     if largest == 0.0 or 1 / UNIT_RANGE <= largest <= UNIT_RANGE:
         return 1.0
     return min(UNIT_LIMIT, max(1 / UNIT_LIMIT, 2.0 ** -math.frexp(largest)[1]))
@@ -562,3 +567,83 @@ def probe_entries(
 def _skipped(method: str, reference_name: str, why: str) -> Guard:
     reason = f"the reference pass failed ({why[:160]})"
     return Guard(method, reference_name, math.nan, math.nan, math.nan, None, None, (), reason)
+
+
+def probe_block(
+    f: Callable[..., torch.Tensor],
+    primals: Sequence[torch.Tensor],
+    y_shape: Sequence[int],
+    block: torch.Tensor,
+    rows: tuple[int, int],
+    columns: tuple[int, int],
+    method: str,
+) -> Guard:
+    """u_Rᵀ(J[R, C] v_C) from one block of J as a matrix (rows R of the outputs flattened end to
+    end, columns C of the `wrt` inputs flattened end to end) against (uᵀJ)·v by one reverse
+    pass of the whole function, u zero outside R and v outside C (NOTE [the correctness
+    guard]). Each block draws its own u and v, and reads at most PROBED_ENTRIES of its entries
+    (u is zero on the other rows), copying no more than those."""
+    start, stop = rows
+    generator = torch.Generator().manual_seed(GUARD_SEED + 1_000_003 * start + columns[0])
+    n_out, n_in = math.prod(y_shape), sum(p.numel() for p in primals)
+    probed = rows_to_probe(stop - start, columns[1] - columns[0], generator)
+    u_block = torch.zeros(stop - start, dtype=torch.float64)
+    if probed is None:
+        u_block.normal_(generator=generator)
+        u_rows, matrix = u_block, block.detach()
+    else:
+        u_rows = torch.randn(len(probed), generator=generator, dtype=torch.float64)
+        u_block[probed] = u_rows
+        matrix = block.detach()[probed]
+    v_block = torch.randn(columns[1] - columns[0], generator=generator, dtype=torch.float64)
+    unit = _unit_of(_largest_finite(matrix))  # NOTE [the probe at the edges of the float range]
+    u_rows, u_block = u_rows * unit, u_block * unit
+    value = (
+        bilinear([matrix], u_rows, [v_block])
+        if unit == 1.0
+        else _value64([matrix], u_rows, [v_block])
+    )
+    u_full = torch.zeros(n_out, dtype=torch.float64)
+    u_full[start:stop] = u_block
+    v_full = torch.zeros(n_in, dtype=torch.float64)
+    v_full[columns[0] : columns[1]] = v_block
+    vs = list(v_full.split([p.numel() for p in primals]))
+    reference_name = "(uᵀJ)·v by one reverse pass, u over the block's rows, v over its columns"
+    try:
+        reference, reference_scale = _reference(f, primals, u_full.reshape(tuple(y_shape)), vs)
+    except Exception as error:  # the reference itself failed: say so rather than guess
+        raise_if_out_of_memory(error)
+        why = f"the reverse pass failed ({first_line(error)[:160]})"
+        return Guard(method, reference_name, value / unit, math.nan, math.nan, None, None, (), why)
+    floor = _subnormal_allowance(block.dtype, u_rows, [v_block])
+    tolerance, passed = _verdict(value, reference, reference_scale, block.dtype, floor)
+    if not passed:  # cancellation in uᵀJ can hide rounding: weigh it by J's own terms
+        scale = max(reference_scale, squared_terms([matrix], u_rows, [v_block]))
+        tolerance, passed = _verdict(value, reference, scale, block.dtype, floor)
+    return Guard(
+        method,
+        reference_name,
+        value / unit,
+        reference / unit,
+        tolerance / unit,
+        passed,
+        _count(probed),
+    )
+
+
+def _largest_finite(matrix: torch.Tensor) -> float:
+    """The largest finite |entry| of a matrix, a bounded number of rows at a time: by
+    reductions that copy nothing, unless a part holds NaN or an infinity."""
+    largest = 0.0
+    step = max(1, ROW_CHUNK_ENTRIES // max(matrix.shape[1], 1))
+    for start in range(0, matrix.shape[0], step):
+        part = matrix[start : start + step]
+        if not part.numel():
+            continue
+        low, high = torch.aminmax(part)
+        extreme = max(abs(float(low)), abs(float(high)))
+        if not math.isfinite(extreme):
+            finite = part.abs().nan_to_num(nan=0.0, posinf=0.0)
+            extreme = float(finite.max())
+        largest = max(largest, extreme)
+    return largest

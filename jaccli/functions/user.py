@@ -40,7 +40,7 @@ def missing_function_error(reference: str, size_limit: int = DEFAULT_VALUE_LIMIT
     read off its syntax tree (the file is not run); a file that cannot be read as source is
     refused as `--fn file.py:func` would refuse it."""
     defined = []
-    source = _read_source(reference, size_limit) if os.path.lexists(reference) else b""
+    source = read_source(reference, size_limit) if os.path.lexists(reference) else b""
     try:
         tree = ast.parse(source.decode("utf-8"))
         defined = [
@@ -185,7 +185,7 @@ def _positional_call(
     return call
 
 
-def _read_source(path_text: str, size_limit: int) -> bytes:
+def read_source(path_text: str, size_limit: int) -> bytes:
     """The bytes of the user's source file, with the checks of a --value file: a regular file
     (a FIFO would block, /dev/zero never ends) of at most `size_limit` bytes."""
     from jaccli.loaders import read_regular_file
@@ -203,7 +203,7 @@ def _load_file(path_text: str, size_limit: int) -> ModuleType:
     if path.suffix != ".py" and not _is_dir(path):
         raise UsageError(f"--fn: {path_text!r} is not a .py file", code="bad_function")
     try:
-        source = _read_source(path_text, size_limit).decode("utf-8")
+        source = read_source(path_text, size_limit).decode("utf-8")
     except UnicodeDecodeError as error:
         raise UsageError(f"--fn: cannot read {path_text!r}: {error}", code="bad_function") from None
     try:

@@ -38,6 +38,8 @@ from jaccli.result import (
 if TYPE_CHECKING:
     from scipy.sparse import csr_array
 
+    from jaccli.blocks.plan import StorePlan
+
 SCHEMA_VERSION = 2
 """Bumped when an existing key changes meaning; the JSON Schemas in schema/ describe it."""
 
@@ -467,7 +469,26 @@ def _points_entry(points: PointsPlan) -> dict[str, Any]:
     }
 
 
-def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, Any]:
+def _store_entry(store: StorePlan) -> dict[str, Any]:
+    blocks = store.blocks
+    return {
+        "kind": blocks.kind,
+        "count": blocks.count,
+        "size": blocks.size,
+        "shape": list(blocks.shape),
+        "block_bytes": blocks.block_bytes,
+        "peak_bytes": blocks.peak_bytes,
+        "budget_bytes": blocks.budget,
+        "store_bytes": blocks.store_bytes,
+        "workers": store.workers,
+        "cluster": store.cluster,
+        "refused": blocks.refused,
+    }
+
+
+def plan_document(
+    report: PlanReport, command: str = "jacobian", store: StorePlan | None = None
+) -> dict[str, Any]:
     """`{"command": "jacobian", "plan": {...}}`: the same facts for scripts."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -481,6 +502,7 @@ def plan_document(report: PlanReport, command: str = "jacobian") -> dict[str, An
         "layout": "sparse" if report.sparse else "per-sample" if report.batched else "dense",
         **({} if report.points is None else {"points": _points_entry(report.points)}),
         **({} if report.sparse is None else {"sparse": _sparse_plan_entry(report)}),
+        **({} if store is None else {"store": _store_entry(store)}),
         "plan": {
             **_plan_entry(report.plan),
             "per_sample": None if report.per_sample is None else _plan_entry(report.per_sample),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -12,12 +14,34 @@ from jaccli.render.document import batched_hint
 from jaccli.result import Plan, PlanReport
 from jaccli.spec import format_shape
 
+if TYPE_CHECKING:
+    from jaccli.blocks.plan import StorePlan
+
 
 def _shapes(shapes: dict[str, tuple[int, ...]]) -> str:
     return ", ".join(f"{name} {format_shape(shape)}" for name, shape in shapes.items())
 
 
-def plan_renderable(report: PlanReport) -> RenderableType:
+def _store_rows(store: StorePlan) -> list[tuple[str, str]]:
+    """The blocks of --out NAME.zarr, the store's size, and the blocks each process takes."""
+    blocks = store.blocks
+    if store.cluster is None:
+        split = "this process, one block after another"
+    elif store.workers is None:
+        split = f"the workers of {store.cluster}, about {blocks.count} tasks shared out"
+    else:
+        split = (
+            f"{store.workers} worker processes, at most {blocks.per_worker(store.workers)} "
+            "blocks each"
+        )
+    return [
+        ("blocks", blocks.describe()),
+        ("store", f"{format_bytes(blocks.store_bytes)} on disk at most (less compressed)"),
+        ("split over", split),
+    ]
+
+
+def plan_renderable(report: PlanReport, store: StorePlan | None = None) -> RenderableType:
     """The plan as a two-column table, with the verdict and any suggestion below it."""
     plan = report.plan
     table = Table(box=box.SIMPLE, show_header=False, show_edge=False, pad_edge=False)
@@ -37,7 +61,7 @@ def plan_renderable(report: PlanReport) -> RenderableType:
         ("J", f"{plan.n_out} outputs × {plan.n_in} inputs"),
         ("result", format_bytes(plan.result_bytes)),
         (
-            "peak memory",
+            "peak in memory" if store is not None else "peak memory",
             f"about {format_bytes(plan.peak_bytes)} (budget {format_bytes(plan.budget)})",
         ),
         ("strategy", f"{plan.method}: {plan.reason}"),
@@ -63,9 +87,14 @@ def plan_renderable(report: PlanReport) -> RenderableType:
                 f"about {format_bytes(points.peak_bytes)} (budget {format_bytes(points.budget)})",
             )
         )
+    if store is not None:
+        rows += _store_rows(store)
     for key, value in rows:
         table.add_row(key, Text(value))
-    refused = plan.refused or (points.refused if points is not None else None)
+    if store is not None:
+        refused = store.blocks.refused  # J need not fit, only a block
+    else:
+        refused = plan.refused or (points.refused if points is not None else None)
     verdict = (
         Text(f"refused: {refused}", style="bold red")
         if refused

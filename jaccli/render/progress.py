@@ -50,7 +50,8 @@ class DelayedProgress:
         description = self.description
         if self.unit is not None:
             rate = done / max(time.monotonic() - self.started, 1e-9)
-            description = f"{self.description} {rate:,.0f} {self.unit}/s"
+            shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"  # 0.43 blocks/s, not 0
+            description = f"{self.description} {shown} {self.unit}/s"
         self.bar.update(self.task, completed=done, total=total, description=description)
 
     def stop(self) -> None:

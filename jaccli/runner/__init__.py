@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from jaccli.arrays import ArrayData
 from jaccli.request import Request
 from jaccli.runner.commands import COMMANDS
-from jaccli.runner.outcome import AtPoints, Computed, Listed, Outcome, Planned, Streamed
+from jaccli.runner.outcome import AtPoints, Computed, Listed, Outcome, Planned, Stored, Streamed
 from jaccli.runner.points import Progress, ShowProgress, first_points, run_points
 from jaccli.runner.problem import build_problem, hold_budget, read_direction
 
@@ -31,6 +31,7 @@ __all__ = [
     "Outcome",
     "Planned",
     "ShowProgress",
+    "Stored",
     "Streamed",
     "run",
 ]
@@ -52,6 +53,10 @@ def run(request: Request, show_progress: ShowProgress = _no_progress) -> Outcome
     direction = None
     if command.direction is not None:
         direction = read_direction(request, *command.direction)
+    if request.show.to_store and not compute.plan:
+        from jaccli.runner.stored import run_stored
+
+        return run_stored(request, show_progress)
     if compute.points is not None and not compute.plan:
         return run_points(request, command, direction, show_progress)
     first: list[tuple[str, ArrayData]] = []
@@ -95,6 +100,10 @@ def _plan(request: Request, problem: Problem, planned: Problem, count: int) -> P
 
         points = plan_points(problem, request.command, count, budget, sparse=compute.sparse)
         report = replace(report, points=points)
+    if request.show.to_store:
+        from jaccli.runner.stored import store_plan
+
+        return Planned(request, report, store_plan(request, planned, count or None))
     return Planned(request, report)
 
 

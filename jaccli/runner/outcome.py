@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from jaccli.request import Request
 
 if TYPE_CHECKING:
+    from jaccli.blocks.plan import StorePlan
+    from jaccli.blocks.run import Outcome as BlocksOutcome
     from jaccli.engine.many import PointOutcome
     from jaccli.functions import Function
     from jaccli.result import Picture, PlanReport, Result
@@ -38,15 +40,19 @@ class Planned:
 
     request: Request
     report: PlanReport
+    store: StorePlan | None = None
+    """With --out NAME.zarr: the blocks J would be stored in."""
 
     def document(self) -> Document:
         from jaccli.render.document import plan_document
 
-        return plan_document(self.report, self.request.command)
+        return plan_document(self.report, self.request.command, self.store)
 
     @property
     def refused(self) -> str | None:
         """Why the computation would not fit the memory budget, if it would not."""
+        if self.store is not None:  # J need not fit, only a block
+            return self.store.blocks.refused
         points = self.report.points
         return self.report.plan.refused or (points.refused if points is not None else None)
 
@@ -197,6 +203,38 @@ class Streamed:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """J computed block by block into the --out .zarr store: how many blocks this run
+    computed, how many it kept from before (--resume), and the warnings of the problem and the
+    blocks; J itself stays in the store."""
+
+    request: Request
+    blocks: BlocksOutcome
+    workers: int
+    problem_notes: tuple[str, ...] = ()
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.problem_notes, *self.blocks.notes)))
+
+    def summary(self) -> str:
+        """`wrote j.zarr: J 50000×50000 float32 in 150 blocks of 335 rows, 12 computed on 2
+        workers, 138 kept from before`."""
+        from jaccli.spec import format_shape
+
+        plan, blocks = self.blocks.plan, self.blocks
+        unit = plan.kind if plan.size != 1 else plan.kind[:-1]
+        where = f" on {self.workers} workers" if self.request.compute.cluster is not None else ""
+        kept = f", {blocks.kept} kept from before" if self.request.compute.resume else ""
+        return (
+            f"wrote {blocks.path}: J {format_shape(plan.shape)} "
+            f"{'float32' if plan.itemsize == 4 else 'float64'} in {plan.count} blocks of "
+            f"{plan.size} {unit}, {blocks.computed} computed{where} in "
+            f"{blocks.seconds:.1f} s{kept}"
+        )
+
+
+@dataclass(frozen=True)
 class Listed:
     """`presets`: the preset functions, each with whether its J is square."""
 
@@ -209,4 +247,4 @@ class Listed:
         return presets_document(self.functions)
 
 
-Outcome = Planned | Computed | AtPoints | Streamed | Listed
+Outcome = Planned | Computed | AtPoints | Streamed | Stored | Listed

@@ -69,7 +69,7 @@ from jaccli.engine.sparse.colouring import (
 )
 from jaccli.engine.trust import GUARD_SEED, probe_entries, probe_sparse
 from jaccli.errors import ComputationError, ResourceError, UsageError
-from jaccli.memory import out_of_memory, raise_if_out_of_memory
+from jaccli.memory import out_of_memory, raise_if_out_of_memory, trim
 from jaccli.messages import first_line, format_bytes
 from jaccli.result import (
     Guard,
@@ -309,6 +309,7 @@ def _compressed_jacobian(
             progress(stop, colouring.count)
 
     fill_in_chunks(colouring.count, fill, chunk_size, sizing, unit="colours")
+    trim()
     matrix = sp.csr_array((values, pattern.indices, pattern.indptr), shape=(m, n))
     return _Compressed(passes.value(), matrix, stray[0] if stray else None)
 

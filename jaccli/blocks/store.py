@@ -1,0 +1,328 @@
+"""The store: J (or J at many points) in a zarr group on disk, one chunk a block, with the
+run described in its attributes and a marker for each block that is written.
+
+# NOTE [the store's layout]
+    result.zarr/              a zarr v3 group; attributes["jaccli"]: what the JSON document
+                              says about the run (schema_version, command, function, dtype,
+                              wrt, inputs' and outputs' shapes, points), where each output and
+                              input lies in J's matrix, the blocks, and whether it is complete
+      J                       rows × columns of J as a matrix (NOTE [J as a matrix]), or
+                              points × rows × columns; one chunk a block; NaN where unwritten
+      done                    one uint8 a block, one chunk each: 1 once the block is written
+      guard                   one row a block: the guard's value, reference and tolerance
+      inputs/NAME, outputs/NAME   the point J was computed at, and f there (one point only)
+
+# NOTE [a block is done only once it is written]
+Each writer writes its block's chunk of J, then its guard row, then its `done` chunk. zarr's
+local store writes a chunk to a temporary file and renames it into place, so a chunk is never
+half there; a process killed at any moment leaves every marked block complete and at worst an
+unmarked block whose chunk is already there, which a resume computes again. Blocks are chunks of
+their own, so writers in several processes never touch the same file. The store itself is
+built in a temporary folder beside it and renamed into place, so it exists whole or not at all.
+
+# NOTE [what a store belongs to]
+`--resume` completes a store only for the same computation: the same command, function (its
+formula and, for a user's file, sha256 of the file's bytes), dtype, wrt, output, the same
+inputs (shapes, and sha256 of their values: given, or drawn from the seed) and points (sha256 of
+every point). The first field that differs is named in a one-line refusal. The blocks are the
+store's: a resumed run keeps the block size it was started with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jaccli.blocks import require
+from jaccli.blocks.plan import KINDS, BlockPlan
+from jaccli.errors import UsageError
+
+if TYPE_CHECKING:
+    import zarr
+
+STORE_FORMAT = 1
+"""The layout of NOTE [the store's layout]; bumped when it changes meaning."""
+ATTRIBUTE = "jaccli"
+COMPARED = ("command", "function", "dtype", "wrt", "output", "inputs", "outputs", "points")
+"""The header's fields a resumed store must share with the run (NOTE [what a store belongs to])."""
+
+
+def _zarr(path: str) -> Any:
+    return require("zarr", f"--out {path}")
+
+
+def _compressor() -> Any:
+    """Blosc with lz4 and byte shuffle: as fast as writing raw chunks (measured on a 61 MiB
+    block of softmax's J: 351 ms against 310 ms, zstd 467 ms), and a J with structural zeros
+    shrinks many times."""
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
+def start(
+    path: str,
+    plan: BlockPlan,
+    header: dict[str, Any],
+    *,
+    resume: bool = False,
+    force: bool = False,
+    arrays: Mapping[str, np.ndarray] | None = None,
+) -> tuple[BlockPlan, list[int]]:
+    """The store at `path` ready for `plan`'s blocks, and the blocks still to compute: a new
+    store (replacing one jaccli wrote with `force`), or with `resume` the existing store of the
+    same run (NOTE [what a store belongs to]), whose plan is kept. `arrays`: `inputs/x`,
+    `outputs/y` and such, written with a new store."""
+    if resume and force:
+        raise UsageError(
+            "give one of --resume and --force: resume keeps the store, force replaces it"
+        )
+    zarr = _zarr(path)
+    exists = os.path.lexists(path)
+    if exists and resume:
+        root = _open_jaccli_store(zarr, path)
+        stored = root.attrs[ATTRIBUTE]
+        _require_same_run(path, stored, header)
+        plan = plan_of(path, stored, plan)
+        done = np.asarray(root["done"][...], dtype=bool)
+        if done.shape != (plan.count,) or tuple(root["J"].shape) != plan.shape:
+            raise UsageError(
+                f"--resume: {path} does not hold the blocks its attributes describe (damaged?); "
+                "use --force to replace it",
+                code="store_mismatch",
+            )
+        return plan, [int(i) for i in np.flatnonzero(~done)]
+    if exists and not force:
+        raise UsageError(
+            f"--out {path} exists; add --resume to complete it, or --force to replace it",
+            code="output_exists",
+        )
+    if exists:
+        _require_replaceable(zarr, path)
+    _create(zarr, path, plan, header, arrays or {}, replace=exists)
+    return plan, list(range(plan.count))
+
+
+def plan_of(path: str, stored: dict[str, Any], plan: BlockPlan) -> BlockPlan:
+    """`plan` with the stored blocks' kind and size (UsageError where they make no sense)."""
+    from dataclasses import replace
+
+    blocks = stored.get("blocks")
+    kind = blocks.get("kind") if isinstance(blocks, dict) else None
+    size = blocks.get("size") if isinstance(blocks, dict) else None
+    if kind not in KINDS or not isinstance(size, int) or size < 1:
+        raise UsageError(
+            f"--resume: {path} describes no blocks jaccli could have written; use --force to "
+            "replace it",
+            code="store_mismatch",
+        )
+    return replace(plan, kind=kind, size=size)
+
+
+def _open_jaccli_store(zarr: Any, path: str) -> zarr.Group:
+    """The group at `path` if jaccli wrote it, else UsageError saying what it is."""
+    try:
+        root = zarr.open_group(store=path, mode="r")
+        header = root.attrs.get(ATTRIBUTE)
+        has_arrays = all(name in root for name in ("J", "done", "guard"))
+    except Exception as error:  # zarr's own errors: not a group, damaged metadata
+        raise UsageError(
+            f"--resume: {path} is not a store jaccli wrote ({type(error).__name__}); "
+            "use --force to replace it",
+            code="output_exists",
+        ) from None
+    if not isinstance(header, dict) or header.get("jaccli_store") != STORE_FORMAT or not has_arrays:
+        raise UsageError(
+            f"--resume: {path} is not a store jaccli wrote; use --force to replace it",
+            code="output_exists",
+        )
+    return root
+
+
+def _require_same_run(path: str, stored: dict[str, Any], header: dict[str, Any]) -> None:
+    """UsageError naming the first field in which the stored run differs from this one."""
+    for key in COMPARED:
+        if stored.get(key) != _json(header.get(key)):
+            raise UsageError(
+                f"--resume: {path} {_difference(key, stored, header)}; use --force to replace it",
+                code="store_mismatch",
+            )
+
+
+def _difference(key: str, stored: dict[str, Any], header: dict[str, Any]) -> str:
+    """What differs, in words: `holds the Jacobian of y = x.exp(), not of y = sin(x)`."""
+    was, now = stored.get(key), _json(header.get(key))
+    if key == "function" and isinstance(was, dict) and isinstance(now, dict):
+        if was.get("formula") != now.get("formula"):
+            return f"holds the Jacobian of {was.get('formula')}, not of {now.get('formula')}"
+        return f"was computed with other contents of {now.get('name')}'s file (it has changed)"
+    if key == "command":
+        return f"was written by {was}, not {now}"
+    if key == "inputs" and isinstance(was, dict) and isinstance(now, dict):
+        if set(was) != set(now):
+            return f"has inputs {', '.join(was)}, not {', '.join(now)}"
+        for name in was:
+            shapes = was[name].get("shape"), now[name].get("shape")
+            if shapes[0] != shapes[1]:
+                return f"has input {name} of shape {shapes[0]}, not {shapes[1]}"
+            if was[name] != now[name]:
+                return f"was computed at other values of {name}"
+    if key == "points" and isinstance(was, dict) and isinstance(now, dict):
+        if was.get("count") != now.get("count"):
+            return f"holds {was.get('count')} points, not {now.get('count')}"
+        return "was computed at other points (their values differ)"
+    return f"has {key} {was}, not {now}"
+
+
+def _json(value: Any) -> Any:
+    """`value` as it reads back from zarr's JSON attributes (tuples as lists)."""
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def _require_replaceable(zarr: Any, path: str) -> None:
+    """--force replaces only a store jaccli wrote (or an empty folder), never other files."""
+    if os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
+        return
+    try:
+        header = zarr.open_group(store=path, mode="r").attrs.get(ATTRIBUTE)
+    except Exception:
+        header = None
+    if not isinstance(header, dict) or "jaccli_store" not in header:
+        raise UsageError(
+            f"--out {path} exists and is not a store jaccli wrote; --force replaces only those "
+            "(remove it yourself, or choose another path)",
+            code="output_exists",
+        )
+
+
+def _create(
+    zarr: Any,
+    path: str,
+    plan: BlockPlan,
+    header: dict[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    *,
+    replace: bool,
+) -> None:
+    """The empty store, built beside `path` and renamed into place (NOTE [a block is done only
+    once it is written])."""
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        building = tempfile.mkdtemp(prefix=".jaccli-store-", dir=parent)
+    except OSError as error:
+        raise UsageError(f"--out {path}: cannot write in {parent} ({error.strerror})") from None
+    try:
+        root = zarr.open_group(store=building, mode="w")
+        root.create_array(
+            "J",
+            shape=plan.shape,
+            chunks=plan.chunks,
+            dtype=np.float32 if plan.itemsize == 4 else np.float64,
+            fill_value=np.nan,
+            compressors=_compressor(),
+        )
+        root.create_array(
+            "done", shape=(plan.count,), chunks=(1,), dtype=np.uint8, fill_value=0, compressors=None
+        )
+        root.create_array(
+            "guard", shape=(plan.count, 3), chunks=(1, 3), dtype=np.float64, fill_value=np.nan
+        )
+        for name, values in arrays.items():
+            stored = root.create_array(name, shape=values.shape, dtype=values.dtype)
+            stored[...] = values
+        blocks = {"kind": plan.kind, "size": plan.size, "count": plan.count, "shape": plan.shape}
+        root.attrs[ATTRIBUTE] = _json(
+            {**header, "blocks": blocks, "complete": False, "jaccli_store": STORE_FORMAT}
+        )
+        if replace and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif replace:
+            os.unlink(path)
+        os.rename(building, path)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+
+
+ENCODING_THREADS = 2
+"""zarr's threads that encode and decode chunks (one chunk a block: more would idle)."""
+
+
+@functools.cache
+def start_threads() -> None:
+    """zarr's IO thread and its ENCODING_THREADS encoding threads, started now by writing a
+    small compressed array in memory; once a process. Their stacks count as data: started
+    before a block holds the budget (NOTE [the budget holds for real] in memory.py) they are
+    part of a plain run's baseline, started under it they could fail a small budget ("can't
+    start new thread"); zarr's default pool, a thread a core and four more, kept a heap each
+    that grew the peak block by block."""
+    zarr = _zarr("the store")
+    from zarr.storage import MemoryStore
+
+    zarr.config.set({"threading.max_workers": ENCODING_THREADS})
+    chunks = 4 * ENCODING_THREADS
+    array = zarr.create_array(
+        MemoryStore(), shape=(chunks, 64), chunks=(1, 64), dtype=np.float32,
+        compressors=_compressor(),
+    )  # fmt: skip
+    array[...] = np.ones((chunks, 64), dtype=np.float32)
+
+
+def write_block(
+    path: str, plan: BlockPlan, index: int, values: np.ndarray, guard: tuple[float, float, float]
+) -> None:
+    """Block `index`'s values into J, its guard row, then its done marker, in that order (NOTE
+    [a block is done only once it is written])."""
+    zarr = _zarr(path)
+    root = zarr.open_group(store=path, mode="r+")
+    root["J"][plan.region(index)] = values
+    root["guard"][index] = np.asarray(guard, dtype=np.float64)
+    root["done"][index] = 1
+
+
+def done_blocks(path: str) -> np.ndarray:
+    """Which blocks are marked done (bool, one a block)."""
+    root = _zarr(path).open_group(store=path, mode="r")
+    return np.asarray(root["done"][...], dtype=bool)
+
+
+def finish(path: str) -> None:
+    """Mark the store complete: every block is written."""
+    root = _zarr(path).open_group(store=path, mode="r+")
+    header = dict(root.attrs[ATTRIBUTE])
+    header["complete"] = True
+    root.attrs[ATTRIBUTE] = header
+
+
+def read_header(path: str) -> dict[str, Any]:
+    """The run the store describes (its attributes)."""
+    return dict(_zarr(path).open_group(store=path, mode="r").attrs[ATTRIBUTE])
+
+
+PROBE_PREFIX = ".jaccli-probe-"
+
+
+def write_probe(path: str, token: str) -> str:
+    """A probe file in the store holding `token`, for workers to read (cluster.py)."""
+    probe = os.path.join(path, f"{PROBE_PREFIX}{token}")
+    with open(probe, "w", encoding="ascii") as file:
+        file.write(token)
+    return probe
+
+
+def remove_probes(path: str, token: str) -> None:
+    """Every probe file of `token` in the store."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(path):
+            if name.startswith(f"{PROBE_PREFIX}{token}"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(path, name))

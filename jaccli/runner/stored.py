@@ -1,0 +1,172 @@
+"""--out NAME.zarr: J, or J at every point of --points, computed block by block into a zarr
+store (jaccli/blocks), in this process or as tasks on the Dask cluster of --cluster; the
+process that runs this never holds J (NOTE [blocks, tasks and the store] in blocks/run.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from jaccli import memory, spec
+from jaccli.arrays import ArrayData
+from jaccli.errors import UsageError
+from jaccli.request import Request
+from jaccli.runner.outcome import Stored
+from jaccli.runner.points import ShowProgress
+from jaccli.runner.problem import build_problem
+
+if TYPE_CHECKING:
+    from jaccli.blocks.inputs import PointsSource
+    from jaccli.blocks.job import FunctionSource, Job
+    from jaccli.blocks.plan import StorePlan
+    from jaccli.blocks.run import Executor
+    from jaccli.engine import Problem
+
+BLOCK_KINDS = {"auto": "auto", "rev": "rows", "fwd": "columns"}
+"""--strategy as the blocks J is split into: rows (one reverse pass each) or columns (one
+forward pass each); `loop` is refused beside a store (options.py)."""
+
+
+def _points(request: Request) -> PointsSource | None:
+    """The one --points file, to be read a block at a time (a .zarr array or a .npy file)."""
+    if request.compute.points is None:
+        return None
+    ((name, given),) = request.compute.points.sources
+    if not isinstance(given, str):
+        raise UsageError(
+            "points= with out=NAME.zarr are read a block at a time from a file: give "
+            f"points={{{name!r}: '@points.zarr'}} (or a .npy file)"
+        )
+    from jaccli.blocks.inputs import points_source
+
+    return points_source(name, given)
+
+
+def _values(request: Request) -> tuple[tuple[str | None, ArrayData], ...]:
+    """--value read now, once: the job carries the arrays to every worker."""
+    limit = request.limits.value_limit
+    return tuple(
+        (name, given if isinstance(given, ArrayData) else spec.read_value(given, limit))
+        for name, given in request.inputs.values
+    )
+
+
+def _function_source(
+    request: Request, given_names: list[str], points: PointsSource | None
+) -> FunctionSource:
+    """How every process rebuilds the function; a Python callable lives in this process only."""
+    from jaccli.blocks.job import FunctionSource
+
+    chosen = request.function
+    if chosen.callable is None:
+        names = [*given_names, *([points.name] if points is not None else [])]
+        return FunctionSource.of(chosen.name, chosen.expression, names, request.limits.value_limit)
+    if request.compute.cluster is not None:
+        raise UsageError(
+            "cluster= runs the function on Dask workers, which cannot receive a Python "
+            "callable: give a preset, an expression or 'path/to/file.py:func'"
+        )
+    label = f"{chosen.callable.__module__}.{chosen.callable.__qualname__}"
+    return FunctionSource(name=label)
+
+
+@contextlib.contextmanager
+def _executor(request: Request) -> Iterator[Executor]:
+    """This process, or the Dask cluster --cluster names (started or connected, then let go)."""
+    if request.compute.cluster is None:
+        from jaccli.blocks.run import Sequential
+
+        yield Sequential()
+        return
+    from jaccli.blocks.cluster import DaskExecutor
+
+    with DaskExecutor(request.compute.cluster) as executor:
+        yield executor
+
+
+def prepared_job(request: Request, workers: int) -> tuple[Job, Problem]:
+    """The job of computing the request's J into its store, split for `workers`, and the
+    Problem at the first point (ResourceError when no block fits the budget)."""
+    from jaccli.blocks.inputs import read_points
+    from jaccli.blocks.run import make_job
+
+    out = request.show.out
+    assert out is not None
+    points = _points(request)
+    values = _values(request)
+    first: list[tuple[str, ArrayData]] = []
+    if points is not None:
+        value = read_points(points, 0, 1)[0]
+        first = [(points.name, ArrayData(value.shape, value, from_file=True))]
+    inputs = request.inputs
+    given_names = [name or "x" for name, _ in (*inputs.shapes, *values)]
+    source = _function_source(request, given_names, points)
+    problem = build_problem(replace(request, inputs=replace(inputs, values=values)), values=first)
+    job = make_job(
+        problem,
+        source,
+        str(out),
+        budget=memory.budget_or_default(request.limits.budget),
+        kind=BLOCK_KINDS[request.compute.strategy],
+        points=points,
+        workers=workers,
+        shape_options=inputs.shapes,
+        value_options=values,
+        wrt=inputs.wrt,
+        seed=inputs.seed,
+        batch_axes=inputs.batch_axes,
+        output=inputs.output,
+    )
+    return job, problem
+
+
+def store_plan(request: Request, problem: Problem, points: int | None) -> StorePlan:
+    """For --plan: the blocks J would be stored in, and the processes sharing them (a
+    scheduler's workers are counted only when a run connects)."""
+    import os
+
+    from jaccli.blocks.plan import StorePlan, plan_blocks
+
+    cluster = request.compute.cluster
+    workers: int | None = 1
+    if cluster is not None:
+        workers = None if cluster.address is not None else cluster.workers or os.cpu_count() or 1
+    blocks = plan_blocks(
+        problem,
+        memory.budget_or_default(request.limits.budget),
+        kind=BLOCK_KINDS[request.compute.strategy],
+        points=points,
+        workers=workers or 1,
+    )
+    text = None if cluster is None else cluster.address or f"local:{workers}"
+    return StorePlan(blocks, workers, text)
+
+
+def run_stored(request: Request, show_progress: ShowProgress) -> Stored:
+    """J computed block by block into the --out store (completing it with --resume); the
+    progress shown in blocks."""
+    from jaccli.blocks.run import run_job
+
+    # Each block holds the budget while it is computed, in whichever process computes it
+    # (blocks/run.py compute_block), as a Dask worker does: the whole run held at once would
+    # count the store's threads and what zarr and the engine load against the first block.
+    memory.release()
+    with _executor(request) as executor:
+        job, problem = prepared_job(request, executor.workers)
+        with show_progress(request.command, "blocks") as progress:
+
+            def on_progress(done: Any) -> None:
+                progress(done.done, done.total)
+
+            outcome = run_job(
+                job,
+                problem,
+                executor=executor,
+                resume=request.compute.resume,
+                force=request.show.force,
+                on_progress=on_progress,
+            )
+    return Stored(request, outcome, executor.workers, problem.notes)

@@ -1,0 +1,416 @@
+"""J in blocks stored in zarr, in this process: equal to the in-memory J, resumable after
+SIGKILL, refused where the store belongs to another run; inputs read from .zarr."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from jaccli.blocks import store
+from jaccli.blocks.inputs import points_source, read_points
+from jaccli.blocks.job import FunctionSource
+from jaccli.blocks.run import Outcome, make_job, run_job
+from jaccli.engine import compute_jacobian, prepare
+from jaccli.engine.blocks import joined_matrix
+from jaccli.engine.problem import Problem
+from jaccli.errors import MissingDependencyError, UsageError
+from jaccli.loaders import load_array
+
+USER_FILE = """\
+import torch
+
+def f(x):
+    return torch.tanh(x).cumsum(0) * x.sum()
+
+def wide(x):
+    return torch.cat([x.sin(), x.cos() * x.sum(), x ** 3])
+"""
+
+
+def _user_file(tmp_path: Path) -> str:
+    path = tmp_path / "model.py"
+    path.write_text(USER_FILE, encoding="utf-8")
+    return str(path)
+
+
+def _stored(path: Path | str, array: str = "J") -> np.ndarray:
+    return zarr.open_group(str(path), mode="r")[array][...]
+
+
+def _run(
+    source: FunctionSource,
+    out: Path,
+    shapes: list[tuple[str | None, tuple[int, ...]]],
+    *,
+    largest_block: int,
+    kind: str = "auto",
+    resume: bool = False,
+    force: bool = False,
+    dtype: str = "float64",
+) -> tuple[Problem, Outcome]:
+    problem = prepare(source.resolve(), shape_options=shapes, dtype=dtype)
+    job = make_job(
+        problem,
+        source,
+        str(out),
+        budget=2**30,
+        kind=kind,
+        shape_options=shapes,
+        largest_block=largest_block,
+    )
+    return problem, run_job(job, problem, resume=resume, force=force)
+
+
+def _in_memory(problem: Problem) -> np.ndarray:
+    return joined_matrix(problem, compute_jacobian(problem)).numpy()
+
+
+@pytest.mark.parametrize(
+    ("name", "expression", "shapes"),
+    [
+        ("matmul", None, [("a", (3, 4)), ("b", (4, 5))]),
+        (None, "softmax(x, dim=0)", [("x", (40,))]),
+        ("USER:f", None, [("x", (30,))]),
+    ],
+)
+def test_row_blocks_equal_the_in_memory_j(
+    tmp_path: Path, name: str | None, expression: str | None, shapes: list
+) -> None:
+    if name == "USER:f":
+        name = f"{_user_file(tmp_path)}:f"
+    source = FunctionSource.of(name, expression, [n for n, _ in shapes])
+    problem, outcome = _run(source, tmp_path / "j.zarr", shapes, largest_block=3 * 8 * 32)
+    assert outcome.plan.kind == "rows" and outcome.plan.count > 2
+    assert (outcome.computed, outcome.kept) == (outcome.plan.count, 0)
+    np.testing.assert_allclose(_stored(tmp_path / "j.zarr"), _in_memory(problem), rtol=1e-12)
+    header = store.read_header(str(tmp_path / "j.zarr"))
+    assert header["complete"] and header["command"] == "jacobian"
+    assert header["function"]["formula"] == problem.function.formula
+    guard = _stored(tmp_path / "j.zarr", "guard")
+    assert np.all(np.abs(guard[:, 0] - guard[:, 1]) <= guard[:, 2])  # every block was probed
+
+
+def test_column_blocks_of_a_tall_j_equal_the_in_memory_j(tmp_path: Path) -> None:
+    source = FunctionSource.of(f"{_user_file(tmp_path)}:wide")
+    problem, outcome = _run(source, tmp_path / "j.zarr", [("x", (20,))], largest_block=60 * 8 * 3)
+    assert outcome.plan.kind == "columns" and outcome.plan.count == 7
+    np.testing.assert_allclose(_stored(tmp_path / "j.zarr"), _in_memory(problem), rtol=1e-12)
+
+
+def test_the_store_keeps_the_point_and_f_there(tmp_path: Path) -> None:
+    source = FunctionSource.of(None, "x.exp().sum(dim=1)")
+    problem, _ = _run(source, tmp_path / "j.zarr", [("x", (3, 4))], largest_block=1 << 20)
+    np.testing.assert_array_equal(_stored(tmp_path / "j.zarr", "inputs/x"), problem.inputs["x"])
+    np.testing.assert_allclose(
+        _stored(tmp_path / "j.zarr", "outputs/y"), problem.inputs["x"].exp().sum(dim=1)
+    )
+    header = store.read_header(str(tmp_path / "j.zarr"))
+    assert header["matrix"]["rows"] == [{"output": "y", "shape": [3], "start": 0, "stop": 3}]
+
+
+def test_points_from_zarr_to_a_store_equal_each_points_j(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    points = rng.uniform(0.5, 2.0, size=(50, 2))
+    zarr.create_array(str(tmp_path / "p.zarr"), shape=points.shape, dtype="float64")[...] = points
+    source = FunctionSource.of("polar")
+    points_file = points_source("x", str(tmp_path / "p.zarr"))
+    np.testing.assert_array_equal(read_points(points_file, 10, 13), points[10:13])
+    problem = prepare(
+        source.resolve(), point_options=[], shape_options=[("x", (2,))], dtype="float64"
+    )
+    job = make_job(
+        problem,
+        source,
+        str(tmp_path / "j.zarr"),
+        budget=2**30,
+        points=points_file,
+        shape_options=[("x", (2,))],
+        largest_block=16 * 4 * 8,
+    )
+    outcome = run_job(job, problem)
+    assert outcome.plan.kind == "points" and outcome.plan.count == 4
+    stored = _stored(tmp_path / "j.zarr")
+    r, theta = points[:, 0], points[:, 1]
+    closed_form = np.stack(
+        [
+            np.stack([np.cos(theta), -r * np.sin(theta)], 1),
+            np.stack([np.sin(theta), r * np.cos(theta)], 1),
+        ],
+        1,
+    )
+    np.testing.assert_allclose(stored, closed_form, rtol=1e-12, atol=1e-15)
+
+
+def test_value_from_zarr_reads_the_array_or_a_named_one(tmp_path: Path) -> None:
+    values = np.arange(6.0).reshape(2, 3)
+    zarr.create_array(str(tmp_path / "x.zarr"), shape=(2, 3), dtype="float64")[...] = values
+    np.testing.assert_array_equal(load_array(str(tmp_path / "x.zarr"), 1 << 20).values, values)
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    for name in ("a", "b"):
+        group.create_array(name, shape=(2, 3), dtype="float64")[...] = values
+    with pytest.raises(UsageError, match=r"a group of 2 arrays; name one as .*#NAME"):
+        load_array(str(tmp_path / "g.zarr"), 1 << 20)
+    assert load_array(f"{tmp_path / 'g.zarr'}#b", 1 << 20).shape == (2, 3)
+    with pytest.raises(UsageError, match="over the limit"):
+        load_array(str(tmp_path / "x.zarr"), 16)
+
+
+def test_an_existing_store_is_refused_without_resume_or_force(tmp_path: Path) -> None:
+    source = FunctionSource.of(None, "softmax(x, dim=0)")
+    shapes = [("x", (8,))]
+    _run(source, tmp_path / "j.zarr", shapes, largest_block=1 << 20)
+    with pytest.raises(UsageError, match="exists; add --resume to complete it, or --force"):
+        _run(source, tmp_path / "j.zarr", shapes, largest_block=1 << 20)
+    _, outcome = _run(source, tmp_path / "j.zarr", shapes, largest_block=1 << 20, force=True)
+    assert outcome.computed == 1
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(UsageError, match="not a store jaccli wrote"):
+        _run(source, tmp_path / "mine", shapes, largest_block=1 << 20, force=True)
+    assert (tmp_path / "mine" / "notes.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("expression", "dtype", "shape", "reason"),
+    [
+        ("softmax(x, dim=0) * 2", "float64", (8,), "holds the Jacobian of y = softmax"),
+        ("softmax(x, dim=0)", "float32", (8,), "has dtype float64, not float32"),
+        ("softmax(x, dim=0)", "float64", (9,), "has input x of shape"),
+    ],
+)
+def test_a_store_of_another_run_is_refused_by_resume(
+    tmp_path: Path, expression: str, dtype: str, shape: tuple[int, ...], reason: str
+) -> None:
+    _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        tmp_path / "j.zarr",
+        [("x", (8,))],
+        largest_block=1 << 20,
+    )
+    with pytest.raises(UsageError, match=reason) as refused:
+        _run(
+            FunctionSource.of(None, expression),
+            tmp_path / "j.zarr",
+            [("x", shape)],
+            largest_block=1 << 20,
+            resume=True,
+            dtype=dtype,
+        )
+    assert "\n" not in refused.value.message
+
+
+def test_a_changed_user_file_is_refused_by_resume(tmp_path: Path) -> None:
+    name = f"{_user_file(tmp_path)}:f"
+    _run(FunctionSource.of(name), tmp_path / "j.zarr", [("x", (5,))], largest_block=1 << 20)
+    with open(name.rpartition(":")[0], "a", encoding="utf-8") as file:
+        file.write("\n# edited\n")
+    with pytest.raises(UsageError, match="other contents of f's file"):
+        _run(
+            FunctionSource.of(name),
+            tmp_path / "j.zarr",
+            [("x", (5,))],
+            largest_block=1 << 20,
+            resume=True,
+        )
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
+    source = FunctionSource.of(None, "softmax(x, dim=0)")
+    shapes = [("x", (24,))]
+    problem = prepare(source.resolve(), shape_options=shapes, dtype="float64")
+    job = make_job(
+        problem,
+        source,
+        str(tmp_path / "j.zarr"),
+        budget=2**30,
+        shape_options=shapes,
+        largest_block=4 * 8 * 24,
+    )
+
+    def stop_after_two(progress: object) -> None:
+        if progress.done == 2:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, problem, on_progress=stop_after_two)
+    assert store.done_blocks(str(tmp_path / "j.zarr")).sum() == 2
+    assert not store.read_header(str(tmp_path / "j.zarr"))["complete"]
+    unwritten = _stored(tmp_path / "j.zarr")[8:]
+    assert np.isnan(unwritten).all()  # never zeros that could pass for J
+    outcome = run_job(job, problem, resume=True)
+    assert (outcome.kept, outcome.computed) == (2, 4)
+    np.testing.assert_allclose(_stored(tmp_path / "j.zarr"), _in_memory(problem), rtol=1e-12)
+
+
+KILLED_RUN = """\
+import sys
+from jaccli.blocks.job import FunctionSource
+from jaccli.blocks.run import make_job, run_job
+from jaccli.engine import prepare
+
+source = FunctionSource.of(sys.argv[1] + ":slow")
+problem = prepare(source.resolve(), shape_options=[("x", (40,))], dtype="float64")
+job = make_job(problem, source, sys.argv[2], budget=2**30, shape_options=[("x", (40,))],
+               largest_block=4 * 8 * 40, kind=sys.argv[3])
+run_job(job, problem, resume=True)
+"""
+SLOW_FILE = """\
+import time
+import torch
+
+def slow(x):
+    time.sleep(0.02)
+    return torch.sin(x).cumsum(0) * x.square().sum()
+"""
+
+
+def test_a_run_killed_at_any_moment_resumes_to_the_same_j(tmp_path: Path) -> None:
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW_FILE, encoding="utf-8")
+    out = tmp_path / "j.zarr"
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN, encoding="utf-8")
+    running = subprocess.Popen(
+        [sys.executable, str(script), str(model), str(out), "rows"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and running.poll() is None:
+            if out.exists() and store.done_blocks(str(out)).sum() >= 3:
+                break
+            time.sleep(0.02)
+        assert running.poll() is None, running.stderr.read().decode()  # type: ignore[union-attr]
+        os.kill(running.pid, signal.SIGKILL)
+    finally:
+        running.kill()
+        running.wait(timeout=30)
+    marked = store.done_blocks(str(out))
+    chunks = {p.name for p in (out / "J" / "c").iterdir()}
+    in_flight = {name for name in chunks if not marked[int(name)]}
+    assert len(in_flight) <= 1  # one block at a time: only it can be written but unmarked
+    source = FunctionSource.of(f"{model}:slow")
+    problem, outcome = _run(
+        source, out, [("x", (40,))], largest_block=4 * 8 * 40, kind="rows", resume=True
+    )
+    assert outcome.kept == marked.sum() >= 3
+    assert outcome.computed == outcome.plan.count - marked.sum()
+    np.testing.assert_allclose(_stored(out), _in_memory(problem), rtol=1e-12)
+
+
+def test_missing_zarr_names_the_pip_line(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["zarr"] = None  # as if it were not installed
+        from jaccli.errors import MissingDependencyError
+        from jaccli.loaders import load_array
+        try:
+            load_array(sys.argv[1], 1 << 20)
+        except MissingDependencyError as error:
+            print(error.exit_code, error.message)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "x.zarr")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == (
+        f"2 --value @{tmp_path / 'x.zarr'} needs zarr, which is not installed: "
+        "pip install 'jaccli[zarr]'"
+    )
+    assert issubclass(MissingDependencyError, UsageError)
+
+
+def test_a_plain_run_imports_neither_zarr_nor_dask() -> None:
+    code = (
+        "import sys\n"
+        "from jaccli.cli import app\n"
+        "try:\n"
+        "    app(args=['jacobian', '--fn', 'expsum', '--shape', '2x3', '--json'],"
+        " prog_name='jaccli')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    modules = set(done.stderr.split())
+    assert "jaccli.engine" in modules  # it really computed
+    assert not modules & {"zarr", "dask", "distributed"}
+
+
+OUT_OF_CORE = """\
+import sys
+from jaccli import memory
+from jaccli.blocks.job import FunctionSource
+from jaccli.blocks.run import make_job, run_job
+from jaccli.engine import prepare
+
+budget = int(sys.argv[2])
+peaks = []
+reset_peak = memory.reset_peak
+
+def kept_reset_peak():  # the engine restarts the kernel's count for each block: keep each
+    peaks.append(memory.peak_resident_bytes())
+    return reset_peak()
+
+memory.reset_peak = kept_reset_peak
+
+def run(n, out):
+    source = FunctionSource.of(None, "softmax(x, dim=0)")
+    problem = prepare(source.resolve(), shape_options=[("x", (n,))], dtype="float32")
+    job = make_job(problem, source, out, budget=budget, shape_options=[("x", (n,))])
+    return run_job(job, problem)
+
+run(64, sys.argv[1] + "/warm.zarr")  # a plain run's baseline: everything loaded, a tiny J
+baseline = memory.peak_resident_bytes()
+memory.trim()
+memory.reset_peak()
+peaks.clear()
+outcome = run(6000, sys.argv[1] + "/j.zarr")
+print(baseline, max([memory.peak_resident_bytes(), *peaks]), outcome.plan.count)
+"""
+
+
+def test_an_out_of_core_j_peaks_within_the_budget(tmp_path: Path) -> None:
+    budget = 32 * 1024**2  # J is 6000² float32 numbers: 137 MiB
+    done = subprocess.run(
+        [sys.executable, "-c", OUT_OF_CORE, str(tmp_path), str(budget)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    baseline, peak, blocks = (int(word) for word in done.stdout.split())
+    assert blocks > 4
+    assert peak - baseline <= budget  # the kernel's VmHWM, above the resident baseline
+    stored = zarr.open_group(str(tmp_path / "j.zarr"), mode="r")
+    x = stored["inputs/x"][...].astype(np.float64)
+    y = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
+    for row in (0, 2999, 5999):  # rows of different blocks against J = diag(y) − y yᵀ
+        expected = -y[row] * y
+        expected[row] += y[row]
+        np.testing.assert_allclose(stored["J"][row], expected, rtol=1e-4, atol=1e-9)
+
+
+def test_resume_refuses_a_store_jaccli_did_not_write(tmp_path: Path) -> None:
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").attrs["jaccli"] = {"blocks": 0}
+    with pytest.raises(UsageError, match="is not a store jaccli wrote; use --force"):
+        _run(
+            FunctionSource.of("softmax"),
+            tmp_path / "other.zarr",
+            [("x", (4,))],
+            largest_block=1 << 20,
+            resume=True,
+        )

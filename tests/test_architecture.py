@@ -288,6 +288,29 @@ def test_a_run_loads_neither_typer_nor_rich() -> None:
     assert done.stdout == "[]\n"
 
 
+def test_a_json_run_and_a_coprocess_point_load_neither_rich_nor_torch_dynamo() -> None:
+    """What a script waits for (issue 22): `--json` draws nothing, so it loads no Rich, and a
+    coprocess's first point is answered without torch.func's start-up (torch._dynamo, ~1 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from jaccli.cli import app\n"
+        "runner = CliRunner()\n"
+        "one = runner.invoke(app, ['jacobian', '--fn', 'expsum', '--shape', '2x3', '--json'])\n"
+        "streamed = runner.invoke(app, ['jacobian', '--fn', 'polar', '--points', 'x=@-',\n"
+        "                               '--jsonl'], input='[0.5, 1.0]\\n')\n"
+        "assert one.exit_code == 0 and streamed.exit_code == 0, (one.output, streamed.output)\n"
+        "assert streamed.output.count('\\n') == 1, streamed.output\n"
+        "print(sorted({'rich', 'torch._dynamo'} & set(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[]\n"
+
+
 def _write_package(root: Path, files: Iterable[tuple[str, str]]) -> Path:
     package = root / "pkg"
     for relative, source in files:

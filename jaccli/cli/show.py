@@ -68,12 +68,13 @@ def _show_result(outcome: Computed) -> None:
     the picture asked for, fitted to the terminal), then the warnings."""
     request, result = outcome.request, outcome.result
     shown, command = request.show, request.command
-    fitted = layout(shown.precision, shown.full)
     picture = None
-    if request.compute.picture is not None and not shown.json:
-        from jaccli.render.picture import frame
+    if not shown.json:  # measuring the terminal loads Rich, which a --json run never draws with
+        fitted = layout(shown.precision, shown.full)
+        if request.compute.picture is not None:
+            from jaccli.render.picture import frame
 
-        picture = outcome.picture(*frame(result, request.compute.picture, fitted))  # type: ignore[arg-type]
+            picture = outcome.picture(*frame(result, request.compute.picture, fitted))  # type: ignore[arg-type]
     out = outcome.write_out()
     if shown.json:
         emit_json(outcome.document())

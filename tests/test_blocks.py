@@ -22,7 +22,7 @@ from jaccli.blocks.run import Outcome, make_job, run_job
 from jaccli.engine import compute_jacobian, prepare
 from jaccli.engine.blocks import joined_matrix
 from jaccli.engine.problem import Problem
-from jaccli.errors import MissingDependencyError, UsageError
+from jaccli.errors import ComputationError, MissingDependencyError, UsageError
 from jaccli.loaders import load_array
 
 USER_FILE = """\
@@ -414,3 +414,36 @@ def test_resume_refuses_a_store_jaccli_did_not_write(tmp_path: Path) -> None:
             largest_block=1 << 20,
             resume=True,
         )
+
+
+WRONG_BACKWARD = """\
+import torch
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * x * g  # should be 2 x g
+
+def f(x):
+    return Square.apply(x).cumsum(0)
+"""
+
+
+def test_a_block_that_disagrees_with_the_function_is_never_stored(tmp_path: Path) -> None:
+    model = tmp_path / "wrong.py"
+    model.write_text(WRONG_BACKWARD, encoding="utf-8")
+    with pytest.raises(ComputationError, match="disagrees with the function's own central"):
+        _run(
+            FunctionSource.of(f"{model}:f"),
+            tmp_path / "j.zarr",
+            [("x", (12,))],
+            largest_block=4 * 8 * 12,
+        )
+    assert not store.done_blocks(str(tmp_path / "j.zarr")).any()
+    assert np.isnan(_stored(tmp_path / "j.zarr")).all()

@@ -47,6 +47,7 @@ from jaccli.engine.evaluate import as_leaf, evaluate
 from jaccli.engine.guard import budget_or_default
 from jaccli.engine.hessian import hvp_forward_over_reverse, hvp_reverse_over_reverse
 from jaccli.engine.jacobian import (
+    CallNotes,
     ChunkTooLarge,
     Progress,
     fill_in_chunks,
@@ -54,7 +55,6 @@ from jaccli.engine.jacobian import (
     split_outputs,
     split_wrt,
     vectorized_call,
-    watch_notes,
 )
 from jaccli.engine.jvp import METHODS as JVP_METHODS
 from jaccli.engine.jvp import forward_jvp
@@ -222,7 +222,7 @@ def compute_sparse_jacobian(
     reason = f"{coloured.reason} ({colouring.method}); {compressed.matrix.nnz} non-zeros"
     if sizing:
         reason += f"; {sizing[0]}"
-    notes = [*problem.notes, *watch_notes(problem)]
+    notes = [*problem.notes, *(CallNotes().ensure(problem).notes or ())]
     if rejected:
         reason = f"{'; '.join(rejected)}; so {_passes_of(colouring, vectorized)}"
         notes.insert(
@@ -576,7 +576,7 @@ def compute_sparse_hessian(
     )
     if sizing:
         reason += f"; {sizing[0]}"
-    notes = [*problem.notes, *watch_notes(problem)]
+    notes = [*problem.notes, *(CallNotes().ensure(problem).notes or ())]
     if rejected:
         reason = f"{'; '.join(rejected)}; so one product a colour"
     mirror = matrix - matrix.T

@@ -425,8 +425,8 @@ OPTIONS: tuple[Option, ...] = (
            help="Complete the --out .zarr store a stopped or killed run of the same computation "
            "left: its finished blocks are kept, the rest computed."),
     Option("--cluster", "compute.cluster", (JACOBIAN,), COMPUTE, parse=_cluster,
-           metavar="local[:N]|tcp://HOST:PORT",
-           help="Compute the blocks of --out .zarr as Dask tasks: on N worker processes here "
+           metavar="CLUSTER",
+           help="Compute the blocks of --out .zarr as Dask tasks: local:N, N worker processes here "
            "(local: one a core), or on the workers of a running scheduler "
            "(pip install 'jaccli[dask]')."),
     Option("--max-memory", ("limits.budget", "limits.budget_note"), COMPUTING, LIMITS,

@@ -181,7 +181,7 @@ def test_the_api_stores_j_and_resumes(tmp_path: Path) -> None:
     np.testing.assert_allclose(_stored(out), expected, rtol=1e-12)
     again = jaccli.jacobian("softmax(x, dim=0)", shape=16, dtype="float64", out=out, resume=True)
     assert again.data.computed == 0
-    with pytest.raises(AttributeError, match="J is in the store"):
+    with pytest.raises(ValueError, match="J is in the store"):
         again.array  # noqa: B018
 
 

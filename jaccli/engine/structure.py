@@ -13,7 +13,7 @@ already as large as --max-memory lets it be, and a picture must not double it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -227,20 +227,35 @@ def structure_of(
     """
     rows, columns = matrix.shape
     joint = Joint([[matrix]], [("y", rows)], [("x", columns)], "J")
-    return _structure(joint.shape, joint.dense, row_profile(joint), eps, samples, hint)
+    return _structure(joint, row_profile(joint), eps, samples, hint)
+
+
+@dataclass(frozen=True)
+class SparseJoint:
+    """A sparse J as `_structure` reads it: its shape, and (for the rank of a small one) the
+    whole matrix as a float64 array."""
+
+    matrix: sp.csr_array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, columns = self.matrix.shape
+        return int(rows), int(columns)
+
+    def dense(self) -> np.ndarray:
+        return self.matrix.toarray().astype(np.float64)
 
 
 def _structure(
-    shape: tuple[int, int],
-    dense: Callable[[], np.ndarray],
+    joint: Joint | SparseJoint,
     profile: RowProfile,
     eps: float,
     samples: int | None,
     hint: str | None,
 ) -> Structure:
-    """`structure_of` for a matrix of this shape, from its row profile; `dense` gives the
-    matrix as a float64 array, asked for only when the rank is computed (small matrices)."""
-    rows, columns = shape
+    """`structure_of` for the joint matrix, from its row profile; the matrix is read whole
+    (`joint.dense()`) only for the rank, which is computed for small matrices only."""
+    rows, columns = joint.shape
     count = int(profile.counts.sum())
     has = profile.counts > 0
     index = np.arange(rows)[has]
@@ -262,7 +277,7 @@ def _structure(
     elif count == 0:
         rank, tolerance = 0, 0.0
     else:
-        singular = np.linalg.svd(dense(), compute_uv=False)
+        singular = np.linalg.svd(joint.dense(), compute_uv=False)
         tolerance = float(singular[0] * max(rows, columns) * eps)
         rank = int((singular > tolerance).sum())
     blocks = None if diagonal else _blocks(profile, columns, samples, hint)
@@ -325,7 +340,7 @@ def picture_of(
     if batched_hint is not None and samples is not None:
         hint = f"{batched_hint} computes only the {samples} blocks"
     profile = row_profile(joint)
-    structure = _structure(joint.shape, joint.dense, profile, eps, samples, hint)
+    structure = _structure(joint, profile, eps, samples, hint)
     cell_rows, rows = _cells(joint.row_groups, max_rows)
     cell_columns, columns = _cells(joint.column_groups, max_columns)
     values = np.concatenate(
@@ -364,11 +379,7 @@ def sparse_picture_of(
     entry_columns = matrix.indices[kept].astype(np.int64)
     profile = _sparse_profile(rows, columns, entry_rows, entry_columns, values)
     eps = float(np.finfo(np.dtype(result.evaluation.dtype)).eps)
-
-    def dense() -> np.ndarray:
-        return matrix.toarray().astype(np.float64)
-
-    structure = _structure((rows, columns), dense, profile, eps, None, None)
+    structure = _structure(SparseJoint(matrix), profile, eps, None, None)
     row_groups, column_groups, title = _sparse_groups(result)
     cell_rows, row_cells = _cells(row_groups, max_rows)
     cell_columns, column_cells = _cells(column_groups, max_columns)

@@ -333,7 +333,7 @@ def test_tiled_reading_of_j_gives_what_a_whole_read_gives(monkeypatch, band: int
         "J",
     )
     profile = structure.row_profile(joint)
-    found = structure._structure(joint, profile, EPS32, None, None)
+    found = structure._structure(joint.shape, joint.dense, profile, EPS32, None, None)
     count, lower, upper, largest = _naive_structure(matrix)
     assert (found.nonzeros, found.lower_bandwidth, found.upper_bandwidth) == (count, lower, upper)
     assert profile.largest == largest and not profile.finite

@@ -47,8 +47,12 @@ class Case:
 
 
 def problem_of(case: Case, seed: int) -> Problem:
-    function = Function(
-        case.name, case.name, tuple(InputSpec(n, s) for n, s in case.shapes.items()), case.call
+    function = Function(  # the user's own code: a guest, given fresh copies of its inputs
+        case.name,
+        case.name,
+        tuple(InputSpec(n, s) for n, s in case.shapes.items()),
+        case.call,
+        may_break_graph=True,
     )
     return prepare(function, wrt=case.wrt, seed=seed, dtype="float64")
 

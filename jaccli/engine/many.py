@@ -358,8 +358,10 @@ def _probe_every_point(
     size = next(iter(chunk.values())).shape[0]
     rtol = guard_rtol(problem.torch_dtype)
     for a, w in enumerate(wrt):
-        blocks = [(u.reshape(-1), jacobians[i][a].detach()) for i, u in enumerate(us)]
-        by_point = [(u, j.reshape(size, u.numel(), -1)) for u, j in blocks]
+        by_point = [
+            (u.reshape(-1), jacobians[i][a].detach().reshape(size, u.numel(), -1))
+            for i, u in enumerate(us)
+        ]
         # uᵀJ in J's dtype, as the single-point guard's bilinear takes J v
         value = sum(torch.matmul(u.to(j.dtype), j).to(torch.float64) for u, j in by_point)
         reference = references[a].detach().reshape(size, -1).to(torch.float64)

@@ -47,6 +47,17 @@ class UsageError(JaccliError):
     default_code = "usage"
 
 
+def needs_one_output(
+    what: str, function_name: str, outputs: list[str], *, code: str | None = None
+) -> UsageError:
+    """The refusal of `what` for a function of several outputs, naming `--output` to pick one."""
+    return UsageError(
+        f"{what} needs a single output; {function_name} returns {', '.join(outputs)} "
+        f"(pick one with --output {outputs[0]})",
+        code=code,
+    )
+
+
 class MissingDependencyError(UsageError):
     """An option needs an optional extra that is not installed (exit 2); the message names the
     pip line that installs it."""

@@ -323,7 +323,8 @@ def test_batched_with_several_outputs_is_a_usage_error(jaccli) -> None:
     run = jaccli("jacobian", "--fn", fn("dict_of_tuples"), "--shape", "3", "--batched")
     assert run.exit_code == 2
     assert run.stderr == (
-        "jacobian: --batched needs a single output; dict_of_tuples returns loss, aux.0, aux.1\n"
+        "jacobian: --batched needs a single output; dict_of_tuples returns loss, aux.0, aux.1"
+        " (pick one with --output loss)\n"
     )
 
 

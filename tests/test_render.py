@@ -72,3 +72,28 @@ def test_a_scalar_and_a_long_vector_read_well() -> None:
     column = render(array_table(np.arange(50, dtype=float), "x", Layout(width=60)))
     lines = [line for line in column.splitlines() if line.strip()]
     assert lines[1].split() == ["0", "0.0000"]  # one entry per row, labelled by its index
+
+
+def test_a_zero_entry_in_the_worst_entries_is_printed_0_never_minus_0() -> None:
+    """A derivative of -0.0 is zero: the check's tables and its failure line print it as 0."""
+    from jaccli.render.checks import check_failure_line, check_renderable
+    from jaccli.result import Check, Comparison, EntryError
+
+    entry = EntryError("x", "y", (0,), (1,), -0.0, 0.5, 0.5, 1.0)
+    comparison = Comparison(
+        "reverse mode vs central differences",
+        "central differences",
+        1e-6,
+        1e-8,
+        1e-6,
+        0.5,
+        1.0,
+        (entry,),
+        passed=False,
+    )
+    check = Check(comparisons=(comparison,))
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    console.print(check_renderable(check, worst_entries=True))
+    table = console.file.getvalue()
+    assert "-0 " not in table and " 0 " in table and "0.5" in table
+    assert check_failure_line(check).split(" is ")[1].startswith("0 where")

@@ -26,7 +26,7 @@ from jaccli.engine.jacobian import (
 )
 from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import disagreement, probe_blocks
-from jaccli.errors import ComputationError, UsageError
+from jaccli.errors import ComputationError, UsageError, needs_one_output
 from jaccli.functions.model import AxisPair
 from jaccli.memory import budget_or_default
 from jaccli.messages import format_bytes
@@ -36,10 +36,7 @@ from jaccli.result import JacobianResult, Plan
 def batch_axes(problem: Problem) -> dict[str, AxisPair]:
     """For each `wrt` input, the first (input_axis, output_axis) it is separable along."""
     if len(problem.output_shapes) != 1:
-        raise UsageError(
-            f"--batched needs a single output; {problem.function.name} returns "
-            f"{', '.join(problem.output_shapes)}"
-        )
+        raise needs_one_output("--batched", problem.function.name, list(problem.output_shapes))
     (y_shape,) = problem.output_shapes.values()
     axes = {}
     for wrt in problem.wrt:

@@ -28,16 +28,14 @@ import torch
 
 from jaccli.engine.batched import batch_axes
 from jaccli.engine.problem import Problem
-from jaccli.errors import UsageError
+from jaccli.errors import UsageError, needs_one_output
 from jaccli.result import Determinant
 
 
 def _single_output(problem: Problem) -> tuple[str, tuple[int, ...]]:
     if len(problem.output_shapes) != 1:
-        raise UsageError(
-            f"det J needs a single output; {problem.function.name} returns "
-            f"{', '.join(problem.output_shapes)}",
-            code="not_square",
+        raise needs_one_output(
+            "det J", problem.function.name, list(problem.output_shapes), code="not_square"
         )
     ((name, shape),) = problem.output_shapes.items()
     return name, tuple(shape)

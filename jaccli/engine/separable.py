@@ -16,7 +16,7 @@ import torch
 
 from jaccli.engine.evaluate import call_function, leaves_of, vector_jacobian
 from jaccli.engine.trust import probe_directions
-from jaccli.errors import ComputationError, UsageError
+from jaccli.errors import ComputationError, UsageError, needs_one_output
 from jaccli.functions.model import AxisPair, Function
 from jaccli.spec import Shape, format_shape
 
@@ -30,10 +30,7 @@ def declared_axes(
     """`--batch-axis NAME=AXIS` as (axis, axis) pairs by input, checked against the shapes:
     the output axis follows the input's and must be as long."""
     if len(output_shapes) != 1:
-        raise UsageError(
-            f"--batch-axis needs a single output; {function.name} returns "
-            f"{', '.join(output_shapes)}"
-        )
+        raise needs_one_output("--batch-axis", function.name, list(output_shapes))
     ((output, y_shape),) = output_shapes.items()
     axes: dict[str, tuple[AxisPair, ...]] = {}
     for given, axis in declared:

@@ -175,8 +175,8 @@ def _worst_entries_table(comparison: Comparison) -> Table:
     for entry in comparison.worst_entries:
         table.add_row(
             Text(entry_label(entry)),
-            f"{entry.value:.8g}",
-            f"{entry.reference:.8g}",
+            f"{entry.value + 0.0:.8g}",  # -0.0 + 0.0 is 0.0: a zero entry is never "-0"
+            f"{entry.reference + 0.0:.8g}",
             _number(entry.abs_error),
             _number(entry.rel_error),
         )
@@ -191,7 +191,8 @@ def check_failure_line(check: Check) -> str:
             where = entry_label(worst)
             return (
                 f"check failed: {comparison.name}: {where} "
-                f"is {worst.value:.6g} where {comparison.reference} gives {worst.reference:.6g} "
+                f"is {worst.value + 0.0:.6g} where {comparison.reference} gives "
+                f"{worst.reference + 0.0:.6g} "
                 f"({tolerance_text(comparison)})"
             )
     return "check passed"

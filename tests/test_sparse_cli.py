@@ -207,6 +207,38 @@ def test_a_dense_pattern_says_so(jaccli) -> None:
     assert "pattern is dense" in run.stderr
 
 
+def test_a_dense_pattern_is_computed_densely_and_kept_sparse(jaccli) -> None:
+    args = ["jacobian", "--fn", f"{SPARSE_FNS}:mlp", "--shape", "x=24", "--dtype", "float64"]
+    dense = jaccli(*args, "--json")
+    sparse = jaccli(*args, "--json", "--sparse")
+    assert dense.exit_code == 0, dense.stderr
+    assert sparse.exit_code == 0, sparse.stderr
+    assert "pattern is dense" in sparse.stderr and "computed densely" in sparse.stderr
+    document = sparse.json()
+    validate_document(document)
+    assert document["strategy"].startswith("dense-")
+    assert document["colouring"]["method"].startswith("none")
+    matrix = coo_matrix(document["jacobian"]["y"]["x"])
+    assert matrix.nnz == 24 * 24
+    expected = dense_blocks(dense.json())["y"]["x"]
+    np.testing.assert_allclose(matrix.toarray(), expected, rtol=RTOL, atol=0)
+    plan = jaccli(*args, "--sparse", "--plan", "--json")
+    assert plan.exit_code == 0, plan.stderr
+    assert plan.json()["plan"]["method"].startswith("dense-")
+
+
+def test_a_dense_pattern_file_missing_one_non_zero_is_refused(jaccli, tmp_path: Path) -> None:
+    full = np.ones((6, 6), dtype=bool)
+    full[2, 3] = False  # J[2, 3] = cos(x[2])·0 + sin(x[2]) is not zero
+    wrong_file = tmp_path / "wrong.npz"
+    sp.save_npz(wrong_file, sp.csr_array(full))
+    args = ["jacobian", "--expr", "x.sin() * x.sum()", "--shape", "6", "--dtype", "float64"]
+    run = jaccli(*args, "--sparsity", str(wrong_file))
+    assert run.exit_code == 1
+    assert run.stdout == ""
+    assert "misses a non-zero" in run.stderr and "J[2, 3]" in run.stderr
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -28,9 +28,14 @@ from jaccli.engine.sparse.compressed import (
     compute_sparse_jacobian,
     plan_sparse_jacobian,
 )
+from jaccli.engine.sparse.dense_route import (
+    DENSE_COLOURING,
+    compute_dense_as_sparse,
+    dense_plan,
+)
 from jaccli.engine.sparse.pattern import SparsityPattern, detect_pattern, hessian_pattern
 from jaccli.engine.sparse.pattern_file import read_pattern
-from jaccli.engine.sparse.sparse_det import compute_sparse_det
+from jaccli.engine.sparse.sparse_det import compute_sparse_det, with_sparse_det
 from jaccli.result import SparseHessianResult, SparseJacobianResult, SparsePlan
 from jaccli.spec import DEFAULT_VALUE_LIMIT
 
@@ -65,11 +70,11 @@ class Prepared:
         where = ", at this point only" if self.pattern.value_dependent else ""
         return f"pattern {'traced, ' if self.source == 'traced' else ''}{kind}{where}"
 
-    def notes(self) -> tuple[str, ...]:
+    def notes(self, dense_said: bool = False) -> tuple[str, ...]:
         """What the pattern says of itself (ops without a rule, values that shaped it), and
-        whether it is dense."""
+        whether it is dense (unless `dense_said`: the result says so already)."""
         notes = list(self.pattern.notes)
-        if self.pattern.density > DENSE_PATTERN and self.pattern.nnz > 1:
+        if self.pattern.density > DENSE_PATTERN and self.pattern.nnz > 1 and not dense_said:
             notes.append(
                 f"J's pattern is dense ({self.pattern.density:.0%} of its entries may be "
                 "non-zero): --sparse gains nothing here; drop it"
@@ -116,6 +121,23 @@ def plan_sparse(
     """What the compressed passes of J (or H) would take (--plan --sparse)."""
     ready = coloured(prepared, mode)
     assert ready.coloured is not None
+    dense = None if prepared.hessian else dense_plan(problem, ready.coloured, mode, budget)
+    if dense is not None:  # NOTE [a dense pattern]
+        rows, columns = ready.coloured.shape
+        passes = columns if dense.method.endswith("fwd") else rows
+        reason = (
+            f"J's pattern is dense: {ready.coloured.colouring.count} colours would gain nothing "
+            f"over {min(rows, columns)} dense passes, so J is computed densely and kept sparse; "
+            f"{dense.reason}"
+        )
+        return SparsePlan(
+            replace(dense, method=f"dense-{dense.method}", reason=reason),
+            ready.coloured.pattern.nnz,
+            "fwd" if dense.method.endswith("fwd") else "rev",
+            passes,
+            DENSE_COLOURING,
+            ready.coloured.other_count,
+        )
     plan = plan_sparse_jacobian(problem, ready.coloured, budget)
     if prepared.hessian:
         return replace(plan, mode="hvp", plan=replace(plan.plan, method="sparse-hvp"))
@@ -137,10 +159,17 @@ def run_sparse_jacobian(
     user function, against its own differences; with `check`, J·v against a JVP and a central
     difference along v."""
     pattern = prepared.pattern.matrix
-    if det:
+    ready = coloured(prepared, mode)
+    assert ready.coloured is not None
+    if dense_plan(problem, ready.coloured, mode, budget) is not None:  # NOTE [a dense pattern]
+        result = compute_dense_as_sparse(
+            problem, ready.coloured, mode=mode, budget=budget, progress=progress
+        )
+        if det:
+            result = with_sparse_det(problem, result)
+    elif det:
         result = compute_sparse_det(problem, pattern, budget=budget, mode=mode)
     else:
-        ready = coloured(prepared, mode)
         result = compute_sparse_jacobian(
             problem, pattern, budget=budget, mode=mode, progress=progress, coloured=ready.coloured
         )
@@ -173,6 +202,7 @@ def run_sparse_hessian(
 def _finished(problem: Problem, result: SparseResult, prepared: Prepared) -> SparseResult:
     """The result with what its pattern says, and checked against the function itself."""
     reason = f"{prepared.description()}; {result.strategy_reason}"
-    notes = (*prepared.notes(), *result.notes)
+    dense_said = isinstance(result, SparseJacobianResult) and result.colouring == DENSE_COLOURING
+    notes = (*prepared.notes(dense_said), *result.notes)
     result = replace(result, strategy_reason=reason, notes=notes)
     return check_sparse_result(problem, result)  # type: ignore[return-value]

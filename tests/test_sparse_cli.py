@@ -185,6 +185,76 @@ def test_points_reuse_the_pattern(jaccli, tmp_path: Path) -> None:
         np.testing.assert_allclose(np.diag(matrix, 1), (u[2:] - u[:-2]) / 2 + 2, rtol=RTOL)
 
 
+@pytest.mark.parametrize("strategy", ["auto", "rev"])
+def test_points_vmap_the_compressed_passes_and_equal_the_dense_j(jaccli, tmp_path, strategy):
+    points = np.random.default_rng(1).standard_normal((6, 7))
+    np.save(tmp_path / "x.npy", points)
+    args = ["jacobian", "--fn", f"{SPARSE_FNS}:two_outputs", "--points",
+            f"x=@{tmp_path / 'x.npy'}", "--shape", "a=7", "--dtype", "float64", "--jsonl",
+            "--strategy", strategy]  # fmt: skip
+    sparse = jaccli(*args, "--sparse")
+    dense = jaccli(*args)
+    assert sparse.exit_code == 0, sparse.stderr
+    assert dense.exit_code == 0, dense.stderr
+    sparse_lines = [json.loads(line) for line in sparse.stdout.splitlines()]
+    dense_lines = [json.loads(line) for line in dense.stdout.splitlines()]
+    assert len(sparse_lines) == 6
+    mode = "rev" if strategy == "rev" else "fwd"
+    assert sparse_lines[2]["strategy"] == f"sparse-{mode}-vmap"
+    assert "at every point" in sparse_lines[2]["guard"]["reference"]
+    for sparse_line, dense_line in zip(sparse_lines, dense_lines, strict=True):
+        validate_document({k: v for k, v in sparse_line.items() if k != "point"})
+        blocks = dense_blocks(dense_line)
+        for output, by_wrt in sparse_line["jacobian"].items():
+            for wrt, block in by_wrt.items():
+                np.testing.assert_allclose(
+                    coo_matrix(block).toarray(), blocks[output][wrt], rtol=RTOL, atol=1e-15
+                )
+
+
+def test_points_with_a_sparsity_file_missing_a_non_zero_are_refused(jaccli, tmp_path):
+    n = 12
+    band = sp.diags_array([np.ones(n - 2)] * 3, offsets=[0, 1, 2], shape=(n - 2, n)).tolil()
+    band[4, 5] = 0
+    wrong = sp.csr_array(band)
+    wrong.eliminate_zeros()
+    sp.save_npz(tmp_path / "wrong.npz", wrong)
+    np.save(tmp_path / "u.npy", np.random.default_rng(2).standard_normal((8, n)))
+    pattern = str(tmp_path / "wrong.npz")
+    run = jaccli("jacobian", "--expr", BURGERS_EXPR, "--points", f"u=@{tmp_path / 'u.npy'}",
+                 "--sparsity", pattern, "--dtype", "float64", "--json")  # fmt: skip
+    assert run.exit_code == 1
+    assert run.stdout == ""
+    assert "misses a non-zero" in run.stderr
+
+
+def test_det_at_points_vmapped_equals_slogdet(jaccli, tmp_path: Path) -> None:
+    points = np.random.default_rng(3).standard_normal((5, 9))
+    np.save(tmp_path / "u.npy", points)
+    args = ["det", "--fn", f"{SPARSE_FNS}:tridiagonal", "--points", f"u=@{tmp_path / 'u.npy'}",
+            "--dtype", "float64", "--jsonl"]  # fmt: skip
+    sparse = jaccli(*args, "--sparse")
+    assert sparse.exit_code == 0, sparse.stderr
+    for k, line in enumerate(sparse.stdout.splitlines()):
+        document = json.loads(line)
+        u = torch.tensor(points[k])
+        jacobian = torch.autograd.functional.jacobian(
+            lambda v: (
+                torch.nn.functional.pad(v, (1, 1))[2:]
+                - 2 * v
+                + torch.nn.functional.pad(v, (1, 1))[:-2]
+                + v.sin()
+            ),
+            u,
+        )
+        sign, logabsdet = torch.linalg.slogdet(jacobian)
+        assert document["det"]["sign"]["values"] == float(sign)
+        np.testing.assert_allclose(
+            document["det"]["logabsdet"]["values"], float(logabsdet), rtol=1e-12
+        )
+    assert json.loads(sparse.stdout.splitlines()[2])["strategy"] == "sparse-fwd-vmap"
+
+
 def test_plan_sparse_tells_non_zeros_colours_and_passes(jaccli) -> None:
     run = jaccli("jacobian", "--expr", BURGERS_EXPR, "--shape", "u=100000", "--sparse", "--plan",
                  "--dtype", "float64", "--json")  # fmt: skip

@@ -33,6 +33,7 @@ from jaccli.engine.sparse.dense_route import (
     compute_dense_as_sparse,
     dense_plan,
 )
+from jaccli.engine.sparse.many import SparsePoints
 from jaccli.engine.sparse.pattern import SparsityPattern, detect_pattern, hessian_pattern
 from jaccli.engine.sparse.pattern_file import read_pattern
 from jaccli.engine.sparse.sparse_det import compute_sparse_det, with_sparse_det
@@ -206,3 +207,29 @@ def _finished(problem: Problem, result: SparseResult, prepared: Prepared) -> Spa
     notes = (*prepared.notes(dense_said), *result.notes)
     result = replace(result, strategy_reason=reason, notes=notes)
     return check_sparse_result(problem, result)  # type: ignore[return-value]
+
+
+def sparse_points(
+    problem: Problem,
+    prepared: Prepared,
+    *,
+    mode: str = "auto",
+    budget: int | None = None,
+    det: bool = False,
+) -> SparsePoints | None:
+    """What vectorizing J over the points needs (NOTE [sparse J at many points] in many.py),
+    or None where the points go one at a time: a pattern that holds at its point only, H's
+    pattern, or a dense one (NOTE [a dense pattern])."""
+    if prepared.hessian or not prepared.reusable:
+        return None
+    ready = coloured(prepared, mode)
+    assert ready.coloured is not None
+    if dense_plan(problem, ready.coloured, mode, budget) is not None:
+        return None
+    description = prepared.description()
+
+    def finish(point: Problem, result: SparseJacobianResult) -> SparseJacobianResult:
+        result = replace(result, strategy_reason=f"{description}; {result.strategy_reason}")
+        return with_sparse_det(point, result) if det else result
+
+    return SparsePoints(ready.coloured, finish, prepared.notes())

@@ -28,7 +28,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, overload
+from typing import Protocol, overload
 
 import numpy as np
 import torch
@@ -58,9 +58,6 @@ from jaccli.result import (
     VjpResult,
     computed_arrays,
 )
-
-if TYPE_CHECKING:
-    from jaccli.engine.sparse.many import SparsePoints
 
 VECTORIZED = frozenset({"jacobian", "det", "vjp", "jvp", "hessian", "hvp"})
 """The commands with a kernel; `check` goes point by point."""
@@ -124,6 +121,20 @@ class ChunkOutcomes(Sequence[PointOutcome]):
         k %= self.size
         made = self.references.get(k) or functools.partial(self.arrays.result, k, self.guard)
         return PointOutcome(self.first_index + k, made)
+
+
+class SparseKernel(Protocol):
+    """A sparse J vectorized over the points (sparse/many.py's SparsePoints)."""
+
+    def chunk_size(self, problem: Problem, limit: int, most: int) -> int:
+        """Points a vmapped chunk may hold within `limit` bytes."""
+        ...
+
+    def chunk(
+        self, problem: Problem, chunk: Mapping[str, torch.Tensor], single: Single, first_index: int
+    ) -> ChunkOutcomes:
+        """The chunk's outcomes, vectorized and guarded."""
+        ...
 
 
 KEPT_POINT_OVERHEAD = 2048
@@ -228,7 +239,7 @@ def run_points(
     budget: int | None = None,
     keep_going: bool = False,
     sparse: bool = False,
-    sparse_points: SparsePoints | None = None,
+    sparse_points: SparseKernel | None = None,
 ) -> Iterator[Sequence[PointOutcome]]:
     """Each chunk's outcomes in order, as soon as the chunk is done (NOTE [many points]).
 

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 import torch
 
 from jaccli.engine.evaluate import call_function, to_numpy
-from jaccli.engine.jacobian import load_vectorizing
+from jaccli.engine.jacobian import load_forward_vectorizing, load_vectorizing
 from jaccli.engine.many import SAMPLED_POINTS, ChunkOutcomes, Single, _reverse_vjps, at_point
 from jaccli.engine.problem import Problem
 from jaccli.engine.sparse.colouring import ColouredPattern
@@ -192,7 +192,10 @@ def sparse_vectorized_chunk(
             products = torch.func.vmap(pull)(cotangents)
             return ys, joined(products, count)
 
-    load_vectorizing()
+    if colouring.mode == "fwd":
+        load_forward_vectorizing()
+    else:
+        load_vectorizing()
     ys, blocks = torch.func.vmap(per_point)(*(chunk[n] for n in names))
     size, width = blocks.shape[0], blocks.shape[2]
     flat = blocks.detach().reshape(size, -1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from jaccli.engine.check import DEFAULT_CHECK_OPTIONS, CheckOptions, check_sparse
+from jaccli.engine.det import require_square
 from jaccli.engine.jacobian import Progress
 from jaccli.engine.problem import Problem
 from jaccli.engine.reference import check_sparse_result
@@ -163,6 +164,8 @@ def run_sparse_jacobian(
     ready = coloured(prepared, mode)
     assert ready.coloured is not None
     if dense_plan(problem, ready.coloured, mode, budget) is not None:  # NOTE [a dense pattern]
+        if det:
+            require_square(problem, batched=False)  # before J is computed
         result = compute_dense_as_sparse(
             problem, ready.coloured, mode=mode, budget=budget, progress=progress
         )

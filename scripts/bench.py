@@ -911,9 +911,11 @@ def targets_table(repeats: int, workdir: Path) -> list[str]:
             "--jsonl"]  # fmt: skip
     t_points, _ = median_run([JACCLI, *many], 1)
     t_engine, t_vmap = _sparse_points_in_process(torch, 10_000, repeats)
+    t_engine_1, t_vmap_1 = _one_thread(lambda: _sparse_points_in_process(torch, 10_000, repeats))
     row("10,000 points, 100-unknown tridiagonal, `--points --sparse`", f"in-process "
         f"{t_engine:.3f} s (J at every point, guarded) against {t_vmap:.3f} s for the bare vmap "
-        f"of the compressed JVPs: {t_engine / t_vmap:.2f}×; the whole process with --jsonl "
+        f"of the compressed JVPs: {t_engine / t_vmap:.2f}×; on one thread {t_engine_1:.3f} s / "
+        f"{t_vmap_1:.3f} s = {t_engine_1 / t_vmap_1:.2f}×; the whole process with --jsonl "
         f"{t_points:.1f} s", "≤ 2×")  # fmt: skip
     return rows
 
@@ -1048,6 +1050,19 @@ def _sparse_points_in_process(torch, count: int, repeats: int) -> tuple[float, f
             run()
             times[name].append(time.process_time() - start)
     return statistics.median(times["engine"]), statistics.median(times["vmap"])
+
+
+def _one_thread(measure: Callable[[], tuple[float, float]]) -> tuple[float, float]:
+    """`measure` with torch on one thread: on a shared machine, threads waiting for each other
+    spin and count as CPU time, more for the engine's many small ops than for one vmap."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return measure()
+    finally:
+        torch.set_num_threads(threads)
 
 
 BLOCKS_RUN = """

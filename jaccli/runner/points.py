@@ -261,13 +261,18 @@ class _Engine:
             from jaccli.engine.sparse.run import sparse_points
             from jaccli.runner.commands import prepared_pattern, sparse_mode
 
-            self.sparse_points = sparse_points(
-                problem,
-                prepared_pattern(problem, request),
-                mode=sparse_mode(request),
-                budget=request.limits.budget,
-                det=request.command == "det",
-            )
+            try:
+                prepared = prepared_pattern(problem, request)
+            except JaccliError:  # said at the point, as without vmap (--keep-going goes on)
+                prepared = None
+            if prepared is not None:
+                self.sparse_points = sparse_points(
+                    problem,
+                    prepared,
+                    mode=sparse_mode(request),
+                    budget=request.limits.budget,
+                    det=request.command == "det",
+                )
 
     def tensor(self, name: str, values: np.ndarray) -> torch.Tensor:
         """The points of one input along a leading axis, in the input's dtype."""

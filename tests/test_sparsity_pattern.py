@@ -709,3 +709,23 @@ def test_an_op_wrongly_listed_as_a_move_is_caught(monkeypatch: pytest.MonkeyPatc
         notes=("aten.cumsum: its sparsity rule failed",),
     )
     assert check(case).nnz == 36
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_combine_of_full_or_empty_rows_equals_the_selector_product(seed: int) -> None:
+    """dependencies.combine's short cut for rows that depend on everything or nothing (a dense
+    layer's) gives the product of the selector with the matrix, entry for entry."""
+    import scipy.sparse as sp
+
+    from jaccli.engine.sparse import dependencies as deps
+
+    rng = np.random.default_rng(seed)
+    rows, sources, width = 7, 9, 5
+    full = rng.random(sources) < 0.6
+    matrix = deps.repeated_rows(full, width)
+    pairs = (rng.integers(0, rows, 20), rng.integers(0, sources, 20))
+    fast = deps.combine(pairs, rows, matrix)
+    selector = deps.from_pairs(pairs[0], pairs[1], (rows, sources))
+    slow = sp.csr_array(selector.astype(np.int64) @ matrix.astype(np.int64)) > 0
+    np.testing.assert_array_equal(fast.toarray(), slow.toarray())
+    assert fast.has_canonical_format

@@ -28,7 +28,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import overload
+from typing import Protocol, overload
 
 import numpy as np
 import torch
@@ -123,6 +123,20 @@ class ChunkOutcomes(Sequence[PointOutcome]):
         return PointOutcome(self.first_index + k, made)
 
 
+class SparseKernel(Protocol):
+    """A sparse J vectorized over the points (sparse/many.py's SparsePoints)."""
+
+    def chunk_size(self, problem: Problem, limit: int, most: int) -> int:
+        """Points a vmapped chunk may hold within `limit` bytes."""
+        ...
+
+    def chunk(
+        self, problem: Problem, chunk: Mapping[str, torch.Tensor], single: Single, first_index: int
+    ) -> ChunkOutcomes:
+        """The chunk's outcomes, vectorized and guarded."""
+        ...
+
+
 KEPT_POINT_OVERHEAD = 2048
 """Bytes of Python objects around one point's arrays when every point is kept in memory."""
 
@@ -171,7 +185,10 @@ def method_name(
 ) -> str:
     """The vectorized method, by its first kernel mode or by `mode`."""
     if sparse:
-        return "a loop of compressed passes, the pattern and its colouring found once"
+        return (
+            "the compressed passes vmapped over the points, the pattern and its colouring found "
+            "once (point by point where the pattern depends on the values, or is dense)"
+        )
     if command == "check":
         return "a loop of single-point checks"
     mode = mode or kernel_modes(problem, command)[0]
@@ -222,23 +239,44 @@ def run_points(
     budget: int | None = None,
     keep_going: bool = False,
     sparse: bool = False,
+    sparse_points: SparseKernel | None = None,
 ) -> Iterator[Sequence[PointOutcome]]:
     """Each chunk's outcomes in order, as soon as the chunk is done (NOTE [many points]).
 
     `points` holds the values of the inputs that vary, along a leading point axis; `directions`
     the cotangent, tangent or vector every point shares (vjp, jvp, hvp); `sparse`: each point's
-    sparse J by `single` (NOTE [a pattern found once] in sparse/run.py)."""
+    sparse J by `single` (NOTE [a pattern found once] in sparse/run.py), or, given
+    `sparse_points`, by the compressed passes vmapped over the points (NOTE [sparse J at many
+    points] in sparse/many.py)."""
     count = next(iter(points.values())).shape[0]
     plan = plan_points(problem, command, count, budget, sparse=sparse)
     if plan.refused is not None:
         raise ResourceError(plan.refused, code="memory_budget")
+    chunk_size = plan.chunk_size
+    if sparse_points is not None:
+        chunk_size = sparse_points.chunk_size(problem, budget_or_default(budget), count)
     vectorized = command in VECTORIZED and not sparse
     modes = list(kernel_modes(problem, command)) if vectorized else []
     # the kernels still to try: the first that runs and agrees serves the chunks after it
-    for chunk_start in range(0, count, plan.chunk_size):
-        chunk = {n: t[chunk_start : chunk_start + plan.chunk_size] for n, t in points.items()}
+    for chunk_start in range(0, count, chunk_size):
+        chunk = {n: t[chunk_start : chunk_start + chunk_size] for n, t in points.items()}
         outcomes: Sequence[PointOutcome] | None = None
         few = next(iter(chunk.values())).shape[0] <= len(SAMPLED_POINTS)
+        if sparse_points is not None and not few:
+            try:
+                outcomes = sparse_points.chunk(problem, chunk, single, first_index + chunk_start)
+            except (ComputationError, RuntimeError, NotImplementedError, ValueError) as error:
+                raise_if_out_of_memory(error)
+                why = error.message if isinstance(error, ComputationError) else first_line(error)
+                sparse_points = None
+                problem = replace(
+                    problem,
+                    notes=(
+                        *problem.notes,
+                        f"the compressed passes vmapped over the points could not run or "
+                        f"disagreed ({brief(why, 240)}); computed point by point instead",
+                    ),
+                )
         while modes and outcomes is None and not few:
             try:
                 outcomes = _vectorized_chunk(

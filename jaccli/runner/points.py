@@ -255,6 +255,24 @@ class _Engine:
         self.single: Callable[[Problem], Result] = lambda point: command.at_point(
             point, request, given
         )
+        self.sparse_points = None
+        compute = request.compute
+        if compute.sparse and request.command in ("jacobian", "det") and not compute.check:
+            from jaccli.engine.sparse.run import sparse_points
+            from jaccli.runner.commands import prepared_pattern, sparse_mode
+
+            try:
+                prepared = prepared_pattern(problem, request)
+            except JaccliError:  # said at the point, as without vmap (--keep-going goes on)
+                prepared = None
+            if prepared is not None:
+                self.sparse_points = sparse_points(
+                    problem,
+                    prepared,
+                    mode=sparse_mode(request),
+                    budget=request.limits.budget,
+                    det=request.command == "det",
+                )
 
     def tensor(self, name: str, values: np.ndarray) -> torch.Tensor:
         """The points of one input along a leading axis, in the input's dtype."""
@@ -276,6 +294,7 @@ class _Engine:
             budget=self.request.limits.budget,
             keep_going=self.keep_going,
             sparse=self.request.compute.sparse,
+            sparse_points=self.sparse_points,
         ):
             yield from chunk
 

@@ -17,9 +17,18 @@ a sound: J[i, j] lands in B[i, colour(j)], which is either read as another entry
 same colour (and adds to it) or read by no entry at all. The second shows at once: a compressed
 number no entry reads must be exactly 0, and one that is not proves the miss (NaN aside: 0·∞
 in a pass is NaN without any miss). The first is the guard's (`probe_sparse` in trust.py): it
-compares the sparse J entry by entry with one pass of the other mode, where an entry added to
-its neighbour moves that column of uᵀJ by u_i·J[i, j] (that row of J v by J[i, j]·(v_j − v_k)),
-far beyond rounding. Either way the result is refused (exit 1), never printed.
+compares the sparse J v, row by row, with one plain (not vmapped) JVP along a random v, which is
+no seed of any colour, and where an entry added to its neighbour moves that row of J v by
+J[i, j]·(v_j − v_k), far beyond rounding. Either way the result is refused (exit 1), never
+printed.
+
+# NOTE [the sparse guard's cost]
+The probe is one JVP, the cost class of one compressed pass. A reverse pass (uᵀJ) would be the
+other AD mode for a J from JVPs, but at 10⁶ unknowns it cost more than all three compressed
+JVPs together (the graph kept, then a backward pass whose slicing ops fill and add whole
+tensors: 0.5 s against 0.25 s for a JVP, Burgers). The other-mode check of a user's function
+remains the comparison with its own central differences (reference.py); at many points
+(sparse/many.py) every point is still probed by a reverse pass.
 
 # NOTE [recovering H]
 H·s for the seed s of a colour of H's columns is a JVP of the gradient (forward-over-reverse),
@@ -51,6 +60,7 @@ from jaccli.engine.jacobian import (
     ChunkTooLarge,
     Progress,
     fill_in_chunks,
+    load_forward_vectorizing,
     load_vectorizing,
     split_outputs,
     split_wrt,
@@ -194,12 +204,12 @@ def compute_sparse_jacobian(
             continue
         _refuse_stray(problem, compressed, colouring)
         y_shape = tuple(compressed.y.shape)
-        guard, worst = probe_sparse(
-            f, primals, y_shape, compressed.matrix, "", colouring.mode, JVP_METHODS
+        guard, worst = probe_sparse(  # J v by a JVP: NOTE [the sparse guard's cost]
+            f, primals, y_shape, compressed.matrix, "", "rev", JVP_METHODS
         )
         if guard.passed is not False:
             break
-        mismatch = _mismatch(problem, guard, worst, colouring.mode)
+        mismatch = _mismatch(problem, guard, worst, "rev")
         passes = _passes_of(colouring, vectorized)
         if mismatches and mismatches[-1] == mismatch:
             rejected.append(f"{passes} gave the same J")
@@ -286,7 +296,9 @@ def _compressed_jacobian(
     stray: list[tuple[int, int]] = []
     seeded = colouring.colours
     width = n if colouring.mode == "rev" else m  # a JVP (HVP) gives a column of B, a VJP a row
-    if vectorized:
+    if vectorized and (mode or colouring.mode) == "fwd":
+        load_forward_vectorizing()  # JVPs alone: no torch._dynamo (NOTE [many points])
+    elif vectorized:
         load_vectorizing()
     passes = _Passes(f, primals, mode or colouring.mode, vectorized)
 

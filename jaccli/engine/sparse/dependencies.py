@@ -100,8 +100,27 @@ def group_union(matrix: Dependencies, groups: np.ndarray, count: int) -> Depende
 
 def combine(pairs: tuple[np.ndarray, np.ndarray], rows: int, matrix: Dependencies) -> Dependencies:
     """Row r of the result: the union of `matrix`'s rows c over the pairs (r, c)."""
+    width = matrix.shape[1]
+    lengths = np.diff(matrix.indptr)
+    if width and matrix.nnz and bool(np.isin(lengths, (0, width)).all()):
+        # rows that depend on everything or nothing (a dense layer's): a result row depends on
+        # everything where one of its pairs does, without the product's r·c·width work
+        hit = np.zeros(rows, dtype=bool)
+        hit[pairs[0][lengths[pairs[1]] > 0]] = True
+        return repeated_rows(hit, width)
     selector = from_pairs(pairs[0], pairs[1], (rows, matrix.shape[0]))
     return canonical(selector @ matrix)
+
+
+def repeated_rows(full: np.ndarray, width: int) -> Dependencies:
+    """A row with every column where `full`, an empty row elsewhere."""
+    count = int(full.sum())
+    index = index_dtype((len(full), width), count * width)
+    indptr = np.zeros(len(full) + 1, dtype=index)
+    np.cumsum(full.astype(index) * width, out=indptr[1:])
+    indices = np.tile(np.arange(width, dtype=index), count)
+    shape = (len(full), width)
+    return sp.csr_array((np.ones(len(indices), dtype=bool), indices, indptr), shape=shape)
 
 
 def replace_rows(matrix: Dependencies, rows: np.ndarray, new: Dependencies | None) -> Dependencies:

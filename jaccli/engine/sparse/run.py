@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from jaccli.engine.check import DEFAULT_CHECK_OPTIONS, CheckOptions, check_sparse
+from jaccli.engine.det import require_square
 from jaccli.engine.jacobian import Progress
 from jaccli.engine.problem import Problem
 from jaccli.engine.reference import check_sparse_result
@@ -28,9 +29,15 @@ from jaccli.engine.sparse.compressed import (
     compute_sparse_jacobian,
     plan_sparse_jacobian,
 )
+from jaccli.engine.sparse.dense_route import (
+    DENSE_COLOURING,
+    compute_dense_as_sparse,
+    dense_plan,
+)
+from jaccli.engine.sparse.many import SparsePoints
 from jaccli.engine.sparse.pattern import SparsityPattern, detect_pattern, hessian_pattern
 from jaccli.engine.sparse.pattern_file import read_pattern
-from jaccli.engine.sparse.sparse_det import compute_sparse_det
+from jaccli.engine.sparse.sparse_det import compute_sparse_det, with_sparse_det
 from jaccli.result import SparseHessianResult, SparseJacobianResult, SparsePlan
 from jaccli.spec import DEFAULT_VALUE_LIMIT
 
@@ -65,11 +72,11 @@ class Prepared:
         where = ", at this point only" if self.pattern.value_dependent else ""
         return f"pattern {'traced, ' if self.source == 'traced' else ''}{kind}{where}"
 
-    def notes(self) -> tuple[str, ...]:
+    def notes(self, dense_said: bool = False) -> tuple[str, ...]:
         """What the pattern says of itself (ops without a rule, values that shaped it), and
-        whether it is dense."""
+        whether it is dense (unless `dense_said`: the result says so already)."""
         notes = list(self.pattern.notes)
-        if self.pattern.density > DENSE_PATTERN and self.pattern.nnz > 1:
+        if self.pattern.density > DENSE_PATTERN and self.pattern.nnz > 1 and not dense_said:
             notes.append(
                 f"J's pattern is dense ({self.pattern.density:.0%} of its entries may be "
                 "non-zero): --sparse gains nothing here; drop it"
@@ -116,6 +123,23 @@ def plan_sparse(
     """What the compressed passes of J (or H) would take (--plan --sparse)."""
     ready = coloured(prepared, mode)
     assert ready.coloured is not None
+    dense = None if prepared.hessian else dense_plan(problem, ready.coloured, mode, budget)
+    if dense is not None:  # NOTE [a dense pattern]
+        rows, columns = ready.coloured.shape
+        passes = columns if dense.method.endswith("fwd") else rows
+        reason = (
+            f"J's pattern is dense: {ready.coloured.colouring.count} colours would gain nothing "
+            f"over {min(rows, columns)} dense passes, so J is computed densely and kept sparse; "
+            f"{dense.reason}"
+        )
+        return SparsePlan(
+            replace(dense, method=f"dense-{dense.method}", reason=reason),
+            ready.coloured.pattern.nnz,
+            "fwd" if dense.method.endswith("fwd") else "rev",
+            passes,
+            DENSE_COLOURING,
+            ready.coloured.other_count,
+        )
     plan = plan_sparse_jacobian(problem, ready.coloured, budget)
     if prepared.hessian:
         return replace(plan, mode="hvp", plan=replace(plan.plan, method="sparse-hvp"))
@@ -137,10 +161,19 @@ def run_sparse_jacobian(
     user function, against its own differences; with `check`, J·v against a JVP and a central
     difference along v."""
     pattern = prepared.pattern.matrix
-    if det:
+    ready = coloured(prepared, mode)
+    assert ready.coloured is not None
+    if dense_plan(problem, ready.coloured, mode, budget) is not None:  # NOTE [a dense pattern]
+        if det:
+            require_square(problem, batched=False)  # before J is computed
+        result = compute_dense_as_sparse(
+            problem, ready.coloured, mode=mode, budget=budget, progress=progress
+        )
+        if det:
+            result = with_sparse_det(problem, result)
+    elif det:
         result = compute_sparse_det(problem, pattern, budget=budget, mode=mode)
     else:
-        ready = coloured(prepared, mode)
         result = compute_sparse_jacobian(
             problem, pattern, budget=budget, mode=mode, progress=progress, coloured=ready.coloured
         )
@@ -173,6 +206,33 @@ def run_sparse_hessian(
 def _finished(problem: Problem, result: SparseResult, prepared: Prepared) -> SparseResult:
     """The result with what its pattern says, and checked against the function itself."""
     reason = f"{prepared.description()}; {result.strategy_reason}"
-    notes = (*prepared.notes(), *result.notes)
+    dense_said = isinstance(result, SparseJacobianResult) and result.colouring == DENSE_COLOURING
+    notes = (*prepared.notes(dense_said), *result.notes)
     result = replace(result, strategy_reason=reason, notes=notes)
     return check_sparse_result(problem, result)  # type: ignore[return-value]
+
+
+def sparse_points(
+    problem: Problem,
+    prepared: Prepared,
+    *,
+    mode: str = "auto",
+    budget: int | None = None,
+    det: bool = False,
+) -> SparsePoints | None:
+    """What vectorizing J over the points needs (NOTE [sparse J at many points] in many.py),
+    or None where the points go one at a time: a pattern that holds at its point only, H's
+    pattern, or a dense one (NOTE [a dense pattern])."""
+    if prepared.hessian or not prepared.reusable:
+        return None
+    ready = coloured(prepared, mode)
+    assert ready.coloured is not None
+    if dense_plan(problem, ready.coloured, mode, budget) is not None:
+        return None
+    description = prepared.description()
+
+    def finish(point: Problem, result: SparseJacobianResult) -> SparseJacobianResult:
+        result = replace(result, strategy_reason=f"{description}; {result.strategy_reason}")
+        return with_sparse_det(point, result) if det else result
+
+    return SparsePoints(ready.coloured, finish, prepared.notes())

@@ -106,6 +106,13 @@ def compute_sparse_det(
     of a singular J or of a det past float64's range."""
     require_square(problem, batched=False)
     result = compute_sparse_jacobian(problem, pattern, budget=budget, mode=mode)
+    return with_sparse_det(problem, result)
+
+
+def with_sparse_det(problem: Problem, result: SparseJacobianResult) -> SparseJacobianResult:
+    """The sparse J with det J from its sparse LU, and the warnings of a singular J or of a
+    det past float64's range."""
+    require_square(problem, batched=False)
     eps = float(np.finfo(np.dtype(problem.dtype)).eps)
     det = sparse_determinant(result.matrix, problem.wrt, eps)
     notes = (*result.notes, *determinant_notes(det, problem.dtype))

@@ -17,18 +17,17 @@ a sound: J[i, j] lands in B[i, colour(j)], which is either read as another entry
 same colour (and adds to it) or read by no entry at all. The second shows at once: a compressed
 number no entry reads must be exactly 0, and one that is not proves the miss (NaN aside: 0·∞
 in a pass is NaN without any miss). The first is the guard's (`probe_sparse` in trust.py): it
-compares the sparse J v, row by row, with one plain (not vmapped) JVP along a random v, which is
-no seed of any colour, and where an entry added to its neighbour moves that row of J v by
-J[i, j]·(v_j − v_k), far beyond rounding. Either way the result is refused (exit 1), never
-printed.
+compares the sparse J entry by entry with one pass of the other mode, where an entry added to
+its neighbour moves that column of uᵀJ by u_i·J[i, j] (that row of J v by J[i, j]·(v_j − v_k)),
+far beyond rounding. Either way the result is refused (exit 1), never printed.
 
 # NOTE [the sparse guard's cost]
-The probe is one JVP, the cost class of one compressed pass. A reverse pass (uᵀJ) would be the
-other AD mode for a J from JVPs, but at 10⁶ unknowns it cost more than all three compressed
-JVPs together (the graph kept, then a backward pass whose slicing ops fill and add whole
-tensors: 0.5 s against 0.25 s for a JVP, Burgers). The other-mode check of a user's function
-remains the comparison with its own central differences (reference.py); at many points
-(sparse/many.py) every point is still probed by a reverse pass.
+The probe is the other AD mode, as the dense guard's is: for a J from JVPs a reverse pass, which
+at 10⁶ unknowns costs more than all three compressed JVPs together (the graph kept, then a
+backward pass whose slicing ops fill and add whole tensors: 0.5 s against 0.25 s for a JVP,
+Burgers). A JVP along a random v would catch a missed non-zero as well, at half the cost, but it
+is the same mode that made J: a forward-mode rule that is wrong (torch's or a custom Function's
+jvp) would pass it. The guard's budget is one pass of each mode; the other one is kept.
 
 # NOTE [recovering H]
 H·s for the seed s of a colour of H's columns is a JVP of the gradient (forward-over-reverse),
@@ -204,12 +203,12 @@ def compute_sparse_jacobian(
             continue
         _refuse_stray(problem, compressed, colouring)
         y_shape = tuple(compressed.y.shape)
-        guard, worst = probe_sparse(  # J v by a JVP: NOTE [the sparse guard's cost]
-            f, primals, y_shape, compressed.matrix, "", "rev", JVP_METHODS
+        guard, worst = probe_sparse(  # the other mode: NOTE [the sparse guard's cost]
+            f, primals, y_shape, compressed.matrix, "", colouring.mode, JVP_METHODS
         )
         if guard.passed is not False:
             break
-        mismatch = _mismatch(problem, guard, worst, "rev")
+        mismatch = _mismatch(problem, guard, worst, colouring.mode)
         passes = _passes_of(colouring, vectorized)
         if mismatches and mismatches[-1] == mismatch:
             rejected.append(f"{passes} gave the same J")

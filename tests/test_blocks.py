@@ -33,6 +33,11 @@ def f(x):
 
 def wide(x):
     return torch.cat([x.sin(), x.cos() * x.sum(), x ** 3])
+
+def tall_force(x):
+    energy = (x ** 3).sum() / 3 + (x[1:] * x[:-1]).sum()
+    (g,) = torch.autograd.grad(energy, x, create_graph=True)
+    return torch.cat([g, g.sin(), x * g])
 """
 
 
@@ -104,6 +109,21 @@ def test_column_blocks_of_a_tall_j_equal_the_in_memory_j(tmp_path: Path) -> None
     problem, outcome = _run(source, tmp_path / "j.zarr", [("x", (20,))], largest_block=60 * 8 * 3)
     assert outcome.plan.kind == "columns" and outcome.plan.count == 7
     np.testing.assert_allclose(_stored(tmp_path / "j.zarr"), _in_memory(problem), rtol=1e-12)
+
+
+def test_a_tall_j_forward_mode_cannot_run_is_stored_in_rows(tmp_path: Path) -> None:
+    """torch.autograd.grad inside: forward mode finds no graph, so the blocks are rows."""
+    source = FunctionSource.of(f"{_user_file(tmp_path)}:tall_force")
+    problem, outcome = _run(source, tmp_path / "j.zarr", [("x", (20,))], largest_block=60 * 8 * 3)
+    assert outcome.plan.kind == "rows" and outcome.plan.count > 2
+    assert any("forward mode cannot compute tall_force's columns" in n for n in outcome.notes)
+    stored = _stored(tmp_path / "j.zarr")
+    np.testing.assert_allclose(stored, _in_memory(problem), rtol=1e-12)
+    x = problem.inputs["x"].numpy()  # H of the energy: diag(2x) + ones beside the diagonal
+    hessian = np.diag(2 * x) + np.eye(20, k=1) + np.eye(20, k=-1)
+    np.testing.assert_allclose(stored[:20], hessian, rtol=1e-12)
+    with pytest.raises(ComputationError):  # --strategy fwd is taken at its word
+        _run(source, tmp_path / "f.zarr", [("x", (20,))], largest_block=1 << 20, kind="columns")
 
 
 def test_the_store_keeps_the_point_and_f_there(tmp_path: Path) -> None:

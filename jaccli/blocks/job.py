@@ -114,6 +114,8 @@ class Job:
     threads: int | None = None
     """torch's intra-op threads in a worker (None: torch's default)."""
     command: str = "jacobian"
+    notes: tuple[str, ...] = ()
+    """Warnings of the planning (NOTE [the direction of the blocks] in run.py)."""
 
 
 _PROBLEMS: dict[str, Problem] = {}

@@ -12,6 +12,14 @@ never holds J. The executor only decides where tasks run: `Sequential` here, one
 another; `cluster.DaskExecutor` on a Dask LocalCluster or scheduler, where a worker that dies
 has its tasks run again elsewhere by the scheduler. A run stopped at any moment (Ctrl-C,
 SIGKILL, a power cut) keeps every block marked done; a resumed run computes the rest.
+
+# NOTE [the direction of the blocks]
+A tall J is cheaper in blocks of columns (one forward pass a column), but forward mode cannot
+run every function: one that calls torch.autograd.grad inside finds its inputs carrying
+tangents, not a graph. The direction is the store's layout, fixed before the first block, so
+under --strategy auto the run first computes J's first column on its own (one JVP and its
+guard); if that raises or fails the guard, the blocks are rows (one reverse pass a row, which
+such a function supports), and a warning says so. --strategy fwd is taken at its word.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from jaccli.blocks.inputs import PointsSource
 from jaccli.blocks.job import FunctionSource, Job, forget, problem_of, remember
 from jaccli.blocks.plan import MAX_BLOCK_BYTES, BlockPlan, plan_blocks
 from jaccli.errors import ResourceError
+from jaccli.messages import brief
 from jaccli.spec import ArrayData, Shape
 
 if TYPE_CHECKING:
@@ -181,17 +190,30 @@ def make_job(
     """The job of computing `problem`'s J into the store at `path` in blocks within `budget`
     (each process's) of at most `largest_block` bytes of J, split for `workers`; the options
     are those `problem` was prepared with, so that any process rebuilds it. ResourceError
-    (exit 3) when no block fits."""
+    (exit 3) when no block fits. Under `kind="auto"`, blocks of columns are used only if
+    forward mode runs the function (NOTE [the direction of the blocks])."""
     import os
 
-    plan = plan_blocks(
-        problem,
-        budget,
-        kind=kind,
-        points=None if points is None else points.count,
-        workers=workers,
-        largest=largest_block,
-    )
+    def planned(chosen: str) -> BlockPlan:
+        return plan_blocks(
+            problem,
+            budget,
+            kind=chosen,
+            points=None if points is None else points.count,
+            workers=workers,
+            largest=largest_block,
+        )
+
+    plan = planned(kind)
+    notes: tuple[str, ...] = ()
+    if kind == "auto" and plan.kind == "columns":
+        why = forward_mode_fails(problem)
+        if why is not None:
+            plan = planned("rows")
+            notes = (
+                f"forward mode cannot compute {problem.function.name}'s columns of J "
+                f"({brief(why, 160)}); stored J in blocks of rows (reverse passes) instead",
+            )
     if plan.refused is not None:
         raise ResourceError(plan.refused, code="memory_budget")
     return Job(
@@ -209,7 +231,21 @@ def make_job(
         output=output,
         points=points,
         threads=threads,
+        notes=notes,
     )
+
+
+def forward_mode_fails(problem: Problem) -> str | None:
+    """Why forward mode cannot compute J's first column (it raised, or failed the guard), or
+    None where it can (NOTE [the direction of the blocks])."""
+    from jaccli.engine.blocks import joined_columns
+    from jaccli.errors import ComputationError
+
+    try:
+        joined_columns(problem, 0, 1)
+    except ComputationError as error:
+        return error.message
+    return None
 
 
 def header(job: Job, problem: Problem) -> dict[str, Any]:
@@ -331,5 +367,5 @@ def run_job(
         plan.count - len(missing),
         time.monotonic() - began,
         tuple(methods),
-        tuple(notes),
+        tuple(dict.fromkeys((*job.notes, *notes))),
     )

@@ -126,6 +126,27 @@ def test_a_tall_j_forward_mode_cannot_run_is_stored_in_rows(tmp_path: Path) -> N
         _run(source, tmp_path / "f.zarr", [("x", (20,))], largest_block=1 << 20, kind="columns")
 
 
+@pytest.mark.parametrize("kind", ["rows", "columns"])
+def test_h_in_blocks_equals_the_in_memory_hessian(tmp_path: Path, kind: str) -> None:
+    """Rows of H are VJPs of the gradient, columns its JVPs (forward over reverse); either
+    way, block by block, H equals the engine's in-memory Hessian."""
+    from jaccli.engine import run_hessian
+    from jaccli.engine.hessian import gradient_problem
+
+    source = FunctionSource.of(f"{_user_file(tmp_path)}:f")
+    function = prepare(source.resolve(), shape_options=[("x", (16,))], dtype="float64")
+    problem = gradient_problem(function)
+    job = make_job(problem, source, str(tmp_path / "h.zarr"), budget=2**30, kind=kind,
+                   shape_options=[("x", (16,))], largest_block=16 * 8 * 16 * 3,
+                   command="hessian")  # fmt: skip
+    outcome = run_job(job, problem, function=function)
+    assert outcome.plan.kind == kind and outcome.plan.count > 2
+    ((h,),) = [tuple(by_b.values()) for by_b in run_hessian(function).hessians["y"].values()]
+    np.testing.assert_allclose(_stored(tmp_path / "h.zarr"), np.asarray(h).reshape(256, 16),
+                               rtol=1e-12, atol=1e-14)  # fmt: skip
+    assert store.read_header(str(tmp_path / "h.zarr"))["command"] == "hessian"
+
+
 def test_the_store_keeps_the_point_and_f_there(tmp_path: Path) -> None:
     source = FunctionSource.of(None, "x.exp().sum(dim=1)")
     problem, _ = _run(source, tmp_path / "j.zarr", [("x", (3, 4))], largest_block=1 << 20)

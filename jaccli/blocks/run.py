@@ -186,8 +186,10 @@ def make_job(
     seed: int = 0,
     batch_axes: Sequence[tuple[str | None, int]] = (),
     output: str | None = None,
+    command: str = "jacobian",
 ) -> Job:
-    """The job of computing `problem`'s J into the store at `path` in blocks within `budget`
+    """The job of computing `problem`'s J (for `command` hessian, `problem` is the gradient's:
+    engine/hessian.py gradient_problem) into the store at `path` in blocks within `budget`
     (each process's) of at most `largest_block` bytes of J, split for `workers`; the options
     are those `problem` was prepared with, so that any process rebuilds it. ResourceError
     (exit 3) when no block fits. Under `kind="auto"`, blocks of columns are used only if
@@ -231,6 +233,7 @@ def make_job(
         output=output,
         points=points,
         threads=threads,
+        command=command,
         notes=notes,
     )
 
@@ -313,12 +316,13 @@ def _digest(tensor: Any) -> str:
     return hashlib.sha256(f"{array.dtype}{array.shape}".encode() + array.tobytes()).hexdigest()
 
 
-def _point_arrays(problem: Problem) -> dict[str, Any]:
-    """`inputs/NAME` and `outputs/NAME`: the point J is computed at, and f there."""
+def _point_arrays(problem: Problem, function: Problem | None = None) -> dict[str, Any]:
+    """`inputs/NAME` and `outputs/NAME`: the point J is computed at, and f there (the
+    `function`'s outputs where `problem` is its gradient's)."""
     from jaccli.engine.evaluate import evaluate, to_numpy
 
     arrays = {f"inputs/{n}": to_numpy(t) for n, t in problem.inputs.items()}
-    outputs = evaluate(problem.function, problem.inputs)
+    outputs = evaluate((function or problem).function, problem.inputs)
     arrays.update({f"outputs/{n}": to_numpy(y.detach()) for n, y in outputs.items()})
     return arrays
 
@@ -331,15 +335,17 @@ def run_job(
     resume: bool = False,
     force: bool = False,
     on_progress: OnProgress | None = None,
+    function: Problem | None = None,
 ) -> Outcome:
     """Every block of `job` not yet done, computed by `executor` (this process by default)
     into the store, which is complete when this returns (NOTE [blocks, tasks and the store]);
-    KeyboardInterrupt leaves it to be resumed."""
+    KeyboardInterrupt leaves it to be resumed. `function`: for a Hessian, the problem whose
+    gradient `problem` is (its outputs are stored beside H)."""
     from dataclasses import replace
 
     began = time.monotonic()
     executor = executor or Sequential()
-    arrays = _point_arrays(problem) if job.points is None else {}
+    arrays = _point_arrays(problem, function) if job.points is None else {}
     plan, missing = store.start(
         job.store, job.plan, header(job, problem), resume=resume, force=force, arrays=arrays
     )

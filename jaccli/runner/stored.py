@@ -87,9 +87,10 @@ def _executor(request: Request) -> Iterator[Executor]:
         yield executor
 
 
-def prepared_job(request: Request, workers: int) -> tuple[Job, Problem]:
-    """The job of computing the request's J into its store, split for `workers`, and the
-    Problem at the first point (ResourceError when no block fits the budget)."""
+def prepared_job(request: Request, workers: int) -> tuple[Job, Problem, Problem]:
+    """The job of computing the request's J (H: the gradient's J) into its store, split for
+    `workers`, the Problem whose J that is and the function's own, at the first point
+    (ResourceError when no block fits the budget)."""
     from jaccli.blocks.inputs import read_points
     from jaccli.blocks.run import make_job
 
@@ -104,7 +105,12 @@ def prepared_job(request: Request, workers: int) -> tuple[Job, Problem]:
     inputs = request.inputs
     given_names = [name or "x" for name, _ in (*inputs.shapes, *values)]
     source = _function_source(request, given_names, points)
-    problem = build_problem(replace(request, inputs=replace(inputs, values=values)), values=first)
+    function = build_problem(replace(request, inputs=replace(inputs, values=values)), values=first)
+    problem = function
+    if request.command == "hessian":
+        from jaccli.engine.hessian import gradient_problem
+
+        problem = gradient_problem(function)
     job = make_job(
         problem,
         source,
@@ -119,8 +125,9 @@ def prepared_job(request: Request, workers: int) -> tuple[Job, Problem]:
         seed=inputs.seed,
         batch_axes=inputs.batch_axes,
         output=inputs.output,
+        command=request.command,
     )
-    return job, problem
+    return job, problem, function
 
 
 def store_plan(request: Request, problem: Problem, points: int | None) -> StorePlan:
@@ -155,7 +162,7 @@ def run_stored(request: Request, show_progress: ShowProgress) -> Stored:
     # count the store's threads and what zarr and the engine load against the first block.
     memory.release()
     with _executor(request) as executor:
-        job, problem = prepared_job(request, executor.workers)
+        job, problem, function = prepared_job(request, executor.workers)
         with show_progress(request.command, "blocks") as progress:
 
             def on_progress(done: Any) -> None:
@@ -168,5 +175,6 @@ def run_stored(request: Request, show_progress: ShowProgress) -> Stored:
                 resume=request.compute.resume,
                 force=request.show.force,
                 on_progress=on_progress,
+                function=function,
             )
     return Stored(request, outcome, executor.workers, problem.notes)

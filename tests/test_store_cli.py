@@ -408,3 +408,42 @@ def test_an_out_of_core_cli_run_peaks_within_its_budget(tmp_path: Path) -> None:
         expected = -y[row] * y
         expected[row] += y[row]
         np.testing.assert_allclose(stored["J"][row], expected, rtol=1e-4, atol=1e-9)
+
+
+def test_plan_with_points_reads_only_the_points_shape(jaccli: Cli, tmp_path: Path) -> None:
+    """The points file may be larger than memory: --plan beside a store reads its metadata and
+    first point, so a --max-value-size far below the file's size does not stop it."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.random.default_rng(0).uniform(0.5, 2.0, size=(50000, 2)))
+    args = ["jacobian", "--fn", "polar", "--points", f"x=@{points}", "--max-value-size", "1KiB"]
+    whole = jaccli(*args, "--plan")
+    assert whole.exit_code == 2 and "over the limit of 1.0 KiB" in whole.stderr  # type: ignore[attr-defined]
+    document = jaccli(*args, "--plan", "--out", str(tmp_path / "j.zarr"), "--json").json()  # type: ignore[attr-defined]
+    assert document["store"]["kind"] == "points"
+    assert document["store"]["count"] * document["store"]["size"] >= 50000
+    assert not (tmp_path / "j.zarr").exists()
+
+
+def test_resume_under_another_budget_keeps_the_stored_blocks(jaccli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "j.zarr"
+    args = ["jacobian", "--expr", "softmax(x, dim=0)", "--shape", "3000", "--dtype", "float64",
+            "--out", str(out)]  # fmt: skip
+    assert jaccli(*args, "--max-memory", "24MiB").exit_code == 0  # type: ignore[attr-defined]
+    root = zarr.open_group(str(out), mode="r+")
+    size = root.attrs["jaccli"]["blocks"]["size"]
+    root["done"][1:3] = 0  # as if killed: two blocks to compute again
+    root["J"][size : 3 * size] = np.nan
+    resumed = jaccli(*args, "--max-memory", "200MiB", "--resume")
+    assert resumed.exit_code == 0, resumed.stderr  # type: ignore[attr-defined]
+    assert f"--resume keeps the store's blocks of {size} rows" in resumed.stderr  # type: ignore[attr-defined]
+    assert "2 computed" in resumed.stderr and f"blocks of {size} rows" in resumed.stderr  # type: ignore[attr-defined]
+    s = _stored(out, "outputs/y")
+    np.testing.assert_allclose(_stored(out), np.diag(s) - np.outer(s, s), rtol=1e-12, atol=1e-18)
+    too_small = jaccli(*args, "--max-memory", "9MiB", "--resume")
+    assert too_small.exit_code == 3 and too_small.stderr.count("\n") == 1  # type: ignore[attr-defined]
+    assert f"is laid out in blocks of {size} rows" in too_small.stderr  # type: ignore[attr-defined]
+
+
+def test_one_block_is_one_block(jaccli: Cli, tmp_path: Path) -> None:
+    run = jaccli("jacobian", "--expr", "x.exp()", "--shape", "5", "--out", str(tmp_path / "j.zarr"))
+    assert run.exit_code == 0 and " in 1 block of 5 rows, " in run.stderr  # type: ignore[attr-defined]

@@ -327,6 +327,39 @@ def _point_arrays(problem: Problem, function: Problem | None = None) -> dict[str
     return arrays
 
 
+def _kept_layout(job: Job, problem: Problem, stored: BlockPlan) -> tuple[BlockPlan, str]:
+    """A resumed store's blocks, which the run keeps (they are its chunks), with their working
+    memory under this run's budget, and a note saying so; ResourceError (exit 3) where one of
+    them would not fit this run's budget (NOTE [what a store belongs to] in store.py)."""
+    from dataclasses import replace
+
+    from jaccli.messages import format_bytes
+
+    budget = job.budget if job.budget is not None else stored.budget
+    if stored.kind == job.plan.kind:
+        alone = job.plan
+    else:
+        alone = plan_blocks(problem, budget, kind=stored.kind, largest=1 << 62)
+    resident = problem.resident_bytes
+    per_line = (alone.peak_bytes - resident) / max(alone.size, 1)
+    peak = resident + math.ceil(stored.size * per_line)
+    unit = stored.kind if stored.size != 1 else stored.kind[:-1]
+    if peak > budget:
+        raise ResourceError(
+            f"--resume: {job.store} is laid out in blocks of {stored.size} {unit}, which need "
+            f"about {format_bytes(peak)}, over the memory budget of {format_bytes(budget)}; "
+            f"resume with --max-memory {math.ceil(peak / 2**20)}MiB or more",
+            code="memory_budget",
+        )
+    mine = job.plan.kind if job.plan.size != 1 else job.plan.kind[:-1]
+    note = (
+        f"--resume keeps the store's blocks of {stored.size} {unit} (about "
+        f"{format_bytes(peak)} of working memory each); this run alone would have used blocks "
+        f"of {job.plan.size} {mine}"
+    )
+    return replace(stored, peak_bytes=peak, budget=budget), note
+
+
 def run_job(
     job: Job,
     problem: Problem,
@@ -349,6 +382,9 @@ def run_job(
     plan, missing = store.start(
         job.store, job.plan, header(job, problem), resume=resume, force=force, arrays=arrays
     )
+    if (plan.kind, plan.size) != (job.plan.kind, job.plan.size):
+        plan, kept_layout = _kept_layout(job, problem, plan)
+        job = replace(job, notes=(*job.notes, kept_layout))
     job = replace(job, plan=plan)
     remember(job, problem)
     try:

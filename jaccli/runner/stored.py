@@ -34,15 +34,31 @@ def _points(request: Request) -> PointsSource | None:
     """The one --points file, to be read a block at a time (a .zarr array or a .npy file)."""
     if request.compute.points is None:
         return None
+    from jaccli.blocks.inputs import points_source
+
+    return points_source(*_points_file(request))
+
+
+def _points_file(request: Request) -> tuple[str, str]:
+    """The name and the file of the one --points (UsageError for the API's arrays)."""
+    assert request.compute.points is not None
     ((name, given),) = request.compute.points.sources
     if not isinstance(given, str):
         raise UsageError(
             "points= with out=NAME.zarr are read a block at a time from a file: give "
             f"points={{{name!r}: '@points.zarr'}} (or a .npy file)"
         )
-    from jaccli.blocks.inputs import points_source
+    return name, given
 
-    return points_source(name, given)
+
+def first_stored_points(request: Request) -> tuple[list[tuple[str, ArrayData]], int]:
+    """For --plan with a store: the first point of the one --points file and how many there
+    are, from its metadata and first point only (the file may be larger than memory)."""
+    from jaccli.blocks.inputs import peek_points
+
+    name, given = _points_file(request)
+    count, first = peek_points(name, given)
+    return [(name, ArrayData(first.shape, first, from_file=True))], count
 
 
 def _values(request: Request) -> tuple[tuple[str | None, ArrayData], ...]:

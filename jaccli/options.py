@@ -617,8 +617,9 @@ def _store_options(parsed: Parsed) -> str | None:
     if parsed["compute.resume"] and parsed["show.force"]:
         return "give one of --resume and --force: resume keeps the store, force replaces it"
     sources = parsed["points.sources"]
+    matrix = "H" if parsed.command == HESSIAN else "J"
     in_memory = (
-        (parsed["show.json"] and not parsed["compute.plan"], "--json (J is in the store)"),
+        (parsed["show.json"] and not parsed["compute.plan"], f"--json ({matrix} is in the store)"),
         (parsed["show.text_format"] is not None, "--format"),
         (parsed["compute.view"] is not None or parsed["compute.picture"] is not None, "--view"),
         (parsed["compute.check"], "--check (each block is guarded; see the store's guard)"),
@@ -632,7 +633,7 @@ def _store_options(parsed: Parsed) -> str | None:
     )
     for given, option in in_memory:
         if given:
-            return f"--out {out.name} stores J block by block; {option} does not go with it"
+            return f"--out {out.name} stores {matrix} block by block; {option} does not go with it"
     replaced = parsed["compute.plan"] or parsed["compute.resume"] or parsed["show.force"]
     if not replaced and os.path.lexists(out):
         return f"--out {out} exists; add --resume to complete it, or --force to replace it"

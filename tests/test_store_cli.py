@@ -372,8 +372,7 @@ def kept_reset_peak():  # the engine restarts the kernel's count for each block:
 memory.reset_peak = kept_reset_peak
 
 def run(n, out):
-    args = ["jacobian", "--expr", "softmax(x, dim=0)", "--shape", str(n), "--out", out,
-            "--max-memory", sys.argv[2]]
+    args = [*sys.argv[3:], "--shape", str(n), "--out", out, "--max-memory", sys.argv[2]]
     try:
         app(args=args, prog_name="jaccli")
     except SystemExit as exit:
@@ -389,10 +388,17 @@ print(json.dumps([baseline, max([memory.peak_resident_bytes(), *peaks])]), file=
 """
 
 
-def test_an_out_of_core_cli_run_peaks_within_its_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "function",
+    [
+        ["jacobian", "--expr", "softmax(x, dim=0)"],
+        ["hessian", "--fn", "logsumexp"],  # H of logsumexp is softmax's J: VJPs of the gradient
+    ],
+)
+def test_an_out_of_core_cli_run_peaks_within_its_budget(tmp_path: Path, function: list) -> None:
     budget = 32 * 1024**2  # J is 4000² float32 numbers: 61 MiB
     done = subprocess.run(
-        [sys.executable, "-c", PEAK, str(tmp_path), str(budget)],
+        [sys.executable, "-c", PEAK, str(tmp_path), str(budget), *function],
         capture_output=True,
         text=True,
         timeout=300,

@@ -453,3 +453,11 @@ def test_resume_under_another_budget_keeps_the_stored_blocks(jaccli: Cli, tmp_pa
 def test_one_block_is_one_block(jaccli: Cli, tmp_path: Path) -> None:
     run = jaccli("jacobian", "--expr", "x.exp()", "--shape", "5", "--out", str(tmp_path / "j.zarr"))
     assert run.exit_code == 0 and " in 1 block of 5 rows, " in run.stderr  # type: ignore[attr-defined]
+
+
+def test_plan_of_columns_says_rows_may_be_used_instead(jaccli: Cli, tmp_path: Path) -> None:
+    run = jaccli("jacobian", "--expr", "outer(x, x)", "--shape", "6",
+                 "--out", str(tmp_path / "j.zarr"), "--plan")  # fmt: skip
+    assert run.exit_code == 0, run.stderr  # type: ignore[attr-defined]
+    text = " ".join(run.stdout.split())  # type: ignore[attr-defined]
+    assert "of 6 columns" in text and "rows instead if forward mode cannot run" in text

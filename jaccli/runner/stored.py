@@ -165,7 +165,8 @@ def store_plan(request: Request, problem: Problem, points: int | None) -> StoreP
         workers=workers or 1,
     )
     text = None if cluster is None else cluster.address or f"local:{workers}"
-    return StorePlan(blocks, workers, text)
+    tried = blocks.kind == "columns" and request.compute.strategy == "auto" and points is None
+    return StorePlan(blocks, workers, text, columns_tried=tried)
 
 
 def run_stored(request: Request, show_progress: ShowProgress) -> Stored:

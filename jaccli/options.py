@@ -40,6 +40,16 @@ SHOWING = (JACOBIAN, DET, VJP, JVP, HESSIAN, HVP)
 """The commands whose result has tables, text formats and files (not `check`)."""
 PRODUCTS = (VJP, JVP, HVP)
 DRAWING = (JACOBIAN, DET, HESSIAN)
+STORING = (JACOBIAN, HESSIAN)
+"""What --out NAME.zarr computes block by block: J, or H as the gradient's J."""
+STORE_REFUSED = {
+    DET: "one number a point, never too large for memory",
+    VJP: "one vector a point, never larger than the inputs",
+    JVP: "one vector a point, never larger than the outputs",
+    HVP: "one vector a point, never larger than the inputs",
+    CHECK: "a verdict, not an array",
+}
+"""Why a command's result has no use for a store (one line each)."""
 """The commands that draw J or H (--view heatmap|sparsity, --out j.png) and --plan it."""
 SPARSE = (JACOBIAN, DET, HESSIAN, CHECK)
 """The commands that compute J (or H) as a sparse matrix with --sparse."""
@@ -222,10 +232,11 @@ def _out(raw: str | None, parsed: Parsed) -> Any:
     if raw is None:
         return None
     if is_store(raw):
-        if parsed.command != JACOBIAN:
+        if parsed.command not in STORING:
             raise UsageError(
-                f"--out {raw!r}: a .zarr store holds J computed block by block, by jaccli "
-                f"jacobian (with or without --points); write {parsed.command}'s result to .npy, "
+                f"--out {raw!r}: a .zarr store holds J or H computed block by block (rows or "
+                f"columns of a matrix too large for memory), by jaccli jacobian or hessian; "
+                f"{parsed.command}'s result is {STORE_REFUSED[parsed.command]}: write it to .npy, "
                 ".pt, .safetensors or .csv",
                 code="bad_out",
             )
@@ -414,17 +425,22 @@ OPTIONS: tuple[Option, ...] = (
            "heat map (its non-zeros with --view sparsity) to a .png, .svg or .pdf file; or "
            "compute J (at every --points) block by block into a .zarr store, within "
            "--max-memory whatever its size (pip install 'jaccli[zarr]')."),
-    Option("--out", "show.out", (DET, HESSIAN), OUTPUT, parse=_out, metavar="FILE",
+    Option("--out", "show.out", (HESSIAN,), OUTPUT, parse=_out, metavar="FILE",
+           help="Also write the result to a .npy, .pt, .safetensors or .csv file, or draw its "
+           "heat map (its non-zeros with --view sparsity) to a .png, .svg or .pdf file; or "
+           "compute H (at every --points) block by block into a .zarr store, within "
+           "--max-memory whatever its size (pip install 'jaccli[zarr]')."),
+    Option("--out", "show.out", (DET,), OUTPUT, parse=_out, metavar="FILE",
            help="Also write the result to a .npy, .pt, .safetensors or .csv file, or draw its "
            "heat map (its non-zeros with --view sparsity) to a .png, .svg or .pdf file."),
     Option("--out", "show.out", PRODUCTS, OUTPUT, parse=_out, metavar="FILE",
            help="Also write the result to a .npy, .pt, .safetensors or .csv file."),
     Option("--force", "show.force", SHOWING, OUTPUT, default=False,
            help="Let --out replace an existing file (a .zarr store only if jaccli wrote it)."),
-    Option("--resume", "compute.resume", (JACOBIAN,), OUTPUT, default=False,
+    Option("--resume", "compute.resume", STORING, OUTPUT, default=False,
            help="Complete the --out .zarr store a stopped or killed run of the same computation "
            "left: its finished blocks are kept, the rest computed."),
-    Option("--cluster", "compute.cluster", (JACOBIAN,), COMPUTE, parse=_cluster,
+    Option("--cluster", "compute.cluster", STORING, COMPUTE, parse=_cluster,
            metavar="CLUSTER",
            help="Compute the blocks of --out .zarr as Dask tasks: local:N, N worker processes here "
            "(local: one a core), or on the workers of a running scheduler "
@@ -601,8 +617,9 @@ def _store_options(parsed: Parsed) -> str | None:
     if parsed["compute.resume"] and parsed["show.force"]:
         return "give one of --resume and --force: resume keeps the store, force replaces it"
     sources = parsed["points.sources"]
+    matrix = "H" if parsed.command == HESSIAN else "J"
     in_memory = (
-        (parsed["show.json"] and not parsed["compute.plan"], "--json (J is in the store)"),
+        (parsed["show.json"] and not parsed["compute.plan"], f"--json ({matrix} is in the store)"),
         (parsed["show.text_format"] is not None, "--format"),
         (parsed["compute.view"] is not None or parsed["compute.picture"] is not None, "--view"),
         (parsed["compute.check"], "--check (each block is guarded; see the store's guard)"),
@@ -616,7 +633,7 @@ def _store_options(parsed: Parsed) -> str | None:
     )
     for given, option in in_memory:
         if given:
-            return f"--out {out.name} stores J block by block; {option} does not go with it"
+            return f"--out {out.name} stores {matrix} block by block; {option} does not go with it"
     replaced = parsed["compute.plan"] or parsed["compute.resume"] or parsed["show.force"]
     if not replaced and os.path.lexists(out):
         return f"--out {out} exists; add --resume to complete it, or --force to replace it"
@@ -633,7 +650,7 @@ REFUSALS: tuple[Refusal, ...] = (
     Refusal(COMPUTING, _one_point_only),
     Refusal(COMPUTING, _points_sources),
     Refusal(SPARSE, _sparse_beside),
-    Refusal((JACOBIAN,), _store_options, code="bad_out"),
+    Refusal(STORING, _store_options, code="bad_out"),
 )
 """Checked in this order, before the options they do not need are parsed: a combination that
 cannot mean anything is named first, whatever else is wrong."""

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from jaccli.spec import ClusterSpec
 
 STORE_SUFFIX = ".zarr"
-"""--out NAME.zarr: J computed in blocks into a zarr store (jaccli/blocks), for jacobian only."""
+"""--out NAME.zarr: J (hessian: H, the gradient's J) computed in blocks into a zarr store
+(jaccli/blocks)."""
 GivenValue = str | ArrayData
 """An input's values: the text of a --value (JSON, or @file), read by the runner within the
 limits once the memory budget holds; or an array the Python API was given."""

@@ -33,6 +33,11 @@ def f(x):
 
 def wide(x):
     return torch.cat([x.sin(), x.cos() * x.sum(), x ** 3])
+
+def tall_force(x):
+    energy = (x ** 3).sum() / 3 + (x[1:] * x[:-1]).sum()
+    (g,) = torch.autograd.grad(energy, x, create_graph=True)
+    return torch.cat([g, g.sin(), x * g])
 """
 
 
@@ -104,6 +109,42 @@ def test_column_blocks_of_a_tall_j_equal_the_in_memory_j(tmp_path: Path) -> None
     problem, outcome = _run(source, tmp_path / "j.zarr", [("x", (20,))], largest_block=60 * 8 * 3)
     assert outcome.plan.kind == "columns" and outcome.plan.count == 7
     np.testing.assert_allclose(_stored(tmp_path / "j.zarr"), _in_memory(problem), rtol=1e-12)
+
+
+def test_a_tall_j_forward_mode_cannot_run_is_stored_in_rows(tmp_path: Path) -> None:
+    """torch.autograd.grad inside: forward mode finds no graph, so the blocks are rows."""
+    source = FunctionSource.of(f"{_user_file(tmp_path)}:tall_force")
+    problem, outcome = _run(source, tmp_path / "j.zarr", [("x", (20,))], largest_block=60 * 8 * 3)
+    assert outcome.plan.kind == "rows" and outcome.plan.count > 2
+    assert any("forward mode cannot compute tall_force's columns" in n for n in outcome.notes)
+    stored = _stored(tmp_path / "j.zarr")
+    np.testing.assert_allclose(stored, _in_memory(problem), rtol=1e-12)
+    x = problem.inputs["x"].numpy()  # H of the energy: diag(2x) + ones beside the diagonal
+    hessian = np.diag(2 * x) + np.eye(20, k=1) + np.eye(20, k=-1)
+    np.testing.assert_allclose(stored[:20], hessian, rtol=1e-12)
+    with pytest.raises(ComputationError):  # --strategy fwd is taken at its word
+        _run(source, tmp_path / "f.zarr", [("x", (20,))], largest_block=1 << 20, kind="columns")
+
+
+@pytest.mark.parametrize("kind", ["rows", "columns"])
+def test_h_in_blocks_equals_the_in_memory_hessian(tmp_path: Path, kind: str) -> None:
+    """Rows of H are VJPs of the gradient, columns its JVPs (forward over reverse); either
+    way, block by block, H equals the engine's in-memory Hessian."""
+    from jaccli.engine import run_hessian
+    from jaccli.engine.hessian import gradient_problem
+
+    source = FunctionSource.of(f"{_user_file(tmp_path)}:f")
+    function = prepare(source.resolve(), shape_options=[("x", (16,))], dtype="float64")
+    problem = gradient_problem(function)
+    job = make_job(problem, source, str(tmp_path / "h.zarr"), budget=2**30, kind=kind,
+                   shape_options=[("x", (16,))], largest_block=16 * 8 * 16 * 3,
+                   command="hessian")  # fmt: skip
+    outcome = run_job(job, problem, function=function)
+    assert outcome.plan.kind == kind and outcome.plan.count > 2
+    ((h,),) = [tuple(by_b.values()) for by_b in run_hessian(function).hessians["y"].values()]
+    np.testing.assert_allclose(_stored(tmp_path / "h.zarr"), np.asarray(h).reshape(256, 16),
+                               rtol=1e-12, atol=1e-14)  # fmt: skip
+    assert store.read_header(str(tmp_path / "h.zarr"))["command"] == "hessian"
 
 
 def test_the_store_keeps_the_point_and_f_there(tmp_path: Path) -> None:

@@ -238,3 +238,28 @@ def test_the_cli_on_a_scheduler_equals_the_in_memory_j(
     assert run.exit_code == 0, run.stderr
     assert re.search(r"computed on [23] workers", run.stderr)  # the scheduler's, not this process
     _equal_to_in_memory(problem, out)
+
+
+def test_a_hessian_on_a_scheduler_equals_the_in_memory_hessian(
+    scheduler: tuple[str, list],
+    tmp_path: Path,
+    jaccli,  # type: ignore[no-untyped-def]
+) -> None:
+    """The workers rebuild the gradient of a user's function from the file's bytes the job
+    carries: H's blocks equal the engine's in-memory Hessian."""
+    from jaccli.engine import run_hessian
+
+    address, _ = scheduler
+    model = tmp_path / "model.py"
+    model.write_text(MODEL, encoding="utf-8")
+    source = FunctionSource.of(f"{model}:f")
+    problem = prepare(source.resolve(), shape_options=[("x", (12,))], dtype="float64")
+    ((h,),) = [tuple(by_b.values()) for by_b in run_hessian(problem).hessians["y"].values()]
+    out = tmp_path / "h.zarr"
+    run = jaccli("hessian", "--fn", f"{model}:f", "--shape", "12", "--dtype", "float64",
+                 "--out", str(out), "--cluster", address)  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert re.search(r"wrote .*: H 144x12 float64 in \d+ blocks .* computed on [23] workers",
+                     run.stderr)  # fmt: skip
+    stored = zarr.open_group(str(out), mode="r")["J"][...]
+    np.testing.assert_allclose(stored, np.asarray(h).reshape(144, 12), rtol=1e-12, atol=1e-14)

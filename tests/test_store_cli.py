@@ -130,11 +130,81 @@ def test_what_does_not_go_with_a_store_is_refused(
     assert not (tmp_path / "j.zarr").exists()
 
 
-@pytest.mark.parametrize("command", ["det", "hessian", "vjp"])
-def test_a_store_holds_j_of_jacobian_only(jaccli: Cli, tmp_path: Path, command: str) -> None:
+@pytest.mark.parametrize("command", ["det", "vjp"])
+def test_a_store_holds_j_or_h_only(jaccli: Cli, tmp_path: Path, command: str) -> None:
     run = jaccli(command, "--fn", "logsumexp", "--shape", "4", "--out", str(tmp_path / "r.zarr"))
     assert run.exit_code == 2  # type: ignore[attr-defined]
-    assert "a .zarr store holds J computed block by block, by jaccli jacobian" in run.stderr  # type: ignore[attr-defined]
+    assert run.stderr.count("\n") == 1  # type: ignore[attr-defined]
+    assert "a .zarr store holds J or H computed block by block" in run.stderr  # type: ignore[attr-defined]
+    assert f"{command}'s result is one " in run.stderr  # type: ignore[attr-defined]  # and why
+
+
+def _in_memory_hessian(name: str | None, expression: str | None, shapes: list) -> np.ndarray:
+    """H as the gradient's J matrix (rows: each output element by each wrt element), computed
+    in memory by the engine's own hessian at the same inputs."""
+    from jaccli.engine import run_hessian
+
+    names = [name for name, _ in shapes]
+    problem = prepare(resolve(name, expression, names), shape_options=shapes, dtype="float64")
+    result = run_hessian(problem)
+    ((_, by_a),) = result.hessians.items()
+    ((a, by_b),) = by_a.items()
+    (h,) = by_b.values()
+    n = problem.inputs[a].numel()
+    return np.asarray(h).reshape(-1, n)
+
+
+@pytest.mark.parametrize(
+    ("function", "shapes", "blocks"),
+    [
+        (["--fn", "logsumexp"], [("x", (40,))], "rows"),  # H square: VJPs of the gradient
+        (["--expr", "softmax(x, dim=0)"], [("x", (12,))], "columns"),  # H tall: 144 x 12
+        (["--fn", "USER:f"], [("x", (24,))], "columns"),
+    ],
+)
+def test_a_stored_h_equals_the_in_memory_hessian(
+    jaccli: Cli, tmp_path: Path, function: list[str], shapes: list, blocks: str
+) -> None:
+    if function[1] == "USER:f":
+        function = ["--fn", f"{_model(tmp_path)}:f"]
+    name, expression = (function[1], None) if function[0] == "--fn" else (None, function[1])
+    expected = _in_memory_hessian(name, expression, shapes)
+    out = tmp_path / "h.zarr"
+    shape_options = [f"--shape={n}={'x'.join(map(str, s))}" for n, s in shapes]
+    run = jaccli("hessian", *function, *shape_options, "--dtype", "float64", "--out", str(out),
+                 "--max-memory", "48MiB")  # fmt: skip
+    assert run.exit_code == 0, run.stderr  # type: ignore[attr-defined]
+    assert f"hessian: wrote {out}: H {expected.shape[0]}x{expected.shape[1]} " in run.stderr  # type: ignore[attr-defined]
+    np.testing.assert_allclose(_stored(out), expected, rtol=1e-12, atol=1e-15)
+    header = store.read_header(str(out))
+    assert header["command"] == "hessian" and header["blocks"]["kind"] == blocks
+    assert list(zarr.open_group(str(out), mode="r")["outputs"]) == ["y"]  # f itself, not ∇f
+    resumed = jaccli("hessian", *function, *shape_options, "--dtype", "float64",
+                     "--out", str(out), "--resume")  # fmt: skip
+    assert resumed.exit_code == 0 and "0 computed" in resumed.stderr  # type: ignore[attr-defined]
+    other = jaccli("jacobian", *function, *shape_options, "--dtype", "float64",
+                   "--out", str(out), "--resume")  # fmt: skip
+    assert other.exit_code == 2 and "was written by hessian, not jacobian" in other.stderr  # type: ignore[attr-defined]
+
+
+def test_hessians_at_points_from_zarr_into_a_store(jaccli: Cli, tmp_path: Path) -> None:
+    points = np.random.default_rng(1).uniform(0.5, 2.0, size=(7, 2))
+    zarr.create_array(str(tmp_path / "p.zarr"), shape=points.shape, dtype="f8")[...] = points
+    out = tmp_path / "h.zarr"
+    run = jaccli(
+        "hessian", "--fn", "polar", "--points", f"x=@{tmp_path / 'p.zarr'}",
+        "--dtype", "float64", "--out", str(out),
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr  # type: ignore[attr-defined]
+    stored = _stored(out)
+    assert stored.shape == (7, 4, 2)  # rows: ∂²(r cos θ), then ∂²(r sin θ), by (r, θ)
+    r, theta = points[:, 0], points[:, 1]
+    c, s, z = np.cos(theta), np.sin(theta), np.zeros_like(r)
+    expected = np.stack(
+        [np.stack([z, -s], -1), np.stack([-s, -r * c], -1),
+         np.stack([z, c], -1), np.stack([c, -r * s], -1)], 1,
+    )  # fmt: skip
+    np.testing.assert_allclose(stored, expected, rtol=1e-12, atol=1e-15)
 
 
 def test_points_from_zarr_into_a_store_equal_each_points_j(jaccli: Cli, tmp_path: Path) -> None:
@@ -302,8 +372,7 @@ def kept_reset_peak():  # the engine restarts the kernel's count for each block:
 memory.reset_peak = kept_reset_peak
 
 def run(n, out):
-    args = ["jacobian", "--expr", "softmax(x, dim=0)", "--shape", str(n), "--out", out,
-            "--max-memory", sys.argv[2]]
+    args = [*sys.argv[3:], "--shape", str(n), "--out", out, "--max-memory", sys.argv[2]]
     try:
         app(args=args, prog_name="jaccli")
     except SystemExit as exit:
@@ -319,10 +388,17 @@ print(json.dumps([baseline, max([memory.peak_resident_bytes(), *peaks])]), file=
 """
 
 
-def test_an_out_of_core_cli_run_peaks_within_its_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "function",
+    [
+        ["jacobian", "--expr", "softmax(x, dim=0)"],
+        ["hessian", "--fn", "logsumexp"],  # H of logsumexp is softmax's J: VJPs of the gradient
+    ],
+)
+def test_an_out_of_core_cli_run_peaks_within_its_budget(tmp_path: Path, function: list) -> None:
     budget = 32 * 1024**2  # J is 4000² float32 numbers: 61 MiB
     done = subprocess.run(
-        [sys.executable, "-c", PEAK, str(tmp_path), str(budget)],
+        [sys.executable, "-c", PEAK, str(tmp_path), str(budget), *function],
         capture_output=True,
         text=True,
         timeout=300,
@@ -338,3 +414,50 @@ def test_an_out_of_core_cli_run_peaks_within_its_budget(tmp_path: Path) -> None:
         expected = -y[row] * y
         expected[row] += y[row]
         np.testing.assert_allclose(stored["J"][row], expected, rtol=1e-4, atol=1e-9)
+
+
+def test_plan_with_points_reads_only_the_points_shape(jaccli: Cli, tmp_path: Path) -> None:
+    """The points file may be larger than memory: --plan beside a store reads its metadata and
+    first point, so a --max-value-size far below the file's size does not stop it."""
+    points = tmp_path / "p.npy"
+    np.save(points, np.random.default_rng(0).uniform(0.5, 2.0, size=(50000, 2)))
+    args = ["jacobian", "--fn", "polar", "--points", f"x=@{points}", "--max-value-size", "1KiB"]
+    whole = jaccli(*args, "--plan")
+    assert whole.exit_code == 2 and "over the limit of 1.0 KiB" in whole.stderr  # type: ignore[attr-defined]
+    document = jaccli(*args, "--plan", "--out", str(tmp_path / "j.zarr"), "--json").json()  # type: ignore[attr-defined]
+    assert document["store"]["kind"] == "points"
+    assert document["store"]["count"] * document["store"]["size"] >= 50000
+    assert not (tmp_path / "j.zarr").exists()
+
+
+def test_resume_under_another_budget_keeps_the_stored_blocks(jaccli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "j.zarr"
+    args = ["jacobian", "--expr", "softmax(x, dim=0)", "--shape", "3000", "--dtype", "float64",
+            "--out", str(out)]  # fmt: skip
+    assert jaccli(*args, "--max-memory", "24MiB").exit_code == 0  # type: ignore[attr-defined]
+    root = zarr.open_group(str(out), mode="r+")
+    size = root.attrs["jaccli"]["blocks"]["size"]
+    root["done"][1:3] = 0  # as if killed: two blocks to compute again
+    root["J"][size : 3 * size] = np.nan
+    resumed = jaccli(*args, "--max-memory", "200MiB", "--resume")
+    assert resumed.exit_code == 0, resumed.stderr  # type: ignore[attr-defined]
+    assert f"--resume keeps the store's blocks of {size} rows" in resumed.stderr  # type: ignore[attr-defined]
+    assert "2 computed" in resumed.stderr and f"blocks of {size} rows" in resumed.stderr  # type: ignore[attr-defined]
+    s = _stored(out, "outputs/y")
+    np.testing.assert_allclose(_stored(out), np.diag(s) - np.outer(s, s), rtol=1e-12, atol=1e-18)
+    too_small = jaccli(*args, "--max-memory", "9MiB", "--resume")
+    assert too_small.exit_code == 3 and too_small.stderr.count("\n") == 1  # type: ignore[attr-defined]
+    assert f"is laid out in blocks of {size} rows" in too_small.stderr  # type: ignore[attr-defined]
+
+
+def test_one_block_is_one_block(jaccli: Cli, tmp_path: Path) -> None:
+    run = jaccli("jacobian", "--expr", "x.exp()", "--shape", "5", "--out", str(tmp_path / "j.zarr"))
+    assert run.exit_code == 0 and " in 1 block of 5 rows, " in run.stderr  # type: ignore[attr-defined]
+
+
+def test_plan_of_columns_says_rows_may_be_used_instead(jaccli: Cli, tmp_path: Path) -> None:
+    run = jaccli("jacobian", "--expr", "outer(x, x)", "--shape", "6",
+                 "--out", str(tmp_path / "j.zarr"), "--plan")  # fmt: skip
+    assert run.exit_code == 0, run.stderr  # type: ignore[attr-defined]
+    text = " ".join(run.stdout.split())  # type: ignore[attr-defined]
+    assert "of 6 columns" in text and "rows instead if forward mode cannot run" in text

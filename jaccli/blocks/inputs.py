@@ -39,6 +39,27 @@ class PointsSource:
 def points_source(name: str, path_text: str) -> PointsSource:
     """`--points NAME=@FILE` to read a block at a time: a .zarr array (`FILE#key` in a group)
     or a .npy file; its points hashed once (NOTE [what a store belongs to] in store.py)."""
+    path, key, array, shape = _opened(name, path_text)
+    digest = hashlib.sha256(f"{array.dtype}{shape}".encode())
+    step = max(1, DIGEST_BYTES // max(1, math.prod(shape[1:]) * array.dtype.itemsize))
+    for start in range(0, shape[0], step):
+        digest.update(np.ascontiguousarray(array[start : start + step]).tobytes())
+    absolute = os.path.abspath(path) + (f"#{key}" if key else "")
+    return PointsSource(name, absolute, shape[0], shape[1:], digest.hexdigest())
+
+
+def peek_points(name: str, path_text: str) -> tuple[int, np.ndarray]:
+    """How many points `--points NAME=@FILE` holds, and the first, read from the file's
+    metadata and first point only (for --plan: nothing else is read)."""
+    _, _, array, shape = _opened(name, path_text)
+    first = np.asarray(array[0:1])
+    if first.dtype not in (np.float32, np.float64):
+        first = first.astype(np.float64)
+    return shape[0], first[0]
+
+
+def _opened(name: str, path_text: str) -> tuple[str, str, Any, tuple[int, ...]]:
+    """The points' file opened (not read): its path, the key in a group, the array, its shape."""
     path, _, key = path_text.partition("#")
     suffix = os.path.splitext(path.rstrip("/"))[1]
     if suffix not in POINTS_SUFFIXES:
@@ -55,12 +76,7 @@ def points_source(name: str, path_text: str) -> PointsSource:
             f"{format_shape(shape)}",
             code="bad_value",
         )
-    digest = hashlib.sha256(f"{array.dtype}{shape}".encode())
-    step = max(1, DIGEST_BYTES // max(1, math.prod(shape[1:]) * array.dtype.itemsize))
-    for start in range(0, shape[0], step):
-        digest.update(np.ascontiguousarray(array[start : start + step]).tobytes())
-    absolute = os.path.abspath(path) + (f"#{key}" if key else "")
-    return PointsSource(name, absolute, shape[0], shape[1:], digest.hexdigest())
+    return path, key, array, shape
 
 
 def _open_points(path: str, key: str, name: str) -> Any:

@@ -114,6 +114,10 @@ class Job:
     threads: int | None = None
     """torch's intra-op threads in a worker (None: torch's default)."""
     command: str = "jacobian"
+    """jacobian, or hessian: the function's gradient is rebuilt from it in each process, and
+    its J (H) computed in blocks."""
+    notes: tuple[str, ...] = ()
+    """Warnings of the planning (NOTE [the direction of the blocks] in run.py)."""
 
 
 _PROBLEMS: dict[str, Problem] = {}
@@ -158,6 +162,10 @@ def problem_of(job: Job) -> Problem:
         batch_axes=job.batch_axes,
         output=job.output,
     )
+    if job.command == "hessian":
+        from jaccli.engine.hessian import gradient_problem
+
+        problem = gradient_problem(problem)  # H is its J: rows are VJPs of the gradient
     with _PROBLEMS_LOCK:
         _PROBLEMS.clear()  # one run at a time in a worker: the last one's inputs go
         _PROBLEMS[job.key] = problem

@@ -112,6 +112,9 @@ class StorePlan:
     scheduler's workers (counted when the run connects)."""
     cluster: str | None
     """--cluster as given, or None."""
+    columns_tried: bool = False
+    """Columns chosen under --strategy auto: the run keeps them only if forward mode computes
+    J's first column (NOTE [the direction of the blocks] in run.py), else rows."""
 
 
 def plan_blocks(

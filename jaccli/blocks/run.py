@@ -12,6 +12,14 @@ never holds J. The executor only decides where tasks run: `Sequential` here, one
 another; `cluster.DaskExecutor` on a Dask LocalCluster or scheduler, where a worker that dies
 has its tasks run again elsewhere by the scheduler. A run stopped at any moment (Ctrl-C,
 SIGKILL, a power cut) keeps every block marked done; a resumed run computes the rest.
+
+# NOTE [the direction of the blocks]
+A tall J is cheaper in blocks of columns (one forward pass a column), but forward mode cannot
+run every function: one that calls torch.autograd.grad inside finds its inputs carrying
+tangents, not a graph. The direction is the store's layout, fixed before the first block, so
+under --strategy auto the run first computes J's first column on its own (one JVP and its
+guard); if that raises or fails the guard, the blocks are rows (one reverse pass a row, which
+such a function supports), and a warning says so. --strategy fwd is taken at its word.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from jaccli.blocks.inputs import PointsSource
 from jaccli.blocks.job import FunctionSource, Job, forget, problem_of, remember
 from jaccli.blocks.plan import MAX_BLOCK_BYTES, BlockPlan, plan_blocks
 from jaccli.errors import ResourceError
+from jaccli.messages import brief
 from jaccli.spec import ArrayData, Shape
 
 if TYPE_CHECKING:
@@ -177,21 +186,36 @@ def make_job(
     seed: int = 0,
     batch_axes: Sequence[tuple[str | None, int]] = (),
     output: str | None = None,
+    command: str = "jacobian",
 ) -> Job:
-    """The job of computing `problem`'s J into the store at `path` in blocks within `budget`
+    """The job of computing `problem`'s J (for `command` hessian, `problem` is the gradient's:
+    engine/hessian.py gradient_problem) into the store at `path` in blocks within `budget`
     (each process's) of at most `largest_block` bytes of J, split for `workers`; the options
     are those `problem` was prepared with, so that any process rebuilds it. ResourceError
-    (exit 3) when no block fits."""
+    (exit 3) when no block fits. Under `kind="auto"`, blocks of columns are used only if
+    forward mode runs the function (NOTE [the direction of the blocks])."""
     import os
 
-    plan = plan_blocks(
-        problem,
-        budget,
-        kind=kind,
-        points=None if points is None else points.count,
-        workers=workers,
-        largest=largest_block,
-    )
+    def planned(chosen: str) -> BlockPlan:
+        return plan_blocks(
+            problem,
+            budget,
+            kind=chosen,
+            points=None if points is None else points.count,
+            workers=workers,
+            largest=largest_block,
+        )
+
+    plan = planned(kind)
+    notes: tuple[str, ...] = ()
+    if kind == "auto" and plan.kind == "columns":
+        why = forward_mode_fails(problem)
+        if why is not None:
+            plan = planned("rows")
+            notes = (
+                f"forward mode cannot compute {problem.function.name}'s columns of J "
+                f"({brief(why, 160)}); stored J in blocks of rows (reverse passes) instead",
+            )
     if plan.refused is not None:
         raise ResourceError(plan.refused, code="memory_budget")
     return Job(
@@ -209,7 +233,22 @@ def make_job(
         output=output,
         points=points,
         threads=threads,
+        command=command,
+        notes=notes,
     )
+
+
+def forward_mode_fails(problem: Problem) -> str | None:
+    """Why forward mode cannot compute J's first column (it raised, or failed the guard), or
+    None where it can (NOTE [the direction of the blocks])."""
+    from jaccli.engine.blocks import joined_columns
+    from jaccli.errors import ComputationError
+
+    try:
+        joined_columns(problem, 0, 1)
+    except ComputationError as error:
+        return error.message
+    return None
 
 
 def header(job: Job, problem: Problem) -> dict[str, Any]:
@@ -277,14 +316,48 @@ def _digest(tensor: Any) -> str:
     return hashlib.sha256(f"{array.dtype}{array.shape}".encode() + array.tobytes()).hexdigest()
 
 
-def _point_arrays(problem: Problem) -> dict[str, Any]:
-    """`inputs/NAME` and `outputs/NAME`: the point J is computed at, and f there."""
+def _point_arrays(problem: Problem, function: Problem | None = None) -> dict[str, Any]:
+    """`inputs/NAME` and `outputs/NAME`: the point J is computed at, and f there (the
+    `function`'s outputs where `problem` is its gradient's)."""
     from jaccli.engine.evaluate import evaluate, to_numpy
 
     arrays = {f"inputs/{n}": to_numpy(t) for n, t in problem.inputs.items()}
-    outputs = evaluate(problem.function, problem.inputs)
+    outputs = evaluate((function or problem).function, problem.inputs)
     arrays.update({f"outputs/{n}": to_numpy(y.detach()) for n, y in outputs.items()})
     return arrays
+
+
+def _kept_layout(job: Job, problem: Problem, stored: BlockPlan) -> tuple[BlockPlan, str]:
+    """A resumed store's blocks, which the run keeps (they are its chunks), with their working
+    memory under this run's budget, and a note saying so; ResourceError (exit 3) where one of
+    them would not fit this run's budget (NOTE [what a store belongs to] in store.py)."""
+    from dataclasses import replace
+
+    from jaccli.messages import format_bytes
+
+    budget = job.budget if job.budget is not None else stored.budget
+    if stored.kind == job.plan.kind:
+        alone = job.plan
+    else:
+        alone = plan_blocks(problem, budget, kind=stored.kind, largest=1 << 62)
+    resident = problem.resident_bytes
+    per_line = (alone.peak_bytes - resident) / max(alone.size, 1)
+    peak = resident + math.ceil(stored.size * per_line)
+    unit = stored.kind if stored.size != 1 else stored.kind[:-1]
+    if peak > budget:
+        raise ResourceError(
+            f"--resume: {job.store} is laid out in blocks of {stored.size} {unit}, which need "
+            f"about {format_bytes(peak)}, over the memory budget of {format_bytes(budget)}; "
+            f"resume with --max-memory {math.ceil(peak / 2**20)}MiB or more",
+            code="memory_budget",
+        )
+    mine = job.plan.kind if job.plan.size != 1 else job.plan.kind[:-1]
+    note = (
+        f"--resume keeps the store's blocks of {stored.size} {unit} (about "
+        f"{format_bytes(peak)} of working memory each); this run alone would have used blocks "
+        f"of {job.plan.size} {mine}"
+    )
+    return replace(stored, peak_bytes=peak, budget=budget), note
 
 
 def run_job(
@@ -295,18 +368,23 @@ def run_job(
     resume: bool = False,
     force: bool = False,
     on_progress: OnProgress | None = None,
+    function: Problem | None = None,
 ) -> Outcome:
     """Every block of `job` not yet done, computed by `executor` (this process by default)
     into the store, which is complete when this returns (NOTE [blocks, tasks and the store]);
-    KeyboardInterrupt leaves it to be resumed."""
+    KeyboardInterrupt leaves it to be resumed. `function`: for a Hessian, the problem whose
+    gradient `problem` is (its outputs are stored beside H)."""
     from dataclasses import replace
 
     began = time.monotonic()
     executor = executor or Sequential()
-    arrays = _point_arrays(problem) if job.points is None else {}
+    arrays = _point_arrays(problem, function) if job.points is None else {}
     plan, missing = store.start(
         job.store, job.plan, header(job, problem), resume=resume, force=force, arrays=arrays
     )
+    if (plan.kind, plan.size) != (job.plan.kind, job.plan.size):
+        plan, kept_layout = _kept_layout(job, problem, plan)
+        job = replace(job, notes=(*job.notes, kept_layout))
     job = replace(job, plan=plan)
     remember(job, problem)
     try:
@@ -331,5 +409,5 @@ def run_job(
         plan.count - len(missing),
         time.monotonic() - began,
         tuple(methods),
-        tuple(notes),
+        tuple(dict.fromkeys((*job.notes, *notes))),
     )

@@ -25,7 +25,9 @@ built in a temporary folder beside it and renamed into place, so it exists whole
 formula and, for a user's file, sha256 of the file's bytes), dtype, wrt, output, the same
 inputs (shapes, and sha256 of their values: given, or drawn from the seed) and points (sha256 of
 every point). The first field that differs is named in a one-line refusal. The blocks are the
-store's: a resumed run keeps the block size it was started with.
+store's (its chunks): a resumed run keeps the kind and size of block it was started with, under
+another --max-memory too, and says so; where one of them would not fit this run's budget it
+refuses, naming the budget that fits (run.py _kept_layout), rather than mixing layouts.
 """
 
 from __future__ import annotations

@@ -34,8 +34,14 @@ def _store_rows(store: StorePlan) -> list[tuple[str, str]]:
             f"{store.workers} worker processes, at most {blocks.per_worker(store.workers)} "
             "blocks each"
         )
+    described = blocks.describe()
+    if store.columns_tried:
+        described += (
+            "; rows instead if forward mode cannot run the function (tried on J's first "
+            "column when the run starts)"
+        )
     return [
-        ("blocks", blocks.describe()),
+        ("blocks", described),
         ("store", f"{format_bytes(blocks.store_bytes)} on disk at most (less compressed)"),
         ("split over", split),
     ]

@@ -61,7 +61,11 @@ def run(request: Request, show_progress: ShowProgress = _no_progress) -> Outcome
         return run_points(request, command, direction, show_progress)
     first: list[tuple[str, ArrayData]] = []
     count = 0
-    if compute.plan and compute.points is not None:
+    if compute.plan and compute.points is not None and request.show.to_store:
+        from jaccli.runner.stored import first_stored_points
+
+        first, count = first_stored_points(request)  # the file may not fit in memory
+    elif compute.plan and compute.points is not None:
         first, count = first_points(request)
     # a sparse plan traces the function: it needs the values
     shapes_only = compute.plan and not compute.sparse

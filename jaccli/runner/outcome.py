@@ -224,11 +224,13 @@ class Stored:
 
         plan, blocks = self.blocks.plan, self.blocks
         unit = plan.kind if plan.size != 1 else plan.kind[:-1]
+        blocks_word = "block" if plan.count == 1 else "blocks"
         where = f" on {self.workers} workers" if self.request.compute.cluster is not None else ""
         kept = f", {blocks.kept} kept from before" if self.request.compute.resume else ""
+        matrix = "H" if self.request.command == "hessian" else "J"
         return (
-            f"wrote {blocks.path}: J {format_shape(plan.shape)} "
-            f"{'float32' if plan.itemsize == 4 else 'float64'} in {plan.count} blocks of "
+            f"wrote {blocks.path}: {matrix} {format_shape(plan.shape)} "
+            f"{'float32' if plan.itemsize == 4 else 'float64'} in {plan.count} {blocks_word} of "
             f"{plan.size} {unit}, {blocks.computed} computed{where} in "
             f"{blocks.seconds:.1f} s{kept}"
         )

@@ -34,15 +34,31 @@ def _points(request: Request) -> PointsSource | None:
     """The one --points file, to be read a block at a time (a .zarr array or a .npy file)."""
     if request.compute.points is None:
         return None
+    from jaccli.blocks.inputs import points_source
+
+    return points_source(*_points_file(request))
+
+
+def _points_file(request: Request) -> tuple[str, str]:
+    """The name and the file of the one --points (UsageError for the API's arrays)."""
+    assert request.compute.points is not None
     ((name, given),) = request.compute.points.sources
     if not isinstance(given, str):
         raise UsageError(
             "points= with out=NAME.zarr are read a block at a time from a file: give "
             f"points={{{name!r}: '@points.zarr'}} (or a .npy file)"
         )
-    from jaccli.blocks.inputs import points_source
+    return name, given
 
-    return points_source(name, given)
+
+def first_stored_points(request: Request) -> tuple[list[tuple[str, ArrayData]], int]:
+    """For --plan with a store: the first point of the one --points file and how many there
+    are, from its metadata and first point only (the file may be larger than memory)."""
+    from jaccli.blocks.inputs import peek_points
+
+    name, given = _points_file(request)
+    count, first = peek_points(name, given)
+    return [(name, ArrayData(first.shape, first, from_file=True))], count
 
 
 def _values(request: Request) -> tuple[tuple[str | None, ArrayData], ...]:
@@ -87,9 +103,10 @@ def _executor(request: Request) -> Iterator[Executor]:
         yield executor
 
 
-def prepared_job(request: Request, workers: int) -> tuple[Job, Problem]:
-    """The job of computing the request's J into its store, split for `workers`, and the
-    Problem at the first point (ResourceError when no block fits the budget)."""
+def prepared_job(request: Request, workers: int) -> tuple[Job, Problem, Problem]:
+    """The job of computing the request's J (H: the gradient's J) into its store, split for
+    `workers`, the Problem whose J that is and the function's own, at the first point
+    (ResourceError when no block fits the budget)."""
     from jaccli.blocks.inputs import read_points
     from jaccli.blocks.run import make_job
 
@@ -104,7 +121,12 @@ def prepared_job(request: Request, workers: int) -> tuple[Job, Problem]:
     inputs = request.inputs
     given_names = [name or "x" for name, _ in (*inputs.shapes, *values)]
     source = _function_source(request, given_names, points)
-    problem = build_problem(replace(request, inputs=replace(inputs, values=values)), values=first)
+    function = build_problem(replace(request, inputs=replace(inputs, values=values)), values=first)
+    problem = function
+    if request.command == "hessian":
+        from jaccli.engine.hessian import gradient_problem
+
+        problem = gradient_problem(function)
     job = make_job(
         problem,
         source,
@@ -119,8 +141,9 @@ def prepared_job(request: Request, workers: int) -> tuple[Job, Problem]:
         seed=inputs.seed,
         batch_axes=inputs.batch_axes,
         output=inputs.output,
+        command=request.command,
     )
-    return job, problem
+    return job, problem, function
 
 
 def store_plan(request: Request, problem: Problem, points: int | None) -> StorePlan:
@@ -142,7 +165,8 @@ def store_plan(request: Request, problem: Problem, points: int | None) -> StoreP
         workers=workers or 1,
     )
     text = None if cluster is None else cluster.address or f"local:{workers}"
-    return StorePlan(blocks, workers, text)
+    tried = blocks.kind == "columns" and request.compute.strategy == "auto" and points is None
+    return StorePlan(blocks, workers, text, columns_tried=tried)
 
 
 def run_stored(request: Request, show_progress: ShowProgress) -> Stored:
@@ -155,7 +179,7 @@ def run_stored(request: Request, show_progress: ShowProgress) -> Stored:
     # count the store's threads and what zarr and the engine load against the first block.
     memory.release()
     with _executor(request) as executor:
-        job, problem = prepared_job(request, executor.workers)
+        job, problem, function = prepared_job(request, executor.workers)
         with show_progress(request.command, "blocks") as progress:
 
             def on_progress(done: Any) -> None:
@@ -168,5 +192,6 @@ def run_stored(request: Request, show_progress: ShowProgress) -> Stored:
                 resume=request.compute.resume,
                 force=request.show.force,
                 on_progress=on_progress,
+                function=function,
             )
     return Stored(request, outcome, executor.workers, problem.notes)

@@ -251,6 +251,73 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     np.testing.assert_allclose(_stored(tmp_path / "j.zarr"), _in_memory(problem), rtol=1e-12)
 
 
+def _blocked_store(tmp_path: Path) -> tuple[Problem, Path]:
+    """softmax's 24×24 J stored in 6 blocks of 4 rows, every block done."""
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        tmp_path / "j.zarr",
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+    )
+    assert outcome.computed == 6
+    problem = prepare(
+        FunctionSource.of(None, "softmax(x, dim=0)").resolve(),
+        shape_options=[("x", (24,))],
+        dtype="float64",
+    )
+    return problem, tmp_path / "j.zarr"
+
+
+def test_a_done_marker_without_its_block_is_computed_again(tmp_path: Path) -> None:
+    problem, path = _blocked_store(tmp_path)
+    chunks = sorted((path / "J" / "c").iterdir())
+    assert len(chunks) == 6
+    import shutil
+
+    shutil.rmtree(chunks[3])  # block 3's chunk gone, its done marker still set
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        path,
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        resume=True,
+    )
+    assert (outcome.kept, outcome.computed) == (5, 1)
+    stored = _stored(path)
+    assert not np.isnan(stored).any()  # never the NaN of an unwritten block, called complete
+    np.testing.assert_allclose(stored, _in_memory(problem), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("array", "edit"),
+    [
+        ("J", lambda meta: meta.update(data_type="float16")),
+        ("J", lambda meta: meta["chunk_grid"]["configuration"].update(chunk_shape=[24, 24])),
+        ("done", lambda meta: meta.update(data_type="float64")),
+        ("guard", lambda meta: meta.update(shape=[5, 3])),
+        (".", lambda meta: meta["attributes"]["jaccli"]["blocks"].update(size=5)),
+    ],
+)
+def test_resume_refuses_a_store_whose_arrays_were_edited(
+    tmp_path: Path, array: str, edit: object
+) -> None:
+    import json
+
+    _, path = _blocked_store(tmp_path)
+    metadata = path / array / "zarr.json"
+    meta = json.loads(metadata.read_text(encoding="utf-8"))
+    edit(meta)  # type: ignore[operator]
+    metadata.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(UsageError, match="does not hold the blocks its attributes describe"):
+        _run(
+            FunctionSource.of(None, "softmax(x, dim=0)"),
+            path,
+            [("x", (24,))],
+            largest_block=4 * 8 * 24,
+            resume=True,
+        )
+
+
 KILLED_RUN = """\
 import sys
 from jaccli.blocks.job import FunctionSource

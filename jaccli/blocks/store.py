@@ -25,7 +25,9 @@ built in a temporary folder beside it and renamed into place, so it exists whole
 formula and, for a user's file, sha256 of the file's bytes), dtype, wrt, output, the same
 inputs (shapes, and sha256 of their values: given, or drawn from the seed) and points (sha256 of
 every point). The first field that differs is named in a one-line refusal. The blocks are the
-store's: a resumed run keeps the block size it was started with.
+store's: a resumed run keeps the block size it was started with, and its arrays must be what
+that plan writes (shape, one chunk a block, dtype); a done marker is believed only where the
+block's chunk of J and its guard row are on disk.
 """
 
 from __future__ import annotations
@@ -91,14 +93,10 @@ def start(
         stored = root.attrs[ATTRIBUTE]
         _require_same_run(path, stored, header)
         plan = plan_of(path, stored, plan)
+        _require_blocks_as_described(path, root, plan)
         done = np.asarray(root["done"][...], dtype=bool)
-        if done.shape != (plan.count,) or tuple(root["J"].shape) != plan.shape:
-            raise UsageError(
-                f"--resume: {path} does not hold the blocks its attributes describe (damaged?); "
-                "use --force to replace it",
-                code="store_mismatch",
-            )
-        return plan, [int(i) for i in np.flatnonzero(~done)]
+        kept = [i for i in map(int, np.flatnonzero(done)) if _written(path, root, plan, i)]
+        return plan, sorted(set(range(plan.count)) - set(kept))
     if exists and not force:
         raise UsageError(
             f"--out {path} exists; add --resume to complete it, or --force to replace it",
@@ -124,6 +122,43 @@ def plan_of(path: str, stored: dict[str, Any], plan: BlockPlan) -> BlockPlan:
             code="store_mismatch",
         )
     return replace(plan, kind=kind, size=size)
+
+
+def _require_blocks_as_described(path: str, root: zarr.Group, plan: BlockPlan) -> None:
+    """UsageError unless the store's arrays are the ones `plan` writes: J of its shape, dtype
+    and one chunk a block, one done marker and one guard row a block. A resumed run writes
+    into them as they are: a J edited to float16 would round every new block, and chunks that
+    are not the blocks would make two workers rewrite the same chunk file, losing a block."""
+    expected = {
+        "J": (plan.shape, plan.chunks, np.dtype(np.float32 if plan.itemsize == 4 else np.float64)),
+        "done": ((plan.count,), (1,), np.dtype(np.uint8)),
+        "guard": ((plan.count, 3), (1, 3), np.dtype(np.float64)),
+    }
+    for name, (shape, chunks, dtype) in expected.items():
+        try:
+            array = root[name]
+            found = (tuple(array.shape), tuple(array.chunks), np.dtype(array.dtype))
+        except Exception:  # zarr's own errors: metadata it cannot read
+            found = None
+        if plan.count and found != (shape, chunks, dtype):
+            raise UsageError(
+                f"--resume: {path} does not hold the blocks its attributes describe (its "
+                f"{name} array differs; damaged?); use --force to replace it",
+                code="store_mismatch",
+            )
+
+
+def _written(path: str, root: zarr.Group, plan: BlockPlan, index: int) -> bool:
+    """Whether block `index`'s chunk of J and its guard row are on disk. A done marker without
+    them (a chunk deleted, copied in part) is not believed: the block is computed again, never
+    left as the NaN that stands for unwritten. A block whose J is all NaN is never written
+    (zarr skips a chunk equal to the fill value), so it too is computed again."""
+    regions = zip(plan.region(index), plan.chunks, strict=True)
+    chunk = tuple((region.start or 0) // size for region, size in regions)
+    return all(
+        os.path.isfile(os.path.join(path, name, root[name].metadata.encode_chunk_key(coords)))
+        for name, coords in (("J", chunk), ("guard", (index, 0)))
+    )
 
 
 def _open_jaccli_store(zarr: Any, path: str) -> zarr.Group:

@@ -132,12 +132,44 @@ def _npz_arrays(path: str, data: bytes) -> Mapping[str, np.ndarray]:
         raise _error(path, f"is not an .npz file ({first_line(error)})") from None
     if expanded > 4 * len(data) + 2**20 and expanded > 2**26:
         raise _error(path, f"expands to {expanded} bytes from {len(data)}; refused")
+    for info in archive.infolist():
+        _require_header_within(path, archive, info)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
-            return {name: loaded[name] for name in loaded.files}
+            arrays = {name: loaded[name] for name in loaded.files}
     except Exception as error:  # a hostile archive may fail anywhere in numpy's reader
         raise_if_out_of_memory(error)
         raise _error(path, f"cannot be read as an .npz file ({first_line(error)})") from None
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):  # a member without .npy's header: its bytes
+            raise _error(path, f"has an entry {name!r} that is not a .npy array")
+    return arrays
+
+
+def _require_header_within(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """UsageError unless the .npy member's header declares no more bytes than the member
+    holds: numpy allocates what the header says before it reads, so a header that lies about
+    its shape would be a memory refusal (exit 3) for what is a bad file."""
+    from numpy.lib import format as npy
+
+    try:
+        with archive.open(info) as member:
+            if member.read(len(npy.MAGIC_PREFIX)) != npy.MAGIC_PREFIX:
+                return  # not an array: numpy gives its bytes, which no entry accepts
+            member.seek(0)
+            version = npy.read_magic(member)
+            read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read(member)
+            header_bytes = member.tell()
+    except Exception as error:  # a hostile header may fail anywhere in numpy's reader
+        raise _error(path, f"cannot be read as an .npz file ({first_line(error)})") from None
+    declared = dtype.itemsize * int(np.prod(shape, dtype=object))
+    if declared > info.file_size - header_bytes:
+        raise _error(
+            path,
+            f"{info.filename} declares {declared} bytes of data and holds "
+            f"{max(0, info.file_size - header_bytes)}",
+        )
 
 
 def _integers(path: str, arrays: Mapping[str, np.ndarray], name: str, ndim: int) -> np.ndarray:

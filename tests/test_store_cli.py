@@ -338,3 +338,20 @@ def test_an_out_of_core_cli_run_peaks_within_its_budget(tmp_path: Path) -> None:
         expected = -y[row] * y
         expected[row] += y[row]
         np.testing.assert_allclose(stored["J"][row], expected, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".npy"])
+def test_an_out_path_with_escapes_reaches_stderr_spelt_out(
+    jaccli: Cli, tmp_path: Path, suffix: str
+) -> None:
+    """A path is the user's text: an ESC sequence (or a newline) in it is shown as its escape
+    in "wrote …" and in the refusal of an existing file, never sent to the terminal."""
+    out = str(tmp_path / f"e\x1b[2Jx\n{suffix}")
+    args = ("jacobian", "--expr", "x.sin()", "--shape", "x=3", "--out", out)
+    wrote = jaccli(*args)
+    assert wrote.exit_code == 0, wrote.stderr  # type: ignore[attr-defined]
+    assert "\x1b" not in wrote.stderr and "e\\x1b[2Jx\\n" in wrote.stderr  # type: ignore[attr-defined]
+    refused = jaccli(*args)
+    assert refused.exit_code == 2  # type: ignore[attr-defined]
+    assert "\x1b" not in refused.stderr and "e\\x1b[2Jx\\n" in refused.stderr  # type: ignore[attr-defined]
+    assert refused.stderr.count("\n") == 1  # type: ignore[attr-defined]

@@ -164,6 +164,45 @@ def test_value_from_zarr_reads_the_array_or_a_named_one(tmp_path: Path) -> None:
         load_array(str(tmp_path / "x.zarr"), 16)
 
 
+def _uncompressed(path: Path) -> Path:
+    """x = [1, 2, 3, 4] in a store of one raw chunk, c/0."""
+    array = zarr.create_array(str(path), shape=(4,), chunks=(4,), dtype="<f4", compressors=None)
+    array[...] = np.arange(1.0, 5.0)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("replace", "target", "message"),
+    [
+        ("c/0", "secret", "c/0 is a link; a store's files must be its own"),  # read another file
+        ("c/0", "/dev/zero", "c/0 is a link"),  # read until memory ran out (exit 3)
+        ("zarr.json", "fifo", "zarr.json is not a regular file"),  # waited for ever
+        ("c/0", "large", "c/0 holds 1000000 bytes, more than a chunk of this array can"),
+    ],
+)
+def test_a_zarr_input_reads_only_its_own_files(
+    tmp_path: Path, replace: str, target: str, message: str
+) -> None:
+    store = _uncompressed(tmp_path / "x.zarr")
+    entry = store / replace
+    entry.unlink()
+    if target == "secret":
+        (tmp_path / "secret").write_bytes(np.full(4, 9.0, dtype="<f4").tobytes())
+        entry.symlink_to(tmp_path / "secret")
+    elif target == "fifo":
+        os.mkfifo(entry)
+    elif target == "large":
+        entry.write_bytes(bytes(10**6))
+    else:
+        entry.symlink_to(target)
+    for read in (
+        lambda: load_array(str(store), 1 << 20),
+        lambda: points_source("x", str(store)),
+    ):
+        with pytest.raises(UsageError, match=message):
+            read()
+
+
 def test_an_existing_store_is_refused_without_resume_or_force(tmp_path: Path) -> None:
     source = FunctionSource.of(None, "softmax(x, dim=0)")
     shapes = [("x", (8,))]

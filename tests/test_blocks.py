@@ -357,6 +357,47 @@ def test_resume_refuses_a_store_whose_arrays_were_edited(
         )
 
 
+HOLDER = """\
+import fcntl, os, sys, time
+descriptor = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_store_another_run_is_writing_is_neither_replaced_nor_resumed(tmp_path: Path) -> None:
+    """--force of a store under a running job replaced it, and the job went on writing its
+    blocks, marked done, into the new run's store: another function's numbers."""
+    _, path = _blocked_store(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for way in ({"force": True}, {"resume": True}):
+            with pytest.raises(UsageError, match="is being written by another jaccli run"):
+                _run(
+                    FunctionSource.of(None, "softmax(x, dim=0) * 2"),
+                    path,
+                    [("x", (24,))],
+                    largest_block=4 * 8 * 24,
+                    **way,  # type: ignore[arg-type]
+                )
+    finally:
+        holder.kill()
+        holder.wait()
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        path,
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        resume=True,
+    )
+    assert (outcome.kept, outcome.computed) == (6, 0)
+    assert not store._HELD  # released at the end of the run
+
+
 KILLED_RUN = """\
 import sys
 from jaccli.blocks.job import FunctionSource

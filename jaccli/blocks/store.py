@@ -20,6 +20,13 @@ unmarked block whose chunk is already there, which a resume computes again. Bloc
 their own, so writers in several processes never touch the same file. The store itself is
 built in a temporary folder beside it and renamed into place, so it exists whole or not at all.
 
+# NOTE [one run writes a store at a time]
+The process that runs a store's job holds an exclusive lock (flock) on the store's folder from
+`start` to the end of the run; `--resume` or `--force` of a store another live run holds is
+refused. Without it, a store replaced with --force under a running job received that job's
+remaining blocks, marked done, under the new run's attributes: another function's numbers.
+The workers of a cluster do not lock: they write the blocks of the job whose client holds it.
+
 # NOTE [what a store belongs to]
 `--resume` completes a store only for the same computation: the same command, function (its
 formula and, for a user's file, sha256 of the file's bytes), dtype, wrt, output, the same
@@ -81,13 +88,33 @@ def start(
     """The store at `path` ready for `plan`'s blocks, and the blocks still to compute: a new
     store (replacing one jaccli wrote with `force`), or with `resume` the existing store of the
     same run (NOTE [what a store belongs to]), whose plan is kept. `arrays`: `inputs/x`,
-    `outputs/y` and such, written with a new store."""
+    `outputs/y` and such, written with a new store. The store stays locked for this process
+    until `release` (NOTE [one run writes a store at a time])."""
+    try:
+        return _start(path, plan, header, resume=resume, force=force, arrays=arrays)
+    except BaseException:
+        release(path)
+        raise
+
+
+def _start(
+    path: str,
+    plan: BlockPlan,
+    header: dict[str, Any],
+    *,
+    resume: bool = False,
+    force: bool = False,
+    arrays: Mapping[str, np.ndarray] | None = None,
+) -> tuple[BlockPlan, list[int]]:
+    """The work of `start`."""
     if resume and force:
         raise UsageError(
             "give one of --resume and --force: resume keeps the store, force replaces it"
         )
     zarr = _zarr(path)
     exists = os.path.lexists(path)
+    if exists and os.path.isdir(path):
+        _hold(path)  # before reading or replacing it: another run may be writing it
     if exists and resume:
         root = _open_jaccli_store(zarr, path)
         stored = root.attrs[ATTRIBUTE]
@@ -105,7 +132,39 @@ def start(
     if exists:
         _require_replaceable(zarr, path)
     _create(zarr, path, plan, header, arrays or {}, replace=exists)
+    _hold(path)  # the new folder (the old one's lock, held through its removal, is let go)
     return plan, list(range(plan.count))
+
+
+_HELD: dict[str, int] = {}
+"""The stores this process is writing: an open descriptor of each, locked."""
+
+
+def _hold(path: str) -> None:
+    """Lock the store's folder for this run (NOTE [one run writes a store at a time]), or
+    UsageError when another run holds it."""
+    import fcntl
+
+    key = os.path.abspath(path)
+    release(key)
+    descriptor = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise UsageError(
+            f"--out {path} is being written by another jaccli run; let it finish (or stop it) "
+            "first, then --resume",
+            code="output_busy",
+        ) from None
+    _HELD[key] = descriptor
+
+
+def release(path: str) -> None:
+    """Unlock the store this process was writing (at the end of its run)."""
+    descriptor = _HELD.pop(os.path.abspath(path), None)
+    if descriptor is not None:
+        os.close(descriptor)
 
 
 def plan_of(path: str, stored: dict[str, Any], plan: BlockPlan) -> BlockPlan:

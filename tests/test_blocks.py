@@ -357,6 +357,44 @@ def test_resume_refuses_a_store_whose_arrays_were_edited(
         )
 
 
+def test_a_full_disk_is_one_line_and_leaves_the_store_resumable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under a store was "internal error: OSError: [Errno 28] …"."""
+    import errno
+
+    problem, path = _blocked_store(tmp_path)
+    (path / "done" / "c" / "2").unlink()  # block 2 to compute again
+    opened = zarr.open_group
+
+    def full(*args: object, mode: str = "a", **options: object) -> object:
+        if mode == "r+":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return opened(*args, mode=mode, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zarr, "open_group", full)
+    with pytest.raises(ComputationError, match=r"cannot write --out .*: No space left on device; "
+                       r"the blocks written so far are kept") as refused:  # fmt: skip
+        _run(
+            FunctionSource.of(None, "softmax(x, dim=0)"),
+            path,
+            [("x", (24,))],
+            largest_block=4 * 8 * 24,
+            resume=True,
+        )
+    assert refused.value.code == "cannot_write"
+    monkeypatch.setattr(zarr, "open_group", opened)
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        path,
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        resume=True,
+    )
+    assert (outcome.kept, outcome.computed) == (5, 1)
+    np.testing.assert_allclose(_stored(path), _in_memory(problem), rtol=1e-12)
+
+
 HOLDER = """\
 import fcntl, os, sys, time
 descriptor = os.open(sys.argv[1], os.O_RDONLY)

@@ -44,14 +44,14 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jaccli.blocks import require
 from jaccli.blocks.plan import KINDS, BlockPlan
-from jaccli.errors import UsageError
+from jaccli.errors import ComputationError, UsageError
 
 if TYPE_CHECKING:
     import zarr
@@ -131,7 +131,8 @@ def _start(
         )
     if exists:
         _require_replaceable(zarr, path)
-    _create(zarr, path, plan, header, arrays or {}, replace=exists)
+    with _writing(path, created=False):
+        _create(zarr, path, plan, header, arrays or {}, replace=exists)
     _hold(path)  # the new folder (the old one's lock, held through its removal, is let go)
     return plan, list(range(plan.count))
 
@@ -371,16 +372,36 @@ def start_threads() -> None:
     array[...] = np.ones((chunks, 64), dtype=np.float32)
 
 
+@contextlib.contextmanager
+def _writing(path: str, *, created: bool = True) -> Iterator[None]:
+    """OSError (a full disk, a read-only folder, a lost mount) as the one line every --out
+    format gives, exit 1 (it was an internal error); a created store stays resumable (NOTE [a
+    block is done only once it is written])."""
+    try:
+        yield
+    except OSError as error:
+        after = (
+            "the blocks written so far are kept (--resume once there is room)"
+            if created
+            else "nothing was written"
+        )
+        raise ComputationError(
+            f"cannot write --out {path!r}: {error.strerror or error}; {after}",
+            code="cannot_write",
+        ) from None
+
+
 def write_block(
     path: str, plan: BlockPlan, index: int, values: np.ndarray, guard: tuple[float, float, float]
 ) -> None:
     """Block `index`'s values into J, its guard row, then its done marker, in that order (NOTE
     [a block is done only once it is written])."""
     zarr = _zarr(path)
-    root = zarr.open_group(store=path, mode="r+")
-    root["J"][plan.region(index)] = values
-    root["guard"][index] = np.asarray(guard, dtype=np.float64)
-    root["done"][index] = 1
+    with _writing(path):
+        root = zarr.open_group(store=path, mode="r+")
+        root["J"][plan.region(index)] = values
+        root["guard"][index] = np.asarray(guard, dtype=np.float64)
+        root["done"][index] = 1
 
 
 def done_blocks(path: str) -> np.ndarray:
@@ -391,10 +412,11 @@ def done_blocks(path: str) -> np.ndarray:
 
 def finish(path: str) -> None:
     """Mark the store complete: every block is written."""
-    root = _zarr(path).open_group(store=path, mode="r+")
-    header = dict(root.attrs[ATTRIBUTE])
-    header["complete"] = True
-    root.attrs[ATTRIBUTE] = header
+    with _writing(path):
+        root = _zarr(path).open_group(store=path, mode="r+")
+        header = dict(root.attrs[ATTRIBUTE])
+        header["complete"] = True
+        root.attrs[ATTRIBUTE] = header
 
 
 def read_header(path: str) -> dict[str, Any]:

@@ -216,6 +216,11 @@ def test_an_existing_store_is_refused_without_resume_or_force(tmp_path: Path) ->
     with pytest.raises(UsageError, match="not a store jaccli wrote"):
         _run(source, tmp_path / "mine", shapes, largest_block=1 << 20, force=True)
     assert (tmp_path / "mine" / "notes.txt").exists()
+    # a store's attributes are no licence to remove what else the folder holds
+    (tmp_path / "j.zarr" / "notes.txt").write_text("keep me too", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"holds files jaccli did not write \(notes.txt\)"):
+        _run(source, tmp_path / "j.zarr", shapes, largest_block=1 << 20, force=True)
+    assert (tmp_path / "j.zarr" / "notes.txt").exists()
 
 
 @pytest.mark.parametrize(

@@ -297,6 +297,22 @@ def _require_replaceable(zarr: Any, path: str) -> None:
             "(remove it yourself, or choose another path)",
             code="output_exists",
         )
+    others = sorted(
+        name
+        for name in os.listdir(path)
+        if name not in STORE_ENTRIES and not name.startswith(PROBE_PREFIX)
+    )
+    if others:
+        raise UsageError(
+            f"--out {path} holds files jaccli did not write ({', '.join(others[:3])}"
+            f"{', …' if len(others) > 3 else ''}); --force replaces only a store's own files "
+            "(move them out, or choose another path)",
+            code="output_exists",
+        )
+
+
+STORE_ENTRIES = frozenset({"zarr.json", "J", "done", "guard", "inputs", "outputs"})
+"""What a store holds at its top (NOTE [the store's layout]): --force removes nothing else."""
 
 
 def _create(

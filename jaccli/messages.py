@@ -44,6 +44,14 @@ def brief(text: str, limit: int) -> str:
     return head + location
 
 
+def visible(text: str) -> str:
+    """The text with every control or invisible character spelt as its escape (`\\n`, `\\x1b`,
+    `\\u200b`): a name shows what it holds and cannot move a cursor or end a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def shown_path(filename: str) -> str:
     """A file's path as the user would type it: relative to here, unless it is elsewhere."""
     try:

@@ -278,17 +278,42 @@ def _cluster(raw: str | None, parsed: Parsed) -> Any:
     return spec.parse_cluster(raw)
 
 
+def _bytes(raw: str | int) -> int:
+    """A size in bytes: text (`4GiB`) as on the command line, or from the API a positive int
+    (a bool, a float, 0 or -5 B would be a budget no run fits, or a TypeError)."""
+    if isinstance(raw, str):
+        return spec.parse_bytes(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return raw
+    raise UsageError(
+        f"bad memory size {raw!r}; expected a size like 4GiB, 512MiB or 2G, or a positive int "
+        "of bytes"
+    )
+
+
 def _budget(raw: str | int | None, parsed: Parsed) -> tuple[int | None, str | None]:
     """--max-memory in bytes, no more than the machine has, and the warning when reduced."""
     if raw is None:
         return None, None
-    return memory.fit_to_machine(raw if isinstance(raw, int) else spec.parse_bytes(raw))
+    return memory.fit_to_machine(_bytes(raw))
 
 
 def _value_limit(raw: str | int | None, parsed: Parsed) -> int:
     if raw is None:
         return spec.DEFAULT_VALUE_LIMIT
-    return raw if isinstance(raw, int) else spec.parse_bytes(raw)
+    return _bytes(raw)
+
+
+def _sparsity(raw: Any, parsed: Parsed) -> str | None:
+    """--sparsity FILE: a path (the API may give a str or a PathLike)."""
+    if raw is None or isinstance(raw, str):
+        return raw
+    if isinstance(raw, os.PathLike):
+        return os.fspath(raw)  # type: ignore[return-value]
+    raise UsageError(
+        f"--sparsity: expected the path of a .npz or .mtx file, not {type(raw).__name__}",
+        code="bad_sparsity_file",
+    )
 
 
 def _timeout(raw: str | float | None, parsed: Parsed) -> float | None:
@@ -405,7 +430,7 @@ OPTIONS: tuple[Option, ...] = (
            "one JVP or VJP per colour of its columns or rows, never densified. Tables list each "
            "row's non-zeros; --json gives COO blocks; --out writes .npz, .mtx, .pt or "
            ".safetensors."),
-    Option("--sparsity", "compute.sparsity", SPARSE, COMPUTE, metavar="FILE",
+    Option("--sparsity", "compute.sparsity", SPARSE, COMPUTE, metavar="FILE", parse=_sparsity,
            help="J's sparsity pattern from a file (.npz as scipy.sparse.save_npz writes it, or "
            ".mtx), rows the outputs flattened, columns the --wrt inputs flattened; implies "
            "--sparse. A pattern that misses a non-zero is refused, never printed."),

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from jaccli.errors import ComputationError, UsageError
+from jaccli.messages import visible
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -119,8 +120,10 @@ def _discard_unwritten(stream: Any) -> None:
 
 
 def report_error(command: str, code: str, message: str, as_json: bool) -> None:
-    """One line on stderr naming the operation; under --json a JSON error object as well."""
-    write(sys.stderr, f"{command}: {message}\n")
+    """One line on stderr naming the operation; under --json a JSON error object as well. The
+    line shows control characters as escapes: a path or name the user gave (`--out`, a file's
+    name) may hold an ESC sequence that would otherwise reach the terminal."""
+    write(sys.stderr, f"{command}: {visible(message)}\n")
     if as_json:
         from jaccli.render.document import dumps, error_document
 

@@ -271,7 +271,10 @@ def parse_cotangent(text: str, size_limit: int = DEFAULT_VALUE_LIMIT) -> Directi
 
 MAX_LOCAL_WORKERS = 256
 _LOCAL_CLUSTER = re.compile(r"local(?::(\d{1,4}))?")
-_SCHEDULER = re.compile(r"(tcp|tls)://[^\s/]+:\d{1,5}")
+_SCHEDULER = re.compile(r"(tcp|tls)://([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
+"""A host name or IPv4 address, or an IPv6 address in brackets, and a port: nothing that
+Dask's parser would fail on, nor control characters that would reach the terminal."""
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -293,7 +296,10 @@ def parse_cluster(text: str) -> ClusterSpec:
                 f"--cluster {text}: the number of workers must be 1 to {MAX_LOCAL_WORKERS}"
             )
         return ClusterSpec(None, count)
-    if _SCHEDULER.fullmatch(text):
+    scheduler = _SCHEDULER.fullmatch(text)
+    if scheduler is not None:
+        if not 1 <= int(scheduler.group(3)) <= MAX_PORT:
+            raise UsageError(f"--cluster {text}: the port must be 1 to {MAX_PORT}")
         return ClusterSpec(text, None)
     raise UsageError(
         f"bad --cluster {text[:60]!r}: expected local, local:N (N worker processes) or "

@@ -171,3 +171,20 @@ def test_import_jaccli_is_cheap_and_the_api_never_imports_typer() -> None:
 def jaccli_cli(jaccli):  # type: ignore[no-untyped-def]
     """The CLI in this process (conftest's `jaccli` fixture, renamed beside the package)."""
     return jaccli
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_memory": -5}, "bad memory size -5"),  # was a ResourceError of a "-5 B" budget
+        ({"max_memory": 0}, "bad memory size 0"),
+        ({"max_memory": True}, "bad memory size True"),  # was a budget of 1 B
+        ({"max_memory": 0.5}, "bad memory size 0.5"),  # was a TypeError
+        ({"max_value_size": -1}, "bad memory size -1"),
+        ({"sparsity": 5}, "--sparsity: expected the path of a .npz or .mtx file, not int"),
+        ({"sparsity": np.eye(3)}, "expected the path of a .npz or .mtx file, not ndarray"),
+    ],
+)
+def test_hostile_option_values_raise_usage_errors(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(jaccli.UsageError, match=message):
+        jaccli.jacobian(lambda x: x * 2, x=np.ones(3), **options)

@@ -205,6 +205,45 @@ def test_value_from_zarr_reads_the_array_or_a_named_one(tmp_path: Path) -> None:
         load_array(str(tmp_path / "x.zarr"), 16)
 
 
+def _uncompressed(path: Path) -> Path:
+    """x = [1, 2, 3, 4] in a store of one raw chunk, c/0."""
+    array = zarr.create_array(str(path), shape=(4,), chunks=(4,), dtype="<f4", compressors=None)
+    array[...] = np.arange(1.0, 5.0)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("replace", "target", "message"),
+    [
+        ("c/0", "secret", "c/0 is a link; a store's files must be its own"),  # read another file
+        ("c/0", "/dev/zero", "c/0 is a link"),  # read until memory ran out (exit 3)
+        ("zarr.json", "fifo", "zarr.json is not a regular file"),  # waited for ever
+        ("c/0", "large", "c/0 holds 1000000 bytes, more than a chunk of this array can"),
+    ],
+)
+def test_a_zarr_input_reads_only_its_own_files(
+    tmp_path: Path, replace: str, target: str, message: str
+) -> None:
+    store = _uncompressed(tmp_path / "x.zarr")
+    entry = store / replace
+    entry.unlink()
+    if target == "secret":
+        (tmp_path / "secret").write_bytes(np.full(4, 9.0, dtype="<f4").tobytes())
+        entry.symlink_to(tmp_path / "secret")
+    elif target == "fifo":
+        os.mkfifo(entry)
+    elif target == "large":
+        entry.write_bytes(bytes(10**6))
+    else:
+        entry.symlink_to(target)
+    for read in (
+        lambda: load_array(str(store), 1 << 20),
+        lambda: points_source("x", str(store)),
+    ):
+        with pytest.raises(UsageError, match=message):
+            read()
+
+
 def test_an_existing_store_is_refused_without_resume_or_force(tmp_path: Path) -> None:
     source = FunctionSource.of(None, "softmax(x, dim=0)")
     shapes = [("x", (8,))]
@@ -218,6 +257,11 @@ def test_an_existing_store_is_refused_without_resume_or_force(tmp_path: Path) ->
     with pytest.raises(UsageError, match="not a store jaccli wrote"):
         _run(source, tmp_path / "mine", shapes, largest_block=1 << 20, force=True)
     assert (tmp_path / "mine" / "notes.txt").exists()
+    # a store's attributes are no licence to remove what else the folder holds
+    (tmp_path / "j.zarr" / "notes.txt").write_text("keep me too", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"holds files jaccli did not write \(notes.txt\)"):
+        _run(source, tmp_path / "j.zarr", shapes, largest_block=1 << 20, force=True)
+    assert (tmp_path / "j.zarr" / "notes.txt").exists()
 
 
 @pytest.mark.parametrize(
@@ -290,6 +334,152 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     outcome = run_job(job, problem, resume=True)
     assert (outcome.kept, outcome.computed) == (2, 4)
     np.testing.assert_allclose(_stored(tmp_path / "j.zarr"), _in_memory(problem), rtol=1e-12)
+
+
+def _blocked_store(tmp_path: Path) -> tuple[Problem, Path]:
+    """softmax's 24×24 J stored in 6 blocks of 4 rows, every block done."""
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        tmp_path / "j.zarr",
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+    )
+    assert outcome.computed == 6
+    problem = prepare(
+        FunctionSource.of(None, "softmax(x, dim=0)").resolve(),
+        shape_options=[("x", (24,))],
+        dtype="float64",
+    )
+    return problem, tmp_path / "j.zarr"
+
+
+def test_a_done_marker_without_its_block_is_computed_again(tmp_path: Path) -> None:
+    problem, path = _blocked_store(tmp_path)
+    chunks = sorted((path / "J" / "c").iterdir())
+    assert len(chunks) == 6
+    import shutil
+
+    shutil.rmtree(chunks[3])  # block 3's chunk gone, its done marker still set
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        path,
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        resume=True,
+    )
+    assert (outcome.kept, outcome.computed) == (5, 1)
+    stored = _stored(path)
+    assert not np.isnan(stored).any()  # never the NaN of an unwritten block, called complete
+    np.testing.assert_allclose(stored, _in_memory(problem), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("array", "edit"),
+    [
+        ("J", lambda meta: meta.update(data_type="float16")),
+        ("J", lambda meta: meta["chunk_grid"]["configuration"].update(chunk_shape=[24, 24])),
+        ("done", lambda meta: meta.update(data_type="float64")),
+        ("guard", lambda meta: meta.update(shape=[5, 3])),
+        (".", lambda meta: meta["attributes"]["jaccli"]["blocks"].update(size=5)),
+    ],
+)
+def test_resume_refuses_a_store_whose_arrays_were_edited(
+    tmp_path: Path, array: str, edit: object
+) -> None:
+    import json
+
+    _, path = _blocked_store(tmp_path)
+    metadata = path / array / "zarr.json"
+    meta = json.loads(metadata.read_text(encoding="utf-8"))
+    edit(meta)  # type: ignore[operator]
+    metadata.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(UsageError, match="does not hold the blocks its attributes describe"):
+        _run(
+            FunctionSource.of(None, "softmax(x, dim=0)"),
+            path,
+            [("x", (24,))],
+            largest_block=4 * 8 * 24,
+            resume=True,
+        )
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_store_resumable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under a store was "internal error: OSError: [Errno 28] …"."""
+    import errno
+
+    problem, path = _blocked_store(tmp_path)
+    (path / "done" / "c" / "2").unlink()  # block 2 to compute again
+    opened = zarr.open_group
+
+    def full(*args: object, mode: str = "a", **options: object) -> object:
+        if mode == "r+":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return opened(*args, mode=mode, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zarr, "open_group", full)
+    with pytest.raises(ComputationError, match=r"cannot write --out .*: No space left on device; "
+                       r"the blocks written so far are kept") as refused:  # fmt: skip
+        _run(
+            FunctionSource.of(None, "softmax(x, dim=0)"),
+            path,
+            [("x", (24,))],
+            largest_block=4 * 8 * 24,
+            resume=True,
+        )
+    assert refused.value.code == "cannot_write"
+    monkeypatch.setattr(zarr, "open_group", opened)
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        path,
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        resume=True,
+    )
+    assert (outcome.kept, outcome.computed) == (5, 1)
+    np.testing.assert_allclose(_stored(path), _in_memory(problem), rtol=1e-12)
+
+
+HOLDER = """\
+import fcntl, os, sys, time
+descriptor = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_store_another_run_is_writing_is_neither_replaced_nor_resumed(tmp_path: Path) -> None:
+    """--force of a store under a running job replaced it, and the job went on writing its
+    blocks, marked done, into the new run's store: another function's numbers."""
+    _, path = _blocked_store(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for way in ({"force": True}, {"resume": True}):
+            with pytest.raises(UsageError, match="is being written by another jaccli run"):
+                _run(
+                    FunctionSource.of(None, "softmax(x, dim=0) * 2"),
+                    path,
+                    [("x", (24,))],
+                    largest_block=4 * 8 * 24,
+                    **way,  # type: ignore[arg-type]
+                )
+    finally:
+        holder.kill()
+        holder.wait()
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        path,
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        resume=True,
+    )
+    assert (outcome.kept, outcome.computed) == (6, 0)
+    assert not store._HELD  # released at the end of the run
 
 
 KILLED_RUN = """\

@@ -198,7 +198,15 @@ def test_a_store_the_workers_see_elsewhere_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("local:0", "must be 1 to"), ("http://x:1", "expected local, local:N"), ("lcl", "bad")],
+    [
+        ("local:0", "must be 1 to"),
+        ("http://x:1", "expected local, local:N"),
+        ("lcl", "bad"),
+        ("tcp://127.0.0.1:99999", "the port must be 1 to 65535"),
+        ("tcp://127.0.0.1:0", "the port must be 1 to 65535"),
+        ("tcp://[::1:8786", "expected local, local:N"),  # was an internal ValueError
+        ("tcp://a\x1b[31mb:1", "expected local, local:N"),  # no escapes reach the terminal
+    ],
 )
 def test_bad_cluster_names_are_refused(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
@@ -208,6 +216,34 @@ def test_bad_cluster_names_are_refused(text: str, message: str) -> None:
 def test_an_unreachable_scheduler_is_refused_in_one_line() -> None:
     with pytest.raises(UsageError, match="cannot use the Dask scheduler there"):
         DaskExecutor(parse_cluster(f"tcp://127.0.0.1:{_free_port()}"), 2.0).__enter__()
+
+
+def test_a_server_that_is_not_dask_is_refused_in_one_line() -> None:
+    """A web server where the scheduler should be: its first bytes, read as Dask's frame
+    count, asked for exabytes, and the run ended as a memory refusal (exit 3)."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer() -> None:
+        for _ in range(4):
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            connection.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(UsageError, match="cannot use the Dask scheduler there") as refused:
+            DaskExecutor(parse_cluster(address), 2.0).__enter__()
+        assert "\n" not in refused.value.message
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("kind", ["preset", "expression", "user file"])

@@ -255,6 +255,37 @@ def test_det_at_points_vmapped_equals_slogdet(jaccli, tmp_path: Path) -> None:
     assert json.loads(sparse.stdout.splitlines()[2])["strategy"] == "sparse-fwd-vmap"
 
 
+BRANCHY = """\
+def f(x):
+    if x[0].item() > 0:  # the pattern depends on the values: traced again at each point
+        return x * x[1]
+    return x * x[2]
+"""
+
+
+def test_stacked_json_of_points_whose_patterns_differ_is_each_points_j(
+    jaccli, tmp_path: Path
+) -> None:
+    """The stacked --json gave every point the first point's indices: at a point where the
+    pattern was traced again, its values were printed at other entries (J[0, 1] = -1 where
+    J[0, 2] = -1)."""
+    (tmp_path / "branchy.py").write_text(BRANCHY, encoding="utf-8")
+    points = np.array([[1.0, 2.0, 3.0], [-1.0, 2.0, 3.0], [1.0, -2.0, 3.0]])
+    np.save(tmp_path / "x.npy", points)
+    model, xs = tmp_path / "branchy.py", tmp_path / "x.npy"
+    run = jaccli("jacobian", "--fn", f"{model}:f", "--points",
+                 f"x=@{xs}", "--sparse", "--dtype", "float64", "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    block = run.json()["jacobian"]["y"]["x"]
+    assert block["shape"] == [3, 3, 3]
+    for k, x in enumerate(points):
+        at_k = {**block, "shape": block["shape"][1:], "values": block["values"][k]}
+        chosen = 1 if x[0] > 0 else 2
+        expected = np.diag(np.full(3, x[chosen]))
+        expected[:, chosen] += x
+        np.testing.assert_allclose(coo_matrix(at_k).toarray(), expected, rtol=RTOL)
+
+
 def test_plan_sparse_tells_non_zeros_colours_and_passes(jaccli) -> None:
     run = jaccli("jacobian", "--expr", BURGERS_EXPR, "--shape", "u=100000", "--sparse", "--plan",
                  "--dtype", "float64", "--json")  # fmt: skip

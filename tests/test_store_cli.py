@@ -461,3 +461,20 @@ def test_plan_of_columns_says_rows_may_be_used_instead(jaccli: Cli, tmp_path: Pa
     assert run.exit_code == 0, run.stderr  # type: ignore[attr-defined]
     text = " ".join(run.stdout.split())  # type: ignore[attr-defined]
     assert "of 6 columns" in text and "rows instead if forward mode cannot run" in text
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".npy"])
+def test_an_out_path_with_escapes_reaches_stderr_spelt_out(
+    jaccli: Cli, tmp_path: Path, suffix: str
+) -> None:
+    """A path is the user's text: an ESC sequence (or a newline) in it is shown as its escape
+    in "wrote …" and in the refusal of an existing file, never sent to the terminal."""
+    out = str(tmp_path / f"e\x1b[2Jx\n{suffix}")
+    args = ("jacobian", "--expr", "x.sin()", "--shape", "x=3", "--out", out)
+    wrote = jaccli(*args)
+    assert wrote.exit_code == 0, wrote.stderr  # type: ignore[attr-defined]
+    assert "\x1b" not in wrote.stderr and "e\\x1b[2Jx\\n" in wrote.stderr  # type: ignore[attr-defined]
+    refused = jaccli(*args)
+    assert refused.exit_code == 2  # type: ignore[attr-defined]
+    assert "\x1b" not in refused.stderr and "e\\x1b[2Jx\\n" in refused.stderr  # type: ignore[attr-defined]
+    assert refused.stderr.count("\n") == 1  # type: ignore[attr-defined]

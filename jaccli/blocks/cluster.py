@@ -73,8 +73,15 @@ class DaskExecutor:
                 self.spec.address, timeout=self.connect_seconds, set_as_default=False
             )
             self._client.wait_for_workers(1, timeout=self.connect_seconds)
-        except (OSError, TimeoutError) as error:
-            why = "it has no workers" if self._client is not None else str(error)
+        except Exception as error:  # a server that is not Dask fails anywhere
+            # in Dask's protocol: a web server's first bytes read as a frame of exabytes
+            why = (
+                "it has no workers"
+                if self._client is not None
+                else str(error)
+                if isinstance(error, (OSError, TimeoutError))
+                else f"it does not answer as a Dask scheduler: {type(error).__name__}"
+            )
             self.__exit__(None, None, None)
             raise UsageError(
                 f"--cluster {self.spec.address}: cannot use the Dask scheduler there "

@@ -399,9 +399,10 @@ def run_job(
                 notes.extend(n for n in report.notes if n not in notes)
                 if on_progress is not None:
                     on_progress(Progress(done, len(missing), time.monotonic() - began))
+        store.finish(job.store)
     finally:
         forget(job)
-    store.finish(job.store)
+        store.release(job.store)
     return Outcome(
         job.store,
         plan,

@@ -20,6 +20,13 @@ unmarked block whose chunk is already there, which a resume computes again. Bloc
 their own, so writers in several processes never touch the same file. The store itself is
 built in a temporary folder beside it and renamed into place, so it exists whole or not at all.
 
+# NOTE [one run writes a store at a time]
+The process that runs a store's job holds an exclusive lock (flock) on the store's folder from
+`start` to the end of the run; `--resume` or `--force` of a store another live run holds is
+refused. Without it, a store replaced with --force under a running job received that job's
+remaining blocks, marked done, under the new run's attributes: another function's numbers.
+The workers of a cluster do not lock: they write the blocks of the job whose client holds it.
+
 # NOTE [what a store belongs to]
 `--resume` completes a store only for the same computation: the same command, function (its
 formula and, for a user's file, sha256 of the file's bytes), dtype, wrt, output, the same
@@ -27,7 +34,9 @@ inputs (shapes, and sha256 of their values: given, or drawn from the seed) and p
 every point). The first field that differs is named in a one-line refusal. The blocks are the
 store's (its chunks): a resumed run keeps the kind and size of block it was started with, under
 another --max-memory too, and says so; where one of them would not fit this run's budget it
-refuses, naming the budget that fits (run.py _kept_layout), rather than mixing layouts.
+refuses, naming the budget that fits (run.py _kept_layout), rather than mixing layouts. Its
+arrays must be what that plan writes (shape, one chunk a block, dtype); a done marker is
+believed only where the block's chunk of J and its guard row are on disk.
 """
 
 from __future__ import annotations
@@ -37,14 +46,14 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jaccli.blocks import require
 from jaccli.blocks.plan import KINDS, BlockPlan
-from jaccli.errors import UsageError
+from jaccli.errors import ComputationError, UsageError
 
 if TYPE_CHECKING:
     import zarr
@@ -81,26 +90,42 @@ def start(
     """The store at `path` ready for `plan`'s blocks, and the blocks still to compute: a new
     store (replacing one jaccli wrote with `force`), or with `resume` the existing store of the
     same run (NOTE [what a store belongs to]), whose plan is kept. `arrays`: `inputs/x`,
-    `outputs/y` and such, written with a new store."""
+    `outputs/y` and such, written with a new store. The store stays locked for this process
+    until `release` (NOTE [one run writes a store at a time])."""
+    try:
+        return _start(path, plan, header, resume=resume, force=force, arrays=arrays)
+    except BaseException:
+        release(path)
+        raise
+
+
+def _start(
+    path: str,
+    plan: BlockPlan,
+    header: dict[str, Any],
+    *,
+    resume: bool = False,
+    force: bool = False,
+    arrays: Mapping[str, np.ndarray] | None = None,
+) -> tuple[BlockPlan, list[int]]:
+    """The work of `start`."""
     if resume and force:
         raise UsageError(
             "give one of --resume and --force: resume keeps the store, force replaces it"
         )
     zarr = _zarr(path)
     exists = os.path.lexists(path)
+    if exists and os.path.isdir(path):
+        _hold(path)  # before reading or replacing it: another run may be writing it
     if exists and resume:
         root = _open_jaccli_store(zarr, path)
         stored = root.attrs[ATTRIBUTE]
         _require_same_run(path, stored, header)
         plan = plan_of(path, stored, plan)
+        _require_blocks_as_described(path, root, plan)
         done = np.asarray(root["done"][...], dtype=bool)
-        if done.shape != (plan.count,) or tuple(root["J"].shape) != plan.shape:
-            raise UsageError(
-                f"--resume: {path} does not hold the blocks its attributes describe (damaged?); "
-                "use --force to replace it",
-                code="store_mismatch",
-            )
-        return plan, [int(i) for i in np.flatnonzero(~done)]
+        kept = [i for i in map(int, np.flatnonzero(done)) if _written(path, root, plan, i)]
+        return plan, sorted(set(range(plan.count)) - set(kept))
     if exists and not force:
         raise UsageError(
             f"--out {path} exists; add --resume to complete it, or --force to replace it",
@@ -108,8 +133,41 @@ def start(
         )
     if exists:
         _require_replaceable(zarr, path)
-    _create(zarr, path, plan, header, arrays or {}, replace=exists)
+    with _writing(path, created=False):
+        _create(zarr, path, plan, header, arrays or {}, replace=exists)
+    _hold(path)  # the new folder (the old one's lock, held through its removal, is let go)
     return plan, list(range(plan.count))
+
+
+_HELD: dict[str, int] = {}
+"""The stores this process is writing: an open descriptor of each, locked."""
+
+
+def _hold(path: str) -> None:
+    """Lock the store's folder for this run (NOTE [one run writes a store at a time]), or
+    UsageError when another run holds it."""
+    import fcntl
+
+    key = os.path.abspath(path)
+    release(key)
+    descriptor = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise UsageError(
+            f"--out {path} is being written by another jaccli run; let it finish (or stop it) "
+            "first, then --resume",
+            code="output_busy",
+        ) from None
+    _HELD[key] = descriptor
+
+
+def release(path: str) -> None:
+    """Unlock the store this process was writing (at the end of its run)."""
+    descriptor = _HELD.pop(os.path.abspath(path), None)
+    if descriptor is not None:
+        os.close(descriptor)
 
 
 def plan_of(path: str, stored: dict[str, Any], plan: BlockPlan) -> BlockPlan:
@@ -126,6 +184,43 @@ def plan_of(path: str, stored: dict[str, Any], plan: BlockPlan) -> BlockPlan:
             code="store_mismatch",
         )
     return replace(plan, kind=kind, size=size)
+
+
+def _require_blocks_as_described(path: str, root: zarr.Group, plan: BlockPlan) -> None:
+    """UsageError unless the store's arrays are the ones `plan` writes: J of its shape, dtype
+    and one chunk a block, one done marker and one guard row a block. A resumed run writes
+    into them as they are: a J edited to float16 would round every new block, and chunks that
+    are not the blocks would make two workers rewrite the same chunk file, losing a block."""
+    expected = {
+        "J": (plan.shape, plan.chunks, np.dtype(np.float32 if plan.itemsize == 4 else np.float64)),
+        "done": ((plan.count,), (1,), np.dtype(np.uint8)),
+        "guard": ((plan.count, 3), (1, 3), np.dtype(np.float64)),
+    }
+    for name, (shape, chunks, dtype) in expected.items():
+        try:
+            array = root[name]
+            found = (tuple(array.shape), tuple(array.chunks), np.dtype(array.dtype))
+        except Exception:  # zarr's own errors: metadata it cannot read
+            found = None
+        if plan.count and found != (shape, chunks, dtype):
+            raise UsageError(
+                f"--resume: {path} does not hold the blocks its attributes describe (its "
+                f"{name} array differs; damaged?); use --force to replace it",
+                code="store_mismatch",
+            )
+
+
+def _written(path: str, root: zarr.Group, plan: BlockPlan, index: int) -> bool:
+    """Whether block `index`'s chunk of J and its guard row are on disk. A done marker without
+    them (a chunk deleted, copied in part) is not believed: the block is computed again, never
+    left as the NaN that stands for unwritten. A block whose J is all NaN is never written
+    (zarr skips a chunk equal to the fill value), so it too is computed again."""
+    regions = zip(plan.region(index), plan.chunks, strict=True)
+    chunk = tuple((region.start or 0) // size for region, size in regions)
+    return all(
+        os.path.isfile(os.path.join(path, name, root[name].metadata.encode_chunk_key(coords)))
+        for name, coords in (("J", chunk), ("guard", (index, 0)))
+    )
 
 
 def _open_jaccli_store(zarr: Any, path: str) -> zarr.Group:
@@ -204,6 +299,22 @@ def _require_replaceable(zarr: Any, path: str) -> None:
             "(remove it yourself, or choose another path)",
             code="output_exists",
         )
+    others = sorted(
+        name
+        for name in os.listdir(path)
+        if name not in STORE_ENTRIES and not name.startswith(PROBE_PREFIX)
+    )
+    if others:
+        raise UsageError(
+            f"--out {path} holds files jaccli did not write ({', '.join(others[:3])}"
+            f"{', …' if len(others) > 3 else ''}); --force replaces only a store's own files "
+            "(move them out, or choose another path)",
+            code="output_exists",
+        )
+
+
+STORE_ENTRIES = frozenset({"zarr.json", "J", "done", "guard", "inputs", "outputs"})
+"""What a store holds at its top (NOTE [the store's layout]): --force removes nothing else."""
 
 
 def _create(
@@ -279,16 +390,36 @@ def start_threads() -> None:
     array[...] = np.ones((chunks, 64), dtype=np.float32)
 
 
+@contextlib.contextmanager
+def _writing(path: str, *, created: bool = True) -> Iterator[None]:
+    """OSError (a full disk, a read-only folder, a lost mount) as the one line every --out
+    format gives, exit 1 (it was an internal error); a created store stays resumable (NOTE [a
+    block is done only once it is written])."""
+    try:
+        yield
+    except OSError as error:
+        after = (
+            "the blocks written so far are kept (--resume once there is room)"
+            if created
+            else "nothing was written"
+        )
+        raise ComputationError(
+            f"cannot write --out {path!r}: {error.strerror or error}; {after}",
+            code="cannot_write",
+        ) from None
+
+
 def write_block(
     path: str, plan: BlockPlan, index: int, values: np.ndarray, guard: tuple[float, float, float]
 ) -> None:
     """Block `index`'s values into J, its guard row, then its done marker, in that order (NOTE
     [a block is done only once it is written])."""
     zarr = _zarr(path)
-    root = zarr.open_group(store=path, mode="r+")
-    root["J"][plan.region(index)] = values
-    root["guard"][index] = np.asarray(guard, dtype=np.float64)
-    root["done"][index] = 1
+    with _writing(path):
+        root = zarr.open_group(store=path, mode="r+")
+        root["J"][plan.region(index)] = values
+        root["guard"][index] = np.asarray(guard, dtype=np.float64)
+        root["done"][index] = 1
 
 
 def done_blocks(path: str) -> np.ndarray:
@@ -299,10 +430,11 @@ def done_blocks(path: str) -> np.ndarray:
 
 def finish(path: str) -> None:
     """Mark the store complete: every block is written."""
-    root = _zarr(path).open_group(store=path, mode="r+")
-    header = dict(root.attrs[ATTRIBUTE])
-    header["complete"] = True
-    root.attrs[ATTRIBUTE] = header
+    with _writing(path):
+        root = _zarr(path).open_group(store=path, mode="r+")
+        header = dict(root.attrs[ATTRIBUTE])
+        header["complete"] = True
+        root.attrs[ATTRIBUTE] = header
 
 
 def read_header(path: str) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def reporting(command: str, as_json: bool, show_traceback: bool) -> Iterator[Bou
         finally:
             memory.release()
             for text in dict.fromkeys(_warning_line(w) for w in caught if _worth_showing(w)):
-                write(sys.stderr, f"{command}: warning: {text}\n")
+                write(sys.stderr, f"{command}: warning: {messages.visible(text)}\n")
 
 
 def _worth_showing(caught: warnings.WarningMessage) -> bool:

@@ -9,6 +9,7 @@ import sys
 import typer
 
 from jaccli.errors import ExitCode, JaccliError
+from jaccli.messages import visible
 from jaccli.output import emit_json, emit_rich, report_error, result_console, write, write_result
 from jaccli.render.layout import Layout
 from jaccli.result import Result
@@ -122,7 +123,7 @@ def _show_stored(outcome: Stored) -> None:
     """J is in the store: its warnings, then what was written, computed and kept, on stderr."""
     command = outcome.request.command
     _warnings(command, outcome.notes, None)
-    write(sys.stderr, f"{command}: {outcome.summary()}\n")
+    write(sys.stderr, f"{command}: {visible(outcome.summary())}\n")
 
 
 def _stream_lines(outcome: Streamed) -> None:
@@ -155,15 +156,15 @@ def _lines(command: str, outcome: Streamed, keep_going: bool) -> JaccliError | N
         if _check_failed(command, point.index, point.result):
             failed = failed or JaccliError("check failed")
         for note in point.result.notes if point.index == 0 else ():
-            write(sys.stderr, f"{command}: warning: {note}\n")
+            write(sys.stderr, f"{command}: warning: {visible(note)}\n")
     return failed
 
 
 def _warnings(command: str, notes: tuple[str, ...], out: object) -> None:
     for note in notes:
-        write(sys.stderr, f"{command}: warning: {note}\n")
+        write(sys.stderr, f"{command}: warning: {visible(note)}\n")
     if out is not None:
-        write(sys.stderr, f"{command}: wrote {out}\n")
+        write(sys.stderr, f"{command}: wrote {visible(str(out))}\n")
 
 
 def _check_failed(command: str, index: int | None, result: Result) -> bool:

@@ -404,6 +404,8 @@ def stacked_document(documents: list[dict[str, Any]], varying: Iterable[str]) ->
         )
         if shared or not all(isinstance(p, dict) for p in parts):  # a guard's entry may be null
             return first
+        if first.get("format") == "coo":
+            return _stacked_coo(parts)
         if {"shape", "values"} <= set(first):
             return {
                 **first,
@@ -413,6 +415,28 @@ def stacked_document(documents: list[dict[str, Any]], varying: Iterable[str]) ->
         return {key: stacked([p[key] for p in parts], (*path, key)) for key in first}
 
     return {**stacked(documents, ()), "points": len(documents)}
+
+
+def _stacked_coo(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """COO blocks of N points as one over the union of their entries: a pattern traced again
+    where it depends on the values differs by point, and one point's values read at another's
+    indices would be numbers of other entries. An entry outside a point's pattern is 0 there
+    (its derivative is structurally zero)."""
+    first = parts[0]
+    if all(p["indices"] == first["indices"] for p in parts):
+        union = first["indices"]
+        values = [p["values"] for p in parts]
+    else:
+        entries = sorted({pair for p in parts for pair in zip(*p["indices"], strict=True)})
+        where = {pair: k for k, pair in enumerate(entries)}
+        union = [[r for r, _ in entries], [c for _, c in entries]]
+        values = []
+        for p in parts:
+            row: list[Any] = [0.0] * len(entries)
+            for pair, value in zip(zip(*p["indices"], strict=True), p["values"], strict=True):
+                row[where[pair]] = value
+            values.append(row)
+    return {**first, "shape": [len(parts), *first["shape"]], "indices": union, "values": values}
 
 
 def error_document(code: str, message: str) -> dict[str, Any]:

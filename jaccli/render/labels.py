@@ -6,16 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaccli.messages import visible as visible  # where names are spelt for people
 from jaccli.result import EntryError
 from jaccli.spec import indexed
-
-
-def visible(text: str) -> str:
-    """The text with every control or invisible character spelt as its escape (`\\n`, `\\x1b`,
-    `\\u200b`): a name shows what it holds and cannot move a cursor or end a line."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def index_label(name: str, shape: Sequence[int], flat_index: int) -> str:

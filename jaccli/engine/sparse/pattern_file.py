@@ -26,7 +26,7 @@ from jaccli.engine.sparse.pattern import SparsityPattern
 from jaccli.errors import UsageError
 from jaccli.loaders import read_regular_file
 from jaccli.memory import raise_if_out_of_memory
-from jaccli.messages import first_line
+from jaccli.messages import first_line, format_bytes
 from jaccli.spec import DEFAULT_VALUE_LIMIT
 
 OPTION = "--sparsity"
@@ -48,8 +48,10 @@ def read_pattern(
     if suffix not in SUFFIXES:
         raise _error(path, f"unknown kind of file (use {' or '.join(SUFFIXES)})")
     data = read_regular_file(path, size_limit, option=f"{OPTION} ")
-    read = _npz_entries if suffix == ".npz" else _mtx_entries
-    rows, columns, stored = read(path, data)
+    if suffix == ".npz":
+        rows, columns, stored = _npz_entries(path, data, size_limit, budget)
+    else:
+        rows, columns, stored = _mtx_entries(path, data)
     if stored != tuple(shape):
         raise _error(
             path,
@@ -83,9 +85,11 @@ def _as_pattern(
 # Reading .npz files (what scipy.sparse.save_npz writes).
 
 
-def _npz_entries(path: str, data: bytes) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def _npz_entries(
+    path: str, data: bytes, size_limit: int = DEFAULT_VALUE_LIMIT, budget: int | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """(rows, columns, shape) of the entries an .npz stores, every array checked."""
-    arrays = _npz_arrays(path, data)
+    arrays = _npz_arrays(path, data, size_limit, budget)
     kind = arrays.get("format")
     if kind is None or kind.dtype.kind not in "SU" or kind.shape != ():
         raise _error(path, "is not a scipy.sparse .npz file (no 'format' entry)")
@@ -122,22 +126,67 @@ def _npz_entries(path: str, data: bytes) -> tuple[np.ndarray, np.ndarray, tuple[
     return rows, columns, shape
 
 
-def _npz_arrays(path: str, data: bytes) -> Mapping[str, np.ndarray]:
-    """The arrays of an .npz file, each loaded without pickle, their expanded size bounded by
-    the file's own limit (a zip bomb is refused before it is expanded)."""
+def _npz_arrays(
+    path: str, data: bytes, size_limit: int = DEFAULT_VALUE_LIMIT, budget: int | None = None
+) -> Mapping[str, np.ndarray]:
+    """The arrays of an .npz file, each loaded without pickle, their expanded size within the
+    size limit of a --value file and the memory budget (a zip bomb is refused before it is
+    expanded; a dense pattern, whose indices compress hundreds of times, is not a bomb)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         expanded = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
         raise _error(path, f"is not an .npz file ({first_line(error)})") from None
-    if expanded > 4 * len(data) + 2**20 and expanded > 2**26:
-        raise _error(path, f"expands to {expanded} bytes from {len(data)}; refused")
+    if expanded > 4 * len(data) + 2**20 and expanded > size_limit:
+        raise _error(
+            path,
+            f"expands to {format_bytes(expanded)} from {format_bytes(len(data))}, over the "
+            f"limit of {format_bytes(size_limit)} (--max-value-size)",
+        )
+    require_within_budget(
+        f"the arrays of {path} ({format_bytes(expanded)} once expanded)",
+        expanded,
+        budget,
+        "give a sparser pattern",
+    )
+    for info in archive.infolist():
+        _require_header_within(path, archive, info)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
-            return {name: loaded[name] for name in loaded.files}
+            arrays = {name: loaded[name] for name in loaded.files}
     except Exception as error:  # a hostile archive may fail anywhere in numpy's reader
         raise_if_out_of_memory(error)
         raise _error(path, f"cannot be read as an .npz file ({first_line(error)})") from None
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):  # a member without .npy's header: its bytes
+            raise _error(path, f"has an entry {name!r} that is not a .npy array")
+    return arrays
+
+
+def _require_header_within(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """UsageError unless the .npy member's header declares no more bytes than the member
+    holds: numpy allocates what the header says before it reads, so a header that lies about
+    its shape would be a memory refusal (exit 3) for what is a bad file."""
+    from numpy.lib import format as npy
+
+    try:
+        with archive.open(info) as member:
+            if member.read(len(npy.MAGIC_PREFIX)) != npy.MAGIC_PREFIX:
+                return  # not an array: numpy gives its bytes, which no entry accepts
+            member.seek(0)
+            version = npy.read_magic(member)
+            read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read(member)
+            header_bytes = member.tell()
+    except Exception as error:  # a hostile header may fail anywhere in numpy's reader
+        raise _error(path, f"cannot be read as an .npz file ({first_line(error)})") from None
+    declared = dtype.itemsize * int(np.prod(shape, dtype=object))
+    if declared > info.file_size - header_bytes:
+        raise _error(
+            path,
+            f"{info.filename} declares {declared} bytes of data and holds "
+            f"{max(0, info.file_size - header_bytes)}",
+        )
 
 
 def _integers(path: str, arrays: Mapping[str, np.ndarray], name: str, ndim: int) -> np.ndarray:

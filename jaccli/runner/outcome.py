@@ -225,7 +225,10 @@ class Stored:
         plan, blocks = self.blocks.plan, self.blocks
         unit = plan.kind if plan.size != 1 else plan.kind[:-1]
         blocks_word = "block" if plan.count == 1 else "blocks"
-        where = f" on {self.workers} workers" if self.request.compute.cluster is not None else ""
+        workers_word = "worker" if self.workers == 1 else "workers"
+        where = (
+            f" on {self.workers} {workers_word}" if self.request.compute.cluster is not None else ""
+        )
         kept = f", {blocks.kept} kept from before" if self.request.compute.resume else ""
         matrix = "H" if self.request.command == "hessian" else "J"
         return (

@@ -495,3 +495,28 @@ def test_points_of_a_scalar_input_are_the_entries_of_a_1d_file(jaccli, tmp_path)
                      "float64", "--json")  # fmt: skip
         assert run.exit_code == 0, run.stderr
         np.testing.assert_allclose(values_of(run.json()["jacobian"]["y"]["x"]), np.cos(xs))
+
+
+def test_a_stacked_document_writes_each_number_as_the_points_documents_do() -> None:
+    """--json of many points writes each array once for every point (values_deferred): the
+    numbers, NaN, ±Infinity, -0 and float32's shortest digits are those of each point's own
+    document."""
+    from jaccli.render.document import stacked_document, tensor_entry, values_deferred
+
+    rng = np.random.default_rng(0)
+    points = [rng.standard_normal((2, 3)).astype(np.float32) for _ in range(4)]
+    points[1][0, 0], points[2][1, 2], points[3][0, 1] = np.nan, -np.inf, -0.0
+    shared = np.arange(3.0)
+
+    def document(k: int) -> dict:
+        return {
+            "inputs": {"x": tensor_entry(points[k]), "a": tensor_entry(shared)},
+            "jacobian": {"y": {"x": tensor_entry(points[k].astype(np.float64) * 0.1)}},
+            "guard": None if k else {"largest": tensor_entry(np.float64(k))},
+        }
+
+    plain = stacked_document([document(k) for k in range(4)], ["x"])
+    with values_deferred():
+        deferred_parts = [document(k) for k in range(4)]
+    assert stacked_document(deferred_parts, ["x"]) == plain
+    assert plain["inputs"]["x"]["values"][1][0][0] == "NaN" and plain["points"] == 4

@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 from jaccli.functions.model import Function, InputSpec
@@ -72,3 +73,23 @@ def test_a_scalar_and_a_long_vector_read_well() -> None:
     column = render(array_table(np.arange(50, dtype=float), "x", Layout(width=60)))
     lines = [line for line in column.splitlines() if line.strip()]
     assert lines[1].split() == ["0", "0.0000"]  # one entry per row, labelled by its index
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_arrays_are_written_as_the_vectorized_path_writes_them(dtype, monkeypatch) -> None:
+    """json_values goes number by number for a point's few numbers: the same text."""
+    import json
+
+    from jaccli.render import numbers
+
+    rng = np.random.default_rng(1)
+    specials = [np.nan, np.inf, -np.inf, -0.0, 0.1, 1e-45, 3.4e38, 1 / 3]
+    arrays = []
+    for shape in [(), (1,), (3,), (2, 3), (2, 1, 3), (4, 4, 4), (8, 8)]:
+        for _ in range(20):
+            flat = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).reshape(-1)
+            flat[rng.integers(0, flat.size, 2)] = rng.choice(specials, 2)
+            arrays.append(flat.astype(dtype).reshape(shape))
+    small = [json.dumps(numbers.json_values(a)) for a in arrays]
+    monkeypatch.setattr(numbers, "SMALL_ARRAY", -1)
+    assert small == [json.dumps(numbers.json_values(a)) for a in arrays]

@@ -138,9 +138,13 @@ def _require_kept_fits(count: int, kept: int, budget: int | None) -> None:
 def _collected(outcomes: Iterator[PointOutcome], kept: int, budget: int | None) -> list[Result]:
     """Every point's result, or the first failure as the run's error; a stream is refused as
     soon as the points kept pass the memory budget."""
+    from jaccli.memory import budget_or_default
+
+    limit = budget_or_default(budget)  # read once: the check below runs at every point
     results: list[Result] = []
     for outcome in outcomes:
-        _require_kept_fits(len(results) + 1, kept, budget)
+        if (len(results) + 1) * kept > limit:
+            _require_kept_fits(len(results) + 1, kept, budget)
         if outcome.error is not None:
             raise at_point(outcome.index, outcome.error)
         assert outcome.result is not None

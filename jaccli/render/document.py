@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -189,7 +190,11 @@ def function_reference_entry(reference: FunctionReference | None) -> dict[str, A
 
 
 def _number(value: float) -> float | str:
-    return json_values(np.asarray(value, dtype=np.float64))  # type: ignore[return-value]
+    """One number as json_values writes a float64 (-0.0 as 0, NaN and ±Infinity spelt)."""
+    number = float(value)
+    if math.isfinite(number):
+        return number + 0.0
+    return "NaN" if number != number else ("Infinity" if number > 0 else "-Infinity")
 
 
 def view_entry(view: View) -> dict[str, Any]:

@@ -150,6 +150,24 @@ def test_a_function_vmap_cannot_run_falls_back_to_a_loop(jaccli, tmp_path) -> No
         np.testing.assert_allclose(j[k], (2.0 if x.sum() > 0 else 3.0) * np.eye(2), rtol=1e-12)
 
 
+def test_hvp_of_logsumexp_along_ones_over_many_points_is_no_false_alarm(jaccli, tmp_path) -> None:
+    # H·1 of logsumexp cancels to ~0 in float32: the points probe weighs the rounding at H's
+    # scale, as the single-point guard does, instead of refusing the vectorized kernel
+    points = np.random.default_rng(11).standard_normal((1000, 8)).astype(np.float32)
+    run = jaccli("hvp", "--fn", "logsumexp", "--points", f"x=@{_save(tmp_path, 'p.npy', points)}",
+                 "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "could not run" not in run.stderr and "warning" not in run.stderr
+    document = run.json()
+    assert document["guard"]["passed"] is True
+    x = points.astype(np.float64)  # H = diag(s) − s sᵀ with s = softmax(x): H·1 = s − s Σs = 0
+    s = np.exp(x - x.max(axis=1, keepdims=True))
+    s /= s.sum(axis=1, keepdims=True)
+    v = np.ones(8)
+    expected = s * v - s * (s @ v)[:, None]
+    np.testing.assert_allclose(values_of(document["hvp"]["x"]), expected, rtol=0, atol=1e-6)
+
+
 def _stream(lines: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([*jaccli_command(), "jacobian", "--fn", "polar", "--points", "x=@-",
                            "--jsonl", "--dtype", "float64", *extra], input=lines,
@@ -408,6 +426,7 @@ def _wrong_at_point_1(value):
         ["vjp", "--fn", "polar"],
         ["jvp", "--fn", "polar"],
         ["hvp", "--expr", "(x.sin() * x).sum()"],
+        ["hvp", "--fn", "logsumexp"],  # H·1 = 0: the probe weighed at H's scale still catches it
         ["hessian", "--fn", "polar"],
     ],
 )

@@ -14,13 +14,14 @@ guard]), with NaN and ±Infinity in the same columns, so a point where vmap's fo
 single-point engine's reverse mode part ways (NaN placement, a branch's derivative) is caught
 wherever it lies in the chunk; the cost is one vectorized reverse pass a chunk. The products are
 probed the same way at every point, each by another mode than its kernel's: (vᵀJ)·w against vᵀ(J w)
-by forward mode, u·(J t) against (uᵀJ)·t by reverse mode, and wᵀ(H v) or zᵀH w against
-reverse-over-reverse. A kernel that vmap cannot run, or that disagrees, gives way to the kernel of
-the other mode (jacrev for jacfwd: a custom autograd.Function without `jvp`; for vᵀJ, J's columns by
-forward mode contracted with v; for J·t, the VJP of the VJP), then to a loop of the single-point
-engine, with a note either way. Each point's result is the same result object a single-point run
-gives, made when it is asked for (ChunkOutcomes): ten thousand made up front cost more than the
-chunk's vectorized work."""
+by forward mode, u·(J t) against (uᵀJ)·t by reverse mode, and zᵀ(H v) against (H z)ᵀv (terms of
+H's order where H v cancels, as in the single-point guard) or zᵀH w by reverse-over-reverse. A
+kernel that vmap cannot run, or that disagrees, gives way to the kernel of the other mode (jacrev
+for jacfwd: a custom autograd.Function without `jvp`; for vᵀJ, J's columns by forward mode
+contracted with v; for J·t, the VJP of the VJP), then to a loop of the single-point engine, with a
+note either way. Each point's result is the same result object a single-point run gives, made when
+it is asked for (ChunkOutcomes): ten thousand made up front cost more than the chunk's vectorized
+work."""
 
 from __future__ import annotations
 
@@ -474,7 +475,8 @@ def _probe_every_product(
 ) -> None:
     """Refuse the chunk unless each point's product agrees with an independent one: for vᵀJ,
     (vᵀJ)·w against vᵀ(J w) by forward mode; for J·t, u·(J t) against (uᵀJ)·t by reverse mode;
-    for H·v and H, wᵀ(H v) and zᵀH w against reverse-over-reverse (NOTE [many points])."""
+    for H·v, zᵀ(H v) against (H z)ᵀv and for H, zᵀH w, by reverse-over-reverse (NOTE [many
+    points])."""
     names, wrt = list(chunk), problem.wrt
     output_names = list(problem.output_shapes)
     xs_shapes = [tuple(problem.inputs[w].shape) for w in wrt]
@@ -521,8 +523,11 @@ def _probe_every_product(
         z, w = draw(xs_shapes), draw(xs_shapes)
         u = draw([problem.output_shapes[n] for n in output_names])
         if command == "hvp":
+            # zᵀ(H v) against (H z)ᵀv, H symmetric, as the single-point guard does: the terms
+            # (H z)_i v_i are of H's order even where H v cancels to nothing (H·1 of logsumexp
+            # is 0), so the rounding of the result is weighed at H's scale, not at its own
             value, value_squares = terms(list(zip(products, z, strict=True)))
-            ws = [directions[n] for n in wrt]
+            ws = z
         else:
             value = value_squares = torch.zeros((), dtype=torch.float64)
             for i, by_a in enumerate(products):
@@ -553,7 +558,8 @@ def _probe_every_product(
             return torch.func.grad(along, argnums=argnums)(*xs)
 
         references = torch.func.vmap(reference_at)(*values)
-        reference, reference_squares = terms(list(zip(references, z, strict=True)))
+        others = [directions[n] for n in wrt] if command == "hvp" else z
+        reference, reference_squares = terms(list(zip(references, others, strict=True)))
     tolerance = guard_rtol(problem.torch_dtype) * (value_squares + reference_squares).sqrt()
     agree = _agreeing(value, reference, tolerance)
     if not bool(agree.all()):

@@ -539,3 +539,19 @@ def test_a_stacked_document_writes_each_number_as_the_points_documents_do() -> N
         deferred_parts = [document(k) for k in range(4)]
     assert stacked_document(deferred_parts, ["x"]) == plain
     assert plain["inputs"]["x"]["values"][1][0][0] == "NaN" and plain["points"] == 4
+
+
+def test_a_batch_of_lines_read_with_one_json_call_gives_what_line_by_line_gives() -> None:
+    from jaccli.arrays import parse_json_array
+    from jaccli.points import _flat_rows
+
+    lines = [b"[1.5, -2.25]", b" [1e-3,2E5 ] ", b"[1, 2]", b"[0.1, 2]", b"[[1.0, 2.0]]",
+             b"[1e999, 0.5]", b"[-0.0, 3.0]", b"[0.1, 0.2, 0.3]", b"[1.0, oops]", None,
+             b"[0.30000000000000004, 5e-324]", b"[1.0, 2.0], [3.0"]  # fmt: skip
+    found = _flat_rows(lines)
+    assert [k for k, point in enumerate(found) if point is not None] == [0, 1, 5, 6, 10]
+    for line, point in zip(lines, found, strict=True):
+        if point is not None:
+            alone = parse_json_array(line.decode(), what="line")
+            assert point.shape == alone.shape and point.values.dtype == alone.values.dtype
+            assert point.values.tobytes() == alone.values.tobytes()

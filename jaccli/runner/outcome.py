@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,6 +217,9 @@ class Streamed:
     request: Request
     outcomes: Generator[PointOutcome, None, None]
     document_of: Callable[[Result], Document]
+    before_waiting: list[Callable[[], None]] = field(default_factory=list)
+    """Called before the points' source waits for stdin: a reader that holds answers back
+    to write them together writes them there."""
 
 
 @dataclass(frozen=True)

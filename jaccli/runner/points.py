@@ -70,7 +70,8 @@ def run_points(
     streams = [name for name, source in sources if source == STREAM]
     if streams:
         (name,) = streams
-        batches = PointStream(name, limit).batches()
+        stream = PointStream(name, limit)
+        batches = stream.batches()
         failed_first, problem, rest = _first_stream_problem(name, batches, build, points.keep_going)
         total = None
     else:
@@ -81,8 +82,10 @@ def run_points(
             raise UsageError(f"--points give different numbers of points: {listed}")
         failed_first, problem = _first_file_problem(loaded, build, points.keep_going)
         total = counts[names[0]]
+        stream = None
+    waiting = stream.before_waiting if stream is not None else []
     if problem is None:  # every point failed (--keep-going): their error lines
-        return Streamed(request, (outcome for outcome in failed_first), command.document)
+        return Streamed(request, (outcome for outcome in failed_first), command.document, waiting)
     _require_inputs(problem, names)
     if not streams:
         problem = _checked_points(problem, loaded)
@@ -99,7 +102,7 @@ def run_points(
     budget = request.limits.budget
     if points.jsonl:
         counted = _counted(outcomes, show_progress(request.command, "points"), total)
-        return Streamed(request, counted, command.document)
+        return Streamed(request, counted, command.document, waiting)
     if total is not None:
         _require_kept_fits(total, kept, budget)
     with show_progress(request.command, "points") as progress, _old_objects_set_aside(total):

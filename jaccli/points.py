@@ -120,7 +120,7 @@ def _flat_rows(lines: list[bytes | None]) -> list[ArrayData | None]:
     floats = [
         (k, row)
         for k, row in zip(taken, rows, strict=True)
-        if len(row) == length and length and all(type(v) is float for v in row)
+        if len(row) == length and length and int not in map(type, row)
     ]
     if not floats:
         return found

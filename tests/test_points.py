@@ -555,3 +555,14 @@ def test_a_batch_of_lines_read_with_one_json_call_gives_what_line_by_line_gives(
             alone = parse_json_array(line.decode(), what="line")
             assert point.shape == alone.shape and point.values.dtype == alone.values.dtype
             assert point.values.tobytes() == alone.values.tobytes()
+
+
+def test_a_piped_stream_refuses_a_point_past_float32_among_many_read_together() -> None:
+    lines = "".join(f"[1.0, {k / 100}]\n" for k in range(50)).replace("[1.0, 0.2]", "[1e300, 0.2]")
+    run = subprocess.run([*jaccli_command(), "jacobian", "--fn", "polar", "--points", "x=@-",
+                          "--jsonl", "--keep-going"], input=lines, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [a["point"] for a in answers] == list(range(50))
+    assert [a["point"] for a in answers if "error" in a] == [20]
+    assert "line 21: 1e+300 is past float32's range" in answers[20]["error"]["message"]

@@ -566,3 +566,20 @@ def test_a_piped_stream_refuses_a_point_past_float32_among_many_read_together() 
     assert [a["point"] for a in answers] == list(range(50))
     assert [a["point"] for a in answers if "error" in a] == [20]
     assert "line 21: 1e+300 is past float32's range" in answers[20]["error"]["message"]
+
+
+def test_a_piped_stream_writes_what_the_same_points_from_a_file_write(tmp_path) -> None:
+    # the stream reads its waiting lines with one JSON call and writes its answers a batch at
+    # a time: the text is the same, byte for byte, as that of a .jsonl file read line by line
+    rng = np.random.default_rng(12)
+    lines = "".join(f"[{r!r}, {t!r}]\n" for r, t in rng.uniform(0.5, 3.0, (600, 2)).tolist())
+    lines = lines.replace("\n[", "\n[1, 2]\n[", 1)  # an integer point, read alone
+    (tmp_path / "p.jsonl").write_text(lines)
+    command = [*jaccli_command(), "jacobian", "--fn", "polar", "--jsonl"]
+    piped = subprocess.run([*command, "--points", "x=@-"], input=lines, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    from_file = subprocess.run([*command, "--points", f"x=@{tmp_path / 'p.jsonl'}"],
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert piped.returncode == 0 and from_file.returncode == 0, piped.stderr + from_file.stderr
+    assert len(piped.stdout.splitlines()) == 601
+    assert piped.stdout == from_file.stdout

@@ -144,7 +144,7 @@ LINES_HELD = 256
 def _lines(command: str, outcome: Streamed, keep_going: bool) -> JaccliError | None:
     """Each point's line, written in one write with the lines before it when the source is
     about to wait for stdin, LINES_HELD are held, something goes to stderr, or the stream
-    ends: the same text, line for line."""
+    ends (the first point's at once): the same text, line for line."""
     from jaccli.render.document import dumps, point_document, point_error_document
 
     held: list[str] = []
@@ -181,7 +181,7 @@ def _lines(command: str, outcome: Streamed, keep_going: bool) -> JaccliError | N
                 failed = failed or JaccliError("check failed")
             for note in notes:
                 write(sys.stderr, f"{command}: warning: {note}\n")
-            if len(held) >= LINES_HELD:
+            if len(held) >= LINES_HELD or point.index == 0:  # the first answer at once
                 flush()
     except BaseException:  # the whole lines computed before it go out, then the failure
         with contextlib.suppress(OSError):

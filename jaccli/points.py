@@ -105,8 +105,10 @@ def _flat_rows(lines: list[bytes | None]) -> list[ArrayData | None]:
     """Each line that is a flat list of floats as its point, read with one JSON call for the
     whole batch (a call a line was most of a stream's reading); None for a line read alone, as
     before: anything else (integers, nesting, errors), so what is read is the same."""
-    flat = [line is not None and _FLAT_ROW.fullmatch(line) is not None for line in lines]
     found: list[ArrayData | None] = [None] * len(lines)
+    if len(lines) < 2:  # a line alone (a coprocess, a stdin without a descriptor): as before
+        return found
+    flat = [line is not None and _FLAT_ROW.fullmatch(line) is not None for line in lines]
     taken = [k for k, is_flat in enumerate(flat) if is_flat]
     if len(taken) < 2:
         return found

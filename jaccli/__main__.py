@@ -9,6 +9,7 @@ import time
 from types import FrameType
 
 from jaccli.errors import ExitCode, Interrupt
+from jaccli.overview import COMMANDS
 from jaccli.supervisor import exit_status, finish, leave, supervise, user_code
 from jaccli.timeout import importing_torch
 
@@ -60,6 +61,11 @@ def main() -> None:
         from jaccli.overview import print_overview
 
         print_overview()
+        return
+    if len(sys.argv) == 3 and sys.argv[1] in COMMANDS and sys.argv[2] in ("--help", "-h"):
+        from jaccli.help import print_command_help  # drawn from the table: no Typer, no Rich
+
+        print_command_help(sys.argv[1])
         return
     function = user_code(sys.argv[1:])
     if function is not None:

@@ -449,12 +449,12 @@ OPTIONS: tuple[Option, ...] = (
            help="Also write the result to a .npy, .pt, .safetensors or .csv file, or draw its "
            "heat map (its non-zeros with --view sparsity) to a .png, .svg or .pdf file; or "
            "compute J (at every --points) block by block into a .zarr store, within "
-           "--max-memory whatever its size (pip install 'jaccli[zarr]')."),
+           "--max-memory whatever its size (pip install 'jaccli\\[zarr]')."),
     Option("--out", "show.out", (HESSIAN,), OUTPUT, parse=_out, metavar="FILE",
            help="Also write the result to a .npy, .pt, .safetensors or .csv file, or draw its "
            "heat map (its non-zeros with --view sparsity) to a .png, .svg or .pdf file; or "
            "compute H (at every --points) block by block into a .zarr store, within "
-           "--max-memory whatever its size (pip install 'jaccli[zarr]')."),
+           "--max-memory whatever its size (pip install 'jaccli\\[zarr]')."),
     Option("--out", "show.out", (DET,), OUTPUT, parse=_out, metavar="FILE",
            help="Also write the result to a .npy, .pt, .safetensors or .csv file, or draw its "
            "heat map (its non-zeros with --view sparsity) to a .png, .svg or .pdf file."),
@@ -469,7 +469,7 @@ OPTIONS: tuple[Option, ...] = (
            metavar="CLUSTER",
            help="Compute the blocks of --out .zarr as Dask tasks: local:N, N worker processes here "
            "(local: one a core), or on the workers of a running scheduler "
-           "(pip install 'jaccli[dask]')."),
+           "(pip install 'jaccli\\[dask]')."),
     Option("--max-memory", ("limits.budget", "limits.budget_note"), COMPUTING, LIMITS,
            parse=_budget, metavar="SIZE",
            help="Refuse work estimated above this size, like 2GiB. "

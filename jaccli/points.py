@@ -8,10 +8,12 @@ many at once while a coprocess that sends one line and waits for its answer gets
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import select
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +96,42 @@ def _stacked(name: str, reference: str, points: list[ArrayData]) -> ArrayData:
     return ArrayData(shape=(len(points), *shape), values=values)
 
 
+_FLAT_ROW = re.compile(rb"\s*\[[-+0-9.eE, \t]*\]\s*")
+"""A line that is one flat list of numbers: lines like it joined by commas are one JSON array
+of as many rows, no line running into another."""
+
+
+def _flat_rows(lines: list[bytes | None]) -> list[ArrayData | None]:
+    """Each line that is a flat list of floats as its point, read with one JSON call for the
+    whole batch (a call a line was most of a stream's reading); None for a line read alone, as
+    before: anything else (integers, nesting, errors), so what is read is the same."""
+    found: list[ArrayData | None] = [None] * len(lines)
+    if len(lines) < 2:  # a line alone (a coprocess, a stdin without a descriptor): as before
+        return found
+    flat = [line is not None and _FLAT_ROW.fullmatch(line) is not None for line in lines]
+    taken = [k for k, is_flat in enumerate(flat) if is_flat]
+    if len(taken) < 2:
+        return found
+    try:
+        rows = json.loads(b"[" + b",".join(lines[k] or b"" for k in taken) + b"]")
+    except ValueError:
+        return found
+    if len(rows) != len(taken):  # pragma: no cover - each flat line is one row
+        return found
+    length = len(rows[0])
+    floats = [
+        (k, row)
+        for k, row in zip(taken, rows, strict=True)
+        if len(row) == length and length and int not in map(type, row)
+    ]
+    if not floats:
+        return found
+    values = np.array([row for _, row in floats], dtype=np.float64)
+    for (k, _), row_values in zip(floats, values, strict=True):
+        found[k] = ArrayData(shape=(length,), values=row_values)
+    return found
+
+
 class PointStream:
     """Points from JSON Lines on stdin, one a line, in batches of the lines already waiting.
 
@@ -122,6 +160,13 @@ class PointStream:
         self._ended = False
         self._line_number = 0
         self._next_index = 0
+        self.before_waiting: list[Callable[[], None]] = []
+        """Called before the stream waits for stdin: the reader of the points writes the
+        answers it holds, so a coprocess that waits for its answer gets it."""
+
+    def _before_waiting(self) -> None:
+        for hook in self.before_waiting:
+            hook()
 
     def batches(self) -> Iterator[Batch]:
         """Each batch holds at least one point; it ends when stdin does."""
@@ -130,8 +175,12 @@ class PointStream:
             if not lines:
                 return
             batch: Batch = []
-            for number, line in lines:
+            quick = _flat_rows([line for _, line in lines])
+            for k, (number, line) in enumerate(lines):
                 index, self._next_index = self._next_index, self._next_index + 1
+                if quick[k] is not None:
+                    batch.append((index, number, quick[k]))
+                    continue
                 what = f"--points {self.name}=@- line {number}"
                 try:
                     if line is None:
@@ -178,6 +227,7 @@ class PointStream:
     def _line_by_line(self) -> list[tuple[int, bytes | None]]:
         stream = getattr(sys.stdin, "buffer", sys.stdin)
         while True:
+            self._before_waiting()
             line = stream.readline(self.size_limit + 1)
             if not line:
                 return []
@@ -216,7 +266,9 @@ class PointStream:
         return bool(ready)
 
     def _read(self) -> None:
-        self._readable(None)
+        if not self._readable(0):  # about to wait: the answers so far go out first
+            self._before_waiting()
+            self._readable(None)
         chunk = os.read(self._fd, READ_BYTES)
         if not chunk:
             self._ended = True

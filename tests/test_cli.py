@@ -357,6 +357,79 @@ def test_command_help_groups_options_in_panels_with_choices_and_examples(jaccli)
     assert "J[i…, j…] = ∂y[i…]/∂x[j…]" in text  # brackets are not taken for markup
 
 
+HELP_COMMANDS = ["jacobian", "det", "vjp", "jvp", "hessian", "hvp", "check", "presets"]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS)
+def test_fast_command_help_is_the_apps_help_without_typer_or_rich(jaccli, command: str) -> None:
+    """`jaccli CMD --help` is drawn before the app is built: the same text the app prints,
+    and neither Typer nor Rich is imported for it."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from jaccli.__main__ import main; main(); "
+        "loaded = sorted(m for m in ('typer', 'click', 'rich', 'torch') if m in sys.modules); "
+        "sys.stderr.write(repr(loaded))"
+    )
+    for flag in ("--help", "-h"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, command, flag],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "100", "NO_COLOR": "1"},
+            timeout=60,
+        )
+        assert done.returncode == 0 and done.stderr == "[]", done.stderr
+        assert done.stdout == jaccli(command, flag, width=100).stdout
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS)
+def test_command_help_shows_every_option_of_the_table(jaccli, command: str) -> None:
+    """Each option's flags, metavar (and range), help and default are in its row."""
+    from jaccli.options import options_of
+
+    text = jaccli(command, "--help", width=1000).stdout
+    rows = {" ".join(r.replace("│", " ").split()) for r in text.splitlines() if "│ -" in r}
+    for option in options_of(command):
+        shown = " ".join((*option.flags, option.metavar or "")).split()
+        if option.limits is not None:
+            shown.append(f"[{option.limits[0]}<=x<={option.limits[1]}]")
+        row = " ".join([*shown, *option.help.replace("\\[", "[").split()])
+        if option.default is not None and not isinstance(option.default, bool):
+            row += f" [default: {option.default}]"
+        assert row in rows, row
+    if command == "jacobian":  # Typer's Rich markup took these for styles and dropped them
+        assert "(pip install 'jaccli[zarr]')" in text and "(pip install 'jaccli[dask]')" in text
+
+
+def test_command_help_colour_and_escapes(monkeypatch) -> None:
+    """Colour on a terminal and never under NO_COLOR; a control character in a name or help
+    text never reaches the terminal; a narrow terminal still gets every word."""
+    from jaccli import help as command_help
+    from jaccli.options import Option
+
+    plain = command_help.command_help("det", 100, colour=False)
+    coloured = command_help.command_help("det", 100, colour=True)
+    assert "\x1b" not in plain and "\x1b[1;36m--fn\x1b[0m" in coloured
+    assert command_help._plain(coloured) == plain
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert not command_help.colour_wanted(None)
+    monkeypatch.delenv("NO_COLOR")
+    assert command_help.colour_wanted(None)
+
+    hostile = Option("--evil\x1b[2J", "show.full", ("det",), "Output\x07", metavar="X\x9b31m",
+                     help="Clears\x1b]0;title\x07 the screen.\r")  # fmt: skip
+    monkeypatch.setattr(command_help, "options_of", lambda command: iter([hostile]))
+    text = command_help.command_help("det", 60, colour=False)
+    assert not any(c in text for c in "\x1b\x07\x9b\r"), repr(text)
+    assert "--evil[2J" in text and "Clears]0;title the screen." in " ".join(text.split())
+    narrow = command_help.command_help("jacobian", 20, colour=False)
+    assert max(len(line) for line in narrow.splitlines()) <= command_help.MIN_WIDTH
+
+
 @pytest.mark.parametrize("command", ["det", "vjp", "jvp", "hessian", "hvp", "check", "presets"])
 def test_every_command_help_ends_with_examples_that_name_it(jaccli, command: str) -> None:
     run = jaccli(command, "--help", width=120)

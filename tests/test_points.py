@@ -150,6 +150,24 @@ def test_a_function_vmap_cannot_run_falls_back_to_a_loop(jaccli, tmp_path) -> No
         np.testing.assert_allclose(j[k], (2.0 if x.sum() > 0 else 3.0) * np.eye(2), rtol=1e-12)
 
 
+def test_hvp_of_logsumexp_along_ones_over_many_points_is_no_false_alarm(jaccli, tmp_path) -> None:
+    # H·1 of logsumexp cancels to ~0 in float32: the points probe weighs the rounding at H's
+    # scale, as the single-point guard does, instead of refusing the vectorized kernel
+    points = np.random.default_rng(11).standard_normal((1000, 8)).astype(np.float32)
+    run = jaccli("hvp", "--fn", "logsumexp", "--points", f"x=@{_save(tmp_path, 'p.npy', points)}",
+                 "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "could not run" not in run.stderr and "warning" not in run.stderr
+    document = run.json()
+    assert document["guard"]["passed"] is True
+    x = points.astype(np.float64)  # H = diag(s) − s sᵀ with s = softmax(x): H·1 = s − s Σs = 0
+    s = np.exp(x - x.max(axis=1, keepdims=True))
+    s /= s.sum(axis=1, keepdims=True)
+    v = np.ones(8)
+    expected = s * v - s * (s @ v)[:, None]
+    np.testing.assert_allclose(values_of(document["hvp"]["x"]), expected, rtol=0, atol=1e-6)
+
+
 def _stream(lines: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([*jaccli_command(), "jacobian", "--fn", "polar", "--points", "x=@-",
                            "--jsonl", "--dtype", "float64", *extra], input=lines,
@@ -408,6 +426,7 @@ def _wrong_at_point_1(value):
         ["vjp", "--fn", "polar"],
         ["jvp", "--fn", "polar"],
         ["hvp", "--expr", "(x.sin() * x).sum()"],
+        ["hvp", "--fn", "logsumexp"],  # H·1 = 0: the probe weighed at H's scale still catches it
         ["hessian", "--fn", "polar"],
     ],
 )
@@ -495,3 +514,72 @@ def test_points_of_a_scalar_input_are_the_entries_of_a_1d_file(jaccli, tmp_path)
                      "float64", "--json")  # fmt: skip
         assert run.exit_code == 0, run.stderr
         np.testing.assert_allclose(values_of(run.json()["jacobian"]["y"]["x"]), np.cos(xs))
+
+
+def test_a_stacked_document_writes_each_number_as_the_points_documents_do() -> None:
+    """--json of many points writes each array once for every point (values_deferred): the
+    numbers, NaN, ±Infinity, -0 and float32's shortest digits are those of each point's own
+    document."""
+    from jaccli.render.document import stacked_document, tensor_entry, values_deferred
+
+    rng = np.random.default_rng(0)
+    points = [rng.standard_normal((2, 3)).astype(np.float32) for _ in range(4)]
+    points[1][0, 0], points[2][1, 2], points[3][0, 1] = np.nan, -np.inf, -0.0
+    shared = np.arange(3.0)
+
+    def document(k: int) -> dict:
+        return {
+            "inputs": {"x": tensor_entry(points[k]), "a": tensor_entry(shared)},
+            "jacobian": {"y": {"x": tensor_entry(points[k].astype(np.float64) * 0.1)}},
+            "guard": None if k else {"largest": tensor_entry(np.float64(k))},
+        }
+
+    plain = stacked_document([document(k) for k in range(4)], ["x"])
+    with values_deferred():
+        deferred_parts = [document(k) for k in range(4)]
+    assert stacked_document(deferred_parts, ["x"]) == plain
+    assert plain["inputs"]["x"]["values"][1][0][0] == "NaN" and plain["points"] == 4
+
+
+def test_a_batch_of_lines_read_with_one_json_call_gives_what_line_by_line_gives() -> None:
+    from jaccli.arrays import parse_json_array
+    from jaccli.points import _flat_rows
+
+    lines = [b"[1.5, -2.25]", b" [1e-3,2E5 ] ", b"[1, 2]", b"[0.1, 2]", b"[[1.0, 2.0]]",
+             b"[1e999, 0.5]", b"[-0.0, 3.0]", b"[0.1, 0.2, 0.3]", b"[1.0, oops]", None,
+             b"[0.30000000000000004, 5e-324]", b"[1.0, 2.0], [3.0"]  # fmt: skip
+    found = _flat_rows(lines)
+    assert [k for k, point in enumerate(found) if point is not None] == [0, 1, 5, 6, 10]
+    for line, point in zip(lines, found, strict=True):
+        if point is not None:
+            alone = parse_json_array(line.decode(), what="line")
+            assert point.shape == alone.shape and point.values.dtype == alone.values.dtype
+            assert point.values.tobytes() == alone.values.tobytes()
+
+
+def test_a_piped_stream_refuses_a_point_past_float32_among_many_read_together() -> None:
+    lines = "".join(f"[1.0, {k / 100}]\n" for k in range(50)).replace("[1.0, 0.2]", "[1e300, 0.2]")
+    run = subprocess.run([*jaccli_command(), "jacobian", "--fn", "polar", "--points", "x=@-",
+                          "--jsonl", "--keep-going"], input=lines, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [a["point"] for a in answers] == list(range(50))
+    assert [a["point"] for a in answers if "error" in a] == [20]
+    assert "line 21: 1e+300 is past float32's range" in answers[20]["error"]["message"]
+
+
+def test_a_piped_stream_writes_what_the_same_points_from_a_file_write(tmp_path) -> None:
+    # the stream reads its waiting lines with one JSON call and writes its answers a batch at
+    # a time: the text is the same, byte for byte, as that of a .jsonl file read line by line
+    rng = np.random.default_rng(12)
+    lines = "".join(f"[{r!r}, {t!r}]\n" for r, t in rng.uniform(0.5, 3.0, (600, 2)).tolist())
+    lines = lines.replace("\n[", "\n[1, 2]\n[", 1)  # an integer point, read alone
+    (tmp_path / "p.jsonl").write_text(lines)
+    command = [*jaccli_command(), "jacobian", "--fn", "polar", "--jsonl"]
+    piped = subprocess.run([*command, "--points", "x=@-"], input=lines, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    from_file = subprocess.run([*command, "--points", f"x=@{tmp_path / 'p.jsonl'}"],
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert piped.returncode == 0 and from_file.returncode == 0, piped.stderr + from_file.stderr
+    assert len(piped.stdout.splitlines()) == 601
+    assert piped.stdout == from_file.stdout

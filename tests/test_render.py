@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 from jaccli.functions.model import Function, InputSpec
@@ -97,3 +98,23 @@ def test_a_zero_entry_in_the_worst_entries_is_printed_0_never_minus_0() -> None:
     table = console.file.getvalue()
     assert "-0 " not in table and " 0 " in table and "0.5" in table
     assert check_failure_line(check).split(" is ")[1].startswith("0 where")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_arrays_are_written_as_the_vectorized_path_writes_them(dtype, monkeypatch) -> None:
+    """json_values goes number by number for a point's few numbers: the same text."""
+    import json
+
+    from jaccli.render import numbers
+
+    rng = np.random.default_rng(1)
+    specials = [np.nan, np.inf, -np.inf, -0.0, 0.1, 1e-45, 3.4e38, 1 / 3]
+    arrays = []
+    for shape in [(), (1,), (3,), (2, 3), (2, 1, 3), (4, 4, 4), (8, 8)]:
+        for _ in range(20):
+            flat = (rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).reshape(-1)
+            flat[rng.integers(0, flat.size, 2)] = rng.choice(specials, 2)
+            arrays.append(flat.astype(dtype).reshape(shape))
+    small = [json.dumps(numbers.json_values(a)) for a in arrays]
+    monkeypatch.setattr(numbers, "SMALL_ARRAY", -1)
+    assert small == [json.dumps(numbers.json_values(a)) for a in arrays]

@@ -9,20 +9,20 @@ for it.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, NoReturn
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from jaccli.cli.boundary import reporting
 from jaccli.cli.commands import CALLBACKS, EXAMPLES
 from jaccli.errors import ExitCode
+from jaccli.help import printed_help
 from jaccli.output import report_error, write, write_result
 from jaccli.overview import COMMANDS as SUMMARIES
-from jaccli.overview import DESCRIPTION, VERSION_HELP
+from jaccli.overview import DESCRIPTION, DETAILS, VERSION_HELP
 
 __all__ = ["EXAMPLES", "app", "run"]
 
@@ -93,23 +93,23 @@ def _main(
     """The app's own options; its help text is `overview.DESCRIPTION`."""
 
 
-def _help(callback: Any) -> str:
-    """The command's help: its docstring with the line breaks inside a paragraph joined
-    (Typer's Rich help keeps them, which broke sentences mid-line at any terminal width)."""
-    paragraphs = inspect.cleandoc(callback.__doc__ or "").split("\n\n")
-    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+class JaccliCommand(TyperCommand):
+    """A command whose help is the one jaccli/help.py draws from the table of options, as
+    `jaccli CMD --help` prints it before the app is built (one help, not two)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        formatter.write(printed_help(self.name or "", sys.stdout))
 
 
-def _epilog(name: str) -> str:
-    """The command's examples as a help epilog (Rich markup: brackets escaped)."""
-    lines = (line.replace("[", "\\[") for line in EXAMPLES[name])
-    return "Examples:\n\n" + "\n\n".join(lines)
+def _help(name: str) -> str:
+    """The command's help as Typer keeps it (shell completion shows its first line)."""
+    return "\n\n".join((SUMMARIES[name], *DETAILS[name])).replace("[", "\\[")
 
 
 for _name in SUMMARIES:  # in the order `jaccli --help` lists them
-    app.command(
-        _name, help=_help(CALLBACKS[_name]), short_help=SUMMARIES[_name], epilog=_epilog(_name)
-    )(CALLBACKS[_name])
+    app.command(_name, cls=JaccliCommand, help=_help(_name), short_help=SUMMARIES[_name])(
+        CALLBACKS[_name]
+    )
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

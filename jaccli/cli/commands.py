@@ -1,6 +1,6 @@
 """The commands, by family. Each is the same three steps: parse its options into a Request
 (jaccli/options.py), run it (jaccli/runner), show the outcome (show.py); its options come from
-the table, and its help is its docstring and examples."""
+the table, and its help (summary, paragraphs, examples) from jaccli/overview.py."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from jaccli import overview
 from jaccli.cli.boundary import reporting
 from jaccli.cli.parameters import with_options
 from jaccli.options import parse
@@ -55,119 +56,69 @@ def _progress_bar(description: str, unit: str | None = None) -> Any:
     return progress_bar(description, unit)
 
 
-def _command(*examples: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """A command, with the examples its help ends with; its options come from the table."""
-
-    def described(callback: Callable[..., None]) -> Callable[..., None]:
-        EXAMPLES[callback.__name__] = list(examples)
-        CALLBACKS[callback.__name__] = with_options(callback.__name__, callback)
-        return callback
-
-    return described
+def _command(callback: Callable[..., None]) -> Callable[..., None]:
+    """A command: its options come from the table, its help and examples from
+    jaccli/overview.py (where `jaccli CMD --help` draws them without building the app)."""
+    EXAMPLES[callback.__name__] = list(overview.EXAMPLES[callback.__name__])
+    CALLBACKS[callback.__name__] = with_options(callback.__name__, callback)
+    return callback
 
 
 # First order
 
 
-@_command(
-    "jaccli jacobian --fn expsum --shape 2x3",
-    'jaccli jacobian --expr "x.sin() * a" --shape x=3 --shape a=3 --wrt x --json',
-    "jaccli jacobian --fn model.py:f --shape 64x16 --view heatmap --out j.png",
-)
+@_command
 def jacobian(**options: Any) -> None:
-    """Compute y = f(x) and its Jacobian J.
-
-    J.shape == y.shape + x.shape, and J\\[i…, j…] = ∂y\\[i…]/∂x\\[j…].
-    """
+    """Compute y = f(x) and its Jacobian J."""
     run_command("jacobian", options)
 
 
-@_command(
-    "jaccli det --fn spherical --value 'x=[2, 0.5, 1]' --dtype float64",
-    "jaccli det --fn planar_flow --shape x=4096x16 --batched",
-)
+@_command
 def det(**options: Any) -> None:
-    """Compute J and det J of a square Jacobian.
-
-    With det J come its sign, log|det J| (no overflow) and the trace (the divergence). J must be
-    square once flattened (y.numel() == x.numel()); with several --wrt, the joint J.
-    """
+    """Compute J and det J of a square Jacobian."""
     run_command("det", options)
 
 
-@_command("jaccli check --fn expsum", "jaccli check --fn model.py:f --shape 8x4 --wrt x")
+@_command
 def check(**options: Any) -> None:
-    """Gradient-check a function in float64.
-
-    AD against the other mode and finite differences. Exits 0 when every comparison passes and
-    1 when one fails, so it can run in CI.
-    """
+    """Gradient-check a function in float64."""
     run_command("check", options)
 
 
 # Products
 
 
-@_command(
-    "jaccli vjp --fn matmul --wrt a", "jaccli vjp --fn matmul --cotangent '[[1, 0], [0, 0]]' --json"
-)
+@_command
 def vjp(**options: Any) -> None:
-    """Compute the vector-Jacobian product vᵀ·J.
-
-    It is the x.grad that y.backward(v) leaves.
-    """
+    """Compute the vector-Jacobian product vᵀ·J."""
     run_command("vjp", options)
 
 
-@_command(
-    "jaccli jvp --fn expsum --tangent ones", "jaccli jvp --fn polar --tangent '[1, 0]' --check"
-)
+@_command
 def jvp(**options: Any) -> None:
-    """Compute the Jacobian-vector product J·v.
-
-    By forward mode: how y changes along v. With several --wrt inputs the products add up,
-    J·v = Σₖ Jₖ·vₖ, as torch.func.jvp has it.
-    """
+    """Compute the Jacobian-vector product J·v."""
     run_command("jvp", options)
 
 
-@_command(
-    "jaccli hvp --fn logsumexp --vector ones",
-    'jaccli hvp --expr "(x.sin() * x).sum()" --shape 1000000 --out hv.npy',
-)
+@_command
 def hvp(**options: Any) -> None:
-    """Compute the Hessian-vector product H·v.
-
-    Of a scalar output, without forming H: the JVP of the gradient (forward-over-reverse), in
-    the memory of a few gradients.
-    """
+    """Compute the Hessian-vector product H·v."""
     run_command("hvp", options)
 
 
 # Second order
 
 
-@_command(
-    "jaccli hessian --fn logsumexp --shape 4",
-    'jaccli hessian --expr "(x ** 4).sum()" --shape 50 --view sparsity',
-)
+@_command
 def hessian(**options: Any) -> None:
-    """Compute the Hessian H = ∂²y/∂a∂b.
-
-    For each output and every pair of --wrt inputs, H.shape == y.shape + a.shape + b.shape: the
-    Jacobian of the gradient. --strategy fwd is forward-over-reverse (jacfwd of jacrev), rev
-    and loop reverse-over-reverse.
-    """
+    """Compute the Hessian H = ∂²y/∂a∂b."""
     run_command("hessian", options)
 
 
 # The presets
 
 
-@_command("jaccli presets", "jaccli presets --json")
+@_command
 def presets(**options: Any) -> None:
-    """List the preset functions.
-
-    Name, formula, inputs with their default shapes, and whether J is square.
-    """
+    """List the preset functions."""
     run_command("presets", options)

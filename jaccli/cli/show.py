@@ -138,25 +138,57 @@ def _stream_lines(outcome: Streamed) -> None:
         raise typer.Exit(ExitCode.COMPUTATION)
 
 
+LINES_HELD = 256
+"""Answers held back at most, to be written together: one write a batch, not one a line."""
+
+
 def _lines(command: str, outcome: Streamed, keep_going: bool) -> JaccliError | None:
+    """Each point's line, written in one write with the lines before it when the source is
+    about to wait for stdin, LINES_HELD are held, something goes to stderr, or the stream
+    ends (the first point's at once): the same text, line for line."""
     from jaccli.render.document import dumps, point_document, point_error_document
 
+    held: list[str] = []
+
+    def flush() -> None:
+        if held:
+            text = "".join(held)
+            held.clear()
+            write_result(text)
+
+    outcome.before_waiting.append(flush)
     failed: JaccliError | None = None
-    for point in outcome.outcomes:
-        if point.error is not None:
-            error = point.error
-            write_result(dumps(point_error_document(point.index, error.code, error.message)) + "\n")
-            report_error(command, error.code, f"point {point.index}: {error.message}", False)
-            failed = failed or error
-            if not keep_going:
-                raise typer.Exit(error.exit_code)
-            continue
-        assert point.result is not None
-        write_result(dumps(point_document(point.index, outcome.document_of(point.result))) + "\n")
-        if _check_failed(command, point.index, point.result):
-            failed = failed or JaccliError("check failed")
-        for note in point.result.notes if point.index == 0 else ():
-            write(sys.stderr, f"{command}: warning: {visible(note)}\n")
+    try:
+        for point in outcome.outcomes:
+            if point.error is not None:
+                error = point.error
+                held.append(
+                    dumps(point_error_document(point.index, error.code, error.message)) + "\n"
+                )
+                flush()
+                report_error(command, error.code, f"point {point.index}: {error.message}", False)
+                failed = failed or error
+                if not keep_going:
+                    raise typer.Exit(error.exit_code)
+                continue
+            assert point.result is not None
+            held.append(
+                dumps(point_document(point.index, outcome.document_of(point.result))) + "\n"
+            )
+            notes = point.result.notes if point.index == 0 else ()
+            if notes or (point.result.check is not None and not point.result.check.passed):
+                flush()
+            if _check_failed(command, point.index, point.result):
+                failed = failed or JaccliError("check failed")
+            for note in notes:
+                write(sys.stderr, f"{command}: warning: {visible(note)}\n")
+            if len(held) >= LINES_HELD or point.index == 0:  # the first answer at once
+                flush()
+    except BaseException:  # the whole lines computed before it go out, then the failure
+        with contextlib.suppress(OSError):
+            flush()
+        raise
+    flush()
     return failed
 
 

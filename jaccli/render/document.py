@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,9 +46,59 @@ SCHEMA_VERSION = 2
 """Bumped when an existing key changes meaning; the JSON Schemas in schema/ describe it."""
 
 
+class _Deferred:
+    """An array whose JSON values are not written yet (`values_deferred`)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+
+_deferring = False
+
+
+@contextlib.contextmanager
+def values_deferred() -> Iterator[None]:
+    """Documents made inside leave each array's values as the array itself, for
+    `stacked_document` to write once for every point: ten thousand points' small arrays,
+    written one by one, cost a hundred times the computation (polar, 10,000 points)."""
+    global _deferring
+    before, _deferring = _deferring, True
+    try:
+        yield
+    finally:
+        _deferring = before
+
+
 def tensor_entry(array: np.ndarray) -> dict[str, Any]:
     """`{"shape": [...], "values": [...]}` for one array."""
+    if _deferring:
+        array = np.asarray(array)
+        return {"shape": list(array.shape), "values": _Deferred(array)}
     return {"shape": list(array.shape), "values": json_values(array)}
+
+
+def _written(tree: Any) -> Any:
+    """`tree` with every deferred array's values written."""
+    if isinstance(tree, _Deferred):
+        return json_values(tree.array)
+    if isinstance(tree, dict):
+        return {key: _written(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_written(value) for value in tree]
+    return tree
+
+
+def _stacked_values(values: list[Any]) -> Any:
+    """The values of one array at every point: the points' arrays stacked and written at once
+    when deferred (each number is written as alone: json_values works entry by entry)."""
+    if all(isinstance(v, _Deferred) for v in values):
+        arrays = [v.array for v in values]
+        first = arrays[0]
+        if all(a.shape == first.shape and a.dtype == first.dtype for a in arrays):
+            return json_values(np.stack(arrays))
+    return [_written(v) for v in values]
 
 
 def structure_document(structure: Structure) -> dict[str, Any]:
@@ -138,7 +190,11 @@ def function_reference_entry(reference: FunctionReference | None) -> dict[str, A
 
 
 def _number(value: float) -> float | str:
-    return json_values(np.asarray(value, dtype=np.float64))  # type: ignore[return-value]
+    """One number as json_values writes a float64 (-0.0 as 0, NaN and ±Infinity spelt)."""
+    number = float(value)
+    if math.isfinite(number):
+        return number + 0.0
+    return "NaN" if number != number else ("Infinity" if number > 0 else "-Infinity")
 
 
 def view_entry(view: View) -> dict[str, Any]:
@@ -403,14 +459,14 @@ def stacked_document(documents: list[dict[str, Any]], varying: Iterable[str]) ->
             len(path) == 2 and path[0] == "inputs" and path[1] not in varying
         )
         if shared or not all(isinstance(p, dict) for p in parts):  # a guard's entry may be null
-            return first
+            return _written(first)
         if first.get("format") == "coo":
-            return _stacked_coo(parts)
+            return _stacked_coo([_written(p) for p in parts])
         if {"shape", "values"} <= set(first):
             return {
-                **first,
+                **_written({key: v for key, v in first.items() if key != "values"}),
                 "shape": [len(parts), *first["shape"]],
-                "values": [p["values"] for p in parts],
+                "values": _stacked_values([p["values"] for p in parts]),
             }
         return {key: stacked([p[key] for p in parts], (*path, key)) for key in first}
 

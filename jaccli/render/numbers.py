@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -15,6 +17,8 @@ def json_values(array: np.ndarray) -> object:
     array = np.asarray(array)
     if array.dtype.kind in "iub":
         return array.tolist()
+    if 0 < array.size <= SMALL_ARRAY and array.dtype in (np.float32, np.float64):
+        return _small_json_values(array)
     if array.dtype == np.float64:
         values = np.asarray(array + 0.0)  # -0.0 + 0.0 is 0.0
     else:  # the shortest digits of the narrower dtype, read back as float64
@@ -27,6 +31,34 @@ def json_values(array: np.ndarray) -> object:
     objects[values == np.inf] = "Infinity"
     objects[values == -np.inf] = "-Infinity"
     return objects.tolist()
+
+
+SMALL_ARRAY = 64
+"""Up to this many numbers, json_values goes number by number in Python: numpy's fixed cost
+of a pass (astype(str) most of all) is most of the time for the few numbers of one point's
+arrays, written ten thousand times by --points --jsonl."""
+_SPELT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _small_json_values(array: np.ndarray) -> object:
+    """json_values of a small float32 or float64 array, the same numbers: each float32's
+    shortest digits (numpy's str of the scalar, as astype(str) writes it) read as float64,
+    -0.0 as 0, NaN and ±Infinity as strings."""
+    texts = (str(v) for v in array.flat) if array.dtype == np.float32 else None
+    numbers = [float(t) for t in texts] if texts is not None else array.ravel().tolist()
+    flat: list[object] = [
+        number + 0.0 if math.isfinite(number) else _SPELT[repr(number)] for number in numbers
+    ]
+    return _nested(flat, array.shape)
+
+
+def _nested(flat: list[object], shape: tuple[int, ...]) -> object:
+    if not shape:
+        return flat[0]
+    if len(shape) == 1:
+        return flat
+    step = len(flat) // shape[0]
+    return [_nested(flat[k * step : (k + 1) * step], shape[1:]) for k in range(shape[0])]
 
 
 def format_cells(array: np.ndarray, precision: int) -> np.ndarray:

@@ -5,8 +5,10 @@ outcome (the CLI, or the Python API's result) prints nothing that is not here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+import contextlib
+import gc
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +145,20 @@ class Computed:
         return (view is None or view.agrees) and (check is None or check.passed)
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while jaccli alone builds many small acyclic
+    objects (a document for each of 10,000 points: the collector's passes over them took
+    longer than building them); no user code runs inside."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 @dataclass(frozen=True)
 class AtPoints:
     """The results at every point of --points, kept to be printed together."""
@@ -155,14 +171,15 @@ class AtPoints:
 
     def document(self) -> Document:
         """One document of every point stacked; refused past the memory budget."""
-        from jaccli.render.document import document_numbers, stacked_document
+        from jaccli.render.document import document_numbers, stacked_document, values_deferred
 
         count = len(self.results)
         numbers = document_numbers(self.results[0]) * count
         way_out = "use --out for the numbers, or --jsonl"
         _require_json_fits(f"--json of {count} points", numbers, self.request, way_out)
-        documents = [self.document_of(result) for result in self.results]
-        return stacked_document(documents, self.varying)
+        with values_deferred(), _collector_paused():
+            documents = [self.document_of(result) for result in self.results]
+            return stacked_document(documents, self.varying)
 
     def write_out(self) -> Path | None:
         """Every point's arrays, stacked along a leading point axis, written to --out."""
@@ -200,6 +217,9 @@ class Streamed:
     request: Request
     outcomes: Generator[PointOutcome, None, None]
     document_of: Callable[[Result], Document]
+    before_waiting: list[Callable[[], None]] = field(default_factory=list)
+    """Called before the points' source waits for stdin: a reader that holds answers back
+    to write them together writes them there."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ single-point one at every point, vectorized: uᵀJ read off each point's sparse 
 vmapped reverse pass (for JVPs), or J v against one vmapped forward pass (for VJPs), entry by
 entry within GUARD_RTOL of the root sum of squares of its terms; and a compressed number that no
 entry reads must be zero at every point (a pattern that misses a non-zero somewhere). As with
-the dense kernels (NOTE [many points] in engine/many.py), the chunk's first and last points are
-also computed by the guarded single-point engine (which checks J against the function's own
+the dense kernels (NOTE [many points] in engine/many.py), the chunk's first point is also
+computed by the guarded single-point engine (which checks J against the function's own
 differences) and must agree. A chunk that fails any of this raises ComputationError, and the
 caller computes its points one at a time, where each point's own refusal is said.
 """

@@ -677,7 +677,43 @@ def _kernel(
     return kernel
 
 
-class _ChunkArrays:
+class ChunkPoints:
+    """A chunk's inputs as numpy, and each point's inputs and outputs as its result shows them
+    (shared by the dense kernels' chunks and the sparse ones)."""
+
+    def __init__(self, problem: Problem, chunk: Mapping[str, torch.Tensor]) -> None:
+        self.problem = problem
+        self.output_names = list(problem.output_shapes)
+        self.at_points = {n: to_numpy(t) for n, t in chunk.items()}
+        self.fixed = {n: to_numpy(t) for n, t in problem.inputs.items() if n not in chunk}
+        self.specs = [s for s in problem.function.inputs if s.name in problem.inputs]
+
+    def evaluation(self, k: int, outputs: Sequence[np.ndarray]) -> Evaluation:
+        """Point k's inputs (its own values, or the fixed ones) and outputs, as the single-point
+        engine's result holds them."""
+        problem = self.problem
+        return Evaluation(
+            problem.function.name,
+            problem.function.formula,
+            problem.dtype,
+            tuple(
+                InputValue(
+                    spec.name,
+                    self.at_points[spec.name][k]
+                    if spec.name in self.at_points
+                    else self.fixed[spec.name],
+                    spec.name in problem.wrt,
+                    spec.differentiable,
+                )
+                for spec in self.specs
+            ),
+            {n: outputs[i][k] for i, n in enumerate(self.output_names)},
+            problem.wrt,
+            jacobian_formula=problem.function.jacobian_formula,
+        )
+
+
+class _ChunkArrays(ChunkPoints):
     """A chunk's vmapped arrays, turned into numpy once, and each point's result object."""
 
     def __init__(
@@ -690,12 +726,9 @@ class _ChunkArrays:
         directions: Mapping[str, torch.Tensor],
         mode: str,
     ) -> None:
-        self.problem, self.command = problem, command
+        super().__init__(problem, chunk)
+        self.command = command
         self.method = method_name(problem, command, mode)
-        self.output_names = list(problem.output_shapes)
-        self.at_points = {n: to_numpy(t) for n, t in chunk.items()}
-        self.fixed = {n: to_numpy(t) for n, t in problem.inputs.items() if n not in chunk}
-        self.specs = [s for s in problem.function.inputs if s.name in problem.inputs]
         self.ys = [to_numpy(y) for y in outputs]
         self.vectors = {n: to_numpy(v) for n, v in directions.items()}
         self.products = _as_numpy(products)
@@ -722,25 +755,7 @@ class _ChunkArrays:
 
     def _made(self, k: int, guard: Guard | None) -> Result:
         problem, wrt, products = self.problem, self.problem.wrt, self.products
-        evaluation = Evaluation(
-            problem.function.name,
-            problem.function.formula,
-            problem.dtype,
-            tuple(
-                InputValue(
-                    spec.name,
-                    self.at_points[spec.name][k]
-                    if spec.name in self.at_points
-                    else self.fixed[spec.name],
-                    spec.name in wrt,
-                    spec.differentiable,
-                )
-                for spec in self.specs
-            ),
-            {n: self.ys[i][k] for i, n in enumerate(self.output_names)},
-            wrt,
-            jacobian_formula=problem.function.jacobian_formula,
-        )
+        evaluation = self.evaluation(k, self.ys)
         reason, notes = "many points at once", problem.notes
         if self.command in ("jacobian", "det"):
             jacobians = {

@@ -26,13 +26,20 @@ import torch
 
 from jaccli.engine.evaluate import call_function, to_numpy
 from jaccli.engine.jacobian import load_forward_vectorizing, load_vectorizing
-from jaccli.engine.many import SAMPLED_POINTS, ChunkOutcomes, Single, _reverse_vjps, at_point
+from jaccli.engine.many import (
+    SAMPLED_POINTS,
+    ChunkOutcomes,
+    ChunkPoints,
+    Single,
+    _reverse_vjps,
+    at_point,
+)
 from jaccli.engine.problem import Problem
 from jaccli.engine.sparse.colouring import ColouredPattern
 from jaccli.engine.tolerance import AD_TOLERANCE
 from jaccli.engine.trust import GUARD_SEED, guard_rtol
 from jaccli.errors import ComputationError
-from jaccli.result import Evaluation, Guard, InputValue, SparseJacobianResult
+from jaccli.result import Guard, SparseJacobianResult
 
 INTERMEDIATE_MULTIPLE = 4
 """A vmapped point holds about this many times its compressed block in intermediates."""
@@ -49,7 +56,7 @@ def sparse_chunk_size(problem: Problem, coloured: ColouredPattern, limit: int, m
     return max(1, min(most, available // max(per_point, 1)))
 
 
-class SparseChunk:
+class SparseChunk(ChunkPoints):
     """A chunk of points' sparse J (NOTE [sparse J at many points]): its values at the
     pattern's entries, a row a point, and each point's result object made when asked for."""
 
@@ -63,11 +70,8 @@ class SparseChunk:
         finish: Callable[[Problem, SparseJacobianResult], SparseJacobianResult],
         notes: tuple[str, ...],
     ) -> None:
-        self.problem, self.coloured, self.values = problem, coloured, values
-        self.output_names = list(problem.output_shapes)
-        self.at_points = {n: to_numpy(t) for n, t in chunk.items()}
-        self.fixed = {n: to_numpy(t) for n, t in problem.inputs.items() if n not in chunk}
-        self.specs = [s for s in problem.function.inputs if s.name in problem.inputs]
+        super().__init__(problem, chunk)
+        self.coloured, self.values = coloured, values
         self.outputs = outputs
         self.finish, self.notes = finish, notes
         colouring = coloured.colouring
@@ -89,25 +93,7 @@ class SparseChunk:
     def result(self, k: int, guard: Guard | None) -> SparseJacobianResult:
         """Point k's result, as the single-point engine makes it."""
         problem = self.problem
-        evaluation = Evaluation(
-            problem.function.name,
-            problem.function.formula,
-            problem.dtype,
-            tuple(
-                InputValue(
-                    spec.name,
-                    self.at_points[spec.name][k]
-                    if spec.name in self.at_points
-                    else self.fixed[spec.name],
-                    spec.name in problem.wrt,
-                    spec.differentiable,
-                )
-                for spec in self.specs
-            ),
-            {n: self.outputs[i][k] for i, n in enumerate(self.output_names)},
-            problem.wrt,
-            jacobian_formula=problem.function.jacobian_formula,
-        )
+        evaluation = self.evaluation(k, self.outputs)
         colouring = self.coloured.colouring
         made = SparseJacobianResult(
             evaluation=evaluation,

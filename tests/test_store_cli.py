@@ -448,6 +448,7 @@ def test_resume_under_another_budget_keeps_the_stored_blocks(jaccli: Cli, tmp_pa
     too_small = jaccli(*args, "--max-memory", "9MiB", "--resume")
     assert too_small.exit_code == 3 and too_small.stderr.count("\n") == 1  # type: ignore[attr-defined]
     assert f"is laid out in blocks of {size} rows" in too_small.stderr  # type: ignore[attr-defined]
+    assert jaccli(*args, "--max-memory", "200MiB", "--resume").exit_code == 0  # lock let go
 
 
 def test_one_block_is_one_block(jaccli: Cli, tmp_path: Path) -> None:

@@ -382,12 +382,12 @@ def run_job(
     plan, missing = store.start(
         job.store, job.plan, header(job, problem), resume=resume, force=force, arrays=arrays
     )
-    if (plan.kind, plan.size) != (job.plan.kind, job.plan.size):
-        plan, kept_layout = _kept_layout(job, problem, plan)
-        job = replace(job, notes=(*job.notes, kept_layout))
-    job = replace(job, plan=plan)
-    remember(job, problem)
-    try:
+    try:  # the store is locked from here: every way out lets it go
+        if (plan.kind, plan.size) != (job.plan.kind, job.plan.size):
+            plan, kept_layout = _kept_layout(job, problem, plan)
+            job = replace(job, notes=(*job.notes, kept_layout))
+        job = replace(job, plan=plan)
+        remember(job, problem)
         executor.prepare(job)
         methods: list[str] = []
         notes: list[str] = []

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from jaccli.arrays import ArrayData
-from jaccli.errors import ComputationError, JaccliError, UsageError
+from jaccli.errors import ComputationError, JaccliError, ResourceError, UsageError
+from jaccli.messages import format_bytes
 from jaccli.points import Batch, PointError, PointStream, load_points
 from jaccli.request import GivenPoints, Request
 from jaccli.runner.commands import Command
@@ -175,10 +176,25 @@ def _collected(outcomes: Iterator[PointOutcome], kept: int, budget: int | None) 
         if (len(results) + 1) * kept > limit:
             _require_kept_fits(len(results) + 1, kept, budget)
         if outcome.error is not None:
+            if outcome.error.code == "memory_budget" and results:
+                raise _kept_past_budget(len(results), budget) from outcome.error
             raise at_point(outcome.index, outcome.error)
         assert outcome.result is not None
         results.append(outcome.result)
     return results
+
+
+def _kept_past_budget(count: int, budget: int | None) -> ResourceError:
+    """The refusal of a run whose kept results took the memory the next point needed: the
+    kernel's limit refused it before the estimate of what a result keeps did."""
+    from jaccli.memory import budget_or_default
+
+    return ResourceError(
+        f"keeping {count} points' results for --json, --out or the tables took the memory "
+        f"budget of {format_bytes(budget_or_default(budget))}; use --jsonl, which prints each "
+        "point as it is done, or raise --max-memory",
+        code="memory_budget",
+    )
 
 
 def _chain(first: Iterator[PointOutcome], rest: Iterator[PointOutcome]) -> Iterator[PointOutcome]:

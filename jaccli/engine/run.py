@@ -169,11 +169,11 @@ def run_det(
 ) -> JacobianResult:
     """J (or its diagonal blocks) and det J (NOTE [the Jacobian determinant])."""
     size = require_square(problem, batched)
-    if not batched:  # slogdet factors a float64 copy of J: J, the copy and its LU factors
+    if not batched:  # a float64 copy of J, then its LU factors, then JᵀJ and its Cholesky's
         result_bytes = problem.output_count * problem.input_count * problem.torch_dtype.itemsize
         require_within_budget(
-            f"det of the {size}×{size} J (J, a float64 copy and its LU factors)",
-            result_bytes + 2 * size * size * 8,
+            f"det of the {size}×{size} J (J, a float64 copy and its factors)",
+            result_bytes + 3 * size * size * 8,
             budget,
             "use --batched for the determinants of diagonal blocks, or smaller shapes",
         )

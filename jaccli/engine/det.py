@@ -212,10 +212,10 @@ def joint_matrix(jacobians: dict[str, np.ndarray], n_out: int) -> torch.Tensor:
 
 def joint_blocks(blocks: dict[str, np.ndarray], sample_out: int) -> torch.Tensor:
     """Per-sample blocks (B,) + y_sample + x_sample of each input, `sample_out` elements in
-    y_sample, as (B, d, d) matrices [J_a | J_b | …]."""
-    return torch.cat(
-        [torch.from_numpy(b).reshape(b.shape[0], sample_out, -1) for b in blocks.values()], dim=2
-    )
+    y_sample, as (B, d, d) matrices [J_a | J_b | …] (a view of the blocks, where strides allow,
+    for a single input: `determinant` makes the one copy it needs)."""
+    matrices = [torch.from_numpy(b).reshape(b.shape[0], sample_out, -1) for b in blocks.values()]
+    return matrices[0] if len(matrices) == 1 else torch.cat(matrices, dim=2)
 
 
 def determinant_notes(det: Determinant, dtype: str) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from enum import Enum
 from typing import TypeVar
@@ -209,16 +209,22 @@ def has_separable_axis(problem: Problem) -> bool:
     )
 
 
-def _candidates(problem: Problem, strategy: Strategy, plan: Plan, budget: int | None) -> list[Plan]:
+def _candidates(
+    problem: Problem, strategy: Strategy, plan: Plan, budget: int | None
+) -> Iterator[Plan]:
     """The methods to try in turn: the plan's, then (under auto) a loop of reverse passes, then
-    torch.func's reverse mode, for when a method fails or fails the guard."""
+    torch.func's reverse mode, for when a method fails or fails the guard (each fallback
+    planned only when it is reached)."""
+    yield plan
     if strategy is not Strategy.AUTO:
-        return [plan]
-    fallbacks = [replace(plan, method="loop-rev", chunk_size=None)]
+        return
+    tried = {plan.method}
+    if "loop-rev" not in tried:
+        tried.add("loop-rev")
+        yield replace(plan, method="loop-rev", chunk_size=None)
     rev = plan_jacobian(problem, Strategy.REV, budget)
-    if rev.refused is None:
-        fallbacks.append(rev)
-    return [plan, *(p for p in fallbacks if p.method != plan.method)]
+    if rev.refused is None and rev.method not in tried:
+        yield rev
 
 
 def compute_jacobian(

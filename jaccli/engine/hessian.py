@@ -97,6 +97,7 @@ def gradient_problem(
         call=by_autograd,
         vectorized_call=by_torch_func,
         source_file=function.source_file,
+        kink_free=function.kink_free,
         integer_inputs=function.integer_inputs,
     )
     shapes = {

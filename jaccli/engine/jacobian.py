@@ -359,10 +359,14 @@ class CallNotes:
     ) -> dict[str, torch.Tensor]:
         """f's outputs at `inputs` (every input, the `wrt` ones being `wrt_leaves`), watched."""
         given = fresh_copies(inputs) if problem.function.is_guest else inputs
-        watch = OpWatch()
-        with watch:
-            outputs = call_fresh(problem.function, given)
-        self.notes = _call_notes(problem, wrt_leaves, given, outputs, watch.seen)
+        if problem.function.kink_free:  # nothing for the watch to see
+            outputs, seen = call_fresh(problem.function, given), Watched()
+        else:
+            watch = OpWatch()
+            with watch:
+                outputs = call_fresh(problem.function, given)
+            seen = watch.seen
+        self.notes = _call_notes(problem, wrt_leaves, given, outputs, seen)
         self.outputs = {name: y.detach() for name, y in outputs.items()}
         return outputs
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -103,10 +105,17 @@ class Determinant:
     det: np.ndarray
     trace: np.ndarray
     """The divergence, Σᵢ ∂yᵢ/∂xᵢ."""
-    condition: np.ndarray
-    """σ_max/σ_min of J by a float64 SVD; Infinity for an exactly singular J."""
+    conditioning: np.ndarray | Callable[[], np.ndarray]
+    """cond J, or how to compute it when it is first read (`condition`): a float64 SVD of every
+    block, which costs many times the determinant itself (NOTE [cond J when it is read])."""
     singular: np.ndarray
     """Whether J is singular to working precision: σ_min ≤ d·eps·σ_max (NOTE [a singular J])."""
+
+    @functools.cached_property
+    def condition(self) -> np.ndarray:
+        """σ_max/σ_min of J by a float64 SVD; Infinity for an exactly singular J."""
+        conditioning = self.conditioning
+        return conditioning() if callable(conditioning) else conditioning
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,12 @@ def gradient_name(output: str, wrt: str) -> str:
     return f"(∂{output}/∂{wrt})".replace(".", "·")  # output names may not hold dots
 
 
-def gradient_problem(problem: Problem) -> Problem:
-    """The problem whose Jacobian is the Hessian of `problem` (see the NOTE above)."""
+def gradient_problem(
+    problem: Problem, values_seen: dict[str, torch.Tensor] | None = None
+) -> Problem:
+    """The problem whose Jacobian is the Hessian of `problem` (see the NOTE above); each plain
+    call of its function puts the outputs of `problem`'s function it made, detached, into
+    `values_seen` (when given)."""
     function, wrt = problem.function, problem.wrt
     outputs = list(problem.output_shapes)
     names = [gradient_name(y, a) for y in outputs for a in wrt]
@@ -49,6 +53,8 @@ def gradient_problem(problem: Problem) -> Problem:
     def by_autograd(**inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         xs = [inputs[a] for a in wrt]
         values = call_function(function, inputs)
+        if values_seen is not None:
+            values_seen.update((name, value.detach()) for name, value in values.items())
         parts = []
         for y in outputs:
             flat = values[y].reshape(-1)
@@ -91,6 +97,7 @@ def gradient_problem(problem: Problem) -> Problem:
         call=by_autograd,
         vectorized_call=by_torch_func,
         source_file=function.source_file,
+        kink_free=function.kink_free,
         integer_inputs=function.integer_inputs,
     )
     shapes = {
@@ -137,9 +144,14 @@ SYMMETRY_ROWS = 256
 """Rows of H compared at a time: a float64 difference of all of H would be 2× its float32 bytes."""
 
 
-def hessian_result(problem: Problem, gradient_jacobian: JacobianResult) -> HessianResult:
+def hessian_result(
+    problem: Problem,
+    gradient_jacobian: JacobianResult,
+    outputs: dict[str, torch.Tensor] | None = None,
+) -> HessianResult:
     """H[y][a][b] for every output y and pair of `wrt` inputs, from the Jacobian of the
-    gradient (`gradient_problem`), with its strategy, guard and notes."""
+    gradient (`gradient_problem`), with its strategy, guard and notes; y is `outputs` where
+    the gradient's calls gave them at the point (else a call of its own)."""
     hessians = {
         y: {
             a: {b: gradient_jacobian.jacobians[gradient_name(y, a)][b] for b in problem.wrt}
@@ -148,7 +160,7 @@ def hessian_result(problem: Problem, gradient_jacobian: JacobianResult) -> Hessi
         for y in problem.output_shapes
     }
     return HessianResult(
-        evaluation=describe(problem, evaluate(problem.function, problem.inputs)),
+        evaluation=describe(problem, outputs or evaluate(problem.function, problem.inputs)),
         hessians=hessians,
         strategy=gradient_jacobian.strategy,
         strategy_reason=gradient_jacobian.strategy_reason,

@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from enum import Enum
 from typing import TypeVar
@@ -209,16 +209,22 @@ def has_separable_axis(problem: Problem) -> bool:
     )
 
 
-def _candidates(problem: Problem, strategy: Strategy, plan: Plan, budget: int | None) -> list[Plan]:
+def _candidates(
+    problem: Problem, strategy: Strategy, plan: Plan, budget: int | None
+) -> Iterator[Plan]:
     """The methods to try in turn: the plan's, then (under auto) a loop of reverse passes, then
-    torch.func's reverse mode, for when a method fails or fails the guard."""
+    torch.func's reverse mode, for when a method fails or fails the guard (each fallback
+    planned only when it is reached)."""
+    yield plan
     if strategy is not Strategy.AUTO:
-        return [plan]
-    fallbacks = [replace(plan, method="loop-rev", chunk_size=None)]
+        return
+    tried = {plan.method}
+    if "loop-rev" not in tried:
+        tried.add("loop-rev")
+        yield replace(plan, method="loop-rev", chunk_size=None)
     rev = plan_jacobian(problem, Strategy.REV, budget)
-    if rev.refused is None:
-        fallbacks.append(rev)
-    return [plan, *(p for p in fallbacks if p.method != plan.method)]
+    if rev.refused is None and rev.method not in tried:
+        yield rev
 
 
 def compute_jacobian(
@@ -353,10 +359,14 @@ class CallNotes:
     ) -> dict[str, torch.Tensor]:
         """f's outputs at `inputs` (every input, the `wrt` ones being `wrt_leaves`), watched."""
         given = fresh_copies(inputs) if problem.function.is_guest else inputs
-        watch = OpWatch()
-        with watch:
-            outputs = call_fresh(problem.function, given)
-        self.notes = _call_notes(problem, wrt_leaves, given, outputs, watch.seen)
+        if problem.function.kink_free:  # nothing for the watch to see
+            outputs, seen = call_fresh(problem.function, given), Watched()
+        else:
+            watch = OpWatch()
+            with watch:
+                outputs = call_fresh(problem.function, given)
+            seen = watch.seen
+        self.notes = _call_notes(problem, wrt_leaves, given, outputs, seen)
         self.outputs = {name: y.detach() for name, y in outputs.items()}
         return outputs
 

@@ -30,7 +30,10 @@ hardtanh and relu6 at a bound give 0, leaky_relu at 0 gives its negative slope.
 
 The watch rides on a call of the function made anyway, the correctness guard's fresh one
 (jacobian.CallNotes), and costs per torch call a lookup; the element counts run only for the
-ops above.
+ops above. A function none of whose torch calls is one of these (`Function.kink_free`: the
+presets) is not watched: det of spherical (19 torch calls) took 1.89 ms watched and 1.75 ms
+not (medians of 300 alternated runs, one thread, load 5), for nothing to see; its graph is
+still walked for the outputs that do not reach an input.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Concatenate, ParamSpec, TypeVar
 
+import torch
+
 from jaccli.engine.batched import compute_batched, plan_batched
 from jaccli.engine.check import (
     DEFAULT_CHECK_OPTIONS,
@@ -169,11 +171,11 @@ def run_det(
 ) -> JacobianResult:
     """J (or its diagonal blocks) and det J (NOTE [the Jacobian determinant])."""
     size = require_square(problem, batched)
-    if not batched:  # slogdet factors a float64 copy of J: J, the copy and its LU factors
+    if not batched:  # a float64 copy of J, then its LU factors, then JᵀJ and its Cholesky's
         result_bytes = problem.output_count * problem.input_count * problem.torch_dtype.itemsize
         require_within_budget(
-            f"det of the {size}×{size} J (J, a float64 copy and its LU factors)",
-            result_bytes + 2 * size * size * 8,
+            f"det of the {size}×{size} J (J, a float64 copy and its factors)",
+            result_bytes + 3 * size * size * 8,
             budget,
             "use --batched for the determinants of diagonal blocks, or smaller shapes",
         )
@@ -285,14 +287,16 @@ def run_hessian(
 ) -> HessianResult:
     """H (NOTE [the Hessian is the Jacobian of the gradient]) and, when asked, its check: the
     other composition and central differences of the gradient."""
-    gradient = gradient_problem(problem)
+    outputs: dict[str, torch.Tensor] = {}  # y, from the gradient's calls at the point
+    gradient = gradient_problem(problem, outputs)
     if check:  # the other composition's H and the differences' H sit beside this one
         result_bytes = gradient.output_count * gradient.input_count * gradient.torch_dtype.itemsize
         require_within_budget(
             "--check (three Hessians at once)", 3 * result_bytes, budget, "drop --check"
         )
     jacobian = compute_jacobian(gradient, strategy, budget, progress)
-    result = _warned(check_hessian_result(problem, hessian_result(problem, jacobian)))
+    computed = hessian_result(problem, jacobian, dict(outputs) or None)
+    result = _warned(check_hessian_result(problem, computed))
     if check:
         check_of_gradient = check_jacobian(gradient, jacobian, progress, check_options)
         result = replace(result, check=as_compositions(check_of_gradient))

@@ -122,6 +122,11 @@ class Function:
     """Whether the callable is the user's own code, which may compute where autograd cannot see
     (`.item()`, NumPy, `detach`, torch's global state): its results are then checked against
     the function itself (NOTE [the function as the reference]). Presets and expressions cannot."""
+    kink_free: bool = False
+    """Whether no torch call the callable makes can sit on a kink or leave the graph through a
+    discrete value (no relu, abs, max/min, clamp, comparison, rounding or integer cast: the
+    presets): a call of it then has no kink or cut to report, and its torch calls are not
+    watched for them (NOTE [flat outputs and kinks] in engine/kinks.py)."""
     integer_inputs: bool = False
     """Whether an input outside wrt keeps the integers it was given (a user's callable: targets,
     indices); elsewhere every input is floating."""

@@ -230,9 +230,13 @@ JACOBIAN_FORMULAS = {
 """Each preset's J in closed form (per sample, over the last axis, for the batched ones), in
 lines of at most 42 characters, broken by design so an 80-column table never breaks a phrase."""
 
-# NOTE [separable axes] in model.py: what each `separable=` below promises.
+# NOTE [separable axes] in model.py: what each `separable=` below promises. Every preset is
+# made of smooth torch calls that keep the graph (`kink_free`): none is relu, abs, max/min,
+# clamp, a comparison, a rounding or an integer cast.
 PRESETS: dict[str, Function] = {
-    function.name: replace(function, jacobian_formula=JACOBIAN_FORMULAS[function.name])
+    function.name: replace(
+        function, jacobian_formula=JACOBIAN_FORMULAS[function.name], kink_free=True
+    )
     for function in (
         Function(
             "expsum",

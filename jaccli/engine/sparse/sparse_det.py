@@ -90,7 +90,7 @@ def _determinant(
         logabsdet=np.asarray(logabsdet, dtype=np.float64),
         det=np.asarray(det, dtype=np.float64),
         trace=np.asarray(trace, dtype=np.float64),
-        condition=np.asarray(condition, dtype=np.float64),
+        conditioning=np.asarray(condition, dtype=np.float64),
         singular=np.asarray(singular),
     )
 

@@ -446,6 +446,19 @@ def _kept_layout(job: Job, problem: Problem, stored: BlockPlan) -> tuple[BlockPl
     return replace(stored, peak_bytes=peak, budget=budget), note
 
 
+def _changed_note(count: int) -> str:
+    """The warning of a resume that found blocks changed since they were written."""
+    were = (
+        "block marked done had changed since it was"
+        if count == 1
+        else ("blocks marked done had changed since they were")
+    )
+    return (
+        f"{count} {were} written (their values no longer match their digest: edited or "
+        "damaged); computed again"
+    )
+
+
 def run_job(
     job: Job,
     problem: Problem,
@@ -465,10 +478,12 @@ def run_job(
     began = time.monotonic()
     executor = executor or Sequential()
     arrays = _point_arrays(problem, function) if job.points is None else {}
-    plan, missing = store.start(
+    plan, missing, changed = store.start(
         job.store, job.plan, header(job, problem), resume=resume, force=force, arrays=arrays
     )
     try:  # the store is locked from here: every way out lets it go
+        if changed:
+            job = replace(job, notes=(*job.notes, _changed_note(changed)))
         if (plan.kind, plan.size) != (job.plan.kind, job.plan.size):
             plan, kept_layout = _kept_layout(job, problem, plan)
             job = replace(job, notes=(*job.notes, kept_layout))

@@ -448,14 +448,10 @@ def _kept_layout(job: Job, problem: Problem, stored: BlockPlan) -> tuple[BlockPl
 
 def _changed_note(count: int) -> str:
     """The warning of a resume that found blocks changed since they were written."""
-    were = (
-        "block marked done had changed since it was"
-        if count == 1
-        else ("blocks marked done had changed since they were")
-    )
+    blocks, were = ("block", "it was") if count == 1 else ("blocks", "they were")
     return (
-        f"{count} {were} written (their values no longer match their digest: edited or "
-        "damaged); computed again"
+        f"{count} {blocks} marked done had changed since {were} written (their values no "
+        "longer match their digest: edited or damaged); computed again"
     )
 
 

@@ -373,6 +373,59 @@ def test_a_done_marker_without_its_block_is_computed_again(tmp_path: Path) -> No
     np.testing.assert_allclose(stored, _in_memory(problem), rtol=1e-12)
 
 
+def test_a_done_block_edited_afterwards_is_computed_again(tmp_path: Path) -> None:
+    """A block marked done whose values changed after it was written (one entry set to NaN,
+    one nudged by a part in a million) is not kept by --resume: its digest tells."""
+    problem, path = _blocked_store(tmp_path)
+    j = zarr.open_group(str(path), mode="r+")["J"]
+    j[9, 5] = np.nan  # block 2 (rows 8 to 11)
+    j[21, 0] = j[21, 0] * (1 + 1e-6)  # block 5
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        path,
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        resume=True,
+    )
+    assert (outcome.kept, outcome.computed) == (4, 2)
+    assert any(note.startswith("2 blocks marked done had changed") for note in outcome.notes)
+    np.testing.assert_allclose(_stored(path), _in_memory(problem), rtol=1e-12)
+
+
+def test_a_store_of_the_previous_layout_resumes(tmp_path: Path) -> None:
+    """A store as the previous version wrote it (J's chunks in Blosc-lz4, no digests), stopped
+    after three of its six blocks: --resume keeps them, computes the rest with J's own codec,
+    and the result equals the in-memory J."""
+    from zarr.codecs import BloscCodec
+
+    problem, new = _blocked_store(tmp_path)
+    written = zarr.open_group(str(new), mode="r")
+    old = zarr.open_group(str(tmp_path / "old.zarr"), mode="w")
+    old.attrs.update(dict(written.attrs))
+    j = old.create_array(
+        "J", shape=(24, 24), chunks=(4, 24), dtype=np.float64, fill_value=np.nan,
+        compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    )  # fmt: skip
+    j[:12] = written["J"][:12]
+    done = old.create_array("done", shape=(6,), chunks=(1,), dtype=np.uint8, fill_value=0)
+    done[:3] = 1
+    guard = old.create_array("guard", shape=(6, 3), chunks=(1, 3), dtype=np.float64)
+    guard[:3] = written["guard"][:3]
+    for name in ("inputs/x", "outputs/y"):
+        old.create_array(name, data=written[name][...])
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        tmp_path / "old.zarr",
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        resume=True,
+    )
+    assert (outcome.kept, outcome.computed) == (3, 3)
+    stored = zarr.open_group(str(tmp_path / "old.zarr"), mode="r")
+    assert "digest" not in stored and stored["J"].compressors[0].cname.value == "lz4"
+    np.testing.assert_allclose(stored["J"][...], _in_memory(problem), rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("array", "edit"),
     [

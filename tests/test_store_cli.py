@@ -479,3 +479,23 @@ def test_an_out_path_with_escapes_reaches_stderr_spelt_out(
     assert refused.exit_code == 2  # type: ignore[attr-defined]
     assert "\x1b" not in refused.stderr and "e\\x1b[2Jx\\n" in refused.stderr  # type: ignore[attr-defined]
     assert refused.stderr.count("\n") == 1  # type: ignore[attr-defined]
+
+
+def test_a_local_cluster_run_leaves_only_jaccli_lines_on_stderr(tmp_path: Path) -> None:
+    """A whole `--cluster local:2` process, to its os._exit: its stderr is jaccli's summary
+    line alone, no `resource_tracker: ... leaked semaphore objects` after it (NOTE [the
+    semaphores of a LocalCluster] in blocks/cluster.py); a user's file, run by the worker
+    jaccli forks, the same."""
+    from tests.conftest import jaccli_command
+
+    model = f"{_model(tmp_path)}:f"
+    for function in (["--expr", "softmax(x, dim=0)"], ["--fn", model]):
+        out = tmp_path / "j.zarr"
+        done = subprocess.run(
+            [*jaccli_command(), "jacobian", *function, "--shape", "64", "--out", str(out),
+             "--force", "--cluster", "local:2"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"jacobian: wrote {out}: J 64x64"), lines

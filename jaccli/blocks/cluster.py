@@ -70,6 +70,10 @@ class DaskExecutor:
                     threads_per_worker=1,
                     host="127.0.0.1",
                     dashboard_address=None,
+                    # its HTTP server (health, metrics) on a free port, not 8787: where
+                    # another cluster has 8787, distributed warned that it was in use, and
+                    # the socket its failed bind left open was a ResourceWarning, on stderr
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                     silence_logs=logging.ERROR,
                 )
             self.threads = max(1, (os.cpu_count() or 1) // self.workers)
@@ -103,11 +107,14 @@ class DaskExecutor:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        local = self._cluster is not None
         for part in (self._client, self._cluster):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.close()
         self._client = self._cluster = None
+        if local:
+            _release_semaphores()
 
     def prepare(self, job: Job) -> None:
         """Refuse a store (or points file) the workers cannot reach, and workers that lack
@@ -186,6 +193,29 @@ class DaskExecutor:
                 "the blocks done are kept: start workers and run again with --resume"
             )
         return alone_since
+
+
+def _release_semaphores() -> None:
+    """Unlink the semaphores of the closed LocalCluster's nannies now.
+
+    # NOTE [the semaphores of a LocalCluster]
+    Each nanny of a LocalCluster makes two multiprocessing queues to talk to its worker (a
+    spawned process), and each queue's semaphores are registered with multiprocessing's
+    resource tracker, a process of its own that shares jaccli's stderr. They are unregistered
+    when the queues are collected, or by multiprocessing's exit handler; jaccli ends with
+    os._exit (supervisor.py `leave`), which runs no exit handler, so whenever the queues were
+    still referenced (a nanny not yet collected) the tracker printed `resource_tracker: There
+    appear to be N leaked semaphore objects to clean up at shutdown` after jaccli's last line.
+    The cluster is closed here and its workers gone: the queues are collected, and the
+    finalizers of any still referenced run now, as the exit handler would have run them."""
+    import gc
+    import sys
+
+    gc.collect()
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        with contextlib.suppress(Exception):
+            util._run_finalizers(0)  # the exit handler's first step: semaphores, queues
 
 
 def _result(future: Any, distributed: Any) -> BlockReport:

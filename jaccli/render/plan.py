@@ -42,7 +42,7 @@ def _store_rows(store: StorePlan) -> list[tuple[str, str]]:
         )
     return [
         ("blocks", described),
-        ("store", f"{format_bytes(blocks.store_bytes)} on disk at most (less compressed)"),
+        ("store", f"{format_bytes(blocks.store_bytes)} on disk at most"),
         ("split over", split),
     ]
 

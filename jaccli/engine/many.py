@@ -38,7 +38,11 @@ from jaccli.engine.det import determinant, determinant_notes
 from jaccli.engine.evaluate import call_function, to_numpy
 from jaccli.engine.finite import nonfinite_notes
 from jaccli.engine.hessian import symmetry_error
-from jaccli.engine.jacobian import load_vectorizing, vectorized_start_up_paid
+from jaccli.engine.jacobian import (
+    load_forward_vectorizing,
+    load_vectorizing,
+    vectorized_start_up_paid,
+)
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE
 from jaccli.engine.trust import GUARD_SEED, guard_rtol, probe_draws
@@ -62,6 +66,8 @@ from jaccli.result import (
 
 VECTORIZED = frozenset({"jacobian", "det", "vjp", "jvp", "hessian", "hvp"})
 """The commands with a kernel; `check` goes point by point."""
+FORWARD_MODES = frozenset({"jacfwd", "jvp", "vᵀ·jacfwd"})
+"""The kernel modes that are forward mode alone, which load torch.func without torch._dynamo."""
 MAX_CHUNK = 65536
 INTERMEDIATE_MULTIPLE = 4
 """A vmapped chunk holds about this many times its results' bytes in intermediates."""
@@ -348,7 +354,10 @@ def _vectorized_chunk(
     def at(*values: torch.Tensor) -> tuple:
         return kernel({**problem.inputs, **dict(zip(names, values, strict=True))})
 
-    load_vectorizing()
+    if mode in FORWARD_MODES:
+        load_forward_vectorizing()  # forward mode alone: no torch._dynamo (NOTE [many points])
+    else:
+        load_vectorizing()
     outputs, products = torch.func.vmap(at)(*(chunk[n] for n in names))
     size = next(iter(chunk.values())).shape[0]
     if command in ("jacobian", "det"):

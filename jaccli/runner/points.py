@@ -89,27 +89,29 @@ def run_points(
     if not streams:
         problem = _checked_points(problem, loaded)
     engine = _Engine(problem, request, command, direction)
+    from jaccli.engine.many import kept_point_bytes
+    from jaccli.memory import budget_or_default
+
+    kept = kept_point_bytes(problem, request.command)
+    budget = request.limits.budget
+    most = budget_or_default(budget) // max(kept, 1)  # the points the budget can keep
     aside = _OldObjectsSetAside(total)
     chunks: Iterator[Sequence[PointOutcome]]
     if streams:  # --jsonl takes each outcome as it comes: a coprocess waits for it
         outcomes = _chain(iter(failed_first), _streamed(engine, name, rest))
-        chunks = _runs(outcomes)
+        chunks = _runs(outcomes, most)
     else:
         start = len(failed_first)
         tensors = {name: engine.tensor(name, data.values[start:]) for name, data in loaded.items()}
         chunks = _chain_chunks(failed_first, engine.chunks(tensors, start, aside.now))
         outcomes = (outcome for chunk in chunks for outcome in chunk)
-    from jaccli.engine.many import kept_point_bytes
-
-    kept = kept_point_bytes(problem, request.command)
-    budget = request.limits.budget
     if points.jsonl:
         counted = _counted(outcomes, show_progress(request.command, "points"), total)
         return Streamed(request, counted, command.document, waiting)
     if total is not None:
         _require_kept_fits(total, kept, budget)
     with show_progress(request.command, "points") as progress, aside:
-        results = _collected(chunks, progress, total, kept, budget)
+        results = _collected(chunks, progress, total, kept, budget, most)
     return AtPoints(request, results, command.document, names)
 
 
@@ -186,14 +188,13 @@ def _collected(
     total: int | None,
     kept: int,
     budget: int | None,
+    most: int,
 ) -> PointResults:
     """Every point's result, or the first failure as the run's error; a stream is refused as
     soon as the points kept pass the memory budget. A vectorized chunk is kept as its arrays
     (no point of it fails), its points' result objects made when they are asked for."""
     from jaccli.engine.many import ChunkOutcomes
-    from jaccli.memory import budget_or_default
 
-    most = budget_or_default(budget) // max(kept, 1)  # points the budget can keep
     results = PointResults()
     for chunk in chunks:
         if len(results) + len(chunk) > most:
@@ -225,13 +226,14 @@ RUN_OF_POINTS = 4096
 """Outcomes of a stream kept together, as a chunk of the engine's would be."""
 
 
-def _runs(outcomes: Iterator[PointOutcome]) -> Iterator[list[PointOutcome]]:
-    """The outcomes in runs of at most RUN_OF_POINTS, each run ending at a failed point (the
-    run's error, unless --keep-going)."""
+def _runs(outcomes: Iterator[PointOutcome], most: int) -> Iterator[list[PointOutcome]]:
+    """The outcomes in runs of at most RUN_OF_POINTS, a run ending at a failed point (the
+    run's error, unless --keep-going) and at the point past the `most` the memory budget can
+    keep (refused there, as soon as it is computed)."""
     run: list[PointOutcome] = []
-    for outcome in outcomes:
+    for seen, outcome in enumerate(outcomes, start=1):
         run.append(outcome)
-        if outcome.error is not None or len(run) == RUN_OF_POINTS:
+        if outcome.error is not None or len(run) == RUN_OF_POINTS or seen == most + 1:
             yield run
             run = []
     if run:

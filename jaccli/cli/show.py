@@ -113,7 +113,9 @@ def _show_points(outcome: AtPoints) -> None:
         emit_rich(points_renderable(request.command, outcome.results, fitted), request.show.full)
     _warnings(request.command, outcome.notes, out)
     failed = [
-        k for k, result in enumerate(outcome.results) if _check_failed(request.command, k, result)
+        k
+        for k, result in outcome.results.made_one_by_one()
+        if _check_failed(request.command, k, result)
     ]
     if failed:
         raise typer.Exit(ExitCode.COMPUTATION)

@@ -5,7 +5,8 @@ Each command has a kernel: its result at one point, written with torch.func's tr
 jacrev for J, vjp, jvp, jacfwd(jacrev) for H, jvp of grad for H·v), so that `vmap` runs it for a
 whole chunk of points at once. Forward mode is preferred for J while the per-point J has no more
 inputs than outputs, or few, because torch.func's reverse mode imports torch._dynamo (about 1 s) the
-first time in a process. The correctness guard checks the first point of each chunk against the
+first time in a process; a forward-mode kernel loads forward mode alone (FORWARD_MODES), so a run
+of them never imports it. The correctness guard checks the first point of each chunk against the
 single-point engine, itself guarded (a chunk of one or two points is the single-point engine's
 alone: a coprocess's point at a time answers without torch._dynamo), and every point of a J
 (jacobian, det) against one vmapped reverse pass: uᵀJ for a random u, read off each point's J, must
@@ -21,10 +22,11 @@ for jacfwd: a custom autograd.Function without `jvp`; for vᵀJ, J's columns by 
 contracted with v; for J·t, the VJP of the VJP), then to a loop of the single-point engine, with a
 note either way. Each point's result is the same result object a single-point run gives, made when
 it is asked for (ChunkOutcomes): ten thousand made up front cost more than the chunk's vectorized
-work."""
+work; --out writes the chunk's stacked arrays (ChunkOutcomes.stacked) without making them."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,7 +40,11 @@ from jaccli.engine.det import determinant, determinant_notes
 from jaccli.engine.evaluate import call_function, to_numpy
 from jaccli.engine.finite import nonfinite_notes
 from jaccli.engine.hessian import symmetry_error
-from jaccli.engine.jacobian import load_vectorizing, vectorized_start_up_paid
+from jaccli.engine.jacobian import (
+    load_forward_vectorizing,
+    load_vectorizing,
+    vectorized_start_up_paid,
+)
 from jaccli.engine.problem import Problem
 from jaccli.engine.tolerance import AD_TOLERANCE
 from jaccli.engine.trust import GUARD_SEED, guard_rtol, probe_draws
@@ -62,6 +68,8 @@ from jaccli.result import (
 
 VECTORIZED = frozenset({"jacobian", "det", "vjp", "jvp", "hessian", "hvp"})
 """The commands with a kernel; `check` goes point by point."""
+FORWARD_MODES = frozenset({"jacfwd", "jvp", "vᵀ·jacfwd"})
+"""The kernel modes that are forward mode alone, which load torch.func without torch._dynamo."""
 MAX_CHUNK = 65536
 INTERMEDIATE_MULTIPLE = 4
 """A vmapped chunk holds about this many times its results' bytes in intermediates."""
@@ -110,6 +118,14 @@ class ChunkOutcomes(Sequence[PointOutcome]):
 
     def __len__(self) -> int:
         return self.size
+
+    def stacked(self) -> list[np.ndarray] | None:
+        """The chunk's computed arrays along a leading point axis, in the order of its results'
+        arrays (each J, vᵀ·J, J·v, H·v or H; then det J's sign, log|det J|, det J and trace),
+        the vectorized values at every point: the sampled points' rows are not their
+        single-point results' (which differ within the guard's tolerance); None for a chunk
+        of sparse J."""
+        return self.arrays.stacked()
 
     @overload
     def __getitem__(self, k: int) -> PointOutcome: ...
@@ -244,6 +260,7 @@ def run_points(
     keep_going: bool = False,
     sparse: bool = False,
     sparse_points: SparseKernel | None = None,
+    before_loop: Callable[[], None] | None = None,
 ) -> Iterator[Sequence[PointOutcome]]:
     """Each chunk's outcomes in order, as soon as the chunk is done (NOTE [many points]).
 
@@ -251,7 +268,8 @@ def run_points(
     the cotangent, tangent or vector every point shares (vjp, jvp, hvp); `sparse`: each point's
     sparse J by `single` (NOTE [a pattern found once] in sparse/run.py), or, given
     `sparse_points`, by the compressed passes vmapped over the points (NOTE [sparse J at many
-    points] in sparse/many.py)."""
+    points] in sparse/many.py); `before_loop` is called before a chunk is computed point by
+    point (each point's result object made as it is computed)."""
     count = next(iter(points.values())).shape[0]
     plan = plan_points(problem, command, count, budget, sparse=sparse)
     if plan.refused is not None:
@@ -299,6 +317,8 @@ def run_points(
                     ),
                 )
         if outcomes is None:
+            if before_loop is not None:
+                before_loop()
             outcomes = _loop_chunk(problem, chunk, single, first_index + chunk_start, keep_going)
         yield outcomes
         failed = not isinstance(outcomes, ChunkOutcomes) and any(
@@ -348,11 +368,24 @@ def _vectorized_chunk(
     def at(*values: torch.Tensor) -> tuple:
         return kernel({**problem.inputs, **dict(zip(names, values, strict=True))})
 
-    load_vectorizing()
-    outputs, products = torch.func.vmap(at)(*(chunk[n] for n in names))
+    if mode in FORWARD_MODES:
+        load_forward_vectorizing()  # forward mode alone: no torch._dynamo (NOTE [many points])
+    else:
+        load_vectorizing()
+    # NOTE [a reverse kernel's probe]: the kernel's plain forward pass recorded by autograd
+    # serves the every-point probe's reverse pass, which needs no forward of its own (a
+    # third of an MLP's engine time); each point has its own leaf, so the gradients stay apart
+    fused = mode == "jacrev" and command in ("jacobian", "det")
+    fused = fused and all(w in chunk for w in problem.wrt)
+    leaves = {n: chunk[n].detach().clone().requires_grad_() for n in problem.wrt} if fused else {}
+    with torch.enable_grad() if fused else contextlib.nullcontext():
+        outputs, products = torch.func.vmap(at)(*(leaves.get(n, chunk[n]) for n in names))
     size = next(iter(chunk.values())).shape[0]
     if command in ("jacobian", "det"):
-        _probe_every_point(problem, chunk, products, first_index)
+        products = _detached(products)
+        recorded = (outputs, leaves) if fused else None
+        _probe_every_point(problem, chunk, products, first_index, recorded)
+        outputs = _detached(outputs)
     else:
         _probe_every_product(problem, command, chunk, products, directions or {}, first_index)
     sampled = sorted({k % size for k in SAMPLED_POINTS})
@@ -387,16 +420,21 @@ def _probe_every_point(
     chunk: Mapping[str, torch.Tensor],
     jacobians: tuple,
     first_index: int,
+    recorded: tuple[tuple, dict[str, torch.Tensor]] | None = None,
 ) -> None:
     """Refuse the chunk unless each point's J agrees with one vmapped reverse pass: uᵀJ read
     off J against the VJP with cotangent u, input by input and column by column (NOTE [many
-    points])."""
+    points]); `recorded`: the kernel's outputs as autograd recorded them from the `wrt`
+    leaves, for the reverse pass to start from (NOTE [a reverse kernel's probe])."""
     wrt, output_names = problem.wrt, list(problem.output_shapes)
     generator = torch.Generator().manual_seed(GUARD_SEED)
     dtype = jacobians[0][0].dtype
     us = probe_draws([problem.output_shapes[n] for n in output_names], generator, dtype)
 
-    references = _reverse_vjps(problem, chunk, us)
+    if recorded is None:
+        references = _reverse_vjps(problem, chunk, us)
+    else:
+        references = _recorded_vjps(*recorded, us)
     size = next(iter(chunk.values())).shape[0]
     rtol = guard_rtol(problem.torch_dtype)
     for a, w in enumerate(wrt):
@@ -501,6 +539,30 @@ def _reverse_vjps(
         torch.zeros_like(leaf) if g is None else g
         for g, leaf in zip(gradients, leaves.values(), strict=True)
     )
+
+
+def _recorded_vjps(
+    outputs: tuple, leaves: dict[str, torch.Tensor], us: list[torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """uᵀJ at every point for each `wrt` leaf, by one backward pass from outputs autograd
+    recorded from the leaves (a leading point axis: each point its own leaf)."""
+    differentiable = [(y, u) for y, u in zip(outputs, us, strict=True) if y.requires_grad]
+    if not differentiable:
+        return tuple(torch.zeros_like(leaf) for leaf in leaves.values())
+    with torch.enable_grad():
+        total = sum((y * u.to(y.dtype)).sum() for y, u in differentiable)
+        gradients = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+    return tuple(
+        torch.zeros_like(leaf) if g is None else g
+        for g, leaf in zip(gradients, leaves.values(), strict=True)
+    )
+
+
+def _detached(value: object) -> object:
+    """Nested tuples of tensors, each detached from autograd's graph."""
+    if isinstance(value, tuple):
+        return tuple(_detached(v) for v in value)
+    return value.detach()  # type: ignore[attr-defined]
 
 
 def _probe_every_product(
@@ -688,6 +750,11 @@ class ChunkPoints:
         self.fixed = {n: to_numpy(t) for n, t in problem.inputs.items() if n not in chunk}
         self.specs = [s for s in problem.function.inputs if s.name in problem.inputs]
 
+    def stacked(self) -> list[np.ndarray] | None:
+        """The arrays every point's result slices, stacked (ChunkOutcomes.stacked); None where a
+        point's result is not a slice of stacked arrays (a sparse J)."""
+        return None
+
     def evaluation(self, k: int, outputs: Sequence[np.ndarray]) -> Evaluation:
         """Point k's inputs (its own values, or the fixed ones) and outputs, as the single-point
         engine's result holds them."""
@@ -744,6 +811,14 @@ class _ChunkArrays(ChunkPoints):
         self.finite = _finite_points([*self.ys, *_leaves(self.products)], len(self.ys[0]))
         """Whether each point's outputs and products are all finite: only the others need
         nonfinite_notes."""
+
+    def stacked(self) -> list[np.ndarray] | None:
+        """The products' arrays along the point axis (and det J's), as ChunkOutcomes.stacked."""
+        arrays = _leaves(self.products)
+        if self.dets is not None:
+            d = self.dets
+            arrays += [np.asarray(a) for a in (d.sign, d.logabsdet, d.det, d.trace)]
+        return arrays
 
     def result(self, k: int, guard: Guard | None) -> Result:
         """Point k's result object, as the single-point engine would make it (without telling
@@ -844,7 +919,8 @@ def _finite_points(arrays: list[np.ndarray], size: int) -> np.ndarray:
     finite = np.ones(size, dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
         for array in arrays:
-            if np.issubdtype(array.dtype, np.floating):
+            # the whole array at once first: the per-point sums, in float64, cost ten times more
+            if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
                 finite &= np.isfinite(array.reshape(size, -1).sum(axis=1, dtype=np.float64))
     return finite
 

@@ -3,6 +3,7 @@ API's `__rich__` choose them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -44,7 +45,7 @@ def result_renderable(
     return renderables[command](result, layout)  # type: ignore[no-any-return]
 
 
-def points_renderable(command: str, results: list[Result], layout: Layout) -> RenderableType:
+def points_renderable(command: str, results: Sequence[Result], layout: Layout) -> RenderableType:
     """The first point's tables, and where every point's results are."""
     summary = Text(
         f"\npoint 0 of {len(results)} shown; {results[-1].evaluation.function_name} at every "

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from jaccli.request import Request
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from jaccli.blocks.plan import StorePlan
     from jaccli.blocks.run import Outcome as BlocksOutcome
     from jaccli.engine.many import PointOutcome
@@ -159,12 +161,89 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+class PointResults(Sequence["Result"]):
+    """Every point's result, kept as the engine's chunks: a vectorized chunk stays its stacked
+    arrays and makes a point's result object only when it is asked for (ten thousand made
+    for --out cost more than computing them)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Sequence[PointOutcome]] = []
+        self.starts: list[int] = []
+        self.count = 0
+
+    def append(self, chunk: Sequence[PointOutcome]) -> None:
+        """Keep a chunk of outcomes (none failed) after the ones kept before."""
+        self.chunks.append(chunk)
+        self.starts.append(self.count)
+        self.count += len(chunk)
+
+    def __len__(self) -> int:
+        return self.count
+
+    @overload
+    def __getitem__(self, k: int) -> Result: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> list[Result]: ...
+
+    def __getitem__(self, k: int | slice) -> Result | list[Result]:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self.count))]
+        if not -self.count <= k < self.count:
+            raise IndexError(k)
+        k %= self.count
+        import bisect
+
+        c = bisect.bisect_right(self.starts, k) - 1
+        result = self.chunks[c][k - self.starts[c]].result
+        assert result is not None
+        return result
+
+    def made_one_by_one(self) -> Iterator[tuple[int, Result]]:
+        """Each point's result that is not a vectorized chunk's (only those can carry a
+        --check, which the vectorized chunks never compute), with its position."""
+        from jaccli.engine.many import ChunkOutcomes
+
+        for start, chunk in zip(self.starts, self.chunks, strict=True):
+            if not isinstance(chunk, ChunkOutcomes):
+                for k, outcome in enumerate(chunk):
+                    assert outcome.result is not None
+                    yield start + k, outcome.result
+
+    def stacked(self) -> list[np.ndarray]:
+        """Every point's arrays (render/files.py's result_arrays) along a leading point axis:
+        a vectorized chunk's as they are stacked, with its sampled points' rows their
+        single-point results' (as the points' result objects hold them)."""
+        import numpy as np
+
+        from jaccli.engine.many import ChunkOutcomes
+        from jaccli.render.files import result_arrays
+
+        parts: list[list[np.ndarray]] = []
+        for chunk in self.chunks:
+            stacked = chunk.stacked() if isinstance(chunk, ChunkOutcomes) else None
+            if isinstance(chunk, ChunkOutcomes) and stacked is not None:
+                columns = [np.array(array) for array in stacked]
+                for k, reference in chunk.references.items():
+                    for column, one in zip(columns, result_arrays(reference), strict=True):
+                        column[k] = one.array
+            else:
+                per_point = [result_arrays(outcome.result) for outcome in chunk]  # type: ignore[arg-type]
+                columns = [
+                    np.stack([a[i].array for a in per_point]) for i in range(len(per_point[0]))
+                ]
+            parts.append(columns)
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate(column) for column in zip(*parts, strict=True)]
+
+
 @dataclass(frozen=True)
 class AtPoints:
     """The results at every point of --points, kept to be printed together."""
 
     request: Request
-    results: list[Result]
+    results: PointResults
     document_of: Callable[[Result], Document]
     varying: list[str]
     """The inputs whose values vary by point."""
@@ -186,20 +265,15 @@ class AtPoints:
         out = self.request.show.out
         if out is None:
             return None
-        import numpy as np
-
         from jaccli.render.files import OutArray, result_arrays, write_out
 
-        per_point = [result_arrays(result) for result in self.results]
         stacked = [
             OutArray(
-                first.key,
-                np.stack([arrays[i].array for arrays in per_point]),
-                first.row_ndim + 1,
-                f"point/{first.row_name}",
-                first.column_name,
+                first.key, array, first.row_ndim + 1, f"point/{first.row_name}", first.column_name
             )
-            for i, first in enumerate(per_point[0])
+            for first, array in zip(
+                result_arrays(self.results[0]), self.results.stacked(), strict=True
+            )
         ]
         write_out(out, stacked, self.request.show.force)
         return out

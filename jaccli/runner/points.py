@@ -7,7 +7,6 @@ the memory budget) to be printed together.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -22,7 +21,7 @@ from jaccli.messages import format_bytes
 from jaccli.points import Batch, PointError, PointStream, load_points
 from jaccli.request import GivenPoints, Request
 from jaccli.runner.commands import Command
-from jaccli.runner.outcome import AtPoints, Streamed
+from jaccli.runner.outcome import AtPoints, PointResults, Streamed
 from jaccli.runner.problem import build_problem
 from jaccli.spec import STREAM, Direction, format_shape, require_in_range, rounds_in_float32
 
@@ -91,23 +90,29 @@ def run_points(
     if not streams:
         problem = _checked_points(problem, loaded)
     engine = _Engine(problem, request, command, direction)
-    if streams:
-        outcomes = _chain(iter(failed_first), _streamed(engine, name, rest))
-    else:
-        start = len(failed_first)
-        tensors = {name: engine.tensor(name, data.values[start:]) for name, data in loaded.items()}
-        outcomes = _chain(iter(failed_first), engine.run(tensors, start))
     from jaccli.engine.many import kept_point_bytes
+    from jaccli.memory import budget_or_default
 
     kept = kept_point_bytes(problem, request.command)
     budget = request.limits.budget
+    most = budget_or_default(budget) // max(kept, 1)  # the points the budget can keep
+    aside = _OldObjectsSetAside(total)
+    chunks: Iterator[Sequence[PointOutcome]]
+    if streams:  # --jsonl takes each outcome as it comes: a coprocess waits for it
+        outcomes = _chain(iter(failed_first), _streamed(engine, name, rest))
+        chunks = _runs(outcomes, most)
+    else:
+        start = len(failed_first)
+        tensors = {name: engine.tensor(name, data.values[start:]) for name, data in loaded.items()}
+        chunks = _chain_chunks(failed_first, engine.chunks(tensors, start, aside.now))
+        outcomes = (outcome for chunk in chunks for outcome in chunk)
     if points.jsonl:
         counted = _counted(outcomes, show_progress(request.command, "points"), total)
         return Streamed(request, counted, command.document, waiting)
     if total is not None:
         _require_kept_fits(total, kept, budget)
-    with show_progress(request.command, "points") as progress, _old_objects_set_aside(total):
-        results = _collected(_progressing(outcomes, progress, total), kept, budget)
+    with show_progress(request.command, "points") as progress, aside:
+        results = _collected(chunks, progress, total, kept, budget, most)
     return AtPoints(request, results, command.document, names)
 
 
@@ -117,7 +122,8 @@ def _counted(
     total: int | None,
 ) -> Generator[PointOutcome, None, None]:
     """The outcomes, with the progress shown while they are taken."""
-    with showing as progress, _old_objects_set_aside(total):
+    with showing as progress, _OldObjectsSetAside(total) as aside:
+        aside.now()  # each line's document is made at once
         yield from _progressing(outcomes, progress, total)
 
 
@@ -125,24 +131,36 @@ FROZEN_FROM = 1000
 """Points from which a run sets the objects that exist aside from Python's collections."""
 
 
-@contextlib.contextmanager
-def _old_objects_set_aside(total: int | None) -> Iterator[None]:
+class _OldObjectsSetAside:
     """For a file of many points: the objects that exist before they are computed (torch's and
     the function's, about 300,000) left out of Python's cyclic collections while the points'
-    results pile up, and given back after (gc.unfreeze): each collection of the oldest
-    generation scanned them all again, 40 % of a 10,000-point run's time. Garbage is collected
-    first, so that none of it is held aside (the memory budget counts what the heap holds). A
-    stream, whose count is unknown, and a process that froze objects itself (the API's caller:
-    unfreezing would give back its objects too) are left as they are."""
-    if total is None or total < FROZEN_FROM or gc.get_freeze_count():
-        yield
-        return
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
+    results pile up, and given back when the context ends (gc.unfreeze): each collection of the
+    oldest generation scanned them all again, 40 % of a 10,000-point run's time when every
+    point made its result object. Set aside only when `now` is called (before the points of a
+    chunk are computed one by one, or a stream's lines made): a vectorized chunk makes no object
+    a point, and the collection that comes first took a tenth of a 10,000-point run. Garbage is
+    collected first, so that none of it is held aside (the memory budget counts what the heap
+    holds). A stream, whose count is unknown, and a process that froze objects itself (the
+    API's caller: unfreezing would give back its objects too) are left as they are."""
+
+    def __init__(self, total: int | None) -> None:
+        self.wanted = total is not None and total >= FROZEN_FROM and not gc.get_freeze_count()
+        self.frozen = False
+
+    def now(self) -> None:
+        """Set the objects that exist aside, once."""
+        if self.wanted and not self.frozen:
+            gc.collect()
+            gc.freeze()
+            self.frozen = True
+
+    def __enter__(self) -> _OldObjectsSetAside:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.frozen:
+            gc.unfreeze()
+            self.frozen = False
 
 
 def _progressing(
@@ -165,22 +183,32 @@ def _require_kept_fits(count: int, kept: int, budget: int | None) -> None:
     )
 
 
-def _collected(outcomes: Iterator[PointOutcome], kept: int, budget: int | None) -> list[Result]:
+def _collected(
+    chunks: Iterator[Sequence[PointOutcome]],
+    progress: Progress,
+    total: int | None,
+    kept: int,
+    budget: int | None,
+    most: int,
+) -> PointResults:
     """Every point's result, or the first failure as the run's error; a stream is refused as
-    soon as the points kept pass the memory budget."""
-    from jaccli.memory import budget_or_default
+    soon as the points kept pass the memory budget. A vectorized chunk is kept as its arrays
+    (no point of it fails), its points' result objects made when they are asked for."""
+    from jaccli.engine.many import ChunkOutcomes
 
-    limit = budget_or_default(budget)  # read once: the check below runs at every point
-    results: list[Result] = []
-    for outcome in outcomes:
-        if (len(results) + 1) * kept > limit:
-            _require_kept_fits(len(results) + 1, kept, budget)
-        if outcome.error is not None:
-            if outcome.error.code == "memory_budget" and results:
-                raise _kept_past_budget(len(results), budget) from outcome.error
-            raise at_point(outcome.index, outcome.error)
-        assert outcome.result is not None
-        results.append(outcome.result)
+    results = PointResults()
+    for chunk in chunks:
+        if len(results) + len(chunk) > most:
+            _require_kept_fits(most + 1, kept, budget)
+        if not isinstance(chunk, ChunkOutcomes):
+            for outcome in chunk:
+                if outcome.error is not None:
+                    if outcome.error.code == "memory_budget" and len(results):
+                        raise _kept_past_budget(len(results), budget) from outcome.error
+                    raise at_point(outcome.index, outcome.error)
+                assert outcome.result is not None  # made now, as the point was computed
+        results.append(chunk)
+        progress(len(results), total)
     return results
 
 
@@ -200,6 +228,32 @@ def _kept_past_budget(count: int, budget: int | None) -> ResourceError:
 def _chain(first: Iterator[PointOutcome], rest: Iterator[PointOutcome]) -> Iterator[PointOutcome]:
     yield from first
     yield from rest
+
+
+def _chain_chunks(
+    first: list[PointOutcome], rest: Iterator[Sequence[PointOutcome]]
+) -> Iterator[Sequence[PointOutcome]]:
+    if first:
+        yield first
+    yield from rest
+
+
+RUN_OF_POINTS = 4096
+"""Outcomes of a stream kept together, as a chunk of the engine's would be."""
+
+
+def _runs(outcomes: Iterator[PointOutcome], most: int) -> Iterator[list[PointOutcome]]:
+    """The outcomes in runs of at most RUN_OF_POINTS, a run ending at a failed point (the
+    run's error, unless --keep-going) and at the point past the `most` the memory budget can
+    keep (refused there, as soon as it is computed)."""
+    run: list[PointOutcome] = []
+    for seen, outcome in enumerate(outcomes, start=1):
+        run.append(outcome)
+        if outcome.error is not None or len(run) == RUN_OF_POINTS or seen == most + 1:
+            yield run
+            run = []
+    if run:
+        yield run
 
 
 def _first_stream_problem(
@@ -331,9 +385,20 @@ class _Engine:
         return torch.from_numpy(array).to(self.problem.inputs[name].dtype)
 
     def run(self, tensors: dict[str, torch.Tensor], first_index: int) -> Iterator[PointOutcome]:
+        for chunk in self.chunks(tensors, first_index):
+            yield from chunk
+
+    def chunks(
+        self,
+        tensors: dict[str, torch.Tensor],
+        first_index: int,
+        before_loop: Callable[[], None] | None = None,
+    ) -> Iterator[Sequence[PointOutcome]]:
+        """Each chunk's outcomes in order, as the engine finishes it; `before_loop` is called
+        before a chunk is computed point by point."""
         from jaccli.engine.many import run_points
 
-        for chunk in run_points(
+        yield from run_points(
             self.problem,
             self.request.command,
             tensors,
@@ -344,8 +409,8 @@ class _Engine:
             keep_going=self.keep_going,
             sparse=self.request.compute.sparse,
             sparse_points=self.sparse_points,
-        ):
-            yield from chunk
+            before_loop=before_loop,
+        )
 
 
 def _directions(

@@ -460,6 +460,77 @@ def test_a_wrong_product_in_the_middle_of_a_chunk_is_caught(jaccli, tmp_path, mo
         np.testing.assert_allclose(many_values[1], one, rtol=1e-12)
 
 
+def _at_a_wrong_point_0(real_vmap):
+    """torch.func.vmap, wrong as a batching rule could be for every transform alike: the
+    chunk's kernel and the probe's reverse pass both compute point 0 at x + 0.25, so J and
+    the reverse pass agree with each other there; only an unbatched call can tell."""
+    import torch
+
+    def vmap(f, *options, **named):
+        mapped = real_vmap(f, *options, **named)
+
+        def shifted(*values):
+            moved = []
+            for value in values:
+                delta = torch.zeros_like(value)
+                delta[0] = 0.25
+                moved.append(value + delta)
+            return mapped(*moved)
+
+        return shifted if f.__name__ in ("at", "forward") else mapped
+
+    return vmap
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jacobian", "--fn", "polar"],  # a preset: an unbatched call at point 0
+        ["det", "--fn", "polar"],
+        ["jacobian", "--expr", "x.sin() * x.sum()"],  # an expression: the same
+        ["jacobian", "--fn", f"{USERFNS}:quadratic", "--shape", "w=2x2"],  # the single-point run
+    ],
+)
+def test_a_vmap_wrong_alike_for_kernel_and_probe_is_caught_at_the_first_point(
+    jaccli, tmp_path, monkeypatch, args
+) -> None:
+    import torch
+
+    points = [[1.0, 0.5], [2.0, 0.3], [3.0, 0.2]]
+    source = _save(tmp_path, "p.npy", np.array(points))
+    monkeypatch.setattr(torch.func, "vmap", _at_a_wrong_point_0(torch.func.vmap))
+    run = jaccli(*args, "--points", f"x=@{source}", "--dtype", "float64", "--json")
+    monkeypatch.undo()
+    assert run.exit_code == 0, run.stderr
+    assert "at point 0" in run.stderr and "computed point by point instead" in run.stderr
+    alone = jaccli(*args, "--value", "x=[1, 0.5]", "--dtype", "float64", "--json").json()
+    for key in ("outputs", args[0]):
+        many, one = _arrays(run.json()[key]), _arrays(alone[key])
+        for path, array in one.items():
+            np.testing.assert_allclose(many[path][0], array, rtol=1e-12, err_msg=path)
+
+
+@pytest.mark.parametrize(
+    ("expression", "first"),
+    [("sqrt(x)", [-1.0, 4.0]), ("abs(x) * x.sum()", [0.0, 1.0])],  # NaN, a kink
+)
+def test_the_first_point_of_a_chunk_warns_as_a_run_of_that_point_alone(
+    jaccli, tmp_path, expression, first
+) -> None:
+    # the first point is called unbatched, not by the single-point engine: its warnings (a
+    # structural zero told apart, a kink) are still the ones a run of it alone gives
+    source = _save(tmp_path, "p.npy", np.array([first, [1.0, 4.0], [2.0, 3.0]]))
+    run = jaccli("jacobian", "--expr", expression, "--points", f"x=@{source}", "--jsonl",
+                 "--dtype", "float64")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    documents = [json.loads(line) for line in run.stdout.splitlines()]
+    alone = jaccli("jacobian", "--expr", expression, "--value", f"x={json.dumps(first)}",
+                   "--dtype", "float64", "--json").json()  # fmt: skip
+    own = [[w for w in d["warnings"] if "could not run" not in w] for d in documents]
+    assert own[0] == alone["warnings"] != []
+    assert own[1] == []
+
+
 def test_a_jvp_forward_mode_cannot_run_is_vectorized_by_the_other_mode(jaccli, tmp_path) -> None:
     # a custom autograd.Function without jvp: vmap(jvp) fails, a VJP of the VJP runs, no loop
     points = np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [-0.4, 0.2, 1.5]])

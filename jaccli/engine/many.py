@@ -7,8 +7,10 @@ whole chunk of points at once. Forward mode is preferred for J while the per-poi
 inputs than outputs, or few, because torch.func's reverse mode imports torch._dynamo (about 1 s) the
 first time in a process; a forward-mode kernel loads forward mode alone (FORWARD_MODES), so a run
 of them never imports it. The correctness guard checks the first point of each chunk against the
-single-point engine, itself guarded (a chunk of one or two points is the single-point engine's
-alone: a coprocess's point at a time answers without torch._dynamo), and every point of a J
+single-point engine, itself guarded (a preset's or an expression's J against an unbatched call
+instead: NOTE [a function that hides nothing, at a chunk's first point]; a chunk of one or two
+points is the single-point engine's alone: a coprocess's point at a time answers without
+torch._dynamo), and every point of a J
 (jacobian, det) against one vmapped reverse pass: uᵀJ for a random u, read off each point's J, must
 equal the VJP column by column, within the single-point guard's tolerance (NOTE [the correctness
 guard]), with NaN and ±Infinity in the same columns, so a point where vmap's forward mode and the
@@ -29,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, overload
 
@@ -37,12 +39,14 @@ import numpy as np
 import torch
 
 from jaccli.engine.det import determinant, determinant_notes
-from jaccli.engine.evaluate import call_function, to_numpy
+from jaccli.engine.evaluate import as_leaf, call_function, to_numpy, vector_jacobian
 from jaccli.engine.finite import nonfinite_notes
 from jaccli.engine.hessian import symmetry_error
 from jaccli.engine.jacobian import (
+    CallNotes,
     load_forward_vectorizing,
     load_vectorizing,
+    split_wrt,
     vectorized_start_up_paid,
 )
 from jaccli.engine.problem import Problem
@@ -78,8 +82,8 @@ Single = Callable[[Problem], Result]
 """The command at one point, by the single-point engine (guarded)."""
 SAMPLED_POINTS = (0,)
 """The points of a vectorized chunk checked against, and given as, the single-point engine's
-results (one: the every-point probe covers the rest, and each single-point run costs as much
-as the vectorized work of thousands of small points)."""
+results, where the function is the user's own (one: the every-point probe covers the rest, and
+each single-point run costs as much as the vectorized work of thousands of small points)."""
 FEW_POINTS = 2
 """A chunk of no more points than this is the single-point engine's alone, without vmap, which
 would only recompute them (a coprocess's point at a time answers without loading torch.func)."""
@@ -381,32 +385,54 @@ def _vectorized_chunk(
     with torch.enable_grad() if fused else contextlib.nullcontext():
         outputs, products = torch.func.vmap(at)(*(leaves.get(n, chunk[n]) for n in names))
     size = next(iter(chunk.values())).shape[0]
+    # NOTE [a function that hides nothing, at a chunk's first point]
+    unbatched = command in ("jacobian", "det") and not problem.function.may_break_graph
+    first: _FirstPoint | None = None
     if command in ("jacobian", "det"):
         products = _detached(products)
         recorded = (outputs, leaves) if fused else None
-        _probe_every_point(problem, chunk, products, first_index, recorded)
+        first = _probe_every_point(problem, chunk, products, first_index, recorded, unbatched)
         outputs = _detached(outputs)
     else:
         _probe_every_product(problem, command, chunk, products, directions or {}, first_index)
-    sampled = sorted({k % size for k in SAMPLED_POINTS})
-    references = {
-        k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled
-    }
     arrays = _ChunkArrays(problem, command, chunk, outputs, products, directions or {}, mode)
-    largest, tolerance = 0.0, 0.0
-    for k, reference in references.items():
-        difference, allowed = _difference(problem, arrays.result(k, None), reference)
-        largest, tolerance = max(largest, difference), max(tolerance, allowed)
-        if difference > allowed:
+    if first is not None:
+        arrays.first = first
+        ys = zip(arrays.ys, arrays.output_names, strict=True)
+        pairs = [(y[0], first.outputs[n]) for y, n in ys]
+        largest, tolerance = _arrays_difference(problem, pairs)
+        if largest > tolerance:
             raise ComputationError(
-                f"at point {first_index + k} it differs from the single-point engine by "
-                f"{difference:.3g} (tolerance {allowed:.2g})"
+                f"at point {first_index} its outputs differ from an unbatched call of "
+                f"{problem.function.name} by {largest:.3g} (tolerance {tolerance:.2g})"
             )
-    indices = ", ".join(str(first_index + k) for k in sampled)
+        references: dict[int, Result] = {}
+        checked = (
+            f"the outputs and uᵀJ of an unbatched call at point {first_index} of this chunk "
+            "(largest difference of the outputs)"
+        )
+    else:
+        sampled = sorted({k % size for k in SAMPLED_POINTS})
+        references = {
+            k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled
+        }
+        largest, tolerance = 0.0, 0.0
+        for k, reference in references.items():
+            difference, allowed = _difference(problem, arrays.result(k, None), reference)
+            largest, tolerance = max(largest, difference), max(tolerance, allowed)
+            if difference > allowed:
+                raise ComputationError(
+                    f"at point {first_index + k} it differs from the single-point engine by "
+                    f"{difference:.3g} (tolerance {allowed:.2g})"
+                )
+        indices = ", ".join(str(first_index + k) for k in sampled)
+        checked = (
+            f"the guarded single-point engine at points {indices} of this chunk (largest "
+            "difference)"
+        )
     guard = Guard(
         method_name(problem, command, mode),
-        f"the guarded single-point engine at points {indices} of this chunk (largest difference)"
-        + ", and an independent product at every point",
+        f"{checked}, and an independent product at every point",
         largest,
         0.0,
         tolerance,
@@ -415,17 +441,46 @@ def _vectorized_chunk(
     return ChunkOutcomes(first_index, size, arrays, guard, references)
 
 
+# NOTE [a function that hides nothing, at a chunk's first point]
+# The guarded single-point run at a chunk's first point checks three things the every-point
+# probe does not: the outputs (the probe reads J only); a computation without vmap (the kernel
+# and the probe's reverse pass are both vmapped, so a batching rule wrong for both alike would
+# pass it); and, for the user's own code, J against the function itself (central differences:
+# `.item()`, NumPy or `detach` are out of every AD pass's sight). A preset or an expression
+# cannot compute out of autograd's sight, so for its J one unbatched call of f at the first
+# point, watched for CallNotes' warnings as the single-point engine's call is, and one reverse
+# pass through it do the rest: the outputs must match the kernel's within the single-point
+# comparison's tolerance, and uᵀJ there is one more row of the probe. What is left out is the
+# single-point engine's own J (a loop of reverse passes), its guard and its result object,
+# about a bare vmap(jacrev)'s cost for 10,000 polar points; the user's code keeps that run.
+@dataclass(frozen=True)
+class _FirstPoint:
+    """The chunk's first point by one unbatched call of f (NOTE [a function that hides
+    nothing, at a chunk's first point]): its outputs by name, as numpy, and the warnings
+    CallNotes reads off that call."""
+
+    point: Problem
+    outputs: dict[str, np.ndarray]
+    notes: tuple[str, ...]
+    vjps: tuple[torch.Tensor, ...]
+    """uᵀJ there, for each `wrt` input, by a reverse pass through that call."""
+
+
 def _probe_every_point(
     problem: Problem,
     chunk: Mapping[str, torch.Tensor],
     jacobians: tuple,
     first_index: int,
     recorded: tuple[tuple, dict[str, torch.Tensor]] | None = None,
-) -> None:
+    unbatched: bool = False,
+) -> _FirstPoint | None:
     """Refuse the chunk unless each point's J agrees with one vmapped reverse pass: uᵀJ read
     off J against the VJP with cotangent u, input by input and column by column (NOTE [many
     points]); `recorded`: the kernel's outputs as autograd recorded them from the `wrt`
-    leaves, for the reverse pass to start from (NOTE [a reverse kernel's probe])."""
+    leaves, for the reverse pass to start from (NOTE [a reverse kernel's probe]); `unbatched`:
+    the chunk's first point's uᵀJ against one more reverse pass, through an unbatched call of f,
+    whose outputs and warnings are returned (NOTE [a function that hides nothing, at a chunk's
+    first point])."""
     wrt, output_names = problem.wrt, list(problem.output_shapes)
     generator = torch.Generator().manual_seed(GUARD_SEED)
     dtype = jacobians[0][0].dtype
@@ -435,38 +490,78 @@ def _probe_every_point(
         references = _reverse_vjps(problem, chunk, us)
     else:
         references = _recorded_vjps(*recorded, us)
+    first = _unbatched_first_point(problem, chunk, us) if unbatched else None
     size = next(iter(chunk.values())).shape[0]
     rtol = guard_rtol(problem.torch_dtype)
     for a, w in enumerate(wrt):
         by_point = [
-            (u.reshape(-1), jacobians[i][a].detach().reshape(size, u.numel(), -1))
-            for i, u in enumerate(us)
+            (u.reshape(-1).to(j.dtype), j.reshape(size, u.numel(), -1))
+            for u, j in zip(us, (jacobians[i][a] for i in range(len(us))), strict=True)
         ]
-        # uᵀJ in J's dtype, as the single-point guard's bilinear takes J v
-        value = sum(torch.matmul(u.to(j.dtype), j).to(torch.float64) for u, j in by_point)
-        reference = references[a].detach().reshape(size, -1).to(torch.float64)
-        agree = _agreeing(value, reference, rtol * reference.abs())
+        # uᵀJ in J's dtype, as the single-point guard's bilinear takes J v (einsum: one matrix
+        # product over every point, where matmul's batched one took 5x as long on the MLP)
+        value = torch.einsum("i,kij->kj", *by_point[0])
+        for u, j in by_point[1:]:
+            value = value + torch.einsum("i,kij->kj", u, j)
+        reference = references[a].reshape(size, -1)
+        if first is not None:  # the unbatched pass's uᵀJ, a row of its own beside point 0's
+            value = torch.cat((value, value[:1]))
+            reference = torch.cat((reference, first.vjps[a].reshape(1, -1)))
+        # float32 at least, where a function returns float16
+        compared = torch.promote_types(value.dtype, torch.float32)
+        value, reference = value.to(compared), reference.to(compared)
+        # the plain test: a few passes over the chunk in J's dtype, whose rounding is far below
+        # rtol; NaN, ±Infinity and cancellation fail it, and only those entries are weighed
+        # again, in float64, by _agreeing's rule
+        agree = (value - reference).abs() <= rtol * reference.abs()
         if not bool(agree.all()):
-            # cancellation in uᵀJ: weigh by the terms (u_i J_ij)², where the plain test failed
-            # (the squares of every point's J would cost as much as the probe itself)
-            points, columns = (~agree).nonzero(as_tuple=True)
+            # cancellation in uᵀJ: weigh by the terms (u_i J_ij)², in float64, where the plain
+            # test failed (the squares of every point's J would cost as much as the probe)
+            rows, columns = (~agree).nonzero(as_tuple=True)
+            points = torch.where(rows < size, rows, 0)
             squares = sum(
                 (
                     u.to(torch.float64).square() * j[points, :, columns].to(torch.float64).square()
                 ).sum(-1)
                 for u, j in by_point
             )
-            weighed = rtol * (squares + reference[points, columns].square()).sqrt()
-            agree[points, columns] = _agreeing(
-                value[points, columns], reference[points, columns], weighed
-            )
+            v, r = (t[rows, columns].to(torch.float64) for t in (value, reference))
+            weighed = rtol * (squares + r.square()).sqrt()
+            agree[rows, columns] = _agreeing(v, r, weighed)
         if not bool(agree.all()):
             k, column = (int(i) for i in (~agree).nonzero()[0])
+            if k == size:
+                raise ComputationError(
+                    f"at point {first_index} uᵀJ of {w} read off J differs from a reverse pass "
+                    f"through an unbatched call at column {column} ({float(value[k, column]):.6g} "
+                    f"against {float(reference[k, column]):.6g})"
+                )
             raise ComputationError(
                 f"at point {first_index + k} uᵀJ of {w} read off J differs from a reverse pass "
                 f"at column {column} ({float(value[k, column]):.6g} against "
                 f"{float(reference[k, column]):.6g})"
             )
+    return first
+
+
+def _unbatched_first_point(
+    problem: Problem, chunk: Mapping[str, torch.Tensor], us: list[torch.Tensor]
+) -> _FirstPoint:
+    """f at the chunk's first point by one plain call, without vmap, watched for CallNotes'
+    warnings, and uᵀJ there by one reverse pass through that call (`vjps`, one a `wrt` input)."""
+    point = at_point(problem, {n: t[0] for n, t in chunk.items()})
+    call_notes = CallNotes()
+    primals, f = split_wrt(point, notes=call_notes)
+    leaves = [as_leaf(p) for p in primals]
+    with torch.enable_grad():
+        joined = f(*leaves)
+        u = us[0] if len(us) == 1 else torch.cat([u.reshape(-1) for u in us])
+        if joined.requires_grad:
+            vjps = vector_jacobian(joined, leaves, u.reshape(joined.shape).to(joined.dtype))
+        else:
+            vjps = tuple(torch.zeros_like(leaf) for leaf in leaves)
+    outputs = {n: to_numpy(y) for n, y in call_notes.outputs.items()}
+    return _FirstPoint(point, outputs, call_notes.notes or (), vjps)
 
 
 def _agreeing(
@@ -811,6 +906,9 @@ class _ChunkArrays(ChunkPoints):
         self.finite = _finite_points([*self.ys, *_leaves(self.products)], len(self.ys[0]))
         """Whether each point's outputs and products are all finite: only the others need
         nonfinite_notes."""
+        self.first: _FirstPoint | None = None
+        """The chunk's first point by an unbatched call, where no single-point result stands
+        for it: its result object carries that call's warnings, as a single-point run's does."""
 
     def stacked(self) -> list[np.ndarray] | None:
         """The products' arrays along the point axis (and det J's), as ChunkOutcomes.stacked."""
@@ -821,12 +919,17 @@ class _ChunkArrays(ChunkPoints):
         return arrays
 
     def result(self, k: int, guard: Guard | None) -> Result:
-        """Point k's result object, as the single-point engine would make it (without telling
-        structural zeros apart: NOTE [a NaN that is a structural zero])."""
+        """Point k's result object, as the single-point engine would make it (telling
+        structural zeros apart only at a first point called unbatched: NOTE [a NaN that is a
+        structural zero])."""
         made = self._made(k, guard)
+        first = self.first if k == 0 else None
+        if first is not None and first.notes:
+            made = replace(made, notes=(*made.notes, *first.notes))
         if self.finite[k]:
             return made
-        return replace(made, notes=(*made.notes, *nonfinite_notes(made)))
+        point = first.point if first is not None else None  # structural zeros told apart
+        return replace(made, notes=(*made.notes, *nonfinite_notes(made, point)))
 
     def _made(self, k: int, guard: Guard | None) -> Result:
         problem, wrt, products = self.problem, self.problem.wrt, self.products
@@ -939,9 +1042,18 @@ def main_arrays(result: Result) -> list[np.ndarray]:
 
 def _difference(problem: Problem, value: Result, reference: Result) -> tuple[float, float]:
     """The largest difference between two results' arrays, and what the dtype allows of it."""
+    pairs = zip(main_arrays(value), main_arrays(reference), strict=True)
+    return _arrays_difference(problem, pairs)
+
+
+def _arrays_difference(
+    problem: Problem, pairs: Iterable[tuple[np.ndarray, np.ndarray]]
+) -> tuple[float, float]:
+    """The largest difference between the arrays of each pair, and what the dtype allows of
+    it (the first pair past its bound, if any)."""
     tolerance = AD_TOLERANCE[problem.dtype]
     largest = allowed = 0.0
-    for a, b in zip(main_arrays(value), main_arrays(reference), strict=True):
+    for a, b in pairs:
         a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         if a64.size == 0:
             continue

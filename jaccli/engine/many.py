@@ -82,8 +82,9 @@ Single = Callable[[Problem], Result]
 """The command at one point, by the single-point engine (guarded)."""
 SAMPLED_POINTS = (0,)
 """The points of a vectorized chunk checked against, and given as, the single-point engine's
-results, where the function is the user's own (one: the every-point probe covers the rest, and
-each single-point run costs as much as the vectorized work of thousands of small points)."""
+results, for the products and for the J of the user's own function (one: the every-point
+probe covers the rest, and each single-point run costs as much as the vectorized work of
+thousands of small points)."""
 FEW_POINTS = 2
 """A chunk of no more points than this is the single-point engine's alone, without vmap, which
 would only recompute them (a coprocess's point at a time answers without loading torch.func)."""
@@ -365,7 +366,8 @@ def _vectorized_chunk(
     mode: str,
 ) -> ChunkOutcomes:
     """The chunk by vmap of the command's kernel in `mode`, its first point checked
-    against the single-point engine."""
+    against the single-point engine (a preset's or an expression's J: against an unbatched
+    call, NOTE [a function that hides nothing, at a chunk's first point])."""
     names = list(chunk)
     kernel = _kernel(problem, command, directions or {}, mode)
 

@@ -420,13 +420,23 @@ def probe_jvp(
     tangents: Sequence[torch.Tensor],
     jvp: torch.Tensor,
     method: str,
+    made: Made | None = None,
 ) -> Guard:
-    """uᵀ(J v) from the computed J·v against (uᵀJ)·v from a fresh reverse pass."""
+    """uᵀ(J v) from the computed J·v against (uᵀJ)·v from a reverse pass through the call
+    `made` (forward mode's own, of a preset or an expression) or, where there is none or its
+    pass fails, of a fresh call."""
     (u,) = probe_draws([tuple(jvp.shape)], torch.Generator().manual_seed(GUARD_SEED), jvp.dtype)
     value, scale = dot_terms([(jvp, u)])
     reference_name = "(uᵀJ)·v by one reverse pass"
     try:
-        reference, reference_scale = _reference(f, primals, u, tangents)
+        try:
+            reference, reference_scale = _reference(f, primals, u, tangents, made)
+        except Exception as error:
+            if made is None:
+                raise
+            raise_if_out_of_memory(error)
+            made = None  # its graph is freed: a fresh call gives the pass
+            reference, reference_scale = _reference(f, primals, u, tangents)
     except Exception as error:  # the reference itself failed: say so rather than guess
         raise_if_out_of_memory(error)
         why = f"the reverse pass failed ({first_line(error)[:160]})"

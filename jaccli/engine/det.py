@@ -19,12 +19,13 @@ a float64 SVD, so cond J is not limited by the dtype; it is Infinity when σ_min
 Most J are far from that bound, and an SVD to say so costs many times the determinant (4096
 blocks of 16×16: 8× slogdet). So two cheaper tests come first, each only ever clearing a J.
 
-The first costs nothing beyond the determinant's own LU factors (NOTE [a J cleared by its
-volume]). Where it cannot clear J, a Cholesky factorization of JᵀJ − c·I in float64 comes next,
-c = ((d·eps)² + 2(d + 2)²·eps₆₄)·‖J‖_F²: it succeeds only where JᵀJ − c·I is positive definite
-up to the rounding of forming JᵀJ and of factoring it (at most (d + 2)²·eps₆₄·‖J‖_F² between
-them), so where it succeeds σ_min² > (d·eps)²·‖J‖_F² ≥ (d·eps·σ_max)²: J is not singular. Where
-it fails (near the bound, a singular J, one too large or too small for JᵀJ in float64), the SVD
+For blocks (--batched), the first costs nothing beyond their determinants' own LU factors (NOTE
+[a J cleared by its volume]). Where it cannot clear J (or for a single J), a Cholesky
+factorization of JᵀJ − c·I in float64 comes next, c = ((d·eps)² + 2(d + 2)²·eps₆₄)·‖J‖_F²: it
+succeeds only where JᵀJ − c·I is positive definite up to the rounding of forming JᵀJ and of
+factoring it (at most (d + 2)²·eps₆₄·‖J‖_F² between them), so where it succeeds σ_min² >
+(d·eps)²·‖J‖_F² ≥ (d·eps·σ_max)²: J is not singular. Where it fails (near the bound, a singular
+J, one too large or too small for JᵀJ in float64), the SVD
 decides, as it always did.
 
 # NOTE [a J cleared by its volume]
@@ -137,9 +138,13 @@ def determinant(
     when first read (NOTE [cond J when it is read])."""
     # a copy of its own: cond J may be read after the caller's J has changed hands
     square = matrices.detach().to(torch.float64, memory_format=torch.contiguous_format, copy=True)
-    factors, pivots, _ = torch.linalg.lu_factor_ex(square)
-    sign, logabsdet = _slogdet_of(factors, pivots)
-    # a J with NaN in it has an unknown sign
+    factors = None
+    if square.ndim == 2:  # one J: torch's one call costs less than the ops on its factors
+        sign, logabsdet = torch.linalg.slogdet(square)
+    else:  # blocks: their LU factors also clear most of them (NOTE [a J cleared by its volume])
+        factors, pivots, _ = torch.linalg.lu_factor_ex(square)
+        sign, logabsdet = _slogdet_of(factors, pivots)
+    # slogdet gives sign 0 for a J with NaN in it, as for a singular one: the sign is unknown
     sign = torch.where(logabsdet.isnan(), torch.nan, sign)
     with np.errstate(over="ignore", under="ignore"):
         det = sign.numpy() * np.exp(logabsdet.numpy())
@@ -152,24 +157,31 @@ def determinant(
         conditioning = _condition_of(values, finite)
         singular = np.asarray(finite & (values[-1] <= size * eps * values[0]))
     else:
-        squared_norm = square.square().sum((-2, -1))  # ‖J‖_F²
+        gram = square.mT @ square if factors is None else None
+        squared_norm = (  # ‖J‖_F²
+            square.square().sum((-2, -1))
+            if gram is None
+            else gram.diagonal(dim1=-2, dim2=-1).sum(-1)
+        )
         finite_blocks = squared_norm.isfinite()  # NaN or ±Infinity in J reach it, or overflow
         if not bool(finite_blocks.all()):
             unsure = ~finite_blocks
             finite_blocks[unsure] = square[unsure].isfinite().flatten(-2).all(-1)
         conditioning = functools.partial(condition_numbers, square.numpy(), finite_blocks.numpy())
-        cleared = cleared_by_volume(factors, logabsdet, squared_norm, eps)
-        singular = np.zeros(finite_blocks.shape, dtype=bool)
-        rest = (finite_blocks & ~cleared).reshape(-1)  # a single J as a batch of one
-        if bool(rest.any()):
-            doubtful = square.reshape(-1, size, size)[rest]
-            singular.reshape(-1)[rest.numpy()] = _singular(
-                doubtful,
-                doubtful.mT @ doubtful,
-                squared_norm.reshape(-1)[rest],
-                torch.ones(len(doubtful), dtype=torch.bool),
-                eps,
-            )
+        if gram is not None:
+            singular = _singular(square, gram, squared_norm, finite_blocks, eps)
+        else:
+            singular = np.zeros(finite_blocks.shape, dtype=bool)
+            rest = finite_blocks & ~cleared_by_volume(factors, logabsdet, squared_norm, eps)
+            if bool(rest.any()):
+                doubtful = square[rest]
+                singular[rest.numpy()] = _singular(
+                    doubtful,
+                    doubtful.mT @ doubtful,
+                    squared_norm[rest],
+                    torch.ones(len(doubtful), dtype=torch.bool),
+                    eps,
+                )
     return Determinant(
         wrt=wrt,
         size=size,

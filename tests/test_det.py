@@ -187,3 +187,61 @@ def test_per_sample_det_of_4096_flows_stays_near_b_d_squared(tmp_path) -> None:
                      "--batched", "--dtype", "float64"])  # fmt: skip
     blocks_kib = 4096 * 16 * 16 * 8 // 1024  # 8 MiB of float64 blocks
     assert run.peak_kib < small.peak_kib + 8 * blocks_kib, (run.peak_kib, small.peak_kib)
+
+
+def _with_singular_values(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Matrices U diag(σ) Vᵀ with the given singular values (one row of `values` each)."""
+    count, size = values.shape
+    u = np.linalg.qr(rng.standard_normal((count, size, size)))[0]
+    v = np.linalg.qr(rng.standard_normal((count, size, size)))[0]
+    return (u * values[:, None, :]) @ v.transpose(0, 2, 1)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 16, 40])
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_the_volume_bound_never_clears_a_j_singular_to_working_precision(size, scale) -> None:
+    # NOTE [a J cleared by its volume]: a test that only ever clears J, whatever the SVD says
+    from jaccli.engine.det import _slogdet_of, cleared_by_volume
+
+    rng = np.random.default_rng(size)
+    eps = float(torch.finfo(torch.float32).eps)
+    count = 400
+    # σ_min / σ_max from a thousandth to a thousand times the bound d·eps, and one σ large
+    ratio = size * eps * 10.0 ** rng.uniform(-3, 3, count)
+    values = np.ones((count, size))
+    values[:, -1] = ratio if size > 1 else 1.0
+    if size > 2:
+        values[:, 0] = 10.0 ** rng.uniform(0, 2, count)
+        values[:, -1] *= values[:, 0]
+    matrices = torch.from_numpy(_with_singular_values(values, rng) * scale)
+    factors, pivots, _ = torch.linalg.lu_factor_ex(matrices)
+    _, logabsdet = _slogdet_of(factors, pivots)
+    cleared = cleared_by_volume(factors, logabsdet, matrices.square().sum((-2, -1)), eps)
+    sigma = np.linalg.svd(matrices.numpy(), compute_uv=False)
+    singular = sigma[:, -1] <= size * eps * sigma[:, 0]
+    assert not (cleared.numpy() & singular).any()
+    if size <= 2 and scale == 1.0:  # the identity but for σ_min: cleared past the bound
+        assert cleared.numpy()[ratio > 10 * size * eps].all()
+
+
+def test_the_volume_bound_refuses_nan_and_a_zero_j() -> None:
+    from jaccli.engine.det import _slogdet_of, cleared_by_volume
+
+    matrices = torch.stack([torch.full((3, 3), torch.nan), torch.zeros(3, 3)]).double()
+    factors, pivots, _ = torch.linalg.lu_factor_ex(matrices)
+    sign, logabsdet = _slogdet_of(factors, pivots)
+    assert sign[1] == 0 and logabsdet[1] == -np.inf
+    squared_norm = matrices.square().sum((-2, -1))
+    assert not cleared_by_volume(factors, logabsdet, squared_norm, 1e-7).any()
+
+
+def test_log_det_from_the_lu_factors_is_slogdets() -> None:
+    from jaccli.engine.det import _slogdet_of
+
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 5, 16, 64):
+        matrices = torch.from_numpy(rng.standard_normal((50, size, size)))
+        sign, logabsdet = _slogdet_of(*torch.linalg.lu_factor_ex(matrices)[:2])
+        expected_sign, expected = np.linalg.slogdet(matrices.numpy())
+        np.testing.assert_array_equal(sign.numpy(), expected_sign)
+        np.testing.assert_allclose(logabsdet.numpy(), expected, rtol=1e-12, atol=1e-12)

@@ -218,3 +218,51 @@ def test_hvp_of_a_vector_output_is_refused(jaccli) -> None:
     run = jaccli("hvp", "--fn", "polar")
     assert run.exit_code == 2
     assert "hvp needs a scalar output; polar returns y 2" in run.stderr
+
+
+def _counted(call, name: str = "counted"):
+    """A function of a and b that is neither a user's nor watched for kinks, with a count of
+    its calls."""
+    from jaccli.functions.model import Function, InputSpec
+
+    calls = []
+
+    def counting(a, b):
+        calls.append(1)
+        return call(a, b)
+
+    inputs = (InputSpec("a", (4,)), InputSpec("b", (4,)))
+    return Function(name, "y = f(a, b)", inputs, counting, kink_free=True), calls
+
+
+def test_hvp_of_a_preset_is_probed_through_its_own_gradient_graph() -> None:
+    # NOTE [the probe of H·v runs through the gradient's graph]: one call of f in all
+    function, calls = _counted(lambda a, b: (a.exp() * b.sin()).sum())
+    problem = _problem(function, "a=4", "b=4")
+    calls.clear()  # prepare's call for y's shape
+    result = run_hvp(problem, "randn")
+    assert len(calls) == 1 and result.guard.passed is True
+    h = run_hessian(problem).hessians["y"]
+    for a in "ab":
+        expected = sum(h[a][b] @ result.vectors[b] for b in "ab")
+        np.testing.assert_allclose(result.hvps[a], expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("call", "note"),
+    [
+        (lambda a, b: (a**2).sum(), "output y does not depend on input b: its Jacobian is zero"),
+        (
+            lambda a, b: (a**2).sum() + b.round().sum(),
+            "output y depends on input b only through piecewise-constant operations (round)",
+        ),
+    ],
+)
+def test_hvp_warnings_come_from_forward_modes_own_call(call, note) -> None:
+    function, calls = _counted(call)
+    problem = _problem(function, "a=4", "b=4")
+    calls.clear()  # prepare's call for y's shape
+    result = run_hvp(problem, "ones")
+    assert len(calls) == 1
+    assert any(n.startswith(note) for n in result.notes), result.notes
+    assert not any("input a" in n for n in result.notes)

@@ -141,3 +141,43 @@ def test_the_rows_view_rebuilds_j_v_row_by_row(jaccli) -> None:
         np.testing.assert_allclose(values_of(row["product"]), v[i] @ b, rtol=1e-12)
         np.testing.assert_allclose(values_of(row["full"]), values_of(document["jvp"]["y"])[i])
     assert "J_i·v[i]" in jaccli("jvp", "--fn", "matmul", "--wrt", "a").stdout
+
+
+def test_jvp_of_a_preset_is_probed_through_forward_modes_own_call() -> None:
+    from tests.test_hessian import _counted
+
+    function, calls = _counted(lambda a, b: a.exp() * b.sin())
+    problem = prepare(function, shape_options=[("a", (4,)), ("b", (4,))], dtype="float64")
+    calls.clear()  # prepare's call for y's shape
+    result = run_jvp(problem, "randn")
+    assert len(calls) == 1 and result.guard.passed is True
+    a, b = (problem.inputs[n] for n in "ab")
+    v = {n: torch.from_numpy(t) for n, t in result.tangents.items()}
+    expected = a.exp() * b.sin() * v["a"] + a.exp() * b.cos() * v["b"]
+    np.testing.assert_allclose(result.jvps["y"], expected.numpy(), rtol=1e-12)
+    notes = run_jvp(
+        prepare(_counted(lambda a, b: a * 2)[0], shape_options=[("a", (4,)), ("b", (4,))]), "ones"
+    ).notes
+    assert notes == ("output y does not depend on input b: its Jacobian is zero",)
+
+
+def test_a_wrong_forward_mode_jvp_fails_the_guard_through_its_own_graph(monkeypatch) -> None:
+    from jaccli.engine import jvp as jvp_module
+
+    real = jvp_module.forward_jvp
+
+    def one_entry_off(f, primals, tangents):
+        y, j_v = real(f, primals, tangents)
+        wrong = j_v.clone()
+        wrong[3] += 0.05 * max(1.0, float(torch.linalg.vector_norm(wrong)))
+        return y, wrong
+
+    monkeypatch.setitem(jvp_module.METHODS, jvp_module.FORWARD, one_entry_off)
+    problem = prepare(PRESETS["softmax"], shape_options=[("x", (300,))])
+    result = run_jvp(problem, "randn")
+    assert result.method == jvp_module.DOUBLE_BACKWARD
+    assert "forward mode failed the correctness guard" in result.method_reason
+    _, expected = torch.func.jvp(
+        PRESETS["softmax"].call, (problem.inputs["x"],), (torch.from_numpy(result.tangents["x"]),)
+    )
+    np.testing.assert_allclose(result.jvps["y"], expected.numpy(), rtol=1e-5, atol=1e-7)

@@ -395,6 +395,8 @@ def _call_notes(
         for name, tensor in given.items()
         if problem.function.is_guest and tensor._version > 0
     ]
+    # a forward-mode dual is a view of its leaf: the graph reaches the leaf
+    reached_as = {wrt: id(_graph_leaf(wrt_leaves[wrt])) for wrt in problem.wrt}
     for name, y in outputs.items():
         smooth, flat = leaves_reached(y)
         taint = seen.taint_of(y)
@@ -402,12 +404,10 @@ def _call_notes(
         flat_inputs = [
             wrt
             for wrt in problem.wrt
-            if id(wrt_leaves[wrt]) not in smooth and id(wrt_leaves[wrt]) in flat | cut_from
+            if reached_as[wrt] not in smooth and reached_as[wrt] in flat | cut_from
         ]
         unused = [
-            wrt
-            for wrt in problem.wrt
-            if id(wrt_leaves[wrt]) not in smooth and wrt not in flat_inputs
+            wrt for wrt in problem.wrt if reached_as[wrt] not in smooth and wrt not in flat_inputs
         ]
         if flat_inputs:
             ops = ", ".join(sorted(flat_ops(y) | set(cut_by)))
@@ -426,6 +426,12 @@ def _call_notes(
                 "Jacobians are zero"
             )
     return (*notes, *kink_notes(seen))
+
+
+def _graph_leaf(tensor: torch.Tensor) -> torch.Tensor:
+    """The leaf whose gradient a tensor's graph accumulates into: itself, or the base of a
+    view (forward mode's dual of a leaf is one)."""
+    return tensor if tensor._base is None else tensor._base
 
 
 def _listed(names: list[str], what: str) -> str:

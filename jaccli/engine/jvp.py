@@ -5,6 +5,11 @@ operation or a custom autograd.Function without a forward-mode rule, autograd in
 function that forward mode does not see), J·v comes from reverse-over-reverse instead: the
 derivative in u of (uᵀJ)·v. Either is verified by the correctness guard against (uᵀJ)·v from a
 plain reverse pass.
+
+For a preset or an expression, which computes the same graph at every call, forward mode's own
+call (made with its leaves requiring grad) gives the guard's reverse pass its graph and the
+warnings (NOTE [the correctness guard] in trust.py): its tangents are forward mode's, the
+reference reverse mode's. The user's own code gets a fresh call for the reference.
 """
 
 from __future__ import annotations
@@ -68,17 +73,22 @@ def compute_jvp(problem: Problem, tangent: Direction) -> JvpResult:
     primals, f = split_wrt(problem)
     call_notes = CallNotes()
     _, f_watched = split_wrt(problem, notes=call_notes)  # the guard's call gives the warnings
+    reuse = not problem.function.is_guest  # forward mode's call serves the guard (above)
     vs = [tangents[name] for name in problem.wrt]
     rejected: list[str] = []
     for method, compute in METHODS.items():
+        call_notes.made = None
         try:
-            y, j_v = compute(f, primals, vs)
+            y, j_v = compute(f_watched if reuse else f, primals, vs)
         except (ComputationError, RuntimeError, NotImplementedError) as error:
             raise_if_out_of_memory(error)
             why = error.message if isinstance(error, ComputationError) else first_line(error)
             rejected.append(f"{method} failed: {why[:200]}")
             continue
-        guard = probe_jvp(f_watched, primals, vs, j_v, method)
+        made = call_notes.made if reuse and method == FORWARD else None
+        call_notes.made = None
+        guard = probe_jvp(f_watched, primals, vs, j_v, method, made)
+        del made  # its graph is freed
         if guard.passed is not False:
             break
         rejected.append(f"{method} failed the correctness guard: {disagreement(guard)}")

@@ -16,10 +16,12 @@ again for its own terms, which cancellation in uᵀJ cannot hide.
 Cost: one forward and one backward pass, and one read of J; the forward pass also gives the
 warnings of jacobian.CallNotes, which would otherwise take a call of their own. Where J came
 from one plain call of a preset or an expression (a loop of reverse passes, a Hessian's batched
-backward pass), the reverse pass runs through that call's own graph: such a function computes
-the same graph at every call, so a fresh one would only repeat it, and the pass is still one
-unbatched reverse pass against J assembled from many. The user's own code always gets a fresh
-call: it may compute differently from one call to the next.
+backward pass; for J·v, forward mode's call), the reverse pass runs through that call's own
+graph (an H·v's, through its gradient's graph: NOTE [the probe of H·v runs through the
+gradient's graph] in hessian.py): such a function computes the same graph at every call, so a
+fresh one would only repeat it, and the pass is still one unbatched reverse pass against J
+assembled from many. The user's own code always gets a fresh call: it may compute differently
+from one call to the next.
 Past PROBED_ENTRIES entries, u is nonzero on a random subset of rows only, so the read stays
 within PROBED_ENTRIES entries: a method that cannot see the function (forward mode blind to
 autograd inside it, a vmap batching rule gone wrong) is wrong on every row it computes, and is
@@ -420,13 +422,23 @@ def probe_jvp(
     tangents: Sequence[torch.Tensor],
     jvp: torch.Tensor,
     method: str,
+    made: Made | None = None,
 ) -> Guard:
-    """uᵀ(J v) from the computed J·v against (uᵀJ)·v from a fresh reverse pass."""
+    """uᵀ(J v) from the computed J·v against (uᵀJ)·v from a reverse pass through the call
+    `made` (forward mode's own, of a preset or an expression) or, where there is none or its
+    pass fails, of a fresh call."""
     (u,) = probe_draws([tuple(jvp.shape)], torch.Generator().manual_seed(GUARD_SEED), jvp.dtype)
     value, scale = dot_terms([(jvp, u)])
     reference_name = "(uᵀJ)·v by one reverse pass"
     try:
-        reference, reference_scale = _reference(f, primals, u, tangents)
+        try:
+            reference, reference_scale = _reference(f, primals, u, tangents, made)
+        except Exception as error:
+            if made is None:
+                raise
+            raise_if_out_of_memory(error)
+            made = None  # its graph is freed: a fresh call gives the pass
+            reference, reference_scale = _reference(f, primals, u, tangents)
     except Exception as error:  # the reference itself failed: say so rather than guess
         raise_if_out_of_memory(error)
         why = f"the reverse pass failed ({first_line(error)[:160]})"

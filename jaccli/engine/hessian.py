@@ -37,7 +37,12 @@ import torch
 
 from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, call_function, evaluate, to_numpy
-from jaccli.engine.jacobian import GRADIENT_OF, CallNotes, split_wrt
+from jaccli.engine.jacobian import (
+    GRADIENT_OF,
+    CallNotes,
+    forward_mode_without_dynamo,
+    split_wrt,
+)
 from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import disagreement, dot_terms, probe_directions, probe_products
 from jaccli.errors import ComputationError, UsageError
@@ -231,6 +236,8 @@ def hvp_forward_over_reverse(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """y and H·v as the JVP of the gradient: one forward-mode pass through the backward pass."""
     import torch.autograd.forward_ad as fwad
+
+    forward_mode_without_dynamo()
 
     with fwad.dual_level(), torch.enable_grad():
         pairs = zip(primals, vectors, strict=True)

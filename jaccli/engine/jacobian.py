@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import traceback
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from enum import Enum
@@ -504,6 +505,7 @@ def load_vectorizing() -> None:
 def load_forward_vectorizing() -> None:
     """Load what vmap over torch.func.jvp needs outside the held memory budget: forward mode
     alone leaves torch._dynamo unloaded (about 1 s of CPU that a run of JVPs never uses)."""
+    forward_mode_without_dynamo()
     if not vectorized_start_up_paid() and not _Forward.loaded:
         memory.outside_budget(_touch_forward)
         _Forward.loaded = True
@@ -511,6 +513,55 @@ def load_forward_vectorizing() -> None:
 
 class _Forward:
     loaded = False
+    spared = False
+
+
+# NOTE [forward mode without torch._dynamo]
+# Forward mode runs some ops through torch's Python references (`torch._refs.mul` for a dual
+# tensor times a Python number, as in `2 * x`), each wrapped in torch._compile._disable_dynamo,
+# whose first call imports torch._dynamo (1.1-1.4 s of CPU) only to wrap the reference in
+# torch._dynamo.disable and cache that as its `__dynamo_disable`. Outside torch.compile that
+# wrapper calls the reference and nothing else, so where torch._dynamo is not loaded yet the
+# cache is filled with the reference itself: the same numbers, without the import (the 10⁶
+# Burgers residual's three JVPs paid it on every run). A torch whose wrapper looks different is
+# left as it is: it imports torch._dynamo, as before.
+def forward_mode_without_dynamo() -> None:
+    """Fill the cache of every Python reference torch wraps in _disable_dynamo with the
+    reference itself, so that forward mode does not import torch._dynamo (NOTE [forward mode
+    without torch._dynamo]); once a process, and only while torch._dynamo is not loaded."""
+    if _Forward.spared or vectorized_start_up_paid():
+        return
+    _Forward.spared = True
+    try:
+        import torch._compile
+        import torch._decomp
+        import torch._refs
+
+        inner = torch._compile._disable_dynamo(lambda: None).__code__
+        if "fn" not in inner.co_freevars:
+            return
+        cell = inner.co_freevars.index("fn")
+        for name, module in list(sys.modules.items()):
+            if name.startswith(("torch._refs", "torch._decomp", "torch._prims")) and module:
+                for value in list(vars(module).values()):
+                    _spare(value, inner, cell)
+        for value in list(torch._decomp.decomposition_table.values()):
+            _spare(value, inner, cell)
+    except Exception:  # a torch laid out otherwise: it imports torch._dynamo, as before
+        return
+
+
+def _spare(wrapper: object, inner: types.CodeType, cell: int) -> None:
+    """Along `wrapper`'s chain of __wrapped__, give each _disable_dynamo wrapper's reference
+    itself as its cached `__dynamo_disable`."""
+    for _ in range(8):
+        if getattr(wrapper, "__code__", None) is inner:
+            reference = wrapper.__closure__[cell].cell_contents  # type: ignore[attr-defined]
+            if getattr(reference, "__dynamo_disable", None) is None:
+                reference.__dynamo_disable = reference
+        wrapper = getattr(wrapper, "__wrapped__", None)
+        if wrapper is None:
+            return
 
 
 def _touch_forward() -> None:
@@ -591,6 +642,8 @@ def _loop_forward(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One forward-mode pass per input element: column j of J is ∂y/∂x[j], written in place."""
     import torch.autograd.forward_ad as fwad
+
+    forward_mode_without_dynamo()
 
     leaves = [as_leaf(p) for p in primals]
     with torch.enable_grad():

@@ -21,7 +21,12 @@ import torch
 
 from jaccli.engine.directions import make_directions
 from jaccli.engine.evaluate import as_leaf, jacobian_vector, to_numpy
-from jaccli.engine.jacobian import CallNotes, split_outputs, split_wrt
+from jaccli.engine.jacobian import (
+    CallNotes,
+    forward_mode_without_dynamo,
+    split_outputs,
+    split_wrt,
+)
 from jaccli.engine.problem import Problem, describe
 from jaccli.engine.trust import disagreement, probe_jvp
 from jaccli.errors import ComputationError
@@ -39,6 +44,8 @@ def forward_jvp(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """y and J·v by one forward-mode pass with every tangent at once."""
     import torch.autograd.forward_ad as fwad
+
+    forward_mode_without_dynamo()
 
     with fwad.dual_level(), torch.enable_grad():
         duals = [

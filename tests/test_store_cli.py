@@ -481,6 +481,34 @@ def test_an_out_path_with_escapes_reaches_stderr_spelt_out(
     assert refused.stderr.count("\n") == 1  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_points_from_a_npy_file_to_a_store_leave_only_jaccli_lines_on_stderr(
+    tmp_path: Path, dtype: str
+) -> None:
+    """A whole process (torch warns once a process): the block of points read from a .npy
+    file is a read-only map, and torch.from_numpy's "The given NumPy array is not writable"
+    reached the user as a warning of the run."""
+    from tests.conftest import jaccli_command
+
+    points = np.random.default_rng(0).uniform([0.5, 0.0], [2.0, 6.3], (5, 2)).astype(dtype)
+    np.save(tmp_path / "p.npy", points)
+    out = tmp_path / "j.zarr"
+    done = subprocess.run(
+        [*jaccli_command(), "jacobian", "--fn", "polar", "--points", f"x=@{tmp_path / 'p.npy'}",
+         "--dtype", dtype, "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"jacobian: wrote {out}: J 5x2x2"), lines
+    r, theta = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
+    closed = np.stack(
+        [np.stack([np.cos(theta), -r * np.sin(theta)], -1),
+         np.stack([np.sin(theta), r * np.cos(theta)], -1)], 1,
+    )  # fmt: skip
+    np.testing.assert_allclose(_stored(out), closed, rtol=1e-6 if dtype == "float32" else 1e-12)
+
+
 def test_a_local_cluster_run_leaves_only_jaccli_lines_on_stderr(tmp_path: Path) -> None:
     """A whole `--cluster local:2` process, to its os._exit: its stderr is jaccli's summary
     line alone, no `resource_tracker: ... leaked semaphore objects` after it (NOTE [the

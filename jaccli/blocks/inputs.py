@@ -82,6 +82,12 @@ def _opened(name: str, path_text: str) -> tuple[str, str, Any, tuple[int, ...]]:
 def _open_points(path: str, key: str, name: str) -> Any:
     if path.rstrip("/").endswith(".zarr"):
         return open_array(path, key, f"--points {name}=@")
+    if os.path.exists(path) and not os.path.isfile(path):  # np.load of a FIFO waits for ever
+        raise UsageError(
+            f"--points {name}=@{path}: is not a regular file (a pipe, socket, device or "
+            "directory); refused",
+            code="bad_value",
+        )
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:

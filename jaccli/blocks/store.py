@@ -152,6 +152,7 @@ def _start(
     if exists and os.path.isdir(path):
         _hold(path)  # before reading or replacing it: another run may be writing it
     if exists and resume:
+        _require_own_store_files(path)
         root = _open_jaccli_store(zarr, path)
         stored = root.attrs[ATTRIBUTE]
         _require_same_run(path, stored, header)
@@ -358,6 +359,20 @@ def _holds(root: zarr.Group, name: str, values: np.ndarray) -> bool:
     return bool(np.allclose(stored[finite], values[finite], rtol=rounding, atol=rounding * scale))
 
 
+def _require_own_store_files(path: str) -> None:
+    """UsageError unless every file of the store is a regular file of its own, before zarr
+    reads any: a done marker or digest chunk that is a FIFO made --resume wait for ever, and
+    a link would be read as another file's numbers (arrays.py require_own_files)."""
+    from jaccli.blocks.arrays import require_own_files
+
+    try:
+        require_own_files(f"--resume: {path}", path)
+    except UsageError as error:
+        raise UsageError(
+            f"{error.message}; use --force to replace the store", code="store_mismatch"
+        ) from None
+
+
 def _open_jaccli_store(zarr: Any, path: str) -> zarr.Group:
     """The group at `path` if jaccli wrote it, else UsageError saying what it is."""
     try:
@@ -424,10 +439,16 @@ def _require_replaceable(zarr: Any, path: str) -> None:
     """--force replaces only a store jaccli wrote (or an empty folder), never other files."""
     if os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
         return
-    try:
-        header = zarr.open_group(store=path, mode="r").attrs.get(ATTRIBUTE)
-    except Exception:
-        header = None
+    from jaccli.blocks.arrays import METADATA_LIMIT
+
+    metadata = os.path.join(path, "zarr.json")
+    header = None
+    own = os.path.isfile(metadata) and not os.path.islink(metadata)  # a FIFO would never end
+    if own and os.path.getsize(metadata) <= METADATA_LIMIT:
+        try:
+            header = zarr.open_group(store=path, mode="r").attrs.get(ATTRIBUTE)
+        except Exception:
+            header = None
     if not isinstance(header, dict) or "jaccli_store" not in header:
         raise UsageError(
             f"--out {path} exists and is not a store jaccli wrote; --force replaces only those "

@@ -392,6 +392,57 @@ def test_a_done_block_edited_afterwards_is_computed_again(tmp_path: Path) -> Non
     np.testing.assert_allclose(_stored(path), _in_memory(problem), rtol=1e-12)
 
 
+def test_a_store_whose_description_was_edited_is_described_again_by_resume(
+    tmp_path: Path,
+) -> None:
+    """The point J was computed at, f there, and where each output lies in J's rows, edited
+    after a complete run: --resume kept them and called the store complete, so a reader took
+    J at a point it was not computed at. Now they are written again, with a warning."""
+    import json
+
+    problem, path = _blocked_store(tmp_path)
+    written = zarr.open_group(str(path), mode="r")
+    before = {name: written[name][...] for name in ("inputs/x", "outputs/y")}
+    header = store.read_header(str(path))
+    edited = zarr.open_group(str(path), mode="r+")
+    edited["inputs/x"][0] = 123.0
+    edited["outputs/y"][5] = 7.0
+    metadata = path / "zarr.json"
+    meta = json.loads(metadata.read_text(encoding="utf-8"))
+    meta["attributes"]["jaccli"]["matrix"]["rows"][0]["stop"] = 5
+    meta["attributes"]["jaccli"]["blocks"]["count"] = 2
+    metadata.write_text(json.dumps(meta), encoding="utf-8")
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        path,
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        resume=True,
+    )
+    assert (outcome.kept, outcome.computed) == (6, 0)
+    assert any(
+        "attribute blocks, attribute matrix, inputs/x, outputs/y had changed" in note
+        for note in outcome.notes
+    ), outcome.notes
+    for name, values in before.items():
+        np.testing.assert_array_equal(_stored(path, name), values)
+    np.testing.assert_array_equal(_stored(path, "inputs/x"), problem.inputs["x"])
+    assert store.read_header(str(path)) == header
+    np.testing.assert_allclose(_stored(path), _in_memory(problem), rtol=1e-12)
+
+
+def test_an_unchanged_store_is_resumed_without_a_warning(tmp_path: Path) -> None:
+    _, path = _blocked_store(tmp_path)
+    _, outcome = _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        path,
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        resume=True,
+    )
+    assert (outcome.kept, outcome.computed, outcome.notes) == (6, 0, ())
+
+
 def test_a_store_of_the_previous_layout_resumes(tmp_path: Path) -> None:
     """A store as the previous version wrote it (J's chunks in Blosc-lz4, no digests), stopped
     after three of its six blocks: --resume keeps them, computes the rest with J's own codec,

@@ -218,6 +218,30 @@ def test_an_unreachable_scheduler_is_refused_in_one_line() -> None:
         DaskExecutor(parse_cluster(f"tcp://127.0.0.1:{_free_port()}"), 2.0).__enter__()
 
 
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("tcp://127.0.0.1:{port}", "nothing listens at 127.0.0.1:{port}: Connection refused"),
+        ("tcp://jaccli-no-such-host.invalid:8786", "cannot find host jaccli-no-such-host.invalid"),
+    ],
+)
+def test_a_scheduler_address_where_nothing_listens_is_refused_before_dask_tries(
+    address: str, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dask's client retried a refused connection until its timeout (10 s under the CLI)
+    before saying so; the refusal now names the cause, and Dask's client is never made."""
+    import distributed
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Dask's client was asked to connect")
+
+    monkeypatch.setattr(distributed, "Client", never)
+    port = _free_port()
+    with pytest.raises(UsageError, match="cannot use the Dask scheduler there") as refused:
+        DaskExecutor(parse_cluster(address.format(port=port)), 600.0).__enter__()
+    assert says.format(port=port) in refused.value.message
+
+
 def test_a_server_that_is_not_dask_is_refused_in_one_line() -> None:
     """A web server where the scheduler should be: its first bytes, read as Dask's frame
     count, asked for exabytes, and the run ended as a memory refusal (exit 3)."""

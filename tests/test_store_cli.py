@@ -481,6 +481,79 @@ def test_an_out_path_with_escapes_reaches_stderr_spelt_out(
     assert refused.stderr.count("\n") == 1  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_points_from_a_npy_file_to_a_store_leave_only_jaccli_lines_on_stderr(
+    tmp_path: Path, dtype: str
+) -> None:
+    """A whole process (torch warns once a process): the block of points read from a .npy
+    file is a read-only map, and torch.from_numpy's "The given NumPy array is not writable"
+    reached the user as a warning of the run."""
+    from tests.conftest import jaccli_command
+
+    points = np.random.default_rng(0).uniform([0.5, 0.0], [2.0, 6.3], (5, 2)).astype(dtype)
+    np.save(tmp_path / "p.npy", points)
+    out = tmp_path / "j.zarr"
+    done = subprocess.run(
+        [*jaccli_command(), "jacobian", "--fn", "polar", "--points", f"x=@{tmp_path / 'p.npy'}",
+         "--dtype", dtype, "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"jacobian: wrote {out}: J 5x2x2"), lines
+    r, theta = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
+    closed = np.stack(
+        [np.stack([np.cos(theta), -r * np.sin(theta)], -1),
+         np.stack([np.sin(theta), r * np.cos(theta)], -1)], 1,
+    )  # fmt: skip
+    np.testing.assert_allclose(_stored(out), closed, rtol=1e-6 if dtype == "float32" else 1e-12)
+
+
+@pytest.mark.parametrize("entry", ["done/c/0", "digest/c/0", "inputs/x/c/0", "zarr.json"])
+def test_a_store_holding_a_fifo_is_refused_by_resume_at_once(tmp_path: Path, entry: str) -> None:
+    """zarr opens whatever a store holds: a done marker, digest or metadata file replaced
+    with a FIFO made --resume wait for ever on it. It is refused in one line; --force
+    replaces the store where its metadata is still its own."""
+    from tests.conftest import jaccli_command
+
+    out = tmp_path / "j.zarr"
+    args = [*jaccli_command(), "jacobian", "--expr", "softmax(x, dim=0)", "--shape", "24",
+            "--dtype", "float64", "--max-memory", "64MiB", "--out", str(out)]  # fmt: skip
+    assert subprocess.run(args, capture_output=True, timeout=300).returncode == 0
+    (out / entry).unlink()
+    os.mkfifo(out / entry)
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 2
+    assert resumed.stderr == (
+        f"jacobian: --resume: {out}: {entry} is not a regular file; use --force to replace "
+        "the store\n"
+    )
+    forced = subprocess.run([*args, "--force"], capture_output=True, text=True, timeout=120)
+    if entry == "zarr.json":  # no longer says it is a store jaccli wrote
+        assert forced.returncode == 2 and "is not a store jaccli wrote" in forced.stderr
+    else:
+        assert forced.returncode == 0, forced.stderr
+        assert not np.isnan(_stored(out)).any()
+
+
+def test_points_from_a_fifo_named_npy_are_refused_at_once(tmp_path: Path) -> None:
+    """np.load of a FIFO waits for a writer that never comes."""
+    from tests.conftest import jaccli_command
+
+    os.mkfifo(tmp_path / "p.npy")
+    done = subprocess.run(
+        [*jaccli_command(), "jacobian", "--fn", "polar", "--points", f"x=@{tmp_path / 'p.npy'}",
+         "--out", str(tmp_path / "j.zarr")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"jacobian: --points x=@{tmp_path / 'p.npy'}: is not a regular file (a pipe, socket, "
+        "device or directory); refused"
+    ]
+    assert not (tmp_path / "j.zarr").exists()
+
+
 def test_a_local_cluster_run_leaves_only_jaccli_lines_on_stderr(tmp_path: Path) -> None:
     """A whole `--cluster local:2` process, to its os._exit: its stderr is jaccli's summary
     line alone, no `resource_tracker: ... leaked semaphore objects` after it (NOTE [the

@@ -22,7 +22,7 @@ def open_array(path_text: str, key: str, option: str) -> zarr.Array:
     if not os.path.isdir(path_text):
         why = "does not exist" if not os.path.lexists(path_text) else "is not a directory"
         raise UsageError(f"{where}: {why}; a .zarr store is a directory", code="bad_value")
-    _require_own_files(where, path_text)
+    require_own_files(where, path_text)
     try:
         node = zarr.open(store=path_text, mode="r")
         if isinstance(node, zarr.Group):
@@ -64,7 +64,7 @@ CHUNK_SLACK = 1 << 16
 chunk stored with a little overhead)."""
 
 
-def _require_own_files(where: str, store: str) -> None:
+def require_own_files(where: str, store: str) -> None:
     """UsageError unless every file in the store is a regular file of its own: zarr follows a
     link to another file (and reads it as numbers), to /dev/zero (and reads until memory runs
     out) or to a FIFO (and waits for ever), and reads a metadata file whole."""

@@ -79,6 +79,7 @@ class DaskExecutor:
             self.threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._client = distributed.Client(self._cluster)
             return self
+        _require_listening(self.spec.address, self.connect_seconds)
         try:
             self._client = distributed.Client(
                 self.spec.address, timeout=self.connect_seconds, set_as_default=False
@@ -193,6 +194,29 @@ class DaskExecutor:
                 "the blocks done are kept: start workers and run again with --resume"
             )
         return alone_since
+
+
+def _require_listening(address: str, seconds: float) -> None:
+    """UsageError at once where nothing can listen at the scheduler's `address`: a host name
+    that does not resolve, a port where the connection is refused. Dask's client retries
+    those until its timeout (10 s for `tcp://127.0.0.1:1`); a host that does not answer at
+    all still takes `seconds`."""
+    import socket
+
+    host, _, port = address.partition("://")[2].rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        connection = socket.create_connection((host, int(port)), timeout=seconds)
+    except socket.gaierror as error:
+        why = f"cannot find host {host}: {error.strerror or error}"
+    except TimeoutError:
+        why = f"nothing answered at {host}:{port} within {seconds:g} s"
+    except OSError as error:
+        why = f"nothing listens at {host}:{port}: {error.strerror or error}"
+    else:
+        connection.close()
+        return
+    raise UsageError(f"--cluster {address}: cannot use the Dask scheduler there ({why})")
 
 
 def _release_semaphores() -> None:

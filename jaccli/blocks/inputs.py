@@ -82,6 +82,12 @@ def _opened(name: str, path_text: str) -> tuple[str, str, Any, tuple[int, ...]]:
 def _open_points(path: str, key: str, name: str) -> Any:
     if path.rstrip("/").endswith(".zarr"):
         return open_array(path, key, f"--points {name}=@")
+    if os.path.exists(path) and not os.path.isfile(path):  # np.load of a FIFO waits for ever
+        raise UsageError(
+            f"--points {name}=@{path}: is not a regular file (a pipe, socket, device or "
+            "directory); refused",
+            code="bad_value",
+        )
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -97,9 +103,11 @@ def _open_points(path: str, key: str, name: str) -> Any:
 
 
 def read_points(source: PointsSource, start: int, stop: int) -> np.ndarray:
-    """Points start:stop of `source`, as float64 or float32 (integers as float64)."""
+    """Points start:stop of `source`, as float64 or float32 (integers as float64), in an array
+    of their own: a .npy file's points are a read-only map of it, which torch.from_numpy
+    warned of on the user's stderr."""
     path, _, key = source.path.partition("#")
     block = np.asarray(_open_points(path, key, source.name)[start:stop])
     if block.dtype not in (np.float32, np.float64):
-        block = block.astype(np.float64)
-    return block
+        return block.astype(np.float64)
+    return np.require(block, requirements="W")

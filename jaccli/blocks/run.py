@@ -455,6 +455,15 @@ def _changed_note(count: int) -> str:
     )
 
 
+def _restored_note(names: Sequence[str]) -> str:
+    """The warning of a resume that found the store's description changed (store.py NOTE [a
+    description changed since it was written])."""
+    return (
+        f"the store's {', '.join(names)} had changed since written (edited or damaged); "
+        "written again as this run describes it"
+    )
+
+
 def run_job(
     job: Job,
     problem: Problem,
@@ -474,12 +483,14 @@ def run_job(
     began = time.monotonic()
     executor = executor or Sequential()
     arrays = _point_arrays(problem, function) if job.points is None else {}
-    plan, missing, changed = store.start(
+    plan, missing, changed, restored = store.start(
         job.store, job.plan, header(job, problem), resume=resume, force=force, arrays=arrays
     )
     try:  # the store is locked from here: every way out lets it go
         if changed:
             job = replace(job, notes=(*job.notes, _changed_note(changed)))
+        if restored:
+            job = replace(job, notes=(*job.notes, _restored_note(restored)))
         if (plan.kind, plan.size) != (job.plan.kind, job.plan.size):
             plan, kept_layout = _kept_layout(job, problem, plan)
             job = replace(job, notes=(*job.notes, kept_layout))

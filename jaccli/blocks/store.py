@@ -33,6 +33,14 @@ naming how many; that costs reading the store once (0.12 s of CPU a 64 MiB block
 page cache, about an eighth of computing it; from disk, the disk's pace). A store of an
 earlier version has no `digest` array: its blocks are kept as before.
 
+# NOTE [a description changed since it was written]
+The attribute and the `inputs/` and `outputs/` arrays say what J is: where each output and
+input lies in its rows and columns, the blocks, the point and f there. A resume checks that
+they belong to the same run (NOTE [what a store belongs to]) but kept the rest as found, so an
+edited `matrix`, block count or `inputs/x` was reported complete. So a resume compares them
+with what this run would write, writes again those that differ, and names them in a warning;
+the point and f there cost one call of f, made anyway for the header.
+
 # NOTE [J's chunks are not compressed]
 A dense J's values are as good as random floats to a compressor: Blosc-lz4 with byte shuffle
 (the codec of earlier versions) took a 64 MiB block of softmax's J to 57 MiB, 1.13 times
@@ -110,13 +118,14 @@ def start(
     resume: bool = False,
     force: bool = False,
     arrays: Mapping[str, np.ndarray] | None = None,
-) -> tuple[BlockPlan, list[int], int]:
-    """The store at `path` ready for `plan`'s blocks, the blocks still to compute, and how many
-    of them were marked done but changed since (NOTE [a block changed since it was written]):
-    a new store (replacing one jaccli wrote with `force`), or with `resume` the existing store
-    of the same run (NOTE [what a store belongs to]), whose plan is kept. `arrays`: `inputs/x`,
-    `outputs/y` and such, written with a new store. The store stays locked for this process
-    until `release` (NOTE [one run writes a store at a time])."""
+) -> tuple[BlockPlan, list[int], int, tuple[str, ...]]:
+    """The store at `path` ready for `plan`'s blocks, the blocks still to compute, how many
+    of them were marked done but changed since (NOTE [a block changed since it was written]),
+    and what of the store's description a resume found changed and wrote again: a new store
+    (replacing one jaccli wrote with `force`), or with `resume` the existing store of the same
+    run (NOTE [what a store belongs to]), whose plan is kept. `arrays`: `inputs/x`,
+    `outputs/y` and such, written with a new store and checked by a resume. The store stays
+    locked for this process until `release` (NOTE [one run writes a store at a time])."""
     try:
         return _start(path, plan, header, resume=resume, force=force, arrays=arrays)
     except BaseException:
@@ -132,7 +141,7 @@ def _start(
     resume: bool = False,
     force: bool = False,
     arrays: Mapping[str, np.ndarray] | None = None,
-) -> tuple[BlockPlan, list[int], int]:
+) -> tuple[BlockPlan, list[int], int, tuple[str, ...]]:
     """The work of `start`."""
     if resume and force:
         raise UsageError(
@@ -143,6 +152,7 @@ def _start(
     if exists and os.path.isdir(path):
         _hold(path)  # before reading or replacing it: another run may be writing it
     if exists and resume:
+        _require_own_store_files(path)
         root = _open_jaccli_store(zarr, path)
         stored = root.attrs[ATTRIBUTE]
         _require_same_run(path, stored, header)
@@ -152,7 +162,9 @@ def _start(
         kept = [i for i in map(int, np.flatnonzero(done)) if _written(path, root, plan, i)]
         changed = _changed_blocks(root, plan, kept)
         kept = [i for i in kept if i not in changed]
-        return plan, sorted(set(range(plan.count)) - set(kept)), len(changed)
+        missing = sorted(set(range(plan.count)) - set(kept))
+        restored = _restore_description(path, root, plan, header, arrays or {}, bool(missing))
+        return plan, missing, len(changed), restored
     if exists and not force:
         raise UsageError(
             f"--out {path} exists; add --resume to complete it, or --force to replace it",
@@ -163,7 +175,7 @@ def _start(
     with _writing(path, created=False):
         _create(zarr, path, plan, header, arrays or {}, replace=exists)
     _hold(path)  # the new folder (the old one's lock, held through its removal, is let go)
-    return plan, list(range(plan.count)), 0
+    return plan, list(range(plan.count)), 0, ()
 
 
 _HELD: dict[str, int] = {}
@@ -279,6 +291,88 @@ def _changed_blocks(root: zarr.Group, plan: BlockPlan, kept: list[int]) -> set[i
     return changed
 
 
+def _description(plan: BlockPlan, header: dict[str, Any], *, complete: bool) -> dict[str, Any]:
+    """The store's attribute: the run's header, its blocks, whether every block is written."""
+    blocks = {"kind": plan.kind, "size": plan.size, "count": plan.count, "shape": plan.shape}
+    return _json({**header, "blocks": blocks, "complete": complete, "jaccli_store": STORE_FORMAT})
+
+
+UPDATED_ON_RESUME = frozenset({"points_file", "complete"})
+"""Fields of the description a resume may change without their having been damaged: the
+points may be read from another path (their digest is the same), and the store is
+incomplete again where blocks are missing."""
+
+
+def _restore_description(
+    path: str,
+    root: zarr.Group,
+    plan: BlockPlan,
+    header: dict[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    missing: bool,
+) -> tuple[str, ...]:
+    """The description of a resumed store (its attribute, and the point and f there in
+    `arrays`) made this run's again, and the names of what had changed in it (NOTE [a
+    description changed since it was written]); nothing is written where nothing changed."""
+    stored = root.attrs[ATTRIBUTE]
+    complete = bool(stored.get("complete")) and not missing
+    expected = _description(plan, header, complete=complete)
+    changed = [
+        f"attribute {key}"
+        for key in sorted(set(stored) | set(expected))
+        if key not in UPDATED_ON_RESUME and stored.get(key) != expected.get(key)
+    ]
+    rewrite = [name for name, values in arrays.items() if not _holds(root, name, values)]
+    changed += rewrite
+    if stored == expected and not rewrite:
+        return ()
+    with _writing(path):
+        writable = _zarr(path).open_group(store=path, mode="r+")
+        for name in rewrite:
+            values = arrays[name]
+            array = writable.create_array(
+                name, shape=values.shape, dtype=values.dtype, overwrite=True
+            )
+            array[...] = values
+        writable.attrs[ATTRIBUTE] = expected
+    return tuple(changed)
+
+
+def _holds(root: zarr.Group, name: str, values: np.ndarray) -> bool:
+    """Whether the store's array `name` holds `values` (NaN where they are NaN): the inputs
+    exactly, f there within rounding (another thread count sums in another order)."""
+    try:
+        stored = np.asarray(root[name][...])
+    except Exception:  # zarr's own errors: missing, or metadata or a chunk it cannot read
+        return False
+    if stored.shape != values.shape or stored.dtype != values.dtype:
+        return False
+    if values.dtype.kind != "f" or name.startswith("inputs/"):
+        return bool(np.array_equal(stored, values, equal_nan=values.dtype.kind == "f"))
+    finite = np.isfinite(values)
+    if not np.array_equal(finite, np.isfinite(stored)) or not np.array_equal(
+        values[~finite], stored[~finite], equal_nan=True
+    ):
+        return False
+    rounding = 64 * np.finfo(values.dtype).eps
+    scale = float(np.abs(values[finite]).max(initial=0.0))
+    return bool(np.allclose(stored[finite], values[finite], rtol=rounding, atol=rounding * scale))
+
+
+def _require_own_store_files(path: str) -> None:
+    """UsageError unless every file of the store is a regular file of its own, before zarr
+    reads any: a done marker or digest chunk that is a FIFO made --resume wait for ever, and
+    a link would be read as another file's numbers (arrays.py require_own_files)."""
+    from jaccli.blocks.arrays import require_own_files
+
+    try:
+        require_own_files(f"--resume: {path}", path)
+    except UsageError as error:
+        raise UsageError(
+            f"{error.message}; use --force to replace the store", code="store_mismatch"
+        ) from None
+
+
 def _open_jaccli_store(zarr: Any, path: str) -> zarr.Group:
     """The group at `path` if jaccli wrote it, else UsageError saying what it is."""
     try:
@@ -345,10 +439,16 @@ def _require_replaceable(zarr: Any, path: str) -> None:
     """--force replaces only a store jaccli wrote (or an empty folder), never other files."""
     if os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
         return
-    try:
-        header = zarr.open_group(store=path, mode="r").attrs.get(ATTRIBUTE)
-    except Exception:
-        header = None
+    from jaccli.blocks.arrays import METADATA_LIMIT
+
+    metadata = os.path.join(path, "zarr.json")
+    header = None
+    own = os.path.isfile(metadata) and not os.path.islink(metadata)  # a FIFO would never end
+    if own and os.path.getsize(metadata) <= METADATA_LIMIT:
+        try:
+            header = zarr.open_group(store=path, mode="r").attrs.get(ATTRIBUTE)
+        except Exception:
+            header = None
     if not isinstance(header, dict) or "jaccli_store" not in header:
         raise UsageError(
             f"--out {path} exists and is not a store jaccli wrote; --force replaces only those "
@@ -412,10 +512,7 @@ def _create(
         for name, values in arrays.items():
             stored = root.create_array(name, shape=values.shape, dtype=values.dtype)
             stored[...] = values
-        blocks = {"kind": plan.kind, "size": plan.size, "count": plan.count, "shape": plan.shape}
-        root.attrs[ATTRIBUTE] = _json(
-            {**header, "blocks": blocks, "complete": False, "jaccli_store": STORE_FORMAT}
-        )
+        root.attrs[ATTRIBUTE] = _description(plan, header, complete=False)
         if replace and os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
         elif replace:

@@ -75,6 +75,17 @@ def _run(
     return problem, run_job(job, problem, resume=resume, force=force)
 
 
+def _softmax_24(out: Path, **options: bool) -> tuple[Problem, Outcome]:
+    """J of softmax over 24 numbers into `out`, in blocks of 4 rows (6 blocks)."""
+    return _run(
+        FunctionSource.of(None, "softmax(x, dim=0)"),
+        out,
+        [("x", (24,))],
+        largest_block=4 * 8 * 24,
+        **options,
+    )
+
+
 def _in_memory(problem: Problem) -> np.ndarray:
     return joined_matrix(problem, compute_jacobian(problem)).numpy()
 
@@ -338,18 +349,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
 
 def _blocked_store(tmp_path: Path) -> tuple[Problem, Path]:
     """softmax's 24×24 J stored in 6 blocks of 4 rows, every block done."""
-    _, outcome = _run(
-        FunctionSource.of(None, "softmax(x, dim=0)"),
-        tmp_path / "j.zarr",
-        [("x", (24,))],
-        largest_block=4 * 8 * 24,
-    )
+    problem, outcome = _softmax_24(tmp_path / "j.zarr")
     assert outcome.computed == 6
-    problem = prepare(
-        FunctionSource.of(None, "softmax(x, dim=0)").resolve(),
-        shape_options=[("x", (24,))],
-        dtype="float64",
-    )
     return problem, tmp_path / "j.zarr"
 
 
@@ -360,13 +361,7 @@ def test_a_done_marker_without_its_block_is_computed_again(tmp_path: Path) -> No
     import shutil
 
     shutil.rmtree(chunks[3])  # block 3's chunk gone, its done marker still set
-    _, outcome = _run(
-        FunctionSource.of(None, "softmax(x, dim=0)"),
-        path,
-        [("x", (24,))],
-        largest_block=4 * 8 * 24,
-        resume=True,
-    )
+    _, outcome = _softmax_24(path, resume=True)
     assert (outcome.kept, outcome.computed) == (5, 1)
     stored = _stored(path)
     assert not np.isnan(stored).any()  # never the NaN of an unwritten block, called complete
@@ -380,13 +375,7 @@ def test_a_done_block_edited_afterwards_is_computed_again(tmp_path: Path) -> Non
     j = zarr.open_group(str(path), mode="r+")["J"]
     j[9, 5] = np.nan  # block 2 (rows 8 to 11)
     j[21, 0] = j[21, 0] * (1 + 1e-6)  # block 5
-    _, outcome = _run(
-        FunctionSource.of(None, "softmax(x, dim=0)"),
-        path,
-        [("x", (24,))],
-        largest_block=4 * 8 * 24,
-        resume=True,
-    )
+    _, outcome = _softmax_24(path, resume=True)
     assert (outcome.kept, outcome.computed) == (4, 2)
     assert any(note.startswith("2 blocks marked done had changed") for note in outcome.notes)
     np.testing.assert_allclose(_stored(path), _in_memory(problem), rtol=1e-12)
@@ -412,13 +401,7 @@ def test_a_store_whose_description_was_edited_is_described_again_by_resume(
     meta["attributes"]["jaccli"]["matrix"]["rows"][0]["stop"] = 5
     meta["attributes"]["jaccli"]["blocks"]["count"] = 2
     metadata.write_text(json.dumps(meta), encoding="utf-8")
-    _, outcome = _run(
-        FunctionSource.of(None, "softmax(x, dim=0)"),
-        path,
-        [("x", (24,))],
-        largest_block=4 * 8 * 24,
-        resume=True,
-    )
+    _, outcome = _softmax_24(path, resume=True)
     assert (outcome.kept, outcome.computed) == (6, 0)
     assert any(
         "attribute blocks, attribute matrix, inputs/x, outputs/y had changed" in note
@@ -433,13 +416,7 @@ def test_a_store_whose_description_was_edited_is_described_again_by_resume(
 
 def test_an_unchanged_store_is_resumed_without_a_warning(tmp_path: Path) -> None:
     _, path = _blocked_store(tmp_path)
-    _, outcome = _run(
-        FunctionSource.of(None, "softmax(x, dim=0)"),
-        path,
-        [("x", (24,))],
-        largest_block=4 * 8 * 24,
-        resume=True,
-    )
+    _, outcome = _softmax_24(path, resume=True)
     assert (outcome.kept, outcome.computed, outcome.notes) == (6, 0, ())
 
 
@@ -464,13 +441,7 @@ def test_a_store_of_the_previous_layout_resumes(tmp_path: Path) -> None:
     guard[:3] = written["guard"][:3]
     for name in ("inputs/x", "outputs/y"):
         old.create_array(name, data=written[name][...])
-    _, outcome = _run(
-        FunctionSource.of(None, "softmax(x, dim=0)"),
-        tmp_path / "old.zarr",
-        [("x", (24,))],
-        largest_block=4 * 8 * 24,
-        resume=True,
-    )
+    _, outcome = _softmax_24(tmp_path / "old.zarr", resume=True)
     assert (outcome.kept, outcome.computed) == (3, 3)
     stored = zarr.open_group(str(tmp_path / "old.zarr"), mode="r")
     assert "digest" not in stored and stored["J"].compressors[0].cname.value == "lz4"
@@ -498,13 +469,7 @@ def test_resume_refuses_a_store_whose_arrays_were_edited(
     edit(meta)  # type: ignore[operator]
     metadata.write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(UsageError, match="does not hold the blocks its attributes describe"):
-        _run(
-            FunctionSource.of(None, "softmax(x, dim=0)"),
-            path,
-            [("x", (24,))],
-            largest_block=4 * 8 * 24,
-            resume=True,
-        )
+        _softmax_24(path, resume=True)
 
 
 def test_a_full_disk_is_one_line_and_leaves_the_store_resumable(
@@ -525,22 +490,10 @@ def test_a_full_disk_is_one_line_and_leaves_the_store_resumable(
     monkeypatch.setattr(zarr, "open_group", full)
     with pytest.raises(ComputationError, match=r"cannot write --out .*: No space left on device; "
                        r"the blocks written so far are kept") as refused:  # fmt: skip
-        _run(
-            FunctionSource.of(None, "softmax(x, dim=0)"),
-            path,
-            [("x", (24,))],
-            largest_block=4 * 8 * 24,
-            resume=True,
-        )
+        _softmax_24(path, resume=True)
     assert refused.value.code == "cannot_write"
     monkeypatch.setattr(zarr, "open_group", opened)
-    _, outcome = _run(
-        FunctionSource.of(None, "softmax(x, dim=0)"),
-        path,
-        [("x", (24,))],
-        largest_block=4 * 8 * 24,
-        resume=True,
-    )
+    _, outcome = _softmax_24(path, resume=True)
     assert (outcome.kept, outcome.computed) == (5, 1)
     np.testing.assert_allclose(_stored(path), _in_memory(problem), rtol=1e-12)
 
@@ -575,13 +528,7 @@ def test_a_store_another_run_is_writing_is_neither_replaced_nor_resumed(tmp_path
     finally:
         holder.kill()
         holder.wait()
-    _, outcome = _run(
-        FunctionSource.of(None, "softmax(x, dim=0)"),
-        path,
-        [("x", (24,))],
-        largest_block=4 * 8 * 24,
-        resume=True,
-    )
+    _, outcome = _softmax_24(path, resume=True)
     assert (outcome.kept, outcome.computed) == (6, 0)
     assert not store._HELD  # released at the end of the run
 

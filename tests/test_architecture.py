@@ -365,7 +365,8 @@ def test_importing_a_submodule_from_outside_runs_its_package(tmp_path: Path) -> 
 def test_forward_mode_of_a_scalar_product_neither_loads_torch_dynamo_nor_changes_a_number() -> None:
     """`2 * x` in forward mode goes through torch's Python reference for mul, whose first call
     imported torch._dynamo (1.1-1.4 s of a 10⁶-unknown --sparse run's 5 s): jvp, --sparse's
-    JVPs and hvp's forward-over-reverse now leave it unloaded, with the closed forms' numbers."""
+    JVPs, hvp's forward-over-reverse and J by vmapped jacfwd now leave it unloaded, with the
+    closed forms' numbers."""
     import subprocess
     import sys
 
@@ -377,7 +378,8 @@ def test_forward_mode_of_a_scalar_product_neither_loads_torch_dynamo_nor_changes
         "runs = [['jvp', '--expr', expr, '--value', 'x=[1.0, -2.0, 0.5]',\n"
         "         '--tangent', '[0.5, 1.0, -2.0]'],\n"
         "        ['jacobian', '--expr', expr, '--value', 'x=[1.0, -2.0]', '--sparse'],\n"
-        "        ['hvp', '--expr', cube, '--value', 'x=[1.0, -2.0]']]\n"
+        "        ['hvp', '--expr', cube, '--value', 'x=[1.0, -2.0]'],\n"
+        "        ['jacobian', '--expr', expr, '--value', 'x=[1.0, -2.0]', '--strategy', 'fwd']]\n"
         "done = [CliRunner().invoke(app, [*r, '--dtype', 'float64', '--json']) for r in runs]\n"
         "assert all(d.exit_code == 0 for d in done), [d.output for d in done]\n"
         "documents = [json.loads(d.output) for d in done]\n"
@@ -385,10 +387,15 @@ def test_forward_mode_of_a_scalar_product_neither_loads_torch_dynamo_nor_changes
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    (jvp, sparse, hvp), dynamo_loaded = json.loads(done.stdout)
+    (jvp, sparse, hvp, forward), dynamo_loaded = json.loads(done.stdout)
     assert dynamo_loaded is False
     # d/dx (2x + 1.5x² − 2x + 3) = 3x elementwise; H of 2·Σx³ is diag(12x)
     assert jvp["jvp"]["y"]["values"] == pytest.approx([1.5, -6.0, -3.0], rel=1e-12)
     assert sparse["jacobian"]["y"]["x"]["values"] == pytest.approx([3.0, -6.0], rel=1e-12)
     assert sparse["jacobian"]["y"]["x"]["indices"] == [[0, 1], [0, 1]]
     assert hvp["hvp"]["x"]["values"] == pytest.approx([12.0, -24.0], rel=1e-12)
+    assert forward["strategy"] == "fwd"
+    rows = forward["jacobian"]["y"]["x"]["values"]
+    assert [value for row in rows for value in row] == pytest.approx(
+        [3.0, 0.0, 0.0, -6.0], rel=1e-12
+    )

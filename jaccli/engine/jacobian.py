@@ -486,11 +486,11 @@ def jacobian_of(
     """y = f(*primals) and J of y for each primal, by `method`: loop-rev, loop-fwd, rev, fwd;
     `sizing` gets how rev sized its chunks. With `batched_backward`, rev runs f once as it is
     and batches its plain backward pass over J's rows, rather than torch.func.vjp."""
-    if method in ("rev", "fwd"):
-        load_vectorizing()
     if method == "rev":
+        load_vectorizing()
         return _reverse_in_chunks(f, primals, chunk_size, sizing, batched_backward)
-    if method == "fwd":
+    if method == "fwd":  # forward mode alone: no torch._dynamo
+        load_forward_vectorizing()
         return _vectorized(f, primals, torch.func.jacfwd)
     loop = _loop_reverse if method == "loop-rev" else _loop_forward
     return loop(f, primals, progress)

@@ -193,14 +193,22 @@ REVERSE_OVER_REVERSE = "reverse-over-reverse"
 
 
 def _gradient(
-    f: Callable[..., torch.Tensor], leaves: list[torch.Tensor]
+    f: Callable[..., torch.Tensor],
+    leaves: list[torch.Tensor],
+    seed: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """y (a scalar) and its gradient for each leaf, with the graph kept for a second pass."""
+    """y (a scalar) and its gradient for each leaf, with the graph kept for a second pass
+    (seeded by `seed(y)` where given, 1 otherwise)."""
     y = f(*leaves).reshape(())
     if not y.requires_grad:
         return y, tuple(torch.zeros_like(leaf) for leaf in leaves)
     gradients = torch.autograd.grad(
-        y, leaves, create_graph=True, allow_unused=True, materialize_grads=True
+        y,
+        leaves,
+        grad_outputs=None if seed is None else seed(y),
+        create_graph=True,
+        allow_unused=True,
+        materialize_grads=True,
     )
     return y, gradients
 
@@ -242,7 +250,7 @@ def hvp_forward_over_reverse(
     with fwad.dual_level(), torch.enable_grad():
         pairs = zip(primals, vectors, strict=True)
         duals = [fwad.make_dual(as_leaf(p), v.to(p.dtype)) for p, v in pairs]
-        y, gradients = _gradient(f, duals)
+        y, gradients = _gradient(f, duals, _dual_seed)
         kept = _KEPT.get()
         if kept is not None:
             kept[:] = [(duals, gradients)]
@@ -252,6 +260,21 @@ def hvp_forward_over_reverse(
             for p, t in zip(primals, products, strict=True)
         ]
     return fwad.unpack_dual(y).primal.detach(), products
+
+
+def _dual_seed(y: torch.Tensor) -> torch.Tensor:
+    """The backward pass's seed 1 as a dual number with a tangent of real zeros.
+
+    NOTE [a dual seed with real zeros]
+    Seeded with a plain 1, the backward pass's tangents start undefined, and forward mode stands
+    torch's zero tensors (`_efficientzerotensor`) in for them; every product with one runs torch's
+    Python references and prims (0.45 of H·v's 0.7 ms for logsumexp of 1000, measured, one
+    thread). A seed whose tangent is a real 0 keeps every tangent a plain tensor: the same
+    numbers, by the ordinary kernels."""
+    import torch.autograd.forward_ad as fwad
+
+    primal = fwad.unpack_dual(y).primal
+    return fwad.make_dual(torch.ones_like(primal), torch.zeros_like(primal))
 
 
 def hvp_reverse_over_reverse(

@@ -70,10 +70,12 @@ def guard_rtol(dtype: torch.dtype) -> float:
     return min(0.1, max(GUARD_RTOL, ratio * torch.finfo(dtype).eps))
 
 
-ROW_CHUNK_ENTRIES = 2**18
-"""Entries of J (or of a product) turned into float64 at once while the probe reads it: 2 MiB,
-which the allocator reuses from one chunk to the next, where 8 MiB chunks each came fresh from
-the kernel (Σ a·b over 10⁶ entries: 27 ms in 8 MiB chunks, 1 ms in 2 MiB, measured)."""
+ROW_CHUNK_ENTRIES = 2**15
+"""Entries of J (or of a product) turned into float64 at once while the probe reads it: 256 KiB,
+which stays in the cache and in the allocator's heap from one chunk to the next, where larger
+chunks come fresh from the kernel, page by page, as often as not (Σ a·b and its terms' squares
+over 10⁶ float32 entries, one thread, medians: 1.6 ms in 256 KiB chunks, 3.2 ms in 1 MiB,
+4.6 ms in 2 MiB, 27 ms in 8 MiB, measured)."""
 
 
 def probe_draws(

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import jaccli
@@ -399,3 +400,42 @@ def test_forward_mode_of_a_scalar_product_neither_loads_torch_dynamo_nor_changes
     assert [value for row in rows for value in row] == pytest.approx(
         [3.0, 0.0, 0.0, -6.0], rel=1e-12
     )
+
+
+def test_hvp_by_forward_over_reverse_runs_no_python_reference_and_matches_the_closed_form() -> None:
+    """H·v's backward pass, seeded with a plain 1, sent every tangent product through torch's
+    zero tensors and its Python references' prims (0.45 of logsumexp's 0.7 ms): seeded with a
+    dual 1 whose tangent is a real 0, none runs, and H·v of logsumexp is still (diag p − p pᵀ) v."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from jaccli.engine import prepare, run_hvp
+    from jaccli.functions import PRESETS
+    from jaccli.spec import read_value
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: set[str] = set()
+
+        def __torch_dispatch__(
+            self, func: object, types: object, args: tuple = (), kwargs: dict | None = None
+        ) -> object:
+            self.seen.add(str(func))
+            return func(*args, **(kwargs or {}))  # type: ignore[operator]
+
+    problem = prepare(
+        PRESETS["logsumexp"], value_options=[("x", read_value("[0.5, -1.0, 2.0, 0.25]"))],
+        dtype="float64",
+    )  # fmt: skip
+    with Ops() as ops:
+        result = run_hvp(problem, read_value("[1.0, -2.0, 0.5, 3.0]"))
+    assert result.method == "forward-over-reverse"
+    slow = sorted(op for op in ops.seen if op.startswith("prims.") or "zerotensor" in op)
+    assert slow == []
+    assert "aten.logsumexp.default" in ops.seen or "aten.exp.default" in ops.seen  # it watched
+    x = torch.tensor([0.5, -1.0, 2.0, 0.25], dtype=torch.float64)
+    v = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    p = torch.softmax(x, 0)
+    expected = (torch.diag(p) - torch.outer(p, p)) @ v
+    np.testing.assert_allclose(result.hvps["x"], expected.numpy(), rtol=1e-12, atol=1e-15)

@@ -70,12 +70,13 @@ def guard_rtol(dtype: torch.dtype) -> float:
     return min(0.1, max(GUARD_RTOL, ratio * torch.finfo(dtype).eps))
 
 
-ROW_CHUNK_ENTRIES = 2**15
-"""Entries of J (or of a product) turned into float64 at once while the probe reads it: 256 KiB,
-which stays in the cache and in the allocator's heap from one chunk to the next, where larger
-chunks come fresh from the kernel, page by page, as often as not (Σ a·b and its terms' squares
-over 10⁶ float32 entries, one thread, medians: 1.6 ms in 256 KiB chunks, 3.2 ms in 1 MiB,
-4.6 ms in 2 MiB, 27 ms in 8 MiB, measured)."""
+ROW_CHUNK_ENTRIES = 2**16
+"""Entries of J (or of a product) turned into float64 at once while the probe reads it: 512 KiB,
+which stays in the allocator's heap from one chunk to the next and is still large enough for
+torch to split across two threads, where 2 MiB chunks come fresh from the kernel, page by page,
+as often as not (Σ a·b and its terms' squares over 10⁶ float32 entries, medians: 1.2 ms in
+512 KiB chunks, 2.1 ms in 256 KiB, 2.5 ms in 2 MiB on two threads; 1.8, 1.6 and 4.6 ms on one;
+27 ms in 8 MiB chunks, measured)."""
 
 
 def probe_draws(

@@ -245,3 +245,21 @@ def test_log_det_from_the_lu_factors_is_slogdets() -> None:
         expected_sign, expected = np.linalg.slogdet(matrices.numpy())
         np.testing.assert_array_equal(sign.numpy(), expected_sign)
         np.testing.assert_allclose(logabsdet.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_singular_values_split_between_threads_are_each_blocks_own() -> None:
+    """The SVDs of a batch past THREADED_BLOCKS run in torch's threads (two here, as on the
+    two cores CI has, whatever the suite sets), each block's σ in its own place, largest first;
+    a mix-up would misjudge which determinants are singular."""
+    from jaccli.engine.det import THREADED_BLOCKS, _singular_values
+
+    rng = np.random.default_rng(7)
+    count, size = THREADED_BLOCKS + 37, 5
+    values = np.sort(10.0 ** rng.uniform(-6, 2, (count, size)), axis=1)[:, ::-1]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        found = _singular_values(_with_singular_values(values, rng))
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(found, values, rtol=1e-6)

@@ -248,6 +248,19 @@ def test_hvp_of_a_preset_is_probed_through_its_own_gradient_graph() -> None:
         np.testing.assert_allclose(result.hvps[a], expected, rtol=1e-12, atol=1e-15)
 
 
+def test_hvp_past_an_overflowing_gradient_keeps_its_finite_value(jaccli) -> None:
+    # NOTE [a dual seed with real zeros]: the seed's real 0 met the overflowed 3x² (0·∞ = NaN),
+    # and the guard refused an H·v that is finite
+    run = jaccli("hvp", "--expr", "(x**3).sum()", "--value", "x=[1e20, 2.0]", "--vector",
+                 "[1, -1]", "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    document = run.json()
+    x = np.array([1e20, 2.0], dtype=np.float32).astype(np.float64)
+    np.testing.assert_allclose(values_of(document["hvp"]["x"]), 6 * x * [1, -1], rtol=1e-6)
+    assert document["guard"]["passed"] is True
+    assert document["warnings"] == ["output y is not finite (infinite)"]
+
+
 @pytest.mark.parametrize(
     ("call", "note"),
     [

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import jaccli as jaccli_package
 from jaccli.cli import app
 
-# Note [one torch thread a worker]: the suite runs two workers on two cores (pyproject's
+# NOTE [one torch thread a worker]: the suite runs two workers on two cores (pyproject's
 # addopts); with torch's default of a thread a core each worker's idle intra-op threads spin
 # while the other worker computes. Each worker computes on one thread; the processes the
 # tests start keep torch's default, as a user's would.

@@ -252,3 +252,71 @@ def test_a_break_after_a_legitimate_branch_names_both_places(jaccli, tmp_path) -
                  "--dtype", "float64")  # fmt: skip
     assert run.exit_code == 1
     assert "mis.py:2 .item()" in run.stderr and "mis.py:3 .item()" in run.stderr, run.stderr
+
+
+WRONG_AT_THE_POINT = """\
+import torch
+
+def zero_at_zero(x):
+    return torch.where(x == 0, torch.zeros_like(x), x)  # y = x everywhere; autograd says 0 at 0
+
+def detached_below_zero(x):
+    return torch.where(x > 0, x**2, x.detach() ** 2 + 0 * x)
+"""
+
+
+def test_a_derivative_wrong_at_a_smooth_point_is_refused_not_checked_nearby(
+    jaccli, tmp_path
+) -> None:
+    # NOTE [kinks at the point]: y = x is smooth at 0, so agreement a little away proves nothing
+    (tmp_path / "wrong.py").write_text(WRONG_AT_THE_POINT, encoding="utf-8")
+    fn = f"{tmp_path / 'wrong.py'}:zero_at_zero"
+    at_zero = jaccli("jacobian", "--fn", fn, "--value", "x=[0.0, 1.0]", "--dtype", "float64")
+    assert at_zero.exit_code == 1
+    assert "disagrees with the function's own central differences" in at_zero.stderr
+    away = jaccli("jacobian", "--fn", fn, "--value", "x=[0.5, 1.0]", "--dtype", "float64", "--json")
+    assert away.exit_code == 0, away.stderr
+    np.testing.assert_array_equal(values_of(away.json()["jacobian"]["y"]["x"]), np.eye(2))
+
+
+def test_det_of_a_singular_matrix_in_an_expression_is_refused(jaccli) -> None:
+    # torch's det backward gives 0 at diag(0, 2, 3), where ∂(x0·x1·x2)/∂x = [6, 0, 0]
+    refused = jaccli("jacobian", "--expr", "det(diag(x))", "--value", "x=[0, 2, 3]")
+    assert refused.exit_code == 1
+    assert "torch's derivative is wrong here (det of a singular matrix" in refused.stderr
+    answered = jaccli("jacobian", "--expr", "det(diag(x))", "--value", "x=[1, 2, 3]",
+                      "--dtype", "float64", "--json")  # fmt: skip
+    assert answered.exit_code == 0, answered.stderr
+    np.testing.assert_allclose(values_of(answered.json()["jacobian"]["y"]["x"]), [6, 3, 2])
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        ("detached_below_zero", "wrong.py:7 .detach() takes a tensor that depends on x"),
+        ("det(diag(x))", "torch's derivative is wrong here (det of a singular matrix"),
+    ],
+)
+def test_points_past_the_first_are_checked_against_the_function(
+    jaccli, tmp_path, call: str, says: str
+) -> None:
+    # NOTE [points autograd cannot see]: right at point 0, wrong by autograd at point 1
+    (tmp_path / "wrong.py").write_text(WRONG_AT_THE_POINT, encoding="utf-8")
+    function = ["--expr", call] if "(" in call else ["--fn", f"{tmp_path / 'wrong.py'}:{call}"]
+    points = tmp_path / "points.npy"
+    np.save(points, np.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 3.0], [2.0, 1.0, 0.5]]))
+    run = jaccli("jacobian", *function, "--points", f"x=@{points}", "--dtype", "float64")
+    assert run.exit_code == 1
+    assert run.stderr.startswith("jacobian: point 1: ") and says in run.stderr
+    np.save(points, np.array([[1.0, 2.0, 3.0], [2.0, 1.0, 0.5], [0.5, 4.0, 1.0]]))
+    fine = jaccli("jacobian", *function, "--points", f"x=@{points}", "--dtype", "float64",
+                  "--json")  # fmt: skip
+    assert fine.exit_code == 0, fine.stderr
+    assert "checked against the function one at a time" in fine.stderr
+    x = np.array([[1.0, 2.0, 3.0], [2.0, 1.0, 0.5], [0.5, 4.0, 1.0]])
+    j = values_of(fine.json()["jacobian"]["y"]["x"])
+    if "(" in call:  # ∂(x0·x1·x2)/∂x
+        expected = np.stack([x[:, 1] * x[:, 2], x[:, 0] * x[:, 2], x[:, 0] * x[:, 1]], 1)
+    else:  # diag(2x)
+        expected = np.stack([np.diag(2 * p) for p in x])
+    np.testing.assert_allclose(j, expected, rtol=1e-9)

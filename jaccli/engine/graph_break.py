@@ -192,12 +192,9 @@ def _replaced_entry_point() -> str | None:
     return None
 
 
-def describe_graph_break(problem: Problem, derivative: str) -> str | None:
-    """Where the function hides part of its computation from autograd, as one phrase ending in
-    what that does to `derivative` (`J`, `H`); None when the recorder sees nothing."""
-    replaced = _replaced_entry_point()
-    if replaced is not None:
-        return f"{replaced}, so {derivative} would be wrong"
+def _recorded(problem: Problem) -> dict[str, list[_Event]] | None:
+    """The places of each kind where one call of the function at the problem's inputs leaves
+    autograd's graph; None where the call fails."""
     leaves = leaves_of(problem.inputs)
     names = {id(leaves[name]): name for name in problem.wrt}
     recorder = _Recorder(names, problem.function.source_file)
@@ -206,10 +203,36 @@ def describe_graph_break(problem: Problem, derivative: str) -> str | None:
             call_function(problem.function, leaves)
     except ComputationError:
         return None
+    return recorder.events
+
+
+def describe_graph_break(problem: Problem, derivative: str) -> str | None:
+    """Where the function hides part of its computation from autograd, as one phrase ending in
+    what that does to `derivative` (`J`, `H`); None when the recorder sees nothing."""
+    replaced = _replaced_entry_point()
+    if replaced is not None:
+        return f"{replaced}, so {derivative} would be wrong"
+    recorded = _recorded(problem) or {}
     for kind in ("conversion", "no_grad", "detach"):
-        events = recorder.events.get(kind)
+        events = recorded.get(kind)
         if events:
             places = "; ".join(f"{event.where} {event.text}" for event in events)
             which = "it" if len(events) == 1 else "one of them (a branch on a value is fine)"
             return f"{places}; autograd cannot follow {which}, so {derivative} would be wrong"
+    return None
+
+
+def first_silent_graph_break(problem: Problem) -> str | None:
+    """The first place where a call of the function at the problem's inputs leaves autograd's
+    graph without making Python or NumPy values, as vmap would run it too (`bad.py:3 .detach()
+    takes a tensor that depends on x out of the graph`; an op under torch.no_grad), even where
+    the result there does not depend on it; None where it never does, or the call fails."""
+    replaced = _replaced_entry_point()
+    if replaced is not None:
+        return replaced
+    recorded = _recorded(problem) or {}
+    for kind in ("no_grad", "detach"):
+        if recorded.get(kind):
+            event = recorded[kind][0]
+            return f"{event.where} {event.text}"
     return None

@@ -41,6 +41,7 @@ import torch
 from jaccli.engine.det import determinant, determinant_notes
 from jaccli.engine.evaluate import as_leaf, call_function, to_numpy, vector_jacobian
 from jaccli.engine.finite import nonfinite_notes
+from jaccli.engine.graph_break import first_silent_graph_break
 from jaccli.engine.hessian import symmetry_error
 from jaccli.engine.jacobian import (
     CallNotes,
@@ -284,6 +285,8 @@ def run_points(
         chunk_size = sparse_points.chunk_size(problem, budget_or_default(budget), count)
     vectorized = command in VECTORIZED and not sparse
     modes = list(kernel_modes(problem, command)) if vectorized else []
+    if modes and problem.function.checked_against_itself:
+        problem, modes = _unless_unseen(problem, points, modes)
     # the kernels still to try: the first that runs and agrees serves the chunks after it
     for chunk_start in range(0, count, chunk_size):
         chunk = {n: t[chunk_start : chunk_start + chunk_size] for n, t in points.items()}
@@ -331,6 +334,34 @@ def run_points(
         )
         if failed and not keep_going:
             return
+
+
+# NOTE [points autograd cannot see]
+# A vectorized chunk checks its first point against the function itself; the other points only
+# by the every-point probe, autograd against autograd, which is as blind as the kernel where the
+# function leaves the graph (`torch.where(x > 0, x**2, x.detach()**2)` is right at x > 0 and
+# gives 0 elsewhere) or where torch's own derivative is wrong at some points (det of a singular
+# matrix). So the user's function is called once at the first point under the recorder of
+# graph_break.py: where it leaves the graph anywhere (even in a branch not taken there) in a way
+# vmap runs (a detach, an op under no_grad: a value made Python or NumPy stops vmap itself), and for
+# an expression whose torch derivative is not to be trusted, every point is computed and
+# checked against the function by the single-point engine, one at a time.
+def _unless_unseen(
+    problem: Problem, points: Mapping[str, torch.Tensor], modes: list[str]
+) -> tuple[Problem, list[str]]:
+    """The problem and the vectorized kernels still to try: none, with a note saying why, where
+    a point could be wrong out of autograd's sight (NOTE [points autograd cannot see])."""
+    function = problem.function
+    if function.untrusted_derivative:
+        why = f"torch's derivative of {function.name} is not to be trusted at every point"
+    else:
+        first = at_point(problem, {n: t[0] for n, t in points.items()})
+        found = first_silent_graph_break(first)
+        if found is None:
+            return problem, modes
+        why = f"{found}, where autograd cannot follow"
+    note = f"{why}: every point is computed and checked against the function one at a time"
+    return replace(problem, notes=(*problem.notes, note)), []
 
 
 def _loop_chunk(

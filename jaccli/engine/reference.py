@@ -45,6 +45,10 @@ at once: the comparison is made again at up to OFFSET_TRIES random points x' abo
 largest steps away, with the value there by autograd (one reverse pass, or reverse-over-reverse).
 A graph break is there too (it is in the code, not at a point), while x' lies off the kinks of
 x. What passes there is recorded with `off_point`, the distance relative to the inputs' scale.
+Only where φ has a kink at 0, though: where its one-sided differences agree (within SAFETY
+times the estimated error) φ is smooth along d, so no convention explains a disagreement, and
+agreement a little away would only hide a derivative wrong at x itself (torch's det of a
+singular matrix, `where(x == 0, 0, x)`): that disagreement is refused.
 
 # NOTE [steps finer than the differences]
 A staircase finer than the step (round(3x) at x ≈ 100 in float32, a fake quantizer) has J = 0
@@ -63,8 +67,9 @@ with float32's steps and rounding, which see through it.
 
 Steps are eps^(1/3) (φ') and eps^(1/4) (φ'') relative to the inputs' scale, where truncation and
 rounding errors balance. Presets and expressions, which cannot hide anything from autograd, skip
-the check (Function.may_break_graph). When it fails, the function runs once more under a
-recorder that names the graph break (graph_break.py).
+the check (Function.checked_against_itself), but for an expression calling a function whose
+torch derivative is wrong at some points (det of a singular matrix). When it fails, the
+function runs once more under a recorder that names the graph break (graph_break.py).
 
 Cost when it passes: five calls of the function and one read of J (past 2^20 entries, of the
 random rows the AD guard would read); more calls only on the way to a refusal or a skip.
@@ -250,23 +255,23 @@ def compare_along(
     When they disagree, the same comparison is made at points a little away (NOTE [kinks at
     the point]), with the value there by autograd; the first that agrees stands for the result."""
     precision = problem.torch_dtype
-    reference = _compare(
+    reference, smooth = _compare(
         problem, quantity, value, squared_scale, weights, directions, order, precision
     )
     if reference.skipped in (JUMPS, FLAT) and precision == torch.float64:
-        coarse = _compare(
+        coarse, coarse_smooth = _compare(
             problem, quantity, value, squared_scale, weights, directions, order, torch.float32
         )
         if coarse.passed is not None:  # float32 inside: its own steps tell
-            reference, precision = coarse, torch.float32
-    if reference.passed is not False:
+            reference, smooth, precision = coarse, coarse_smooth, torch.float32
+    if reference.passed is not False or smooth:  # NOTE [kinks at the point]
         return reference
     generator = torch.Generator().manual_seed(REFERENCE_SEED + 1)
     offset = min(MAX_OFFSET, OFFSET_STEPS * 2 * _relative_step(precision, order))
     for _ in range(OFFSET_TRIES):
         moved = _moved(problem, _random_directions(problem, generator), offset)
         near, near_squared = _autograd_value(moved, weights, directions, order)
-        retried = _compare(
+        retried, _ = _compare(
             moved, quantity, near, lambda s=near_squared: s, weights, directions, order, precision
         )
         if retried.passed:
@@ -283,37 +288,39 @@ def _compare(
     directions: Mapping[str, torch.Tensor],
     order: int,
     precision: torch.dtype,
-) -> FunctionReference:
+) -> tuple[FunctionReference, bool]:
     """The comparison at the problem's point, with steps and rounding of `precision` (see
-    compare_along)."""
+    compare_along), and whether φ is smooth there: its one-sided differences agree (NOTE
+    [kinks at the point])."""
     line = _Line(problem, directions, precision)
     nan = math.nan
     try:
         central, plus, minus, estimated, h = _differences(line, weights, order)
     except _Skip as why:
-        return FunctionReference(quantity, value, nan, nan, nan, nan, None, str(why))
+        return FunctionReference(quantity, value, nan, nan, nan, nan, None, str(why)), False
     except ComputationError as error:
         why = f"the function failed within the step ({error.message[:160]})"
-        return FunctionReference(quantity, value, nan, nan, nan, nan, None, why)
+        return FunctionReference(quantity, value, nan, nan, nan, nan, None, why), False
+    smooth = abs(plus - minus) <= SAFETY * estimated
     if not math.isfinite(value):
         why = "the result is not finite"
-        return FunctionReference(quantity, value, central, estimated, nan, h, None, why)
+        return FunctionReference(quantity, value, central, estimated, nan, h, None, why), smooth
     if estimated > max(abs(central), abs(value)):  # NOTE [a reference too rough to judge]
-        return FunctionReference(quantity, value, nan, nan, nan, nan, None, ROUGH)
+        return FunctionReference(quantity, value, nan, nan, nan, nan, None, ROUGH), smooth
     low, high = min(central, plus, minus), max(central, plus, minus)
     distance = max(low - value, value - high, 0.0)
     tolerance = SAFETY * estimated
     if distance > tolerance:  # only now weigh the result's own rounding, which costs a read of it
         tolerance += VALUE_RTOL_EPS * line.eps * math.sqrt(squared_scale())
     if distance > tolerance and line.constant:  # a nonzero slope too small to change f
-        return FunctionReference(quantity, value, nan, nan, nan, nan, None, FLAT)
+        return FunctionReference(quantity, value, nan, nan, nan, nan, None, FLAT), smooth
     if distance > tolerance and (
         line.jumps or _jumps_finer(line, weights, order, h, central, estimated)
     ):
-        return FunctionReference(quantity, value, nan, nan, nan, nan, None, JUMPS)
-    return FunctionReference(
-        quantity, value, central, estimated, tolerance, h / line.step_scale, distance <= tolerance
-    )
+        return FunctionReference(quantity, value, nan, nan, nan, nan, None, JUMPS), False
+    step = h / line.step_scale
+    passed = distance <= tolerance
+    return FunctionReference(quantity, value, central, estimated, tolerance, step, passed), smooth
 
 
 def _jumps_finer(
@@ -399,12 +406,18 @@ def refuse_disagreement(problem: Problem, reference: FunctionReference) -> None:
         found = describe_graph_break(problem, derivative)
         if found is not None:
             raise ComputationError(f"{problem.function.name}: {found}", code="graph_break")
+        cause = (
+            "autograd does not see part of the computation: look for NumPy, .detach(), "
+            "torch.no_grad, a custom autograd.Function, steps finer than the differences' "
+            "(round, floor), or a branch taken at this point alone (where(x == 0, …))"
+            if problem.function.may_break_graph
+            else "torch's derivative is wrong here (det of a singular matrix gives 0 where the "
+            "adjugate is not); try a point where the matrix is not singular"
+        )
         raise ComputationError(
             f"{problem.function.name}: the result disagrees with the function's own central "
             f"differences ({reference.quantity} = {reference.value:.6g}, the differences give "
-            f"{reference.difference:.6g} ± {reference.estimated_error:.2g}); autograd does not "
-            "see part of the computation: look for NumPy, .detach(), torch.no_grad, a custom "
-            "autograd.Function, or steps finer than the differences' (round, floor)",
+            f"{reference.difference:.6g} ± {reference.estimated_error:.2g}); {cause}",
             code="function_reference_failed",
         )
 
@@ -540,7 +553,9 @@ def check_hvp_result(problem: Problem, result: HvpResult) -> HvpResult:
 
 def _applies(problem: Problem) -> bool:
     """Whether the function may hide a computation from autograd, and J has entries."""
-    return problem.function.may_break_graph and problem.output_count * problem.input_count > 0
+    return (
+        problem.function.checked_against_itself and problem.output_count * problem.input_count > 0
+    )
 
 
 def check_block(

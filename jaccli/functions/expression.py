@@ -42,6 +42,8 @@ CALLS = {
     "det": "torch.linalg.det",
 }
 ALLOWED_CALLS = tuple(CALLS)
+UNTRUSTED_DERIVATIVES = frozenset({"det"})
+"""Calls whose torch derivative is wrong at some points (Function.untrusted_derivative)."""
 
 
 def _torch_functions() -> dict[str, Callable[..., Any]]:
@@ -132,7 +134,20 @@ def compile_expression(text: str) -> Function:
         output_shape=output_shape,
         intermediate_elements=intermediate_elements,
         separable_axes=separable,
+        untrusted_derivative=any(
+            isinstance(node, ast.Call) and _called_name(node) in UNTRUSTED_DERIVATIVES
+            for node in nodes
+        ),
     )
+
+
+def _called_name(node: ast.Call) -> str | None:
+    """The name of the function or method a checked call reaches (`det` of `det(x)`)."""
+    if isinstance(node.func, ast.Name):
+        return node.func.id
+    if isinstance(node.func, ast.Attribute):
+        return node.func.attr
+    return None
 
 
 def _literal_number(node: ast.expr) -> float | int | None:
@@ -222,14 +237,10 @@ def _check(node: ast.AST, names: list[str]) -> None:
 
 
 def _check_call(node: ast.Call, names: list[str]) -> None:
-    if isinstance(node.func, ast.Name):
-        name = node.func.id
-        receiver = None
-    elif isinstance(node.func, ast.Attribute):
-        name = node.func.attr
-        receiver = node.func.value
-    else:
+    name = _called_name(node)
+    if name is None:
         raise _reject("only named functions and tensor methods can be called")
+    receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
     if name not in ALLOWED_CALLS:
         raise _reject(
             f"{name!r} is not an allowed function or method (allowed: {', '.join(ALLOWED_CALLS)})",

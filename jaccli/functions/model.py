@@ -122,6 +122,11 @@ class Function:
     """Whether the callable is the user's own code, which may compute where autograd cannot see
     (`.item()`, NumPy, `detach`, torch's global state): its results are then checked against
     the function itself (NOTE [the function as the reference]). Presets and expressions cannot."""
+    untrusted_derivative: bool = False
+    """Whether torch's own derivative of a call the callable makes is wrong at some points:
+    `det` of a singular matrix (torch 2.13 gives 0 for ∂det(diag(x))/∂x at x = [0, 2, 3], where
+    it is [6, 0, 0]). Its results are checked against the function itself, as the user's code
+    is, and many points are computed one at a time (`checked_against_itself`)."""
     kink_free: bool = False
     """Whether no torch call the callable makes can sit on a kink or leave the graph through a
     discrete value (no relu, abs, max/min, clamp, comparison, rounding or integer cast: the
@@ -133,6 +138,13 @@ class Function:
     selected_output: str | None = None
     """The one output kept of several (--output NAME), by its name (`z`, `y1`, `aux.0`); None:
     every output."""
+
+    @property
+    def checked_against_itself(self) -> bool:
+        """Whether its results are checked against the function's own differences (NOTE [the
+        function as the reference]): the user's code, and calls whose torch derivative is not
+        to be trusted at every point."""
+        return self.may_break_graph or self.untrusted_derivative
 
     @property
     def is_guest(self) -> bool:

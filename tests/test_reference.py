@@ -320,3 +320,34 @@ def test_points_past_the_first_are_checked_against_the_function(
     else:  # diag(2x)
         expected = np.stack([np.diag(2 * p) for p in x])
     np.testing.assert_allclose(j, expected, rtol=1e-9)
+
+
+SCALES_APART = """\
+import torch
+
+def hidden(a, b):
+    return 1e12 * a + b.detach() ** 2
+
+def seen(a, b):
+    return 1e12 * a + b**2
+"""
+
+
+@pytest.mark.parametrize("command", ["jacobian", "vjp"])
+def test_an_input_far_smaller_than_another_is_checked_on_its_own(
+    jaccli, tmp_path, command: str
+) -> None:
+    # NOTE [each input its own reference]: b's part of one joint uᵀJv sat below a's rounding
+    (tmp_path / "apart.py").write_text(SCALES_APART, encoding="utf-8")
+    values = ["--value", "a=[1.0, 2.0]", "--value", "b=[3.0, 4.0]", "--dtype", "float64"]
+    hidden = jaccli(command, "--fn", f"{tmp_path / 'apart.py'}:hidden", *values)
+    assert hidden.exit_code == 1
+    assert ".detach() takes a tensor that depends on b out of the graph" in hidden.stderr
+    seen = jaccli(command, "--fn", f"{tmp_path / 'apart.py'}:seen", *values, "--json")
+    assert seen.exit_code == 0, seen.stderr
+    document = seen.json()
+    assert document["guard"]["function_reference"]["passed"] is True
+    if command == "jacobian":
+        np.testing.assert_array_equal(values_of(document["jacobian"]["y"]["b"]), np.diag([6, 8]))
+    else:  # the cotangent of ones: 2b
+        np.testing.assert_array_equal(values_of(document["vjp"]["b"]), [6, 8])

@@ -654,3 +654,26 @@ def test_a_piped_stream_writes_what_the_same_points_from_a_file_write(tmp_path) 
     assert piped.returncode == 0 and from_file.returncode == 0, piped.stderr + from_file.stderr
     assert len(piped.stdout.splitlines()) == 601
     assert piped.stdout == from_file.stdout
+
+
+@pytest.mark.parametrize("shown", [["--json"], [], ["--out", "j.npy"]])
+def test_a_point_past_the_first_that_is_not_finite_is_said(jaccli, tmp_path, shown) -> None:
+    # every point's warnings were the first point's: NaN at point 2 of 4 went unsaid
+    points = np.array([[1.0, 4.0], [2.0, 9.0], [-1.0, 4.0], [0.5, 1.0]])
+    source = _save(tmp_path, "p.npy", points)
+    args = [a if a != "j.npy" else str(tmp_path / a) for a in shown]
+    run = jaccli("hvp", "--expr", "sqrt(x).sum()", "--points", f"x=@{source}", *args)
+    assert run.exit_code == 0, run.stderr
+    said = [
+        "point 2: output y is not finite (NaN)",
+        "point 2: H·v for x has 1 of 2 entries not finite (1 NaN): x[0]",
+    ]
+    assert [line for line in run.stderr.splitlines() if "warning" in line] == [
+        f"hvp: warning: {line}" for line in said
+    ]
+    if shown == ["--json"]:
+        document = run.json()
+        assert document["warnings"] == said
+        hvp = values_of(document["hvp"]["x"])
+        assert np.isnan(hvp[2, 0]) and np.isfinite(np.delete(hvp, 2, axis=0)).all()
+        np.testing.assert_allclose(hvp[[0, 1, 3]], -0.25 * points[[0, 1, 3]] ** -1.5, rtol=1e-6)

@@ -125,6 +125,17 @@ class ChunkOutcomes(Sequence[PointOutcome]):
     def __len__(self) -> int:
         return self.size
 
+    def with_own_notes(self) -> Iterator[tuple[int, Result]]:
+        """The points whose result may carry warnings of its own, beyond the warnings every
+        point of the chunk has: those not finite, the sampled and the first point, and every
+        point of det J (each determinant has its own); with their result objects."""
+        arrays = self.arrays
+        own = set(np.flatnonzero(~arrays.finite).tolist()) | set(self.references) | {0}
+        for k in range(self.size) if arrays.dets is not None else sorted(own):
+            outcome = self[k]
+            assert outcome.result is not None
+            yield outcome.index, outcome.result
+
     def stacked(self) -> list[np.ndarray] | None:
         """The chunk's computed arrays along a leading point axis, in the order of its results'
         arrays (each J, vᵀ·J, J·v, H·v or H; then det J's sign, log|det J|, det J and trace),

@@ -6,6 +6,7 @@ outcome (the CLI, or the Python API's result) prints nothing that is not here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -161,6 +162,10 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+POINT_NOTES_LISTED = 20
+"""Warnings of points after the first that a run of many points says, before how many more."""
+
+
 class PointResults(Sequence["Result"]):
     """Every point's result, kept as the engine's chunks: a vectorized chunk stays its stacked
     arrays and makes a point's result object only when it is asked for (ten thousand made
@@ -210,6 +215,28 @@ class PointResults(Sequence["Result"]):
                     assert outcome.result is not None
                     yield start + k, outcome.result
 
+    def notes(self) -> tuple[str, ...]:
+        """The first point's warnings, then those of each later point that the first point
+        lacks, as `point k: …` (POINT_NOTES_LISTED of them, then how many more): a NaN at
+        point 7 is said, however many points there are."""
+        from jaccli.engine.many import ChunkOutcomes
+
+        first = self[0].notes
+        later: list[str] = []
+        for chunk in self.chunks:
+            noted = (
+                chunk.with_own_notes()
+                if isinstance(chunk, ChunkOutcomes)
+                else ((o.index, o.result) for o in chunk)
+            )
+            for index, result in noted:
+                if index > 0 and result is not None:
+                    later += [f"point {index}: {n}" for n in result.notes if n not in first]
+        if len(later) > POINT_NOTES_LISTED:
+            more = len(later) - POINT_NOTES_LISTED
+            later = [*later[:POINT_NOTES_LISTED], f"… and {more} more (--jsonl gives each point's)"]
+        return (*first, *later)
+
     def stacked(self) -> list[np.ndarray]:
         """Every point's arrays (render/files.py's result_arrays) along a leading point axis:
         a vectorized chunk's as they are stacked, with its sampled points' rows their
@@ -258,7 +285,7 @@ class AtPoints:
         _require_json_fits(f"--json of {count} points", numbers, self.request, way_out)
         with values_deferred(), _collector_paused():
             documents = [self.document_of(result) for result in self.results]
-            return stacked_document(documents, self.varying)
+            return {**stacked_document(documents, self.varying), "warnings": list(self.notes)}
 
     def write_out(self) -> Path | None:
         """Every point's arrays, stacked along a leading point axis, written to --out."""
@@ -278,9 +305,9 @@ class AtPoints:
         write_out(out, stacked, self.request.show.force)
         return out
 
-    @property
+    @functools.cached_property
     def notes(self) -> tuple[str, ...]:
-        return self.results[0].notes
+        return self.results.notes()
 
 
 @dataclass(frozen=True)

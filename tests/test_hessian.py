@@ -3,6 +3,8 @@ torch.autograd.functional, under every strategy, and the memory guard on a quadr
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -246,6 +248,23 @@ def test_hvp_of_a_preset_is_probed_through_its_own_gradient_graph() -> None:
     for a in "ab":
         expected = sum(h[a][b] @ result.vectors[b] for b in "ab")
         np.testing.assert_allclose(result.hvps[a], expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("point", "dtype"),
+    [("[40, 1]", "float64"), ("[100, 1, -50]", "float64"), ("[30, 1, -50]", "float32")],
+)
+def test_hvp_of_logsumexp_at_spread_inputs_is_not_refused(jaccli, point, dtype) -> None:
+    # NOTE [a reference that cancels]: (H u)ᵀv rounds at 1e-16 where H's entries are 1e-17,
+    # and H·1 = 0 (exact by forward-over-reverse) was refused against it
+    run = jaccli("hvp", "--fn", "logsumexp", "--value", f"x={point}", "--dtype", dtype, "--json")
+    assert run.exit_code == 0, run.stderr
+    document = run.json()
+    x = np.array(json.loads(point), dtype=np.float64)
+    p = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
+    h = np.diag(p) - np.outer(p, p)  # H·1 = p − p·Σp = 0
+    np.testing.assert_allclose(values_of(document["hvp"]["x"]), h @ np.ones_like(x), atol=1e-15)
+    assert document["guard"]["passed"] is True
 
 
 def test_hvp_past_an_overflowing_gradient_keeps_its_finite_value(jaccli) -> None:

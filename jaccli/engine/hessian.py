@@ -424,8 +424,15 @@ def _hvp_guard(
         _, h_w = hvp_reverse_over_reverse(f, primals, w_scaled)
         return dot_terms(zip(us, h_w, strict=True))[1]
 
+    def other_reference() -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """uᵀ(H v) by reverse-over-reverse along v (NOTE [a reference that cancels])."""
+        _, h_v = hvp_reverse_over_reverse(f, primals, vectors)
+        return list(zip(us, h_v, strict=True))
+
     reference = list(zip(vectors, h_u, strict=True))
-    return probe_products(method, name, pairs, reference, dtype, None, typical_scale)
+    return probe_products(
+        method, name, pairs, reference, dtype, None, typical_scale, other_reference
+    )
 
 
 def _through_gradient(kept: Kept, us: list[torch.Tensor]) -> list[torch.Tensor] | None:

@@ -351,3 +351,39 @@ def test_an_input_far_smaller_than_another_is_checked_on_its_own(
         np.testing.assert_array_equal(values_of(document["jacobian"]["y"]["b"]), np.diag([6, 8]))
     else:  # the cotangent of ones: 2b
         np.testing.assert_array_equal(values_of(document["vjp"]["b"]), [6, 8])
+
+
+UNUSED_AND_SMALL = """\
+import torch
+
+def unused(x, y):
+    return torch.sin(x)
+
+def scales(a, b):
+    return 1e6 * a + b
+"""
+
+
+def test_an_input_that_cannot_be_checked_on_its_own_is_named_and_the_rest_stands(
+    jaccli, tmp_path
+) -> None:
+    # NOTE [each input its own reference]: b's part of 1e6·a + b is below float32's rounding
+    (tmp_path / "u.py").write_text(UNUSED_AND_SMALL, encoding="utf-8")
+    small = jaccli("jacobian", "--fn", f"{tmp_path / 'u.py'}:scales", "--value", "a=[1, 2]",
+                   "--value", "b=[3, 4]", "--json")  # fmt: skip
+    assert small.exit_code == 0, small.stderr
+    document = small.json()
+    assert document["guard"]["function_reference"]["passed"] is True
+    assert document["warnings"] == [
+        "uᵀJv along b was not checked against scales's differences: the function's differences "
+        "at two steps disagree by more than their own size (it is random, or rough within the "
+        "step): they cannot check the result"
+    ]
+    np.testing.assert_array_equal(values_of(document["jacobian"]["y"]["b"]), np.eye(2))
+    unused = jaccli("jacobian", "--fn", f"{tmp_path / 'u.py'}:unused", "--value", "x=[0.3, 1.2]",
+                    "--value", "y=[1, 2]", "--dtype", "float64", "--json")  # fmt: skip
+    assert unused.exit_code == 0, unused.stderr
+    assert unused.json()["warnings"] == [
+        "output out does not depend on input y: its Jacobian is zero"
+    ]
+    assert unused.json()["guard"]["function_reference"]["passed"] is True

@@ -328,7 +328,8 @@ def _compare(
         why = "the result is not finite"
         return FunctionReference(quantity, value, central, estimated, nan, h, None, why), smooth
     if estimated > max(abs(central), abs(value)):  # NOTE [a reference too rough to judge]
-        return FunctionReference(quantity, value, nan, nan, nan, nan, None, ROUGH), smooth
+        why = FLAT if line.constant else ROUGH
+        return FunctionReference(quantity, value, nan, nan, nan, nan, None, why), smooth
     low, high = min(central, plus, minus), max(central, plus, minus)
     distance = max(low - value, value - high, 0.0)
     tolerance = SAFETY * estimated
@@ -412,12 +413,19 @@ def _output_weights(problem: Problem, generator: torch.Generator) -> torch.Tenso
     return torch.randn(problem.output_count, generator=generator, dtype=torch.float64)
 
 
-def _with_reference(result: Result, problem: Problem, reference: FunctionReference) -> Result:
-    """The result with `reference` on its guard, or ComputationError (exit 1) naming the likely
-    cause when the result disagrees with the function."""
+def _with_reference(
+    result: Result, problem: Problem, reference: FunctionReference, notes: tuple[str, ...] = ()
+) -> Result:
+    """The result with `reference` on its guard (and `notes` among its warnings), or
+    ComputationError (exit 1) naming the likely cause when the result disagrees with the
+    function."""
     refuse_disagreement(problem, reference)
     guard = result.guard or Guard("", "", math.nan, math.nan, math.nan, None)
-    return replace(result, guard=replace(guard, function_reference=reference))  # type: ignore[return-value]
+    return replace(  # type: ignore[return-value]
+        result,
+        guard=replace(guard, function_reference=reference),
+        notes=(*result.notes, *notes),
+    )
 
 
 def refuse_disagreement(problem: Problem, reference: FunctionReference) -> None:
@@ -491,26 +499,36 @@ def check_jacobian_result(problem: Problem, result: JacobianResult) -> JacobianR
         quantity = "uᵀJv" if names == problem.wrt else f"uᵀJv along {names[0]}"
         return compare_along(problem, quantity, value, squared, u, _only(directions, names), 1)
 
-    return _with_reference(result, problem, _each_input(problem, along))
+    return _with_reference(result, problem, *_each_input(problem, along))
 
 
 # NOTE [each input its own reference]
 # One direction through every input weighs each input's part of uᵀJd by its own scale: with
 # y = 1e12·a + g(b) the differences' error is about 1e-10 of a's part, far above all of b's,
 # so a J of b that autograd got wrong (b.detach() inside g: zero) agreed. Each differentiated
-# input is checked along its own direction, the others held (5 calls of the function each);
-# the result stands as checked only where every input's check was made.
+# input is checked along its own direction, the others held (5 calls of the function each).
+# An input whose check cannot be made (its part below f's rounding, or none at all) gets a
+# warning of its own, and the others' checks stand.
 def _each_input(
     problem: Problem, along: Callable[[Sequence[str]], FunctionReference]
-) -> FunctionReference:
+) -> tuple[FunctionReference, tuple[str, ...]]:
     """The reference along each `wrt` input in turn (NOTE [each input its own reference]):
-    the first that disagrees, else the first that could not be made, else the first."""
+    the first that disagrees, else the first made, else the first; and a warning for each
+    input whose check could not be made while another's was."""
     if len(problem.wrt) == 1:
-        return along(problem.wrt)
-    references = [along([w]) for w in problem.wrt if problem.inputs[w].numel()]
+        return along(problem.wrt), ()
+    by_input = {w: along([w]) for w in problem.wrt if problem.inputs[w].numel()}
+    references = list(by_input.values())
     failed = [r for r in references if r.passed is False]
-    unchecked = [r for r in references if r.passed is None]
-    return (failed or unchecked or references)[0]
+    made = [r for r in references if r.passed]
+    if failed or not made:
+        return (failed or references)[0], ()
+    notes = tuple(  # a zero part where f does not change at all says nothing worth a warning
+        f"{r.quantity} was not checked against {problem.function.name}'s differences: {r.skipped}"
+        for r in references
+        if r.passed is None and not (r.skipped == FLAT and r.value == 0)
+    )
+    return made[0], notes
 
 
 def _only(directions: Mapping[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -561,7 +579,7 @@ def check_vjp_result(problem: Problem, result: VjpResult) -> VjpResult:
             problem, quantity, value, lambda: scale, c, _only(directions, names), 1
         )
 
-    return _with_reference(result, problem, _each_input(problem, along))
+    return _with_reference(result, problem, *_each_input(problem, along))
 
 
 def check_jvp_result(problem: Problem, result: JvpResult) -> JvpResult:

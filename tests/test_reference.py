@@ -387,3 +387,34 @@ def test_an_input_that_cannot_be_checked_on_its_own_is_named_and_the_rest_stands
         "output out does not depend on input y: its Jacobian is zero"
     ]
     assert unused.json()["guard"]["function_reference"]["passed"] is True
+
+
+AT_ZERO = """\
+import torch
+
+def zero_at_zero(x):
+    return torch.where(x == 0, torch.zeros_like(x), x)
+
+def relu_plus(x):
+    return torch.relu(x) * 2 + x
+"""
+
+
+def test_a_point_autograd_gets_wrong_alone_is_found_among_many(jaccli, tmp_path) -> None:
+    # NOTE [every point against the function]: no detach, no kink note; AD says 0 at x = 0
+    (tmp_path / "z.py").write_text(AT_ZERO, encoding="utf-8")
+    x = np.random.default_rng(3).standard_normal((40, 3)) + 0.5
+    x[17, 1] = 0.0
+    points = tmp_path / "points.npy"
+    np.save(points, x)
+    refused = jaccli("jacobian", "--fn", f"{tmp_path / 'z.py'}:zero_at_zero", "--points",
+                     f"x=@{points}", "--dtype", "float64")  # fmt: skip
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("jacobian: point 17: zero_at_zero: the result disagrees")
+    kinked = jaccli("jacobian", "--fn", f"{tmp_path / 'z.py'}:relu_plus", "--points",
+                    f"x=@{points}", "--dtype", "float64", "--json")  # fmt: skip
+    assert kinked.exit_code == 0, kinked.stderr
+    j = values_of(kinked.json()["jacobian"]["y"]["x"])
+    np.testing.assert_array_equal(j, np.stack([np.diag(1 + 2 * (p > 0)) for p in x]))
+    warnings = kinked.json()["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("point 17: the point is on a kink: relu")

@@ -125,6 +125,10 @@ class ChunkOutcomes(Sequence[PointOutcome]):
     def __len__(self) -> int:
         return self.size
 
+    def shared_notes(self) -> tuple[str, ...]:
+        """The warnings every point of the chunk has."""
+        return self.arrays.problem.notes
+
     def with_own_notes(self) -> Iterator[tuple[int, Result]]:
         """The points whose result may carry warnings of its own, beyond the warnings every
         point of the chunk has: those not finite, the sampled and the first point, and every
@@ -347,6 +351,95 @@ def run_points(
             return
 
 
+# NOTE [every point against the function]
+# The user's function can be wrong by autograd at one point and right at the others (a branch
+# taken at that point alone, `where(x == 0, 0, x)` at 0), where no recorder sees anything and
+# the every-point probe, autograd against autograd, agrees. So each point's uᵀJd is compared
+# with the central differences of uᵀf along d there, as the single-point engine's reference
+# does (NOTE [the function as the reference] in reference.py), by four vmapped calls of f for
+# the whole chunk. A point that disagrees beyond SAFETY times the differences' estimated error
+# (two steps, and f's rounding) is doubtful: the single-point engine runs there too, and its
+# reference refuses a wrong J or tells a kink's convention (relu at 0) from one, and its result
+# stands for that point.
+def _doubtful(
+    problem: Problem, command: str, chunk: Mapping[str, torch.Tensor], products: tuple
+) -> set[int]:
+    """The points of a chunk of the user's function whose uᵀJd differs from the function's own
+    central differences (NOTE [every point against the function]); none for other commands
+    and functions."""
+    if command not in ("jacobian", "det") or not problem.function.may_break_graph:
+        return set()
+    from jaccli.engine.reference import SAFETY
+
+    size = next(iter(chunk.values())).shape[0]
+    wrt, names, dtype = problem.wrt, list(problem.output_shapes), problem.torch_dtype
+    eps = torch.finfo(dtype).eps
+    generator = torch.Generator().manual_seed(GUARD_SEED + 1)
+    bases, directions = {}, {}
+    for w in wrt:
+        given = chunk.get(w)
+        x = given if given is not None else problem.inputs[w].expand(size, *problem.inputs[w].shape)
+        x = x.to(torch.float64).reshape(size, -1)
+        typical = x.square().mean(1, keepdim=True).sqrt().clamp_min(1e-300)
+        g = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        bases[w], directions[w] = x, g * x.abs().maximum(typical)
+    u = torch.randn(size, problem.output_count, generator=generator, dtype=torch.float64)
+    counts = [math.prod(shape) for shape in problem.output_shapes.values()]
+    us = dict(zip(names, u.split(counts, 1), strict=True))
+    matrices = [
+        (n, w, j.detach().reshape(size, us[n].shape[1], -1))
+        for n, by_wrt in zip(names, products, strict=True)
+        for w, j in zip(wrt, by_wrt, strict=True)
+    ]
+    value = sum(  # in J's dtype: its rounding is within the tolerance's eps·Σ|terms|
+        torch.einsum("ko,koi,ki->k", us[n].to(j.dtype), j, directions[w].to(j.dtype))
+        for n, w, j in matrices
+    ).to(torch.float64)
+    scale = torch.cat([bases[w] for w in wrt], 1).square().mean(1).sqrt()
+    scale = torch.where(scale > 0, scale, 1.0)  # the inputs' scale, as the single point's
+    spread = torch.cat([directions[w] for w in wrt], 1).square().mean(1).sqrt().clamp_min(1e-300)
+    h = eps ** (1 / 3) * scale / spread
+    shared = {n: t for n, t in problem.inputs.items() if n not in wrt and n not in chunk}
+    varying = [n for n in chunk if n not in wrt]
+
+    def outputs_at(*values: torch.Tensor) -> torch.Tensor:
+        inputs = {**shared, **dict(zip([*wrt, *varying], values, strict=True))}
+        ys = call_function(problem.function, inputs, vectorized=True)
+        return torch.cat([ys[n].reshape(-1) for n in names]).to(torch.float64)
+
+    phi, sizes = {}, []
+    for k in (-2, -1, 1, 2):
+        moved = [
+            (bases[w] + (k * h)[:, None] * directions[w])
+            .to(dtype)
+            .reshape(size, *problem.inputs[w].shape)
+            for w in wrt
+        ]
+        f = torch.func.vmap(outputs_at)(*moved, *(chunk[n] for n in varying))
+        phi[k], sizes = (u * f).sum(1), [*sizes, (u.abs() * f.abs()).sum(1)]
+    central = (phi[1] - phi[-1]) / (2 * h)
+    wide = (phi[2] - phi[-2]) / (4 * h)
+    estimated = (central - wide).abs() + 4 * eps * torch.stack(sizes).amax(0) / h
+    judged = estimated <= torch.maximum(central.abs(), value.abs())  # else too rough to judge
+    judged &= value.isfinite() & central.isfinite() & estimated.isfinite()
+    apart = judged & ((value - central).abs() > SAFETY * estimated)
+    if not bool(apart.any()):
+        return set()
+    # only now J's own rounding, for the points still apart: eps·Σ|u_i J_ij d_j|
+    rows = apart.nonzero().reshape(-1)
+    magnitude = sum(
+        torch.einsum(
+            "ko,koi,ki->k",
+            us[n][rows].abs(),
+            j[rows].abs().to(torch.float64),
+            directions[w][rows].abs(),
+        )
+        for n, w, j in matrices
+    )
+    tolerance = SAFETY * (estimated[rows] + eps * magnitude)
+    return set(rows[(value[rows] - central[rows]).abs() > tolerance].tolist())
+
+
 # NOTE [points autograd cannot see]
 # A vectorized chunk checks its first point against the function itself; the other points only
 # by the every-point probe, autograd against autograd, which is as blind as the kernel where the
@@ -456,7 +549,8 @@ def _vectorized_chunk(
             "(largest difference of the outputs)"
         )
     else:
-        sampled = sorted({k % size for k in SAMPLED_POINTS})
+        doubtful = _doubtful(problem, command, chunk, products)
+        sampled = sorted({k % size for k in SAMPLED_POINTS} | doubtful)
         references = {
             k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled
         }

@@ -216,26 +216,32 @@ class PointResults(Sequence["Result"]):
                     yield start + k, outcome.result
 
     def notes(self) -> tuple[str, ...]:
-        """The first point's warnings, then those of each later point that the first point
-        lacks, as `point k: …` (POINT_NOTES_LISTED of them, then how many more): a NaN at
-        point 7 is said, however many points there are."""
+        """The warnings every point has, then each other warning as `point k: …` for each
+        point that has it (POINT_NOTES_LISTED of them, then how many more): a NaN at point 7,
+        or a kink at points 0 and 7, is said however many points there are."""
         from jaccli.engine.many import ChunkOutcomes
 
-        first = self[0].notes
-        later: list[str] = []
+        at: dict[str, list[int]] = {}
+        every: set[str] | None = None
         for chunk in self.chunks:
-            noted = (
-                chunk.with_own_notes()
-                if isinstance(chunk, ChunkOutcomes)
-                else ((o.index, o.result) for o in chunk)
-            )
+            if isinstance(chunk, ChunkOutcomes):
+                noted = list(chunk.with_own_notes())
+                if len(noted) < len(chunk):  # the others have the chunk's warnings alone
+                    shared = set(chunk.shared_notes())
+                    every = shared if every is None else every & shared
+            else:
+                noted = [(o.index, o.result) for o in chunk if o.result is not None]
             for index, result in noted:
-                if index > 0 and result is not None:
-                    later += [f"point {index}: {n}" for n in result.notes if n not in first]
-        if len(later) > POINT_NOTES_LISTED:
-            more = len(later) - POINT_NOTES_LISTED
-            later = [*later[:POINT_NOTES_LISTED], f"… and {more} more (--jsonl gives each point's)"]
-        return (*first, *later)
+                every = set(result.notes) if every is None else every & set(result.notes)
+                for note in result.notes:
+                    at.setdefault(note, []).append(index)
+        common = [note for note in at if note in (every or set())]
+        own = [f"point {k}: {note}" for note, points in at.items() if note not in common
+               for k in points]  # fmt: skip
+        if len(own) > POINT_NOTES_LISTED:
+            more = len(own) - POINT_NOTES_LISTED
+            own = [*own[:POINT_NOTES_LISTED], f"… and {more} more (--jsonl gives each point's)"]
+        return (*common, *own)
 
     def stacked(self) -> list[np.ndarray]:
         """Every point's arrays (render/files.py's result_arrays) along a leading point axis:

@@ -376,14 +376,16 @@ def _doubtful(
     eps = torch.finfo(dtype).eps
     generator = torch.Generator().manual_seed(GUARD_SEED + 1)
     bases, directions = {}, {}
-    for w in wrt:
+    for w in wrt:  # one random direction for every point, scaled by each point's own entries
         given = chunk.get(w)
         x = given if given is not None else problem.inputs[w].expand(size, *problem.inputs[w].shape)
         x = x.to(torch.float64).reshape(size, -1)
         typical = x.square().mean(1, keepdim=True).sqrt().clamp_min(1e-300)
-        g = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        g = torch.randn(x.shape[1], generator=generator, dtype=torch.float64)
         bases[w], directions[w] = x, g * x.abs().maximum(typical)
-    u = torch.randn(size, problem.output_count, generator=generator, dtype=torch.float64)
+    u = torch.randn(problem.output_count, generator=generator, dtype=torch.float64).expand(
+        size, problem.output_count
+    )
     counts = [math.prod(shape) for shape in problem.output_shapes.values()]
     us = dict(zip(names, u.split(counts, 1), strict=True))
     matrices = [

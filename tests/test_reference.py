@@ -400,17 +400,20 @@ def relu_plus(x):
 """
 
 
-def test_a_point_autograd_gets_wrong_alone_is_found_among_many(jaccli, tmp_path) -> None:
+@pytest.mark.parametrize("command", ["jacobian", "vjp", "jvp"])
+def test_a_point_autograd_gets_wrong_alone_is_found_among_many(jaccli, tmp_path, command) -> None:
     # NOTE [every point against the function]: no detach, no kink note; AD says 0 at x = 0
     (tmp_path / "z.py").write_text(AT_ZERO, encoding="utf-8")
     x = np.random.default_rng(3).standard_normal((40, 3)) + 0.5
     x[17, 1] = 0.0
     points = tmp_path / "points.npy"
     np.save(points, x)
-    refused = jaccli("jacobian", "--fn", f"{tmp_path / 'z.py'}:zero_at_zero", "--points",
+    refused = jaccli(command, "--fn", f"{tmp_path / 'z.py'}:zero_at_zero", "--points",
                      f"x=@{points}", "--dtype", "float64")  # fmt: skip
     assert refused.exit_code == 1
-    assert refused.stderr.startswith("jacobian: point 17: zero_at_zero: the result disagrees")
+    assert refused.stderr.startswith(f"{command}: point 17: zero_at_zero: the result disagrees")
+    if command != "jacobian":
+        return
     kinked = jaccli("jacobian", "--fn", f"{tmp_path / 'z.py'}:relu_plus", "--points",
                     f"x=@{points}", "--dtype", "float64", "--json")  # fmt: skip
     assert kinked.exit_code == 0, kinked.stderr

@@ -354,7 +354,8 @@ def run_points(
 # NOTE [every point against the function]
 # The user's function can be wrong by autograd at one point and right at the others (a branch
 # taken at that point alone, `where(x == 0, 0, x)` at 0), where no recorder sees anything and
-# the every-point probe, autograd against autograd, agrees. So each point's uᵀJd is compared
+# the every-point probe, autograd against autograd, agrees. So each point's uᵀJd (a VJP's
+# cᵀJ·d, a JVP's uᵀ(J t): its own cotangent and tangent, the result read) is compared
 # with the central differences of uᵀf along d there, as the single-point engine's reference
 # does (NOTE [the function as the reference] in reference.py), by four vmapped calls of f for
 # the whole chunk. A point that disagrees beyond SAFETY times the differences' estimated error
@@ -362,12 +363,17 @@ def run_points(
 # reference refuses a wrong J or tells a kink's convention (relu at 0) from one, and its result
 # stands for that point.
 def _doubtful(
-    problem: Problem, command: str, chunk: Mapping[str, torch.Tensor], products: tuple
+    problem: Problem,
+    command: str,
+    chunk: Mapping[str, torch.Tensor],
+    products: tuple,
+    given: Mapping[str, torch.Tensor],
 ) -> set[int]:
-    """The points of a chunk of the user's function whose uᵀJd differs from the function's own
+    """The points of a chunk of the user's function whose uᵀJd (J's, or cᵀJ·d of a VJP with
+    the cotangent c, or uᵀ(J t) of a JVP along the tangent t) differs from the function's own
     central differences (NOTE [every point against the function]); none for other commands
     and functions."""
-    if command not in ("jacobian", "det") or not problem.function.may_break_graph:
+    if command not in ("jacobian", "det", "vjp", "jvp") or not problem.function.may_break_graph:
         return set()
     from jaccli.engine.reference import SAFETY
 
@@ -377,25 +383,38 @@ def _doubtful(
     generator = torch.Generator().manual_seed(GUARD_SEED + 1)
     bases, directions = {}, {}
     for w in wrt:  # one random direction for every point, scaled by each point's own entries
-        given = chunk.get(w)
-        x = given if given is not None else problem.inputs[w].expand(size, *problem.inputs[w].shape)
+        x = chunk.get(w)
+        x = x if x is not None else problem.inputs[w].expand(size, *problem.inputs[w].shape)
         x = x.to(torch.float64).reshape(size, -1)
-        typical = x.square().mean(1, keepdim=True).sqrt().clamp_min(1e-300)
-        g = torch.randn(x.shape[1], generator=generator, dtype=torch.float64)
-        bases[w], directions[w] = x, g * x.abs().maximum(typical)
-    u = torch.randn(problem.output_count, generator=generator, dtype=torch.float64).expand(
-        size, problem.output_count
-    )
+        if command == "jvp":  # the tangent the product is along
+            directions[w] = given[w].to(torch.float64).reshape(1, -1).expand(size, -1)
+        else:
+            typical = x.square().mean(1, keepdim=True).sqrt().clamp_min(1e-300)
+            g = torch.randn(x.shape[1], generator=generator, dtype=torch.float64)
+            directions[w] = g * x.abs().maximum(typical)
+        bases[w] = x
+    if command == "vjp":  # the cotangent the product is with
+        u = torch.cat([given[n].to(torch.float64).reshape(-1) for n in names])
+    else:
+        u = torch.randn(problem.output_count, generator=generator, dtype=torch.float64)
+    u = u.expand(size, problem.output_count)
     counts = [math.prod(shape) for shape in problem.output_shapes.values()]
     us = dict(zip(names, u.split(counts, 1), strict=True))
-    matrices = [
-        (n, w, j.detach().reshape(size, us[n].shape[1], -1))
-        for n, by_wrt in zip(names, products, strict=True)
-        for w, j in zip(wrt, by_wrt, strict=True)
-    ]
-    value = sum(  # in J's dtype: its rounding is within the tolerance's eps·Σ|terms|
-        torch.einsum("ko,koi,ki->k", us[n].to(j.dtype), j, directions[w].to(j.dtype))
-        for n, w, j in matrices
+    # each term's three factors, flat by point: Σ over them is the value, of |·| its rounding
+    if command == "vjp":
+        terms = [(torch.ones(size, 1, dtype=torch.float64), p.detach().reshape(size, 1, -1),
+                  directions[w]) for w, p in zip(wrt, products, strict=True)]  # fmt: skip
+    elif command == "jvp":
+        terms = [(us[n], p.detach().reshape(size, -1, 1), torch.ones(size, 1, dtype=torch.float64))
+                 for n, p in zip(names, products, strict=True)]  # fmt: skip
+    else:
+        terms = [
+            (us[n], j.detach().reshape(size, us[n].shape[1], -1), directions[w])
+            for n, by_wrt in zip(names, products, strict=True)
+            for w, j in zip(wrt, by_wrt, strict=True)
+        ]
+    value = sum(  # in the result's dtype: its rounding is within the tolerance's eps·Σ|terms|
+        torch.einsum("ko,koi,ki->k", a.to(m.dtype), m, b.to(m.dtype)) for a, m, b in terms
     ).to(torch.float64)
     scale = torch.cat([bases[w] for w in wrt], 1).square().mean(1).sqrt()
     scale = torch.where(scale > 0, scale, 1.0)  # the inputs' scale, as the single point's
@@ -430,13 +449,8 @@ def _doubtful(
     # only now J's own rounding, for the points still apart: eps·Σ|u_i J_ij d_j|
     rows = apart.nonzero().reshape(-1)
     magnitude = sum(
-        torch.einsum(
-            "ko,koi,ki->k",
-            us[n][rows].abs(),
-            j[rows].abs().to(torch.float64),
-            directions[w][rows].abs(),
-        )
-        for n, w, j in matrices
+        torch.einsum("ko,koi,ki->k", a[rows].abs(), m[rows].abs().to(torch.float64), b[rows].abs())
+        for a, m, b in terms
     )
     tolerance = SAFETY * (estimated[rows] + eps * magnitude)
     return set(rows[(value[rows] - central[rows]).abs() > tolerance].tolist())
@@ -551,7 +565,7 @@ def _vectorized_chunk(
             "(largest difference of the outputs)"
         )
     else:
-        doubtful = _doubtful(problem, command, chunk, products)
+        doubtful = _doubtful(problem, command, chunk, products, directions or {})
         sampled = sorted({k % size for k in SAMPLED_POINTS} | doubtful)
         references = {
             k: single(at_point(problem, {n: t[k] for n, t in chunk.items()})) for k in sampled

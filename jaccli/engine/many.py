@@ -131,11 +131,16 @@ class ChunkOutcomes(Sequence[PointOutcome]):
 
     def with_own_notes(self) -> Iterator[tuple[int, Result]]:
         """The points whose result may carry warnings of its own, beyond the warnings every
-        point of the chunk has: those not finite, the sampled and the first point, and every
-        point of det J (each determinant has its own); with their result objects."""
+        point of the chunk has: those not finite, the sampled and the first point, and for det
+        those whose J is singular or whose det J leaves float64 (determinant_notes); with
+        their result objects."""
         arrays = self.arrays
         own = set(np.flatnonzero(~arrays.finite).tolist()) | set(self.references) | {0}
-        for k in range(self.size) if arrays.dets is not None else sorted(own):
+        if arrays.dets is not None:
+            d = arrays.dets
+            odd = d.singular | (np.isfinite(d.logabsdet) & (~np.isfinite(d.det) | (d.det == 0)))
+            own |= set(np.flatnonzero(odd).tolist())
+        for k in sorted(own):
             outcome = self[k]
             assert outcome.result is not None
             yield outcome.index, outcome.result

@@ -363,10 +363,20 @@ def run_points(
 # cᵀJ·d, a JVP's uᵀ(J t): its own cotangent and tangent, the result read) is compared
 # with the central differences of uᵀf along d there, as the single-point engine's reference
 # does (NOTE [the function as the reference] in reference.py), by four vmapped calls of f for
-# the whole chunk. A point that disagrees beyond SAFETY times the differences' estimated error
-# (two steps, and f's rounding) is doubtful: the single-point engine runs there too, and its
-# reference refuses a wrong J or tells a kink's convention (relu at 0) from one, and its result
-# stands for that point.
+# the whole chunk, each entry moved by eps^(1/3) of itself (steps relative to the input's whole
+# scale swept a feature of 1e-3 beside one of 1e3 across its range). Only differences the steps
+# resolve judge (the two steps agree: sin at 1e4 in float32 is not resolved), and a point that
+# disagrees beyond SAFETY times their estimated error must disagree again, the same way, at a
+# quarter of the step (unresolved differences agree by chance, seldom twice). Such a point is
+# doubtful: the single-point engine runs there too, and its reference refuses a wrong J or
+# tells a kink's convention (relu at 0) from one, and its result stands for that point.
+SMALLEST_ENTRY = 1e-3
+"""An entry of a point moves at least this share of the point's typical entry (a zero moves)."""
+CONVERGED = 0.5
+"""How far apart (relative) the central differences at h and 2h may be for the every-point
+comparison to judge a point (NOTE [every point against the function])."""
+
+
 def _doubtful(
     problem: Problem,
     command: str,
@@ -386,17 +396,20 @@ def _doubtful(
     wrt, names, dtype = problem.wrt, list(problem.output_shapes), problem.torch_dtype
     eps = torch.finfo(dtype).eps
     generator = torch.Generator().manual_seed(GUARD_SEED + 1)
-    bases, directions = {}, {}
+    bases, directions, reach = {}, {}, []
     for w in wrt:  # one random direction for every point, scaled by each point's own entries
         x = chunk.get(w)
         x = x if x is not None else problem.inputs[w].expand(size, *problem.inputs[w].shape)
         x = x.to(torch.float64).reshape(size, -1)
+        typical = x.square().mean(1, keepdim=True).sqrt().clamp_min(1e-300)
+        least = x.abs().maximum(SMALLEST_ENTRY * typical)  # how far each entry may move
         if command == "jvp":  # the tangent the product is along
             directions[w] = given[w].to(torch.float64).reshape(1, -1).expand(size, -1)
         else:
-            typical = x.square().mean(1, keepdim=True).sqrt().clamp_min(1e-300)
             g = torch.randn(x.shape[1], generator=generator, dtype=torch.float64)
-            directions[w] = g * x.abs().maximum(typical)
+            directions[w] = g * least
+        moved = directions[w].abs()
+        reach.append(torch.where(moved > 0, least / moved, math.inf).amin(1))
         bases[w] = x
     if command == "vjp":  # the cotangent the product is with
         u = torch.cat([given[n].to(torch.float64).reshape(-1) for n in names])
@@ -421,10 +434,10 @@ def _doubtful(
     value = sum(  # in the result's dtype: its rounding is within the tolerance's eps·Σ|terms|
         torch.einsum("ko,koi,ki->k", a.to(m.dtype), m, b.to(m.dtype)) for a, m, b in terms
     ).to(torch.float64)
-    scale = torch.cat([bases[w] for w in wrt], 1).square().mean(1).sqrt()
-    scale = torch.where(scale > 0, scale, 1.0)  # the inputs' scale, as the single point's
-    spread = torch.cat([directions[w] for w in wrt], 1).square().mean(1).sqrt().clamp_min(1e-300)
-    h = eps ** (1 / 3) * scale / spread
+    # each entry moves by at most eps^(1/3) of itself (of SMALLEST_ENTRY of the typical one
+    # for an entry near 0): a feature of 1e-3 beside one of 1e3 is not swept across its range
+    limit = torch.stack(reach).amin(0)
+    h = eps ** (1 / 3) * torch.where(limit.isfinite(), limit, 1.0)
     shared = {n: t for n, t in problem.inputs.items() if n not in wrt and n not in chunk}
     varying = [n for n in chunk if n not in wrt]
 
@@ -433,32 +446,52 @@ def _doubtful(
         ys = call_function(problem.function, inputs, vectorized=True)
         return torch.cat([ys[n].reshape(-1) for n in names]).to(torch.float64)
 
-    phi, sizes = {}, []
-    for k in (-2, -1, 1, 2):
-        moved = [
-            (bases[w] + (k * h)[:, None] * directions[w])
-            .to(dtype)
-            .reshape(size, *problem.inputs[w].shape)
-            for w in wrt
-        ]
-        f = torch.func.vmap(outputs_at)(*moved, *(chunk[n] for n in varying))
-        phi[k], sizes = (u * f).sum(1), [*sizes, (u.abs() * f.abs()).sum(1)]
-    central = (phi[1] - phi[-1]) / (2 * h)
-    wide = (phi[2] - phi[-2]) / (4 * h)
-    estimated = (central - wide).abs() + 4 * eps * torch.stack(sizes).amax(0) / h
-    judged = estimated <= torch.maximum(central.abs(), value.abs())  # else too rough to judge
-    judged &= value.isfinite() & central.isfinite() & estimated.isfinite()
-    apart = judged & ((value - central).abs() > SAFETY * estimated)
-    if not bool(apart.any()):
+    def differences(
+        rows: torch.Tensor | None, step: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """At the points `rows` (None: all): uᵀf's central difference along d with `step`,
+        and its estimated error (the difference at twice the step, and f's rounding)."""
+
+        def at(t: torch.Tensor) -> torch.Tensor:
+            return t if rows is None else t[rows]
+
+        count = size if rows is None else len(rows)
+        phi, sizes = {}, []
+        for k in (-2, -1, 1, 2):
+            moved = [
+                (at(bases[w]) + (k * step)[:, None] * at(directions[w]))
+                .to(dtype)
+                .reshape(count, *problem.inputs[w].shape)
+                for w in wrt
+            ]
+            f = torch.func.vmap(outputs_at)(*moved, *(at(chunk[n]) for n in varying))
+            weights = at(u)
+            phi[k], sizes = (weights * f).sum(1), [*sizes, (weights.abs() * f.abs()).sum(1)]
+        central = (phi[1] - phi[-1]) / (2 * step)
+        wide = (phi[2] - phi[-2]) / (4 * step)
+        rounding = 4 * eps * torch.stack(sizes).amax(0) / step
+        # the two steps must agree: f varies on a scale they resolve (sin at x = 1e4, steps of
+        # 60, does not: its differences say nothing, and the point stands as the probe left it)
+        resolved = (central - wide).abs() <= CONVERGED * torch.maximum(central.abs(), wide.abs())
+        estimated = torch.where(resolved, (central - wide).abs() + rounding, math.inf)
+        return central, estimated
+
+    central, estimated = differences(None, h)
+    judged = value.isfinite() & central.isfinite() & estimated.isfinite()
+    rows = (judged & ((value - central).abs() > SAFETY * estimated)).nonzero().reshape(-1)
+    if not len(rows):
         return set()
-    # only now J's own rounding, for the points still apart: eps·Σ|u_i J_ij d_j|
-    rows = apart.nonzero().reshape(-1)
+    # a point apart is apart again at a quarter of the step, where a resolved derivative is
+    # the same (unresolved differences are apart by chance, and seldom twice); J's own
+    # rounding, eps·Σ|u_i J_ij d_j|, weighs in only now
+    finer, finer_estimated = differences(rows, h[rows] / 4)
     magnitude = sum(
         torch.einsum("ko,koi,ki->k", a[rows].abs(), m[rows].abs().to(torch.float64), b[rows].abs())
         for a, m, b in terms
     )
-    tolerance = SAFETY * (estimated[rows] + eps * magnitude)
-    return set(rows[(value[rows] - central[rows]).abs() > tolerance].tolist())
+    tolerance = SAFETY * (finer_estimated + estimated[rows] + eps * magnitude)
+    stable = (finer - central[rows]).abs() <= tolerance
+    return set(rows[stable & ((value[rows] - finer).abs() > tolerance)].tolist())
 
 
 # NOTE [points autograd cannot see]

@@ -421,3 +421,44 @@ def test_a_point_autograd_gets_wrong_alone_is_found_among_many(jaccli, tmp_path,
     np.testing.assert_array_equal(j, np.stack([np.diag(1 + 2 * (p > 0)) for p in x]))
     warnings = kinked.json()["warnings"]
     assert len(warnings) == 1 and warnings[0].startswith("point 17: the point is on a kink: relu")
+
+
+FAR_AND_MIXED = """\
+import torch
+
+def sin_far(x):
+    return torch.sin(x)
+
+def mixed(x):  # features of 1e3 and 1e-3 side by side
+    return torch.stack([torch.tanh(x[0] / 1000 + x[1] * 1000), x[0] * x[1]])
+"""
+
+
+@pytest.mark.parametrize("call", ["sin_far", "mixed"])
+def test_points_the_differences_cannot_resolve_keep_their_vectorized_j(
+    jaccli, tmp_path, call
+) -> None:
+    # NOTE [every point against the function]: steps of 60 over sin at 1e4, or moving a 1e-3
+    # feature across its range, sent most points to the single-point engine, which refused
+    (tmp_path / "f.py").write_text(FAR_AND_MIXED, encoding="utf-8")
+    rng = np.random.default_rng(7)
+    if call == "sin_far":
+        x = (1e4 * (1 + 0.5 * rng.random((300, 3)))).astype(np.float32)
+    else:
+        x = np.stack([1e3 * rng.standard_normal(300), 1e-3 * rng.standard_normal(300)], 1)
+        x = x.astype(np.float32)
+    points = tmp_path / "points.npy"
+    np.save(points, x)
+    out = tmp_path / "j.npy"
+    run = jaccli("jacobian", "--fn", f"{tmp_path / 'f.py'}:{call}", "--points", f"x=@{points}",
+                 "--out", str(out))  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    x64 = x.astype(np.float64)
+    if call == "sin_far":
+        expected = np.stack([np.diag(np.cos(p)) for p in x64])
+    else:
+        sech2 = 1 - np.tanh(x64[:, 0] / 1000 + x64[:, 1] * 1000) ** 2
+        expected = np.stack(
+            [np.stack([sech2 / 1000, sech2 * 1000], 1), np.stack([x64[:, 1], x64[:, 0]], 1)], 1
+        )
+    np.testing.assert_allclose(np.load(out), expected, rtol=2e-3, atol=1e-6)

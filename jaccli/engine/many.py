@@ -398,8 +398,8 @@ def _doubtful(
     generator = torch.Generator().manual_seed(GUARD_SEED + 1)
     bases, directions, reach = {}, {}, []
     for w in wrt:  # one random direction for every point, scaled by each point's own entries
-        x = chunk.get(w)
-        x = x if x is not None else problem.inputs[w].expand(size, *problem.inputs[w].shape)
+        given_x = chunk.get(w)
+        x = problem.inputs[w].expand(size, *problem.inputs[w].shape) if given_x is None else given_x
         x = x.to(torch.float64).reshape(size, -1)
         typical = x.square().mean(1, keepdim=True).sqrt().clamp_min(1e-300)
         least = x.abs().maximum(SMALLEST_ENTRY * typical)  # how far each entry may move
@@ -434,9 +434,7 @@ def _doubtful(
     value = sum(  # in the result's dtype: its rounding is within the tolerance's eps·Σ|terms|
         torch.einsum("ko,koi,ki->k", a.to(m.dtype), m, b.to(m.dtype)) for a, m, b in terms
     ).to(torch.float64)
-    # each entry moves by at most eps^(1/3) of itself (of SMALLEST_ENTRY of the typical one
-    # for an entry near 0): a feature of 1e-3 beside one of 1e3 is not swept across its range
-    limit = torch.stack(reach).amin(0)
+    limit = torch.stack(reach).amin(0)  # each entry moves by at most eps^(1/3) of itself
     h = eps ** (1 / 3) * torch.where(limit.isfinite(), limit, 1.0)
     shared = {n: t for n, t in problem.inputs.items() if n not in wrt and n not in chunk}
     varying = [n for n in chunk if n not in wrt]

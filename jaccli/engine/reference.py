@@ -517,8 +517,7 @@ def _each_input(
     input whose check could not be made while another's was."""
     if len(problem.wrt) == 1:
         return along(problem.wrt), ()
-    by_input = {w: along([w]) for w in problem.wrt if problem.inputs[w].numel()}
-    references = list(by_input.values())
+    references = [along([w]) for w in problem.wrt if problem.inputs[w].numel()]
     failed = [r for r in references if r.passed is False]
     made = [r for r in references if r.passed]
     if failed or not made:

@@ -163,7 +163,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 POINT_NOTES_LISTED = 20
-"""Warnings of points after the first that a run of many points says, before how many more."""
+"""Warnings of single points (`point k: …`) a run of many points says, before how many more."""
 
 
 class PointResults(Sequence["Result"]):
